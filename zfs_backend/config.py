@@ -1,0 +1,51 @@
+"""Typed, frozen settings and their loader. No other module reads the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Settings", "load_settings"]
+
+DEFAULT_HOME = "/var/lib/zfs-backend"
+DEFAULT_LAB_NETWORK = "198.18.0.0/24"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where state lives and how the controller reaches nodes.
+
+    ``home``: root of all state (``$ZFS_BACKEND_HOME``).
+    ``inventory``: the ansible-format YAML inventory naming the nodes (``$ZFS_BACKEND_INVENTORY``,
+    default: the lab's).
+    ``lab_network``: the lab's IPv4 network (``$ZFS_BACKEND_LAB_NETWORK``).
+    ``ssh_cipher``: cipher for bulk streams over OpenSSH (``$ZFS_BACKEND_SSH_CIPHER``).
+    ``agent_socket``: the node agent's unix socket (``$ZFS_BACKEND_AGENT_SOCKET``).
+    """
+
+    home: Path
+    inventory: Path
+    lab_network: str
+    ssh_cipher: str
+    agent_socket: Path
+
+    @property
+    def lab_dir(self) -> Path:
+        return self.home / "lab"
+
+    @property
+    def agent_dir(self) -> Path:
+        return self.home / "agent"
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    e = os.environ if env is None else env
+    home = Path(e.get("ZFS_BACKEND_HOME", DEFAULT_HOME))
+    return Settings(
+        home=home,
+        inventory=Path(e.get("ZFS_BACKEND_INVENTORY", str(home / "lab" / "inventory.yml"))),
+        lab_network=e.get("ZFS_BACKEND_LAB_NETWORK", DEFAULT_LAB_NETWORK),
+        ssh_cipher=e.get("ZFS_BACKEND_SSH_CIPHER", "aes128-gcm@openssh.com"),
+        agent_socket=Path(e.get("ZFS_BACKEND_AGENT_SOCKET", "/run/zfs-backend/agent.sock")),
+    )

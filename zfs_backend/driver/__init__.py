@@ -1,0 +1,1 @@
+"""zfs_backend.driver"""

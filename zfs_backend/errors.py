@@ -1,0 +1,185 @@
+"""The exception tree of zfs_backend.
+
+Callers catch types, never match message strings. Every error carries a short,
+one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
+
+    ZfsBackendError                       base; exit 1
+    ├── UsageError                        bad input from a user (names, sizes, options); exit 2
+    │   └── InvalidName                   a dataset/snapshot/node/property name failed validation
+    ├── ConfigError                       settings or inventory unreadable or incomplete; exit 3
+    ├── LabError                          the simulated lab cannot be brought up / used; exit 4
+    │   ├── NotRoot
+    │   ├── MissingDependency             a binary or device the lab needs is absent
+    │   ├── AddressRangeTaken
+    │   └── UnknownNode
+    ├── HostError                         running something on a node failed; exit 5
+    │   ├── CommandFailed                 non-zero exit: node, argv, stderr
+    │   ├── CommandTimeout
+    │   ├── HostUnreachable               cannot connect (network, auth)
+    │   └── HostKeyMismatch               the node's host key is unknown or changed
+    ├── ZfsError                          a zfs/zpool command failed in a known way; exit 6
+    │   ├── DatasetNotFound
+    │   ├── DatasetExists
+    │   ├── DatasetBusy
+    │   ├── PoolFull
+    │   └── UnsupportedFeature            the node's ZFS dialect lacks it
+    ├── ActivityError                     exit 7
+    │   ├── ActivityNotFound
+    │   ├── InvalidTransition             illegal state change; nothing changed
+    │   └── AgentUnavailable              the node agent is down or unreachable
+    └── ReplicationConflict               plan refused: diverged, no common base, running, no space; exit 8
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ActivityError",
+    "ActivityNotFound",
+    "AddressRangeTaken",
+    "AgentUnavailable",
+    "CommandFailed",
+    "CommandTimeout",
+    "ConfigError",
+    "DatasetBusy",
+    "DatasetExists",
+    "DatasetNotFound",
+    "HostError",
+    "HostKeyMismatch",
+    "HostUnreachable",
+    "InvalidName",
+    "InvalidTransition",
+    "LabError",
+    "MissingDependency",
+    "NotRoot",
+    "PoolFull",
+    "ReplicationConflict",
+    "UnknownNode",
+    "UnsupportedFeature",
+    "UsageError",
+    "ZfsBackendError",
+    "ZfsError",
+]
+
+
+class ZfsBackendError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(ZfsBackendError):
+    exit_code = 2
+
+
+class InvalidName(UsageError):
+    """A name failed validation before reaching any command line."""
+
+
+class ConfigError(ZfsBackendError):
+    exit_code = 3
+
+
+class LabError(ZfsBackendError):
+    exit_code = 4
+
+
+class NotRoot(LabError):
+    pass
+
+
+class MissingDependency(LabError):
+    pass
+
+
+class AddressRangeTaken(LabError):
+    pass
+
+
+class UnknownNode(LabError):
+    pass
+
+
+class HostError(ZfsBackendError):
+    exit_code = 5
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    out = " | ".join(lines)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+class CommandFailed(HostError):
+    """A command exited non-zero. Carries the node, the argv, the exit code and stderr."""
+
+    def __init__(self, node: str, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        self.node = node
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        msg = f"{node}: `{' '.join(self.argv)}` exited {returncode}"
+        if stderr.strip():
+            msg += f": {_one_line(stderr)}"
+        super().__init__(msg)
+
+
+class CommandTimeout(HostError):
+    def __init__(self, node: str, argv: Sequence[str], timeout: float) -> None:
+        self.node = node
+        self.argv = list(argv)
+        self.timeout = timeout
+        super().__init__(f"{node}: `{' '.join(self.argv)}` timed out after {timeout:g} s")
+
+
+class HostUnreachable(HostError):
+    pass
+
+
+class HostKeyMismatch(HostError):
+    pass
+
+
+class ZfsError(ZfsBackendError):
+    exit_code = 6
+
+
+class DatasetNotFound(ZfsError):
+    pass
+
+
+class DatasetExists(ZfsError):
+    pass
+
+
+class DatasetBusy(ZfsError):
+    pass
+
+
+class PoolFull(ZfsError):
+    pass
+
+
+class UnsupportedFeature(ZfsError):
+    pass
+
+
+class ActivityError(ZfsBackendError):
+    exit_code = 7
+
+
+class ActivityNotFound(ActivityError):
+    pass
+
+
+class InvalidTransition(ActivityError):
+    pass
+
+
+class AgentUnavailable(ActivityError):
+    pass
+
+
+class ReplicationConflict(ZfsBackendError):
+    exit_code = 8
