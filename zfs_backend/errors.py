@@ -26,7 +26,9 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     ├── ActivityError                     exit 7
     │   ├── ActivityNotFound
     │   ├── InvalidTransition             illegal state change; nothing changed
-    │   └── AgentUnavailable              the node agent is down or unreachable
+    │   ├── AgentUnavailable              the node agent is down or unreachable
+    │   ├── StoreError                    the activity store is unreadable or from a newer schema
+    │   └── ProtocolError                 a malformed agent request or response
     └── ReplicationConflict               plan refused: diverged, no common base, running, no space; exit 8
 """
 
@@ -54,7 +56,9 @@ __all__ = [
     "MissingDependency",
     "NotRoot",
     "PoolFull",
+    "ProtocolError",
     "ReplicationConflict",
+    "StoreError",
     "UnknownNode",
     "UnsupportedFeature",
     "UsageError",
@@ -178,6 +182,14 @@ class InvalidTransition(ActivityError):
 
 
 class AgentUnavailable(ActivityError):
+    pass
+
+
+class StoreError(ActivityError):
+    pass
+
+
+class ProtocolError(ActivityError):
     pass
 
 
