@@ -1,0 +1,514 @@
+"""Run commands on a storage node over SSH, with strict host key checking.
+
+Control commands (:meth:`SSHHost.run`, :meth:`SSHHost.session`) go over one reused paramiko
+connection per host. Bulk byte streams use OpenSSH (:meth:`SSHHost.stream_argv`), which is faster
+(measured: aes128-gcm 273 MiB/s vs paramiko ~223 MiB/s) and can share a ControlMaster connection.
+
+Host keys are always checked against the node's ``known_hosts`` file: paramiko rejects unknown keys
+(``RejectPolicy``), OpenSSH runs with ``StrictHostKeyChecking=yes``. Nothing ever adds a host key.
+
+The remote command line is ``shlex.join(argv)``: the one place a string is built from an argv, with
+proper quoting, after :func:`~zfs_backend.hosts.base.check_argv`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import shlex
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import paramiko
+
+from ..config import Settings, load_settings
+from ..errors import (
+    CommandFailed,
+    CommandTimeout,
+    HostError,
+    HostKeyMismatch,
+    HostUnreachable,
+    InvalidName,
+    UsageError,
+)
+from .base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
+
+if TYPE_CHECKING:
+    from .inventory import NodeSpec
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_KEEPALIVE",
+    "SSHHost",
+    "known_hosts_name",
+    "validate_address",
+    "validate_node_name",
+    "validate_user",
+]
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE = 5
+DEFAULT_CONTROL_PERSIST = 60
+
+# Preferred by paramiko when available (measured faster with AES-NI); the rest of its list follows.
+_PARAMIKO_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+# paramiko names curve25519 only by its libssh.org alias (same algorithm as curve25519-sha256).
+_PARAMIKO_KEX = ("curve25519-sha256@libssh.org",)
+_OPENSSH_KEX = "curve25519-sha256,curve25519-sha256@libssh.org"
+
+_NODE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*\.?")
+_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+")
+_USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+_CIPHER_RE = re.compile(r"[A-Za-z0-9@.+-]+(?:,[A-Za-z0-9@.+-]+)*")
+_READ_CHUNK = 1 << 20
+# sun_path holds 108 bytes with the NUL; ssh's ControlPath is dir + "/" + %C (40) + ".<16 random>"
+_MAX_CONTROL_DIR = 107 - 1 - 40 - 17
+# run() wraps the command so its pid is known: a timed-out command can then be killed.
+_PID_TAG = b"zfs-backend-pid:"
+_PID_WRAPPER = ("sh", "-c", 'echo "zfs-backend-pid:$$" >&2 && exec "$@"', "sh")
+
+
+def validate_node_name(name: str) -> str:
+    """Return ``name`` if it is a lowercase hostname-ish node name (``[a-z0-9][a-z0-9-]{0,62}``)."""
+    if not isinstance(name, str) or not _NODE_RE.fullmatch(name):
+        raise InvalidName(f"invalid node name {name!r}: want [a-z0-9][a-z0-9-]{{0,62}}")
+    return name
+
+
+def validate_address(address: str) -> str:
+    """Return ``address`` if it is a DNS name, an IPv4 or an IPv6 address (never starting with ``-``)."""
+    if isinstance(address, str) and (
+        _HOSTNAME_RE.fullmatch(address) or (":" in address and _IPV6_RE.fullmatch(address))
+    ):
+        return address
+    raise InvalidName(f"invalid node address {address!r}")
+
+
+def validate_user(user: str) -> str:
+    if not isinstance(user, str) or not _USER_RE.fullmatch(user):
+        raise InvalidName(f"invalid ssh user {user!r}")
+    return user
+
+
+def _validate_port(port: int) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise InvalidName(f"invalid ssh port {port!r}")
+    return port
+
+
+def known_hosts_name(address: str, port: int) -> str:
+    """The name a host is looked up by in known_hosts: ``address`` or ``[address]:port``."""
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def _prefer(available: Sequence[str], first: Sequence[str]) -> list[str]:
+    head = [x for x in first if x in available]
+    return head + [x for x in available if x not in head]
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+class _RejectUnknownHost(paramiko.RejectPolicy):
+    """RejectPolicy that raises our typed error, naming the node and the known_hosts file."""
+
+    def __init__(self, host: SSHHost) -> None:
+        self._host = host
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        h = self._host
+        raise HostKeyMismatch(
+            f"{h.name}: host key of {hostname} ({key.get_name()} {key.fingerprint}) "
+            f"is not in known_hosts {h.known_hosts}"
+        )
+
+
+class SSHHost(Host):
+    """A storage node reached over SSH.
+
+    ``key_file``: the private key (no agent, no default keys are tried). ``known_hosts``: the only
+    file host keys are checked against. ``cipher``: OpenSSH cipher for bulk streams (default
+    ``Settings.ssh_cipher``). ``keepalive``: seconds between keepalives (paramiko and
+    ``ServerAliveInterval``). ``control_dir``: private directory (mode 0700) for OpenSSH
+    ControlMaster sockets; when given, :meth:`stream_argv` reuses one master connection.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        *,
+        key_file: str | os.PathLike[str],
+        known_hosts: str | os.PathLike[str],
+        port: int = 22,
+        user: str = "root",
+        cipher: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        keepalive: int = DEFAULT_KEEPALIVE,
+        control_dir: str | os.PathLike[str] | None = None,
+        control_persist: int = DEFAULT_CONTROL_PERSIST,
+        ssh_config: str = "/dev/null",
+        kill_on_timeout: bool = True,
+        settings: Settings | None = None,
+    ) -> None:
+        self.name = validate_node_name(name)
+        self.address = validate_address(address)
+        self.port = _validate_port(port)
+        self.user = validate_user(user)
+        self.key_file = Path(key_file)
+        self.known_hosts = Path(known_hosts)
+        if cipher is None:
+            cipher = (settings or load_settings()).ssh_cipher
+        if not _CIPHER_RE.fullmatch(cipher):
+            raise InvalidName(f"invalid ssh cipher {cipher!r}")
+        self.cipher = cipher
+        if connect_timeout <= 0:
+            raise InvalidName(f"connect_timeout must be positive, not {connect_timeout!r}")
+        self.connect_timeout = float(connect_timeout)
+        self.keepalive = int(keepalive)
+        self.control_dir = Path(control_dir) if control_dir is not None else None
+        if self.control_dir is not None and len(os.fsencode(self.control_dir)) > _MAX_CONTROL_DIR:
+            raise UsageError(
+                f"control_dir {self.control_dir} is too long for a unix socket path "
+                f"(at most {_MAX_CONTROL_DIR} bytes)"
+            )
+        self.control_persist = int(control_persist)
+        self.ssh_config = ssh_config
+        self.kill_on_timeout = kill_on_timeout
+        self.connect_count = 0  # connections made so far (for tests and metrics)
+        self._lock = threading.Lock()
+        self._client: paramiko.SSHClient | None = None
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: NodeSpec,
+        settings: Settings | None = None,
+        **kwargs: Any,
+    ) -> SSHHost:
+        """Build from an inventory :class:`~zfs_backend.hosts.inventory.NodeSpec`; ``kwargs`` override."""
+        args: dict[str, Any] = {
+            "port": spec.port,
+            "user": spec.user,
+            "key_file": spec.key_file,
+            "known_hosts": spec.known_hosts,
+            "settings": settings,
+        }
+        args.update(kwargs)
+        return cls(spec.name, spec.address, **args)
+
+    @property
+    def host_key_name(self) -> str:
+        return known_hosts_name(self.address, self.port)
+
+    def __repr__(self) -> str:
+        return f"SSHHost({self.name!r}, {self.user}@{self.address}:{self.port})"
+
+    # --- paramiko connection -------------------------------------------------------------------
+
+    def _make_transport(self, sock: Any, **kwargs: Any) -> paramiko.Transport:
+        t = paramiko.Transport(sock, disabled_algorithms=kwargs.get("disabled_algorithms"))
+        opts = t.get_security_options()
+        opts.ciphers = tuple(_prefer(opts.ciphers, _PARAMIKO_CIPHERS))
+        opts.kex = tuple(_prefer(opts.kex, _PARAMIKO_KEX))
+        return t
+
+    def _connect(self) -> paramiko.SSHClient:
+        where = f"{self.address}:{self.port}"
+        client = paramiko.SSHClient()
+        try:
+            client.load_host_keys(str(self.known_hosts))
+        except OSError as e:
+            client.close()
+            raise HostKeyMismatch(
+                f"{self.name}: cannot read known_hosts {self.known_hosts}: {_reason(e)}"
+            ) from e
+        client.set_missing_host_key_policy(_RejectUnknownHost(self))
+        ct = self.connect_timeout
+        try:
+            client.connect(
+                self.address,
+                port=self.port,
+                username=self.user,
+                key_filename=str(self.key_file),
+                timeout=ct,
+                banner_timeout=ct,
+                auth_timeout=ct,
+                channel_timeout=ct,
+                allow_agent=False,
+                look_for_keys=False,
+                transport_factory=self._make_transport,
+            )
+        except HostKeyMismatch:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise HostKeyMismatch(
+                f"{self.name}: host key of {self.host_key_name} changed: got {e.key.get_name()} "
+                f"{e.key.fingerprint}, known_hosts {self.known_hosts} has {e.expected_key.fingerprint}"
+            ) from e
+        except paramiko.AuthenticationException as e:
+            client.close()
+            raise HostUnreachable(
+                f"{self.name}: {where}: authentication as {self.user} with key {self.key_file} "
+                f"failed: {_reason(e)}"
+            ) from e
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            client.close()
+            raise HostUnreachable(f"{self.name}: cannot connect to {where}: {_reason(e)}") from e
+        transport = client.get_transport()
+        if transport is None:  # pragma: no cover - connect() returned without a transport
+            client.close()
+            raise HostUnreachable(f"{self.name}: cannot connect to {where}: no transport")
+        if self.keepalive > 0:
+            transport.set_keepalive(self.keepalive)
+        self.connect_count += 1
+        return client
+
+    def _transport(self) -> paramiko.Transport:
+        """The live transport, connecting (or reconnecting a dead one) under the lock."""
+        with self._lock:
+            client = self._client
+            if client is not None:
+                t = client.get_transport()
+                if t is not None and t.is_active():
+                    return t
+                client.close()
+                self._client = None
+            self._client = self._connect()
+            t = self._client.get_transport()
+            assert t is not None
+            return t
+
+    def _drop(self, transport: paramiko.Transport) -> None:
+        with self._lock:
+            if self._client is not None and self._client.get_transport() is transport:
+                self._client.close()
+                self._client = None
+
+    @property
+    def transport(self) -> paramiko.Transport | None:
+        """The current paramiko transport, if connected (no connection is made)."""
+        client = self._client
+        return client.get_transport() if client is not None else None
+
+    def _open_channel(self) -> paramiko.Channel:
+        """A fresh session channel; reconnects once if the transport turns out dead."""
+        last: BaseException | None = None
+        for _ in range(2):
+            transport = self._transport()
+            try:
+                return transport.open_session(timeout=self.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                last = e
+                self._drop(transport)
+        assert last is not None
+        raise HostUnreachable(
+            f"{self.name}: {self.address}:{self.port}: cannot open a session: {_reason(last)}"
+        ) from last
+
+    def session(self, argv: Sequence[str]) -> paramiko.Channel:
+        """Start ``argv`` on the node and return its channel for a long-lived exchange.
+
+        Use ``chan.makefile_stdin("wb")`` / ``chan.makefile("rb")`` for line-delimited requests and
+        responses, ``chan.shutdown_write()`` to send EOF, ``chan.recv_exit_status()`` and
+        ``chan.close()`` when done. The caller owns the channel.
+        """
+        args = check_argv(argv)
+        chan = self._open_channel()
+        try:
+            chan.exec_command(shlex.join(args))
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            chan.close()
+            raise HostUnreachable(f"{self.name}: cannot start `{' '.join(args)}`: {_reason(e)}") from e
+        return chan
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        check: bool = True,
+    ) -> CommandResult:
+        """Run ``argv`` to completion over the shared connection.
+
+        stdout and stderr are read concurrently; ``input`` is sent, then EOF (no ``input``: EOF at
+        once). Past ``timeout``: the channel is closed, the remote command SIGKILLed (when
+        ``kill_on_timeout``) and ``CommandTimeout`` raised.
+        """
+        return self._exec(check_argv(argv), input, timeout, check, wrap=self.kill_on_timeout)
+
+    def _exec(
+        self,
+        args: tuple[str, ...],
+        input: bytes | None,
+        timeout: float | None,
+        check: bool,
+        *,
+        wrap: bool,
+    ) -> CommandResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chan = self.session([*_PID_WRAPPER, *args] if wrap else args)
+        out: list[bytes] = []
+        err: list[bytes] = []
+        threads = [
+            threading.Thread(target=_pump, args=(chan.recv, out), daemon=True),
+            threading.Thread(target=_pump, args=(chan.recv_stderr, err), daemon=True),
+            threading.Thread(target=_feed, args=(chan, input), daemon=True),
+        ]
+        try:
+            for th in threads:
+                th.start()
+            if not chan.status_event.wait(_remaining(deadline)):
+                raise CommandTimeout(self.name, args, timeout or 0)
+            for th in threads[:2]:
+                th.join(_remaining(deadline))
+                if th.is_alive():  # output still open after exit (a background child holds it)
+                    raise CommandTimeout(self.name, args, timeout or 0)
+        except CommandTimeout:
+            if wrap and not chan.exit_status_ready():
+                self._kill_remote(_split_pid(err)[0])
+            raise
+        finally:
+            chan.close()
+        transport = chan.get_transport()
+        rc = chan.exit_status
+        if rc == -1 and (transport is None or not transport.is_active()):
+            raise HostUnreachable(f"{self.name}: connection lost while running `{' '.join(args)}`")
+        stderr = _split_pid(err)[1] if wrap else b"".join(err)
+        res = CommandResult(self.name, args, rc, b"".join(out), stderr)
+        if check and rc != 0:
+            raise CommandFailed(self.name, args, rc, res.err_text)
+        return res
+
+    def _kill_remote(self, pid: int | None) -> None:
+        """SIGKILL a timed-out command's process group (or the process) over a fresh channel.
+
+        sshd does not kill a command when its channel closes, and refuses the SSH "signal" request
+        for root logins (no post-auth privilege separation), so the wrapper's pid is used.
+        """
+        if pid is None:
+            return
+        kill = ["sh", "-c", 'kill -KILL -- "-$1" 2>/dev/null || kill -KILL "$1"', "sh", str(pid)]
+        with contextlib.suppress(HostError):
+            self._exec(tuple(kill), None, self.connect_timeout, False, wrap=False)
+
+    # --- OpenSSH for byte streams --------------------------------------------------------------
+
+    def _control_dir(self) -> Path:
+        """Create (or check) the private ControlMaster directory: owned by us, mode 0700."""
+        assert self.control_dir is not None
+        d = self.control_dir
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = d.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise HostUnreachable(f"{self.name}: control dir {d} is not a directory owned by us")
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            d.chmod(0o700)
+        return d
+
+    def ssh_options(self, *, multiplex: bool = True) -> list[str]:
+        """The OpenSSH client options (everything before ``-l user address``)."""
+        opts = [
+            "-F", self.ssh_config,
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "UpdateHostKeys=no",
+            "-o", "IdentitiesOnly=yes",
+            "-i", str(self.key_file),
+            "-p", str(self.port),
+            "-o", f"Ciphers={self.cipher}",
+            "-o", f"ServerAliveInterval={self.keepalive}",
+            "-o", "ServerAliveCountMax=3",
+            "-o", f"KexAlgorithms={_OPENSSH_KEX}",
+            "-o", f"ConnectTimeout={max(1, math.ceil(self.connect_timeout))}",
+        ]  # fmt: skip
+        if multiplex and self.control_dir is not None:
+            opts += [
+                "-o", "ControlMaster=auto",
+                "-o", f"ControlPath={self._control_dir() / '%C'}",
+                "-o", f"ControlPersist={self.control_persist}",
+            ]  # fmt: skip
+        return opts
+
+    def stream_argv(self, argv: Sequence[str], *, multiplex: bool = True) -> list[str]:
+        """The local ``ssh`` argv running ``argv`` on the node, stdin/stdout/stderr passed through.
+
+        ``multiplex``: share a ControlMaster connection when ``control_dir`` is set.
+        """
+        args = check_argv(argv)
+        return [
+            "ssh",
+            *self.ssh_options(multiplex=multiplex),
+            "-l", self.user,
+            self.address,
+            "--",
+            shlex.join(args),
+        ]  # fmt: skip
+
+    def stop_master(self, timeout: float = 10.0) -> None:
+        """Ask a running ControlMaster for this host to exit. No-op without ``control_dir``."""
+        if self.control_dir is None or not self.control_dir.is_dir():
+            return
+        argv = ["ssh", *self.ssh_options(multiplex=True), "-O", "exit", "-l", self.user, self.address]
+        subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+
+    def close(self) -> None:
+        """Close the paramiko connection. Idempotent. A ControlMaster is left to ControlPersist
+        (it may be shared); see :meth:`stop_master`."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _pump(recv: Callable[[int], bytes], sink: list[bytes]) -> None:
+    try:
+        while True:
+            data = recv(_READ_CHUNK)
+            if not data:
+                return
+            sink.append(data)
+    except (OSError, EOFError, paramiko.SSHException):
+        return
+
+
+def _feed(chan: paramiko.Channel, data: bytes | None) -> None:
+    try:
+        if data:
+            chan.sendall(data)
+        chan.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        return  # the command closed its stdin early (e.g. `head`), or the channel is gone
+
+
+def _split_pid(err: list[bytes]) -> tuple[int | None, bytes]:
+    """Split the wrapper's ``zfs-backend-pid:N`` line off the stderr collected so far."""
+    data = b"".join(err)
+    if not data.startswith(_PID_TAG):
+        return None, data
+    line, sep, rest = data.partition(b"\n")
+    if not sep:
+        return None, b""  # the pid line has not fully arrived
+    digits = line[len(_PID_TAG) :]
+    return (int(digits) if digits.isdigit() else None), rest
