@@ -22,6 +22,8 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── DatasetExists
     │   ├── DatasetBusy
     │   ├── PoolFull
+    │   ├── DatasetHasDependents          children, newer snapshots or clones stand in the way
+    │   ├── DestinationModified           incremental recv refused: target changed since its snapshot
     │   └── UnsupportedFeature            the node's ZFS dialect lacks it
     ├── ActivityError                     exit 7
     │   ├── ActivityNotFound
@@ -46,7 +48,9 @@ __all__ = [
     "ConfigError",
     "DatasetBusy",
     "DatasetExists",
+    "DatasetHasDependents",
     "DatasetNotFound",
+    "DestinationModified",
     "HostError",
     "HostKeyMismatch",
     "HostUnreachable",
@@ -163,6 +167,14 @@ class DatasetBusy(ZfsError):
 
 class PoolFull(ZfsError):
     pass
+
+
+class DatasetHasDependents(ZfsError):
+    """Refused without -r/-R: children, more recent snapshots or dependent clones exist."""
+
+
+class DestinationModified(ZfsError):
+    """An incremental receive found the target changed since its most recent snapshot."""
 
 
 class UnsupportedFeature(ZfsError):

@@ -1,0 +1,425 @@
+"""Typed zfs/zpool verbs on one host: ``Zfs(host)``.
+
+Every command goes through :func:`zfs_backend.zfs.cmd.run` (the chokepoint) and takes only
+validated names (:mod:`~zfs_backend.zfs.names`). Output is read in exact bytes: ``-p`` where the
+dialect has it, else ``zfs get -Hp`` (zfs-fuse's ``zfs list`` has no ``-p``), and ``zpool list``
+human units on zfs-fuse (approximate, flagged ``exact=False``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from ..errors import DatasetBusy, DatasetNotFound, InvalidName, UnsupportedFeature, UsageError
+from ..hosts.base import DEFAULT_TIMEOUT, CommandResult, Host
+from . import cmd
+from .dialect import Dialect, probe
+from .estimate import MIN_STREAM_BYTES, STREAM_OVERHEAD, estimate_from_snapshots
+from .models import Dataset, PoolCapacity, RecvSpec, SendSpec, Snapshot
+from .names import (
+    AnyName,
+    BookmarkName,
+    DatasetName,
+    SnapshotName,
+    parse_dataset,
+    parse_snapshot,
+    validate_hold_tag,
+    validate_pool,
+    validate_property,
+    validate_property_value,
+)
+from .parse import ParseError, parse_get, parse_human_size, parse_int, parse_send_estimate, parse_table
+
+__all__ = ["Zfs"]
+
+log = logging.getLogger("zfs_backend.zfs")
+
+_DATASET_PROPS = ("type", "guid", "createtxg", "used", "referenced", "available", "mountpoint", "mounted")
+_SNAPSHOT_PROPS = ("guid", "createtxg", "used", "referenced", "creation")
+_TOKEN = re.compile(r"[0-9A-Za-z-]{1,8192}")
+
+
+def _req_int(props: Mapping[str, str], key: str, name: str) -> int:
+    v = parse_int(props.get(key, "-"))
+    if v is None:
+        raise ParseError(f"{name}: no value for {key}")
+    return v
+
+
+def _opts(props: Mapping[str, str] | None) -> list[str]:
+    out: list[str] = []
+    for k, v in (props or {}).items():
+        out += ["-o", f"{validate_property(k)}={validate_property_value(k, v)}"]
+    return out
+
+
+def _expect(name: object, *types: type) -> None:
+    if not isinstance(name, types):
+        want = " or ".join(t.__name__ for t in types)
+        raise UsageError(f"expected a validated {want}, got {name!r}")
+
+
+class Zfs:
+    """zfs/zpool on one host. ``clock``/``sleep`` are injectable for the busy-retry loop."""
+
+    def __init__(
+        self,
+        host: Host,
+        *,
+        dialect: Dialect | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.host = host
+        self._dialect = dialect
+        self.timeout = timeout
+        self._clock = clock
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"Zfs({self.host!r})"
+
+    @property
+    def dialect(self) -> Dialect:
+        """The host's dialect, probed once (cached per host)."""
+        if self._dialect is None:
+            self._dialect = probe(self.host)
+        return self._dialect
+
+    def _run(self, argv: Sequence[str], *, check: bool = True) -> CommandResult:
+        return cmd.run(self.host, argv, timeout=self.timeout, check=check)
+
+    def _need(self, flag: str, what: str) -> None:
+        if not getattr(self.dialect, flag):
+            raise UnsupportedFeature(f"{self.host.name}: {what} is not available on {self.dialect}")
+
+    # ---------------------------------------------------------------- queries
+
+    def list_datasets(self, root: DatasetName | None = None, recursive: bool = True) -> list[Dataset]:
+        """Filesystems and volumes under ``root`` (all when None), sorted by name."""
+        if root is not None:
+            _expect(root, DatasetName)
+        where = [str(root)] if root is not None else []
+        rflag = ["-r"] if recursive and root is not None else []
+        if self.dialect.parsable_list:
+            cols = ("name", *_DATASET_PROPS)
+            res = self._run(
+                ["zfs", "list", "-Hp", *rflag, "-t", "filesystem,volume", "-o", ",".join(cols), *where]
+            )
+            table = {r[0]: dict(zip(cols[1:], r[1:], strict=True)) for r in parse_table(res.text, len(cols))}
+        else:
+            res = self._run(
+                ["zfs", "get", "-Hp", *rflag, "-o", "name,property,value", ",".join(_DATASET_PROPS), *where]
+            )
+            table = parse_get(res.text)
+        out = []
+        for name, props in table.items():
+            if props.get("type") not in ("filesystem", "volume"):
+                continue
+            try:
+                ds_name = parse_dataset(name)
+            except InvalidName as e:
+                log.warning("%s: skipping dataset with an unsupported name: %s", self.host.name, e)
+                continue
+            mp = props.get("mountpoint", "-")
+            out.append(
+                Dataset(
+                    name=ds_name,
+                    type=props["type"],
+                    guid=_req_int(props, "guid", name),
+                    createtxg=_req_int(props, "createtxg", name),
+                    used=_req_int(props, "used", name),
+                    referenced=_req_int(props, "referenced", name),
+                    available=_req_int(props, "available", name),
+                    mountpoint=None if mp in ("-", "none", "legacy") else mp,
+                    mounted={"yes": True, "no": False}.get(props.get("mounted", "-")),
+                )
+            )
+        return sorted(out, key=lambda d: d.name)
+
+    def list_snapshots(self, dataset: DatasetName) -> list[Snapshot]:
+        """The snapshots of ``dataset`` itself (not of its children), sorted by createtxg."""
+        _expect(dataset, DatasetName)
+        prefix = f"{dataset}@"
+        if self.dialect.parsable_list:
+            cols = ("name", *_SNAPSHOT_PROPS)
+            res = self._run(
+                ["zfs", "list", "-Hp", "-t", "snapshot", "-d", "1", "-o", ",".join(cols), str(dataset)]
+            )
+            table = {r[0]: dict(zip(cols[1:], r[1:], strict=True)) for r in parse_table(res.text, len(cols))}
+        else:  # zfs-fuse: no list -p, no get -t; depth 1 = the dataset, its snapshots and children
+            res = self._run(
+                [
+                    "zfs",
+                    "get",
+                    "-Hp",
+                    "-d",
+                    "1",
+                    "-o",
+                    "name,property,value",
+                    ",".join(_SNAPSHOT_PROPS),
+                    str(dataset),
+                ]
+            )
+            table = parse_get(res.text)
+        out = []
+        for name, props in table.items():
+            if not name.startswith(prefix):
+                continue
+            try:
+                snap = parse_snapshot(name)
+            except InvalidName as e:
+                log.warning("%s: skipping snapshot with an unsupported name: %s", self.host.name, e)
+                continue
+            out.append(
+                Snapshot(
+                    name=snap,
+                    guid=_req_int(props, "guid", name),
+                    createtxg=_req_int(props, "createtxg", name),
+                    used=_req_int(props, "used", name),
+                    referenced=_req_int(props, "referenced", name),
+                    creation=_req_int(props, "creation", name),
+                )
+            )
+        return sorted(out, key=lambda s: (s.createtxg, s.name.snap))
+
+    def exists(self, name: AnyName) -> bool:
+        _expect(name, DatasetName, SnapshotName, BookmarkName)
+        try:
+            self._run(["zfs", "get", "-H", "-o", "value", "type", str(name)])
+        except DatasetNotFound:
+            return False
+        return True
+
+    def get(self, name: AnyName, props: Iterable[str]) -> dict[str, str]:
+        """Raw ``-p`` values of ``props`` (``-`` where unset/not applicable)."""
+        _expect(name, DatasetName, SnapshotName, BookmarkName)
+        wanted = [validate_property(p) for p in props]
+        if not wanted:
+            return {}
+        res = self._run(["zfs", "get", "-Hp", "-o", "property,value", ",".join(wanted), str(name)])
+        return {
+            row[0]: row[1]
+            for row in (ln.split("\t", 1) for ln in res.text.splitlines() if ln)
+            if len(row) == 2
+        }
+
+    def get_int(self, name: AnyName, prop: str) -> int | None:
+        return parse_int(self.get(name, [prop]).get(prop, "-"))
+
+    def set(self, name: AnyName, prop: str, value: str) -> None:
+        _expect(name, DatasetName, SnapshotName)
+        self._run(
+            ["zfs", "set", f"{validate_property(prop)}={validate_property_value(prop, value)}", str(name)]
+        )
+
+    def mountpoint(self, name: DatasetName) -> str | None:
+        """Where ``name`` mounts, or None (none/legacy/not applicable)."""
+        _expect(name, DatasetName)
+        mp = self.get(name, ["mountpoint"]).get("mountpoint", "-")
+        return None if mp in ("-", "none", "legacy") else mp
+
+    def is_mounted(self, name: DatasetName) -> bool:
+        _expect(name, DatasetName)
+        return self.get(name, ["mounted"]).get("mounted") == "yes"
+
+    def pool_capacity(self, pool: str) -> PoolCapacity:
+        validate_pool(pool)
+        exact = self.dialect.zpool_list_parsable
+        argv = ["zpool", "list", "-Hp" if exact else "-H", "-o", "name,size,allocated,free", pool]
+        rows = parse_table(self._run(argv).text, 4)
+        if len(rows) != 1:
+            raise ParseError(f"zpool list {pool}: expected one row, got {len(rows)}")
+        parse = parse_int if exact else parse_human_size
+        size, alloc, free = (parse(v) for v in rows[0][1:])
+        if size is None or alloc is None or free is None:
+            raise ParseError(f"zpool list {pool}: missing size/allocated/free: {rows[0]!r}")
+        return PoolCapacity(pool=pool, size=size, allocated=alloc, free=free, exact=exact)
+
+    # ---------------------------------------------------------------- changes
+
+    def create(
+        self, name: DatasetName, props: Mapping[str, str] | None = None, parents: bool = False
+    ) -> None:
+        _expect(name, DatasetName)
+        self._run(["zfs", "create", *(["-p"] if parents else []), *_opts(props), str(name)])
+
+    def destroy(
+        self,
+        name: AnyName,
+        recursive: bool = False,
+        deadline: float = 10.0,
+        *,
+        dependents: bool = False,
+        missing_ok: bool = False,
+    ) -> None:
+        """Destroy ``name`` (-r: with children/snapshots; ``dependents`` -R: with clones too).
+
+        "dataset is busy" is retried until ``deadline`` seconds have passed: right after a receive,
+        zfs-fuse reports busy for about a second. ``missing_ok``: a missing name is not an error.
+        """
+        _expect(name, DatasetName, SnapshotName, BookmarkName)
+        argv = ["zfs", "destroy", *(["-r"] if recursive else []), *(["-R"] if dependents else []), str(name)]
+        start = self._clock()
+        delay = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._run(argv)
+                return
+            except DatasetNotFound:
+                if missing_ok:
+                    return
+                raise
+            except DatasetBusy:
+                left = start + deadline - self._clock()
+                if left <= 0:
+                    raise
+                log.info("%s: %s busy (attempt %d), retrying", self.host.name, name, attempt)
+                self._sleep(min(delay, left))
+                delay = min(delay * 2, 1.0)
+
+    def snapshot(
+        self, name: SnapshotName, recursive: bool = False, props: Mapping[str, str] | None = None
+    ) -> None:
+        _expect(name, SnapshotName)
+        self._run(["zfs", "snapshot", *(["-r"] if recursive else []), *_opts(props), str(name)])
+
+    def rollback(self, snapshot: SnapshotName, destroy_newer: bool = False) -> None:
+        """Roll back to ``snapshot``; ``destroy_newer`` (-r) destroys later snapshots."""
+        _expect(snapshot, SnapshotName)
+        self._run(["zfs", "rollback", *(["-r"] if destroy_newer else []), str(snapshot)])
+
+    def clone(
+        self,
+        snapshot: SnapshotName,
+        target: DatasetName,
+        props: Mapping[str, str] | None = None,
+        parents: bool = False,
+    ) -> None:
+        _expect(snapshot, SnapshotName)
+        _expect(target, DatasetName)
+        self._run(["zfs", "clone", *(["-p"] if parents else []), *_opts(props), str(snapshot), str(target)])
+
+    def promote(self, name: DatasetName) -> None:
+        _expect(name, DatasetName)
+        self._run(["zfs", "promote", str(name)])
+
+    def rename(self, old: AnyName, new: AnyName, parents: bool = False) -> None:
+        """Rename a dataset (``parents``: -p) or a snapshot (within the same dataset)."""
+        if isinstance(old, SnapshotName) and isinstance(new, SnapshotName):
+            if old.dataset != new.dataset:
+                raise UsageError(f"rename {old} -> {new}: snapshots stay in the same dataset")
+            if parents:
+                raise UsageError("rename -p applies to datasets, not snapshots")
+        elif not (isinstance(old, DatasetName) and isinstance(new, DatasetName)):
+            raise UsageError(f"rename {old!r} -> {new!r}: both must be datasets or both snapshots")
+        self._run(["zfs", "rename", *(["-p"] if parents else []), str(old), str(new)])
+
+    def mount(self, name: DatasetName) -> None:
+        _expect(name, DatasetName)
+        self._run(["zfs", "mount", str(name)])
+
+    def unmount(self, name: DatasetName, force: bool = False) -> None:
+        _expect(name, DatasetName)
+        self._run(["zfs", "unmount", *(["-f"] if force else []), str(name)])
+
+    # ---------------------------------------------------------------- holds
+
+    def holds(self, snapshot: SnapshotName) -> list[str]:
+        """The hold tags on ``snapshot``."""
+        _expect(snapshot, SnapshotName)
+        self._need("holds", "zfs holds")
+        res = self._run(["zfs", "holds", "-H", str(snapshot)])
+        return sorted(line.split("\t")[1] for line in res.text.splitlines() if line.count("\t") >= 1)
+
+    def hold(self, snapshot: SnapshotName, tag: str, recursive: bool = False) -> None:
+        _expect(snapshot, SnapshotName)
+        self._need("holds", "zfs hold")
+        self._run(["zfs", "hold", *(["-r"] if recursive else []), validate_hold_tag(tag), str(snapshot)])
+
+    def release(self, snapshot: SnapshotName, tag: str, recursive: bool = False) -> None:
+        _expect(snapshot, SnapshotName)
+        self._need("holds", "zfs release")
+        self._run(["zfs", "release", *(["-r"] if recursive else []), validate_hold_tag(tag), str(snapshot)])
+
+    # ---------------------------------------------------------------- send / receive
+
+    def send_argv(self, spec: SendSpec) -> list[str]:
+        """The ``zfs send`` argv (not run: the replication layer pipes it)."""
+        return spec.argv(self.dialect)
+
+    def recv_argv(self, spec: RecvSpec) -> list[str]:
+        """The ``zfs receive`` argv (not run)."""
+        return spec.argv(self.dialect)
+
+    def resume_send_argv(self, token: str) -> list[str]:
+        """``zfs send -t <token>`` to resume an interrupted resumable receive."""
+        self._need("resumable_receive", "send -t")
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise InvalidName("invalid receive_resume_token: expected [0-9A-Za-z-]+")
+        return ["zfs", "send", "-t", token]
+
+    def resume_token(self, name: DatasetName) -> str | None:
+        """The target's ``receive_resume_token`` after a cut resumable receive, or None."""
+        _expect(name, DatasetName)
+        if not self.dialect.resumable_receive:
+            return None
+        tok = self.get(name, ["receive_resume_token"]).get("receive_resume_token", "-")
+        return None if tok in ("-", "") else tok
+
+    def abort_resumable_receive(self, name: DatasetName) -> None:
+        """``zfs receive -A``: discard the partial state of a resumable receive."""
+        _expect(name, DatasetName)
+        self._need("resumable_receive", "receive -A")
+        self._run(["zfs", "receive", "-A", str(name)])
+
+    def estimate_send_size(self, spec: SendSpec) -> int | None:
+        """Bytes ``spec`` would send, by ``zfs send -nvP``; None where the dialect cannot."""
+        if not self.dialect.send_estimate:
+            return None
+        res = self._run(spec.estimate_argv(self.dialect))
+        return parse_send_estimate(res.text + "\n" + res.err_text)
+
+    def estimate_send_size_from_space(self, spec: SendSpec) -> int:
+        """A heuristic size from space accounting (see :mod:`zfs_backend.zfs.estimate`)."""
+        if isinstance(spec.incremental_from, BookmarkName):
+            raise UnsupportedFeature("a space-based estimate needs a snapshot base, not a bookmark")
+        top = spec.snapshot.dataset
+        datasets = [d.name for d in self.list_datasets(top, recursive=True)] if spec.recursive else [top]
+        total = 0
+        for ds in datasets:
+            total += self._estimate_one(ds, spec)
+        return total
+
+    def _estimate_one(self, ds: DatasetName, spec: SendSpec) -> int:
+        snap = spec.snapshot.snap
+        chain = self.list_snapshots(ds)
+        if not any(s.snap == snap for s in chain):
+            return 0  # -R: a child without the snapshot sends nothing
+        base = spec.incremental_from
+        if not isinstance(base, SnapshotName):
+            return estimate_from_snapshots(chain, snap, whole_history=spec.recursive)
+        if base.dataset != spec.snapshot.dataset:
+            # A clone sent from its origin: createtxg is pool-wide, so the origin's snapshot can
+            # join the clone's chain; it is then named in full.
+            chain = [*chain, *(s for s in self.list_snapshots(base.dataset) if s.name == base)]
+            return estimate_from_snapshots(chain, snap, str(base), intermediates=spec.intermediates)
+        if not any(s.snap == base.snap for s in chain):
+            return estimate_from_snapshots(chain, snap, whole_history=True)  # a new child under -R
+        if self.dialect.written_property:
+            written = self.get_int(ds.snapshot(snap), f"written@{base.snap}")
+            if written is not None:
+                extra = 0
+                if spec.intermediates:
+                    ordered = sorted(chain, key=lambda s: s.createtxg)
+                    names = [s.snap for s in ordered]
+                    extra = sum(s.used for s in ordered[names.index(base.snap) + 1 : names.index(snap)])
+                return math.ceil(max(written + extra, MIN_STREAM_BYTES) * STREAM_OVERHEAD)
+        return estimate_from_snapshots(chain, snap, base.snap, intermediates=spec.intermediates)
