@@ -14,6 +14,7 @@ proper quoting, after :func:`~zfs_backend.hosts.base.check_argv`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import re
@@ -69,8 +70,8 @@ _IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+")
 _USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 _CIPHER_RE = re.compile(r"[A-Za-z0-9@.+-]+(?:,[A-Za-z0-9@.+-]+)*")
 _READ_CHUNK = 1 << 20
-# sun_path holds 108 bytes with the NUL; ssh's ControlPath is dir + "/" + %C (40) + ".<16 random>"
-_MAX_CONTROL_DIR = 107 - 1 - 40 - 17
+# sun_path holds 108 bytes with the NUL; ssh binds dir + "/" + name (16) + ".<16 random>" first
+_MAX_CONTROL_DIR = 107 - 1 - 16 - 17
 # run() wraps the command so its pid is known: a timed-out command can then be killed.
 _PID_TAG = b"zfs-backend-pid:"
 _PID_WRAPPER = ("sh", "-c", 'echo "zfs-backend-pid:$$" >&2 && exec "$@"', "sh")
@@ -421,6 +422,11 @@ class SSHHost(Host):
             d.chmod(0o700)
         return d
 
+    def control_path(self) -> str:
+        """The ControlMaster socket for this user@address:port (``%`` escaped for ssh)."""
+        ident = hashlib.sha256(f"{self.user}@{self.address}:{self.port}".encode()).hexdigest()[:16]
+        return str(self._control_dir() / ident).replace("%", "%%")
+
     def ssh_options(self, *, multiplex: bool = True) -> list[str]:
         """The OpenSSH client options (everything before ``-l user address``)."""
         opts = [
@@ -442,7 +448,7 @@ class SSHHost(Host):
         if multiplex and self.control_dir is not None:
             opts += [
                 "-o", "ControlMaster=auto",
-                "-o", f"ControlPath={self._control_dir() / '%C'}",
+                "-o", f"ControlPath={self.control_path()}",
                 "-o", f"ControlPersist={self.control_persist}",
             ]  # fmt: skip
         return opts
