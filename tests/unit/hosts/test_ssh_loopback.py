@@ -12,13 +12,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import Sshd
 
+from zfs_backend.config import load_settings
 from zfs_backend.errors import CommandFailed, CommandTimeout, HostKeyMismatch, HostUnreachable
-from zfs_backend.hosts import SSHHost
+from zfs_backend.hosts import SSHHost, connect
+
+if TYPE_CHECKING:
+    from conftest import Sshd  # the fixture type only; not imported at run time
 
 
 def make_host(sshd: Sshd, **kw: Any) -> SSHHost:
@@ -252,3 +255,25 @@ def test_control_master_reuse(sshd: Sshd) -> None:
         time.sleep(0.05)
     assert list(cdir.iterdir()) == []
     shutil.rmtree(cdir.parent)
+
+
+def test_inventory_to_running_command(sshd: Sshd, tmp_path: Path) -> None:
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(
+        f"""\
+all:
+  vars:
+    ansible_user: root
+    ansible_ssh_private_key_file: {sshd.key_file}
+    zfs_backend_known_hosts: {sshd.known_hosts}
+  children:
+    storage_nodes:
+      hosts:
+        node1: {{ansible_host: 127.0.0.1, ansible_port: {sshd.port}}}
+"""
+    )
+    settings = load_settings({"ZFS_BACKEND_INVENTORY": str(inv)})
+    with connect("node1", settings) as h:
+        assert h.run(["echo", "from-inventory"]).text == "from-inventory\n"
+        proc = subprocess.run(h.stream_argv(["cat"]), input=b"abc", capture_output=True, timeout=30)
+        assert (proc.returncode, proc.stdout) == (0, b"abc"), proc.stderr
