@@ -80,7 +80,7 @@ OPENZFS_2 = Dialect(
     recv_properties=True,
 )
 
-ZFS_FUSE_07 = Dialect(name="zfs-fuse", version="0.7")
+ZFS_FUSE_07 = Dialect(name="zfs-fuse")  # 0.7 has no way to print its version
 
 _OPT = re.compile(r"(?<![\w-])-([A-Za-z]+)\b")
 
@@ -139,7 +139,7 @@ def _property_names(get_usage: str) -> frozenset[str]:
 
 
 def _version(text: str) -> str | None:
-    m = re.search(r"^zfs-(\d+\.\d+[\w.]*)", text, re.MULTILINE)
+    m = re.search(r"^zfs-(\d+\.\d+[\w.+~-]*)", text, re.MULTILINE)
     return m.group(1) if m else None
 
 
