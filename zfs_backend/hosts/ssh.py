@@ -8,7 +8,10 @@ Host keys are always checked against the node's ``known_hosts`` file: paramiko r
 (``RejectPolicy``), OpenSSH runs with ``StrictHostKeyChecking=yes``. Nothing ever adds a host key.
 
 The remote command line is ``shlex.join(argv)``: the one place a string is built from an argv, with
-proper quoting, after :func:`~zfs_backend.hosts.base.check_argv`.
+proper quoting, after :func:`~zfs_backend.hosts.base.check_argv`. :meth:`SSHHost.run` (with
+``kill_on_timeout``, the default) prefixes the argv with ``sh -c 'echo "zfs-backend-pid:$$" >&2 &&
+exec "$@"' sh`` so a timed-out command can be SIGKILLed: sshd does not kill a command whose channel
+closes, and refuses the SSH "signal" request for root logins. The pid line is removed from stderr.
 """
 
 from __future__ import annotations

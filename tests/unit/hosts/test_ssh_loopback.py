@@ -277,3 +277,12 @@ all:
         assert h.run(["echo", "from-inventory"]).text == "from-inventory\n"
         proc = subprocess.run(h.stream_argv(["cat"]), input=b"abc", capture_output=True, timeout=30)
         assert (proc.returncode, proc.stdout) == (0, b"abc"), proc.stderr
+
+
+def test_paramiko_negotiates_preferred_algorithms(host: SSHHost) -> None:
+    host.run(["true"])
+    t = host.transport
+    assert t is not None
+    assert (t.local_cipher, t.remote_cipher) == ("aes128-gcm@openssh.com", "aes128-gcm@openssh.com")
+    assert t.get_security_options().kex[0] == "curve25519-sha256@libssh.org"
+    assert t.get_remote_server_key().get_name() == "ssh-ed25519"
