@@ -1,1 +1,39 @@
-"""zfs_backend.activity"""
+"""Backend activities: the contract, its state machine, the SQLite store, resource accounting, the
+generic byte-stream pipeline, and the kind registry (see ``docs/activity.md``)."""
+
+from .core import (
+    ActivityContext,
+    BackendActivity,
+    KindFactory,
+    LocalActivity,
+    kind_factory,
+    register_kind,
+    registered_kinds,
+)
+from .kinds import CommandPipeline
+from .pipeline import Endpoint, PipelineActivity
+from .report import ActivityRecord, Progress, Resources
+from .states import ALL_STATES, NON_TERMINAL, TERMINAL, check_transition
+from .store import ActivityStore, new_activity_id
+
+__all__ = [
+    "ALL_STATES",
+    "NON_TERMINAL",
+    "TERMINAL",
+    "ActivityContext",
+    "ActivityRecord",
+    "ActivityStore",
+    "BackendActivity",
+    "CommandPipeline",
+    "Endpoint",
+    "KindFactory",
+    "LocalActivity",
+    "PipelineActivity",
+    "Progress",
+    "Resources",
+    "check_transition",
+    "kind_factory",
+    "new_activity_id",
+    "register_kind",
+    "registered_kinds",
+]

@@ -1,0 +1,325 @@
+import itertools
+import os
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from zfs_backend.activity import ActivityContext, ActivityStore, CommandPipeline, new_activity_id
+from zfs_backend.activity.core import kind_factory, register_kind, registered_kinds
+from zfs_backend.activity.pipeline import Endpoint, PipelineActivity
+from zfs_backend.activity.relay import Relay
+from zfs_backend.errors import InvalidTransition, UsageError
+from zfs_backend.hosts import LocalHost
+
+sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helper importable
+from pipeline_helpers import PRODUCER, MiB, expected_bytes, pipeline_params
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    st = ActivityStore(tmp_path / "state" / "activities.db")
+    yield ActivityContext(store=st, node="test")
+    st.close()
+
+
+def start(ctx, params, cls=CommandPipeline):
+    rec = cls.new_record(new_activity_id(), params, ctx)
+    act = cls(rec, ctx)
+    act.persist_new()
+    act.start()
+    return act
+
+
+def watch_progress(act, stop):
+    seen = []
+    while not stop.is_set():
+        seen.append(act.progress)
+        time.sleep(0.02)
+    seen.append(act.progress)
+    return seen
+
+
+def assert_monotone(seen):
+    for (n0, m0), (n1, m1) in itertools.pairwise(seen):
+        assert n1 >= n0, seen
+        assert n1 <= m1 or (n1, m1) == (0, 0)
+        assert m1 >= m0 or (n1 == m1)
+
+
+def test_kind_registry():
+    assert "pipeline" in registered_kinds()
+    assert kind_factory("pipeline") is CommandPipeline
+    with pytest.raises(UsageError, match="unknown activity kind"):
+        kind_factory("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register_kind("pipeline", lambda r, c: None)
+
+
+def test_bad_params_refused(ctx, tmp_path):
+    with pytest.raises(UsageError):
+        start(ctx, {"producer": {"argv": "echo hi"}, "consumer": {"argv": ["cat"]}})
+    with pytest.raises(UsageError, match="offset"):
+        start(ctx, {"producer": {"argv": ["true"]}, "consumer": {"argv": ["cat"]}, "restart": "offset"})
+    assert ctx.store.list() == []
+
+
+def test_stream_succeeds_exactly(ctx, tmp_path):
+    out = tmp_path / "out.bin"
+    total = 6 * MiB + 12345
+    act = start(ctx, pipeline_params(out, total))
+    stop = threading.Event()
+    seen: list = []
+    t = threading.Thread(target=lambda: seen.extend(watch_progress(act, stop)))
+    t.start()
+    assert act.wait(30) == "succeeded"
+    stop.set()
+    t.join()
+    assert act.status == 0 and act.error is None
+    assert act.progress == (total, total)
+    assert_monotone(seen)
+    assert out.read_bytes() == expected_bytes(total)
+    rec = ctx.store.get(act.id)
+    assert rec.progress.pair == (total, total)
+    assert rec.finished_at and rec.started_at
+    res = act.resources()
+    assert res.cpu_s > 0 and res.peak_rss_bytes > 0 and res.elapsed_s > 0
+    assert res.net_bytes_sent == 0  # both sides local: no network
+
+
+def test_unknown_total_reports_zero_zero_until_success(ctx, tmp_path):
+    out = tmp_path / "out.bin"
+    params = pipeline_params(out, 3 * MiB)
+    del params["total"]
+    act = start(ctx, params)
+    assert act.wait(30) == "succeeded"
+    assert act.progress == (3 * MiB, 3 * MiB)
+
+
+def test_failure_carries_stderr_and_code(ctx, tmp_path):
+    params = {
+        "producer": {"argv": [sys.executable, "-c", PRODUCER, str(MiB)]},
+        "consumer": {"argv": ["sh", "-c", "echo disk on fire >&2; exit 3"]},
+        "restart": "none",
+    }
+    act = start(ctx, params)
+    assert act.wait(30) == "failed"
+    assert act.status == 3
+    assert "consumer exited 3: disk on fire" in act.error
+    with pytest.raises(InvalidTransition, match=f"cannot resume activity {act.id}: it is failed"):
+        act.resume()
+
+
+def test_retries_then_fails_with_clear_error(ctx, tmp_path):
+    params = {
+        "producer": {"argv": ["sh", "-c", "echo flaky >&2; exit 7"]},
+        "consumer": {"argv": ["cat"]},
+        "restart": "rerun",
+        "max_retries": 2,
+        "backoff_s": 0.05,
+    }
+    act = start(ctx, params)
+    assert act.wait(30) == "failed"
+    assert act.status == 7
+    assert act.error.startswith("stream failed after 3 attempts: producer exited 7: flaky")
+    assert ctx.store.checkpoint(act.id)["attempts"] == 3
+
+
+def _consumer_size(path):
+    return path.stat().st_size if path.exists() else 0
+
+
+def test_suspend_moves_no_byte_then_resume(ctx, tmp_path):
+    out = tmp_path / "out.bin"
+    total = 12 * MiB
+    act = start(ctx, pipeline_params(out, total, bwlimit_bps=6 * MiB))
+    deadline = time.monotonic() + 10
+    while act._relay is None or act._relay.count < 2 * MiB:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    act.suspend()
+    assert act.state == "suspended"
+    assert ctx.store.get(act.id).state == "suspended"  # persisted before reported
+    time.sleep(0.3)  # let the consumer write what it already holds
+    count0, size0, prog0 = act._relay.count, _consumer_size(out), act.progress
+    time.sleep(1.0)
+    assert act._relay.count == count0
+    assert _consumer_size(out) == size0
+    assert act.progress == prog0
+    pids = [p.pid for p in act._procs]
+    assert all(psutil.pid_exists(p) for p in pids)  # the processes stay
+    with pytest.raises(InvalidTransition, match="cannot suspend"):
+        act.suspend()
+    act.resume()
+    assert act.wait(30) == "succeeded"
+    assert out.read_bytes() == expected_bytes(total)
+
+
+class RollbackPipeline(CommandPipeline):
+    KIND = "test-rollback"
+    rolled_back = False
+
+    def rollback(self):
+        RollbackPipeline.rolled_back = True
+        super().rollback()
+
+
+def test_cancel_kills_groups_and_rolls_back(ctx, tmp_path):
+    out = tmp_path / "out.bin"
+    params = pipeline_params(out, 64 * MiB, bwlimit_bps=4 * MiB, rollback={"argv": ["rm", "-f", str(out)]})
+    act = start(ctx, params, cls=RollbackPipeline)
+    deadline = time.monotonic() + 10
+    while not act._procs or act.progress[0] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pgids = [p.pid for p in act._procs]
+    act.cancel()
+    assert act.state == "cancelled"
+    assert act.status == 130
+    assert RollbackPipeline.rolled_back
+    assert not out.exists()
+    for pg in pgids:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pg, 0)
+    with pytest.raises(InvalidTransition, match="cannot cancel"):
+        act.cancel()
+    assert [e["new"] for e in ctx.store.events(act.id)][-2:] == ["cancelling", "cancelled"]
+
+
+def test_cancel_while_suspended(ctx, tmp_path):
+    out = tmp_path / "out.bin"
+    act = start(ctx, pipeline_params(out, 64 * MiB, bwlimit_bps=4 * MiB))
+    while act.progress[0] == 0:
+        time.sleep(0.05)
+    act.suspend()
+    act.cancel()
+    assert act.state == "cancelled"
+
+
+def test_bandwidth_limit_roughly_respected(ctx, tmp_path):
+    out = tmp_path / "out.bin"
+    total = 4 * MiB
+    t0 = time.monotonic()
+    act = start(ctx, pipeline_params(out, total, bwlimit_bps=2 * MiB))
+    assert act.wait(30) == "succeeded"
+    elapsed = time.monotonic() - t0
+    assert 1.2 < elapsed < 8.0  # ~2 s at 2 MiB/s (a first bucket of tokens is free)
+
+
+def test_relay_rate_unlimited_and_flat_memory(tmp_path):
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    total = 256 * MiB
+    prod = LocalHost().spawn(["head", "-c", str(total), "/dev/zero"], stdout=w1)
+    cons = LocalHost().spawn(["sh", "-c", "cat > /dev/null"], stdin=r2)
+    os.close(w1)
+    os.close(r2)
+    relay = Relay(r1, w2)
+    rss0 = psutil.Process().memory_info().rss
+    t0 = time.monotonic()
+    assert relay.run() == Relay.EOF
+    dt = time.monotonic() - t0
+    relay.close()
+    assert prod.wait() == 0 and cons.wait() == 0
+    assert relay.count == total
+    assert psutil.Process().memory_info().rss - rss0 < 32 * MiB
+    assert total / dt > 50 * MiB  # generous: splice moves hundreds of MiB/s here
+
+
+class OffsetKind(PipelineActivity):
+    """A subclass kind built only from hooks, as the replication layer will do."""
+
+    KIND = "test-offset"
+    restart_mode = "offset"
+    calls: list = []
+
+    def plan(self):
+        self.kind_state["planned_by"] = "test"
+        OffsetKind.calls.append("plan")
+
+    def estimate_total(self):
+        return int(self.params["total"])
+
+    def build_producer(self, offset):
+        return Endpoint(LocalHost(), [sys.executable, "-c", PRODUCER, str(self.params["total"]), str(offset)])
+
+    def build_consumer(self, offset):
+        out = self.params["out"]
+        return Endpoint(
+            LocalHost(),
+            ["dd", f"of={out}", "bs=1M", f"seek={offset}", "oflag=seek_bytes", "conv=notrunc", "status=none"],
+        )
+
+    def on_restart(self, checkpoint):
+        OffsetKind.calls.append(("restart", checkpoint["delivered"]))
+
+    def on_success(self):
+        OffsetKind.calls.append("success")
+
+
+def test_subclass_kind_restarts_from_offset_in_a_new_host(ctx, tmp_path):
+    """Detach (agent shutdown) mid-stream, rebuild from the store, finish byte-identical."""
+    out = tmp_path / "out.bin"
+    total = 16 * MiB
+    params = {"total": total, "out": str(out), "bwlimit_bps": 8 * MiB}
+    act = start(ctx, params, cls=OffsetKind)
+    while act.progress[0] < 3 * MiB:
+        time.sleep(0.05)
+    act.detach()
+    rec = ctx.store.get(act.id)
+    assert rec.state == "running"
+    n_before = rec.progress.done
+    assert ctx.store.checkpoint(act.id)["kind"] == {"planned_by": "test"}
+    again = OffsetKind(rec, ctx)  # what the agent does after a restart
+    again.start()
+    assert again.wait(30) == "succeeded"
+    assert again.progress == (total, total) and again.progress[0] >= n_before
+    assert out.read_bytes() == expected_bytes(total)
+    assert OffsetKind.calls[0] == "plan" and OffsetKind.calls.count("plan") == 1
+    assert OffsetKind.calls[1][0] == "restart" and OffsetKind.calls[-1] == "success"
+
+
+def test_rerun_mode_never_double_counts(ctx, tmp_path):
+    out = tmp_path / "out.bin"
+    total = 8 * MiB
+    params = pipeline_params(out, total, bwlimit_bps=8 * MiB, restart="rerun")
+    params["consumer"] = {"argv": ["dd", f"of={out}", "bs=1M", "status=none"]}
+    act = start(ctx, params)
+    while act.progress[0] < 2 * MiB:
+        time.sleep(0.05)
+    act.detach()
+    rec = ctx.store.get(act.id)
+    again = CommandPipeline(rec, ctx)
+    stop = threading.Event()
+    seen: list = []
+    t = threading.Thread(target=lambda: seen.extend(watch_progress(again, stop)))
+    t.start()
+    again.start()
+    assert again.wait(30) == "succeeded"
+    stop.set()
+    t.join()
+    assert_monotone([rec.progress.pair, *seen])
+    assert again.progress == (total, total)
+    assert out.read_bytes() == expected_bytes(total)
+
+
+def test_twenty_concurrent_pipelines_isolated(ctx, tmp_path):
+    acts = []
+    for i in range(20):
+        out = tmp_path / f"out{i}.bin"
+        if i == 7:  # one bad apple
+            params = {"producer": {"argv": ["false"]}, "consumer": {"argv": ["cat"]}, "restart": "none"}
+        else:
+            params = pipeline_params(out, 2 * MiB + i)
+        acts.append(start(ctx, params))
+    for a in acts:
+        a.wait(60)
+    for i, a in enumerate(acts):
+        if i == 7:
+            assert a.state == "failed"
+        else:
+            assert a.state == "succeeded", a.error
+            assert a.progress == (2 * MiB + i, 2 * MiB + i)
+            assert (tmp_path / f"out{i}.bin").read_bytes() == expected_bytes(2 * MiB + i)

@@ -1,0 +1,145 @@
+"""The byte relay between a producer's stdout and a consumer's stdin, run in the hosting process.
+
+* Both pipes are enlarged to 1 MiB (``F_SETPIPE_SZ``): measured, a Python relay then costs nothing;
+  with 64 KiB pipes it loses 7-20 %.
+* Bytes move with ``os.splice`` (pipe to pipe, no copy through Python) up to ``chunk`` at a time, or
+  ``os.read``/``os.write`` where splice is refused. Memory is flat whatever the stream length.
+* ``count`` is incremented after the bytes are in the consumer's pipe, never before.
+* ``pause()`` closes a gate checked before every chunk: no byte moves while paused (the processes block
+  on full pipes and stay); ``pause(wait=…)`` returns once the chunk in flight, if any, has landed.
+* Optional token-bucket bandwidth limit (bytes/s), with chunks small enough to keep it smooth.
+* ``abort()`` makes the relay stop before its next chunk (cancel, agent shutdown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import threading
+import time
+
+__all__ = ["PIPE_SIZE", "Relay", "enlarge_pipe"]
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+PIPE_SIZE = 1 << 20
+CHUNK = 1 << 20
+
+
+def enlarge_pipe(fd: int, size: int = PIPE_SIZE) -> int:
+    """Set the pipe's capacity (best effort); return the size obtained (0 if refused)."""
+    try:
+        return int(fcntl.fcntl(fd, F_SETPIPE_SZ, size))
+    except OSError:
+        return 0
+
+
+class Relay:
+    """Moves bytes from ``src`` to ``dst`` (file descriptors) until EOF, error or ``abort()``."""
+
+    EOF = "eof"
+    ABORTED = "aborted"
+    BROKEN = "broken"
+
+    def __init__(self, src: int, dst: int, *, chunk: int = CHUNK, bwlimit_bps: float | None = None) -> None:
+        self.src = src
+        self.dst = dst
+        self.bwlimit_bps = bwlimit_bps if bwlimit_bps and bwlimit_bps > 0 else None
+        self.chunk = chunk
+        if self.bwlimit_bps:
+            # ~10 refills per second keeps the rate smooth; never below 4 KiB per move
+            self.chunk = max(4096, min(chunk, int(self.bwlimit_bps / 10)))
+        self.count = 0
+        self.error: str | None = None
+        self._use_splice = hasattr(os, "splice")
+        self._gate = threading.Event()
+        self._gate.set()
+        self._aborted = False
+        self._busy = threading.Condition()
+        self._in_flight = False
+        self._tokens = float(self.chunk)
+        self._last_refill = time.monotonic()
+
+    # -- control (any thread) ---------------------------------------------------------------------
+    def pause(self, wait: float = 0.0) -> bool:
+        """Stop moving bytes. With ``wait``, block until no chunk is in flight (True) or the wait ends."""
+        self._gate.clear()
+        deadline = time.monotonic() + wait
+        with self._busy:
+            while self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._busy.wait(left)
+        return True
+
+    def unpause(self) -> None:
+        self._gate.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._gate.is_set()
+
+    def abort(self) -> None:
+        self._aborted = True
+        self._gate.set()
+
+    # -- the loop (the relay's thread) ------------------------------------------------------------
+    def run(self) -> str:
+        while True:
+            if self._aborted:
+                return self.ABORTED
+            if not self._gate.is_set():
+                self._gate.wait()
+                continue
+            want = self._take_tokens()
+            if want == 0:
+                continue
+            with self._busy:
+                self._in_flight = True
+            try:
+                n = self._move(want)
+            except OSError as e:
+                self.error = f"relay: {os.strerror(e.errno) if e.errno else e}"
+                return self.BROKEN
+            finally:
+                with self._busy:
+                    self._in_flight = False
+                    self._busy.notify_all()
+            if n == 0:
+                return self.EOF
+            self.count += n
+            if self.bwlimit_bps:
+                self._tokens -= n
+
+    def _take_tokens(self) -> int:
+        if not self.bwlimit_bps:
+            return self.chunk
+        now = time.monotonic()
+        self._tokens = min(float(self.chunk), self._tokens + (now - self._last_refill) * self.bwlimit_bps)
+        self._last_refill = now
+        if self._tokens < 1.0:
+            time.sleep(min(0.1, (1.0 - self._tokens) / self.bwlimit_bps + 0.001))
+            return 0
+        return int(self._tokens)
+
+    def _move(self, want: int) -> int:
+        if self._use_splice:
+            try:
+                return os.splice(self.src, self.dst, want)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise
+                self._use_splice = False
+        buf = os.read(self.src, want)
+        view = memoryview(buf)
+        while view:
+            k = os.write(self.dst, view)
+            view = view[k:]
+        return len(buf)
+
+    def close(self) -> None:
+        for fd in (self.src, self.dst):
+            with contextlib.suppress(OSError):
+                os.close(fd)
