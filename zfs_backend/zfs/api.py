@@ -9,7 +9,6 @@ human units on zfs-fuse (approximate, flagged ``exact=False``).
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,7 +17,7 @@ from ..errors import DatasetBusy, DatasetNotFound, InvalidName, UnsupportedFeatu
 from ..hosts.base import DEFAULT_TIMEOUT, CommandResult, Host
 from . import cmd
 from .dialect import Dialect, probe
-from .estimate import MIN_STREAM_BYTES, STREAM_OVERHEAD, estimate_from_snapshots
+from .estimate import estimate_from_space
 from .models import Dataset, PoolCapacity, RecvSpec, SendSpec, Snapshot
 from .names import (
     AnyName,
@@ -38,8 +37,9 @@ __all__ = ["Zfs"]
 
 log = logging.getLogger("zfs_backend.zfs")
 
-_DATASET_PROPS = ("type", "guid", "createtxg", "used", "referenced", "available", "mountpoint", "mounted")
-_SNAPSHOT_PROPS = ("guid", "createtxg", "used", "referenced", "creation")
+_SPACE_PROPS = ("guid", "createtxg", "used", "referenced")
+_DATASET_PROPS = ("type", *_SPACE_PROPS, "available", "mountpoint", "mounted", "origin")
+_SNAPSHOT_PROPS = (*_SPACE_PROPS, "creation")
 _TOKEN = re.compile(r"[0-9A-Za-z-]{1,8192}")
 
 
@@ -138,9 +138,19 @@ class Zfs:
                     available=_req_int(props, "available", name),
                     mountpoint=None if mp in ("-", "none", "legacy") else mp,
                     mounted={"yes": True, "no": False}.get(props.get("mounted", "-")),
+                    origin=self._origin(props.get("origin", "-")),
                 )
             )
         return sorted(out, key=lambda d: d.name)
+
+    def _origin(self, text: str) -> SnapshotName | None:
+        if text in ("-", ""):
+            return None
+        try:
+            return parse_snapshot(text)
+        except InvalidName as e:
+            log.warning("%s: origin with an unsupported name: %s", self.host.name, e)
+            return None
 
     def list_snapshots(self, dataset: DatasetName) -> list[Snapshot]:
         """The snapshots of ``dataset`` itself (not of its children), sorted by createtxg."""
@@ -389,37 +399,4 @@ class Zfs:
 
     def estimate_send_size_from_space(self, spec: SendSpec) -> int:
         """A heuristic size from space accounting (see :mod:`zfs_backend.zfs.estimate`)."""
-        if isinstance(spec.incremental_from, BookmarkName):
-            raise UnsupportedFeature("a space-based estimate needs a snapshot base, not a bookmark")
-        top = spec.snapshot.dataset
-        datasets = [d.name for d in self.list_datasets(top, recursive=True)] if spec.recursive else [top]
-        total = 0
-        for ds in datasets:
-            total += self._estimate_one(ds, spec)
-        return total
-
-    def _estimate_one(self, ds: DatasetName, spec: SendSpec) -> int:
-        snap = spec.snapshot.snap
-        chain = self.list_snapshots(ds)
-        if not any(s.snap == snap for s in chain):
-            return 0  # -R: a child without the snapshot sends nothing
-        base = spec.incremental_from
-        if not isinstance(base, SnapshotName):
-            return estimate_from_snapshots(chain, snap, whole_history=spec.recursive)
-        if base.dataset != spec.snapshot.dataset:
-            # A clone sent from its origin: createtxg is pool-wide, so the origin's snapshot can
-            # join the clone's chain; it is then named in full.
-            chain = [*chain, *(s for s in self.list_snapshots(base.dataset) if s.name == base)]
-            return estimate_from_snapshots(chain, snap, str(base), intermediates=spec.intermediates)
-        if not any(s.snap == base.snap for s in chain):
-            return estimate_from_snapshots(chain, snap, whole_history=True)  # a new child under -R
-        if self.dialect.written_property:
-            written = self.get_int(ds.snapshot(snap), f"written@{base.snap}")
-            if written is not None:
-                extra = 0
-                if spec.intermediates:
-                    ordered = sorted(chain, key=lambda s: s.createtxg)
-                    names = [s.snap for s in ordered]
-                    extra = sum(s.used for s in ordered[names.index(base.snap) + 1 : names.index(snap)])
-                return math.ceil(max(written + extra, MIN_STREAM_BYTES) * STREAM_OVERHEAD)
-        return estimate_from_snapshots(chain, snap, base.snap, intermediates=spec.intermediates)
+        return estimate_from_space(self, spec)

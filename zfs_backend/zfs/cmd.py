@@ -131,7 +131,9 @@ def run(
     if res.returncode == 0:
         log.debug("%s: %s ok in %.3f s", node, " ".join(args), dt)
         return res
-    log.info(
+    # A caller that passes check=False expects failures (probes): keep those at debug.
+    log.log(
+        logging.INFO if check else logging.DEBUG,
         "%s: %s exited %d in %.3f s: %s",
         node,
         " ".join(args),

@@ -83,7 +83,7 @@ def test_list_snapshots_missing_dataset(scripted_host: Scripted) -> None:
         z.list_snapshots(A)
 
 
-DS_PROPS = "type,guid,createtxg,used,referenced,available,mountpoint,mounted"
+DS_PROPS = "type,guid,createtxg,used,referenced,available,mountpoint,mounted,origin"
 
 
 def test_list_datasets_zfs_fuse(scripted_host: Scripted) -> None:
@@ -103,6 +103,7 @@ def test_list_datasets_zfs_fuse(scripted_host: Scripted) -> None:
             ("available", "100" if t != "snapshot" else "-"),
             ("mountpoint", mp),
             ("mounted", "yes" if t != "snapshot" else "-"),
+            ("origin", "tank/x@s" if n == "tank/a" else "-"),
         )
     )
     argv = ("zfs", "get", "-Hp", "-r", "-o", "name,property,value", DS_PROPS, "tank")
@@ -111,11 +112,12 @@ def test_list_datasets_zfs_fuse(scripted_host: Scripted) -> None:
     assert [str(d.name) for d in ds] == ["tank", "tank/a"]
     assert ds[0].mountpoint == "/tank" and ds[0].mounted is True and ds[0].available == 100
     assert ds[1].mountpoint is None
+    assert ds[0].origin is None and str(ds[1].origin) == "tank/x@s"
 
 
 def test_list_datasets_openzfs_non_recursive(scripted_host: Scripted) -> None:
     argv = ("zfs", "list", "-Hp", "-t", "filesystem,volume", "-o", "name," + DS_PROPS, "tank/a")
-    host = scripted_host({argv: (0, "tank/a\tfilesystem\t7\t3\t10\t5\t100\t/tank/a\tno\n", "")})
+    host = scripted_host({argv: (0, "tank/a\tfilesystem\t7\t3\t10\t5\t100\t/tank/a\tno\t-\n", "")})
     (d,) = Zfs(host, dialect=OPENZFS_2).list_datasets(A, recursive=False)
     assert d.guid == 7 and d.mounted is False and d.type == "filesystem"
 
