@@ -1,0 +1,60 @@
+"""The ``zfs-backend`` command: parses arguments, dispatches, and turns errors into one line + exit code.
+
+Each subcommand group lives in its own module with ``register(subparsers)``; modules render and hold no
+logic of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import ZfsBackendError
+from . import demo_cmd, lab_cmd
+
+__all__ = ["build_parser", "main"]
+
+_GROUPS = [lab_cmd, demo_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="zfs-backend",
+        description=(
+            "Reference ZFS/NFS storage backend whose long work (snapshot replication) runs as backend "
+            "activities with progress, suspend/resume, cancel with rollback and a resource report; "
+            "plus a simulated lab of storage nodes."
+        ),
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what is run, to stderr")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for g in _GROUPS:
+        g.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        rc = args.func(args)
+    except ZfsBackendError as e:
+        print(f"zfs-backend: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("zfs-backend: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

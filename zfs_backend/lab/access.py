@@ -1,0 +1,142 @@
+"""How the lab's nodes are reached: SSH keys, host keys, known_hosts, client configs, the inventory.
+
+Everything above the lab reaches nodes only through what this module writes: an ansible-format
+YAML inventory and an OpenSSH client config, exactly as it would reach real storage nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .topology import LabLayout, NodeLayout
+
+__all__ = [
+    "NodeKeys",
+    "ensure_keypair",
+    "known_hosts_text",
+    "ssh_client_config",
+    "sshd_config",
+    "write_inventory",
+    "write_private",
+]
+
+
+@dataclass(frozen=True)
+class NodeKeys:
+    host_key: Path  # the node's sshd host key (private), on the controller side
+    client_key: Path  # the node's own client key, for node-to-node SSH
+
+    def host_pub_line(self) -> str:
+        kind, blob = Path(f"{self.host_key}.pub").read_text().split()[0:2]
+        return f"{kind} {blob}"
+
+    def client_pub_line(self) -> str:
+        kind, blob = Path(f"{self.client_key}.pub").read_text().split()[0:2]
+        return f"{kind} {blob}"
+
+
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write a file created with ``mode`` from the start (no window with wider permissions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def ensure_keypair(path: Path, comment: str) -> Path:
+    """Create an ed25519 key pair at ``path`` unless one exists; private key mode 0600."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+        )
+    os.chmod(path, 0o600)
+    return path
+
+
+def known_hosts_text(nodes: list[NodeLayout], keys: dict[str, NodeKeys]) -> str:
+    return "".join(f"{n.name},{n.address} {keys[n.name].host_pub_line()}\n" for n in nodes)
+
+
+_CLIENT_OPTS = (
+    ("User", "root"),
+    ("IdentitiesOnly", "yes"),
+    ("GlobalKnownHostsFile", "/dev/null"),
+    ("StrictHostKeyChecking", "yes"),
+    ("BatchMode", "yes"),
+    ("Ciphers", "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com"),
+    ("KexAlgorithms", "curve25519-sha256,curve25519-sha256@libssh.org"),
+    ("ServerAliveInterval", "5"),
+    ("ServerAliveCountMax", "3"),
+    ("ConnectTimeout", "5"),
+)
+
+
+def ssh_client_config(nodes: list[NodeLayout], key: Path, known_hosts: Path) -> str:
+    out = ["# Written by `zfs-backend lab up`. Strict host-key checking, key-only.\n"]
+    for n in nodes:
+        out.append(f"Host {n.name} {n.address}\n  HostName {n.address}\n")
+        out.append(f"  IdentityFile {key}\n  UserKnownHostsFile {known_hosts}\n")
+        out.extend(f"  {k} {v}\n" for k, v in _CLIENT_OPTS)
+    return "".join(out)
+
+
+def sshd_config(node: NodeLayout, host_key: str) -> str:
+    return (
+        "# Written by `zfs-backend lab up` for this lab node.\n"
+        f"ListenAddress {node.address}\n"
+        "Port 22\n"
+        f"HostKey {host_key}\n"
+        "PermitRootLogin prohibit-password\n"
+        "PubkeyAuthentication yes\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "UsePAM no\n"
+        "AuthorizedKeysFile /root/.ssh/authorized_keys\n"
+        "PidFile /run/sshd.pid\n"
+        # A dead peer must not hang a receiving `zfs recv`: drop it after ~15 s of silence.
+        "ClientAliveInterval 5\n"
+        "ClientAliveCountMax 3\n"
+        "MaxStartups 100:30:200\n"
+        "MaxSessions 100\n"
+        "X11Forwarding no\n"
+        "PrintMotd no\n"
+        "Subsystem sftp internal-sftp\n"
+    )
+
+
+def write_inventory(layout: LabLayout, nodes: list[NodeLayout], zfs_backend_bin: str) -> Path:
+    """Write the ansible-format YAML inventory naming every node and how to reach it."""
+    doc = {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(layout.client_key),
+                "ansible_ssh_common_args": f"-F {layout.ssh_config}",
+                "zfs_backend_known_hosts": str(layout.known_hosts),
+                "zfs_backend_bin": zfs_backend_bin,
+                "zfs_backend_lab": True,
+            },
+            "children": {
+                "storage_nodes": {
+                    "hosts": {n.name: {"ansible_host": n.address, "ansible_port": 22} for n in nodes},
+                }
+            },
+        }
+    }
+    text = "# Written by `zfs-backend lab up`: the lab's storage nodes.\n" + yaml.safe_dump(
+        doc, sort_keys=False
+    )
+    write_private(layout.inventory, text, 0o644)
+    return layout.inventory
