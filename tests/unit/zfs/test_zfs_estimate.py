@@ -65,3 +65,53 @@ def test_errors() -> None:
         estimate_from_snapshots(CHAIN, "nope")
     with pytest.raises(UsageError, match="not older"):
         estimate_from_snapshots(CHAIN, "s1", "s3")
+
+
+class _Space:
+    """A SpaceSource stub: tank/a has s1,s2; tank/a/c has only s2 (new child under -R)."""
+
+    def __init__(self) -> None:
+        from zfs_backend.zfs.dialect import ZFS_FUSE_07
+
+        self.dialect = ZFS_FUSE_07
+        self.chains = {
+            "tank/a": [snap("s1", 10, 0, 3 * MiB), snap("s2", 20, 0, 5 * MiB)],
+            "tank/a/c": [
+                Snapshot(
+                    parse_snapshot("tank/a/c@s2"), guid=1, createtxg=20, used=0, referenced=MiB, creation=0
+                )
+            ],
+        }
+
+    def list_datasets(self, root=None, recursive=True):  # type: ignore[no-untyped-def]
+        from types import SimpleNamespace
+
+        from zfs_backend.zfs.names import DatasetName
+
+        return [SimpleNamespace(name=DatasetName(n)) for n in self.chains]
+
+    def list_snapshots(self, dataset):  # type: ignore[no-untyped-def]
+        return self.chains[str(dataset)]
+
+    def get_int(self, name, prop):  # type: ignore[no-untyped-def]
+        raise AssertionError("no written property on zfs-fuse")
+
+
+def test_estimate_from_space_recursive_sums_children() -> None:
+    from zfs_backend.zfs.estimate import estimate_from_space
+    from zfs_backend.zfs.models import SendSpec
+
+    s1, s2 = parse_snapshot("tank/a@s1"), parse_snapshot("tank/a@s2")
+    got = estimate_from_space(_Space(), SendSpec(s2, s1, intermediates=True, recursive=True))
+    assert got == ov(2 * MiB) + ov(1 * MiB)  # parent incremental + child in full
+
+
+def test_estimate_from_space_refuses_bookmark_base() -> None:
+    from zfs_backend.errors import UnsupportedFeature
+    from zfs_backend.zfs.estimate import estimate_from_space
+    from zfs_backend.zfs.models import SendSpec
+    from zfs_backend.zfs.names import parse_any
+
+    spec = SendSpec(parse_snapshot("tank/a@s2"), incremental_from=parse_any("tank/a#m"))  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedFeature):
+        estimate_from_space(_Space(), spec)
