@@ -1,0 +1,276 @@
+"""The node agent: an ``ActivityManager`` behind a root-only unix socket.
+
+* Socket: ``Settings.agent_socket`` (default ``/run/zfs-backend/agent.sock``), mode 0600 in a 0700
+  directory; a peer whose uid differs from the agent's is refused (``SO_PEERCRED``).
+* State: ``Settings.agent_dir / "activities.db"`` (SQLite, see ``activity.store``); log: JSON lines
+  to ``Settings.agent_dir / "agent.log"`` and to stderr.
+* On start it carries every stored non-terminal activity on (that is what makes them self-restarting).
+  A SIGKILLed agent loses nothing: the next start resumes each stream from its persisted checkpoint.
+* SIGTERM/SIGINT (or the ``shutdown`` op): stop accepting, then *detach* every activity — stop its
+  producer, let its consumer drain what it already received, persist the counters — and leave the
+  records non-terminal (``running``/``suspended``/…), so the next start carries them on. Nothing is
+  rolled back or marked failed by a shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..errors import AgentUnavailable, ProtocolError, UsageError
+from ..hosts.base import Host
+from ..hosts.local import LocalHost
+from .manager import ActivityManager
+from .protocol import MAX_LINE, MAX_WAIT_S, OPS, PROTOCOL_VERSION, decode, encode, response
+
+__all__ = ["AgentServer", "JsonFormatter", "inventory_hosts", "run_agent", "setup_logging"]
+
+_STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, plus any ``extra=`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for k, v in vars(record).items():
+            if k not in _STD_ATTRS and not k.startswith("_"):
+                out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(log_path: Path | None, *, stderr: bool = True) -> logging.Logger:
+    log = logging.getLogger("zfs_backend")
+    log.setLevel(logging.INFO)
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    fmt = JsonFormatter()
+    if log_path is not None:
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fh = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+        fh.setFormatter(fmt)
+        log.addHandler(fh)
+    if stderr:
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(fmt)
+        log.addHandler(sh)
+    log.propagate = False
+    return logging.getLogger("zfs_backend.agent")
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: AgentServer
+
+    def handle(self) -> None:
+        if not self.server.peer_allowed(self.connection):
+            self.wfile.write(encode(response(None, error=AgentUnavailable("permission denied"))))
+            return
+        while True:
+            line = self.rfile.readline(MAX_LINE + 1)
+            if not line:
+                return
+            if not line.strip():
+                continue
+            req_id: Any = None
+            try:
+                req = decode(line)
+                req_id = req.get("id")
+                result = self.server.dispatch(str(req.get("op", "")), req.get("args") or {})
+                out = response(req_id, result)
+            except Exception as e:
+                if not isinstance(e, (ProtocolError, UsageError)) and not hasattr(e, "exit_code"):
+                    self.server.log.exception("request failed")
+                out = response(req_id, error=e)
+            try:
+                self.wfile.write(encode(out))
+                self.wfile.flush()
+            except OSError:
+                return
+            if req_id is not None and out.get("result") == {"shutdown": True}:
+                self.server.request_stop()
+
+
+class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, socket_path: Path, manager: ActivityManager, log: logging.Logger) -> None:
+        self.socket_path = socket_path
+        self.manager = manager
+        self.log = log
+        self._stopping = threading.Event()
+        _prepare_socket_path(socket_path)
+        old = os.umask(0o177)
+        try:
+            super().__init__(str(socket_path), _Handler)
+        finally:
+            os.umask(old)
+        os.chmod(socket_path, 0o600)
+
+    def peer_allowed(self, conn: socket.socket) -> bool:
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+        except OSError:
+            return False
+        return uid in (0, os.getuid())
+
+    def request_stop(self) -> None:
+        if not self._stopping.is_set():
+            self._stopping.set()
+            threading.Thread(target=self.shutdown, name="agent-stop", daemon=True).start()
+
+    def dispatch(self, op: str, args: dict[str, Any]) -> Any:
+        if op not in OPS:
+            raise ProtocolError(f"unknown op {op!r}")
+        if not isinstance(args, dict):
+            raise ProtocolError("args must be a JSON object")
+        m = self.manager
+        if op == "ping":
+            return {
+                "agent": "zfs-backend",
+                "protocol": PROTOCOL_VERSION,
+                "node": m.ctx.node,
+                "pid": os.getpid(),
+                "active": m.live_count(),
+            }
+        if op == "kinds":
+            return m.kinds()
+        if op == "shutdown":
+            return {"shutdown": True}
+        if op == "start":
+            return m.start(str(args.get("kind", "")), args.get("params") or {}).to_dict()
+        if op == "list":
+            return [r.to_dict() for r in m.list(args.get("state"))]
+        aid = args.get("id")
+        if not isinstance(aid, str) or not aid:
+            raise ProtocolError(f"op {op!r} needs an activity id")
+        if op == "get":
+            return m.get(aid).to_dict()
+        if op == "wait":
+            timeout = args.get("timeout")
+            t = MAX_WAIT_S if timeout is None else min(float(timeout), MAX_WAIT_S)
+            return m.wait(aid, max(0.0, t)).to_dict()
+        verb: Callable[[str], Any] = {"suspend": m.suspend, "resume": m.resume, "cancel": m.cancel}[op]
+        return verb(aid).to_dict()
+
+
+def inventory_hosts(settings: Settings) -> Callable[[str], Host]:
+    """Resolve a host name in activity params: this machine for "local"/its own name, else the node
+    of that name in the inventory (an ``SSHHost``, cached)."""
+    cache: dict[str, Host] = {}
+    lock = threading.Lock()
+
+    def host_for(name: str) -> Host:
+        if name in ("", "local", "localhost", socket.gethostname()):
+            return LocalHost(name or None)
+        with lock:
+            if name not in cache:
+                from ..hosts.inventory import connect
+
+                cache[name] = connect(name, settings)
+            return cache[name]
+
+    return host_for
+
+
+def _prepare_socket_path(path: Path) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):
+        os.chmod(path.parent, 0o700)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale socket of a dead agent
+        else:
+            raise AgentUnavailable(f"another agent is already listening on {path}")
+        finally:
+            probe.close()
+
+
+def run_agent(
+    settings: Settings,
+    *,
+    socket_path: Path | None = None,
+    db_path: Path | None = None,
+    log_path: Path | None = None,
+    node: str | None = None,
+    host_for: Callable[[str], Host] | None = None,
+    log_stderr: bool = True,
+    ready: Callable[[], None] | None = None,
+) -> int:
+    """Run the agent in the foreground until SIGTERM/SIGINT or a ``shutdown`` request. Returns the
+    exit code (0). For ``zfs-backend agent``."""
+    from ..activity.store import ActivityStore
+
+    sock = socket_path or settings.agent_socket
+    db = db_path or settings.agent_dir / "activities.db"
+    log = setup_logging(log_path or settings.agent_dir / "agent.log", stderr=log_stderr)
+    lock_fd = _single_instance(db.with_name(db.name + ".lock"))
+    store = ActivityStore(db)
+    manager = ActivityManager(
+        store, node=node or socket.gethostname(), host_for=host_for or inventory_hosts(settings), log=log
+    )
+    server = AgentServer(sock, manager, log)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: server.request_stop())
+    carried = manager.recover()
+    log.info(
+        "agent started", extra={"socket": str(sock), "db": str(db), "carried_on": carried, "pid": os.getpid()}
+    )
+    if ready is not None:
+        ready()
+    t0 = time.monotonic()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        manager.shutdown()
+        store.close()
+        log.info("agent stopped", extra={"uptime_s": round(time.monotonic() - t0, 1)})
+        os.close(lock_fd)
+    return 0
+
+
+def _single_instance(lock_path: Path, wait_s: float = 30.0) -> int:
+    """One agent per store: an exclusive ``flock`` (released by the kernel even on SIGKILL). Waits
+    ``wait_s`` for a previous agent that is still shutting down."""
+    lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise AgentUnavailable(f"another agent holds {lock_path}") from None
+            time.sleep(0.1)

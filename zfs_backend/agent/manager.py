@@ -1,0 +1,157 @@
+"""``ActivityManager``: hosts the activities of one node over an ``ActivityStore``.
+
+It starts new activities, carries stored non-terminal ones on after a restart (``recover``), answers
+queries from the store (the persisted truth) and routes control verbs to the live objects. Each
+activity runs in its own threads; an exception in one is recorded as that activity's failure and
+never reaches the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..activity import kinds as _builtin_kinds  # noqa: F401 - registers the built-in kinds
+from ..activity.core import ActivityContext, LocalActivity, kind_factory, registered_kinds
+from ..activity.report import ActivityRecord
+from ..activity.states import FAILED, STATUS_FAILED, TERMINAL, check_transition
+from ..activity.store import ActivityStore, new_activity_id
+from ..errors import UsageError
+from ..hosts.base import Host
+
+__all__ = ["ActivityManager"]
+
+
+class ActivityManager:
+    def __init__(
+        self,
+        store: ActivityStore,
+        *,
+        node: str,
+        host_for: Callable[[str], Host] | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.store = store
+        self.log = log or logging.getLogger("zfs_backend.agent")
+        ctx = ActivityContext(store=store, node=node, log=self.log, self_restarting=True)
+        if host_for is not None:
+            ctx.host_for = host_for
+        self.ctx = ctx
+        self._live: dict[str, LocalActivity] = {}
+        self._lock = threading.Lock()
+        self._closing = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Carry every stored non-terminal activity on. Returns their ids."""
+        carried: list[str] = []
+        for rec in self.store.non_terminal():
+            try:
+                act = kind_factory(rec.kind)(rec, self.ctx)
+            except Exception as e:
+                self.log.error("cannot carry %s on: %s", rec.id, e)
+                try:
+                    check_transition(rec.state, FAILED)
+                    self.store.transition(
+                        rec.id, FAILED, status=STATUS_FAILED, error=f"cannot carry on after restart: {e}"
+                    )
+                except Exception:
+                    self.log.exception("could not mark %s failed", rec.id)
+                continue
+            if not rec.self_restarting:
+                self.store.set_self_restarting(rec.id, True)
+            with self._lock:
+                self._live[rec.id] = act
+            act.start()
+            carried.append(rec.id)
+            self.log.info("carried activity on", extra={"activity": rec.id, "state": rec.state})
+        return carried
+
+    def shutdown(self, timeout: float = 15.0) -> None:
+        """Stop every live activity's work, leaving the records non-terminal for the next start."""
+        self._closing = True
+        with self._lock:
+            live = list(self._live.values())
+        threads = [threading.Thread(target=a.detach, args=(timeout,), daemon=True) for a in live]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    # -- verbs ------------------------------------------------------------------------------------
+    def start(self, kind: str, params: dict[str, Any]) -> ActivityRecord:
+        if self._closing:
+            raise UsageError("the agent is shutting down")
+        if not isinstance(params, dict):
+            raise UsageError("params must be a JSON object")
+        factory = kind_factory(kind)
+        aid = new_activity_id()
+        rec = ActivityRecord(
+            id=aid,
+            kind=kind,
+            node=self.ctx.node,
+            self_restarting=True,
+            created_at=time.time(),
+            params=params,
+        )
+        act = factory(rec, self.ctx)  # validates params before anything is stored
+        stored = act.persist_new()
+        with self._lock:
+            self._live[aid] = act
+        act.start()
+        self.log.info("activity started", extra={"activity": aid, "kind": kind})
+        return stored
+
+    def get(self, activity_id: str) -> ActivityRecord:
+        self._reap()
+        return self.store.get(activity_id)
+
+    def list(self, state: str | None = None) -> list[ActivityRecord]:
+        self._reap()
+        return self.store.list(state)
+
+    def kinds(self) -> list[str]:
+        return registered_kinds()
+
+    def suspend(self, activity_id: str) -> ActivityRecord:
+        self._live_or_raise(activity_id, "suspend").suspend()
+        return self.store.get(activity_id)
+
+    def resume(self, activity_id: str) -> ActivityRecord:
+        self._live_or_raise(activity_id, "resume").resume()
+        return self.store.get(activity_id)
+
+    def cancel(self, activity_id: str) -> ActivityRecord:
+        self._live_or_raise(activity_id, "cancel").cancel()
+        return self.store.get(activity_id)
+
+    def wait(self, activity_id: str, timeout: float | None = None) -> ActivityRecord:
+        with self._lock:
+            act = self._live.get(activity_id)
+        if act is not None:
+            act.wait(timeout)
+        return self.store.get(activity_id)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _live_or_raise(self, activity_id: str, verb: str) -> LocalActivity:
+        with self._lock:
+            act = self._live.get(activity_id)
+        if act is not None:
+            return act
+        rec = self.store.get(activity_id)  # ActivityNotFound
+        target = {"suspend": "suspended", "resume": "running", "cancel": "cancelling"}[verb]
+        check_transition(rec.state, target, activity_id, verb)  # terminal: InvalidTransition
+        raise UsageError(f"activity {activity_id} is not hosted by this agent")
+
+    def _reap(self) -> None:
+        with self._lock:
+            for aid in [a for a, act in self._live.items() if act.state in TERMINAL]:
+                del self._live[aid]
+
+    def live_count(self) -> int:
+        with self._lock:
+            return sum(1 for a in self._live.values() if a.state not in TERMINAL)

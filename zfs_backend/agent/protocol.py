@@ -1,0 +1,96 @@
+"""The agent protocol: line-delimited JSON over a byte stream (unix socket, or ``zfs-backend rpc``
+over SSH). One request per line, one response per line, in order, on one connection::
+
+    → {"id": 7, "op": "get", "args": {"id": "act-01J…"}}
+    ← {"id": 7, "result": {…activity record…}}
+    ← {"id": 7, "error": {"type": "ActivityNotFound", "message": "no activity act-01J…"}}
+
+Ops and their ``args`` → ``result``:
+
+    ping      {}                          → {"agent": "zfs-backend", "protocol": 1, "node", "pid", "active"}
+    kinds     {}                          → ["pipeline", …]
+    start     {"kind", "params"}          → record
+    list      {"state"?: str}             → [record, …]
+    get       {"id"}                      → record
+    suspend   {"id"}                      → record      (likewise resume, cancel)
+    wait      {"id", "timeout"?: seconds} → record      (returns at terminal or timeout; max 60 s)
+    shutdown  {}                          → {}          (the agent stops after answering)
+
+Errors carry the class name of a ``zfs_backend.errors`` exception; the client re-raises that type. A
+line that is not a JSON object, or names an unknown op, gets a ``ProtocolError``. A line longer than
+``MAX_LINE`` bytes is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import errors
+from ..errors import ActivityError, ProtocolError, ZfsBackendError
+
+__all__ = [
+    "MAX_LINE",
+    "OPS",
+    "PROTOCOL_VERSION",
+    "READ_ONLY_OPS",
+    "decode",
+    "encode",
+    "error_from_payload",
+    "error_payload",
+    "request",
+    "response",
+]
+
+PROTOCOL_VERSION = 1
+MAX_LINE = 4 << 20
+OPS = frozenset({"ping", "kinds", "start", "list", "get", "suspend", "resume", "cancel", "wait", "shutdown"})
+#: ops that may be re-sent safely when a connection dies with the answer outstanding
+READ_ONLY_OPS = frozenset({"ping", "kinds", "list", "get", "wait"})
+MAX_WAIT_S = 60.0
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    if len(line) > MAX_LINE:
+        raise ProtocolError(f"message longer than {MAX_LINE} bytes")
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"not JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise ProtocolError("a message must be a JSON object")
+    return obj
+
+
+def request(req_id: int, op: str, **args: Any) -> dict[str, Any]:
+    return {"id": req_id, "op": op, "args": args}
+
+
+def response(req_id: Any, result: Any = None, error: BaseException | None = None) -> dict[str, Any]:
+    if error is not None:
+        return {"id": req_id, "error": error_payload(error)}
+    return {"id": req_id, "result": result}
+
+
+def error_payload(exc: BaseException) -> dict[str, str]:
+    if isinstance(exc, ZfsBackendError):
+        return {"type": type(exc).__name__, "message": str(exc)}
+    return {"type": "ActivityError", "message": f"agent internal error: {type(exc).__name__}: {exc}"}
+
+
+def error_from_payload(payload: Any) -> ZfsBackendError:
+    """The typed exception an error payload names (``ActivityError`` when the type is unknown)."""
+    if not isinstance(payload, dict):
+        return ProtocolError(f"malformed error: {payload!r}")
+    name = str(payload.get("type", ""))
+    message = str(payload.get("message", "")) or name
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ZfsBackendError)):
+        cls = ActivityError
+    exc = cls.__new__(cls)  # some carry extra constructor arguments; the message is what travels
+    Exception.__init__(exc, message)
+    return exc

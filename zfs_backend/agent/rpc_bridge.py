@@ -1,0 +1,88 @@
+"""``zfs-backend rpc``: bridge stdin/stdout to the local agent's unix socket.
+
+Run on a node over SSH (``ssh NODE zfs-backend rpc``), it gives the controller one persistent byte
+stream per node, over which the client sends many line-delimited requests (a status query is one
+round trip). Bytes are copied both ways unchanged; when stdin reaches EOF the bridge half-closes the
+socket and exits once the agent has answered everything. If the agent is not running, the bridge
+answers each request line with an ``AgentUnavailable`` error (so the client gets one clear line),
+and exits 7 at EOF.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+from ..config import Settings
+from ..errors import AgentUnavailable
+from .protocol import decode, encode, response
+
+__all__ = ["bridge", "rpc_bridge"]
+
+BUF = 1 << 16
+
+
+def _answer_unavailable(stdin_fd: int, stdout_fd: int, why: str) -> int:
+    err = AgentUnavailable(why)
+    pending = b""
+    while True:
+        data = os.read(stdin_fd, BUF)
+        if not data:
+            return err.exit_code
+        pending += data
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            req_id = None
+            with contextlib.suppress(Exception):
+                req_id = decode(line).get("id")
+            if line.strip():
+                _write_all(stdout_fd, encode(response(req_id, error=err)))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def bridge(stdin: BinaryIO, stdout: BinaryIO, socket_path: Path) -> int:
+    """Copy ``stdin`` → agent socket and agent socket → ``stdout`` until both directions end."""
+    in_fd, out_fd = stdin.fileno(), stdout.fileno()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(socket_path))
+    except OSError as e:
+        sock.close()
+        return _answer_unavailable(in_fd, out_fd, f"no agent at {socket_path}: {e.strerror or e}")
+    s_fd = sock.fileno()
+    reading_stdin = True
+    try:
+        while True:
+            rlist = [s_fd] + ([in_fd] if reading_stdin else [])
+            ready, _, _ = select.select(rlist, [], [])
+            if in_fd in ready:
+                data = os.read(in_fd, BUF)
+                if data:
+                    sock.sendall(data)
+                else:
+                    reading_stdin = False
+                    sock.shutdown(socket.SHUT_WR)
+            if s_fd in ready:
+                data = sock.recv(BUF)
+                if not data:
+                    return 0
+                _write_all(out_fd, data)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0
+    finally:
+        sock.close()
+
+
+def rpc_bridge(settings: Settings) -> int:
+    """Entry point for ``zfs-backend rpc``: bridge this process's stdin/stdout to the agent."""
+    return bridge(sys.stdin.buffer, sys.stdout.buffer, settings.agent_socket)
