@@ -338,7 +338,8 @@ class PipelineActivity(LocalActivity):
             rc, usage = wait_rusage(p)
             rcs.append(rc)
             if usage is not None and mon is not None:
-                mon.add_exited(pid, ctime, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
+                # CPU only: ru_maxrss also counts the pre-exec copy of this (large) process
+                mon.add_exited(pid, ctime, usage.ru_utime + usage.ru_stime)
         return rcs
 
     def _bwlimit(self) -> float | None:

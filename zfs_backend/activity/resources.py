@@ -99,12 +99,11 @@ class ResourceMonitor:
                 continue
         self.sample()
 
-    def add_exited(self, pid: int, ctime: float, cpu_s: float, maxrss_bytes: int) -> None:
-        """Record the final CPU time and peak RSS of a reaped child (from ``wait4``)."""
+    def add_exited(self, pid: int, ctime: float, cpu_s: float) -> None:
+        """Record the final CPU time of a reaped child (from ``wait4``: includes its reaped children)."""
         with self._lock:
             key = (pid, ctime)
             self._acc.cpu[key] = max(self._acc.cpu.get(key, 0.0), cpu_s)
-            self._acc.peak_rss = max(self._acc.peak_rss, maxrss_bytes)
 
     def start_attempt(self) -> None:
         """Fold the current attempt into the base and forget its processes (called on restart)."""

@@ -323,3 +323,43 @@ def test_twenty_concurrent_pipelines_isolated(ctx, tmp_path):
             assert a.state == "succeeded", a.error
             assert a.progress == (2 * MiB + i, 2 * MiB + i)
             assert (tmp_path / f"out{i}.bin").read_bytes() == expected_bytes(2 * MiB + i)
+
+
+class EnvHost(LocalHost):
+    """Looks remote to the pipeline (its local process is a wrapper, like ``ssh``)."""
+
+    def stream_argv(self, argv):
+        return ["env", *argv]
+
+
+def test_network_bytes_from_the_endpoint_process(tmp_path):
+    st = ActivityStore(tmp_path / "a.db")
+    ctx = ActivityContext(store=st, node="test", host_for=lambda name: EnvHost(name))
+    out = tmp_path / "out.bin"
+    total = 4 * MiB
+    params = pipeline_params(out, total)
+    params["consumer"]["host"] = "node2"  # "remote": its local process is the network endpoint
+    act = start(ctx, params)
+    assert act.wait(30) == "succeeded", act.error
+    res = act.resources()
+    assert res.net_bytes_sent >= total  # the endpoint's wchar (dd wrote the file)
+    assert res.net_bytes_received == 0
+    assert out.read_bytes() == expected_bytes(total)
+
+
+def test_offset_probe_decides_the_restart_offset(ctx, tmp_path):
+    out = tmp_path / "out.bin"
+    total = 12 * MiB
+    params = pipeline_params(
+        out, total, bwlimit_bps=8 * MiB, offset_probe={"argv": ["stat", "-c", "%s", str(out)]}
+    )
+    act = start(ctx, params)
+    while act.progress[0] < 2 * MiB:
+        time.sleep(0.05)
+    act.detach()
+    with out.open("r+b") as f:  # the consumer lost its tail: the probe must see it
+        f.truncate(MiB)
+    again = CommandPipeline(ctx.store.get(act.id), ctx)
+    again.start()
+    assert again.wait(30) == "succeeded"
+    assert out.read_bytes() == expected_bytes(total)
