@@ -121,7 +121,10 @@ class Transport(ABC):
 
 
 class UnixSocketTransport(Transport):
-    def __init__(self, path: str | Path, timeout: float | None = None) -> None:
+    #: longer than the longest single request (``wait`` ≤ 60 s, ``cancel`` waits ≤ 30 s for rollback)
+    DEFAULT_TIMEOUT = 120.0
+
+    def __init__(self, path: str | Path, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         super().__init__()
         self.path = Path(path)
         self.name = str(path)
@@ -181,7 +184,16 @@ class CommandTransport(Transport):
         return self._proc.stdout, self._proc.stdin
 
     def _dead(self) -> bool:
-        return self._proc is None or self._proc.poll() is not None
+        p = self._proc
+        if p is None or p.poll() is not None or p.stdout is None:
+            return True
+        # between requests nothing may be readable: readable means EOF (the bridge exited because
+        # the agent went away) or garbage; either way, start afresh
+        try:
+            ready, _, _ = select.select([p.stdout], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(ready)
 
     def _eof_reason(self) -> str:
         p = self._proc

@@ -238,3 +238,21 @@ def test_same_behaviour_local_and_remote(api, tmp_path):
     assert isinstance(act.resources().elapsed_s, float)
     if isinstance(act, RemoteActivity):
         assert act.record() == act.client.get(act.id)
+
+
+def test_bridge_session_survives_agent_restart(agent, tmp_path):
+    node = Node(AgentClient(CommandTransport(agent.bridge_argv())), "bridged")
+    pid1 = node.ping()["pid"]
+    for _ in range(20):  # many requests, one session
+        node.list()
+    proc = node.client.transport._proc
+    act = node.start("pipeline", pipeline_params(tmp_path / "o", 32 * MiB, bwlimit_bps=4 * MiB))
+    agent.kill(signal.SIGKILL)
+    agent.start()
+    time.sleep(0.3)
+    act.suspend()  # a mutating op right after the restart goes through a fresh session
+    assert node.client.transport._proc is not proc
+    assert node.ping()["pid"] != pid1
+    assert act.state == "suspended"
+    act.cancel()
+    assert act.wait(20) == "cancelled"
