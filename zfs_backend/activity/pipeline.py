@@ -16,6 +16,7 @@ Kinds subclass it and override hooks::
     on_success()                  after a complete stream, before ``succeeded``; raise to fail
     rollback()                    after cancel has killed both process groups
     extra_cpu_pids()              processes whose CPU is attributed (e.g. a zfs-fuse daemon)
+    retryable(error, status)      False: a failed stream is final (e.g. out of space), no retry
 
 ``restart_mode``: "offset" (rebuild both sides from the byte offset already delivered: no byte lost,
 none counted twice), "rerun" (the whole stream again; n = max(previous n, new bytes)), or "none" (a
@@ -126,6 +127,10 @@ class PipelineActivity(LocalActivity):
 
     def extra_cpu_pids(self) -> list[int]:
         return []
+
+    def retryable(self, error: str, status: int) -> bool:
+        """Whether a failed stream is worth another attempt (default: always, up to ``max_retries``)."""
+        return True
 
     def revise_total(self, total: int) -> None:
         """Raise m (never lowered; never below n): persisted at the next tick."""
@@ -403,7 +408,7 @@ class PipelineActivity(LocalActivity):
         self._cp["failures"] = failures
         self._cp["last_error"] = error
         self._persist()
-        if self.restart_mode == "none" or failures > self.max_retries:
+        if self.restart_mode == "none" or failures > self.max_retries or not self.retryable(error, status):
             tries = f" after {failures} attempts" if failures > 1 else ""
             self._fail_if_possible(f"stream failed{tries}: {error}", status)
             self._final_resources()
