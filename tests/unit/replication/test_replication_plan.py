@@ -1,0 +1,143 @@
+"""The pure planner: GUID matching, every conflict, -i vs -I, force_full_copy."""
+
+from __future__ import annotations
+
+import pytest
+
+from zfs_backend.errors import ReplicationConflict
+from zfs_backend.replication.plan import (
+    DESTINATION_EXISTS,
+    DIVERGED,
+    NO_COMMON_BASE,
+    UP_TO_DATE,
+    Conflict,
+    DestinationDiverged,
+    NoCommonBase,
+    Plan,
+    incremental_path,
+)
+from zfs_backend.zfs.dialect import ZFS_FUSE_07
+from zfs_backend.zfs.models import Snapshot
+from zfs_backend.zfs.names import parse_snapshot
+
+
+def snap(name: str, guid: int, txg: int, used: int = 0, ref: int = 1 << 20) -> Snapshot:
+    return Snapshot(parse_snapshot(name), guid=guid, createtxg=txg, used=used, referenced=ref, creation=0)
+
+
+SRC = [
+    snap("tank/fs@a", 11, 10),
+    snap("tank/fs@b", 12, 20),
+    snap("tank/fs@c", 13, 30),
+    snap("tank/fs@d", 14, 40),
+]
+
+
+def dst(*pairs: tuple[str, int, int]) -> list[Snapshot]:
+    return [snap(f"tank/copy@{n}", g, t) for n, g, t in pairs]
+
+
+def test_no_destination_means_full() -> None:
+    p = incremental_path(SRC, None, "c")
+    assert isinstance(p, Plan) and p.full and p.target.guid == 13
+    assert p.send_spec().argv(ZFS_FUSE_07) == ["zfs", "send", "tank/fs@c"]
+
+
+def test_incremental_from_newest_common_by_guid() -> None:
+    p = incremental_path(SRC, dst(("a", 11, 5), ("b", 12, 6)), "d")
+    assert isinstance(p, Plan) and p.base is not None and p.base.snap == "b"
+    assert p.send_spec().argv(ZFS_FUSE_07) == ["zfs", "send", "-i", "tank/fs@b", "tank/fs@d"]
+
+
+def test_guid_not_name_decides() -> None:
+    # same names, other GUIDs: not a common base
+    out = incremental_path(SRC, dst(("a", 99, 5), ("b", 98, 6)), "d")
+    assert isinstance(out, Conflict) and out.kind == NO_COMMON_BASE
+    # other names, same GUID: a base (renamed on the destination)
+    p = incremental_path(SRC, dst(("renamed", 12, 6)), "d")
+    assert isinstance(p, Plan) and p.base is not None and p.base.snap == "b" and p.dest_base is not None
+    assert p.dest_base.snap == "renamed"
+
+
+def test_intermediates_use_capital_i() -> None:
+    p = incremental_path(SRC, dst(("a", 11, 5)), "d", intermediates=True)
+    assert isinstance(p, Plan)
+    assert p.send_spec().argv(ZFS_FUSE_07) == ["zfs", "send", "-I", "tank/fs@a", "tank/fs@d"]
+    assert "-I @a" in p.describe()
+
+
+def test_explicit_incremental_from() -> None:
+    p = incremental_path(SRC, dst(("a", 11, 5)), "c", incremental_from="a")
+    assert isinstance(p, Plan) and p.base is not None and p.base.snap == "a"
+    p = incremental_path(SRC, dst(("a", 11, 5)), "c", incremental_from="tank/fs@a")
+    assert isinstance(p, Plan) and p.base is not None and p.base.snap == "a"
+
+
+@pytest.mark.parametrize(
+    ("base", "why"),
+    [("b", "no snapshot with the GUID"), ("zz", "not a snapshot of the source"), ("d", "not older")],
+)
+def test_incremental_from_must_be_common_and_older(base: str, why: str) -> None:
+    out = incremental_path(SRC, dst(("a", 11, 5)), "c", incremental_from=base)
+    assert isinstance(out, Conflict) and out.kind == NO_COMMON_BASE and why in out.reason
+
+
+def test_incremental_from_without_destination() -> None:
+    out = incremental_path(SRC, None, "c", incremental_from="a")
+    assert isinstance(out, Conflict) and out.kind == NO_COMMON_BASE
+
+
+def test_no_common_snapshot_with_existing_destination() -> None:
+    out = incremental_path(SRC, dst(("x", 77, 5)), "d")
+    assert isinstance(out, Conflict) and out.kind == NO_COMMON_BASE
+    assert isinstance(out.error(), NoCommonBase) and isinstance(out.error(), ReplicationConflict)
+    assert incremental_path(SRC, [], "d") == Conflict(out.kind, out.reason)
+
+
+def test_force_full_copy() -> None:
+    assert isinstance(incremental_path(SRC, None, "d", force_full_copy=True), Plan)
+    out = incremental_path(SRC, dst(("a", 11, 5)), "d", force_full_copy=True)
+    assert isinstance(out, Conflict) and out.kind == DESTINATION_EXISTS
+
+
+def test_up_to_date() -> None:
+    out = incremental_path(SRC, dst(("a", 11, 5), ("d", 14, 9)), "d")
+    assert isinstance(out, Conflict) and out.kind == UP_TO_DATE
+
+
+def test_destination_newer_snapshots_diverged() -> None:
+    d = dst(("a", 11, 5), ("b", 12, 6), ("local", 55, 7))
+    out = incremental_path(SRC, d, "d")
+    assert isinstance(out, Conflict) and out.kind == DIVERGED and "@local" in out.reason
+    assert isinstance(out.error(), DestinationDiverged)
+    p = incremental_path(SRC, d, "d", rollback_destination=True)
+    assert isinstance(p, Plan) and p.rollback_to is not None and p.rollback_to.snap == "b"
+    assert [s.snap for s in p.destroys] == ["local"]
+
+
+def test_destination_holding_a_newer_common_snapshot_with_older_base() -> None:
+    # destination already at @c; asking -i @a makes @b/@c "newer" than the base
+    out = incremental_path(SRC, dst(("a", 11, 5), ("b", 12, 6), ("c", 13, 7)), "d", incremental_from="a")
+    assert isinstance(out, Conflict) and out.kind == DIVERGED
+
+
+def test_destination_modified_diverged() -> None:
+    out = incremental_path(SRC, dst(("b", 12, 6)), "d", destination_modified=True)
+    assert isinstance(out, Conflict) and out.kind == DIVERGED and "data changed" in out.reason
+    p = incremental_path(SRC, dst(("b", 12, 6)), "d", destination_modified=True, rollback_destination=True)
+    assert isinstance(p, Plan) and p.discards_changes and p.rollback_to is not None and p.destroys == ()
+
+
+def test_target_must_be_in_source() -> None:
+    with pytest.raises(ValueError, match="not among"):
+        incremental_path(SRC, None, "nope")
+
+
+def test_target_as_snapshot_object_matches_by_guid() -> None:
+    p = incremental_path(SRC, None, SRC[1])
+    assert isinstance(p, Plan) and p.target.snap == "b"
+
+
+def test_order_of_listings_does_not_matter() -> None:
+    p = incremental_path(list(reversed(SRC)), list(reversed(dst(("a", 11, 5), ("b", 12, 6)))), "d")
+    assert isinstance(p, Plan) and p.base is not None and p.base.snap == "b"

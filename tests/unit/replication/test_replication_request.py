@@ -1,0 +1,142 @@
+"""Validation before anything runs: requests, hostile names, the ssh argv to the peer, duplicates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zfs_backend.activity.core import ActivityContext
+from zfs_backend.activity.report import ActivityRecord
+from zfs_backend.activity.store import ActivityStore
+from zfs_backend.errors import InvalidName, UsageError
+from zfs_backend.replication import api
+from zfs_backend.replication.activity import Replicate, running_conflict
+from zfs_backend.replication.plan import AlreadyRunning
+from zfs_backend.replication.request import Request
+from zfs_backend.replication.transport import PeerHost
+
+PARAMS = {
+    "snapshot": "tank/fs@s1",
+    "source_node": "node1",
+    "destination_node": "node2",
+    "destination": "tank/fs",
+}
+
+
+def test_request_round_trip() -> None:
+    req = Request.from_params(PARAMS)
+    assert Request.from_params(req.to_params()) == req
+    assert req.key == ("tank/fs", "node2", "tank/fs")
+    assert req.cipher == "aes128-gcm@openssh.com"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("snapshot", "tank/fs@s1; rm -rf /"),
+        ("snapshot", "-oProxyCommand=x@s"),
+        ("snapshot", "tank/fs"),
+        ("destination", "tank/$(reboot)"),
+        ("destination", "tank/fs@snap"),
+        ("destination_node", "-oProxyCommand=sh"),
+        ("destination_node", "Node2"),
+        ("source_node", "node1 node2"),
+        ("incremental_from", "a b"),
+        ("cipher", "aes128-ctr -oProxyCommand=x"),
+    ],
+)
+def test_hostile_params_refused(key: str, value: str) -> None:
+    with pytest.raises(InvalidName):
+        Request.from_params({**PARAMS, key: value})
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"force_full_copy": "yes"},
+        {"bwlimit_bps": 10},
+        {"force_full_copy": True, "intermediates": True},
+        {"force_full_copy": True, "incremental_from": "a"},
+        {"destination_node": "node1"},
+    ],
+)
+def test_bad_options_refused(extra: dict[str, Any]) -> None:
+    with pytest.raises(UsageError):
+        Request.from_params({**PARAMS, **extra})
+
+
+def test_peer_ssh_argv_is_strict() -> None:
+    argv = PeerHost("node2", cipher="aes256-gcm@openssh.com").stream_argv(
+        ["zfs", "receive", "-F", "tank/a b"]
+    )
+    assert argv[0] == "ssh" and argv[-1] == "zfs receive -F 'tank/a b'" and argv[-2] == "--"
+    assert argv[-3] == "node2"
+    joined = " ".join(argv)
+    for opt in (
+        "BatchMode=yes",
+        "StrictHostKeyChecking=yes",
+        "Ciphers=aes256-gcm@openssh.com",
+        "ServerAliveInterval=",
+    ):
+        assert opt in joined
+    with pytest.raises(InvalidName):
+        PeerHost("-oProxyCommand=x")
+    with pytest.raises(InvalidName):
+        PeerHost("node2", ssh_config="relative/config")
+
+
+def test_api_refuses_hostile_names_before_any_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*a: Any, **k: Any) -> None:
+        raise AssertionError("a command would have run")
+
+    monkeypatch.setattr(api, "plan_request", boom)
+    for snap, dest in [
+        ("node1:tank/fs@s1`id`", "node2:tank/fs"),
+        ("node1:tank/fs@s1", "node2:tank/f;s"),
+        ("NODE1:tank/fs@s1", "node2:tank/fs"),
+        ("node1:tank/fs@s1", "-x:tank/fs"),
+        ("node1:tank/fs", "node2:tank/fs"),
+        ("node1:tank/fs@s1", "node2:tank/fs@s"),
+    ]:
+        with pytest.raises(UsageError):
+            api.snapshot_replicate(snap, None, dest, node_for=boom)
+    with pytest.raises(UsageError):
+        api.snapshot_replicate("node1:tank/fs@s1", None, "node2:tank/x", bwlimit="fast", node_for=boom)
+
+
+def test_parse_bwlimit() -> None:
+    assert api.parse_bwlimit(None) is None
+    assert api.parse_bwlimit(4096) == 4096
+    assert api.parse_bwlimit("20M") == 20 << 20
+    assert api.parse_bwlimit("1MB/s") == 1 << 20
+
+
+def _record(aid: str, params: dict[str, Any]) -> ActivityRecord:
+    return ActivityRecord(id=aid, kind="replicate", node="node1", params=params)
+
+
+def test_running_twin_is_a_conflict(tmp_path: Path) -> None:
+    req = Request.from_params(PARAMS)
+    other = _record("act-1", PARAMS)
+    assert running_conflict([other], req) is not None
+    assert running_conflict([other], req, own_id="act-1") is None
+    elsewhere = _record("act-2", {**PARAMS, "destination_node": "node3"})
+    assert running_conflict([elsewhere], req) is None
+    store = ActivityStore(tmp_path / "a.db")
+    ctx = ActivityContext(store=store, node="node1")
+    first = Replicate(_record("act-a", PARAMS), ctx)
+    first.persist_new()
+    with pytest.raises(AlreadyRunning):
+        Replicate(_record("act-b", PARAMS), ctx)
+    store.close()
+
+
+def test_kind_validates_params_before_storing(tmp_path: Path) -> None:
+    store = ActivityStore(tmp_path / "a.db")
+    ctx = ActivityContext(store=store, node="node1")
+    with pytest.raises(InvalidName):
+        Replicate(_record("act-x", {**PARAMS, "destination": "tank/a|b"}), ctx)
+    assert store.list() == []
+    store.close()

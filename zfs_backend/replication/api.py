@@ -1,0 +1,172 @@
+"""``snapshot_replicate``: plan from the controller, then start the ``replicate`` activity on the
+source node's agent and return its handle.
+
+Everything that can be refused is refused here first, changing nothing: names are validated before
+any command runs (``InvalidName``); a missing snapshot, source dataset or destination parent raises
+``DatasetNotFound``; a diverged destination (without ``rollback_destination``), a destination with no
+common snapshot, a destination short of space for the estimate, or the same replication already
+running on the agent raise a ``ReplicationConflict`` subclass. The agent plans again before streaming
+(its plan is the authoritative one).
+
+Layering note: the agent client sits above this package; it is imported lazily in
+:func:`_default_node_for` only, and callers (the driver, flows, tests) can pass ``node_for``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..activity.core import BackendActivity
+from ..config import Settings, load_settings
+from ..errors import UsageError
+from ..hosts.inventory import load_inventory
+from ..zfs.api import Zfs
+from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_node_qualified, parse_snapshot
+from ..zfs.parse import ParseError, parse_human_size
+from .activity import KIND, running_conflict
+from .request import Request, check_space, plan_live
+from .transport import DEFAULT_CIPHER
+
+__all__ = ["AgentNode", "parse_bwlimit", "plan_request", "snapshot_replicate"]
+
+
+class AgentNode(Protocol):
+    """What ``snapshot_replicate`` needs of a node's agent (``zfs_backend.agent.client.Node``)."""
+
+    def start(self, kind: str, params: dict[str, Any]) -> BackendActivity: ...
+
+    def list(self, state: str | None = None) -> list[Any]: ...
+
+
+def _default_node_for(settings: Settings) -> Callable[[str], AgentNode]:
+    from ..agent.connect import connect_node  # lazy: the agent layer sits above this one
+
+    return lambda name: connect_node(name, settings)
+
+
+def parse_bwlimit(value: int | str | None) -> int | None:
+    """Bytes per second from an int or a size such as ``"20M"`` (per second); None: unlimited."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise UsageError(f"invalid bwlimit {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip().removesuffix("/s").removesuffix("B")
+        try:
+            n = parse_human_size(text)
+        except ParseError:
+            n = None
+        if n is None:
+            raise UsageError(f"invalid bwlimit {value!r}: expected bytes per second, e.g. 20M")
+        return n
+    raise UsageError(f"invalid bwlimit {value!r}")
+
+
+def _request(
+    snapshot: str | SnapshotName,
+    source_server: str | None,
+    destination_server: str,
+    *,
+    destination: str | DatasetName | None,
+    **options: Any,
+) -> Request:
+    if isinstance(snapshot, str) and ":" in snapshot.split("@", 1)[0]:
+        nq = parse_node_qualified(snapshot)
+        if not isinstance(nq.name, SnapshotName):
+            raise UsageError(f"{snapshot}: expected NODE:pool/fs@snap")
+        if source_server not in (None, nq.node):
+            raise UsageError(f"{snapshot}: names node {nq.node}, but source_server is {source_server}")
+        snap, source_server = nq.name, nq.node
+    else:
+        snap = snapshot if isinstance(snapshot, SnapshotName) else parse_snapshot(snapshot)
+    if source_server is None:
+        raise UsageError("no source server: give source_server or NODE:pool/fs@snap")
+    if not isinstance(destination_server, str):
+        raise UsageError(f"invalid destination server {destination_server!r}")
+    if ":" in destination_server:
+        nq = parse_node_qualified(destination_server)
+        if not isinstance(nq.name, DatasetName):
+            raise UsageError(f"{destination_server}: expected NODE:pool/fs (a dataset)")
+        if destination is not None and parse_dataset(str(destination)) != nq.name:
+            raise UsageError("destination given twice, differently")
+        dest_node, dest = nq.node, nq.name
+    else:
+        dest_node = destination_server
+        dest = snap.dataset if destination is None else parse_dataset(str(destination))
+    return Request(
+        snapshot=snap,
+        source_node=source_server,
+        destination_node=dest_node,
+        destination=dest,
+        **options,
+    )
+
+
+def plan_request(req: Request, settings: Settings) -> dict[str, Any]:
+    """Plan ``req`` from the controller over SSH (read-only). Returns a summary; raises on refusal."""
+    inv = load_inventory(settings.inventory)
+    with inv.connect(req.source_node, settings) as sh, inv.connect(req.destination_node, settings) as dh:
+        plan, est, state = plan_live(Zfs(sh), Zfs(dh), req)
+        check_space(state, est, req.destination_node)
+    return {"plan": plan.describe(), "estimate": est.bytes, "exact": est.exact, "method": est.method}
+
+
+def snapshot_replicate(
+    snapshot: str | SnapshotName,
+    source_server: str | None,
+    destination_server: str,
+    force_full_copy: bool = False,
+    *,
+    destination: str | DatasetName | None = None,
+    incremental_from: str | None = None,
+    intermediates: bool = False,
+    bwlimit: int | str | None = None,
+    rollback_destination: bool = False,
+    recursive: bool = False,
+    properties: bool = False,
+    cipher: str | None = None,
+    settings: Settings | None = None,
+    node_for: Callable[[str], AgentNode] | None = None,
+    extra_params: dict[str, Any] | None = None,
+) -> BackendActivity:
+    """Replicate ``snapshot`` of ``source_server`` to ``destination_server``; return the activity.
+
+    ``snapshot``: ``pool/fs@snap`` (or ``NODE:pool/fs@snap``, then ``source_server`` may be None).
+    ``destination_server``: a node name (the destination dataset is then ``destination`` or the
+    source's own name) or ``NODE:pool/fs``. ``force_full_copy``: a full stream into a new dataset.
+    ``incremental_from``: the base snapshot (must be common, by GUID); ``intermediates``: ``-I``.
+    ``bwlimit``: bytes/s (int, or ``"20M"``). ``rollback_destination``: allow discarding the
+    destination's snapshots and changes after the common base. ``recursive``: ``send -R``.
+    ``properties``: ``send -p``. ``cipher``: OpenSSH cipher (default: ``Settings.ssh_cipher``).
+    ``node_for``: how to reach a node's agent (default: inventory + SSH). ``extra_params``: kind
+    tuning (``max_retries``, ``backoff_s``, ``space_check``, ``ssh_config``).
+    """
+    s = settings or load_settings()
+    req = _request(
+        snapshot,
+        source_server,
+        destination_server,
+        destination=destination,
+        force_full_copy=force_full_copy,
+        incremental_from=incremental_from,
+        intermediates=intermediates,
+        bwlimit_bps=parse_bwlimit(bwlimit),
+        rollback_destination=rollback_destination,
+        recursive=recursive,
+        properties=properties,
+        cipher=cipher or s.ssh_cipher or DEFAULT_CIPHER,
+    )
+    plan_request(req, s)
+    node = (node_for or _default_node_for(s))(req.source_node)
+    client = getattr(node, "client", None)
+    records = client.list() if client is not None else [a.record() for a in node.list()]
+    conflict = running_conflict(records, req)
+    if conflict is not None:
+        raise conflict.error()
+    params = req.to_params()
+    if extra_params:
+        params.update({k: v for k, v in extra_params.items() if k not in params})
+    return node.start(KIND, params)

@@ -1,0 +1,226 @@
+"""The replication planner: pure functions over snapshot listings, no I/O.
+
+``incremental_path(source, destination, target, ...)`` matches snapshots **by GUID** (never by name)
+and returns either a :class:`Plan` (full stream, or incremental from the newest common snapshot) or a
+:class:`Conflict` (plain data naming why nothing may be sent). ``Conflict.error()`` turns a conflict
+into the :class:`~zfs_backend.errors.ReplicationConflict` subclass callers catch.
+
+Rules (see ``docs/replication.md``):
+
+* no destination dataset: a full stream (``incremental_from`` is then a conflict);
+* ``force_full_copy``: a full stream into a *new* dataset; an existing destination is a conflict;
+* otherwise the base is the newest source snapshot older than ``target`` whose GUID the destination
+  holds (or ``incremental_from``, which must be such a snapshot); none: a conflict;
+* the destination already holding ``target``'s GUID: a conflict (``up-to-date``);
+* the destination has snapshots newer than its copy of the base, or was modified after it: diverged,
+  a conflict unless ``rollback_destination`` (the plan then names what the rollback destroys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import ReplicationConflict
+from ..zfs.models import SendSpec, Snapshot
+
+__all__ = [
+    "ALREADY_RUNNING",
+    "DESTINATION_EXISTS",
+    "DIVERGED",
+    "NO_COMMON_BASE",
+    "NO_SPACE",
+    "UP_TO_DATE",
+    "AlreadyRunning",
+    "Conflict",
+    "DestinationDiverged",
+    "DestinationExistsConflict",
+    "InsufficientSpace",
+    "NoCommonBase",
+    "Plan",
+    "UpToDate",
+    "incremental_path",
+]
+
+DIVERGED = "diverged"
+NO_COMMON_BASE = "no-common-base"
+DESTINATION_EXISTS = "destination-exists"
+UP_TO_DATE = "up-to-date"
+NO_SPACE = "no-space"
+ALREADY_RUNNING = "already-running"
+
+
+class DestinationDiverged(ReplicationConflict):
+    """The destination has snapshots newer than the common base, or changed data after it."""
+
+
+class NoCommonBase(ReplicationConflict):
+    """The destination exists but shares no usable snapshot (by GUID) with the source."""
+
+
+class DestinationExistsConflict(ReplicationConflict):
+    """A full copy was asked for, but the destination dataset exists."""
+
+
+class UpToDate(ReplicationConflict):
+    """The destination already holds the snapshot (same GUID)."""
+
+
+class InsufficientSpace(ReplicationConflict):
+    """The destination pool lacks the space the size estimate needs."""
+
+
+class AlreadyRunning(ReplicationConflict):
+    """A replication of the same dataset to the same destination is already running."""
+
+
+_ERRORS: dict[str, type[ReplicationConflict]] = {
+    DIVERGED: DestinationDiverged,
+    NO_COMMON_BASE: NoCommonBase,
+    DESTINATION_EXISTS: DestinationExistsConflict,
+    UP_TO_DATE: UpToDate,
+    NO_SPACE: InsufficientSpace,
+    ALREADY_RUNNING: AlreadyRunning,
+}
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Why nothing may be sent: ``kind`` (one of the constants above) and a one-line ``reason``."""
+
+    kind: str
+    reason: str
+
+    def error(self) -> ReplicationConflict:
+        return _ERRORS.get(self.kind, ReplicationConflict)(self.reason)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to send. ``base`` is the source's snapshot, ``dest_base`` the destination's copy of it
+    (same GUID, possibly another name). ``rollback_to`` is set when the destination must first be
+    rolled back (``rollback_destination``); ``destroys`` lists the destination snapshots that rollback
+    destroys."""
+
+    target: Snapshot
+    base: Snapshot | None = None
+    dest_base: Snapshot | None = None
+    intermediates: bool = False
+    destination_exists: bool = False
+    rollback_to: Snapshot | None = None
+    destroys: tuple[Snapshot, ...] = ()
+    discards_changes: bool = False
+
+    @property
+    def full(self) -> bool:
+        return self.base is None
+
+    def send_spec(self, *, recursive: bool = False, properties: bool = False) -> SendSpec:
+        return SendSpec(
+            snapshot=self.target.name,
+            incremental_from=None if self.base is None else self.base.name,
+            intermediates=self.intermediates and self.base is not None,
+            recursive=recursive,
+            properties=properties,
+        )
+
+    def describe(self) -> str:
+        if self.base is None:
+            return f"full stream of {self.target.name}"
+        flag = "-I" if self.intermediates else "-i"
+        return f"incremental {flag} @{self.base.snap} {self.target.name}"
+
+
+def _short(s: str) -> str:
+    return s.rpartition("@")[2]
+
+
+def incremental_path(
+    source: Sequence[Snapshot],
+    destination: Sequence[Snapshot] | None,
+    target: str | Snapshot,
+    *,
+    force_full_copy: bool = False,
+    incremental_from: str | None = None,
+    intermediates: bool = False,
+    rollback_destination: bool = False,
+    destination_modified: bool = False,
+) -> Plan | Conflict:
+    """Plan one dataset's replication (see the module doc).
+
+    ``source``: the source dataset's snapshots; ``destination``: the destination dataset's snapshots,
+    or None when it does not exist; ``target``: the snapshot to send (short name or ``Snapshot``; it
+    must be in ``source``, else ``ValueError``); ``incremental_from``: short or full name of a source
+    snapshot; ``destination_modified``: the destination's data changed after its newest snapshot.
+    """
+    src = sorted(source, key=lambda s: s.createtxg)
+    want = target.guid if isinstance(target, Snapshot) else None
+    name = target.snap if isinstance(target, Snapshot) else _short(target)
+    tgt = next((s for s in src if (s.guid == want if want is not None else s.snap == name)), None)
+    if tgt is None:
+        raise ValueError(f"target @{name} is not among the source snapshots")
+    if destination is None:
+        if incremental_from is not None:
+            return Conflict(
+                NO_COMMON_BASE,
+                f"an incremental from @{_short(incremental_from)} needs an existing destination; "
+                "it does not exist",
+            )
+        return Plan(target=tgt)
+    dst = sorted(destination, key=lambda s: s.createtxg)
+    if force_full_copy:
+        return Conflict(
+            DESTINATION_EXISTS,
+            "a full copy goes into a new dataset, and the destination exists "
+            "(name another destination, or drop force_full_copy for an incremental)",
+        )
+    by_guid = {s.guid: s for s in dst}
+    if tgt.guid in by_guid:
+        return Conflict(
+            UP_TO_DATE,
+            f"the destination already holds @{tgt.snap} (as @{by_guid[tgt.guid].snap}, same GUID)",
+        )
+    common = [s for s in src if s.guid in by_guid and s.createtxg < tgt.createtxg]
+    if incremental_from is not None:
+        short = _short(incremental_from)
+        base = next((s for s in src if s.snap == short), None)
+        if base is None:
+            return Conflict(NO_COMMON_BASE, f"@{short} is not a snapshot of the source")
+        if base.createtxg >= tgt.createtxg:
+            return Conflict(NO_COMMON_BASE, f"@{short} is not older than @{tgt.snap}")
+        if base.guid not in by_guid:
+            return Conflict(
+                NO_COMMON_BASE,
+                f"the destination has no snapshot with the GUID of @{short} (names do not count)",
+            )
+    elif common:
+        base = common[-1]
+    else:
+        return Conflict(
+            NO_COMMON_BASE,
+            "the destination exists but shares no snapshot (by GUID) with the source; "
+            "replicate into a new dataset (force_full_copy) instead",
+        )
+    dest_base = by_guid[base.guid]
+    newer = tuple(s for s in dst if s.createtxg > dest_base.createtxg)
+    if (newer or destination_modified) and not rollback_destination:
+        what = []
+        if newer:
+            what.append("newer snapshots " + ", ".join(f"@{s.snap}" for s in newer))
+        if destination_modified:
+            what.append("data changed after its newest snapshot")
+        return Conflict(
+            DIVERGED,
+            f"the destination diverged after @{dest_base.snap}: {'; '.join(what)} "
+            "(rollback_destination discards them)",
+        )
+    return Plan(
+        target=tgt,
+        base=base,
+        dest_base=dest_base,
+        intermediates=intermediates,
+        destination_exists=True,
+        rollback_to=dest_base if (newer or destination_modified) else None,
+        destroys=newer,
+        discards_changes=destination_modified,
+    )
