@@ -27,7 +27,7 @@ def run_demo(settings: Settings, size: str = "64M") -> int:
     lab = Lab(settings)
     con.rule("[bold]zfs_backend demo")
     t0 = time.monotonic()
-    created = lab.up(nodes=2, on_step=lambda m: con.print(f"  {m}"), with_agent=False)
+    created = lab.up(nodes=2, on_step=lambda m: con.print(f"  {m}"))
     con.print(
         f"lab {'up' if created else 'already up'} in {time.monotonic() - t0:.1f} s ({lab.layout.inventory})"
     )

@@ -11,12 +11,12 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── NotRoot
     │   ├── MissingDependency             a binary or device the lab needs is absent
     │   ├── AddressRangeTaken
-    │   └── UnknownNode
+    │   └── UnknownNode                   exit 15
     ├── HostError                         running something on a node failed; exit 5
     │   ├── CommandFailed                 non-zero exit: node, argv, stderr
     │   ├── CommandTimeout
-    │   ├── HostUnreachable               cannot connect (network, auth)
-    │   └── HostKeyMismatch               the node's host key is unknown or changed
+    │   ├── HostUnreachable               cannot connect (network, auth); exit 13
+    │   └── HostKeyMismatch               the node's host key is unknown or changed; exit 14
     ├── ZfsError                          a zfs/zpool command failed in a known way; exit 6
     │   ├── DatasetNotFound
     │   ├── DatasetExists
@@ -26,9 +26,9 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── DestinationModified           incremental recv refused: target changed since its snapshot
     │   └── UnsupportedFeature            the node's ZFS dialect lacks it
     ├── ActivityError                     exit 7
-    │   ├── ActivityNotFound
-    │   ├── InvalidTransition             illegal state change; nothing changed
-    │   ├── AgentUnavailable              the node agent is down or unreachable
+    │   ├── ActivityNotFound              exit 10
+    │   ├── InvalidTransition             illegal state change; nothing changed; exit 11
+    │   ├── AgentUnavailable              the node agent is down or unreachable; exit 12
     │   ├── StoreError                    the activity store is unreadable or from a newer schema
     │   └── ProtocolError                 a malformed agent request or response
     └── ReplicationConflict               plan refused: diverged, no common base, running, no space; exit 8
@@ -106,7 +106,7 @@ class AddressRangeTaken(LabError):
 
 
 class UnknownNode(LabError):
-    pass
+    exit_code = 15
 
 
 class HostError(ZfsBackendError):
@@ -142,11 +142,11 @@ class CommandTimeout(HostError):
 
 
 class HostUnreachable(HostError):
-    pass
+    exit_code = 13
 
 
 class HostKeyMismatch(HostError):
-    pass
+    exit_code = 14
 
 
 class ZfsError(ZfsBackendError):
@@ -186,15 +186,15 @@ class ActivityError(ZfsBackendError):
 
 
 class ActivityNotFound(ActivityError):
-    pass
+    exit_code = 10
 
 
 class InvalidTransition(ActivityError):
-    pass
+    exit_code = 11
 
 
 class AgentUnavailable(ActivityError):
-    pass
+    exit_code = 12
 
 
 class StoreError(ActivityError):

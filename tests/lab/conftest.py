@@ -15,8 +15,9 @@ from zfs_backend.config import Settings, load_settings
 from zfs_backend.hosts import SSHHost, load_inventory
 from zfs_backend.lab import Lab
 
-TEST_NETWORK = "198.18.100.0/24"
-TEST_HOME = Path("/var/lib/zfs-backend-test")
+# Overridable so that two people can run lab tests at once without tearing each other's lab down.
+TEST_NETWORK = os.environ.get("ZFS_BACKEND_TEST_NETWORK", "198.18.100.0/24")
+TEST_HOME = Path(os.environ.get("ZFS_BACKEND_TEST_HOME", "/var/lib/zfs-backend-test"))
 
 
 def lab_skip_reason() -> str | None:

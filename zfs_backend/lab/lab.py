@@ -27,6 +27,7 @@ from .node import (
     NODE_POOL,
     POOL_DIR,
     enter_argv,
+    exited,
     node_pids,
     ns_alive,
     pid_in_node,
@@ -435,7 +436,7 @@ class Lab:
         if pid and pid_in_node(self.layout, node, pid):
             if hard:
                 os.kill(pid, 9)
-                wait_for(f"{name}: {service} exit", lambda: not pid_in_node(self.layout, node, pid), 5)
+                wait_for(f"{name}: {service} exit", lambda: exited(pid), 10)
             else:
                 stop_pid(pid)
 

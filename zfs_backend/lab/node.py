@@ -166,13 +166,24 @@ def _ns_inode(path: str | Path) -> int | None:
 def pid_in_node(layout: LabLayout, node: NodeLayout, pid: int) -> bool:
     """True when ``pid`` is alive and lives in this node's mount namespace (not a reused pid)."""
     want = _ns_inode(mount_ns_file(layout, node))
-    return want is not None and _ns_inode(f"/proc/{pid}/ns/mnt") == want and not _is_zombie(pid)
+    return want is not None and _ns_inode(f"/proc/{pid}/ns/mnt") == want and not exited(pid)
 
 
 def _is_zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def exited(pid: int) -> bool:
+    """True once ``pid`` has fully exited: gone, or a zombie whose threads have all finished (a SIGKILLed
+    multi-threaded daemon shows its leader as a zombie while other threads still hold its locks)."""
+    if not _is_zombie(pid):
+        return False
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
     except OSError:
         return True
 
@@ -214,7 +225,7 @@ def stop_pids(pids: Sequence[int], timeout: float = 5.0) -> None:
         for pid in list(live):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            if _is_zombie(pid) or not Path(f"/proc/{pid}").exists():
+            if exited(pid):
                 live.remove(pid)
         if live:
             time.sleep(0.05)

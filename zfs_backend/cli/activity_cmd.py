@@ -1,0 +1,165 @@
+"""``zfs-backend activity ...``: list, inspect and steer the backend activities of a node."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ..activity.report import ActivityRecord
+from ..activity.states import ALL_STATES, TERMINAL
+from ..agent.client import Node
+from ..agent.connect import connect_node
+from ..config import load_settings
+from .progress import follow, summary_line
+from .render import human_bytes, human_duration, human_rate
+
+__all__ = ["register"]
+
+WAIT_TIMEOUT_EXIT = 124
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "activity",
+        help="list, show, suspend, resume, cancel and wait for backend activities",
+        description=(
+            "Backend activities run on a storage node's agent. --node NODE reaches that node's agent through "
+            "the inventory over SSH; without it, the local agent. Exit codes: 10 unknown activity, "
+            "11 illegal transition, 12 agent down, 13 node unreachable; `wait` exits with the activity's "
+            "status (0 = success), 124 on timeout."
+        ),
+    )
+    s = p.add_subparsers(dest="activity_command", metavar="ACTION", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--node", help="node name from the inventory (default: the local agent)")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ls = s.add_parser("list", help="activities of a node")
+    ls.add_argument("--state", choices=sorted(ALL_STATES), help="only those in this state")
+    common(ls)
+    ls.set_defaults(func=cmd_list)
+    for name, helptext in (
+        ("show", "one activity in full"),
+        ("suspend", "stop moving bytes until resume (bytes already moved are kept)"),
+        ("resume", "leave the suspended state"),
+        ("cancel", "abort and roll back (destination left as before)"),
+    ):
+        sp = s.add_parser(name, help=helptext)
+        sp.add_argument("id")
+        common(sp)
+        sp.set_defaults(func=cmd_one, action=name)
+    w = s.add_parser("wait", help="follow an activity to its end; exit code = its status")
+    w.add_argument("id")
+    w.add_argument("--timeout", type=float, help="give up after this many seconds (exit 124)")
+    common(w)
+    w.set_defaults(func=cmd_wait)
+    wa = s.add_parser("watch", help="a live table of the node's activities (Ctrl-C to leave)")
+    wa.add_argument("--node", help="node name from the inventory (default: the local agent)")
+    wa.add_argument("--interval", type=float, default=1.0, help="refresh interval in seconds")
+    wa.set_defaults(func=cmd_watch)
+
+
+@contextmanager
+def _node(args: argparse.Namespace) -> Iterator[Node]:
+    node = connect_node(args.node, load_settings())
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+def _table(records: list[ActivityRecord], title: str) -> Table:
+    t = Table(title=title)
+    for col in ("id", "kind", "state", "status", "progress", "done / total", "rate", "eta", "elapsed"):
+        t.add_column(col)
+    for r in records:
+        done, total = r.progress.pair
+        frac = r.progress.fraction
+        res = r.resources
+        t.add_row(
+            r.id,
+            r.kind,
+            _state(r.state),
+            "-" if r.status is None else str(r.status),
+            "-" if frac is None else f"{frac:.0%}",
+            f"{human_bytes(done)} / {human_bytes(total)}",
+            human_rate(res.rate_bps) if r.state not in TERMINAL else "-",
+            human_duration(res.eta_s) if r.state not in TERMINAL else "-",
+            human_duration(res.elapsed_s),
+        )
+    return t
+
+
+def _state(state: str) -> str:
+    color = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "suspended": "cyan"}.get(state)
+    return f"[{color}]{state}[/]" if color else state
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _node(args) as node:
+        records = [a.record() for a in node.list(args.state)]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records], indent=2))
+    else:
+        Console().print(_table(records, f"activities on {args.node or 'local'}"))
+    return 0
+
+
+def cmd_one(args: argparse.Namespace) -> int:
+    with _node(args) as node:
+        act = node.get(args.id)
+        if args.action != "show":
+            getattr(act, args.action)()
+        rec = act.record()
+    if args.json:
+        print(json.dumps(rec.to_dict(), indent=2))
+    elif args.action == "show":
+        Console().print_json(json.dumps(rec.to_dict()))
+    else:
+        print(f"{rec.id}: {rec.state}")
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    con = Console(stderr=True)
+    with _node(args) as node:
+        act = node.get(args.id)
+        rec = follow(act, con, timeout=args.timeout) if not args.json else _poll(act, args.timeout)
+    if args.json:
+        print(json.dumps(rec.to_dict(), indent=2))
+    else:
+        con.print(summary_line(rec))
+    if rec.state not in TERMINAL:
+        return WAIT_TIMEOUT_EXIT
+    return int(rec.status or 0)
+
+
+def _poll(act: object, timeout: float | None) -> ActivityRecord:
+    from ..activity.core import BackendActivity
+
+    assert isinstance(act, BackendActivity)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        rec = act.record()
+        if rec.state in TERMINAL or (deadline is not None and time.monotonic() >= deadline):
+            return rec
+        time.sleep(0.25)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    with _node(args) as node, Live(console=Console(), auto_refresh=False) as live:
+        try:
+            while True:
+                records = [a.record() for a in node.list()]
+                live.update(_table(records, f"activities on {args.node or 'local'}"), refresh=True)
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
