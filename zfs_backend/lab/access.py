@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .topology import LabLayout, NodeLayout
+from .topology import NodeLayout
 
 __all__ = [
     "NodeKeys",
@@ -116,18 +116,32 @@ def sshd_config(node: NodeLayout, host_key: str) -> str:
     )
 
 
-def write_inventory(layout: LabLayout, nodes: list[NodeLayout], zfs_backend_bin: str) -> Path:
-    """Write the ansible-format YAML inventory naming every node and how to reach it."""
+def write_inventory(
+    path: Path,
+    nodes: list[NodeLayout],
+    *,
+    key: Path,
+    known_hosts: Path,
+    zfs_backend_bin: str,
+    ssh_config: Path | None = None,
+) -> Path:
+    """Write an ansible-format YAML inventory naming every node and how to reach it."""
+    vars_: dict[str, object] = {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(key),
+    }
+    if ssh_config is not None:
+        vars_["ansible_ssh_common_args"] = f"-F {ssh_config}"
+    vars_.update(
+        {
+            "zfs_backend_known_hosts": str(known_hosts),
+            "zfs_backend_bin": zfs_backend_bin,
+            "zfs_backend_lab": True,
+        }
+    )
     doc = {
         "all": {
-            "vars": {
-                "ansible_user": "root",
-                "ansible_ssh_private_key_file": str(layout.client_key),
-                "ansible_ssh_common_args": f"-F {layout.ssh_config}",
-                "zfs_backend_known_hosts": str(layout.known_hosts),
-                "zfs_backend_bin": zfs_backend_bin,
-                "zfs_backend_lab": True,
-            },
+            "vars": vars_,
             "children": {
                 "storage_nodes": {
                     "hosts": {n.name: {"ansible_host": n.address, "ansible_port": 22} for n in nodes},
@@ -138,5 +152,5 @@ def write_inventory(layout: LabLayout, nodes: list[NodeLayout], zfs_backend_bin:
     text = "# Written by `zfs-backend lab up`: the lab's storage nodes.\n" + yaml.safe_dump(
         doc, sort_keys=False
     )
-    write_private(layout.inventory, text, 0o644)
-    return layout.inventory
+    write_private(path, text, 0o644)
+    return path

@@ -46,6 +46,7 @@ __all__ = ["SERVICES", "Lab", "NodeStatus"]
 
 SERVICES = ("zfs-fuse", "sshd", "agent")
 SSHD_CONFIG = "/etc/ssh/zfs-backend/sshd_config"
+NODE_INVENTORY = f"{NODE_HOME}/inventory.yml"  # inside a node: its view of its peers
 HOST_KEY = "/etc/ssh/zfs-backend/ssh_host_ed25519_key"
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -247,7 +248,14 @@ class Lab:
             netns.create_bridge(self.layout)
             self._write_access(plan, st)
             self._parallel(plan, lambda n: self._bring_up_node(n, st, say, with_agent))
-            access.write_inventory(self.layout, plan, st.zfs_backend_bin)
+            access.write_inventory(
+                self.layout.inventory,
+                plan,
+                key=self.layout.client_key,
+                known_hosts=self.layout.known_hosts,
+                zfs_backend_bin=st.zfs_backend_bin,
+                ssh_config=self.layout.ssh_config,
+            )
         except BaseException:
             say("bring-up failed; cleaning up")
             self.down()
@@ -317,6 +325,14 @@ class Lab:
             access.write_private(etc_ssh / "sshd_config", access.sshd_config(n, HOST_KEY), 0o644)
             access.write_private(up / "etc" / "hosts", base_hosts.rstrip("\n") + "\n" + lab_hosts, 0o644)
             access.write_private(up / "etc" / "hostname", n.name + "\n", 0o644)
+            # The node's own inventory (its agent reaches peers by name), in its private home
+            access.write_inventory(
+                n.home / "inventory.yml",
+                plan,
+                key=Path("/root/.ssh/id_ed25519"),
+                known_hosts=Path("/root/.ssh/known_hosts"),
+                zfs_backend_bin=st.zfs_backend_bin,
+            )
 
     def _bring_up_node(
         self, node: NodeLayout, st: LabState, say: Callable[[str], None], with_agent: bool
@@ -364,7 +380,7 @@ class Lab:
             if not _running(pid):
                 raise LabError(f"{node.name}: sshd exited at start: {_log_tail(node, 'sshd')}")
         if with_agent and not self._alive(node, "agent"):
-            agent_env = dict(env, ZFS_BACKEND_HOME=NODE_HOME)
+            agent_env = dict(env, ZFS_BACKEND_HOME=NODE_HOME, ZFS_BACKEND_INVENTORY=NODE_INVENTORY)
             pid = start_daemon(lay, node, "agent", [st.zfs_backend_bin, "agent"], agent_env)
             self._record_pid(node, "agent", pid)
             wait_for(
