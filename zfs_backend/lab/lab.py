@@ -21,7 +21,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import LabError, MissingDependency, NotRoot, UnknownNode
-from . import access, netns
+from . import access, netns, nfs
 from .node import (
     NODE_HOME,
     NODE_POOL,
@@ -44,7 +44,7 @@ from .topology import LabLayout, NodeLayout, index_of, plan_nodes
 
 __all__ = ["SERVICES", "Lab", "NodeStatus"]
 
-SERVICES = ("zfs-fuse", "sshd", "agent")
+SERVICES = ("zfs-fuse", "sshd", "agent", *nfs.SERVICES)
 SSHD_CONFIG = "/etc/ssh/zfs-backend/sshd_config"
 NODE_INVENTORY = f"{NODE_HOME}/inventory.yml"  # inside a node: its view of its peers
 HOST_KEY = "/etc/ssh/zfs-backend/ssh_host_ed25519_key"
@@ -372,7 +372,10 @@ class Lab:
             )
             if not _running(pid):
                 raise LabError(f"{node.name}: zfs-fuse exited at start: {_log_tail(node, 'zfs-fuse')}")
+            if self._alive(node, nfs.GANESHA_SERVICE):  # its handles on the old FUSE mounts are stale
+                self.stop_service(node.name, nfs.GANESHA_SERVICE)
         self._ensure_pool(node, st)
+        self._start_nfs(node, env)
         if not self._alive(node, "sshd"):
             pid = start_daemon(lay, node, "sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", SSHD_CONFIG], env)
             self._record_pid(node, "sshd", pid)
@@ -393,6 +396,26 @@ class Lab:
             )
             if not _running(pid):
                 raise LabError(f"{node.name}: the agent exited at start: {_log_tail(node, 'agent')}")
+
+    def _start_nfs(self, node: NodeLayout, env: dict[str, str]) -> None:
+        """rpcbind and nfs-ganesha with explicit ports (see ``lab/nfs.py``), when they are installed."""
+        if not nfs.ganesha_available():
+            return
+        lay = self.layout
+        run_in(lay, node, nfs.prepare_argv())
+        daemons = [(nfs.GANESHA_SERVICE, nfs.ganesha_argv(), nfs.PORTS.nfs)]
+        if nfs.rpcbind_available():
+            daemons.insert(0, (nfs.RPCBIND_SERVICE, nfs.rpcbind_argv(), nfs.PORTS.rpcbind))
+        for service, argv, port in daemons:
+            if self._alive(node, service):
+                continue
+            pid = start_daemon(lay, node, service, argv, env)
+            self._record_pid(node, service, pid)
+            wait_for(
+                f"{node.name}: {service}", lambda p=port, i=pid: tcp_open(node.address, p) or not _running(i)
+            )
+            if not _running(pid):
+                raise LabError(f"{node.name}: {service} exited at start: {_log_tail(node, service)}")
 
     def _clear_stale_fuse(self, node: NodeLayout) -> None:
         """After zfs-fuse died, its FUSE mounts stay behind ("transport endpoint is not connected") and a new
@@ -426,7 +449,14 @@ class Lab:
         for node in self.nodes():
             if not ns_alive(self.layout, node):
                 raise LabError(f"{node.name}: its namespaces are gone; run `zfs-backend lab down` then `up`")
-            dead = [s for s in SERVICES if (s != "agent" or with_agent) and not self._alive(node, s)]
+            dead = [
+                s
+                for s in SERVICES
+                if (s != "agent" or with_agent)
+                and (s not in nfs.SERVICES or nfs.ganesha_available())
+                and (s != nfs.RPCBIND_SERVICE or nfs.rpcbind_available())
+                and not self._alive(node, s)
+            ]
             if dead:
                 self._start_services(node, st, with_agent)
                 restarted += [f"{node.name}:{s}" for s in dead]
@@ -488,7 +518,7 @@ class Lab:
         # 1. the daemons we started, by pid: agents and sshd first, then zfs-fuse (it takes ~3 s to
         #    unmount and exit), every node at once
         if st:
-            for services in (("agent", "sshd"), ("zfs-fuse",)):
+            for services in (("agent", "sshd", nfs.GANESHA_SERVICE), (nfs.RPCBIND_SERVICE, "zfs-fuse")):
                 batch = []
                 for node in nodes:
                     for service in services:
