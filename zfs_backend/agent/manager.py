@@ -107,7 +107,13 @@ class ActivityManager:
         return stored
 
     def get(self, activity_id: str) -> ActivityRecord:
+        """A live activity answers from memory (its record is the last one persisted, so this is the same
+        answer without queueing behind the store's fsyncs); a finished one from the store."""
         self._reap()
+        with self._lock:
+            act = self._live.get(activity_id)
+        if act is not None:
+            return act.record()
         return self.store.get(activity_id)
 
     def list(self, state: str | None = None) -> list[ActivityRecord]:
