@@ -1,0 +1,62 @@
+"""CLI behaviour that needs no lab: help, rate/size parsing, one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from zfs_backend.cli.main import main
+from zfs_backend.cli.render import human_bytes, human_duration, parse_rate
+from zfs_backend.errors import UsageError
+
+
+@pytest.mark.parametrize(
+    ("text", "bits"),
+    [
+        ("100mbit", 100_000_000),
+        ("20M", 20 * 8 << 20),
+        ("20MB/s", 20 * 8 << 20),
+        ("1gbit", 10**9),
+        ("512k", 512 * 8 << 10),
+    ],
+)
+def test_parse_rate(text: str, bits: int) -> None:
+    assert parse_rate(text) == bits
+
+
+@pytest.mark.parametrize("bad", ["fast", "", "-5M", "1", "10 mbit; ls"])
+def test_parse_rate_rejects(bad: str) -> None:
+    with pytest.raises(UsageError):
+        parse_rate(bad)
+
+
+def test_human() -> None:
+    assert human_bytes(None) == "-"
+    assert human_bytes(1536) == "1.5 KiB"
+    assert human_duration(75) == "1m15s"
+
+
+def test_help_lists_groups(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for group in ("lab", "activity", "agent", "rpc", "demo"):
+        assert group in out
+
+
+def test_bad_input_is_one_line_and_nonzero(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZFS_BACKEND_HOME", "/nonexistent-zfs-backend-home")
+    rc = main(["lab", "shape", "node1", "--rate", "fast"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "invalid rate" in err
+
+
+def test_unknown_node_for_activity(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("ZFS_BACKEND_INVENTORY", str(tmp_path / "missing.yml"))
+    rc = main(["activity", "list", "--node", "node1"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "no inventory" in err and "Traceback" not in err
