@@ -119,8 +119,11 @@ class Relay:
         now = time.monotonic()
         self._tokens = min(float(self.chunk), self._tokens + (now - self._last_refill) * self.bwlimit_bps)
         self._last_refill = now
-        if self._tokens < 1.0:
-            time.sleep(min(0.1, (1.0 - self._tokens) / self.bwlimit_bps + 0.001))
+        # Move in batches of ~20 ms worth of bytes (at least 4 KiB): waking up for every few hundred bytes
+        # would spin the relay thousands of times a second and starve the agent's other threads.
+        batch = min(self.chunk, max(4096, int(self.bwlimit_bps * 0.02)))
+        if self._tokens < batch:
+            time.sleep(min(0.1, (batch - self._tokens) / self.bwlimit_bps + 0.001))
             return 0
         return int(self._tokens)
 
