@@ -1,0 +1,32 @@
+"""Errors of the volume driver and service, as subclasses of the project's tree (``zfs_backend.errors``).
+
+UsageError
+├── VolumeNotFound        no volume (or snapshot) by that name or id
+├── VolumeExists          a volume (or snapshot) of that name already exists
+├── InvalidSize           size 0, negative, not an integer, or an extend that does not grow
+└── VolumeBusy            refused: it has snapshots, dependent clones, or is attached
+PoolFull                  (from ``zfs_backend.errors``) also raised before any command when the
+                          volume would not fit (free space, over-subscription ratio)
+"""
+
+from __future__ import annotations
+
+from ..errors import UsageError
+
+__all__ = ["InvalidSize", "VolumeBusy", "VolumeExists", "VolumeNotFound"]
+
+
+class VolumeNotFound(UsageError):
+    pass
+
+
+class VolumeExists(UsageError):
+    pass
+
+
+class InvalidSize(UsageError):
+    pass
+
+
+class VolumeBusy(UsageError):
+    pass

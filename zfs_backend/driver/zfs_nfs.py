@@ -1,0 +1,530 @@
+"""``ZfsNfsDriver``: the reference volume driver, with Cinder's method names, arguments and returns.
+
+Layout (as Nexenta's NFS driver): volume ``V`` is the filesystem ``<parent>/volume-<id>`` holding one
+sparse file ``volume`` of V's size (zfs-fuse has no zvols); its ``refquota`` is the size plus a small
+headroom (:func:`quota_for`), and thick volumes also reserve it. Each volume filesystem is its own NFS
+export (never the parent). Snapshots are ZFS snapshots ``<volume>@snapshot-<id>``; volumes from a
+snapshot are ZFS clones, and cloning a volume clones a snapshot ``@clone-<new id>`` taken for it.
+Deleting a volume whose internal clone snapshots have dependents promotes the newest dependent first.
+
+Every name is validated before any command; a create that fails half way undoes what it did, so a
+refused or failed call leaves the node as it was. The driver only touches ``zfs`` (typed verbs), the
+node's ``volume`` files and the server's exports file (``nfs.GaneshaExports``), and delegates
+``snapshot_replicate`` to :mod:`zfs_backend.replication.api`.
+
+Version history: 1.0.0 - first version (volumes, snapshots, clones, extend, NFS exports via
+nfs-ganesha, stats with backend-activity capabilities, snapshot_replicate).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..activity.core import BackendActivity
+from ..config import Settings, load_settings
+from ..errors import (
+    ConfigError,
+    DatasetNotFound,
+    PoolFull,
+    ZfsBackendError,
+)
+from ..hosts.base import Host
+from ..zfs import cmd as zfs_cmd
+from ..zfs.api import Zfs
+from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot, validate_node
+from ..zfs.parse import parse_get, parse_int
+from .errors import InvalidSize, VolumeBusy, VolumeExists, VolumeNotFound
+from .models import GIB, Snapshot, Volume, check_size, validate_id
+from .nfs import GaneshaExports, validate_export_path
+from .options import NodeOptions
+from .stats import NodeFacts, build_stats
+
+__all__ = ["SIZE_PROPERTY", "VOLUME_FILE", "ZfsNfsDriver", "quota_for"]
+
+log = logging.getLogger("zfs_backend.driver")
+
+VOLUME_FILE = "volume"
+SIZE_PROPERTY = "zfs_backend:volume_size"
+CLONE_SNAP_PREFIX = "clone-"
+_MIN_HEADROOM = 32 << 20
+
+
+def quota_for(size_bytes: int) -> int:
+    """``refquota`` of a volume of ``size_bytes``: the file fully written needs its metadata too."""
+    return size_bytes + max(_MIN_HEADROOM, size_bytes // 50)
+
+
+class ZfsNfsDriver:
+    """A Cinder-shaped driver for the volumes of one storage node (one backend = one node)."""
+
+    VERSION = "1.0.0"
+
+    def __init__(
+        self,
+        options: NodeOptions,
+        host: Host | None = None,
+        *,
+        settings: Settings | None = None,
+        activity_kinds: Callable[[], list[str]] | None = None,
+        replicate: Callable[..., BackendActivity] | None = None,
+    ) -> None:
+        self.options = options
+        self.host = host
+        self.settings = settings
+        self._activity_kinds = activity_kinds
+        self._replicate = replicate
+        self._zfs: Zfs | None = None
+        self._exports: GaneshaExports | None = None
+        self._stats: dict[str, Any] = {}
+        self._address = options.export_address
+
+    # ---- setup ---------------------------------------------------------------------------------
+
+    def _settings(self) -> Settings:
+        if self.settings is None:
+            self.settings = load_settings()
+        return self.settings
+
+    def do_setup(self, context: Any = None) -> None:
+        """Connect to the node (inventory + SSH unless a host was given) and make sure the parent
+        dataset exists."""
+        if self.host is None:
+            from ..hosts.inventory import load_inventory
+
+            inv = load_inventory(self._settings().inventory)
+            spec = inv.node(self.options.node)
+            self.host = inv.connect(self.options.node, self._settings())
+            if self._address is None:
+                self._address = spec.address
+        if self._address is None:
+            raise ConfigError(f"{self.options.node}: no export_address for the NFS exports")
+        self._zfs = Zfs(self.host)
+        self._exports = GaneshaExports(
+            self.host, self.options.exports_file, self.options.ganesha_pid_file, self.options.nfs_versions
+        )
+        parent = self.options.parent_dataset
+        if not self._zfs.exists(parent):
+            self._zfs.create(parent, parents=True)
+
+    @property
+    def zfs(self) -> Zfs:
+        if self._zfs is None:
+            raise ConfigError("the driver is not set up: call do_setup() first")
+        return self._zfs
+
+    @property
+    def exports(self) -> GaneshaExports:
+        if self._exports is None:
+            raise ConfigError("the driver is not set up: call do_setup() first")
+        return self._exports
+
+    def check_for_setup_error(self) -> None:
+        """The parent is a mounted filesystem and the NFS server is running with our exports file."""
+        parent = self.options.parent_dataset
+        try:
+            props = self.zfs.get(parent, ["type", "mounted"])
+        except DatasetNotFound:
+            raise ConfigError(f"{self.options.node}: parent dataset {parent} does not exist") from None
+        if props.get("type") != "filesystem" or props.get("mounted") != "yes":
+            raise ConfigError(f"{self.options.node}: {parent} is not a mounted filesystem")
+        if self.exports.server_pid() is None:
+            raise ConfigError(
+                f"{self.options.node}: nfs-ganesha is not running "
+                f"(no live pid in {self.options.ganesha_pid_file})"
+            )
+        self.exports.entries()  # readable
+        _ = self.zfs.dialect
+
+    # ---- names and files ----------------------------------------------------------------------
+
+    def _dataset(self, volume: Volume) -> DatasetName:
+        validate_id(volume.id, "volume id")
+        return self.options.parent_dataset.child(volume.name)
+
+    def _volume_dataset_by_id(self, volume_id: str) -> DatasetName:
+        validate_id(volume_id, "volume id")
+        return self.options.parent_dataset.child(f"volume-{volume_id}")
+
+    def _snapshot_name(self, snapshot: Snapshot) -> SnapshotName:
+        validate_id(snapshot.id, "snapshot id")
+        return self._volume_dataset_by_id(snapshot.volume_id).snapshot(snapshot.name)
+
+    def _mountpoint(self, ds: DatasetName) -> str:
+        mp = self.zfs.mountpoint(ds)
+        if mp is None:
+            raise ConfigError(f"{self.options.node}: {ds} has no mountpoint")
+        return validate_export_path(mp)
+
+    def _file(self, ds: DatasetName) -> str:
+        return f"{self._mountpoint(ds)}/{VOLUME_FILE}"
+
+    def _location(self, ds: DatasetName) -> str:
+        return f"{self._address}:{self._mountpoint(ds)}"
+
+    def _require(self, ds: DatasetName, what: str) -> None:
+        if not self.zfs.exists(ds):
+            raise VolumeNotFound(f"{what} not found on {self.options.node} ({ds})")
+
+    def _size_bytes(self, ds: DatasetName) -> int | None:
+        return parse_int(self.zfs.get(ds, [SIZE_PROPERTY]).get(SIZE_PROPERTY, "-"))
+
+    def _space_props(self, size_bytes: int) -> dict[str, str]:
+        props = {"refquota": str(quota_for(size_bytes)), SIZE_PROPERTY: str(size_bytes)}
+        if not self.options.thin:
+            props["refreservation"] = str(quota_for(size_bytes))
+        return props
+
+    def _check_capacity(self, add_bytes: int) -> None:
+        """Refuse before any command when ``add_bytes`` more of volume would not fit."""
+        parent = self.options.parent_dataset
+        props = self.zfs.get(parent, ["used", "available"])
+        used, avail = parse_int(props.get("used", "-")) or 0, parse_int(props.get("available", "-")) or 0
+        need = quota_for(add_bytes) if not self.options.thin else _MIN_HEADROOM
+        if avail < need:
+            raise PoolFull(
+                f"{self.options.node}: not enough space under {parent} for {add_bytes / GIB:g} GiB "
+                f"({avail / GIB:.2f} GiB free)"
+            )
+        if self.options.thin:
+            total = used + avail
+            provisioned = self._provisioned()[0]
+            limit = total * float(self.options.max_over_subscription_ratio)
+            if provisioned + add_bytes > limit:
+                raise PoolFull(
+                    f"{self.options.node}: {(provisioned + add_bytes) / GIB:.2f} GiB provisioned would "
+                    "exceed "
+                    f"{self.options.max_over_subscription_ratio:g} x {total / GIB:.2f} GiB"
+                )
+
+    def _provisioned(self) -> tuple[int, int]:
+        """(sum of the volumes' sizes, number of volumes) under the parent."""
+        parent = self.options.parent_dataset
+        res = zfs_cmd.run(
+            self.zfs.host,
+            ["zfs", "get", "-Hp", "-r", "-o", "name,property,value", SIZE_PROPERTY, str(parent)],
+        )
+        total, count = 0, 0
+        for name, props in parse_get(res.text).items():
+            if "@" in name or name == str(parent):
+                continue
+            size = parse_int(props.get(SIZE_PROPERTY, "-"))
+            if size is not None:
+                total += size
+                count += 1
+        return total, count
+
+    def _truncate(self, ds: DatasetName, size_bytes: int) -> None:
+        self.zfs.host.run(["truncate", "-s", str(int(size_bytes)), self._file(ds)])
+
+    def _destroy(self, ds: DatasetName) -> None:
+        self.zfs.destroy(ds, recursive=True, deadline=float(self.options.destroy_deadline), missing_ok=True)
+
+    def _undo(self, ds: DatasetName, exported: bool, extra: SnapshotName | None = None) -> None:
+        """Best-effort rollback of a half-made volume."""
+        for step in (
+            (lambda: self.exports.remove(ds)) if exported else None,
+            lambda: self._destroy(ds),
+            (lambda: self.zfs.destroy(extra, missing_ok=True)) if extra is not None else None,
+        ):
+            if step is None:
+                continue
+            try:
+                step()
+            except ZfsBackendError as e:
+                log.error("%s: rollback of %s incomplete: %s", self.options.node, ds, e)
+
+    def _finish_create(
+        self, ds: DatasetName, size_bytes: int, grow: bool, extra: SnapshotName | None = None
+    ) -> dict[str, Any]:
+        """After ``zfs create``/``clone``: size the file, export; undo everything on failure."""
+        exported = False
+        try:
+            if grow:
+                self._truncate(ds, size_bytes)
+            self.exports.add(ds, self._mountpoint(ds))
+            exported = True
+            return {"provider_location": self._location(ds)}
+        except BaseException:
+            self._undo(ds, exported, extra)
+            raise
+
+    def _absent(self, ds: DatasetName, volume: Volume) -> None:
+        if self.zfs.exists(ds):
+            raise VolumeExists(f"volume {volume.id} already exists on {self.options.node} ({ds})")
+
+    # ---- volumes -------------------------------------------------------------------------------
+
+    def create_volume(self, volume: Volume) -> dict[str, Any]:
+        """A new empty volume. Returns ``{"provider_location": "ADDR:/path"}``."""
+        size = check_size(volume.size)
+        ds = self._dataset(volume)
+        self._absent(ds, volume)
+        size_bytes = size * GIB
+        self._check_capacity(size_bytes)
+        self.zfs.create(ds, self._space_props(size_bytes))
+        return self._finish_create(ds, size_bytes, grow=True)
+
+    def create_volume_from_snapshot(self, volume: Volume, snapshot: Snapshot) -> dict[str, Any]:
+        """A clone of ``snapshot`` of ``volume.size`` GiB (not smaller than the snapshot's volume)."""
+        size = check_size(volume.size)
+        snap = self._snapshot_name(snapshot)
+        ds = self._dataset(volume)
+        if size < snapshot.volume_size:
+            raise InvalidSize(
+                f"volume size {size} GiB is smaller than the snapshot's {snapshot.volume_size} GiB"
+            )
+        if not self.zfs.exists(snap):
+            raise VolumeNotFound(f"snapshot {snapshot.id} not found on {self.options.node} ({snap})")
+        self._absent(ds, volume)
+        size_bytes = size * GIB
+        self._check_capacity(size_bytes)
+        old = self._size_bytes(snap.dataset) or snapshot.volume_size * GIB
+        self.zfs.clone(snap, ds, self._space_props(size_bytes))
+        return self._finish_create(ds, size_bytes, grow=size_bytes > old)
+
+    def create_cloned_volume(self, volume: Volume, src_vref: Volume) -> dict[str, Any]:
+        """A clone of ``src_vref`` now, through a snapshot ``@clone-<volume id>`` kept for it."""
+        size = check_size(volume.size)
+        src = self._dataset(src_vref)
+        ds = self._dataset(volume)
+        self._require(src, f"source volume {src_vref.id}")
+        old = self._size_bytes(src) or src_vref.size * GIB
+        if size * GIB < old:
+            raise InvalidSize(f"volume size {size} GiB is smaller than the source's {old / GIB:g} GiB")
+        self._absent(ds, volume)
+        size_bytes = size * GIB
+        self._check_capacity(size_bytes)
+        snap = src.snapshot(f"{CLONE_SNAP_PREFIX}{volume.id}")
+        self.zfs.snapshot(snap)
+        try:
+            self.zfs.clone(snap, ds, self._space_props(size_bytes))
+        except BaseException:
+            self.zfs.destroy(snap, missing_ok=True)
+            raise
+        return self._finish_create(ds, size_bytes, grow=size_bytes > old, extra=snap)
+
+    def extend_volume(self, volume: Volume, new_size: int) -> None:
+        """Grow the ``volume`` file and the quota to ``new_size`` GiB."""
+        new = check_size(new_size, "new size")
+        ds = self._dataset(volume)
+        self._require(ds, f"volume {volume.id}")
+        current = self._size_bytes(ds) or volume.size * GIB
+        if new * GIB <= current:
+            raise InvalidSize(
+                f"cannot extend volume {volume.id} to {new} GiB: it is {current / GIB:g} GiB already"
+            )
+        self._check_capacity(new * GIB - current)
+        before = self.zfs.get(ds, ["refquota", "refreservation"])
+        for k, v in self._space_props(new * GIB).items():
+            self.zfs.set(ds, k, v)
+        try:
+            self._truncate(ds, new * GIB)
+        except BaseException:
+            self.zfs.set(ds, SIZE_PROPERTY, str(current))
+            for k in ("refreservation", "refquota"):
+                if k in before and (k != "refreservation" or not self.options.thin):
+                    self.zfs.set(ds, k, before[k])
+            raise
+
+    def _dependents(self, ds: DatasetName) -> list[tuple[DatasetName, SnapshotName]]:
+        """Volumes cloned from snapshots of ``ds``: (clone, its origin snapshot)."""
+        out = []
+        for d in self.zfs.list_datasets(self.options.parent_dataset):
+            if d.origin is not None and d.origin.dataset == ds:
+                out.append((d.name, d.origin))
+        return out
+
+    def delete_volume(self, volume: Volume) -> None:
+        """Unexport and destroy. A missing volume is already deleted (Cinder's convention). Refused while
+        it has snapshots of its own; volumes cloned from it are promoted first."""
+        ds = self._dataset(volume)
+        if not self.zfs.exists(ds):
+            log.info("%s: volume %s is already gone", self.options.node, ds)
+            self.exports.remove(ds)
+            return
+        own = [s for s in self.zfs.list_snapshots(ds) if not s.snap.startswith(CLONE_SNAP_PREFIX)]
+        if own:
+            raise VolumeBusy(
+                f"volume {volume.id} has {len(own)} snapshot(s) "
+                f"({', '.join(s.snap for s in own)}): delete them first"
+            )
+        origin = self.zfs.get(ds, ["origin"]).get("origin", "-")
+        snaps = {s.name: s.createtxg for s in self.zfs.list_snapshots(ds)}
+        for _ in range(len(snaps) + 1):
+            deps = self._dependents(ds)
+            if not deps:
+                break
+            clone, _snap = max(deps, key=lambda d: snaps.get(d[1], 0))
+            log.info("%s: promoting %s before deleting %s", self.options.node, clone, ds)
+            self.zfs.promote(clone)
+        if self._dependents(ds):
+            raise VolumeBusy(f"volume {volume.id} still has dependent clones after promotion")
+        was_exported = self.exports.remove(ds)
+        try:
+            self._destroy(ds)
+        except BaseException:
+            if was_exported:
+                self.exports.add(ds, self._mountpoint(ds))
+            raise
+        self._drop_clone_origin(origin)
+
+    def _drop_clone_origin(self, origin: str) -> None:
+        """After deleting a clone of a volume: its ``@clone-`` snapshot goes too, if nothing else uses it."""
+        if origin in ("-", "") or f"@{CLONE_SNAP_PREFIX}" not in origin:
+            return
+        snap = parse_snapshot(origin)
+        if not snap.dataset.is_descendant_of(self.options.parent_dataset):
+            return
+        if any(o == snap for _c, o in self._dependents(snap.dataset)):
+            return
+        try:
+            self.zfs.destroy(snap, missing_ok=True)
+        except ZfsBackendError as e:
+            log.warning("%s: could not remove %s: %s", self.options.node, snap, e)
+
+    # ---- snapshots -----------------------------------------------------------------------------
+
+    def create_snapshot(self, snapshot: Snapshot) -> dict[str, Any] | None:
+        snap = self._snapshot_name(snapshot)
+        self._require(snap.dataset, f"volume {snapshot.volume_id}")
+        if self.zfs.exists(snap):
+            raise VolumeExists(f"snapshot {snapshot.id} already exists ({snap})")
+        self.zfs.snapshot(snap)
+        return None
+
+    def delete_snapshot(self, snapshot: Snapshot) -> None:
+        """Destroy the snapshot; refused while volumes are cloned from it. A missing one is gone already."""
+        snap = self._snapshot_name(snapshot)
+        if not self.zfs.exists(snap):
+            return
+        clones = [str(c) for c, o in self._dependents(snap.dataset) if o == snap]
+        if clones:
+            raise VolumeBusy(f"snapshot {snapshot.id} has dependent volumes: {', '.join(clones)}")
+        self.zfs.destroy(snap, deadline=float(self.options.destroy_deadline))
+
+    # ---- exports and connections ---------------------------------------------------------------
+
+    def create_export(
+        self, context: Any, volume: Volume, connector: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Make sure the volume is exported (idempotent). Returns the ``provider_location``."""
+        ds = self._dataset(volume)
+        self._require(ds, f"volume {volume.id}")
+        self.exports.add(ds, self._mountpoint(ds))
+        return {"provider_location": self._location(ds)}
+
+    def ensure_export(self, context: Any, volume: Volume) -> dict[str, Any]:
+        return self.create_export(context, volume, None)
+
+    def remove_export(self, context: Any, volume: Volume) -> None:
+        """Unexport the volume (its data stays)."""
+        self.exports.remove(self._dataset(volume))
+
+    def initialize_connection(self, volume: Volume, connector: dict[str, Any] | None) -> dict[str, Any]:
+        """``{"driver_volume_type": "nfs", "data": {"export": "ADDR:/path", "name": "volume", ...}}``."""
+        ds = self._dataset(volume)
+        self._require(ds, f"volume {volume.id}")
+        if self.exports.get(ds) is None:
+            raise ConfigError(f"volume {volume.id} is not exported: call create_export first")
+        version = self.options.nfs_versions[0]
+        if version == 3:
+            opts = (
+                f"-o vers=3,proto=tcp,port={self.options.nfs_port},mountport={self.options.mount_port},nolock"
+            )
+        else:
+            opts = f"-o vers=4.0,proto=tcp,port={self.options.nfs_port}"
+        return {
+            "driver_volume_type": "nfs",
+            "data": {
+                "export": self._location(ds),
+                "name": VOLUME_FILE,
+                "options": opts,
+                "format": "raw",
+                "access_mode": "rw",
+            },
+        }
+
+    def terminate_connection(self, volume: Volume, connector: dict[str, Any] | None, **kwargs: Any) -> None:
+        """Nothing to undo per connection: the export serves any client."""
+
+    # ---- stats ---------------------------------------------------------------------------------
+
+    def get_volume_stats(self, refresh: bool = False) -> dict[str, Any]:
+        """Cinder's stats dict (cached; ``refresh`` re-reads the node)."""
+        if refresh or not self._stats:
+            self._update_volume_stats()
+        return dict(self._stats)
+
+    def _kinds(self) -> tuple[str, ...] | None:
+        try:
+            if self._activity_kinds is not None:
+                return tuple(self._activity_kinds())
+            from ..agent.connect import connect_node
+
+            node = connect_node(self.options.node, self._settings())
+            try:
+                return tuple(node.client.kinds())
+            finally:
+                node.close()
+        except ZfsBackendError as e:
+            log.warning("%s: cannot ask the agent for its activity kinds: %s", self.options.node, e)
+            return None
+
+    def _update_volume_stats(self) -> None:
+        parent = self.options.parent_dataset
+        props = self.zfs.get(parent, ["used", "available", "compression", "dedup"])
+        provisioned, count = self._provisioned()
+        facts = NodeFacts(
+            used=parse_int(props.get("used", "-")) or 0,
+            available=parse_int(props.get("available", "-")) or 0,
+            provisioned=provisioned,
+            volumes=count,
+            compression=props.get("compression", "off"),
+            dedup=props.get("dedup", "off"),
+            dialect=self.zfs.dialect,
+            activity_kinds=self._kinds(),
+        )
+        self._stats = build_stats(self.options, facts, self.VERSION, str(self._address))
+        self._stats["updated_at"] = time.time()
+
+    # ---- replication ---------------------------------------------------------------------------
+
+    def snapshot_replicate(
+        self,
+        snapshot: Snapshot,
+        source_server: str | None,
+        destination_server: str,
+        force_full_copy: bool = False,
+        *,
+        destination_parent: str | None = None,
+        **kwargs: Any,
+    ) -> BackendActivity:
+        """Replicate ``snapshot`` from ``source_server`` (default: this node) to the same volume name under
+        ``destination_parent`` (default: this driver's parent) on ``destination_server``; returns the
+        backend activity (see ``zfs_backend.replication.api.snapshot_replicate``)."""
+        snap = self._snapshot_name(snapshot)
+        source = validate_node(source_server or self.options.node)
+        dest_node = validate_node(destination_server)
+        dest_parent = parse_dataset(destination_parent or self.options.parent)
+        if not self.zfs.exists(snap):
+            raise VolumeNotFound(f"snapshot {snapshot.id} not found on {self.options.node} ({snap})")
+        dest = dest_parent.child(snap.dataset.components[-1])
+        if self._replicate is None:
+            self._ensure_remote_parent(dest_node, dest_parent)
+            from ..replication.api import snapshot_replicate
+
+            return snapshot_replicate(
+                str(snap), source, f"{dest_node}:{dest}", force_full_copy, settings=self._settings(), **kwargs
+            )
+        return self._replicate(str(snap), source, f"{dest_node}:{dest}", force_full_copy, **kwargs)
+
+    def _ensure_remote_parent(self, node: str, parent: DatasetName) -> None:
+        from ..hosts.inventory import load_inventory
+
+        with load_inventory(self._settings().inventory).connect(node, self._settings()) as h:
+            z = Zfs(h)
+            if not z.exists(parent):
+                z.create(parent, parents=True)
