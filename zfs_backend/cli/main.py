@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ZfsBackendError
-from . import activity_cmd, agent_cmd, demo_cmd, lab_cmd, replicate_cmd
+from . import activity_cmd, agent_cmd, demo_cmd, lab_cmd, replicate_cmd, volume_cmd
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = [lab_cmd, activity_cmd, agent_cmd, replicate_cmd, demo_cmd]
+_GROUPS = [lab_cmd, activity_cmd, agent_cmd, replicate_cmd, volume_cmd, demo_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

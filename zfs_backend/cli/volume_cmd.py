@@ -1,0 +1,270 @@
+"""``zfs-backend volume ...`` and ``zfs-backend stats NODE``: the volume service from a terminal.
+Rendering only; the work is in ``zfs_backend.driver.service``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..activity.states import SUCCEEDED
+from ..config import load_settings
+from ..driver.errors import InvalidSize
+from ..driver.service import VolumeService
+from ..errors import UsageError
+from .progress import follow, summary_line
+
+__all__ = ["parse_size_gib", "register"]
+
+_SIZE = re.compile(r"^\s*(-?\d+)\s*(g|gb|gib)?\s*$", re.IGNORECASE)
+
+
+def parse_size_gib(text: str) -> int:
+    """``"2"``, ``"2G"``, ``"2GiB"`` -> 2 (whole GiB, as Cinder)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise InvalidSize(f"invalid size {text!r}: expected whole GiB, e.g. 1 or 10G")
+    return int(m.group(1))
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("volume", help="volumes on the storage nodes (the Cinder-shaped ZFS/NFS driver)")
+    vs = p.add_subparsers(dest="volume_command", metavar="ACTION", required=True)
+
+    c = vs.add_parser("create", help="create a volume (a ZFS filesystem with a sparse file, NFS-exported)")
+    c.add_argument("name")
+    c.add_argument("--size", required=True, type=str, help="whole GiB, e.g. 1 or 10G")
+    c.add_argument("--node", help="node to create it on (default: the origin's, for clones)")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--from-snapshot", metavar="VOL@SNAP", help="a clone of a snapshot")
+    g.add_argument("--source", metavar="VOL", help="a clone of a volume")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_create)
+
+    ls = vs.add_parser("list", help="list volumes")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_list)
+
+    sh = vs.add_parser("show", help="show one volume and its snapshots")
+    sh.add_argument("name")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=_show)
+
+    d = vs.add_parser("delete", help="delete a volume (refused while it has snapshots or is attached)")
+    d.add_argument("name")
+    d.set_defaults(func=_delete)
+
+    e = vs.add_parser("extend", help="grow a volume")
+    e.add_argument("name")
+    e.add_argument("--size", required=True, help="new size, whole GiB")
+    e.set_defaults(func=_extend)
+
+    s = vs.add_parser("snapshot", help="snapshot a volume")
+    s.add_argument("volume")
+    s.add_argument("snapname")
+    s.set_defaults(func=_snapshot)
+
+    sd = vs.add_parser("snapshot-delete", help="delete a snapshot (refused while volumes are cloned from it)")
+    sd.add_argument("snapshot", metavar="VOL@SNAP")
+    sd.set_defaults(func=_snapshot_delete)
+
+    a = vs.add_parser("attach", help="export the volume and print its NFS connection info")
+    a.add_argument("name")
+    a.set_defaults(func=_attach)
+
+    dt = vs.add_parser("detach", help="mark the volume detached (its export stays)")
+    dt.add_argument("name")
+    dt.set_defaults(func=_detach)
+
+    r = vs.add_parser("replicate", help="replicate a volume's snapshot to another node (a backend activity)")
+    r.add_argument("snapshot", metavar="VOL@SNAP")
+    r.add_argument("--to", required=True, metavar="NODE")
+    r.add_argument("--full", action="store_true", help="full stream (force_full_copy)")
+    r.add_argument("--detach", action="store_true", help="print the activity id and return")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_replicate)
+
+    st = sub.add_parser("stats", help="a node's volume stats and capabilities (get_volume_stats)")
+    st.add_argument("node")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_stats)
+
+
+def _service() -> VolumeService:
+    return VolumeService(load_settings())
+
+
+def _split(text: str) -> tuple[str, str]:
+    vol, sep, snap = text.partition("@")
+    if not sep or not vol or not snap:
+        raise UsageError(f"expected VOL@SNAP, got {text!r}")
+    return vol, snap
+
+
+def _dump(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def _volume_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table()
+    for col in ("name", "node", "size", "status", "provider_location", "id"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["name"], r["node"], f"{r['size']} GiB", r["status"], r["provider_location"] or "-", r["id"]
+        )
+    return t
+
+
+def _create(args: argparse.Namespace) -> int:
+    svc = _service()
+    try:
+        rec = svc.create_volume(
+            args.name,
+            parse_size_gib(args.size),
+            args.node,
+            snapshot=_split(args.from_snapshot) if args.from_snapshot else None,
+            source=args.source,
+        )
+    finally:
+        svc.close()
+    if args.json:
+        _dump(rec.to_dict())
+    else:
+        print(f"created {rec.name} ({rec.size} GiB) on {rec.node}: {rec.provider_location}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = [r.to_dict() for r in _service().list_volumes()]
+    if args.json:
+        _dump(rows)
+    else:
+        Console().print(_volume_table(rows))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    svc = _service()
+    rec = svc.get_volume(args.name).to_dict()
+    rec["snapshots"] = [s.to_dict() for s in svc.list_snapshots(args.name)]
+    if args.json:
+        _dump(rec)
+    else:
+        for k, v in rec.items():
+            if k != "snapshots":
+                print(f"{k:18} {v}")
+        print("snapshots          " + (", ".join(s["name"] for s in rec["snapshots"]) or "-"))
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    svc = _service()
+    try:
+        svc.delete_volume(args.name)
+    finally:
+        svc.close()
+    print(f"deleted {args.name}")
+    return 0
+
+
+def _extend(args: argparse.Namespace) -> int:
+    svc = _service()
+    try:
+        rec = svc.extend_volume(args.name, parse_size_gib(args.size))
+    finally:
+        svc.close()
+    print(f"extended {rec.name} to {rec.size} GiB")
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    svc = _service()
+    try:
+        snap = svc.create_snapshot(args.volume, args.snapname)
+    finally:
+        svc.close()
+    print(f"created snapshot {args.volume}@{snap.name} ({snap.id})")
+    return 0
+
+
+def _snapshot_delete(args: argparse.Namespace) -> int:
+    svc = _service()
+    try:
+        svc.delete_snapshot(*_split(args.snapshot))
+    finally:
+        svc.close()
+    print(f"deleted snapshot {args.snapshot}")
+    return 0
+
+
+def _attach(args: argparse.Namespace) -> int:
+    svc = _service()
+    try:
+        info = svc.attach(args.name)
+    finally:
+        svc.close()
+    _dump(info)
+    return 0
+
+
+def _detach(args: argparse.Namespace) -> int:
+    svc = _service()
+    try:
+        svc.detach(args.name)
+    finally:
+        svc.close()
+    print(f"detached {args.name}")
+    return 0
+
+
+def _replicate(args: argparse.Namespace) -> int:
+    vol, snap = _split(args.snapshot)
+    svc = _service()
+    try:
+        act = svc.replicate(vol, snap, args.to, args.full)
+    finally:
+        svc.close()
+    console = Console(highlight=False, stderr=args.json)
+    if args.detach:
+        if args.json:
+            _dump({"id": act.id, "node": act.node, "kind": act.kind})
+        else:
+            print(act.id)
+        return 0
+    try:
+        rec = follow(act, console, label=f"{args.snapshot} → {args.to}")
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: cancelling, rolling the destination back…[/]")
+        act.cancel()
+        act.wait(120)
+        rec = act.record()
+    if args.json:
+        _dump(rec.to_dict())
+    else:
+        console.print(summary_line(rec))
+    return 0 if rec.state == SUCCEEDED else (rec.status or 1)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    svc = _service()
+    try:
+        stats = svc.stats(args.node)
+    finally:
+        svc.close()
+    if args.json:
+        _dump(stats)
+    else:
+        t = Table(title=f"{args.node}: get_volume_stats")
+        t.add_column("key")
+        t.add_column("value")
+        for k in sorted(stats):
+            t.add_row(k, json.dumps(stats[k]) if not isinstance(stats[k], str) else stats[k])
+        Console().print(t)
+    return 0

@@ -1,0 +1,369 @@
+"""The controller-side volume service, standing in for cinder-volume: a SQLite table of volumes and
+snapshots with Cinder's statuses, calling one ``ZfsNfsDriver`` per node.
+
+Users name volumes (``display_name``, unique) and snapshots (unique per volume); ids are UUIDs.
+Input is checked before anything is recorded; a record is written ``creating`` before the driver is
+called and becomes ``available`` after it. When the driver fails, it has already undone its own
+work on the node, so the record is removed and the error raised: nothing half-created remains. A
+delete that fails leaves the volume ``error_deleting`` (retry with ``delete``).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..activity.core import BackendActivity
+from ..config import Settings
+from ..errors import InvalidName
+from ..hosts.inventory import load_inventory
+from ..zfs.names import validate_node
+from .errors import VolumeBusy, VolumeExists, VolumeNotFound
+from .models import Snapshot, Volume, check_size, new_id
+from .options import NodeOptions
+from .zfs_nfs import ZfsNfsDriver
+
+__all__ = ["SnapshotRecord", "VolumeRecord", "VolumeService", "validate_display_name"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS volumes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    node TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    provider_location TEXT,
+    snapshot_id TEXT,
+    source_volid TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id TEXT PRIMARY KEY,
+    volume_id TEXT NOT NULL REFERENCES volumes(id),
+    name TEXT NOT NULL,
+    volume_size INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (volume_id, name)
+);
+"""
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def validate_display_name(name: object, what: str = "volume") -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = ascii(name)[:80] if isinstance(name, str) else repr(name)
+        raise InvalidName(f"invalid {what} name {shown}: expected 1-64 of [A-Za-z0-9_.-], alphanumeric first")
+    return name
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    id: str
+    name: str
+    node: str
+    size: int
+    status: str
+    provider_location: str | None
+    snapshot_id: str | None
+    source_volid: str | None
+    created_at: float
+    updated_at: float
+
+    def model(self) -> Volume:
+        return Volume(
+            id=self.id,
+            size=self.size,
+            display_name=self.name,
+            status=self.status,
+            provider_location=self.provider_location,
+            snapshot_id=self.snapshot_id,
+            source_volid=self.source_volid,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    id: str
+    volume_id: str
+    name: str
+    volume_size: int
+    status: str
+    created_at: float
+
+    def model(self) -> Snapshot:
+        return Snapshot(
+            id=self.id, volume_id=self.volume_id, volume_size=self.volume_size, display_name=self.name
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class VolumeService:
+    """Volumes and snapshots across the inventory's nodes, recorded in ``<home>/volumes.db``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db_path: Path | None = None,
+        driver_for: Callable[[str], ZfsNfsDriver] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db_path = db_path or settings.home / "volumes.db"
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._driver_for = driver_for
+        self._drivers: dict[str, ZfsNfsDriver] = {}
+        self._lock = threading.Lock()
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.db_path, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    # ---- drivers -------------------------------------------------------------------------------
+
+    def driver(self, node: str) -> ZfsNfsDriver:
+        validate_node(node)
+        with self._lock:
+            d = self._drivers.get(node)
+            if d is None:
+                if self._driver_for is not None:
+                    d = self._driver_for(node)
+                else:
+                    spec = load_inventory(self.settings.inventory).node(node)
+                    opts = NodeOptions.from_vars(node, spec.vars, address=spec.address)
+                    d = ZfsNfsDriver(opts, settings=self.settings)
+                    d.do_setup()
+                self._drivers[node] = d
+            return d
+
+    def close(self) -> None:
+        for d in self._drivers.values():
+            if d.host is not None:
+                d.host.close()
+        self._drivers.clear()
+
+    # ---- lookups -------------------------------------------------------------------------------
+
+    def list_volumes(self) -> list[VolumeRecord]:
+        with self._db() as db:
+            return [VolumeRecord(**dict(r)) for r in db.execute("SELECT * FROM volumes ORDER BY created_at")]
+
+    def get_volume(self, name_or_id: str) -> VolumeRecord:
+        with self._db() as db:
+            row = db.execute(
+                "SELECT * FROM volumes WHERE name = ? OR id = ?", (name_or_id, name_or_id)
+            ).fetchone()
+        if row is None:
+            raise VolumeNotFound(f"no volume named {ascii(name_or_id)[:80]}")
+        return VolumeRecord(**dict(row))
+
+    def list_snapshots(self, volume: str | None = None) -> list[SnapshotRecord]:
+        with self._db() as db:
+            if volume is None:
+                rows = db.execute("SELECT * FROM snapshots ORDER BY created_at").fetchall()
+            else:
+                vid = self.get_volume(volume).id
+                rows = db.execute("SELECT * FROM snapshots WHERE volume_id = ? ORDER BY created_at", (vid,))
+            return [SnapshotRecord(**dict(r)) for r in rows]
+
+    def get_snapshot(self, volume: str, name: str) -> SnapshotRecord:
+        vid = self.get_volume(volume).id
+        with self._db() as db:
+            row = db.execute(
+                "SELECT * FROM snapshots WHERE volume_id = ? AND name = ?", (vid, name)
+            ).fetchone()
+        if row is None:
+            raise VolumeNotFound(f"volume {volume} has no snapshot named {ascii(name)[:80]}")
+        return SnapshotRecord(**dict(row))
+
+    def _status(self, table: str, id_: str, status: str, **extra: Any) -> None:
+        sets = ", ".join(["status = ?", *(f"{k} = ?" for k in extra)])
+        if table == "volumes":
+            sets += ", updated_at = ?"
+            values = [status, *extra.values(), time.time(), id_]
+        else:
+            values = [status, *extra.values(), id_]
+        with self._db() as db:
+            db.execute(f"UPDATE {table} SET {sets} WHERE id = ?", values)  # noqa: S608 - fixed names
+
+    # ---- volumes -------------------------------------------------------------------------------
+
+    def create_volume(
+        self,
+        name: str,
+        size: int,
+        node: str | None = None,
+        *,
+        snapshot: tuple[str, str] | None = None,
+        source: str | None = None,
+    ) -> VolumeRecord:
+        """A new volume on ``node``: empty, from ``snapshot`` (volume, snapshot name) or cloned from
+        ``source`` (both on their own node)."""
+        validate_display_name(name)
+        check_size(size)
+        snap_rec = self.get_snapshot(*snapshot) if snapshot else None
+        src_rec = self.get_volume(source) if source else None
+        origin_node = (
+            self.get_volume(snapshot[0]).node if snapshot else src_rec.node if src_rec else None  # type: ignore[index]
+        )
+        if node is None:
+            node = origin_node
+        if node is None:
+            raise InvalidName("give the node to create the volume on")
+        validate_node(node)
+        if origin_node is not None and origin_node != node:
+            raise InvalidName(f"clones stay on their origin's node ({origin_node}); replicate to move data")
+        driver = self.driver(node)
+        now = time.time()
+        vid = new_id()
+        try:
+            with self._db() as db:
+                db.execute(
+                    "INSERT INTO volumes VALUES (?, ?, ?, ?, 'creating', NULL, ?, ?, ?, ?)",
+                    (
+                        vid,
+                        name,
+                        node,
+                        size,
+                        snap_rec.id if snap_rec else None,
+                        src_rec.id if src_rec else None,
+                        now,
+                        now,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise VolumeExists(f"a volume named {name} already exists") from None
+        model = Volume(id=vid, size=size, display_name=name)
+        try:
+            if snap_rec is not None:
+                update = driver.create_volume_from_snapshot(model, snap_rec.model())
+            elif src_rec is not None:
+                update = driver.create_cloned_volume(model, src_rec.model())
+            else:
+                update = driver.create_volume(model)
+        except BaseException:
+            with self._db() as db:
+                db.execute("DELETE FROM volumes WHERE id = ?", (vid,))
+            raise
+        self._status("volumes", vid, "available", provider_location=update.get("provider_location"))
+        return self.get_volume(vid)
+
+    def delete_volume(self, name: str) -> None:
+        rec = self.get_volume(name)
+        if rec.status == "in-use":
+            raise VolumeBusy(f"volume {name} is attached (in-use): detach it first")
+        snaps = self.list_snapshots(rec.id)
+        if snaps:
+            raise VolumeBusy(
+                f"volume {name} has snapshots ({', '.join(s.name for s in snaps)}): delete them first"
+            )
+        self._status("volumes", rec.id, "deleting")
+        try:
+            self.driver(rec.node).delete_volume(rec.model())
+        except BaseException:
+            self._status("volumes", rec.id, "error_deleting")
+            raise
+        with self._db() as db:
+            db.execute("DELETE FROM volumes WHERE id = ?", (rec.id,))
+
+    def extend_volume(self, name: str, new_size: int) -> VolumeRecord:
+        rec = self.get_volume(name)
+        check_size(new_size, "new size")
+        self._status("volumes", rec.id, "extending")
+        try:
+            self.driver(rec.node).extend_volume(rec.model(), new_size)
+        except BaseException:
+            self._status("volumes", rec.id, rec.status)
+            raise
+        with self._db() as db:
+            db.execute(
+                "UPDATE volumes SET size = ?, updated_at = ? WHERE id = ?", (new_size, time.time(), rec.id)
+            )
+        self._status("volumes", rec.id, rec.status)
+        return self.get_volume(rec.id)
+
+    # ---- snapshots -----------------------------------------------------------------------------
+
+    def create_snapshot(self, volume: str, name: str) -> SnapshotRecord:
+        rec = self.get_volume(volume)
+        validate_display_name(name, "snapshot")
+        sid = new_id()
+        try:
+            with self._db() as db:
+                db.execute(
+                    "INSERT INTO snapshots VALUES (?, ?, ?, ?, 'creating', ?)",
+                    (sid, rec.id, name, rec.size, time.time()),
+                )
+        except sqlite3.IntegrityError:
+            raise VolumeExists(f"volume {volume} already has a snapshot named {name}") from None
+        snap = Snapshot(id=sid, volume_id=rec.id, volume_size=rec.size, display_name=name)
+        try:
+            self.driver(rec.node).create_snapshot(snap)
+        except BaseException:
+            with self._db() as db:
+                db.execute("DELETE FROM snapshots WHERE id = ?", (sid,))
+            raise
+        self._status("snapshots", sid, "available")
+        return self.get_snapshot(rec.id, name)
+
+    def delete_snapshot(self, volume: str, name: str) -> None:
+        snap = self.get_snapshot(volume, name)
+        rec = self.get_volume(volume)
+        self._status("snapshots", snap.id, "deleting")
+        try:
+            self.driver(rec.node).delete_snapshot(snap.model())
+        except BaseException:
+            self._status("snapshots", snap.id, "available")
+            raise
+        with self._db() as db:
+            db.execute("DELETE FROM snapshots WHERE id = ?", (snap.id,))
+
+    # ---- attach / stats / replicate --------------------------------------------------------------
+
+    def attach(self, name: str, connector: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Export (if needed) and return the NFS connection info; the volume becomes ``in-use``."""
+        rec = self.get_volume(name)
+        d = self.driver(rec.node)
+        d.create_export(None, rec.model(), connector)
+        info = d.initialize_connection(rec.model(), connector or {})
+        self._status("volumes", rec.id, "in-use")
+        return info
+
+    def detach(self, name: str, connector: dict[str, Any] | None = None) -> None:
+        rec = self.get_volume(name)
+        self.driver(rec.node).terminate_connection(rec.model(), connector or {})
+        self._status("volumes", rec.id, "available")
+
+    def stats(self, node: str, refresh: bool = True) -> dict[str, Any]:
+        return self.driver(node).get_volume_stats(refresh=refresh)
+
+    def replicate(
+        self, volume: str, snapshot: str, to_node: str, full: bool = False, **kwargs: Any
+    ) -> BackendActivity:
+        """``snapshot_replicate`` of a volume's snapshot to ``to_node`` (same volume name there)."""
+        rec = self.get_volume(volume)
+        snap = self.get_snapshot(rec.id, snapshot)
+        validate_node(to_node)
+        if to_node == rec.node:
+            raise InvalidName(f"volume {volume} is on {to_node} already; pick another node")
+        return self.driver(rec.node).snapshot_replicate(snap.model(), rec.node, to_node, full, **kwargs)
