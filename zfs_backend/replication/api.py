@@ -105,12 +105,13 @@ def _request(
     )
 
 
-def plan_request(req: Request, settings: Settings) -> dict[str, Any]:
+def plan_request(req: Request, settings: Settings, *, space_check: bool = True) -> dict[str, Any]:
     """Plan ``req`` from the controller over SSH (read-only). Returns a summary; raises on refusal."""
     inv = load_inventory(settings.inventory)
     with inv.connect(req.source_node, settings) as sh, inv.connect(req.destination_node, settings) as dh:
         plan, est, state = plan_live(Zfs(sh), Zfs(dh), req)
-        check_space(state, est, req.destination_node)
+        if space_check:
+            check_space(state, est, req.destination_node)
     return {"plan": plan.describe(), "estimate": est.bytes, "exact": est.exact, "method": est.method}
 
 
@@ -159,13 +160,13 @@ def snapshot_replicate(
         properties=properties,
         cipher=cipher or s.ssh_cipher or DEFAULT_CIPHER,
     )
-    plan_request(req, s)
     node = (node_for or _default_node_for(s))(req.source_node)
     client = getattr(node, "client", None)
     records = client.list() if client is not None else [a.record() for a in node.list()]
     conflict = running_conflict(records, req)
-    if conflict is not None:
+    if conflict is not None:  # first: a running one makes the destination look diverged
         raise conflict.error()
+    plan_request(req, s, space_check=bool((extra_params or {}).get("space_check", True)))
     params = req.to_params()
     if extra_params:
         params.update({k: v for k, v in extra_params.items() if k not in params})

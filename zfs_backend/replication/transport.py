@@ -58,6 +58,8 @@ class PeerHost(Host):
         keepalive_count: int = 3,
         connect_timeout: int = 10,
         ssh_config: str | None = None,
+        control_dir: str | None = None,
+        control_persist: int = 30,
     ) -> None:
         self.name = validate_node_name(name)
         self.cipher = validate_cipher(cipher)
@@ -67,9 +69,26 @@ class PeerHost(Host):
         if ssh_config is not None and (not isinstance(ssh_config, str) or not os.path.isabs(ssh_config)):
             raise InvalidName(f"ssh_config must be an absolute path, not {ssh_config!r}")
         self.ssh_config = ssh_config
+        self.control_dir = control_dir
+        self.control_persist = int(control_persist)
 
-    def ssh_prefix(self) -> list[str]:
-        """``ssh [options] NAME --``: everything before the remote command."""
+    def _control_opts(self, multiplex: bool) -> list[str]:
+        if not multiplex or self.control_dir is None:
+            return ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+        with contextlib.suppress(OSError):
+            os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
+        st = os.lstat(self.control_dir) if os.path.isdir(self.control_dir) else None
+        if st is None or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+        return [
+            "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={self.control_dir}/%C",
+            "-o", f"ControlPersist={self.control_persist}",
+        ]  # fmt: skip
+
+    def ssh_prefix(self, *, multiplex: bool = False) -> list[str]:
+        """``ssh [options] NAME --``: everything before the remote command. ``multiplex``: share a
+        ControlMaster connection (control commands); streams always get their own connection."""
         argv = ["ssh"]
         if self.ssh_config is not None:
             argv += ["-F", self.ssh_config]
@@ -81,15 +100,14 @@ class PeerHost(Host):
             "-o", f"ServerAliveInterval={self.keepalive}",
             "-o", f"ServerAliveCountMax={self.keepalive_count}",
             "-o", f"ConnectTimeout={self.connect_timeout}",
-            "-o", "ControlMaster=no",
-            "-o", "ControlPath=none",
+            *self._control_opts(multiplex),
             self.name,
             "--",
         ]  # fmt: skip
         return argv
 
-    def stream_argv(self, argv: Sequence[str]) -> list[str]:
-        return [*self.ssh_prefix(), shlex.join(check_argv(argv))]
+    def stream_argv(self, argv: Sequence[str], *, multiplex: bool = False) -> list[str]:
+        return [*self.ssh_prefix(multiplex=multiplex), shlex.join(check_argv(argv))]
 
     def run(
         self,
@@ -101,7 +119,7 @@ class PeerHost(Host):
     ) -> CommandResult:
         args = check_argv(argv)
         proc = subprocess.Popen(
-            self.stream_argv(args),
+            self.stream_argv(args, multiplex=True),
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -1,0 +1,417 @@
+"""snapshot_replicate on the lab: real zfs-fuse nodes, real SSH, the replicate kind on node agents.
+
+Datasets are small (8-48 MiB); transfers are made long enough to act on mid-way with ``lab.shape``.
+Every test destroys what it creates and restores shaping/links in ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from zfs_backend.activity.core import BackendActivity
+from zfs_backend.config import Settings
+from zfs_backend.errors import DatasetNotFound, InvalidName, UsageError
+from zfs_backend.hosts import SSHHost
+from zfs_backend.lab import Lab
+from zfs_backend.replication import (
+    AlreadyRunning,
+    DestinationDiverged,
+    DestinationExistsConflict,
+    InsufficientSpace,
+    NoCommonBase,
+    snapshot_replicate,
+)
+from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
+
+MiB = 1 << 20
+FAST = {"backoff_s": 0.5}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _agents(lab: Lab, nodes: dict[str, SSHHost]) -> None:
+    if not (lab.state and lab.state.agents):
+        pytest.skip("the lab runs without agents")
+    # The nodes' root fs is an overlay of the host's: root's ~/.bashrc runs `pyenv init`, whose rehash
+    # lock goes stale when an ssh is killed mid-login (cancel, link cut) and then stalls every later
+    # login 60 s. Give the nodes (their overlay only) a plain .bashrc.
+    for host in nodes.values():
+        host.run(["sh", "-c", "rm -f /root/.pyenv/shims/.pyenv-shim; : > /root/.bashrc"])
+
+
+@pytest.fixture
+def names(nodes: dict[str, SSHHost]) -> Iterator[list[str]]:
+    """Dataset names for one test (``tank/r<hex>``), destroyed on every node afterwards."""
+    made: list[str] = []
+    yield made
+    for host in nodes.values():
+        z = Zfs(host)
+        for n in made:
+            with contextlib.suppress(Exception):
+                z.destroy(parse_dataset(n), recursive=True, missing_ok=True, deadline=20)
+
+
+def new_name(names: list[str]) -> str:
+    n = f"tank/r{uuid.uuid4().hex[:8]}"
+    names.append(n)
+    return n
+
+
+def write(host: SSHHost, ds: str, file: str, mib: int) -> None:
+    z = Zfs(host)
+    if not z.exists(parse_dataset(ds)):
+        z.create(parse_dataset(ds))
+    mnt = z.mountpoint(parse_dataset(ds))
+    host.run(
+        ["dd", "if=/dev/urandom", f"of={mnt}/{file}", "bs=1M", f"count={mib}", "status=none"], timeout=120
+    )
+
+
+def snapshot(host: SSHHost, ds: str, snap: str) -> None:
+    Zfs(host).snapshot(parse_snapshot(f"{ds}@{snap}"))
+
+
+def checksums(host: SSHHost, ds: str) -> dict[str, str]:
+    z = Zfs(host)
+    if not z.exists(parse_dataset(ds)):
+        return {}
+    mnt = z.mountpoint(parse_dataset(ds))
+    out = host.run(["sh", "-c", 'cd "$1" && find . -type f | sort | xargs -r sha256sum', "sh", str(mnt)]).text
+    return {line.split()[1]: line.split()[0] for line in out.splitlines() if line}
+
+
+def listing(host: SSHHost, ds: str) -> list[tuple[str, int]] | None:
+    z = Zfs(host)
+    if not z.exists(parse_dataset(ds)):
+        return None
+    return [(s.snap, s.guid) for s in z.list_snapshots(parse_dataset(ds))]
+
+
+def guid(host: SSHHost, snap: str) -> int:
+    v = Zfs(host).get_int(parse_snapshot(snap), "guid")
+    assert v is not None
+    return v
+
+
+_AGENTS: dict[str, Any] = {}
+
+
+def _agent(settings: Settings, name: str) -> Any:
+    """One agent session per node for the whole module (saves an SSH + rpc start per call)."""
+    from zfs_backend.agent.connect import connect_node
+
+    if name not in _AGENTS:
+        _AGENTS[name] = connect_node(name, settings)
+    return _AGENTS[name]
+
+
+def replicate(settings: Settings, src: str, dst: str, **kw: Any) -> BackendActivity:
+    extra = {**FAST, **kw.pop("extra_params", {})}
+    return snapshot_replicate(
+        src, None, dst, settings=settings, extra_params=extra, node_for=lambda n: _agent(settings, n), **kw
+    )
+
+
+def wait_for_bytes(act: BackendActivity, at_least: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n, _m = act.progress
+        if n >= at_least:
+            return n
+        assert act.state in ("pending", "running"), (act.state, act.error)
+        time.sleep(0.1)
+    raise AssertionError(f"no {at_least} bytes moved in {timeout} s: {act.record()}")
+
+
+@contextlib.contextmanager
+def shaped(lab: Lab, node: str, mib_per_s: float) -> Iterator[None]:
+    lab.shape(node, int(mib_per_s * 8 * MiB))
+    try:
+        yield
+    finally:
+        lab.shape(node, None)
+
+
+def assert_success(act: BackendActivity, timeout: float = 120) -> None:
+    assert act.wait(timeout) == "succeeded", act.record()
+    n, m = act.progress
+    assert n == m > 0
+    assert act.status == 0
+
+
+# --- the happy paths -------------------------------------------------------------------------------
+
+
+def test_full_then_incremental(nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str]) -> None:
+    src, dst = nodes["node1"], nodes["node2"]
+    ds = new_name(names)
+    write(src, ds, "a", 16)
+    snapshot(src, ds, "s1")
+    act = replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}")
+    assert act.kind == "replicate" and act.node == "node1" and act.self_restarting
+    assert_success(act)
+    assert checksums(dst, ds) == checksums(src, ds)
+    assert guid(dst, f"{ds}@s1") == guid(src, f"{ds}@s1")
+    full_bytes = act.progress[0]
+    assert 16 * MiB <= full_bytes <= 16 * MiB * 1.05 + MiB
+
+    changed = 4
+    write(src, ds, "b", changed)
+    snapshot(src, ds, "s2")
+    act2 = replicate(lab_settings, f"node1:{ds}@s2", f"node2:{ds}")
+    assert_success(act2)
+    stream = act2.progress[0]
+    assert stream <= 1.05 * changed * MiB + MiB, stream
+    assert act2.record().params["snapshot"] == f"{ds}@s2"
+    assert checksums(dst, ds) == checksums(src, ds)  # reading them updates atime: the next one still works
+    assert [s for s, _ in listing(dst, ds) or []] == ["s1", "s2"]
+    assert guid(dst, f"{ds}@s2") == guid(src, f"{ds}@s2")
+
+    # -I carries the snapshots in between
+    for s in ("s3", "s4"):
+        write(src, ds, s, 1)
+        snapshot(src, ds, s)
+    act3 = replicate(lab_settings, f"node1:{ds}@s4", f"node2:{ds}", intermediates=True)
+    assert_success(act3)
+    assert [s for s, _ in listing(dst, ds) or []] == ["s1", "s2", "s3", "s4"]
+
+
+def test_force_full_copy(nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str]) -> None:
+    src, dst = nodes["node1"], nodes["node3"]
+    ds = new_name(names)
+    copy = new_name(names)
+    write(src, ds, "a", 8)
+    snapshot(src, ds, "s1")
+    assert_success(replicate(lab_settings, f"node1:{ds}@s1", f"node3:{ds}"))
+    write(src, ds, "b", 2)
+    snapshot(src, ds, "s2")
+    before = listing(dst, ds)
+    with pytest.raises(DestinationExistsConflict):
+        replicate(lab_settings, f"node1:{ds}@s2", f"node3:{ds}", force_full_copy=True)
+    assert listing(dst, ds) == before
+    act = replicate(lab_settings, f"node1:{ds}@s2", f"node3:{copy}", force_full_copy=True)
+    assert_success(act)
+    assert act.progress[0] >= 10 * MiB  # a full stream, although a base exists elsewhere
+    assert checksums(dst, copy) == checksums(src, ds)
+
+
+# --- refusals: nothing changes ---------------------------------------------------------------------
+
+
+def test_no_common_snapshot_refused(
+    nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str]
+) -> None:
+    src, dst = nodes["node1"], nodes["node2"]
+    ds = new_name(names)
+    write(src, ds, "a", 2)
+    snapshot(src, ds, "s1")
+    write(dst, ds, "other", 1)
+    snapshot(dst, ds, "s1")  # the same name, another GUID
+    before, sums = listing(dst, ds), checksums(dst, ds)
+    with pytest.raises(NoCommonBase):
+        replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}")
+    assert listing(dst, ds) == before and checksums(dst, ds) == sums
+
+
+def test_diverged_refused_then_rolled_back(
+    nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str]
+) -> None:
+    src, dst = nodes["node1"], nodes["node2"]
+    ds = new_name(names)
+    write(src, ds, "a", 4)
+    snapshot(src, ds, "s1")
+    assert_success(replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}"))
+    write(src, ds, "b", 1)
+    snapshot(src, ds, "s2")
+    write(dst, ds, "local", 1)
+    snapshot(dst, ds, "local")
+    before, sums = listing(dst, ds), checksums(dst, ds)
+    with pytest.raises(DestinationDiverged, match="@local"):
+        replicate(lab_settings, f"node1:{ds}@s2", f"node2:{ds}")
+    assert listing(dst, ds) == before and checksums(dst, ds) == sums
+    assert_success(replicate(lab_settings, f"node1:{ds}@s2", f"node2:{ds}", rollback_destination=True))
+    assert [s for s, _ in listing(dst, ds) or []] == ["s1", "s2"]
+    assert checksums(dst, ds) == checksums(src, ds)
+
+
+def test_missing_snapshot_and_hostile_names(
+    nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str]
+) -> None:
+    ds = new_name(names)
+    with pytest.raises(DatasetNotFound):
+        replicate(lab_settings, f"node1:{ds}@nope", f"node2:{ds}")
+    write(nodes["node1"], ds, "a", 1)
+    with pytest.raises(DatasetNotFound):
+        replicate(lab_settings, f"node1:{ds}@nope", f"node2:{ds}")
+    with pytest.raises(DatasetNotFound, match="parent"):
+        snapshot(nodes["node1"], ds, "s1")
+        replicate(lab_settings, f"node1:{ds}@s1", "node2:tank/no/such/parent")
+    for src, dst in [
+        (f"node1:{ds}@s1;reboot", f"node2:{ds}"),
+        (f"node1:{ds}@s1", "node2:tank/$(id)"),
+        (f"node1:{ds}@s1", "-oProxyCommand=touch:tank/x"),
+        (f"node1:{ds}@s1", f"node2:{ds} tank/other"),
+    ]:
+        with pytest.raises((InvalidName, UsageError)):
+            replicate(lab_settings, src, dst)
+    with pytest.raises(InvalidName):
+        replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}", incremental_from="x`id`")
+    assert listing(nodes["node2"], ds) is None
+
+
+def test_destination_pool_full(
+    nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str], lab: Lab
+) -> None:
+    src, dst = nodes["node1"], nodes["node3"]
+    ds, filler = new_name(names), new_name(names)
+    write(src, ds, "a", 48)
+    snapshot(src, ds, "s1")
+    zd = Zfs(dst)
+    zd.create(parse_dataset(filler), props={"compression": "off"})
+    avail = zd.get_int(parse_dataset(filler), "available") or 0
+    fill_mib = max(0, (avail >> 20) - 32)
+    dst.run(
+        ["dd", "if=/dev/zero", f"of=/{filler}/fill", "bs=1M", f"count={fill_mib}", "status=none"],
+        timeout=300,
+        check=False,
+    )
+    time.sleep(1)
+    with pytest.raises(InsufficientSpace, match="available"):
+        replicate(lab_settings, f"node1:{ds}@s1", f"node3:{ds}")
+    assert listing(dst, ds) is None
+    # the same without the planner's check: the receive runs out of space mid-stream
+    act = replicate(lab_settings, f"node1:{ds}@s1", f"node3:{ds}", extra_params={"space_check": False})
+    assert act.wait(120) == "failed"
+    assert "space" in (act.error or ""), act.error
+    assert listing(dst, ds) is None
+
+
+# --- steering mid-transfer -------------------------------------------------------------------------
+
+
+def test_suspend_resume_under_rate_limit(
+    nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str], lab: Lab
+) -> None:
+    src, dst = nodes["node1"], nodes["node2"]
+    ds = new_name(names)
+    write(src, ds, "a", 24)
+    snapshot(src, ds, "s1")
+    with shaped(lab, "node1", 6):
+        act = replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}")
+        wait_for_bytes(act, 4 * MiB)
+        try:
+            _suspend_resume(act, lab_settings, ds)
+        finally:
+            if act.state not in ("succeeded", "failed", "cancelled"):
+                act.cancel()
+    assert checksums(dst, ds) == checksums(src, ds)
+
+
+def _suspend_resume(act: BackendActivity, lab_settings: Settings, ds: str) -> None:
+    act.suspend()
+    n0 = act.progress[0]
+    time.sleep(2.5)
+    n1 = act.progress[0]
+    assert act.state == "suspended"
+    assert n1 - n0 <= 2 * MiB, (n0, n1)  # at most the chunk in flight lands
+    time.sleep(1)
+    assert act.progress[0] == n1  # then nothing moves
+    with pytest.raises(AlreadyRunning):
+        replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}")
+    act.resume()
+    assert_success(act)
+
+
+@pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])
+def test_cancel_mid_transfer_rolls_back(
+    nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str], lab: Lab, incremental: bool
+) -> None:
+    src, dst = nodes["node1"], nodes["node2"]
+    ds = new_name(names)
+    write(src, ds, "a", 4 if incremental else 24)
+    snapshot(src, ds, "s1")
+    target = "s1"
+    if incremental:
+        assert_success(replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}"))
+        write(src, ds, "b", 24)
+        snapshot(src, ds, "s2")
+        target = "s2"
+    before, sums = listing(dst, ds), checksums(dst, ds)
+    with shaped(lab, "node1", 6):
+        act = replicate(lab_settings, f"node1:{ds}@{target}", f"node2:{ds}")
+        wait_for_bytes(act, 3 * MiB)
+        t0 = time.monotonic()
+        act.cancel()
+        assert act.wait(30) == "cancelled", act.record()
+        took = time.monotonic() - t0
+    assert act.status not in (None, 0)
+    assert listing(dst, ds) == before
+    assert checksums(dst, ds) == sums
+    assert took < 10, took
+
+
+# --- faults: the activity finishes by itself --------------------------------------------------------
+
+
+def test_agent_sigkill_mid_transfer(
+    nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str], lab: Lab
+) -> None:
+    src, dst = nodes["node1"], nodes["node2"]
+    ds = new_name(names)
+    write(src, ds, "a", 24)
+    snapshot(src, ds, "s1")
+    with shaped(lab, "node1", 8):
+        act = replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}")
+        n0 = wait_for_bytes(act, 4 * MiB)
+        lab.restart_service("node1", "agent", hard=True)
+        assert act.wait(120) == "succeeded", act.record()
+    n, m = act.progress
+    assert n == m >= n0
+    assert checksums(dst, ds) == checksums(src, ds)
+    assert guid(dst, f"{ds}@s1") == guid(src, f"{ds}@s1")
+
+
+@pytest.mark.slow
+def test_link_cut_longer_than_keepalive(
+    nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str], lab: Lab
+) -> None:
+    src, dst = nodes["node1"], nodes["node2"]
+    ds = new_name(names)
+    write(src, ds, "a", 24)
+    snapshot(src, ds, "s1")
+    with shaped(lab, "node2", 6):
+        act = replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}")
+        wait_for_bytes(act, 4 * MiB)
+        lab.link("node2", False)
+        try:
+            time.sleep(22)  # ssh keepalive gives up after 5 s x 3
+        finally:
+            lab.link("node2", True)
+        assert act.wait(180) == "succeeded", act.record()
+    assert checksums(dst, ds) == checksums(src, ds)
+    assert guid(dst, f"{ds}@s1") == guid(src, f"{ds}@s1")
+
+
+def test_ten_replications_at_once(
+    nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str]
+) -> None:
+    routes = [("node1", "node2"), ("node2", "node3"), ("node3", "node1")]
+    jobs = []
+    for i in range(10):
+        s, d = routes[i % 3]
+        ds = new_name(names)
+        write(nodes[s], ds, "a", 4)
+        snapshot(nodes[s], ds, "s1")
+        jobs.append((s, d, ds))
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        acts = list(pool.map(lambda j: replicate(lab_settings, f"{j[0]}:{j[2]}@s1", f"{j[1]}:{j[2]}"), jobs))
+    for act in acts:
+        assert_success(act, timeout=180)
+    for s, d, ds in jobs:
+        assert guid(nodes[d], f"{ds}@s1") == guid(nodes[s], f"{ds}@s1")
