@@ -290,9 +290,21 @@ class LocalActivity(BackendActivity):
 
     # -- persistence helpers ----------------------------------------------------------------------
     def _transition(
-        self, new: str, *, verb: str | None = None, status: int | None = None, error: str | None = None
+        self,
+        new: str,
+        *,
+        verb: str | None = None,
+        status: int | None = None,
+        error: str | None = None,
+        only_from: str | None = None,
     ) -> ActivityRecord:
+        """Persist and report a move to ``new``. ``only_from``: do nothing (return the current record)
+        unless the activity is still in that state, checked under the same lock as the move: the
+        worker's own moves must never override a verb a caller applied meanwhile (e.g. a suspend
+        while the worker was planning)."""
         with self._cond:
+            if only_from is not None and self._record.state != only_from:
+                return self._record
             rec = self.ctx.store.transition(self.id, new, verb=verb, status=status, error=error)
             self._record = rec
             self._cond.notify_all()

@@ -229,7 +229,7 @@ class PipelineActivity(LocalActivity):
                 self._persist()
             if state == PENDING:
                 with contextlib.suppress(Exception):
-                    self._transition(RUNNING, verb="start")
+                    self._transition(RUNNING, verb="start", only_from=PENDING)
                 continue
             self._attempt()
 

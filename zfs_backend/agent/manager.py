@@ -21,6 +21,7 @@ from ..activity.states import FAILED, STATUS_FAILED, TERMINAL, check_transition
 from ..activity.store import ActivityStore, new_activity_id
 from ..errors import UsageError
 from ..hosts.base import Host
+from ..replication import activity as _replicate_kind  # noqa: F401 - registers the "replicate" kind
 
 __all__ = ["ActivityManager"]
 

@@ -325,6 +325,10 @@ class Lab:
             access.write_private(etc_ssh / "sshd_config", access.sshd_config(n, HOST_KEY), 0o644)
             access.write_private(up / "etc" / "hosts", base_hosts.rstrip("\n") + "\n" + lab_hosts, 0o644)
             access.write_private(up / "etc" / "hostname", n.name + "\n", 0o644)
+            # Plain shell start-up files: the host's (pyenv hooks, prompts…) would run on every SSH
+            # command and stall when an SSH session is killed mid-login (a cancel, a link cut).
+            for rc in (".bashrc", ".profile"):
+                access.write_private(up / "root" / rc, "# lab node: nothing to set up\n", 0o644)
             # The node's own inventory (its agent reaches peers by name), in its private home
             access.write_inventory(
                 n.home / "inventory.yml",

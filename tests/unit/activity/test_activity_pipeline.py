@@ -363,3 +363,27 @@ def test_offset_probe_decides_the_restart_offset(ctx, tmp_path):
     again.start()
     assert again.wait(30) == "succeeded"
     assert out.read_bytes() == expected_bytes(total)
+
+
+class SlowPlanPipeline(CommandPipeline):
+    KIND = "test-slow-plan"
+    planning = threading.Event()
+
+    def plan(self):
+        SlowPlanPipeline.planning.set()
+        time.sleep(0.5)
+
+
+def test_suspend_while_planning_is_not_overridden(ctx, tmp_path):
+    out = tmp_path / "out.bin"
+    act = start(ctx, pipeline_params(out, 2 * MiB), cls=SlowPlanPipeline)
+    assert SlowPlanPipeline.planning.wait(10)
+    assert act.state == "pending"
+    act.suspend()  # the worker is still planning
+    assert act.state == "suspended"
+    time.sleep(1.0)  # planning ends meanwhile; it must not move the activity to running
+    assert act.state == "suspended" and ctx.store.get(act.id).state == "suspended"
+    assert not out.exists() or out.stat().st_size == 0
+    act.resume()
+    assert act.wait(30) == "succeeded"
+    assert out.read_bytes() == expected_bytes(2 * MiB)
