@@ -194,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings({**os.environ, "ZFS_BACKEND_HOME": a.home, "ZFS_BACKEND_LAB_NETWORK": a.network})
     lab = Lab(settings)
     pool = max(1 << 30, (max(a.size, a.big) * 2 + 512) * MiB)
+    st = lab.state
+    if st is not None and (st.pool_size < pool or len(st.nodes) != 2):
+        con.print("  the benchmark lab's pools are too small for these sizes: recreating it")
+        lab.down()
+        lab = Lab(settings)
     lab.up(nodes=2, pool_size=pool, with_agent=True, on_step=lambda m: con.print(f"  {m}"))
     inv = load_inventory(settings.inventory)
     ctx = Ctx(lab, inv.connect(SRC, settings), inv.connect(DST, settings), settings, {})

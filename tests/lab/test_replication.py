@@ -139,7 +139,7 @@ def shaped(lab: Lab, node: str, mib_per_s: float) -> Iterator[None]:
 
 
 def assert_success(act: BackendActivity, timeout: float = 120) -> None:
-    assert act.wait(timeout) == "succeeded", act.record()
+    assert act.wait(timeout) == "succeeded", act.record().error
     n, m = act.progress
     assert n == m > 0
     assert act.status == 0

@@ -41,6 +41,7 @@ from ..activity.core import ActivityContext, register_kind
 from ..activity.pipeline import Endpoint, PipelineActivity
 from ..activity.report import ActivityRecord
 from ..activity.states import TERMINAL
+from ..config import load_settings
 from ..errors import ReplicationConflict, ZfsBackendError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
@@ -85,8 +86,26 @@ def running_conflict(
     return None
 
 
+_DAEMONS: dict[str, list[tuple[int, float]]] = {}  # name -> [(pid, create_time)], re-scanned when stale
+
+
 def _same_mount_ns_daemons(name: str = "zfs-fuse") -> list[int]:
-    """Pids of ``name`` daemons in this process's mount namespace (the node's own zfs-fuse)."""
+    """Pids of ``name`` daemons in this process's mount namespace (the node's own zfs-fuse). The scan
+    of every process costs ~30 ms, so its result is kept while those processes live."""
+    cached = _DAEMONS.get(name)
+    if cached:
+        try:
+            if all(psutil.Process(pid).create_time() == ct for pid, ct in cached):
+                return [pid for pid, _ in cached]
+        except psutil.Error:
+            pass
+    pids = _scan_daemons(name)
+    with contextlib.suppress(psutil.Error):
+        _DAEMONS[name] = [(pid, psutil.Process(pid).create_time()) for pid in pids]
+    return pids
+
+
+def _scan_daemons(name: str) -> list[int]:
     try:
         mine = os.readlink("/proc/self/ns/mnt")
     except OSError:
@@ -120,8 +139,13 @@ class Replicate(PipelineActivity):
         except (TypeError, ValueError) as e:
             raise ZfsBackendError(f"bad replicate param: {e}") from e
         ssh_config = p.get("ssh_config")
+        # Control commands to the destination (listings, space, verification) share one ControlMaster
+        # connection: a fresh SSH handshake costs ~0.25 s each, which dominated small replications.
         self._peer = PeerHost(
-            self.request.destination_node, cipher=self.request.cipher, ssh_config=ssh_config
+            self.request.destination_node,
+            cipher=self.request.cipher,
+            ssh_config=ssh_config,
+            control_dir=str(load_settings().agent_socket.parent / "ssh"),
         )
         super().__init__(record, ctx)
         conflict = running_conflict(ctx.store.non_terminal(), self.request, own_id=record.id)
@@ -166,6 +190,7 @@ class Replicate(PipelineActivity):
             }
         )
         self._current = (plan, est)
+        _ = self._dst.dialect  # probe the destination now, not on the stream's clock
 
     def estimate_total(self) -> int:
         return int(self.kind_state.get("estimate", 0))

@@ -20,6 +20,8 @@ import re
 import shlex
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Sequence
 
 from ..errors import CommandFailed, CommandTimeout, HostUnreachable, InvalidName
@@ -38,6 +40,12 @@ _SSH_ERROR = re.compile(
     r"|No route to host|Broken pipe|port \d+: ",
     re.MULTILINE,
 )
+
+
+_MASTER_LOCK = threading.Lock()
+_MASTER_LOCKS: dict[str, threading.Lock] = {}
+_MASTER_OK: dict[str, float] = {}  # control path -> when its master was last seen alive
+_MASTER_RECHECK_S = 5.0
 
 
 def validate_cipher(cipher: str) -> str:
@@ -72,27 +80,29 @@ class PeerHost(Host):
         self.control_dir = control_dir
         self.control_persist = int(control_persist)
 
-    def _control_opts(self, multiplex: bool) -> list[str]:
-        if not multiplex or self.control_dir is None:
-            return ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+    def _control_path(self) -> str | None:
+        """The ControlMaster socket, when multiplexing is configured and its directory is private."""
+        if self.control_dir is None:
+            return None
         with contextlib.suppress(OSError):
             os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
         st = os.lstat(self.control_dir) if os.path.isdir(self.control_dir) else None
         if st is None or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            return ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
-        return [
-            "-o", "ControlMaster=auto",
-            "-o", f"ControlPath={self.control_dir}/%C",
-            "-o", f"ControlPersist={self.control_persist}",
-        ]  # fmt: skip
+            return None
+        return f"{self.control_dir}/{self.name}"
 
-    def ssh_prefix(self, *, multiplex: bool = False) -> list[str]:
-        """``ssh [options] NAME --``: everything before the remote command. ``multiplex``: share a
-        ControlMaster connection (control commands); streams always get their own connection."""
-        argv = ["ssh"]
-        if self.ssh_config is not None:
-            argv += ["-F", self.ssh_config]
-        argv += [
+    def _control_opts(self, multiplex: bool) -> list[str]:
+        path = self._control_path() if multiplex else None
+        if path is None or not self._ensure_master(path):
+            return ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+        # Clients only use the master; they never race to become one (that race makes ssh print
+        # "ControlSocket … already exists, disabling multiplexing" into the command's stderr).
+        return ["-o", "ControlMaster=no", "-o", f"ControlPath={path}"]
+
+    def _base_opts(self) -> list[str]:
+        argv = ["-F", self.ssh_config] if self.ssh_config is not None else []
+        return [
+            *argv,
             "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=yes",
             "-o", "UpdateHostKeys=no",
@@ -100,11 +110,44 @@ class PeerHost(Host):
             "-o", f"ServerAliveInterval={self.keepalive}",
             "-o", f"ServerAliveCountMax={self.keepalive_count}",
             "-o", f"ConnectTimeout={self.connect_timeout}",
-            *self._control_opts(multiplex),
-            self.name,
-            "--",
         ]  # fmt: skip
-        return argv
+
+    def _ensure_master(self, path: str) -> bool:
+        """A live ControlMaster at ``path``: checked at most every few seconds, started (once, under a
+        per-path lock shared by every activity of this process) when missing. False: go direct."""
+        with _MASTER_LOCK:
+            lock = _MASTER_LOCKS.setdefault(path, threading.Lock())
+        with lock:
+            now = time.monotonic()
+            if now - _MASTER_OK.get(path, -1e9) < _MASTER_RECHECK_S and os.path.exists(path):
+                return True
+            base = ["ssh", *self._base_opts(), "-o", f"ControlPath={path}"]
+            alive = (
+                subprocess.run(
+                    [*base, "-O", "check", self.name], capture_output=True, check=False, timeout=10
+                ).returncode
+                == 0
+            )
+            if not alive:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # a dead master's socket
+                started = subprocess.run(
+                    [*base, "-o", "ControlMaster=yes", "-o", f"ControlPersist={self.control_persist}",
+                     "-N", "-f", self.name],
+                    # the daemonised master keeps whatever it was given: never a pipe we wait on
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    check=False, timeout=self.connect_timeout + 5, start_new_session=True,
+                ).returncode == 0  # fmt: skip
+                if not started:
+                    _MASTER_OK.pop(path, None)
+                    return False
+            _MASTER_OK[path] = now
+            return True
+
+    def ssh_prefix(self, *, multiplex: bool = False) -> list[str]:
+        """``ssh [options] NAME --``: everything before the remote command. ``multiplex``: share a
+        ControlMaster connection (control commands); streams always get their own connection."""
+        return ["ssh", *self._base_opts(), *self._control_opts(multiplex), self.name, "--"]
 
     def stream_argv(self, argv: Sequence[str], *, multiplex: bool = False) -> list[str]:
         return [*self.ssh_prefix(multiplex=multiplex), shlex.join(check_argv(argv))]
