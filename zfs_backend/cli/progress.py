@@ -5,6 +5,7 @@ Rendering only: it reads ``record()`` of any ``BackendActivity`` (local or remot
 
 from __future__ import annotations
 
+import json
 import time
 
 from rich.console import Console
@@ -24,7 +25,7 @@ from ..activity.report import ActivityRecord
 from ..activity.states import TERMINAL
 from .render import human_bytes, human_duration, human_rate
 
-__all__ = ["follow", "summary_line"]
+__all__ = ["EXIT_CANCELLED", "follow", "run_in_foreground", "summary_line"]
 
 
 def follow(
@@ -85,3 +86,39 @@ def summary_line(rec: ActivityRecord) -> str:
 
 def _avg(done: int, elapsed: float | None) -> float | None:
     return done / elapsed if elapsed else None
+
+
+EXIT_CANCELLED = 130
+
+
+def run_in_foreground(act: BackendActivity, *, label: str, as_json: bool, detach: bool) -> int:
+    """What ``replicate`` and ``volume replicate`` do with the activity they started: print its id and
+    return (``detach``), or follow it with a progress bar where Ctrl-C cancels it (with rollback) and
+    says so. The last line (or the JSON record) reports what it cost. Exit code: 0 only on success,
+    130 when cancelled, else the activity's status."""
+    console = Console(highlight=False, stderr=as_json)
+    if detach:
+        print(json.dumps({"id": act.id, "node": act.node, "kind": act.kind}) if as_json else act.id)
+        return 0
+    try:
+        rec = follow(act, console, label=label)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: cancelling, rolling the destination back…[/]")
+        act.cancel()
+        act.wait(120)
+        rec = act.record()
+        if rec.state == "cancelled":
+            console.print("cancelled: the destination was rolled back to its state before the replication")
+        else:
+            console.print(f"[red]cancel ended {rec.state}: {rec.error or ''}[/]")
+        _final(rec, as_json, console)
+        return EXIT_CANCELLED
+    _final(rec, as_json, console)
+    return 0 if rec.state == "succeeded" else (rec.status or 1)
+
+
+def _final(rec: ActivityRecord, as_json: bool, console: Console) -> None:
+    if as_json:
+        print(json.dumps(rec.to_dict()))
+    else:
+        console.print(summary_line(rec))

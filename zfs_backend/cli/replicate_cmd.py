@@ -5,20 +5,13 @@ node's agent and follow it (or ``--detach``). Rendering only; the work is in ``z
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
-from rich.console import Console
-
-from ..activity.states import CANCELLED, SUCCEEDED
 from ..config import load_settings
 from ..replication import snapshot_replicate
-from .progress import follow, summary_line
+from .progress import run_in_foreground
 from .render import parse_rate
 
 __all__ = ["register"]
-
-EXIT_CANCELLED = 130
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -69,33 +62,6 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         cipher=args.cipher,
         settings=settings,
     )
-    console = Console(highlight=False, stderr=args.json)
-    if args.detach:
-        if args.json:
-            print(json.dumps({"id": act.id, "node": act.node, "kind": act.kind}))
-        else:
-            print(act.id)
-        return 0
-    try:
-        rec = follow(act, console, label=f"{args.source} → {args.destination}")
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: cancelling, rolling the destination back…[/]")
-        act.cancel()
-        act.wait(120)
-        rec = act.record()
-        if rec.state == CANCELLED:
-            console.print("cancelled: the destination was rolled back to its state before the replication")
-        else:
-            console.print(f"[red]cancel ended {rec.state}: {rec.error or ''}[/]")
-        _final(rec, args.json, console)
-        return EXIT_CANCELLED
-    _final(rec, args.json, console)
-    return 0 if rec.state == SUCCEEDED else (rec.status or 1)
-
-
-def _final(rec, as_json: bool, console: Console) -> None:  # type: ignore[no-untyped-def]
-    if as_json:
-        json.dump(rec.to_dict(), sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        console.print(summary_line(rec))
+    return run_in_foreground(
+        act, label=f"{args.source} → {args.destination}", as_json=args.json, detach=args.detach
+    )

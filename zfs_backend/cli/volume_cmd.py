@@ -12,12 +12,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..activity.states import SUCCEEDED
 from ..config import load_settings
 from ..driver.errors import InvalidSize
 from ..driver.service import VolumeService
 from ..errors import UsageError
-from .progress import follow, summary_line
+from .progress import run_in_foreground
 
 __all__ = ["parse_size_gib", "register"]
 
@@ -231,25 +230,7 @@ def _replicate(args: argparse.Namespace) -> int:
         act = svc.replicate(vol, snap, args.to, args.full)
     finally:
         svc.close()
-    console = Console(highlight=False, stderr=args.json)
-    if args.detach:
-        if args.json:
-            _dump({"id": act.id, "node": act.node, "kind": act.kind})
-        else:
-            print(act.id)
-        return 0
-    try:
-        rec = follow(act, console, label=f"{args.snapshot} → {args.to}")
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: cancelling, rolling the destination back…[/]")
-        act.cancel()
-        act.wait(120)
-        rec = act.record()
-    if args.json:
-        _dump(rec.to_dict())
-    else:
-        console.print(summary_line(rec))
-    return 0 if rec.state == SUCCEEDED else (rec.status or 1)
+    return run_in_foreground(act, label=f"{args.snapshot} → {args.to}", as_json=args.json, detach=args.detach)
 
 
 def _stats(args: argparse.Namespace) -> int:
