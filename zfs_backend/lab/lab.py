@@ -388,6 +388,8 @@ class Lab:
                 raise LabError(f"{node.name}: sshd exited at start: {_log_tail(node, 'sshd')}")
         if with_agent and not self._alive(node, "agent"):
             agent_env = dict(env, ZFS_BACKEND_HOME=NODE_HOME, ZFS_BACKEND_INVENTORY=NODE_INVENTORY)
+            # A killed agent leaves its socket file behind: readiness below must see the new one.
+            run_in(lay, node, ["rm", "-f", "/run/zfs-backend/agent.sock"], check=False)
             pid = start_daemon(lay, node, "agent", [st.zfs_backend_bin, "agent"], agent_env)
             self._record_pid(node, "agent", pid)
             wait_for(
