@@ -336,6 +336,11 @@ class PipelineActivity(LocalActivity):
     def _reap(self, procs: list[subprocess.Popen[bytes]]) -> list[int]:
         """Wait for both sides, folding their exact CPU/RSS (wait4) into the resources."""
         mon = self._monitor
+        # Let both sides exit without reaping them (zombies keep /proc/<pid>/io), then take the last
+        # sample: an endpoint like ssh writes its final bytes after the relay's EOF.
+        for p in procs:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
         if mon is not None:
             mon.sample()
         rcs = []
