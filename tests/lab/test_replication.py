@@ -415,3 +415,46 @@ def test_ten_replications_at_once(
         assert_success(act, timeout=180)
     for s, d, ds in jobs:
         assert guid(nodes[d], f"{ds}@s1") == guid(nodes[s], f"{ds}@s1")
+
+
+def test_recursive_tree_with_properties(
+    lab_settings: Settings, nodes: dict[str, SSHHost], names: list[str]
+) -> None:
+    n1, n2 = nodes["node1"], nodes["node2"]
+    top = new_name(names)
+    write(n1, top, "a", 4)
+    write(n1, f"{top}/child", "b", 4)
+    Zfs(n1).set(parse_dataset(f"{top}/child"), "zfs_backend:role", "child-data")
+    Zfs(n1).snapshot(parse_snapshot(f"{top}@s1"), recursive=True)
+    act = replicate(lab_settings, f"node1:{top}@s1", f"node2:{top}", recursive=True, properties=True)
+    assert act.wait(120) == "succeeded", act.record().error
+    for ds in (top, f"{top}/child"):
+        assert checksums(n2, ds) == checksums(n1, ds)
+        assert guid(n2, f"{ds}@s1") == guid(n1, f"{ds}@s1")
+    assert (
+        Zfs(n2).get(parse_dataset(f"{top}/child"), ["zfs_backend:role"])["zfs_backend:role"] == "child-data"
+    )
+    # and incrementally, the whole tree again
+    write(n1, f"{top}/child", "c", 2)
+    Zfs(n1).snapshot(parse_snapshot(f"{top}@s2"), recursive=True)
+    act = replicate(lab_settings, f"node1:{top}@s2", f"node2:{top}", recursive=True, properties=True)
+    assert act.wait(120) == "succeeded", act.record().error
+    assert checksums(n2, f"{top}/child") == checksums(n1, f"{top}/child")
+
+
+def test_destination_zfs_restart_mid_transfer_recovers(
+    lab: Lab, lab_settings: Settings, nodes: dict[str, SSHHost], names: list[str]
+) -> None:
+    n1, n2 = nodes["node1"], nodes["node2"]
+    ds = new_name(names)
+    write(n1, ds, "data", 32)
+    snapshot(n1, ds, "s1")
+    with shaped(lab, "node2", 4):
+        act = replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}")
+        wait_for_bytes(act, 4 * MiB)
+        lab.restart_service("node2", "zfs-fuse", hard=True)  # the destination's ZFS dies mid-receive
+    assert act.wait(240) == "succeeded", act.record().error
+    rec = act.record()
+    assert rec.progress.done == rec.progress.total
+    assert checksums(n2, ds) == checksums(n1, ds)
+    assert guid(n2, f"{ds}@s1") == guid(n1, f"{ds}@s1")

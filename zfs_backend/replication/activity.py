@@ -231,7 +231,27 @@ class Replicate(PipelineActivity):
             )
             self._dst.rollback(req.destination.snapshot(rollback_to), destroy_newer=True)
             self.kind_state["rolled_back"] = True
+        if req.recursive and not plan.full and plan.base is not None:
+            self._reset_tree_to_base(plan.base.snap)
         return Endpoint(self._local, self._src.send_argv(self._send_spec(plan)))
+
+    def _reset_tree_to_base(self, base: str) -> None:
+        """A recursive incremental is received without ``-F`` (which could destroy destination-only
+        children or snapshots). Reading a replica on zfs-fuse updates atimes, which makes a plain
+        receive refuse ("modified since most recent snapshot"): roll each destination dataset of the
+        tree back to ``@base``, which discards only changes made after it and never destroys a snapshot
+        (a child holding newer snapshots is a conflict, not something to destroy)."""
+        req = self.request
+        for ds in self._dst.list_datasets(req.destination, recursive=True):
+            snaps = self._dst.list_snapshots(ds.name)
+            if not snaps or base not in [s.snap for s in snaps]:
+                continue  # a child that does not hold the base is received fresh by the -R stream
+            if snaps[-1].snap != base:
+                raise ReplicationConflict(
+                    f"{self._peer.name}:{ds.name} holds snapshots newer than @{base}: "
+                    "the destination diverged (use --rollback-destination)"
+                )
+            self._dst.rollback(ds.name.snapshot(base))
 
     def build_consumer(self, offset: int) -> Endpoint:
         if self._noop:
