@@ -15,7 +15,7 @@ from rich.table import Table
 from ..config import load_settings
 from ..errors import UsageError
 from ..lab import Lab
-from ..lab.lab import SERVICES
+from ..lab.services import SERVICES
 from ..lab.topology import parse_size
 from .render import human_bytes, parse_rate
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import yaml
 
-from .topology import NodeLayout
+from .topology import LabLayout, NodeLayout
 
 __all__ = [
     "NodeKeys",
     "ensure_keypair",
     "known_hosts_text",
+    "provision",
     "ssh_client_config",
     "sshd_config",
     "write_inventory",
@@ -154,3 +155,60 @@ def write_inventory(
     )
     write_private(path, text, 0o644)
     return path
+
+
+def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host_key: str) -> None:
+    """Keys, known_hosts and configs for the controller and for every node (node-to-node SSH)."""
+    lay.ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_keypair(lay.client_key, "zfs-backend-controller")
+    keys: dict[str, NodeKeys] = {}
+    for n in plan:
+        keydir = n.dir / "keys"
+        keys[n.name] = NodeKeys(
+            host_key=ensure_keypair(keydir / "ssh_host_ed25519_key", f"{n.name}-host"),
+            client_key=ensure_keypair(keydir / "id_ed25519", f"root@{n.name}"),
+        )
+    known = known_hosts_text(plan, keys)
+    write_private(lay.known_hosts, known, 0o644)
+    write_private(lay.ssh_config, ssh_client_config(plan, lay.client_key, lay.known_hosts))
+    ctrl_pub = " ".join(Path(f"{lay.client_key}.pub").read_text().split()[0:2])
+    authorized = ctrl_pub + " zfs-backend-controller\n"
+    authorized += "".join(f"{keys[n.name].client_pub_line()} root@{n.name}\n" for n in plan)
+    try:
+        base_hosts = Path("/etc/hosts").read_text()
+    except OSError:
+        base_hosts = "127.0.0.1 localhost\n"
+    lab_hosts = "".join(f"{n.address} {n.name}\n" for n in plan)
+    for n in plan:
+        up = n.upper
+        (up / "root").mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(up / "root", 0o700)
+        ssh = up / "root" / ".ssh"
+        ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
+        k = keys[n.name]
+        write_private(ssh / "authorized_keys", authorized)
+        write_private(ssh / "id_ed25519", k.client_key.read_text())
+        write_private(ssh / "id_ed25519.pub", Path(f"{k.client_key}.pub").read_text(), 0o644)
+        write_private(ssh / "known_hosts", known, 0o644)
+        write_private(
+            ssh / "config",
+            ssh_client_config(plan, Path("/root/.ssh/id_ed25519"), Path("/root/.ssh/known_hosts")),
+        )
+        etc_ssh = up / "etc" / "ssh" / "zfs-backend"
+        write_private(etc_ssh / "ssh_host_ed25519_key", k.host_key.read_text())
+        write_private(etc_ssh / "ssh_host_ed25519_key.pub", Path(f"{k.host_key}.pub").read_text(), 0o644)
+        write_private(etc_ssh / "sshd_config", sshd_config(n, host_key), 0o644)
+        write_private(up / "etc" / "hosts", base_hosts.rstrip("\n") + "\n" + lab_hosts, 0o644)
+        write_private(up / "etc" / "hostname", n.name + "\n", 0o644)
+        # Plain shell start-up files: the host's (pyenv hooks, prompts…) would run on every SSH
+        # command and stall when an SSH session is killed mid-login (a cancel, a link cut).
+        for rc in (".bashrc", ".profile"):
+            write_private(up / "root" / rc, "# lab node: nothing to set up\n", 0o644)
+        # The node's own inventory (its agent reaches peers by name), in its private home
+        write_inventory(
+            n.home / "inventory.yml",
+            plan,
+            key=Path("/root/.ssh/id_ed25519"),
+            known_hosts=Path("/root/.ssh/known_hosts"),
+            zfs_backend_bin=zfs_backend_bin,
+        )

@@ -7,15 +7,13 @@ or a crashed daemon.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +21,22 @@ from ..config import Settings
 from ..errors import LabError, MissingDependency, NotRoot, UnknownNode
 from . import access, netns, nfs
 from .node import (
-    NODE_HOME,
     NODE_POOL,
-    POOL_DIR,
     enter_argv,
-    exited,
     node_pids,
     ns_alive,
     pid_in_node,
     run_in,
     setup_root,
-    start_daemon,
-    stop_pid,
     stop_pids,
-    tcp_open,
     teardown_ns_files,
-    wait_for,
 )
+from .services import HOST_KEY, SERVICES, alive, start_services, stop_service
+from .state import LabState
 from .topology import LabLayout, NodeLayout, index_of, plan_nodes
 
 __all__ = ["SERVICES", "Lab", "NodeStatus"]
 
-SERVICES = ("zfs-fuse", "sshd", "agent", *nfs.SERVICES)
-SSHD_CONFIG = "/etc/ssh/zfs-backend/sshd_config"
-NODE_INVENTORY = f"{NODE_HOME}/inventory.yml"  # inside a node: its view of its peers
-HOST_KEY = "/etc/ssh/zfs-backend/ssh_host_ed25519_key"
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -72,55 +61,12 @@ class NodeStatus:
         }
 
 
-@dataclass
-class LabState:
-    network: str
-    pool_size: int
-    project_dir: str
-    zfs_backend_bin: str
-    nodes: list[str]
-    agents: bool = True
-    pids: dict[str, dict[str, int]] = field(default_factory=dict)
-    created_at: float = field(default_factory=time.time)
-
-    @classmethod
-    def load(cls, path: Path) -> LabState | None:
-        try:
-            return cls(**json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError) as e:
-            raise LabError(f"lab state {path} is unreadable ({e}); run `zfs-backend lab down`") from e
-
-    def save(self, path: Path) -> None:
-        access.write_private(path, json.dumps(self.__dict__, indent=2) + "\n", 0o600)
-
-
 def _parse_human(text: str) -> int:
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50, "E": 1 << 60}
     text = text.strip()
     if text and text[-1].upper() in units:
         return int(float(text[:-1]) * units[text[-1].upper()])
     return int(float(text))
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie. (Right after start the process may still be ``nsenter`` outside the node,
-    so membership of the node is not yet a test of life.)"""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _log_tail(node: NodeLayout, service: str) -> str:
-    """The last lines of a daemon's log, on one line (the lab dir is removed after a failed up)."""
-    try:
-        lines = (node.logs / f"{service}.log").read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(lines[-3:]) or "(empty log)"
 
 
 def _project_dir() -> str:
@@ -246,7 +192,7 @@ class Lab:
         try:
             say(f"network {self.layout.network} on bridge {self.layout.bridge}")
             netns.create_bridge(self.layout)
-            self._write_access(plan, st)
+            access.provision(self.layout, plan, st.zfs_backend_bin, HOST_KEY)
             self._parallel(plan, lambda n: self._bring_up_node(n, st, say, with_agent))
             access.write_inventory(
                 self.layout.inventory,
@@ -279,171 +225,13 @@ class Lab:
         if errors:
             raise errors[0]
 
-    def _write_access(self, plan: list[NodeLayout], st: LabState) -> None:
-        """Keys, known_hosts and configs for the controller and for every node (node-to-node SSH)."""
-        lay = self.layout
-        lay.ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        access.ensure_keypair(lay.client_key, "zfs-backend-controller")
-        keys: dict[str, access.NodeKeys] = {}
-        for n in plan:
-            keydir = n.dir / "keys"
-            keys[n.name] = access.NodeKeys(
-                host_key=access.ensure_keypair(keydir / "ssh_host_ed25519_key", f"{n.name}-host"),
-                client_key=access.ensure_keypair(keydir / "id_ed25519", f"root@{n.name}"),
-            )
-        known = access.known_hosts_text(plan, keys)
-        access.write_private(lay.known_hosts, known, 0o644)
-        access.write_private(lay.ssh_config, access.ssh_client_config(plan, lay.client_key, lay.known_hosts))
-        ctrl_pub = " ".join(Path(f"{lay.client_key}.pub").read_text().split()[0:2])
-        authorized = ctrl_pub + " zfs-backend-controller\n"
-        authorized += "".join(f"{keys[n.name].client_pub_line()} root@{n.name}\n" for n in plan)
-        try:
-            base_hosts = Path("/etc/hosts").read_text()
-        except OSError:
-            base_hosts = "127.0.0.1 localhost\n"
-        lab_hosts = "".join(f"{n.address} {n.name}\n" for n in plan)
-        for n in plan:
-            up = n.upper
-            (up / "root").mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(up / "root", 0o700)
-            ssh = up / "root" / ".ssh"
-            ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
-            k = keys[n.name]
-            access.write_private(ssh / "authorized_keys", authorized)
-            access.write_private(ssh / "id_ed25519", k.client_key.read_text())
-            access.write_private(ssh / "id_ed25519.pub", Path(f"{k.client_key}.pub").read_text(), 0o644)
-            access.write_private(ssh / "known_hosts", known, 0o644)
-            access.write_private(
-                ssh / "config",
-                access.ssh_client_config(plan, Path("/root/.ssh/id_ed25519"), Path("/root/.ssh/known_hosts")),
-            )
-            etc_ssh = up / "etc" / "ssh" / "zfs-backend"
-            access.write_private(etc_ssh / "ssh_host_ed25519_key", k.host_key.read_text())
-            access.write_private(
-                etc_ssh / "ssh_host_ed25519_key.pub", Path(f"{k.host_key}.pub").read_text(), 0o644
-            )
-            access.write_private(etc_ssh / "sshd_config", access.sshd_config(n, HOST_KEY), 0o644)
-            access.write_private(up / "etc" / "hosts", base_hosts.rstrip("\n") + "\n" + lab_hosts, 0o644)
-            access.write_private(up / "etc" / "hostname", n.name + "\n", 0o644)
-            # Plain shell start-up files: the host's (pyenv hooks, prompts…) would run on every SSH
-            # command and stall when an SSH session is killed mid-login (a cancel, a link cut).
-            for rc in (".bashrc", ".profile"):
-                access.write_private(up / "root" / rc, "# lab node: nothing to set up\n", 0o644)
-            # The node's own inventory (its agent reaches peers by name), in its private home
-            access.write_inventory(
-                n.home / "inventory.yml",
-                plan,
-                key=Path("/root/.ssh/id_ed25519"),
-                known_hosts=Path("/root/.ssh/known_hosts"),
-                zfs_backend_bin=st.zfs_backend_bin,
-            )
-
     def _bring_up_node(
         self, node: NodeLayout, st: LabState, say: Callable[[str], None], with_agent: bool
     ) -> None:
         netns.create_node_link(self.layout, node)
         setup_root(self.layout, node, st.project_dir)
-        self._start_services(node, st, with_agent)
+        start_services(self.layout, node, st, with_agent)
         say(f"{node.name} up at {node.address}: zfs-fuse, pool {NODE_POOL}, sshd" + (", agent" * with_agent))
-
-    def _record_pid(self, node: NodeLayout, service: str, pid: int) -> None:
-        with _STATE_LOCK:
-            st = self.state
-            assert st is not None
-            st.pids.setdefault(node.name, {})[service] = pid
-            st.save(self.layout.state_file)
-
-    def _alive(self, node: NodeLayout, service: str) -> bool:
-        st = self.state
-        pid = st.pids.get(node.name, {}).get(service) if st else None
-        return bool(pid) and pid_in_node(self.layout, node, pid)  # type: ignore[arg-type]
-
-    def _start_services(self, node: NodeLayout, st: LabState, with_agent: bool) -> None:
-        lay = self.layout
-        env = {"PATH": _PATH, "HOME": "/root", "LANG": "C.UTF-8"}
-        if not self._alive(node, "zfs-fuse"):
-            self._clear_stale_fuse(node)
-            pid = start_daemon(
-                lay, node, "zfs-fuse", ["zfs-fuse", "--no-daemon", "--pidfile", "/run/zfs/zfs-fuse.pid"], env
-            )
-            self._record_pid(node, "zfs-fuse", pid)
-            wait_for(
-                f"{node.name}: zfs-fuse",
-                lambda: (
-                    run_in(lay, node, ["zpool", "list", "-H"], check=False).returncode == 0
-                    or not _running(pid)
-                ),
-            )
-            if not _running(pid):
-                raise LabError(f"{node.name}: zfs-fuse exited at start: {_log_tail(node, 'zfs-fuse')}")
-            if self._alive(node, nfs.GANESHA_SERVICE):  # its handles on the old FUSE mounts are stale
-                self.stop_service(node.name, nfs.GANESHA_SERVICE)
-        self._ensure_pool(node, st)
-        self._start_nfs(node, env)
-        if not self._alive(node, "sshd"):
-            pid = start_daemon(lay, node, "sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", SSHD_CONFIG], env)
-            self._record_pid(node, "sshd", pid)
-            wait_for(f"{node.name}: sshd", lambda: tcp_open(node.address, 22) or not _running(pid))
-            if not _running(pid):
-                raise LabError(f"{node.name}: sshd exited at start: {_log_tail(node, 'sshd')}")
-        if with_agent and not self._alive(node, "agent"):
-            agent_env = dict(env, ZFS_BACKEND_HOME=NODE_HOME, ZFS_BACKEND_INVENTORY=NODE_INVENTORY)
-            # A killed agent leaves its socket file behind: readiness below must see the new one.
-            run_in(lay, node, ["rm", "-f", "/run/zfs-backend/agent.sock"], check=False)
-            pid = start_daemon(lay, node, "agent", [st.zfs_backend_bin, "agent"], agent_env)
-            self._record_pid(node, "agent", pid)
-            wait_for(
-                f"{node.name}: agent",
-                lambda: (
-                    run_in(lay, node, ["test", "-S", "/run/zfs-backend/agent.sock"], check=False).returncode
-                    == 0
-                    or not _running(pid)
-                ),
-            )
-            if not _running(pid):
-                raise LabError(f"{node.name}: the agent exited at start: {_log_tail(node, 'agent')}")
-
-    def _start_nfs(self, node: NodeLayout, env: dict[str, str]) -> None:
-        """rpcbind and nfs-ganesha with explicit ports (see ``lab/nfs.py``), when they are installed."""
-        if not nfs.ganesha_available():
-            return
-        lay = self.layout
-        run_in(lay, node, nfs.prepare_argv())
-        daemons = [(nfs.GANESHA_SERVICE, nfs.ganesha_argv(), nfs.PORTS.nfs)]
-        if nfs.rpcbind_available():
-            daemons.insert(0, (nfs.RPCBIND_SERVICE, nfs.rpcbind_argv(), nfs.PORTS.rpcbind))
-        for service, argv, port in daemons:
-            if self._alive(node, service):
-                continue
-            pid = start_daemon(lay, node, service, argv, env)
-            self._record_pid(node, service, pid)
-            wait_for(
-                f"{node.name}: {service}", lambda p=port, i=pid: tcp_open(node.address, p) or not _running(i)
-            )
-            if not _running(pid):
-                raise LabError(f"{node.name}: {service} exited at start: {_log_tail(node, service)}")
-
-    def _clear_stale_fuse(self, node: NodeLayout) -> None:
-        """After zfs-fuse died, its FUSE mounts stay behind ("transport endpoint is not connected") and a new
-        daemon exits when it meets them: detach them, deepest first, and drop its stale socket."""
-        lay = self.layout
-        mounts = run_in(lay, node, ["cat", "/proc/mounts"], check=False).stdout.splitlines()
-        stale = [m.split()[1] for m in mounts if len(m.split()) > 2 and m.split()[2].startswith("fuse")]
-        for mp in sorted(stale, key=len, reverse=True):
-            run_in(lay, node, ["umount", "-l", mp], check=False)
-        run_in(lay, node, ["rm", "-f", "/run/zfs/zfs-fuse.pid", "/run/zfs/zfs_socket"], check=False)
-
-    def _ensure_pool(self, node: NodeLayout, st: LabState) -> None:
-        lay = self.layout
-        if run_in(lay, node, ["zpool", "list", "-H", NODE_POOL], check=False).returncode == 0:
-            return
-        img = f"{POOL_DIR}/{NODE_POOL}.img"
-        if run_in(lay, node, ["test", "-f", img], check=False).returncode == 0:
-            run_in(lay, node, ["zpool", "import", "-d", POOL_DIR, NODE_POOL])
-            return
-        run_in(lay, node, ["mkdir", "-p", POOL_DIR])
-        run_in(lay, node, ["truncate", "-s", str(st.pool_size), img])
-        run_in(lay, node, ["zpool", "create", "-f", "-m", f"/{NODE_POOL}", NODE_POOL, img])
 
     def repair(self, on_step: Callable[[str], None] | None = None) -> list[str]:
         """Restart any dead daemon of a running lab (its pool is re-imported). Returns what was restarted."""
@@ -461,10 +249,10 @@ class Lab:
                 if (s != "agent" or with_agent)
                 and (s not in nfs.SERVICES or nfs.ganesha_available())
                 and (s != nfs.RPCBIND_SERVICE or nfs.rpcbind_available())
-                and not self._alive(node, s)
+                and not alive(self.layout, node, s)
             ]
             if dead:
-                self._start_services(node, st, with_agent)
+                start_services(self.layout, node, st, with_agent)
                 restarted += [f"{node.name}:{s}" for s in dead]
                 if on_step:
                     on_step(f"{node.name}: restarted {', '.join(dead)}")
@@ -478,19 +266,10 @@ class Lab:
         self.stop_service(name, service, hard=hard)
         st = self.state
         assert st is not None
-        self._start_services(node, st, with_agent=st.agents)
+        start_services(self.layout, node, st, with_agent=st.agents)
 
     def stop_service(self, name: str, service: str, hard: bool = False) -> None:
-        node = self.node(name)
-        st = self.state
-        assert st is not None
-        pid = st.pids.get(name, {}).get(service)
-        if pid and pid_in_node(self.layout, node, pid):
-            if hard:
-                os.kill(pid, 9)
-                wait_for(f"{name}: {service} exit", lambda: exited(pid), 10)
-            else:
-                stop_pid(pid)
+        stop_service(self.layout, self.node(name), service, hard=hard)
 
     # ---- actions on nodes -------------------------------------------------------------------------
 
@@ -561,6 +340,3 @@ class Lab:
         for m in mounts:
             subprocess.run(["umount", "-l", m], check=False, capture_output=True)
         shutil.rmtree(path, ignore_errors=True)
-
-
-_STATE_LOCK = threading.Lock()
