@@ -4,6 +4,8 @@ half-failed `up`. Uses its own small lab (own state dir and network)."""
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,9 +38,12 @@ def _traces(lab: Lab) -> dict[str, object]:
 
 
 @pytest.fixture
-def small_lab(tmp_path: Path) -> Lab:
+def small_lab() -> Iterator[Lab]:
     home = Path("/var/lib") / f"zfs-backend-lifecycle-{os.getpid()}"
-    return Lab(load_settings({"ZFS_BACKEND_HOME": str(home), "ZFS_BACKEND_LAB_NETWORK": "198.18.101.0/24"}))
+    lab = Lab(load_settings({"ZFS_BACKEND_HOME": str(home), "ZFS_BACKEND_LAB_NETWORK": "198.18.101.0/24"}))
+    yield lab
+    lab.down()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def test_down_leaves_nothing(small_lab: Lab) -> None:
