@@ -11,7 +11,9 @@ The remote command line is ``shlex.join(argv)``: the one place a string is built
 proper quoting, after :func:`~zfs_backend.hosts.base.check_argv`. :meth:`SSHHost.run` (with
 ``kill_on_timeout``, the default) prefixes the argv with ``sh -c 'echo "zfs-backend-pid:$$" >&2 &&
 exec "$@"' sh`` so a timed-out command can be SIGKILLed: sshd does not kill a command whose channel
-closes, and refuses the SSH "signal" request for root logins. The pid line is removed from stderr.
+closes, and refuses the SSH "signal" request for root logins. The pid line is removed from stderr
+(see :mod:`~zfs_backend.hosts.channel`). Names, addresses, users, ports and ciphers are checked by
+:mod:`~zfs_backend.hosts.validate`.
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ import contextlib
 import hashlib
 import math
 import os
-import re
 import shlex
 import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ from ..errors import (
     UsageError,
 )
 from .base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
+from .channel import PID_WRAPPER, feed, pump, remaining, split_pid
+from .validate import validate_address, validate_cipher, validate_node_name, validate_port, validate_user
 
 if TYPE_CHECKING:
     from .inventory import NodeSpec
@@ -67,45 +70,8 @@ _PARAMIKO_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 _PARAMIKO_KEX = ("curve25519-sha256@libssh.org",)
 _OPENSSH_KEX = "curve25519-sha256,curve25519-sha256@libssh.org"
 
-_NODE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*\.?")
-_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+")
-_USER_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
-_CIPHER_RE = re.compile(r"[A-Za-z0-9@.+-]+(?:,[A-Za-z0-9@.+-]+)*")
-_READ_CHUNK = 1 << 20
 # sun_path holds 108 bytes with the NUL; ssh binds dir + "/" + name (16) + ".<16 random>" first
 _MAX_CONTROL_DIR = 107 - 1 - 16 - 17
-# run() wraps the command so its pid is known: a timed-out command can then be killed.
-_PID_TAG = b"zfs-backend-pid:"
-_PID_WRAPPER = ("sh", "-c", 'echo "zfs-backend-pid:$$" >&2 && exec "$@"', "sh")
-
-
-def validate_node_name(name: str) -> str:
-    """Return ``name`` if it is a lowercase hostname-ish node name (``[a-z0-9][a-z0-9-]{0,62}``)."""
-    if not isinstance(name, str) or not _NODE_RE.fullmatch(name):
-        raise InvalidName(f"invalid node name {name!r}: want [a-z0-9][a-z0-9-]{{0,62}}")
-    return name
-
-
-def validate_address(address: str) -> str:
-    """Return ``address`` if it is a DNS name, an IPv4 or an IPv6 address (never starting with ``-``)."""
-    if isinstance(address, str) and (
-        _HOSTNAME_RE.fullmatch(address) or (":" in address and _IPV6_RE.fullmatch(address))
-    ):
-        return address
-    raise InvalidName(f"invalid node address {address!r}")
-
-
-def validate_user(user: str) -> str:
-    if not isinstance(user, str) or not _USER_RE.fullmatch(user):
-        raise InvalidName(f"invalid ssh user {user!r}")
-    return user
-
-
-def _validate_port(port: int) -> int:
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise InvalidName(f"invalid ssh port {port!r}")
-    return port
 
 
 def known_hosts_name(address: str, port: int) -> str:
@@ -169,15 +135,13 @@ class SSHHost(Host):
     ) -> None:
         self.name = validate_node_name(name)
         self.address = validate_address(address)
-        self.port = _validate_port(port)
+        self.port = validate_port(port)
         self.user = validate_user(user)
         self.key_file = Path(key_file)
         self.known_hosts = Path(known_hosts)
         if cipher is None:
             cipher = (settings or load_settings()).ssh_cipher
-        if not _CIPHER_RE.fullmatch(cipher):
-            raise InvalidName(f"invalid ssh cipher {cipher!r}")
-        self.cipher = cipher
+        self.cipher = validate_cipher(cipher)
         if connect_timeout <= 0:
             raise InvalidName(f"connect_timeout must be positive, not {connect_timeout!r}")
         self.connect_timeout = float(connect_timeout)
@@ -366,26 +330,26 @@ class SSHHost(Host):
         wrap: bool,
     ) -> CommandResult:
         deadline = None if timeout is None else time.monotonic() + timeout
-        chan = self.session([*_PID_WRAPPER, *args] if wrap else args)
+        chan = self.session([*PID_WRAPPER, *args] if wrap else args)
         out: list[bytes] = []
         err: list[bytes] = []
         threads = [
-            threading.Thread(target=_pump, args=(chan.recv, out), daemon=True),
-            threading.Thread(target=_pump, args=(chan.recv_stderr, err), daemon=True),
-            threading.Thread(target=_feed, args=(chan, input), daemon=True),
+            threading.Thread(target=pump, args=(chan.recv, out), daemon=True),
+            threading.Thread(target=pump, args=(chan.recv_stderr, err), daemon=True),
+            threading.Thread(target=feed, args=(chan, input), daemon=True),
         ]
         try:
             for th in threads:
                 th.start()
-            if not chan.status_event.wait(_remaining(deadline)):
+            if not chan.status_event.wait(remaining(deadline)):
                 raise CommandTimeout(self.name, args, timeout or 0)
             for th in threads[:2]:
-                th.join(_remaining(deadline))
+                th.join(remaining(deadline))
                 if th.is_alive():  # output still open after exit (a background child holds it)
                     raise CommandTimeout(self.name, args, timeout or 0)
         except CommandTimeout:
             if wrap and not chan.exit_status_ready():
-                self._kill_remote(_split_pid(err)[0])
+                self._kill_remote(split_pid(err)[0])
             raise
         finally:
             chan.close()
@@ -393,7 +357,7 @@ class SSHHost(Host):
         rc = chan.exit_status
         if rc == -1 and (transport is None or not transport.is_active()):
             raise HostUnreachable(f"{self.name}: connection lost while running `{' '.join(args)}`")
-        stderr = _split_pid(err)[1] if wrap else b"".join(err)
+        stderr = split_pid(err)[1] if wrap else b"".join(err)
         res = CommandResult(self.name, args, rc, b"".join(out), stderr)
         if check and rc != 0:
             raise CommandFailed(self.name, args, rc, res.err_text)
@@ -485,39 +449,3 @@ class SSHHost(Host):
             if self._client is not None:
                 self._client.close()
                 self._client = None
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _pump(recv: Callable[[int], bytes], sink: list[bytes]) -> None:
-    try:
-        while True:
-            data = recv(_READ_CHUNK)
-            if not data:
-                return
-            sink.append(data)
-    except (OSError, EOFError, paramiko.SSHException):
-        return
-
-
-def _feed(chan: paramiko.Channel, data: bytes | None) -> None:
-    try:
-        if data:
-            chan.sendall(data)
-        chan.shutdown_write()
-    except (OSError, EOFError, paramiko.SSHException):
-        return  # the command closed its stdin early (e.g. `head`), or the channel is gone
-
-
-def _split_pid(err: list[bytes]) -> tuple[int | None, bytes]:
-    """Split the wrapper's ``zfs-backend-pid:N`` line off the stderr collected so far."""
-    data = b"".join(err)
-    if not data.startswith(_PID_TAG):
-        return None, data
-    line, sep, rest = data.partition(b"\n")
-    if not sep:
-        return None, b""  # the pid line has not fully arrived
-    digits = line[len(_PID_TAG) :]
-    return (int(digits) if digits.isdigit() else None), rest
