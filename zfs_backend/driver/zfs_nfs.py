@@ -1,11 +1,9 @@
 """``ZfsNfsDriver``: the reference volume driver, with Cinder's method names, arguments and returns.
 
-Layout (as Nexenta's NFS driver): volume ``V`` is the filesystem ``<parent>/volume-<id>`` holding one
-sparse file ``volume`` of V's size (zfs-fuse has no zvols); its ``refquota`` is the size plus a small
-headroom (:func:`quota_for`), and thick volumes also reserve it. Each volume filesystem is its own NFS
-export (never the parent). Snapshots are ZFS snapshots ``<volume>@snapshot-<id>``; volumes from a
-snapshot are ZFS clones, and cloning a volume clones a snapshot ``@clone-<new id>`` taken for it.
-Deleting a volume whose internal clone snapshots have dependents promotes the newest dependent first.
+Volume ``V`` is the filesystem ``<parent>/volume-<id>`` holding one sparse file ``volume`` of V's size,
+sized by ``refquota`` (and ``refreservation`` when thick): see :mod:`.layout`. Each volume filesystem is
+its own NFS export (never the parent). Volumes from a snapshot are ZFS clones, and cloning a volume clones
+a snapshot ``@clone-<new id>`` taken for it; deleting a volume promotes its dependents: see :mod:`.clones`.
 
 Every name is validated before any command; a create that fails half way undoes what it did, so a
 refused or failed call leaves the node as it was. The driver only touches ``zfs`` (typed verbs), the
@@ -25,36 +23,23 @@ from typing import Any
 
 from ..activity.core import BackendActivity
 from ..config import Settings, load_settings
-from ..errors import (
-    ConfigError,
-    DatasetNotFound,
-    PoolFull,
-    ZfsBackendError,
-)
+from ..errors import ConfigError, DatasetNotFound, ZfsBackendError
 from ..hosts.base import Host
-from ..zfs import cmd as zfs_cmd
 from ..zfs.api import Zfs
-from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot, validate_node
-from ..zfs.parse import parse_get, parse_int
+from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
+from ..zfs.parse import parse_int
+from . import clones, layout
+from .clones import CLONE_SNAP_PREFIX as CLONE_SNAP_PREFIX  # kept importable from here
 from .errors import InvalidSize, VolumeBusy, VolumeExists, VolumeNotFound
-from .models import GIB, Snapshot, Volume, check_size, validate_id
-from .nfs import GaneshaExports, validate_export_path
+from .layout import SIZE_PROPERTY, VOLUME_FILE, quota_for
+from .models import GIB, Snapshot, Volume, check_size
+from .nfs import GaneshaExports
 from .options import NodeOptions
 from .stats import NodeFacts, build_stats
 
 __all__ = ["SIZE_PROPERTY", "VOLUME_FILE", "ZfsNfsDriver", "quota_for"]
 
 log = logging.getLogger("zfs_backend.driver")
-
-VOLUME_FILE = "volume"
-SIZE_PROPERTY = "zfs_backend:volume_size"
-CLONE_SNAP_PREFIX = "clone-"
-_MIN_HEADROOM = 32 << 20
-
-
-def quota_for(size_bytes: int) -> int:
-    """``refquota`` of a volume of ``size_bytes``: the file fully written needs its metadata too."""
-    return size_bytes + max(_MIN_HEADROOM, size_bytes // 50)
 
 
 class ZfsNfsDriver:
@@ -141,25 +126,13 @@ class ZfsNfsDriver:
     # ---- names and files ----------------------------------------------------------------------
 
     def _dataset(self, volume: Volume) -> DatasetName:
-        validate_id(volume.id, "volume id")
-        return self.options.parent_dataset.child(volume.name)
-
-    def _volume_dataset_by_id(self, volume_id: str) -> DatasetName:
-        validate_id(volume_id, "volume id")
-        return self.options.parent_dataset.child(f"volume-{volume_id}")
+        return layout.volume_dataset(self.options.parent_dataset, volume)
 
     def _snapshot_name(self, snapshot: Snapshot) -> SnapshotName:
-        validate_id(snapshot.id, "snapshot id")
-        return self._volume_dataset_by_id(snapshot.volume_id).snapshot(snapshot.name)
+        return layout.snapshot_name(self.options.parent_dataset, snapshot)
 
     def _mountpoint(self, ds: DatasetName) -> str:
-        mp = self.zfs.mountpoint(ds)
-        if mp is None:
-            raise ConfigError(f"{self.options.node}: {ds} has no mountpoint")
-        return validate_export_path(mp)
-
-    def _file(self, ds: DatasetName) -> str:
-        return f"{self._mountpoint(ds)}/{VOLUME_FILE}"
+        return layout.mountpoint(self.zfs, self.options.node, ds)
 
     def _location(self, ds: DatasetName) -> str:
         return f"{self._address}:{self._mountpoint(ds)}"
@@ -167,57 +140,6 @@ class ZfsNfsDriver:
     def _require(self, ds: DatasetName, what: str) -> None:
         if not self.zfs.exists(ds):
             raise VolumeNotFound(f"{what} not found on {self.options.node} ({ds})")
-
-    def _size_bytes(self, ds: DatasetName) -> int | None:
-        return parse_int(self.zfs.get(ds, [SIZE_PROPERTY]).get(SIZE_PROPERTY, "-"))
-
-    def _space_props(self, size_bytes: int) -> dict[str, str]:
-        props = {"refquota": str(quota_for(size_bytes)), SIZE_PROPERTY: str(size_bytes)}
-        if not self.options.thin:
-            props["refreservation"] = str(quota_for(size_bytes))
-        return props
-
-    def _check_capacity(self, add_bytes: int) -> None:
-        """Refuse before any command when ``add_bytes`` more of volume would not fit."""
-        parent = self.options.parent_dataset
-        props = self.zfs.get(parent, ["used", "available"])
-        used, avail = parse_int(props.get("used", "-")) or 0, parse_int(props.get("available", "-")) or 0
-        need = quota_for(add_bytes) if not self.options.thin else _MIN_HEADROOM
-        if avail < need:
-            raise PoolFull(
-                f"{self.options.node}: not enough space under {parent} for {add_bytes / GIB:g} GiB "
-                f"({avail / GIB:.2f} GiB free)"
-            )
-        if self.options.thin:
-            total = used + avail
-            provisioned = self._provisioned()[0]
-            limit = total * float(self.options.max_over_subscription_ratio)
-            if provisioned + add_bytes > limit:
-                raise PoolFull(
-                    f"{self.options.node}: {(provisioned + add_bytes) / GIB:.2f} GiB provisioned would "
-                    "exceed "
-                    f"{self.options.max_over_subscription_ratio:g} x {total / GIB:.2f} GiB"
-                )
-
-    def _provisioned(self) -> tuple[int, int]:
-        """(sum of the volumes' sizes, number of volumes) under the parent."""
-        parent = self.options.parent_dataset
-        res = zfs_cmd.run(
-            self.zfs.host,
-            ["zfs", "get", "-Hp", "-r", "-o", "name,property,value", SIZE_PROPERTY, str(parent)],
-        )
-        total, count = 0, 0
-        for name, props in parse_get(res.text).items():
-            if "@" in name or name == str(parent):
-                continue
-            size = parse_int(props.get(SIZE_PROPERTY, "-"))
-            if size is not None:
-                total += size
-                count += 1
-        return total, count
-
-    def _truncate(self, ds: DatasetName, size_bytes: int) -> None:
-        self.zfs.host.run(["truncate", "-s", str(int(size_bytes)), self._file(ds)])
 
     def _destroy(self, ds: DatasetName) -> None:
         self.zfs.destroy(ds, recursive=True, deadline=float(self.options.destroy_deadline), missing_ok=True)
@@ -243,7 +165,7 @@ class ZfsNfsDriver:
         exported = False
         try:
             if grow:
-                self._truncate(ds, size_bytes)
+                layout.truncate(self.zfs, self.options.node, ds, size_bytes)
             self.exports.add(ds, self._mountpoint(ds))
             exported = True
             return {"provider_location": self._location(ds)}
@@ -263,8 +185,8 @@ class ZfsNfsDriver:
         ds = self._dataset(volume)
         self._absent(ds, volume)
         size_bytes = size * GIB
-        self._check_capacity(size_bytes)
-        self.zfs.create(ds, self._space_props(size_bytes))
+        layout.check_capacity(self.zfs, self.options, size_bytes)
+        self.zfs.create(ds, layout.space_props(size_bytes, self.options.thin))
         return self._finish_create(ds, size_bytes, grow=True)
 
     def create_volume_from_snapshot(self, volume: Volume, snapshot: Snapshot) -> dict[str, Any]:
@@ -280,9 +202,9 @@ class ZfsNfsDriver:
             raise VolumeNotFound(f"snapshot {snapshot.id} not found on {self.options.node} ({snap})")
         self._absent(ds, volume)
         size_bytes = size * GIB
-        self._check_capacity(size_bytes)
-        old = self._size_bytes(snap.dataset) or snapshot.volume_size * GIB
-        self.zfs.clone(snap, ds, self._space_props(size_bytes))
+        layout.check_capacity(self.zfs, self.options, size_bytes)
+        old = layout.size_bytes(self.zfs, snap.dataset) or snapshot.volume_size * GIB
+        self.zfs.clone(snap, ds, layout.space_props(size_bytes, self.options.thin))
         return self._finish_create(ds, size_bytes, grow=size_bytes > old)
 
     def create_cloned_volume(self, volume: Volume, src_vref: Volume) -> dict[str, Any]:
@@ -291,16 +213,16 @@ class ZfsNfsDriver:
         src = self._dataset(src_vref)
         ds = self._dataset(volume)
         self._require(src, f"source volume {src_vref.id}")
-        old = self._size_bytes(src) or src_vref.size * GIB
+        old = layout.size_bytes(self.zfs, src) or src_vref.size * GIB
         if size * GIB < old:
             raise InvalidSize(f"volume size {size} GiB is smaller than the source's {old / GIB:g} GiB")
         self._absent(ds, volume)
         size_bytes = size * GIB
-        self._check_capacity(size_bytes)
-        snap = src.snapshot(f"{CLONE_SNAP_PREFIX}{volume.id}")
+        layout.check_capacity(self.zfs, self.options, size_bytes)
+        snap = clones.clone_snapshot(src, volume.id)
         self.zfs.snapshot(snap)
         try:
-            self.zfs.clone(snap, ds, self._space_props(size_bytes))
+            self.zfs.clone(snap, ds, layout.space_props(size_bytes, self.options.thin))
         except BaseException:
             self.zfs.destroy(snap, missing_ok=True)
             raise
@@ -311,31 +233,13 @@ class ZfsNfsDriver:
         new = check_size(new_size, "new size")
         ds = self._dataset(volume)
         self._require(ds, f"volume {volume.id}")
-        current = self._size_bytes(ds) or volume.size * GIB
+        current = layout.size_bytes(self.zfs, ds) or volume.size * GIB
         if new * GIB <= current:
             raise InvalidSize(
                 f"cannot extend volume {volume.id} to {new} GiB: it is {current / GIB:g} GiB already"
             )
-        self._check_capacity(new * GIB - current)
-        before = self.zfs.get(ds, ["refquota", "refreservation"])
-        for k, v in self._space_props(new * GIB).items():
-            self.zfs.set(ds, k, v)
-        try:
-            self._truncate(ds, new * GIB)
-        except BaseException:
-            self.zfs.set(ds, SIZE_PROPERTY, str(current))
-            for k in ("refreservation", "refquota"):
-                if k in before and (k != "refreservation" or not self.options.thin):
-                    self.zfs.set(ds, k, before[k])
-            raise
-
-    def _dependents(self, ds: DatasetName) -> list[tuple[DatasetName, SnapshotName]]:
-        """Volumes cloned from snapshots of ``ds``: (clone, its origin snapshot)."""
-        out = []
-        for d in self.zfs.list_datasets(self.options.parent_dataset):
-            if d.origin is not None and d.origin.dataset == ds:
-                out.append((d.name, d.origin))
-        return out
+        layout.check_capacity(self.zfs, self.options, new * GIB - current)
+        layout.resize(self.zfs, self.options, ds, current, new * GIB)
 
     def delete_volume(self, volume: Volume) -> None:
         """Unexport and destroy. A missing volume is already deleted (Cinder's convention). Refused while
@@ -345,23 +249,9 @@ class ZfsNfsDriver:
             log.info("%s: volume %s is already gone", self.options.node, ds)
             self.exports.remove(ds)
             return
-        own = [s for s in self.zfs.list_snapshots(ds) if not s.snap.startswith(CLONE_SNAP_PREFIX)]
-        if own:
-            raise VolumeBusy(
-                f"volume {volume.id} has {len(own)} snapshot(s) "
-                f"({', '.join(s.snap for s in own)}): delete them first"
-            )
+        clones.refuse_own_snapshots(self.zfs, ds, volume.id)
         origin = self.zfs.get(ds, ["origin"]).get("origin", "-")
-        snaps = {s.name: s.createtxg for s in self.zfs.list_snapshots(ds)}
-        for _ in range(len(snaps) + 1):
-            deps = self._dependents(ds)
-            if not deps:
-                break
-            clone, _snap = max(deps, key=lambda d: snaps.get(d[1], 0))
-            log.info("%s: promoting %s before deleting %s", self.options.node, clone, ds)
-            self.zfs.promote(clone)
-        if self._dependents(ds):
-            raise VolumeBusy(f"volume {volume.id} still has dependent clones after promotion")
+        clones.promote_dependents(self.zfs, self.options, ds, volume.id)
         was_exported = self.exports.remove(ds)
         try:
             self._destroy(ds)
@@ -369,21 +259,7 @@ class ZfsNfsDriver:
             if was_exported:
                 self.exports.add(ds, self._mountpoint(ds))
             raise
-        self._drop_clone_origin(origin)
-
-    def _drop_clone_origin(self, origin: str) -> None:
-        """After deleting a clone of a volume: its ``@clone-`` snapshot goes too, if nothing else uses it."""
-        if origin in ("-", "") or f"@{CLONE_SNAP_PREFIX}" not in origin:
-            return
-        snap = parse_snapshot(origin)
-        if not snap.dataset.is_descendant_of(self.options.parent_dataset):
-            return
-        if any(o == snap for _c, o in self._dependents(snap.dataset)):
-            return
-        try:
-            self.zfs.destroy(snap, missing_ok=True)
-        except ZfsBackendError as e:
-            log.warning("%s: could not remove %s: %s", self.options.node, snap, e)
+        clones.drop_clone_origin(self.zfs, self.options, origin)
 
     # ---- snapshots -----------------------------------------------------------------------------
 
@@ -400,9 +276,9 @@ class ZfsNfsDriver:
         snap = self._snapshot_name(snapshot)
         if not self.zfs.exists(snap):
             return
-        clones = [str(c) for c, o in self._dependents(snap.dataset) if o == snap]
-        if clones:
-            raise VolumeBusy(f"snapshot {snapshot.id} has dependent volumes: {', '.join(clones)}")
+        deps = clones.snapshot_clones(self.zfs, self.options.parent_dataset, snap)
+        if deps:
+            raise VolumeBusy(f"snapshot {snapshot.id} has dependent volumes: {', '.join(deps)}")
         self.zfs.destroy(snap, deadline=float(self.options.destroy_deadline))
 
     # ---- exports and connections ---------------------------------------------------------------
@@ -476,7 +352,7 @@ class ZfsNfsDriver:
     def _update_volume_stats(self) -> None:
         parent = self.options.parent_dataset
         props = self.zfs.get(parent, ["used", "available", "compression", "dedup"])
-        provisioned, count = self._provisioned()
+        provisioned, count = layout.provisioned(self.zfs, parent)
         facts = NodeFacts(
             used=parse_int(props.get("used", "-")) or 0,
             available=parse_int(props.get("available", "-")) or 0,
