@@ -373,6 +373,10 @@ class PipelineActivity(LocalActivity):
         if relay is not None:
             self._delivered = self._base + relay.count
             self._cp["delivered"] = self._delivered
+        if 0 < self._total < self._delivered:
+            # The estimate was short: raise m ahead of n (never n > m, and not a bar stuck at 100 %
+            # while bytes still move); success sets m := n.
+            self._total = self._delivered + max(1 << 20, self._delivered // 20)
         return self._delivered, self._total
 
     def _tick(self, stop: threading.Event) -> None:

@@ -387,3 +387,24 @@ def test_suspend_while_planning_is_not_overridden(ctx, tmp_path):
     act.resume()
     assert act.wait(30) == "succeeded"
     assert out.read_bytes() == expected_bytes(2 * MiB)
+
+
+def test_short_estimate_is_revised_upward_never_stuck_at_m(ctx, tmp_path):
+    out = tmp_path / "out.bin"
+    real = 8 * MiB
+    params = pipeline_params(out, real, bwlimit_bps=8 * MiB)
+    params["total"] = 2 * MiB  # the estimate is 4x short
+    act = start(ctx, params)
+    stop = threading.Event()
+    seen: list = []
+    t = threading.Thread(target=lambda: seen.extend(watch_progress(act, stop)))
+    t.start()
+    assert act.wait(30) == "succeeded"
+    stop.set()
+    t.join()
+    running = [(n, m) for n, m in seen[:-1] if (n, m) != (0, 0)]
+    assert any(m > 2 * MiB for _, m in running), running  # m was revised
+    assert all(n < m for n, m in running if n > 2 * MiB), running  # never n == m past the estimate
+    assert all(n <= m for n, m in seen)
+    assert act.progress == (real, real)
+    assert out.read_bytes() == expected_bytes(real)
