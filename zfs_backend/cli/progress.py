@@ -13,12 +13,14 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from ..activity.core import BackendActivity
 from ..activity.report import ActivityRecord
@@ -26,6 +28,13 @@ from ..activity.states import TERMINAL
 from .render import human_bytes, human_duration, human_rate
 
 __all__ = ["EXIT_CANCELLED", "follow", "run_in_foreground", "summary_line"]
+
+
+class _RateColumn(ProgressColumn):
+    """The rate in the same binary units as the byte counts (rich's own column uses MB/s)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(human_rate(task.speed) if task.speed else "-", style="progress.data.speed")
 
 
 def follow(
@@ -44,7 +53,7 @@ def follow(
         BarColumn(),
         TaskProgressColumn(),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        _RateColumn(),
         TimeRemainingColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[state]}"),
