@@ -231,7 +231,8 @@ class Lab:
         netns.create_node_link(self.layout, node)
         setup_root(self.layout, node, st.project_dir)
         start_services(self.layout, node, st, with_agent)
-        say(f"{node.name} up at {node.address}: zfs-fuse, pool {NODE_POOL}, sshd" + (", agent" * with_agent))
+        running = [s for s in SERVICES if alive(self.layout, node, s)]
+        say(f"{node.name} up at {node.address}: pool {NODE_POOL}; {', '.join(running)}")
 
     def repair(self, on_step: Callable[[str], None] | None = None) -> list[str]:
         """Restart any dead daemon of a running lab (its pool is re-imported). Returns what was restarted."""
