@@ -47,14 +47,6 @@ def _pipeline(src: str, consumer: list[str], bwlimit: int | None = None, total: 
     return p
 
 
-def _wait(act: object, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while act.state not in ("succeeded", "failed", "cancelled"):  # type: ignore[attr-defined]
-        if time.monotonic() > deadline:
-            raise TimeoutError("activity did not finish")
-        time.sleep(0.05)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench activity", description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=256, help="stream size for the throughput ratio")
@@ -81,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         t0, t1 = map(float, n1.run(["sh", "-c", _PLAIN, "bench", src], timeout=600).text.split())
         plain.append(size / (t1 - t0))
         act = node.start("pipeline", _pipeline(src, ["sh", "-c", "cat > /dev/null"], total=size))
-        _wait(act)
+        act.wait(600)
         rec = act.record()
         assert rec.state == "succeeded", rec.error
         ours.append(size / (rec.finished_at - rec.started_at))  # type: ignore[operator]
@@ -167,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "restart": "none",
     }
     act = node.start("pipeline", big)
-    _wait(act)
+    act.wait(600)
     stop.set()
     th.join()
     rows.append(("agent peak RSS during a 1 GiB stream", f"{peak / MiB:.1f} MiB", act.state, "< 100 MB"))

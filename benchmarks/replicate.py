@@ -202,8 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     lab.up(nodes=2, pool_size=pool, with_agent=True, on_step=lambda m: con.print(f"  {m}"))
     inv = load_inventory(settings.inventory)
     ctx = Ctx(lab, inv.connect(SRC, settings), inv.connect(DST, settings), settings, {})
-    for h in (ctx.src, ctx.dst):  # root's .bashrc (pyenv) stalls logins after a killed ssh: see the lab tests
-        h.run(["sh", "-c", "rm -f /root/.pyenv/shims/.pyenv-shim; : > /root/.bashrc"])
     try:
         for h in (ctx.src, ctx.dst):
             for ds in ("tank/bench", "tank/bench-plain", "tank/bench-big"):

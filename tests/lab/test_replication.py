@@ -38,11 +38,7 @@ FAST = {"backoff_s": 0.5}
 def _agents(lab: Lab, nodes: dict[str, SSHHost]) -> None:
     if not (lab.state and lab.state.agents):
         pytest.skip("the lab runs without agents")
-    # The nodes' root fs is an overlay of the host's: root's ~/.bashrc runs `pyenv init`, whose rehash
-    # lock goes stale when an ssh is killed mid-login (cancel, link cut) and then stalls every later
-    # login 60 s. Give the nodes (their overlay only) a plain .bashrc.
-    for host in nodes.values():
-        host.run(["sh", "-c", "rm -f /root/.pyenv/shims/.pyenv-shim; : > /root/.bashrc"])
+    # (the lab gives nodes a plain ~/.bashrc: the host's pyenv hook stalled logins after a killed ssh)
 
 
 @pytest.fixture

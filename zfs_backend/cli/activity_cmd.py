@@ -132,7 +132,11 @@ def cmd_wait(args: argparse.Namespace) -> int:
     con = Console(stderr=True)
     with _node(args) as node:
         act = node.get(args.id)
-        rec = follow(act, con, timeout=args.timeout) if not args.json else _poll(act, args.timeout)
+        if args.json:
+            act.wait(args.timeout)
+            rec = act.record()
+        else:
+            rec = follow(act, con, timeout=args.timeout)
     if args.json:
         print(json.dumps(rec.to_dict(), indent=2))
     else:
@@ -140,18 +144,6 @@ def cmd_wait(args: argparse.Namespace) -> int:
     if rec.state not in TERMINAL:
         return WAIT_TIMEOUT_EXIT
     return int(rec.status or 0)
-
-
-def _poll(act: object, timeout: float | None) -> ActivityRecord:
-    from ..activity.core import BackendActivity
-
-    assert isinstance(act, BackendActivity)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        rec = act.record()
-        if rec.state in TERMINAL or (deadline is not None and time.monotonic() >= deadline):
-            return rec
-        time.sleep(0.25)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

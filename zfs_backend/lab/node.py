@@ -30,6 +30,7 @@ __all__ = [
     "mount_ns_file",
     "node_pids",
     "pid_in_node",
+    "running",
     "setup_root",
     "start_daemon",
     "stop_pid",
@@ -169,18 +170,20 @@ def pid_in_node(layout: LabLayout, node: NodeLayout, pid: int) -> bool:
     return want is not None and _ns_inode(f"/proc/{pid}/ns/mnt") == want and not exited(pid)
 
 
-def _is_zombie(pid: int) -> bool:
+def running(pid: int) -> bool:
+    """Alive and not a zombie. (Right after start the process may still be ``nsenter`` outside the node,
+    so membership of the node is not yet a test of life: use this, not ``pid_in_node``, while starting.)"""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
-        return True
+        return False
 
 
 def exited(pid: int) -> bool:
     """True once ``pid`` has fully exited: gone, or a zombie whose threads have all finished (a SIGKILLed
     multi-threaded daemon shows its leader as a zombie while other threads still hold its locks)."""
-    if not _is_zombie(pid):
+    if running(pid):
         return False
     try:
         return len(os.listdir(f"/proc/{pid}/task")) <= 1

@@ -18,6 +18,7 @@ from .node import (
     exited,
     pid_in_node,
     run_in,
+    running,
     start_daemon,
     stop_pid,
     tcp_open,
@@ -26,23 +27,13 @@ from .node import (
 from .state import LabState, record_pid
 from .topology import LabLayout, NodeLayout
 
-__all__ = ["HOST_KEY", "SERVICES", "alive", "log_tail", "running", "start_services", "stop_service"]
+__all__ = ["HOST_KEY", "SERVICES", "alive", "log_tail", "start_services", "stop_service"]
 
 SERVICES = ("zfs-fuse", "sshd", "agent", *nfs.SERVICES)
 SSHD_CONFIG = "/etc/ssh/zfs-backend/sshd_config"
 NODE_INVENTORY = f"{NODE_HOME}/inventory.yml"  # inside a node: its view of its peers
 HOST_KEY = "/etc/ssh/zfs-backend/ssh_host_ed25519_key"
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie. (Right after start the process may still be ``nsenter`` outside the node,
-    so membership of the node is not yet a test of life.)"""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def log_tail(node: NodeLayout, service: str) -> str:
