@@ -167,12 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     n1.run(["rm", "-f", src])
     n2.run(["rm", "-f", sus_dst])
     node.close()
-    t = Table(title="scripts/bench activity (default lab, node1 → node2)")
+    table = Table(title="scripts/bench activity (default lab, node1 → node2)")
     for col in ("measure", "value", "ratio / detail", "target"):
-        t.add_column(col)
+        table.add_column(col)
     for r in rows:
-        t.add_row(*r)
-    con.print(t)
+        table.add_row(*r)
+    con.print(table)
     return 0
 
 

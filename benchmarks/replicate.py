@@ -27,7 +27,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from zfs_backend.config import load_settings
+from zfs_backend.config import Settings, load_settings
 from zfs_backend.hosts import SSHHost, load_inventory
 from zfs_backend.lab import Lab
 from zfs_backend.replication import snapshot_replicate
@@ -46,7 +46,7 @@ class Ctx:
     lab: Lab
     src: SSHHost
     dst: SSHHost
-    settings: object
+    settings: Settings
     agents: dict[str, object]
 
 

@@ -194,10 +194,10 @@ def test_cli_wait_exit_code_and_errors(
     size = 4 * MiB
     _source(nodes["node1"], "/tmp/cli-src", size)
     act = agent1.start("pipeline", _params("/tmp/cli-src", "/tmp/cli-dst", size))
-    r = subprocess.run(
+    waited = subprocess.run(
         [*cli, "activity", "wait", act.id, "--node", "node1", "--json"], env=env, capture_output=True
     )
-    assert r.returncode == 0, r.stderr
+    assert waited.returncode == 0, waited.stderr
     r = subprocess.run(
         [*cli, "activity", "resume", act.id, "--node", "node1"], env=env, capture_output=True, text=True
     )

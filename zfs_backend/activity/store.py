@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
@@ -213,7 +214,7 @@ class ActivityStore:
             rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
         return [_row_to_record(r) for r in rows]
 
-    def non_terminal(self) -> list[ActivityRecord]:
+    def non_terminal(self) -> builtins.list[ActivityRecord]:
         return [r for r in self.list() if r.state not in TERMINAL]
 
     def raw_progress(self, activity_id: str) -> tuple[int, int]:
@@ -235,7 +236,7 @@ class ActivityStore:
             raise ActivityNotFound(f"no activity {activity_id}")
         return dict(json.loads(row[0]))
 
-    def events(self, activity_id: str) -> list[dict[str, Any]]:
+    def events(self, activity_id: str) -> builtins.list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, at, old_state, new_state, detail FROM events WHERE activity_id = ? ORDER BY seq",

@@ -8,6 +8,7 @@ never reaches the others.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import time
@@ -121,7 +122,7 @@ class ActivityManager:
         self._reap()
         return self.store.list(state)
 
-    def kinds(self) -> list[str]:
+    def kinds(self) -> builtins.list[str]:
         return registered_kinds()
 
     def suspend(self, activity_id: str) -> ActivityRecord:

@@ -25,7 +25,7 @@ under cinder-volume's eventlet monkey patching (``tests/lab/test_cinder_adapter.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ def _snapshot(s: Any) -> Snapshot:
 
 
 @contextmanager
-def _cinder_errors(what: str, busy: type[Exception] | None = None) -> Iterator[None]:
+def _cinder_errors(what: str, busy: Callable[..., Exception] | None = None) -> Iterator[None]:
     """This project's errors as the Cinder exceptions its volume manager expects."""
     try:
         yield

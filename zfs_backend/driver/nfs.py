@@ -166,9 +166,10 @@ class GaneshaExports:
             if current is not None:
                 export_id = current.export_id
             else:
-                export_id = next((i for i in range(MIN_EXPORT_ID, MAX_EXPORT_ID + 1) if i not in used), None)
-                if export_id is None:
+                free = next((i for i in range(MIN_EXPORT_ID, MAX_EXPORT_ID + 1) if i not in used), None)
+                if free is None:
                     raise ConfigError(f"{self.host.name}: no free NFS Export_Id left")
+                export_id = free
             entry = ExportEntry(dataset, export_id, path)
             entries[str(dataset)] = entry
             self._write(entries, rest)

@@ -183,7 +183,9 @@ class VolumeService:
                 rows = db.execute("SELECT * FROM snapshots ORDER BY created_at").fetchall()
             else:
                 vid = self.get_volume(volume).id
-                rows = db.execute("SELECT * FROM snapshots WHERE volume_id = ? ORDER BY created_at", (vid,))
+                rows = db.execute(
+                    "SELECT * FROM snapshots WHERE volume_id = ? ORDER BY created_at", (vid,)
+                ).fetchall()
             return [SnapshotRecord(**dict(r)) for r in rows]
 
     def get_snapshot(self, volume: str, name: str) -> SnapshotRecord:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import paramiko
 
@@ -97,7 +97,7 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
     def __init__(self, host: SSHHost) -> None:
         self._host = host
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
         h = self._host
         raise HostKeyMismatch(
             f"{h.name}: host key of {hostname} ({key.get_name()} {key.fingerprint}) "

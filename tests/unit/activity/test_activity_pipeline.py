@@ -55,7 +55,7 @@ def test_kind_registry():
     with pytest.raises(UsageError, match="unknown activity kind"):
         kind_factory("nope")
     with pytest.raises(ValueError, match="already registered"):
-        register_kind("pipeline", lambda r, c: None)
+        register_kind("pipeline", lambda r, c: CommandPipeline(r, c))
 
 
 def test_bad_params_refused(ctx, tmp_path):

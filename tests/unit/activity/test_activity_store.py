@@ -156,6 +156,7 @@ def test_sigkill_mid_write_leaves_consistent_records(tmp_path, delay):
         ids.append(r.id)
     st.close()
     p = subprocess.Popen([sys.executable, "-c", _WRITER, str(db)], stdout=subprocess.PIPE)
+    assert p.stdout is not None
     assert p.stdout.readline().strip() == b"ready"
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)

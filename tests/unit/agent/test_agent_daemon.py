@@ -245,13 +245,15 @@ def test_bridge_session_survives_agent_restart(agent, tmp_path):
     pid1 = node.ping()["pid"]
     for _ in range(20):  # many requests, one session
         node.list()
-    proc = node.client.transport._proc
+    transport = node.client.transport
+    assert isinstance(transport, CommandTransport)
+    proc = transport._proc
     act = node.start("pipeline", pipeline_params(tmp_path / "o", 32 * MiB, bwlimit_bps=4 * MiB))
     agent.kill(signal.SIGKILL)
     agent.start()
     time.sleep(0.3)
     act.suspend()  # a mutating op right after the restart goes through a fresh session
-    assert node.client.transport._proc is not proc
+    assert transport._proc is not proc
     assert node.ping()["pid"] != pid1
     assert act.state == "suspended"
     act.cancel()

@@ -88,7 +88,7 @@ def test_peer_ssh_argv_is_strict() -> None:
 
 
 def test_api_refuses_hostile_names_before_any_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*a: Any, **k: Any) -> None:
+    def boom(*a: Any, **k: Any) -> Any:
         raise AssertionError("a command would have run")
 
     monkeypatch.setattr(api, "plan_request", boom)
