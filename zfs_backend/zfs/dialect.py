@@ -53,6 +53,8 @@ class Dialect:
     zvols: bool = False
     written_property: bool = False  # written, written@snap
     holds: bool = False  # hold / holds / release all usable
+    user_holds: bool = False  # hold / release work (zfs-fuse: yes, though `zfs holds` cannot list them)
+    diff: bool = False  # zfs diff (reports changed files; ignores atime-only changes)
     parsable_list: bool = False  # zfs list -p
     zpool_list_parsable: bool = False  # zpool list -p
     get_type_filter: bool = False  # zfs get -t
@@ -72,6 +74,8 @@ OPENZFS_2 = Dialect(
     zvols=True,
     written_property=True,
     holds=True,
+    user_holds=True,
+    diff=True,
     parsable_list=True,
     zpool_list_parsable=True,
     get_type_filter=True,
@@ -80,7 +84,7 @@ OPENZFS_2 = Dialect(
     recv_properties=True,
 )
 
-ZFS_FUSE_07 = Dialect(name="zfs-fuse")  # 0.7 has no way to print its version
+ZFS_FUSE_07 = Dialect(name="zfs-fuse", user_holds=True)  # 0.7 has no way to print its version
 
 _OPT = re.compile(r"(?<![\w-])-([A-Za-z]+)\b")
 
@@ -178,6 +182,8 @@ def dialect_from_texts(
         zvols=has_version,
         written_property="written" in props,
         holds={"hold", "holds", "release"} <= zu.keys() and not holds_broken,
+        user_holds={"hold", "release"} <= zu.keys(),
+        diff="diff" in zu,
         parsable_list="p" in command_flags(zu, "list"),
         zpool_list_parsable="p" in command_flags(pu, "list"),
         get_type_filter="t" in command_flags(zu, "get"),
