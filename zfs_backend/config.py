@@ -21,7 +21,8 @@ class Settings:
     default: the lab's).
     ``lab_network``: the lab's IPv4 network (``$ZFS_BACKEND_LAB_NETWORK``).
     ``ssh_cipher``: cipher for bulk streams over OpenSSH (``$ZFS_BACKEND_SSH_CIPHER``).
-    ``agent_socket``: the node agent's unix socket (``$ZFS_BACKEND_AGENT_SOCKET``).
+    ``agent_socket``: the node agent's unix socket (``$ZFS_BACKEND_AGENT_SOCKET``); beside it
+    ``peer.sock``, the socket peer nodes reach (replication's receiving end only).
     """
 
     home: Path
@@ -37,6 +38,10 @@ class Settings:
     @property
     def agent_dir(self) -> Path:
         return self.home / "agent"
+
+    @property
+    def peer_socket(self) -> Path:
+        return self.agent_socket.with_name("peer.sock")
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:

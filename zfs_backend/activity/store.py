@@ -94,17 +94,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX events_activity ON events(activity_id, seq)",
         ],
     ),
+    (3, ["ALTER TABLE activities ADD COLUMN result TEXT NOT NULL DEFAULT '{}'"]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _COLUMNS = (
     "id, kind, node, state, status, error, done, total, unit, self_restarting, "
-    "created_at, started_at, finished_at, resources, params"
+    "created_at, started_at, finished_at, resources, params, result"
 )
 
 
 def _row_to_record(row: tuple[Any, ...]) -> ActivityRecord:
-    (aid, kind, node, state, status, error, done, total, unit, sr, cat, sat, fat, res, params) = row
+    (aid, kind, node, state, status, error, done, total, unit, sr, cat, sat, fat, res, params, result) = row
     return ActivityRecord(
         id=aid,
         kind=kind,
@@ -119,6 +120,7 @@ def _row_to_record(row: tuple[Any, ...]) -> ActivityRecord:
         finished_at=fat,
         resources=Resources.from_dict(json.loads(res)),
         params=json.loads(params),
+        result=json.loads(result),
     )
 
 
@@ -373,6 +375,16 @@ class ActivityStore:
                 "UPDATE activities SET resources = ?, updated_at = ? WHERE id = ?",
                 (json.dumps(resources.to_dict()), time.time(), activity_id),
             )
+
+    def save_result(self, activity_id: str, result: dict[str, Any]) -> None:
+        """What the work did, for the caller (``ActivityRecord.result``)."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE activities SET result = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(result, sort_keys=True), time.time(), activity_id),
+            )
+            if cur.rowcount == 0:
+                raise ActivityNotFound(f"no activity {activity_id}")
 
     def save_checkpoint(self, activity_id: str, checkpoint: dict[str, Any]) -> None:
         with self._tx() as cur:

@@ -1,7 +1,9 @@
 """The node agent: an ``ActivityManager`` behind a root-only unix socket.
 
-* Socket: ``Settings.agent_socket`` (default ``/run/zfs-backend/agent.sock``), mode 0600 in a 0700
-  directory; a peer whose uid differs from the agent's is refused (``SO_PEERCRED``).
+* Sockets: ``Settings.agent_socket`` (default ``/run/zfs-backend/agent.sock``) serves every op;
+  ``Settings.peer_socket`` (``peer.sock`` beside it) serves only what peer nodes may ask
+  (``protocol.PEER_OPS``: the receiving end of replications). Both mode 0600 in a 0700 directory; a
+  client whose uid differs from the agent's is refused (``SO_PEERCRED``).
 * State: ``Settings.agent_dir / "activities.db"`` (SQLite, see ``activity.store``); log: JSON lines
   to ``Settings.agent_dir / "agent.log"`` and to stderr.
 * On start it carries every stored non-terminal activity on (that is what makes them self-restarting).
@@ -35,9 +37,19 @@ from ..errors import AgentUnavailable, ProtocolError, UsageError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
 from .manager import ActivityManager
-from .protocol import MAX_LINE, MAX_WAIT_S, OPS, PROTOCOL_VERSION, decode, encode, response
+from .protocol import (
+    MAX_LINE,
+    MAX_WAIT_S,
+    OPS,
+    PEER_OPS,
+    PROTOCOL_VERSION,
+    RECV_OPS,
+    decode,
+    encode,
+    response,
+)
 
-__all__ = ["AgentServer", "JsonFormatter", "inventory_hosts", "run_agent", "setup_logging"]
+__all__ = ["AgentServer", "JsonFormatter", "run_agent", "setup_logging"]
 
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -116,10 +128,18 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
 
-    def __init__(self, socket_path: Path, manager: ActivityManager, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        manager: ActivityManager,
+        log: logging.Logger,
+        *,
+        ops: frozenset[str] = OPS,
+    ) -> None:
         self.socket_path = socket_path
         self.manager = manager
         self.log = log
+        self.ops = ops
         self._stopping = threading.Event()
         _prepare_socket_path(socket_path)
         old = os.umask(0o177)
@@ -143,8 +163,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             threading.Thread(target=self.shutdown, name="agent-stop", daemon=True).start()
 
     def dispatch(self, op: str, args: dict[str, Any]) -> Any:
-        if op not in OPS:
-            raise ProtocolError(f"unknown op {op!r}")
+        if op not in self.ops:
+            raise ProtocolError(f"unknown op {op!r}" if op not in OPS else f"op {op!r} is not allowed here")
         if not isinstance(args, dict):
             raise ProtocolError("args must be a JSON object")
         m = self.manager
@@ -160,6 +180,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return m.kinds()
         if op == "shutdown":
             return {"shutdown": True}
+        if op in RECV_OPS:
+            return m.receive(op.removeprefix("recv."), args)
         if op == "start":
             return m.start(str(args.get("kind", "")), args.get("params") or {}).to_dict()
         if op == "list":
@@ -175,25 +197,6 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return m.wait(aid, max(0.0, t)).to_dict()
         verb: Callable[[str], Any] = {"suspend": m.suspend, "resume": m.resume, "cancel": m.cancel}[op]
         return verb(aid).to_dict()
-
-
-def inventory_hosts(settings: Settings) -> Callable[[str], Host]:
-    """Resolve a host name in activity params: this machine for "local"/its own name, else the node
-    of that name in the inventory (an ``SSHHost``, cached)."""
-    cache: dict[str, Host] = {}
-    lock = threading.Lock()
-
-    def host_for(name: str) -> Host:
-        if name in ("", "local", "localhost", socket.gethostname()):
-            return LocalHost(name or None)
-        with lock:
-            if name not in cache:
-                from ..hosts.inventory import connect
-
-                cache[name] = connect(name, settings)
-            return cache[name]
-
-    return host_for
 
 
 def _prepare_socket_path(path: Path) -> None:
@@ -223,22 +226,44 @@ def run_agent(
     host_for: Callable[[str], Host] | None = None,
     log_stderr: bool = True,
     ready: Callable[[], None] | None = None,
+    test_kinds: bool = False,
 ) -> int:
     """Run the agent in the foreground until SIGTERM/SIGINT or a ``shutdown`` request. Returns the
-    exit code (0). For ``zfs-backend agent``."""
+    exit code (0). For ``zfs-backend agent``. ``test_kinds``: also host the generic ``pipeline`` kind."""
     from ..activity.store import ActivityStore
+    from ..replication.claims import ClaimStore
+    from ..replication.receiver import Receiver
+    from ..zfs.api import Zfs
+    from .peers import PeerAgents
 
     sock = socket_path or settings.agent_socket
+    peer_sock = sock.with_name("peer.sock")
     db = db_path or settings.agent_dir / "activities.db"
     log = setup_logging(log_path or settings.agent_dir / "agent.log", stderr=log_stderr)
     lock_fd = _single_instance(db.with_name(db.name + ".lock"))
     store = ActivityStore(db)
+    claims = ClaimStore(db.with_name("claims.db"))
+    name = node or socket.gethostname()
+    peers = PeerAgents(settings)
     manager = ActivityManager(
-        store, node=node or socket.gethostname(), host_for=host_for or inventory_hosts(settings), log=log
+        store,
+        node=name,
+        host_for=host_for,
+        log=log,
+        receiver=Receiver(Zfs(LocalHost(name)), claims),
+        peer=peers,
+        test_kinds=test_kinds,
     )
     server = AgentServer(sock, manager, log)
+    peer_server = AgentServer(peer_sock, manager, log, ops=PEER_OPS)
+    threading.Thread(target=peer_server.serve_forever, args=(0.2,), name="agent-peers", daemon=True).start()
+
+    def stop() -> None:
+        server.request_stop()
+        peer_server.request_stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _s, _f: server.request_stop())
+        signal.signal(sig, lambda _s, _f: stop())
     carried = manager.recover()
     log.info(
         "agent started", extra={"socket": str(sock), "db": str(db), "carried_on": carried, "pid": os.getpid()}
@@ -249,11 +274,16 @@ def run_agent(
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        peer_server.request_stop()
         server.server_close()
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
+        peer_server.server_close()
+        for path in (sock, peer_sock):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         manager.shutdown()
+        peers.close()
         store.close()
+        claims.close()
         log.info("agent stopped", extra={"uptime_s": round(time.monotonic() - t0, 1)})
         os.close(lock_fd)
     return 0

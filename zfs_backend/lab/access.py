@@ -17,8 +17,10 @@ from .topology import LabLayout, NodeLayout
 
 __all__ = [
     "NodeKeys",
+    "controller_key_line",
     "ensure_keypair",
     "known_hosts_text",
+    "node_key_line",
     "provision",
     "ssh_client_config",
     "sshd_config",
@@ -64,6 +66,18 @@ def ensure_keypair(path: Path, comment: str) -> Path:
         )
     os.chmod(path, 0o600)
     return path
+
+
+def node_key_line(pub: str, node: str, address: str, zfs_backend_bin: str) -> str:
+    """A node's own key as its peers accept it: only from that node's address, no pty, forwarding or
+    agent (``restrict``), and only the forced command that lets replication through (``peer-exec``:
+    the agent's peer socket and ``zfs receive``). Never the controller's key."""
+    return f'restrict,from="{address}",command="{zfs_backend_bin} peer-exec" {pub} root@{node}\n'
+
+
+def controller_key_line(pub: str, address: str) -> str:
+    """The controller's key: full access (it administers the node), but only from its own address."""
+    return f'from="{address}" {pub} zfs-backend-controller\n'
 
 
 def known_hosts_text(nodes: list[NodeLayout], keys: dict[str, NodeKeys]) -> str:
@@ -158,7 +172,8 @@ def write_inventory(
 
 
 def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host_key: str) -> None:
-    """Keys, known_hosts and configs for the controller and for every node (node-to-node SSH)."""
+    """Keys, known_hosts and configs for the controller and for every node (node-to-node SSH with
+    narrow keys: see :func:`node_key_line`)."""
     lay.ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ensure_keypair(lay.client_key, "zfs-backend-controller")
     keys: dict[str, NodeKeys] = {}
@@ -172,8 +187,6 @@ def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host
     write_private(lay.known_hosts, known, 0o644)
     write_private(lay.ssh_config, ssh_client_config(plan, lay.client_key, lay.known_hosts))
     ctrl_pub = " ".join(Path(f"{lay.client_key}.pub").read_text().split()[0:2])
-    authorized = ctrl_pub + " zfs-backend-controller\n"
-    authorized += "".join(f"{keys[n.name].client_pub_line()} root@{n.name}\n" for n in plan)
     try:
         base_hosts = Path("/etc/hosts").read_text()
     except OSError:
@@ -186,6 +199,11 @@ def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host
         ssh = up / "root" / ".ssh"
         ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
         k = keys[n.name]
+        authorized = controller_key_line(ctrl_pub, lay.controller_address) + "".join(
+            node_key_line(keys[peer.name].client_pub_line(), peer.name, peer.address, zfs_backend_bin)
+            for peer in plan
+            if peer.name != n.name
+        )
         write_private(ssh / "authorized_keys", authorized)
         write_private(ssh / "id_ed25519", k.client_key.read_text())
         write_private(ssh / "id_ed25519.pub", Path(f"{k.client_key}.pub").read_text(), 0o644)

@@ -163,8 +163,10 @@ class Lab:
         pool_size: int = 1 << 30,
         on_step: Callable[[str], None] | None = None,
         with_agent: bool = True,
+        test_kinds: bool = False,
     ) -> bool:
-        """Bring the lab up. Returns False (and changes nothing) when it is already running."""
+        """Bring the lab up. Returns False (and changes nothing) when it is already running.
+        ``test_kinds``: the agents also host the generic ``pipeline`` kind (tests, benchmarks)."""
         say = on_step or (lambda _msg: None)
         self.preflight()
         st = self.state
@@ -187,6 +189,7 @@ class Lab:
             zfs_backend_bin=_zfs_backend_bin(),
             nodes=[n.name for n in plan],
             agents=with_agent,
+            test_kinds=test_kinds,
         )
         st.save(self.layout.state_file)
         try:

@@ -29,7 +29,7 @@ from .models import Snapshot
 from .names import DatasetName
 from .stream import classify_stream
 
-__all__ = ["PROBE_PREFIX", "HeadChanges", "head_changes"]
+__all__ = ["PROBE_PREFIX", "HeadChanges", "bytes_since", "head_changes"]
 
 PROBE_PREFIX = "zfs-backend-probe-"
 
@@ -49,9 +49,11 @@ class HeadChanges:
 CLEAN = HeadChanges(False, False, "unchanged")
 
 
-def head_changes(zfs: Zfs, dataset: DatasetName, newest: Snapshot) -> HeadChanges:
+def head_changes(zfs: Zfs, dataset: DatasetName, newest: Snapshot, *, count: bool = False) -> HeadChanges:
     """How ``dataset``'s head differs from ``newest`` (its newest snapshot). Runs on the node that holds
-    the dataset; creates and destroys one temporary snapshot on dialects without ``written``/``diff``."""
+    the dataset; creates and destroys one temporary snapshot on dialects without ``written``/``diff``.
+    ``count``: read the whole probe stream to count the bytes written (else it stops at the first sign
+    of a change)."""
     if zfs.dialect.written_property:
         written = zfs.get_int(dataset, "written")
         if written == 0:
@@ -67,10 +69,19 @@ def head_changes(zfs: Zfs, dataset: DatasetName, newest: Snapshot) -> HeadChange
             more = f" and {len(lines) - 1} more" if len(lines) > 1 else ""
             return HeadChanges(True, False, f"{first}{more}", written or 0)
         return HeadChanges(True, False, f"{written} bytes written after @{newest.snap}", written or 0)
-    return _probe_stream(zfs, dataset, newest)
+    return _probe_stream(zfs, dataset, newest, count)
 
 
-def _probe_stream(zfs: Zfs, dataset: DatasetName, newest: Snapshot) -> HeadChanges:
+def bytes_since(zfs: Zfs, dataset: DatasetName, base: Snapshot) -> int:
+    """Bytes of data the head of ``dataset`` holds that ``base`` does not (what a rollback to ``base``
+    discards, newer snapshots included): ``written@base`` where the dialect has it, else the data
+    records of a probe stream from ``base``."""
+    if zfs.dialect.written_property:
+        return zfs.get_int(dataset, f"written@{base.snap}") or 0
+    return _probe_stream(zfs, dataset, base, True).bytes
+
+
+def _probe_stream(zfs: Zfs, dataset: DatasetName, newest: Snapshot, count: bool) -> HeadChanges:
     probe = dataset.snapshot(PROBE_PREFIX + secrets.token_hex(4))
     zfs.snapshot(probe)
     try:
@@ -78,7 +89,7 @@ def _probe_stream(zfs: Zfs, dataset: DatasetName, newest: Snapshot) -> HeadChang
         proc = zfs.host.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert proc.stdout is not None
-            found = classify_stream(proc.stdout.read, newest.creation, stop_early=True)
+            found = classify_stream(proc.stdout.read, newest.creation, stop_early=not count)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

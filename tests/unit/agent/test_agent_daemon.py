@@ -34,7 +34,7 @@ class Agent:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zfs_backend.agent"],
+            [sys.executable, "-m", "zfs_backend.agent", "run", "--test-kinds"],
             env=self.env,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -188,7 +188,7 @@ def api(request, tmp_path):
     """start(kind, params) -> BackendActivity, in-process (LocalActivity) or via the rpc bridge."""
     if request.param == "local":
         st = ActivityStore(tmp_path / "local.db")
-        mgr = ActivityManager(st, node="test")
+        mgr = ActivityManager(st, node="test", test_kinds=True)
 
         def start_local(kind, params):
             rec = mgr.start(kind, params)
