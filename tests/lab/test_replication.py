@@ -65,6 +65,7 @@ def test_full_then_incremental(nodes: dict[str, SSHHost], lab_settings: Settings
     assert guid(dst, f"{ds}@s1") == guid(src, f"{ds}@s1")
     full_bytes = act.progress[0]
     assert 16 * MiB <= full_bytes <= 16 * MiB * 1.05 + MiB
+    assert act.resources().net_bytes_sent >= full_bytes  # counted at ssh, the network endpoint
 
     changed = 4
     write(src, ds, "b", changed)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import DatasetNotFound, UsageError, ZfsBackendError
@@ -103,10 +103,20 @@ def _changes_dict(c: HeadChanges) -> dict[str, Any]:
 class Receiver:
     """The destination's side of replications into its datasets (see the module doc)."""
 
-    def __init__(self, zfs: Zfs, claims: ClaimStore, *, ttl: float = DEFAULT_TTL_S) -> None:
+    def __init__(
+        self,
+        zfs: Zfs,
+        claims: ClaimStore,
+        *,
+        ttl: float = DEFAULT_TTL_S,
+        changes: Callable[[Zfs, DatasetName, Snapshot], HeadChanges] = head_changes,
+        bytes_since: Callable[[Zfs, DatasetName, Snapshot], int] = bytes_since,
+    ) -> None:
         self.zfs = zfs
         self.claims = claims
         self.ttl = ttl
+        self._changes = changes  # injectable, as the two below, for unit tests without a node
+        self._bytes_since = bytes_since
 
     @property
     def node(self) -> str:
@@ -247,7 +257,7 @@ class Receiver:
             ds.referenced == newest.referenced and newest.used == 0
         ):
             return HeadChanges(False, False, "unchanged (space accounting)")
-        changes = head_changes(self.zfs, ds.name, newest)
+        changes = self._changes(self.zfs, ds.name, newest)
         if changes.noisy:
             log.info(
                 "%s: %s differs from @%s by metadata only; rolling it back", self.node, ds.name, newest.snap
@@ -269,7 +279,7 @@ class Receiver:
         snaps = [s for s in self.zfs.list_snapshots(ds_name) if not s.snap.startswith(PROBE_PREFIX)]
         if not snaps:
             raise Conflict(DIVERGED, f"{self.node}:{ds_name} has no snapshot to receive onto").error()
-        changes = head_changes(self.zfs, ds_name, snaps[-1])
+        changes = self._changes(self.zfs, ds_name, snaps[-1])
         if changes.changed:
             raise Conflict(
                 DIVERGED,
@@ -293,13 +303,13 @@ class Receiver:
             if base is None:
                 raise Conflict(DIVERGED, f"{self.node}:{ds} no longer holds the base (GUID {guid})").error()
             newer = [s for s in snaps if s.createtxg > base.createtxg]
-            changes = head_changes(self.zfs, ds, snaps[-1])
+            changes = self._changes(self.zfs, ds, snaps[-1])
             if not newer and not changes.changed and not changes.noisy:
                 continue
             report[rel] = {
                 "snapshots": [s.snap for s in newer],
                 "changes": changes.detail if (changes.changed or changes.noisy) else None,
-                "bytes": bytes_since(self.zfs, ds, base),
+                "bytes": self._bytes_since(self.zfs, ds, base),
             }
             log.warning(
                 "%s: rolling %s back to @%s on request (discards %s)",
@@ -379,8 +389,9 @@ class Receiver:
             left.append(
                 f"{top}/{name}".rstrip("/") + ": what rollback_destination discarded cannot come back"
             )
-        self._restore_read_only(claim)
-        self.claims.release(str(top), holder)
+        if not keep_claim:
+            self._restore_read_only(claim)
+            self.claims.release(str(top), holder)
         return {"restored": not left, "actions": restored, "left": left}
 
     def _restore_existing(
