@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import LabError, MissingDependency, NotRoot, UnknownNode
+from ..hosts.openssh import master_ident, stop_masters
 from . import access, netns, nfs
 from .node import (
     NODE_POOL,
@@ -304,6 +305,8 @@ class Lab:
             names |= {p.stem for p in lay.ns_dir.iterdir() if p.suffix in (".mnt", ".uts")}
         names |= {n.removeprefix(lay.netns_prefix()) for n in netns.list_lab_netns(lay)}
         nodes = [lay.node(index_of(n)) for n in sorted(names) if n.startswith("node")]
+        # 0. the controller's SSH master connections to these nodes (kept for reuse between commands)
+        stop_masters(self.settings.ssh_dir, [master_ident("root", n.address) for n in nodes])
         # 1. the daemons we started, by pid: agents and sshd first, then zfs-fuse (it takes ~3 s to
         #    unmount and exit), every node at once
         if st:

@@ -77,6 +77,10 @@ _MODIFIED = re.compile(r"destination (\S+) has been modified[\s|]+since most rec
 _START_LOCK = threading.Lock()
 _RENEW_EVERY_S = 60.0
 _MAX_CLEANS = 10
+#: streams up to this size share the SSH master connection to the destination (no handshake, measured
+#: ~0.25 s on the lab, and as fast: one channel on an idle connection); bigger ones get their own
+#: connection, so that several big streams can use several cores for ciphering
+MULTIPLEX_BELOW = 1 << 30
 
 
 def running_conflict(
@@ -200,10 +204,11 @@ class Replicate(PipelineActivity):
         """The source's snapshots, dataset by dataset (relative names; only the top unless recursive)."""
         req = self.request
         top = req.snapshot.dataset
-        if not self._src.exists(top):
-            raise DatasetNotFound(f"{self.ctx.node}: source dataset {top} does not exist")
-        names = [d.name for d in self._src.list_datasets(top, recursive=True)] if req.recursive else [top]
-        tree = {_rel_name(top, n): self._src.list_snapshots(n) for n in names}
+        try:
+            names = [d.name for d in self._src.list_datasets(top, recursive=True)] if req.recursive else [top]
+            tree = {_rel_name(top, n): self._src.list_snapshots(n) for n in names}
+        except DatasetNotFound:
+            raise DatasetNotFound(f"{self.ctx.node}: source dataset {top} does not exist") from None
         if not any(s.snap == req.snapshot.snap for s in tree[""]):
             raise DatasetNotFound(f"{self.ctx.node}: snapshot {req.snapshot} does not exist")
         return tree
@@ -354,6 +359,7 @@ class Replicate(PipelineActivity):
         ks = self.kind_state
         full = self._current is not None and self._current.full
         props = {"readonly": "on"} if full and ks.get("recv_properties") else {}
+        self._peer.stream_multiplex = int(ks.get("estimate", 0)) < MULTIPLEX_BELOW
         spec = RecvSpec(
             target=self.request.destination, resumable=bool(ks.get("resumable")), set_properties=props
         )

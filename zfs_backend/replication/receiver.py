@@ -157,9 +157,10 @@ class Receiver:
             raise
 
     def _tree(self, top: DatasetName, recursive: bool) -> list[Dataset]:
-        if not self.zfs.exists(top):
+        try:
+            return self.zfs.list_datasets(top, recursive=recursive)
+        except DatasetNotFound:
             return []
-        return self.zfs.list_datasets(top, recursive=recursive)
 
     def _record_before(
         self, claim: Claim, top: DatasetName, tree: list[Dataset], recursive: bool, sent: list[int]

@@ -76,7 +76,7 @@ class PeerHost(Host):
         keepalive_count: int = 3,
         connect_timeout: int = 10,
         control_dir: str | None = None,
-        control_persist: int = 30,
+        control_persist: int = 600,
     ) -> None:
         self.name = validate_node_name(name)
         self.cipher = validate_cipher(cipher)
@@ -85,6 +85,9 @@ class PeerHost(Host):
         self.connect_timeout = int(connect_timeout)
         self.control_dir = control_dir
         self.control_persist = int(control_persist)
+        #: whether streams (not only control commands) share the ControlMaster: saves a handshake per
+        #: stream; a dedicated connection lets several big streams use several cores
+        self.stream_multiplex = False
 
     def _control_path(self) -> str | None:
         """The ControlMaster socket, when multiplexing is configured and its directory is private."""
@@ -153,8 +156,9 @@ class PeerHost(Host):
         ControlMaster connection (control commands); streams always get their own connection."""
         return ["ssh", *self._base_opts(), *self._control_opts(multiplex), self.name, "--"]
 
-    def stream_argv(self, argv: Sequence[str], *, multiplex: bool = False) -> list[str]:
-        return [*self.ssh_prefix(multiplex=multiplex), shlex.join(check_argv(argv))]
+    def stream_argv(self, argv: Sequence[str], *, multiplex: bool | None = None) -> list[str]:
+        mux = self.stream_multiplex if multiplex is None else multiplex
+        return [*self.ssh_prefix(multiplex=mux), shlex.join(check_argv(argv))]
 
     def run(
         self,

@@ -16,7 +16,9 @@ behaviour, not versions:
 zvols cannot be seen in the help: zfs-fuse lists ``create -V`` but aborts ("Function not
 implemented"). They are assumed only where ``zfs version`` exists (the kernel module).
 
-Results are cached per host object (:func:`probe`); :func:`dialect_from_texts` is pure.
+Results are cached per host object, or per ``host.dialect_key`` where a host names itself stably (the
+local node: an agent makes a new ``LocalHost`` per activity, and the probe costs ~5 zfs commands);
+:func:`dialect_from_texts` is pure.
 """
 
 from __future__ import annotations
@@ -194,7 +196,13 @@ def dialect_from_texts(
 
 
 _cache: weakref.WeakKeyDictionary[Host, Dialect] = weakref.WeakKeyDictionary()
+_by_key: dict[tuple[str, ...], Dialect] = {}  # hosts that name themselves stably (``dialect_key``)
 _cache_lock = threading.Lock()
+
+
+def _key(host: Host) -> tuple[str, ...] | None:
+    key = getattr(host, "dialect_key", None)
+    return tuple(key) if key else None
 
 
 def _both(res: CommandResult) -> str:
@@ -203,9 +211,10 @@ def _both(res: CommandResult) -> str:
 
 def probe(host: Host, *, refresh: bool = False) -> Dialect:
     """Probe ``host``'s zfs/zpool once (cached per host object) and return its dialect."""
+    key = _key(host)
     if not refresh:
         with _cache_lock:
-            hit = _cache.get(host)
+            hit = _by_key.get(key) if key is not None else _cache.get(host)
         if hit is not None:
             return hit
     zfs_usage = _both(cmd.run(host, ["zfs"], check=False, timeout=30))
@@ -223,11 +232,17 @@ def probe(host: Host, *, refresh: bool = False) -> Dialect:
         holds_text = _both(cmd.run(host, ["zfs", "holds"], check=False, timeout=30))
     d = dialect_from_texts(zfs_usage, zpool_usage, get_usage, version_text, holds_text)
     with _cache_lock:
-        _cache[host] = d
+        if key is not None:
+            _by_key[key] = d
+        else:
+            _cache[host] = d
     return d
 
 
 def forget(host: Host) -> None:
     """Drop the cached dialect of ``host`` (e.g. after an upgrade)."""
+    key = _key(host)
     with _cache_lock:
         _cache.pop(host, None)
+        if key is not None:
+            _by_key.pop(key, None)
