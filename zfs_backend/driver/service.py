@@ -10,13 +10,11 @@ delete that fails leaves the volume ``error_deleting`` (retry with ``delete``).
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,87 +26,10 @@ from ..zfs.names import validate_node
 from .errors import VolumeBusy, VolumeExists, VolumeNotFound
 from .models import Snapshot, Volume, check_size, new_id
 from .options import NodeOptions
+from .records import SCHEMA, SnapshotRecord, VolumeRecord, validate_display_name
 from .zfs_nfs import ZfsNfsDriver
 
 __all__ = ["SnapshotRecord", "VolumeRecord", "VolumeService", "validate_display_name"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS volumes (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    node TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    provider_location TEXT,
-    snapshot_id TEXT,
-    source_volid TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS snapshots (
-    id TEXT PRIMARY KEY,
-    volume_id TEXT NOT NULL REFERENCES volumes(id),
-    name TEXT NOT NULL,
-    volume_size INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    UNIQUE (volume_id, name)
-);
-"""
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-def validate_display_name(name: object, what: str = "volume") -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        shown = ascii(name)[:80] if isinstance(name, str) else repr(name)
-        raise InvalidName(f"invalid {what} name {shown}: expected 1-64 of [A-Za-z0-9_.-], alphanumeric first")
-    return name
-
-
-@dataclass(frozen=True)
-class VolumeRecord:
-    id: str
-    name: str
-    node: str
-    size: int
-    status: str
-    provider_location: str | None
-    snapshot_id: str | None
-    source_volid: str | None
-    created_at: float
-    updated_at: float
-
-    def model(self) -> Volume:
-        return Volume(
-            id=self.id,
-            size=self.size,
-            display_name=self.name,
-            status=self.status,
-            provider_location=self.provider_location,
-            snapshot_id=self.snapshot_id,
-            source_volid=self.source_volid,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class SnapshotRecord:
-    id: str
-    volume_id: str
-    name: str
-    volume_size: int
-    status: str
-    created_at: float
-
-    def model(self) -> Snapshot:
-        return Snapshot(
-            id=self.id, volume_id=self.volume_id, volume_size=self.volume_size, display_name=self.name
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class VolumeService:
@@ -127,7 +48,7 @@ class VolumeService:
         self._drivers: dict[str, ZfsNfsDriver] = {}
         self._lock = threading.Lock()
         with self._db() as db:
-            db.executescript(_SCHEMA)
+            db.executescript(SCHEMA)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -183,7 +104,9 @@ class VolumeService:
                 rows = db.execute("SELECT * FROM snapshots ORDER BY created_at").fetchall()
             else:
                 vid = self.get_volume(volume).id
-                rows = db.execute("SELECT * FROM snapshots WHERE volume_id = ? ORDER BY created_at", (vid,))
+                rows = db.execute(
+                    "SELECT * FROM snapshots WHERE volume_id = ? ORDER BY created_at", (vid,)
+                ).fetchall()
             return [SnapshotRecord(**dict(r)) for r in rows]
 
     def get_snapshot(self, volume: str, name: str) -> SnapshotRecord:

@@ -27,7 +27,6 @@ from ..errors import ConfigError, DatasetNotFound, ZfsBackendError
 from ..hosts.base import Host
 from ..zfs.api import Zfs
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
-from ..zfs.parse import parse_int
 from . import clones, layout
 from .clones import CLONE_SNAP_PREFIX as CLONE_SNAP_PREFIX  # kept importable from here
 from .errors import InvalidSize, VolumeBusy, VolumeExists, VolumeNotFound
@@ -35,7 +34,7 @@ from .layout import SIZE_PROPERTY, VOLUME_FILE, quota_for
 from .models import GIB, Snapshot, Volume, check_size
 from .nfs import GaneshaExports
 from .options import NodeOptions
-from .stats import NodeFacts, build_stats
+from .stats import build_stats, read_facts
 
 __all__ = ["SIZE_PROPERTY", "VOLUME_FILE", "ZfsNfsDriver", "quota_for"]
 
@@ -350,19 +349,7 @@ class ZfsNfsDriver:
             return None
 
     def _update_volume_stats(self) -> None:
-        parent = self.options.parent_dataset
-        props = self.zfs.get(parent, ["used", "available", "compression", "dedup"])
-        provisioned, count = layout.provisioned(self.zfs, parent)
-        facts = NodeFacts(
-            used=parse_int(props.get("used", "-")) or 0,
-            available=parse_int(props.get("available", "-")) or 0,
-            provisioned=provisioned,
-            volumes=count,
-            compression=props.get("compression", "off"),
-            dedup=props.get("dedup", "off"),
-            dialect=self.zfs.dialect,
-            activity_kinds=self._kinds(),
-        )
+        facts = read_facts(self.zfs, self.options.parent_dataset, self._kinds())
         self._stats = build_stats(self.options, facts, self.VERSION, str(self._address))
         self._stats["updated_at"] = time.time()
 
