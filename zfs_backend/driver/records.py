@@ -1,4 +1,4 @@
-"""The volume service's records: its SQLite schema (volumes and snapshots) and the rows as
+"""The volume service's records: its SQLite schema (volumes, snapshots, attachments) and the rows as
 frozen dataclasses, with the rule for the names users give volumes and snapshots."""
 
 from __future__ import annotations
@@ -24,6 +24,12 @@ CREATE TABLE IF NOT EXISTS volumes (
     source_volid TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attachments (
+    volume_id TEXT NOT NULL REFERENCES volumes(id),
+    client TEXT NOT NULL,
+    attached_at REAL NOT NULL,
+    PRIMARY KEY (volume_id, client)
 );
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY,

@@ -1,6 +1,10 @@
 """The controller-side volume service, standing in for cinder-volume: a SQLite table of volumes and
 snapshots with Cinder's statuses, calling one ``ZfsNfsDriver`` per node.
 
+Attachments are recorded per client address (Cinder's ``volume_attachment``): ``attach`` grants the
+client access to the volume's export and records it, ``detach`` revokes it (or every recorded client's);
+a volume is ``in-use`` while it has attachments.
+
 Users name volumes (``display_name``, unique) and snapshots (unique per volume); ids are UUIDs.
 Input is checked before anything is recorded; a record is written ``creating`` before the driver is
 called and becomes ``available`` after it. When the driver fails, it has already undone its own
@@ -23,6 +27,7 @@ from ..config import Settings
 from ..errors import InvalidName
 from ..hosts.inventory import load_inventory
 from ..zfs.names import validate_node
+from .access import client_address
 from .errors import VolumeBusy, VolumeExists, VolumeNotFound
 from .models import Snapshot, Volume, check_size, new_id
 from .options import NodeOptions
@@ -263,19 +268,41 @@ class VolumeService:
 
     # ---- attach / stats / replicate --------------------------------------------------------------
 
-    def attach(self, name: str, connector: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Export (if needed) and return the NFS connection info; the volume becomes ``in-use``."""
+    def attachments(self, name: str) -> list[str]:
+        """The client addresses the volume is attached to."""
+        rec = self.get_volume(name)
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT client FROM attachments WHERE volume_id = ? ORDER BY attached_at", (rec.id,)
+            )
+            return [str(r["client"]) for r in rows]
+
+    def attach(self, name: str, connector: dict[str, Any]) -> dict[str, Any]:
+        """Export (if needed), grant ``connector["ip"]`` access and return the NFS connection info; the
+        volume becomes ``in-use``. A connector without a valid ``ip`` is refused before anything."""
+        client = client_address(connector)
         rec = self.get_volume(name)
         d = self.driver(rec.node)
         d.create_export(None, rec.model(), connector)
-        info = d.initialize_connection(rec.model(), connector or {})
+        info = d.initialize_connection(rec.model(), {**connector, "ip": client})
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO attachments VALUES (?, ?, ?)", (rec.id, client, time.time()))
         self._status("volumes", rec.id, "in-use")
         return info
 
-    def detach(self, name: str, connector: dict[str, Any] | None = None) -> None:
+    def detach(self, name: str, connector: dict[str, Any] | None = None) -> list[str]:
+        """Revoke ``connector["ip"]``'s access (None: every attached client's); the volume is
+        ``available`` again when no attachment is left. Returns the clients detached."""
         rec = self.get_volume(name)
-        self.driver(rec.node).terminate_connection(rec.model(), connector or {})
-        self._status("volumes", rec.id, "available")
+        clients = [client_address(connector)] if connector is not None else self.attachments(rec.id)
+        d = self.driver(rec.node)
+        for client in clients:
+            d.terminate_connection(rec.model(), {"ip": client})
+            with self._db() as db:
+                db.execute("DELETE FROM attachments WHERE volume_id = ? AND client = ?", (rec.id, client))
+        if not self.attachments(rec.id):
+            self._status("volumes", rec.id, "available")
+        return clients
 
     def stats(self, node: str, refresh: bool = True) -> dict[str, Any]:
         return self.driver(node).get_volume_stats(refresh=refresh)
