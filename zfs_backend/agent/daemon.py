@@ -1,7 +1,10 @@
 """The node agent: an ``ActivityManager`` behind a root-only unix socket.
 
-* Socket: ``Settings.agent_socket`` (default ``/run/zfs-backend/agent.sock``), mode 0600 in a 0700
-  directory; a peer whose uid differs from the agent's is refused (``SO_PEERCRED``).
+* Socket: ``Settings.agent_socket`` (default ``/run/zfs-backend/agent.sock``), mode 0600 in a
+  directory created 0700 (an existing one keeps its mode: the agent never changes the mode of a
+  directory it did not create); a peer whose uid is neither root nor the agent's is refused
+  (``SO_PEERCRED``) before any request is read.
+* Files: the store, log and lock are created 0600 in directories created 0700 (``zfs_backend.private``).
 * State: ``Settings.agent_dir / "activities.db"`` (SQLite, see ``activity.store``); log: JSON lines
   to ``Settings.agent_dir / "agent.log"`` and to stderr.
 * On start it carries every stored non-terminal activity on (that is what makes them self-restarting).
@@ -34,6 +37,7 @@ from ..config import Settings
 from ..errors import AgentUnavailable, ProtocolError, UsageError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
+from ..private import private_dir, private_open
 from .manager import ActivityManager
 from .protocol import MAX_LINE, MAX_WAIT_S, OPS, PROTOCOL_VERSION, decode, encode, response
 
@@ -67,8 +71,8 @@ def setup_logging(log_path: Path | None, *, stderr: bool = True) -> logging.Logg
         log.removeHandler(h)
     fmt = JsonFormatter()
     if log_path is not None:
-        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        private_dir(log_path.parent)
+        fd = private_open(log_path, os.O_WRONLY | os.O_APPEND)
         fh = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
         fh.setFormatter(fmt)
         log.addHandler(fh)
@@ -197,9 +201,9 @@ def inventory_hosts(settings: Settings) -> Callable[[str], Host]:
 
 
 def _prepare_socket_path(path: Path) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(PermissionError):
-        os.chmod(path.parent, 0o700)
+    """The socket's directory (created 0700 if missing; an existing one keeps its mode: the socket itself
+    is 0600 and peers are checked by uid), and no stale socket of a dead agent in the way."""
+    private_dir(path.parent)
     if path.exists() or path.is_symlink():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -262,8 +266,8 @@ def run_agent(
 def _single_instance(lock_path: Path, wait_s: float = 30.0) -> int:
     """One agent per store: an exclusive ``flock`` (released by the kernel even on SIGKILL). Waits
     ``wait_s`` for a previous agent that is still shutting down."""
-    lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    private_dir(lock_path.parent)
+    fd = private_open(lock_path, os.O_RDWR)
     deadline = time.monotonic() + wait_s
     while True:
         try:

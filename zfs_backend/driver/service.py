@@ -3,7 +3,7 @@ snapshots with Cinder's statuses, calling one ``ZfsNfsDriver`` per node.
 
 Attachments are recorded per client address (Cinder's ``volume_attachment``): ``attach`` grants the
 client access to the volume's export and records it, ``detach`` revokes it (or every recorded client's);
-a volume is ``in-use`` while it has attachments.
+a volume is ``in-use`` while it has attachments. The database is private (``zfs_backend.private``).
 
 Users name volumes (``display_name``, unique) and snapshots (unique per volume); ids are UUIDs.
 Input is checked before anything is recorded; a record is written ``creating`` before the driver is
@@ -26,6 +26,7 @@ from ..activity.core import BackendActivity
 from ..config import Settings
 from ..errors import InvalidName
 from ..hosts.inventory import load_inventory
+from ..private import private_sqlite
 from ..zfs.names import validate_node
 from .access import client_address
 from .errors import VolumeBusy, VolumeExists, VolumeNotFound
@@ -48,7 +49,7 @@ class VolumeService:
     ) -> None:
         self.settings = settings
         self.db_path = db_path or settings.home / "volumes.db"
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(self.db_path)
         self._driver_for = driver_for
         self._drivers: dict[str, ZfsNfsDriver] = {}
         self._lock = threading.Lock()

@@ -43,6 +43,7 @@ from ..errors import (
     InvalidName,
     UsageError,
 )
+from ..private import private_dir
 from .base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
 from .channel import PID_WRAPPER, feed, pump, remaining, split_pid
 from .validate import validate_address, validate_cipher, validate_node_name, validate_port, validate_user
@@ -378,15 +379,18 @@ class SSHHost(Host):
     # --- OpenSSH for byte streams --------------------------------------------------------------
 
     def _control_dir(self) -> Path:
-        """Create (or check) the private ControlMaster directory: owned by us, mode 0700."""
+        """Create (or check) the private ControlMaster directory: owned by us, mode 0700. One that exists
+        with another mode is refused, never chmodded (it is not ours to change)."""
         assert self.control_dir is not None
         d = self.control_dir
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(d)
         st = d.lstat()
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
             raise HostUnreachable(f"{self.name}: control dir {d} is not a directory owned by us")
         if stat.S_IMODE(st.st_mode) != 0o700:
-            d.chmod(0o700)
+            raise HostUnreachable(
+                f"{self.name}: control dir {d} has mode {stat.S_IMODE(st.st_mode):04o}, not 0700"
+            )
         return d
 
     def control_path(self) -> str:

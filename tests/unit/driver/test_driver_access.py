@@ -4,6 +4,8 @@ squashing and the volume file's owner and mode from the options, and the volume 
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -429,3 +431,21 @@ def test_service_attachments_grant_and_revoke(tmp_path: Path) -> None:
     assert svc.detach("vol1") == ["198.18.0.13"]  # every recorded client
     assert ("terminate_connection", {"ip": "198.18.0.13"}) in d.calls
     assert svc.attachments("vol1") == [] and svc.get_volume("vol1").status == "available"
+
+
+def test_service_database_private_from_the_start(tmp_path: Path) -> None:
+    old = os.umask(0)  # nothing may rely on the caller's umask
+    try:
+        home = tmp_path / "home" / "deeper"
+        svc = VolumeService(
+            load_settings({"ZFS_BACKEND_HOME": str(home)}), driver_for=lambda n: RecordingDriver()
+        )
+        svc.create_volume("vol1", 1, "node1")
+    finally:
+        os.umask(old)
+    for d in (home.parent, home):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    files = list(home.iterdir())
+    assert home / "volumes.db" in files
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
