@@ -44,6 +44,8 @@ from .protocol import MAX_LINE, MAX_WAIT_S, OPS, PROTOCOL_VERSION, decode, encod
 __all__ = ["AgentServer", "JsonFormatter", "inventory_hosts", "run_agent", "setup_logging"]
 
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+REFUSED_LINGER_S = 2.0  # how long a refused peer's bytes are discarded before hanging up
+REFUSED_DRAIN = 1 << 20
 
 
 class JsonFormatter(logging.Formatter):
@@ -89,7 +91,7 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         if not self.server.peer_allowed(self.connection):
-            self.wfile.write(encode(response(None, error=AgentUnavailable("permission denied"))))
+            self._refuse()
             return
         while True:
             line = self.rfile.readline(MAX_LINE + 1)
@@ -114,6 +116,20 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             if req_id is not None and out.get("result") == {"shutdown": True}:
                 self.server.request_stop()
+
+    def _refuse(self) -> None:
+        """Answer "permission denied" and hang up without reading a single request. What the peer sent
+        is discarded unread (at most ``REFUSED_DRAIN`` bytes, for at most ``REFUSED_LINGER_S``): closing
+        with unread bytes would reset the connection, and the peer would see a reset or a broken pipe
+        instead of the answer."""
+        with contextlib.suppress(OSError):
+            self.wfile.write(encode(response(None, error=AgentUnavailable("permission denied"))))
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(REFUSED_LINGER_S)
+            left = REFUSED_DRAIN
+            while left > 0 and (chunk := self.connection.recv(min(65536, left))):
+                left -= len(chunk)
 
 
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
