@@ -86,11 +86,16 @@ def truncate(zfs: Zfs, node: str, ds: DatasetName, size_bytes: int) -> None:
 
 def set_file_access(zfs: Zfs, options: NodeOptions, ds: DatasetName) -> None:
     """Give ``ds``'s ``volume`` file the owner and mode the options ask for (before it is exported:
-    ganesha caches attributes for a while)."""
+    ganesha caches attributes for a while). A file that has them already is left alone (a replica
+    received with them may be read-only)."""
     path = f"{mountpoint(zfs, options.node, ds)}/{VOLUME_FILE}"
     uid, gid = options.file_owner
-    zfs.host.run(["chown", f"{int(uid)}:{int(gid)}", path])
-    zfs.host.run(["chmod", f"{options.file_mode:04o}", path])
+    owner, mode = f"{int(uid)}:{int(gid)}", f"{options.file_mode:o}"
+    current = zfs.host.run(["stat", "-c", "%u:%g %a", path]).text.split()
+    if current[:1] != [owner]:
+        zfs.host.run(["chown", owner, path])
+    if current[1:2] != [mode]:
+        zfs.host.run(["chmod", f"0{mode}", path])
 
 
 def resize(zfs: Zfs, options: NodeOptions, ds: DatasetName, current: int, new_bytes: int) -> None:

@@ -61,6 +61,7 @@ class FakeNode:
     def __init__(self, text: str = "", datasets: tuple[str, ...] = ()) -> None:
         self.files = {DEFAULT_EXPORTS_FILE: text, DEFAULT_PID_FILE: "4242\n"}
         self.datasets = set(datasets)
+        self.stat = "0:0 644\n"  # the volume file as `truncate` made it
         self.log: list[tuple[str, ...]] = []
         self.host = FakeHost(self.respond, name="node1")
 
@@ -76,6 +77,8 @@ class FakeNode:
             return 0, "", ""
         if argv[0] in ("kill", "chown", "chmod"):
             return 0, "", ""
+        if argv[0] == "stat":
+            return 0, self.stat, ""
         if argv[:2] == ("zfs", "get"):
             name = argv[-1]
             if name not in self.datasets:
@@ -299,6 +302,7 @@ def test_create_export_sets_file_access_before_exporting(
     options: dict[str, Any], owner: str, mode: str, squash: str
 ) -> None:
     node = FakeNode(datasets=("tank/volumes", str(DS_A)))
+    node.stat = "1000:1000 644\n"  # neither owner nor mode right yet
     d = driver(node, **options)
     v = Volume(id="a", size=1)
     assert d.create_export(None, v)["provider_location"] == "198.18.0.11:/tank/volumes/volume-a"
@@ -306,6 +310,18 @@ def test_create_export_sets_file_access_before_exporting(
     chown, chmod = node.log.index(("chown", owner, path)), node.log.index(("chmod", mode, path))
     assert max(chown, chmod) < next(i for i, a in enumerate(node.log) if a[0] == "tee")
     assert f"Squash = {squash};" in node.text and "CLIENT" not in node.text
+
+
+def test_file_access_left_alone_when_right_already() -> None:
+    node = FakeNode(datasets=("tank/volumes", str(DS_A)))
+    node.stat = "65534:65534 660\n"  # e.g. a replica received from a node with the same options
+    driver(node).create_export(None, Volume(id="a", size=1))
+    assert not [a for a in node.log if a[0] in ("chown", "chmod")]
+    node.stat = "65534:65534 666\n"
+    driver(node).create_export(None, Volume(id="a", size=1))
+    assert [a for a in node.log if a[0] in ("chown", "chmod")] == [
+        ("chmod", "0660", "/tank/volumes/volume-a/volume")
+    ]
 
 
 def test_initialize_and_terminate_connection_grant_and_revoke() -> None:
