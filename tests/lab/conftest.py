@@ -54,6 +54,8 @@ def lab_settings() -> Settings:
 def lab(lab_settings: Settings) -> Iterator[Lab]:
     lab = Lab(lab_settings)
     lab.down()  # a previous run that was killed may have left one behind
+    with contextlib.suppress(OSError):  # an empty home is made again by `lab up`, as a user's would be
+        lab_settings.home.rmdir()
     lab = Lab(lab_settings)
     lab.up(nodes=3, pool_size=1 << 30, with_agent=_agent_available(), test_kinds=True)
     yield lab

@@ -10,7 +10,8 @@ Invariants:
   ``done``.
 * The schema is versioned (``schema_version``); migrations run in order, each in its own transaction.
   A store written by a newer schema is refused with ``StoreError``.
-* The database file (and its WAL) is created mode 0600 in a 0700 directory.
+* The database file (and its WAL and shared memory) is created mode 0600 in a directory created 0700
+  (``zfs_backend.private``); an existing directory keeps its mode.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ActivityNotFound, StoreError
+from ..private import private_sqlite
 from .report import ActivityRecord, Progress, Resources
 from .states import TERMINAL, check_transition, is_terminal
 
@@ -132,9 +134,7 @@ class ActivityStore:
         self._lock = threading.RLock()
         migrations = MIGRATIONS if migrations is None else migrations
         if str(path) != ":memory:":
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
+            private_sqlite(self.path)
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -2,8 +2,12 @@
 
 * Sockets: ``Settings.agent_socket`` (default ``/run/zfs-backend/agent.sock``) serves every op;
   ``Settings.peer_socket`` (``peer.sock`` beside it) serves only what peer nodes may ask
-  (``protocol.PEER_OPS``: the receiving end of replications). Both mode 0600 in a 0700 directory; a
-  client whose uid differs from the agent's is refused (``SO_PEERCRED``).
+  (``protocol.PEER_OPS``: the receiving end of replications). Both mode 0600 in a directory created
+  0700 (an existing one keeps its mode: the agent never changes the mode of a directory it did not
+  create); a client whose uid is neither root nor the agent's is refused (``SO_PEERCRED``) before any
+  request is read.
+* Files: the store, claims, log and lock are created 0600 in directories created 0700
+  (``zfs_backend.private``).
 * State: ``Settings.agent_dir / "activities.db"`` (SQLite, see ``activity.store``); log: JSON lines
   to ``Settings.agent_dir / "agent.log"`` and to stderr.
 * On start it carries every stored non-terminal activity on (that is what makes them self-restarting).
@@ -36,6 +40,7 @@ from ..config import Settings
 from ..errors import AgentUnavailable, ProtocolError, UsageError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
+from ..private import private_dir, private_open
 from .manager import ActivityManager
 from .protocol import (
     MAX_LINE,
@@ -52,6 +57,8 @@ from .protocol import (
 __all__ = ["AgentServer", "JsonFormatter", "run_agent", "setup_logging"]
 
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+REFUSED_LINGER_S = 2.0  # how long a refused peer's bytes are discarded before hanging up
+REFUSED_DRAIN = 1 << 20
 
 
 class JsonFormatter(logging.Formatter):
@@ -79,8 +86,8 @@ def setup_logging(log_path: Path | None, *, stderr: bool = True) -> logging.Logg
         log.removeHandler(h)
     fmt = JsonFormatter()
     if log_path is not None:
-        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        private_dir(log_path.parent)
+        fd = private_open(log_path, os.O_WRONLY | os.O_APPEND)
         fh = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
         fh.setFormatter(fmt)
         log.addHandler(fh)
@@ -97,7 +104,7 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         if not self.server.peer_allowed(self.connection):
-            self.wfile.write(encode(response(None, error=AgentUnavailable("permission denied"))))
+            self._refuse()
             return
         while True:
             line = self.rfile.readline(MAX_LINE + 1)
@@ -122,6 +129,20 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             if req_id is not None and out.get("result") == {"shutdown": True}:
                 self.server.request_stop()
+
+    def _refuse(self) -> None:
+        """Answer "permission denied" and hang up without reading a single request. What the peer sent
+        is discarded unread (at most ``REFUSED_DRAIN`` bytes, for at most ``REFUSED_LINGER_S``): closing
+        with unread bytes would reset the connection, and the peer would see a reset or a broken pipe
+        instead of the answer."""
+        with contextlib.suppress(OSError):
+            self.wfile.write(encode(response(None, error=AgentUnavailable("permission denied"))))
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(REFUSED_LINGER_S)
+            left = REFUSED_DRAIN
+            while left > 0 and (chunk := self.connection.recv(min(65536, left))):
+                left -= len(chunk)
 
 
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -200,9 +221,9 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 def _prepare_socket_path(path: Path) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(PermissionError):
-        os.chmod(path.parent, 0o700)
+    """The socket's directory (created 0700 if missing; an existing one keeps its mode: the socket itself
+    is 0600 and peers are checked by uid), and no stale socket of a dead agent in the way."""
+    private_dir(path.parent)
     if path.exists() or path.is_symlink():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -292,8 +313,8 @@ def run_agent(
 def _single_instance(lock_path: Path, wait_s: float = 30.0) -> int:
     """One agent per store: an exclusive ``flock`` (released by the kernel even on SIGKILL). Waits
     ``wait_s`` for a previous agent that is still shutting down."""
-    lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    private_dir(lock_path.parent)
+    fd = private_open(lock_path, os.O_RDWR)
     deadline = time.monotonic() + wait_s
     while True:
         try:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HostUnreachable, UsageError
+from ..private import private_dir
 from .base import check_argv
 
 __all__ = [
@@ -33,9 +34,9 @@ __all__ = [
     "OPENSSH_KEX",
     "ControlConnection",
     "OpenSSHTarget",
+    "control_dir_ready",
     "master_ident",
     "openssh_options",
-    "private_dir",
     "stop_masters",
 ]
 
@@ -84,15 +85,17 @@ def openssh_options(t: OpenSSHTarget) -> list[str]:
     ]  # fmt: skip
 
 
-def private_dir(d: Path, what: str = "control dir") -> Path:
-    """Create (or check) a private directory: owned by us, mode 0700 (a directory we create)."""
+def control_dir_ready(d: Path, what: str = "control dir") -> Path:
+    """The private directory of masters and forwarded sockets: created 0700 (with its missing parents)
+    when missing; one that exists must be ours with mode 0700, and is refused, never chmodded, when not."""
     if len(os.fsencode(d)) > MAX_CONTROL_DIR:
         raise UsageError(f"{what} {d} is too long for a unix socket path (at most {MAX_CONTROL_DIR} bytes)")
-    with contextlib.suppress(FileExistsError):
-        d.mkdir(mode=0o700, parents=True)
+    private_dir(d)
     st = d.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
-        raise HostUnreachable(f"{what} {d} must be a directory owned by us with mode 0700")
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise HostUnreachable(f"{what} {d} is not a directory owned by us")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        raise HostUnreachable(f"{what} {d} has mode {stat.S_IMODE(st.st_mode):04o}, not 0700")
     return d
 
 
@@ -145,7 +148,7 @@ class ControlConnection:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        private_dir(self.control_dir)
+        control_dir_ready(self.control_dir)
         fd = os.open(self.control_dir / f"{self.target.ident}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -42,7 +42,7 @@ from ..errors import (
 )
 from .base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
 from .channel import PID_WRAPPER, feed, pump, remaining, split_pid
-from .openssh import MAX_CONTROL_DIR, ControlConnection, OpenSSHTarget, openssh_options, private_dir
+from .openssh import MAX_CONTROL_DIR, ControlConnection, OpenSSHTarget, control_dir_ready, openssh_options
 from .validate import validate_address, validate_cipher, validate_node_name, validate_port, validate_user
 
 if TYPE_CHECKING:
@@ -395,7 +395,7 @@ class SSHHost(Host):
         """The ControlMaster socket for this user@address:port (``%`` escaped for ssh)."""
         conn = self.control_connection()
         assert conn is not None
-        private_dir(conn.control_dir)
+        control_dir_ready(conn.control_dir, f"{self.name}: control dir")
         return str(conn.control_path).replace("%", "%%")
 
     def ssh_options(self, *, multiplex: bool = True) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import LabError, MissingDependency, NotRoot, UnknownNode
 from ..hosts.openssh import master_ident, stop_masters
+from ..private import private_dir
 from . import access, netns, nfs
 from .node import (
     NODE_POOL,
@@ -181,8 +182,8 @@ class Lab:
             return False
         netns.check_range_free(self.layout)
         plan = plan_nodes(self.layout, nodes)
-        self.layout.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.layout.state_dir, 0o700)
+        private_dir(self.layout.state_dir)  # and $ZFS_BACKEND_HOME, when it is missing
+        os.chmod(self.layout.state_dir, 0o700)  # the lab's own directory (`down` removes it)
         st = LabState(
             network=str(self.layout.network),
             pool_size=pool_size,

@@ -144,6 +144,6 @@ def _ensure_pool(lay: LabLayout, node: NodeLayout, st: LabState) -> None:
     if run_in(lay, node, ["test", "-f", img], check=False).returncode == 0:
         run_in(lay, node, ["zpool", "import", "-d", POOL_DIR, NODE_POOL])
         return
-    run_in(lay, node, ["mkdir", "-p", POOL_DIR])
+    run_in(lay, node, ["mkdir", "-p", "-m", "0700", POOL_DIR])
     run_in(lay, node, ["truncate", "-s", str(st.pool_size), img])
     run_in(lay, node, ["zpool", "create", "-f", "-m", f"/{NODE_POOL}", NODE_POOL, img])
