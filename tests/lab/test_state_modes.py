@@ -52,6 +52,9 @@ def walk(home: Path, lab: Lab) -> tuple[list[str], list[Path]]:
             mode = os.lstat(p).st_mode
             if d == lab.layout.ns_dir:
                 continue  # namespace handles (bind mounts of /proc/PID/ns/*)
+            if stat.S_ISSOCK(mode) and d == home / "ssh":
+                check(p, 0o600)  # the controller's SSH masters and the agents' sockets forwarded over them
+                continue
             if not stat.S_ISREG(mode):
                 problems.append(f"{p}: not a regular file ({stat.filemode(mode)})")
                 continue

@@ -69,6 +69,9 @@ __all__ = ["Endpoint", "PipelineActivity"]
 class Endpoint:
     host: Host
     argv: list[str]
+    #: whether the local process's own I/O is the network traffic (``ssh``); False for an OpenSSH mux
+    #: client, which hands its descriptors to the master: the relay's count stands in for it then
+    counts_network: bool = True
 
     @property
     def remote(self) -> bool:
@@ -408,8 +411,8 @@ class PipelineActivity(LocalActivity):
             self._monitor.start_attempt()
         self._prod_remote, self._cons_remote = prod.remote, cons.remote
         self._monitor.rate.reset()
-        self._monitor.add_process(procs[0].pid, net_receiver=prod.remote)
-        self._monitor.add_process(procs[1].pid, net_sender=cons.remote)
+        self._monitor.add_process(procs[0].pid, net_receiver=prod.remote and prod.counts_network)
+        self._monitor.add_process(procs[1].pid, net_sender=cons.remote and cons.counts_network)
         with contextlib.suppress(Exception):
             self._monitor.add_extra_pids(self.extra_cpu_pids())
 

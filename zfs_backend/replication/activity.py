@@ -363,7 +363,9 @@ class Replicate(PipelineActivity):
         spec = RecvSpec(
             target=self.request.destination, resumable=bool(ks.get("resumable")), set_properties=props
         )
-        return Endpoint(self._peer, spec.argv(_dialect_for_recv(ks)))
+        return Endpoint(
+            self._peer, spec.argv(_dialect_for_recv(ks)), counts_network=not self._peer.stream_multiplex
+        )
 
     def on_success(self) -> None:
         targets = {str(k): int(v) for k, v in self.kind_state.get("target_guids", {}).items()}
