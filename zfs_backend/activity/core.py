@@ -111,6 +111,12 @@ class BackendActivity(ABC):
     def wait(self, timeout: float | None = None) -> str:
         """Block until terminal or ``timeout`` seconds; return the state then."""
 
+    def wait_record(self, timeout: float) -> ActivityRecord:
+        """Block until terminal or ``timeout`` seconds, then return the record: what a progress display
+        polls with (it learns of the end at once, not at its next tick)."""
+        self.wait(timeout)
+        return self.record()
+
     def to_dict(self) -> dict[str, Any]:
         return self.record().to_dict()
 

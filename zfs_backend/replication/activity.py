@@ -57,14 +57,11 @@ from ..zfs.names import DatasetName
 from .estimate import estimate_send
 from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
 from .remote import DestinationTree, RemoteReceiver
-from .request import Request, check_space
+from .request import KIND, TUNING_PARAMS, Request, check_space
 from .transport import PeerHost
 
 __all__ = ["KIND", "TUNING_PARAMS", "Replicate", "running_conflict"]
 
-KIND = "replicate"
-#: params the kind reads besides the request (tests and benchmarks tune retries; never how SSH runs)
-TUNING_PARAMS = frozenset({"max_retries", "backoff_s", "space_check"})
 
 # A stream failure whose stderr says one of these is final: retrying cannot help.
 _PERMANENT = re.compile(

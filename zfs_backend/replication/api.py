@@ -23,8 +23,7 @@ from ..config import Settings, load_settings
 from ..errors import UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_node_qualified, parse_snapshot
 from ..zfs.parse import ParseError, parse_human_size
-from .activity import KIND, TUNING_PARAMS
-from .request import Request
+from .request import KIND, TUNING_PARAMS, Request
 from .transport import DEFAULT_CIPHER
 
 __all__ = ["AgentNode", "parse_bwlimit", "snapshot_replicate"]

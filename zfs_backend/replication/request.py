@@ -18,7 +18,11 @@ from .estimate import Estimate, needed_space
 from .plan import NO_SPACE, Conflict
 from .transport import DEFAULT_CIPHER, validate_cipher
 
-__all__ = ["Request", "check_space"]
+__all__ = ["KIND", "TUNING_PARAMS", "Request", "check_space"]
+
+KIND = "replicate"
+#: params the kind reads besides the request (tests and benchmarks tune retries; never how SSH runs)
+TUNING_PARAMS = frozenset({"max_retries", "backoff_s", "space_check"})
 
 
 def _short_snap(text: str | None) -> str | None:

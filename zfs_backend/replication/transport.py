@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from ..errors import CommandFailed, CommandTimeout, HostUnreachable, InvalidName
 from ..hosts.base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
-from ..hosts.ssh import validate_node_name
+from ..hosts.validate import validate_node_name
 
 __all__ = ["CIPHERS", "DEFAULT_CIPHER", "PeerHost", "validate_cipher"]
 
