@@ -19,6 +19,7 @@ __all__ = [
     "NodeKeys",
     "ensure_keypair",
     "known_hosts_text",
+    "peer_key_line",
     "provision",
     "ssh_client_config",
     "sshd_config",
@@ -66,6 +67,16 @@ def ensure_keypair(path: Path, comment: str) -> Path:
     return path
 
 
+def peer_key_line(pub: str, node: str, addresses: list[str], command: str = "") -> str:
+    """The ``authorized_keys`` line for node ``node``'s client key on its peers: ``restrict`` (no
+    forwarding, no pty), ``from=`` the addresses it connects from, and a forced ``command=`` when given.
+    The ansible role writes the same line (``templates/peer_keys.j2``; a unit test keeps them equal)."""
+    opts = ["restrict", f'from="{",".join(addresses)}"']
+    if command:
+        opts.append('command="' + command.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return f"{','.join(opts)} {pub} root@{node}"
+
+
 def known_hosts_text(nodes: list[NodeLayout], keys: dict[str, NodeKeys]) -> str:
     return "".join(f"{n.name},{n.address} {keys[n.name].host_pub_line()}\n" for n in nodes)
 
@@ -96,6 +107,8 @@ def ssh_client_config(nodes: list[NodeLayout], key: Path, known_hosts: Path) -> 
 def sshd_config(node: NodeLayout, host_key: str) -> str:
     return (
         "# Written by `zfs-backend lab up` for this lab node.\n"
+        # First: drop-ins (the ansible role's hardening) win, as in Debian's own sshd_config.
+        "Include /etc/ssh/sshd_config.d/*.conf\n"
         f"ListenAddress {node.address}\n"
         "Port 22\n"
         f"HostKey {host_key}\n"
@@ -125,8 +138,10 @@ def write_inventory(
     known_hosts: Path,
     zfs_backend_bin: str,
     ssh_config: Path | None = None,
+    role_vars: dict[str, object] | None = None,
 ) -> Path:
-    """Write an ansible-format YAML inventory naming every node and how to reach it."""
+    """Write an ansible-format YAML inventory naming every node and how to reach it (``role_vars``: what
+    ``ansible/site.yml`` needs to deploy these nodes)."""
     vars_: dict[str, object] = {
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(key),
@@ -140,6 +155,7 @@ def write_inventory(
             "zfs_backend_lab": True,
         }
     )
+    vars_.update(role_vars or {})
     doc = {
         "all": {
             "vars": vars_,
@@ -157,8 +173,12 @@ def write_inventory(
     return path
 
 
-def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host_key: str) -> None:
-    """Keys, known_hosts and configs for the controller and for every node (node-to-node SSH)."""
+def provision(
+    lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host_key: str, bare: bool = False
+) -> None:
+    """Keys, known_hosts and configs for the controller and for every node (node-to-node SSH). ``bare``:
+    only what the controller needs to reach the nodes (its key, the host keys, sshd's config); the node
+    keys, known_hosts and peer configs are then the ansible role's to exchange."""
     lay.ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ensure_keypair(lay.client_key, "zfs-backend-controller")
     keys: dict[str, NodeKeys] = {}
@@ -173,7 +193,10 @@ def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host
     write_private(lay.ssh_config, ssh_client_config(plan, lay.client_key, lay.known_hosts))
     ctrl_pub = " ".join(Path(f"{lay.client_key}.pub").read_text().split()[0:2])
     authorized = ctrl_pub + " zfs-backend-controller\n"
-    authorized += "".join(f"{keys[n.name].client_pub_line()} root@{n.name}\n" for n in plan)
+    if not bare:
+        authorized += "".join(
+            peer_key_line(keys[n.name].client_pub_line(), n.name, [n.address]) + "\n" for n in plan
+        )
     try:
         base_hosts = Path("/etc/hosts").read_text()
     except OSError:
@@ -187,13 +210,14 @@ def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host
         ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
         k = keys[n.name]
         write_private(ssh / "authorized_keys", authorized)
-        write_private(ssh / "id_ed25519", k.client_key.read_text())
-        write_private(ssh / "id_ed25519.pub", Path(f"{k.client_key}.pub").read_text(), 0o644)
-        write_private(ssh / "known_hosts", known, 0o644)
-        write_private(
-            ssh / "config",
-            ssh_client_config(plan, Path("/root/.ssh/id_ed25519"), Path("/root/.ssh/known_hosts")),
-        )
+        if not bare:
+            write_private(ssh / "id_ed25519", k.client_key.read_text())
+            write_private(ssh / "id_ed25519.pub", Path(f"{k.client_key}.pub").read_text(), 0o644)
+            write_private(ssh / "known_hosts", known, 0o644)
+            write_private(
+                ssh / "config",
+                ssh_client_config(plan, Path("/root/.ssh/id_ed25519"), Path("/root/.ssh/known_hosts")),
+            )
         etc_ssh = up / "etc" / "ssh" / "zfs-backend"
         write_private(etc_ssh / "ssh_host_ed25519_key", k.host_key.read_text())
         write_private(etc_ssh / "ssh_host_ed25519_key.pub", Path(f"{k.host_key}.pub").read_text(), 0o644)
@@ -204,6 +228,8 @@ def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host
         # command and stall when an SSH session is killed mid-login (a cancel, a link cut).
         for rc in (".bashrc", ".profile"):
             write_private(up / "root" / rc, "# lab node: nothing to set up\n", 0o644)
+        if bare:
+            continue
         # The node's own inventory (its agent reaches peers by name), in its private home
         write_inventory(
             n.home / "inventory.yml",
