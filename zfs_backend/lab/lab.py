@@ -164,11 +164,13 @@ class Lab:
         on_step: Callable[[str], None] | None = None,
         with_agent: bool = True,
         provision: bool = False,
+        run_site: bool = True,
     ) -> bool:
         """Bring the lab up. Returns False (and changes nothing) when it is already running.
 
         ``provision``: bare nodes (network, root filesystem, sshd and the controller's key only), then
-        everything else deployed by ``ansible/site.yml`` through the lab's inventory, as on real nodes."""
+        everything else deployed by ``ansible/site.yml`` through the lab's inventory, as on real nodes
+        (``run_site=False``: bare nodes only, for whoever runs the playbook itself)."""
         say = on_step or (lambda _msg: None)
         self.preflight()
         st = self.state
@@ -217,7 +219,7 @@ class Lab:
                 ssh_config=self.layout.ssh_config,
                 role_vars=deploy.role_vars(self.layout, pool_size, provision),
             )
-            if provision:
+            if provision and run_site:
                 self.provision(on_step=say)
         except BaseException:
             say("bring-up failed; cleaning up")
@@ -261,13 +263,20 @@ class Lab:
         log = self.layout.state_dir / "ansible" / "site.log"
         say(f"deploying with ansible/site.yml (log {log})")
         run = deploy.deploy(self.layout, self.nodes(), log)
+        for node, running in self.adopt().items():
+            say(f"{node} deployed: {', '.join(running)}")
+        say(f"site.yml: {run.changed} changed")
+        return run
+
+    def adopt(self) -> dict[str, list[str]]:
+        """Record the daemons the role started (their pid files) so that status, down and restart see them.
+        Returns the daemons alive per node."""
+        out = {}
         for node in self.nodes():
             for service, pid in deploy.adopt_pids(self.layout, node).items():
                 record_pid(self.layout.state_file, node.name, service, pid)
-            running = [s for s in SERVICES if alive(self.layout, node, s)]
-            say(f"{node.name} deployed at {node.address}: {', '.join(running)}")
-        say(f"site.yml: {run.changed} changed")
-        return run
+            out[node.name] = [s for s in SERVICES if alive(self.layout, node, s)]
+        return out
 
     def repair(self, on_step: Callable[[str], None] | None = None) -> list[str]:
         """Restart any dead daemon of a running lab (its pool is re-imported). Returns what was restarted."""
