@@ -36,7 +36,8 @@ SKIP = (
     "/var/lib/apt",
     "/var/lib/dpkg",
     "/var/lib/docker",
-    "/var/lib/zfs-backend-",
+    "/var/lib/zfs-backend-",  # other labs' homes (tests, other engineers)
+    "/var/lib/zfs-backend/lab",  # the default lab's state (its nodes' upper dirs): not the role's
     "/etc/libvirt",  # the Vagrant tier's VMs (zfs-backend-vagrant_*) live here
     "/run/libvirt",
     "/var/lib/libvirt",

@@ -123,6 +123,3 @@ def test_rolling_upgrade_with_replications_across_it(lab_deployment, hosts):
         json.loads(line).get("carried_on") or [] for line in log.splitlines() if '"agent started"' in line
     ]
     assert any(parked in c for c in carried), carried
-    # and the deployed lab is idempotent again on the new code
-    again = dep.playbook("upgrade.yml", "-e", f"zfs_backend_node_source={source}")
-    assert again.returncode == 0 and again.changed == 0, again.recap

@@ -1,7 +1,6 @@
 """The ansible role and the lab write the same lines: node keys in authorized_keys, known_hosts, the
 node's ssh client config, ganesha.conf and sshd's hardening. Rendered here with plain Jinja (no node)."""
 
-import base64
 import json
 from pathlib import Path
 
@@ -21,7 +20,6 @@ def render(template: str, **variables) -> str:
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters["b64decode"] = lambda s: base64.b64decode(s).decode()
     env.filters["to_json"] = json.dumps
     return env.get_template(template).render(**variables)
 
@@ -41,11 +39,9 @@ def lab(tmp_path: Path):
     hostvars = {
         n.name: {
             "ansible_host": n.address,
-            "zfs_backend_node_client_pub": {
-                "content": base64.b64encode(Path(f"{keys[n.name].client_key}.pub").read_bytes()).decode()
-            },
-            "zfs_backend_node_host_pub": {
-                "content": base64.b64encode(Path(f"{keys[n.name].host_key}.pub").read_bytes()).decode()
+            "zfs_backend_node_keys": {
+                "client_pub": keys[n.name].client_pub_line(),
+                "host_pub": keys[n.name].host_pub_line(),
             },
         }
         for n in nodes
