@@ -7,6 +7,7 @@ or a crashed daemon.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from .node import (
     node_pids,
     ns_alive,
     pid_in_node,
+    remove_tree,
     run_in,
     setup_root,
     stop_pids,
@@ -120,6 +122,10 @@ class Lab:
         st = self.state
         if st is None:
             return []
+        if st.provisioned:  # the role's daemons may have been restarted (upgrade.yml): read their pid files
+            self.adopt()
+            st = self.state
+            assert st is not None
         out = []
         for node in self.nodes():
             services = {s: bool(st.pids.get(node.name, {}).get(s)) for s in SERVICES}
@@ -345,6 +351,10 @@ class Lab:
         lay = self.layout
         done: list[str] = []
         st = self.state
+        if st is not None and st.provisioned:
+            with contextlib.suppress(Exception):  # best effort: stop the role's daemons in order, by pid
+                self.adopt()
+                st = self.state
         names = set(st.nodes) if st else set()
         if lay.ns_dir.exists():
             names |= {p.stem for p in lay.ns_dir.iterdir() if p.suffix in (".mnt", ".uts")}
@@ -374,19 +384,6 @@ class Lab:
         netns.delete_lab_network(lay)
         # 4. files
         if lay.state_dir.exists():
-            self._remove_tree(lay.state_dir)
+            remove_tree(lay.state_dir)
             done.append(f"removed {lay.state_dir}")
         return done
-
-    @staticmethod
-    def _remove_tree(path: Path) -> None:
-        # Never follow a mount out of the lab dir: anything still mounted below it is unmounted first.
-        with open("/proc/self/mountinfo") as f:
-            mounts = sorted(
-                (line.split()[4] for line in f if line.split()[4].startswith(str(path) + "/")),
-                key=len,
-                reverse=True,
-            )
-        for m in mounts:
-            subprocess.run(["umount", "-l", m], check=False, capture_output=True)
-        shutil.rmtree(path, ignore_errors=True)
