@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -87,6 +88,7 @@ class Deployment:
     first: PlaybookRun | None = None
     second: PlaybookRun | None = None
     controller_before: dict[str, object] = field(default_factory=dict)
+    bare: dict[str, dict[str, object]] = field(default_factory=dict)
     marker_time: float = 0.0
 
     @property
@@ -108,6 +110,24 @@ class Deployment:
         return list(hosts)
 
 
+def bare_node(lab: Lab, name: str) -> dict[str, object]:
+    """What runs and exists in a bare node, before any play."""
+
+    def node_sh(script: str) -> str:
+        argv = lab.exec_argv(name, ["sh", "-c", script])
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+
+    (status,) = [s for s in lab.status() if s.name == name]
+    return {
+        "services": status.services,
+        "probe": node_sh(
+            "test -e /opt/zfs-backend && echo opt; test -e /root/.ssh/id_ed25519 && echo nodekey; "
+            "zpool list -H 2>&1"
+        ),
+        "authorized_keys": node_sh("cat /root/.ssh/authorized_keys"),
+    }
+
+
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     if EXTERNAL_INVENTORY:
@@ -126,6 +146,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     lab = Lab(settings)
     lab.up(nodes=2, pool_size=256 << 20, provision=True, run_site=False)
     dep = Deployment(inventory=lab.layout.inventory, settings=settings, lab=lab)
+    dep.bare = {n.name: bare_node(lab, n.name) for n in lab.nodes()}
     os.environ.update(
         {k: v for k, v in ansible_env(dep.state_dir).items() if k.startswith("ANSIBLE_") or k == "PATH"}
     )

@@ -77,11 +77,9 @@ def controller_changes(since: float, allowed: Path) -> list[str]:
 
 
 def git_status() -> str:
-    """The checkout's own view of its files (untracked ones included, ignored ones not)."""
+    """Files in the checkout that git does not know and does not ignore (what a leak would add)."""
     repo = Path(__file__).resolve().parents[2]
     res = subprocess.run(
-        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=all"],
-        capture_output=True,
-        text=True,
+        ["git", "-C", str(repo), "ls-files", "--others", "--exclude-standard"], capture_output=True, text=True
     )
     return res.stdout if res.returncode == 0 else "(not a git checkout)"

@@ -40,6 +40,16 @@ def fingerprint(host) -> str:
     )
 
 
+def test_bare_nodes_run_only_sshd_with_the_controller_key(lab_deployment):
+    assert set(lab_deployment.bare) == set(lab_deployment.node_names())
+    for name, bare in lab_deployment.bare.items():
+        assert {s for s, alive in bare["services"].items() if alive} == {"sshd"}, (name, bare)
+        assert "opt" not in bare["probe"].split() and "nodekey" not in bare["probe"].split(), (name, bare)
+        assert "tank" not in bare["probe"], (name, bare)  # no pool
+        keys = [line for line in bare["authorized_keys"].splitlines() if line.strip()]
+        assert len(keys) == 1 and keys[0].endswith(" zfs-backend-controller"), keys
+
+
 def test_first_run_changes_and_second_changes_nothing(lab_deployment):
     first, second = lab_deployment.first, lab_deployment.second
     assert first.returncode == 0, first.failure()
