@@ -57,7 +57,7 @@ def missing_prerequisite() -> str | None:
         if shutil.which(b, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
             return f"the deployment tests need {b} (run scripts/bootstrap)"
     for tool in ("ansible-playbook", "ansible-inventory"):
-        if not (Path(os.sys.prefix) / "bin" / tool).exists():
+        if not (Path(sys.prefix) / "bin" / tool).exists():
             return f"the deployment tests need {tool} in the project's virtualenv (run scripts/bootstrap)"
     return None
 
@@ -132,8 +132,10 @@ def bare_node(lab: Lab, name: str) -> dict[str, object]:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     if EXTERNAL_INVENTORY:
         inv = Path(EXTERNAL_INVENTORY)
-        settings = load_settings({**os.environ, "ZFS_BACKEND_INVENTORY": str(inv)})
-        home = tmp_path_factory.mktemp("ansible")
+        home = tmp_path_factory.mktemp("home")  # the controller's state (SSH masters) for these tests
+        settings = load_settings(
+            {**os.environ, "ZFS_BACKEND_HOME": str(home), "ZFS_BACKEND_INVENTORY": str(inv)}
+        )
         os.environ.update(
             {k: v for k, v in ansible_env(home).items() if k.startswith("ANSIBLE_") or k == "PATH"}
         )

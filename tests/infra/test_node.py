@@ -103,10 +103,16 @@ def test_keys_are_private_and_narrow(hosts):
             ln for ln in host.file("/root/.ssh/authorized_keys").content_string.splitlines() if ln.strip()
         ]
         peer_lines = [ln for ln in lines if ln.endswith(tuple(f" root@{p}" for p in hosts))]
-        assert len(peer_lines) == len(hosts), lines
+        assert len(peer_lines) == len(hosts) - 1, lines  # every peer, not the node itself
         for peer in hosts:
-            (line,) = [ln for ln in peer_lines if ln.endswith(f" root@{peer}")]
-            assert line.startswith(f'restrict,from="{addresses[peer]}"'), line
+            mine = [ln for ln in peer_lines if ln.endswith(f" root@{peer}")]
+            if peer == name:
+                assert mine == [], mine
+                continue
+            (line,) = mine
+            assert line.startswith(
+                f'restrict,from="{addresses[peer]}",command="{PREFIX}/bin/zfs-backend peer-exec" '
+            )
         # the controller's key is a line of its own, without the node keys' restrictions
         assert any(not ln.startswith(("restrict", "#")) for ln in lines), lines
         known = host.file("/root/.ssh/known_hosts").content_string

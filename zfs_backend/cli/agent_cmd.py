@@ -1,5 +1,6 @@
-"""``zfs-backend agent`` (the node daemon: foreground, or supervised with ``--daemon``) and
-``zfs-backend rpc`` (its bridge for SSH sessions)."""
+"""``zfs-backend agent`` (the node daemon: foreground, or supervised with ``--daemon``),
+``zfs-backend rpc`` (its bridge for SSH sessions) and ``zfs-backend peer-exec`` (the forced command of
+peer nodes' keys)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..agent import rpc_bridge, run_agent, supervisor
-from ..agent.health import node_health
+from ..agent import rpc_bridge, run_agent
+from ..agent.peer_exec import main as peer_exec_main
 from ..config import Settings, load_env_file, load_settings
 
 __all__ = ["register"]
@@ -30,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "on a root-only unix socket (default /run/zfs-backend/agent.sock). Stops cleanly on SIGTERM. "
             "Without systemd, --daemon runs it under a supervisor that restarts it when it exits."
         ),
+    )
+    a.add_argument(
+        "--test-kinds",
+        action="store_true",
+        help="also host the generic 'pipeline' kind (runs the argv its params name: tests, benchmarks)",
     )
     mode = a.add_mutually_exclusive_group()
     mode.add_argument(
@@ -56,7 +62,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="bridge stdin/stdout to the local agent (what the controller runs over SSH)",
         description="Line-delimited JSON requests on stdin, answers on stdout, relayed to the local agent.",
     )
-    r.set_defaults(func=lambda _args: rpc_bridge(load_settings()))
+    r.add_argument(
+        "--peer",
+        action="store_true",
+        help="use the agent's peer socket (only what peer nodes may ask: replication's receiving end)",
+    )
+    r.set_defaults(func=lambda args: rpc_bridge(load_settings(), peer=args.peer))
+    x = sub.add_parser(
+        "peer-exec",
+        help="forced command of peer nodes' SSH keys (authorized_keys command=); not for interactive use",
+        description=(
+            "Runs what SSH_ORIGINAL_COMMAND asks if a peer node may: `zfs-backend rpc --peer` or "
+            "`zfs receive [-s] [-u] [-o readonly=on] DATASET`. Anything else is refused (exit 126)."
+        ),
+    )
+    x.set_defaults(func=lambda _args: peer_exec_main())
 
 
 def _env(args: argparse.Namespace) -> dict[str, str]:
@@ -64,12 +84,18 @@ def _env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from ..agent import supervisor  # only the modes that need them (the CLI imports what it runs)
+    from ..agent.health import node_health
+
     extra = _env(args)
     settings: Settings = load_settings({**os.environ, **extra})
     pidfile = Path(args.pidfile)
     if args.daemon:
+        child = [sys.executable, "-m", "zfs_backend.cli.main", "agent"]
+        if args.test_kinds:
+            child.append("--test-kinds")
         spec = supervisor.Supervised(
-            argv=[sys.executable, "-m", "zfs_backend.agent", "run"],
+            argv=child,
             pidfile=pidfile,
             log=Path(args.log),
             env={**_BASE_ENV, "HOME": os.environ.get("HOME", "/root"), **extra},
@@ -88,4 +114,4 @@ def cmd_agent(args: argparse.Namespace) -> int:
             print("zfs-backend: error: unhealthy: " + "; ".join(health.problems), file=sys.stderr)
             return 12
         return 0
-    return run_agent(settings)
+    return run_agent(settings, test_kinds=args.test_kinds)

@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up.add_argument("--network", help="IPv4 network of the lab (default 198.18.0.0/24)")
     up.add_argument("--no-agent", action="store_true", help="do not start the node agents")
     up.add_argument(
+        "--test-kinds",
+        action="store_true",
+        help="agents also host the generic 'pipeline' activity kind (for tests and benchmarks)",
+    )
+    up.add_argument(
         "--provision",
         action="store_true",
         help="bare nodes (network, root filesystem, sshd, keys), then everything else deployed by "
@@ -96,6 +101,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         pool_size=parse_size(args.pool_size),
         on_step=lambda m: con.print(f"  {m}"),
         with_agent=not args.no_agent,
+        test_kinds=args.test_kinds,
         provision=args.provision,
     )
     if not args.json:

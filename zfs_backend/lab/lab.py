@@ -20,6 +20,8 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import LabError, MissingDependency, NotRoot, UnknownNode
+from ..hosts.openssh import master_ident, stop_masters
+from ..private import private_dir
 from . import access, deploy, netns, nfs
 from .node import (
     NODE_POOL,
@@ -169,10 +171,12 @@ class Lab:
         pool_size: int = 1 << 30,
         on_step: Callable[[str], None] | None = None,
         with_agent: bool = True,
+        test_kinds: bool = False,
         provision: bool = False,
         run_site: bool = True,
     ) -> bool:
         """Bring the lab up. Returns False (and changes nothing) when it is already running.
+        ``test_kinds``: the agents also host the generic ``pipeline`` kind (tests, benchmarks).
 
         ``provision``: bare nodes (network, root filesystem, sshd and the controller's key only), then
         everything else deployed by ``ansible/site.yml`` through the lab's inventory, as on real nodes
@@ -196,8 +200,8 @@ class Lab:
             return False
         netns.check_range_free(self.layout)
         plan = plan_nodes(self.layout, nodes)
-        self.layout.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.layout.state_dir, 0o700)
+        private_dir(self.layout.state_dir)  # and $ZFS_BACKEND_HOME, when it is missing
+        os.chmod(self.layout.state_dir, 0o700)  # the lab's own directory (`down` removes it)
         st = LabState(
             network=str(self.layout.network),
             pool_size=pool_size,
@@ -205,6 +209,7 @@ class Lab:
             zfs_backend_bin=_zfs_backend_bin(),
             nodes=[n.name for n in plan],
             agents=with_agent and not provision,
+            test_kinds=test_kinds,
             provisioned=provision,
         )
         if provision:
@@ -360,6 +365,8 @@ class Lab:
             names |= {p.stem for p in lay.ns_dir.iterdir() if p.suffix in (".mnt", ".uts")}
         names |= {n.removeprefix(lay.netns_prefix()) for n in netns.list_lab_netns(lay)}
         nodes = [lay.node(index_of(n)) for n in sorted(names) if n.startswith("node")]
+        # 0. the controller's SSH master connections to these nodes (kept for reuse between commands)
+        stop_masters(self.settings.ssh_dir, [master_ident("root", n.address) for n in nodes])
         # 1. the daemons we started, by pid: agents and sshd first, then zfs-fuse (it takes ~3 s to
         #    unmount and exit), every node at once
         if st:

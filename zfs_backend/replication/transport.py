@@ -2,8 +2,8 @@
 
 A replication runs on the source node's agent: its consumer is ``ssh DEST zfs receive …`` and its
 checks on the destination (listings, rollback, verification) go the same way. :class:`PeerHost` is
-that destination as a :class:`~zfs_backend.hosts.base.Host`: it uses the node's ``~/.ssh/config``
-(or ``ssh_config``) and known_hosts, and forces on the command line what must never depend on that
+that destination as a :class:`~zfs_backend.hosts.base.Host`: it uses the node's own ``~/.ssh/config``
+and known_hosts (nothing a request passes), and forces on the command line what must never depend on that
 config: ``BatchMode=yes``, ``StrictHostKeyChecking=yes`` (a host key is never added), the cipher,
 and keepalives (``ServerAliveInterval``/``CountMax``: a cut link ends the stream in about
 ``keepalive * count`` seconds instead of hanging).
@@ -15,6 +15,7 @@ peer's name is a validated node name, so it can never be taken for an option.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shlex
@@ -23,15 +24,27 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from ..errors import CommandFailed, CommandTimeout, HostUnreachable, InvalidName
+from ..errors import CommandFailed, CommandTimeout, HostUnreachable, InvalidName, ZfsBackendError
 from ..hosts.base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
-from ..hosts.ssh import validate_node_name
+from ..hosts.openssh import ControlConnection, control_dir_ready
+from ..hosts.validate import validate_node_name
 
-__all__ = ["DEFAULT_CIPHER", "PeerHost", "validate_cipher"]
+__all__ = ["CIPHERS", "DEFAULT_CIPHER", "PeerHost", "validate_cipher"]
 
 DEFAULT_CIPHER = "aes128-gcm@openssh.com"
-_CIPHER_RE = re.compile(r"[A-Za-z0-9@.+-]+(?:,[A-Za-z0-9@.+-]+)*")
+#: the ciphers a request may pick for its stream (all authenticated or CTR modes OpenSSH 9 offers)
+CIPHERS = frozenset(
+    {
+        "aes128-gcm@openssh.com",
+        "aes256-gcm@openssh.com",
+        "chacha20-poly1305@openssh.com",
+        "aes128-ctr",
+        "aes192-ctr",
+        "aes256-ctr",
+    }
+)
 SSH_FAILED = 255  # what ssh exits with when the connection fails (a remote command may too)
 # stderr of ssh itself when the connection (not the remote command) failed
 _SSH_ERROR = re.compile(
@@ -43,14 +56,13 @@ _SSH_ERROR = re.compile(
 
 
 _MASTER_LOCK = threading.Lock()
-_MASTER_LOCKS: dict[str, threading.Lock] = {}
 _MASTER_OK: dict[str, float] = {}  # control path -> when its master was last seen alive
 _MASTER_RECHECK_S = 5.0
 
 
 def validate_cipher(cipher: str) -> str:
-    if not isinstance(cipher, str) or not _CIPHER_RE.fullmatch(cipher):
-        raise InvalidName(f"invalid ssh cipher {cipher!r}")
+    if not isinstance(cipher, str) or cipher not in CIPHERS:
+        raise InvalidName(f"invalid ssh cipher {cipher!r}: one of {', '.join(sorted(CIPHERS))}")
     return cipher
 
 
@@ -65,44 +77,49 @@ class PeerHost(Host):
         keepalive: int = 5,
         keepalive_count: int = 3,
         connect_timeout: int = 10,
-        ssh_config: str | None = None,
         control_dir: str | None = None,
-        control_persist: int = 30,
+        control_persist: int = 600,
     ) -> None:
         self.name = validate_node_name(name)
         self.cipher = validate_cipher(cipher)
         self.keepalive = int(keepalive)
         self.keepalive_count = int(keepalive_count)
         self.connect_timeout = int(connect_timeout)
-        if ssh_config is not None and (not isinstance(ssh_config, str) or not os.path.isabs(ssh_config)):
-            raise InvalidName(f"ssh_config must be an absolute path, not {ssh_config!r}")
-        self.ssh_config = ssh_config
         self.control_dir = control_dir
         self.control_persist = int(control_persist)
+        #: whether streams (not only control commands) share the ControlMaster: saves a handshake per
+        #: stream; a dedicated connection lets several big streams use several cores
+        self.stream_multiplex = False
 
-    def _control_path(self) -> str | None:
-        """The ControlMaster socket, when multiplexing is configured and its directory is private."""
+    def _connection(self) -> ControlConnection | None:
+        """The ControlMaster to this peer (one per peer and cipher: a stream over it is ciphered by the
+        master), when multiplexing is configured and its directory is private."""
         if self.control_dir is None:
             return None
-        with contextlib.suppress(OSError):
-            os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
-        st = os.lstat(self.control_dir) if os.path.isdir(self.control_dir) else None
-        if st is None or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        try:
+            control_dir_ready(Path(self.control_dir))
+        except ZfsBackendError:
             return None
-        return f"{self.control_dir}/{self.name}"
+        return ControlConnection(
+            name=self.name,
+            options=self._base_opts(),
+            dest=[self.name],
+            control_dir=Path(self.control_dir),
+            ident=f"{self.name}.{hashlib.sha256(self.cipher.encode()).hexdigest()[:6]}",
+            persist=self.control_persist,
+            connect_timeout=self.connect_timeout,
+        )
 
     def _control_opts(self, multiplex: bool) -> list[str]:
-        path = self._control_path() if multiplex else None
-        if path is None or not self._ensure_master(path):
+        conn = self._connection() if multiplex else None
+        if conn is None or not self._ensure_master(conn):
             return ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
         # Clients only use the master; they never race to become one (that race makes ssh print
         # "ControlSocket … already exists, disabling multiplexing" into the command's stderr).
-        return ["-o", "ControlMaster=no", "-o", f"ControlPath={path}"]
+        return ["-o", "ControlMaster=no", "-o", f"ControlPath={conn.control_path}"]
 
     def _base_opts(self) -> list[str]:
-        argv = ["-F", self.ssh_config] if self.ssh_config is not None else []
         return [
-            *argv,
             "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=yes",
             "-o", "UpdateHostKeys=no",
@@ -112,45 +129,33 @@ class PeerHost(Host):
             "-o", f"ConnectTimeout={self.connect_timeout}",
         ]  # fmt: skip
 
-    def _ensure_master(self, path: str) -> bool:
-        """A live ControlMaster at ``path``: checked at most every few seconds, started (once, under a
-        per-path lock shared by every activity of this process) when missing. False: go direct."""
+    def _ensure_master(self, conn: ControlConnection) -> bool:
+        """A live master: trusted for a few seconds after it was last seen alive (no ``ssh -O check``
+        before every command), else checked and started if missing, once for every process on this
+        node (``ControlConnection`` serialises the start with a lock file). False: go direct."""
+        path = str(conn.control_path)
+        now = time.monotonic()
         with _MASTER_LOCK:
-            lock = _MASTER_LOCKS.setdefault(path, threading.Lock())
-        with lock:
-            now = time.monotonic()
             if now - _MASTER_OK.get(path, -1e9) < _MASTER_RECHECK_S and os.path.exists(path):
                 return True
-            base = ["ssh", *self._base_opts(), "-o", f"ControlPath={path}"]
-            alive = (
-                subprocess.run(
-                    [*base, "-O", "check", self.name], capture_output=True, check=False, timeout=10
-                ).returncode
-                == 0
-            )
-            if not alive:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)  # a dead master's socket
-                started = subprocess.run(
-                    [*base, "-o", "ControlMaster=yes", "-o", f"ControlPersist={self.control_persist}",
-                     "-N", "-f", self.name],
-                    # the daemonised master keeps whatever it was given: never a pipe we wait on
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    check=False, timeout=self.connect_timeout + 5, start_new_session=True,
-                ).returncode == 0  # fmt: skip
-                if not started:
-                    _MASTER_OK.pop(path, None)
-                    return False
+        try:
+            conn.ensure_master()
+        except ZfsBackendError:
+            with _MASTER_LOCK:
+                _MASTER_OK.pop(path, None)
+            return False
+        with _MASTER_LOCK:
             _MASTER_OK[path] = now
-            return True
+        return True
 
     def ssh_prefix(self, *, multiplex: bool = False) -> list[str]:
         """``ssh [options] NAME --``: everything before the remote command. ``multiplex``: share a
         ControlMaster connection (control commands); streams always get their own connection."""
         return ["ssh", *self._base_opts(), *self._control_opts(multiplex), self.name, "--"]
 
-    def stream_argv(self, argv: Sequence[str], *, multiplex: bool = False) -> list[str]:
-        return [*self.ssh_prefix(multiplex=multiplex), shlex.join(check_argv(argv))]
+    def stream_argv(self, argv: Sequence[str], *, multiplex: bool | None = None) -> list[str]:
+        mux = self.stream_multiplex if multiplex is None else multiplex
+        return [*self.ssh_prefix(multiplex=mux), shlex.join(check_argv(argv))]
 
     def run(
         self,

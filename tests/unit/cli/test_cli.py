@@ -65,9 +65,10 @@ def test_unknown_node_for_activity(
 def test_lab_up_provision_and_agent_modes_parse() -> None:
     from zfs_backend.cli.main import build_parser
 
-    p = build_parser()
+    p = build_parser("lab")
     assert p.parse_args(["lab", "up", "--provision"]).provision is True
     assert p.parse_args(["lab", "up"]).provision is False
+    p = build_parser("agent")
     args = p.parse_args(["agent", "--daemon", "--env-file", "/etc/zfs-backend/agent.env"])
     assert (args.daemon, args.stop, args.status, args.env_file) == (
         True,

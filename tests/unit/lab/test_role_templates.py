@@ -49,18 +49,23 @@ def lab(tmp_path: Path):
     return nodes, keys, hostvars
 
 
-@pytest.mark.parametrize("command", ["", 'zfs-backend peer-exec --as "replica"'])
-def test_peer_key_lines_are_the_labs(lab, command):
+def test_peer_key_lines_are_the_labs(lab):
     nodes, keys, hostvars = lab
-    got = render(
-        "peer_keys.j2",
-        zfs_backend_node_peers=[n.name for n in nodes],
-        hostvars=hostvars,
-        zfs_backend_node_key_command=command,
-    ).splitlines()
-    want = [access.peer_key_line(keys[n.name].client_pub_line(), n.name, [n.address], command) for n in nodes]
-    assert got == want
-    assert all(line.startswith(f'restrict,from="{n.address}"') for line, n in zip(got, nodes, strict=True))
+    bin_ = "/opt/zfs-backend/bin/zfs-backend"
+    for me in nodes:
+        got = render(
+            "peer_keys.j2",
+            inventory_hostname=me.name,
+            zfs_backend_node_peers=[n.name for n in nodes],
+            hostvars=hostvars,
+            zfs_backend_node_key_command=f"{bin_} peer-exec",
+        )
+        want = "".join(
+            access.node_key_line(keys[n.name].client_pub_line(), n.name, n.address, bin_)
+            for n in nodes
+            if n is not me
+        )
+        assert got == want
 
 
 def test_known_hosts_are_the_labs(lab):
