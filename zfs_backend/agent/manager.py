@@ -23,6 +23,7 @@ from ..activity.store import ActivityStore, new_activity_id
 from ..errors import ProtocolError, UsageError
 from ..hosts.base import Host
 from ..replication import activity as _replicate_kind  # noqa: F401 - registers the "replicate" kind
+from ..replication import standby as _standby_kind  # noqa: F401 - registers the "standby-sync" kind
 from ..replication.receiver import Receiver
 
 #: kinds an agent hosts only when started with ``--test-kinds``: the generic ``pipeline`` runs whatever

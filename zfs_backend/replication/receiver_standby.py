@@ -8,14 +8,15 @@ a failure rolls back only the increment in flight, never what earlier ones deliv
 
 ``expect``
     before an increment: the GUID of the snapshot about to be sent joins the claim's ``sent`` set (a
-    cancel may then remove it, and only it), and the lease is renewed.
+    cancel may then remove it, and only it) and its ``own`` set (what a prune may remove), and the lease
+    is renewed.
 ``commit``
     after an increment: verifies the standby holds the snapshot (by GUID), holds it (``zfs hold``, tag
     ``zfs_backend:<holder>``, where the ZFS has user holds; zfs-fuse does, though it cannot list them)
     and releases the previous one: the common base is never destroyable while the relationship lives.
     Records the tree as it is now (what a cancel restores from then on). With ``prune_prefix``, destroys
     the snapshots older than the new base that are this holder's own: named with the prefix **and** with
-    a GUID the holder sent. Nothing else is ever pruned.
+    a GUID the holder announced with ``expect``. Nothing else is ever pruned.
 ``fence``
     the standby is promoted without its primary (a forced failover): the increment in flight is rolled
     back as ``abort`` does, the claim and its holds are dropped, and the holder is shut out of the dataset
@@ -58,7 +59,10 @@ class StandbyOps:
 
     zfs: Zfs
     claims: ClaimStore
-    node: str
+
+    @property
+    def node(self) -> str:
+        return self.zfs.host.name
 
     def abort(self, dataset: str, holder: str, *, keep_claim: bool = False) -> dict[str, Any]:
         raise NotImplementedError
@@ -75,8 +79,10 @@ class StandbyOps:
     def expect(self, dataset: str, holder: str, sent_guids: list[int]) -> dict[str, Any]:
         top, claim = self._held_claim(dataset, holder)
         self.claims.renew(str(top), holder)
-        sent = sorted({*claim.state.get("sent", []), *(int(g) for g in sent_guids)})
-        self.claims.save(claim.with_state(sent=sent))
+        new = {int(g) for g in sent_guids}
+        sent = sorted({*claim.state.get("sent", []), *new})
+        own = sorted({*claim.state.get("own", []), *new})
+        self.claims.save(claim.with_state(sent=sent, own=own))
         return {"sent": len(sent)}
 
     def commit(
@@ -97,18 +103,19 @@ class StandbyOps:
                 if name != str(target.name):
                     self._release_one(name, holder)
             held = [str(target.name)]
-        sent = {int(g) for g in claim.state.get("sent", [])}
+        own = {int(g) for g in claim.state.get("own", [])}
         pruned = []
         if prefix is not None:
             for s in snaps:
-                if s.createtxg >= target.createtxg or s.guid not in sent or str(s.name) in held:
+                if s.createtxg >= target.createtxg or s.guid not in own or str(s.name) in held:
                     continue
                 if not s.snap.startswith(prefix):
                     continue
                 self.zfs.destroy(s.name, deadline=10.0, missing_ok=True)
                 pruned.append(s.snap)
         left = [s.guid for s in snaps if s.snap not in pruned]
-        self.claims.save(claim.with_state(before={"": left}, held=held, base=target.guid))
+        kept_own = sorted(g for g in own if g not in {s.guid for s in snaps if s.snap in pruned})
+        self.claims.save(claim.with_state(before={"": left}, held=held, base=target.guid, own=kept_own))
         return {"verified": True, "held": held, "pruned": pruned}
 
     def fence(self, dataset: str, holder: str, reason: str = "the standby was promoted") -> dict[str, Any]:

@@ -40,6 +40,11 @@ def rx(zfs: FakeZfs, tmp_path: Path) -> Receiver:
     )
 
 
+def start(rx: Receiver) -> None:
+    rx.begin("tank/v", A, SRC, sent_guids=[11, 21])
+    rx.expect("tank/v", A, [21])  # the seed, made for this standby, is adopted
+
+
 def sync(rx: Receiver, zfs: FakeZfs, snap: str, guid: int) -> dict[str, object]:
     rx.expect("tank/v", A, [guid])
     zfs.add_snapshot("tank/v", snap, guid)  # the stream arrived
@@ -47,13 +52,14 @@ def sync(rx: Receiver, zfs: FakeZfs, snap: str, guid: int) -> dict[str, object]:
 
 
 def test_increments_hold_the_base_and_prune_only_their_own(rx: Receiver, zfs: FakeZfs) -> None:
-    rx.begin("tank/v", A, SRC, sent_guids=[11, 21])
+    start(rx)
     out = sync(rx, zfs, f"{P}2", 22)
     assert out["held"] == [f"tank/v@{P}2"] and out["pruned"] == [f"{P}1"]
     assert zfs.held[f"tank/v@{P}2"] == {hold_tag(A)}
     out = sync(rx, zfs, f"{P}3", 23)
     assert out["pruned"] == [f"{P}2"] and zfs.held[f"tank/v@{P}2"] == set()  # released, then pruned
-    # someone else's snapshot with our prefix but a GUID we never sent, and the user's: never pruned
+    # someone else's snapshot with our prefix but a GUID never announced, and the user's (sent by the
+    # source at begin, not announced): never pruned
     zfs.add_snapshot("tank/v", f"{P}x", 99)
     sync(rx, zfs, f"{P}4", 24)
     assert [s.snap for s in zfs.ds["tank/v"].snapshots] == ["user1", f"{P}x", f"{P}4"]
@@ -62,7 +68,7 @@ def test_increments_hold_the_base_and_prune_only_their_own(rx: Receiver, zfs: Fa
 
 
 def test_a_cancel_rolls_back_only_the_increment_in_flight(rx: Receiver, zfs: FakeZfs) -> None:
-    rx.begin("tank/v", A, SRC, sent_guids=[11, 21])
+    start(rx)
     sync(rx, zfs, f"{P}2", 22)
     rx.expect("tank/v", A, [23])
     zfs.add_snapshot("tank/v", f"{P}3", 23)  # received, not committed: the activity was cancelled
@@ -74,7 +80,7 @@ def test_a_cancel_rolls_back_only_the_increment_in_flight(rx: Receiver, zfs: Fak
 
 
 def test_commit_verifies_and_refuses_strangers(rx: Receiver, zfs: FakeZfs) -> None:
-    rx.begin("tank/v", A, SRC, sent_guids=[11, 21])
+    start(rx)
     with pytest.raises(ZfsBackendError, match="does not hold"):
         rx.commit("tank/v", A, 12345)
     with pytest.raises(AlreadyRunning):
@@ -86,7 +92,7 @@ def test_commit_verifies_and_refuses_strangers(rx: Receiver, zfs: FakeZfs) -> No
 
 
 def test_a_fenced_holder_never_comes_back(rx: Receiver, zfs: FakeZfs) -> None:
-    rx.begin("tank/v", A, SRC, sent_guids=[11, 21])
+    start(rx)
     sync(rx, zfs, f"{P}2", 22)
     rx.expect("tank/v", A, [23])
     zfs.add_snapshot("tank/v", f"{P}3", 23)

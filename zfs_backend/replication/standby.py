@@ -1,0 +1,442 @@
+"""The ``standby-sync`` activity kind: keeps a hot standby of one dataset, on the primary's agent.
+
+A replication that never ends (progress ``0 of 0``: no anticipated completion). The standby was seeded
+by a full ``replicate`` of a snapshot named with :data:`PREFIX` (the ``base`` param); from then on,
+every ``interval_s`` it:
+
+1. takes a snapshot ``<dataset>@zfs_backend-standby-<ms since the epoch>`` on the primary (the time in
+   the name is when it was taken: a forced failover reads the data-loss window from it);
+2. tells the standby's receiver to expect its GUID (``recv.expect``; the claim is renewed);
+3. streams ``zfs send -i BASE SNAP`` → relay → ``ssh STANDBY zfs receive DATASET`` (never ``-F``; the
+   ssh rides the node's ControlMaster to the standby: no handshake per sync);
+4. commits it on the standby (``recv.commit``: verified by GUID, held, older own snapshots pruned), holds
+   it on the primary (``zfs hold``) and releases and prunes the previous base there too.
+
+Everything on the standby goes through its agent's receiving end (:mod:`.receiver_standby`), under one
+claim held for the life of the activity. Only the activity's own snapshots are ever pruned: named with
+the prefix **and** with a GUID it recorded; the common base is held on both sides (``zfs hold``, where
+the ZFS has user holds) and never pruned. The session to the standby's agent, the SSH master and the
+ZFS dialect probe are kept for the life of the activity: a sync costs one snapshot, one stream and two
+round trips.
+
+A failed sync (a cut link, a dead agent) is retried at the next interval; the activity stays running
+and its result shows the lag growing and the last error. A refusal that cannot heal (the standby was
+fenced by a forced failover, diverged, or is gone) fails it. ``suspend()`` stops syncing (the sync in
+flight pauses), ``resume()`` carries on, ``cancel()`` stops, rolls back the increment in flight on the
+standby, releases the claim and the holds, and leaves both sides at the last common snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any
+
+from ..activity.core import ActivityContext, LocalActivity, register_kind
+from ..activity.procs import kill_process_group, stderr_tail, wait_rusage
+from ..activity.relay import Relay, enlarge_pipe
+from ..activity.report import ActivityRecord, Resources
+from ..activity.states import (
+    CANCELLED,
+    CANCELLING,
+    FAILED,
+    PENDING,
+    RUNNING,
+    STATUS_CANCELLED,
+    SUSPENDED,
+    TERMINAL,
+)
+from ..config import load_settings
+from ..errors import DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
+from ..hosts.local import LocalHost
+from ..zfs.api import Zfs
+from ..zfs.dialect import Dialect
+from ..zfs.models import RecvSpec, SendSpec
+from ..zfs.names import SnapshotName, parse_dataset, parse_snapshot, validate_node
+from .activity import _MODIFIED
+from .receiver_standby import hold_tag
+from .remote import RemoteReceiver
+from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
+
+__all__ = ["KIND", "PREFIX", "StandbySync", "snapshot_time"]
+
+KIND = "standby-sync"
+PREFIX = "zfs_backend-standby-"
+_PARAMS = frozenset(
+    {"dataset", "destination_node", "destination", "base", "interval_s", "max_lag_s", "cipher"}
+)
+
+
+def snapshot_time(snap: str) -> float | None:
+    """When a standby snapshot was taken (UNIX seconds), from its name; None for another name."""
+    if not snap.startswith(PREFIX):
+        return None
+    try:
+        return int(snap[len(PREFIX) :]) / 1000.0
+    except ValueError:
+        return None
+
+
+class _Permanent(Exception):
+    pass
+
+
+class StandbySync(LocalActivity):
+    """The ``standby-sync`` kind (see the module doc)."""
+
+    KIND = KIND
+    UNIT = "syncs"
+
+    def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
+        super().__init__(record, ctx)
+        p = record.params
+        unknown = sorted(set(p) - _PARAMS)
+        if unknown:
+            raise UsageError(f"standby-sync params {', '.join(map(repr, unknown))} are not accepted")
+        try:
+            self.dataset = parse_dataset(str(p["dataset"]))
+            self.dest_node = validate_node(str(p["destination_node"]))
+            self.dest = parse_dataset(str(p.get("destination") or p["dataset"]))
+            self.base_snap = parse_snapshot(f"{self.dataset}@{p['base']}")
+            self.interval = float(p.get("interval_s", 5.0))
+            self.max_lag = float(p.get("max_lag_s") or 0.0)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"bad standby-sync params: {e}") from None
+        if not 0.5 <= self.interval <= 86400 or self.max_lag < 0:
+            raise UsageError("standby-sync: interval_s must be 0.5-86400 and max_lag_s not negative")
+        if not self.base_snap.snap.startswith(PREFIX):
+            raise UsageError(
+                f"standby-sync: the base must be a {PREFIX}* snapshot, not {self.base_snap.snap}"
+            )
+        self.cipher = validate_cipher(str(p.get("cipher") or DEFAULT_CIPHER))
+        self._peer = PeerHost(
+            self.dest_node, cipher=self.cipher, control_dir=str(load_settings().agent_socket.parent / "ssh")
+        )
+        self._peer.stream_multiplex = True
+        self._zfs = Zfs(LocalHost(ctx.node))
+        self._cp: dict[str, Any] = {}
+        with contextlib.suppress(ZfsBackendError):
+            self._cp = ctx.store.checkpoint(record.id)
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._relay: Relay | None = None
+        self._abort: str | None = None  # "cancel" | "detach"
+        self._wake = threading.Event()
+        self._receiver: RemoteReceiver | None = None
+
+    @property
+    def receiver(self) -> RemoteReceiver:
+        if self._receiver is None:
+            self._receiver = RemoteReceiver(self.ctx.peer_agent(self.dest_node), self.dest, self.id)
+        return self._receiver
+
+    # -- hosting ----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Before anything is stored: the base exists here, and the standby claims its dataset (a
+        refusal, e.g. another replication receiving there, comes back from the start)."""
+        if self._cp.get("claimed"):
+            return
+        base = next((s for s in self._zfs.list_snapshots(self.dataset) if s.name == self.base_snap), None)
+        if base is None:
+            raise DatasetNotFound(f"{self.ctx.node}: the standby's base {self.base_snap} does not exist")
+        self._claim()
+        self.receiver.expect([base.guid])  # the seed was made for this standby: its own from now on
+        self._cp.update(
+            claimed=True,
+            base={"snap": base.snap, "guid": base.guid},
+            own=[base.snap],
+            newest={"snapshot": base.snap, "taken_at": snapshot_time(base.snap)},
+        )
+
+    def persist_new(self) -> ActivityRecord:
+        with self._cond:
+            self._record = self.ctx.store.insert(self._record, checkpoint=dict(self._cp))
+            self._save()
+            return self._record
+
+    def _claim(self) -> dict[str, Any]:
+        sent = [s.guid for s in self._zfs.list_snapshots(self.dataset)]
+        tree = self.receiver.begin(f"{self.ctx.node}:{self.dataset}", recursive=False, sent_guids=sent)
+        if tree.top is None:
+            raise DatasetNotFound(f"{self.dest_node}:{self.dest} does not exist: seed the standby first")
+        return {"guids": [s.guid for s in tree.top.snapshots], "dialect": tree}
+
+    # -- control ----------------------------------------------------------------------------------
+    def suspend(self) -> None:
+        with self._cond:
+            self._transition(SUSPENDED, verb="suspend")
+            if self._relay is not None:
+                self._relay.pause()
+
+    def resume(self) -> None:
+        with self._cond:
+            self._transition(RUNNING, verb="resume")
+            if self._relay is not None:
+                self._relay.unpause()
+        self._wake.set()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._transition(CANCELLING, verb="cancel")
+            self._abort = "cancel"
+            self._stop_stream()
+        self._wake.set()
+        if self._thread is None:
+            self._finish_cancel()
+        self.wait(60.0)
+
+    def detach(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._abort = self._abort or "detach"
+            self._stop_stream()
+        self._wake.set()
+        self.join(timeout)
+
+    def _stop_stream(self) -> None:
+        if self._relay is not None:
+            self._relay.abort()
+        for p in self._procs:
+            kill_process_group(p.pid, grace_s=0.5)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        self._transition(RUNNING, verb="start", only_from=PENDING)
+        ready = False
+        while True:
+            with self._cond:
+                state = self._record.state
+            if state in TERMINAL or self._abort == "detach":
+                return
+            if state == CANCELLING:
+                self._finish_cancel()
+                return
+            if state == SUSPENDED:
+                self._sleep(0.5)
+                continue
+            due = float(self._cp.get("next_at", 0.0))
+            if time.time() < due:
+                self._sleep(min(0.5, due - time.time()))
+                continue
+            try:
+                if not ready:
+                    self._carry_on()
+                    ready = True
+                self._sync()
+            except (ReplicationConflict, DatasetNotFound, UsageError, _Permanent) as e:
+                self._fail(f"standby sync refused: {e}", getattr(e, "exit_code", 1))
+                return
+            except Exception as e:
+                if self._abort is not None:
+                    continue
+                ready = False
+                self._cp.update(
+                    last_error=str(e)[:500], last_error_at=time.time(), failures=self._failures() + 1
+                )
+                self._cp["next_at"] = time.time() + min(self.interval, 2.0 * self._failures())
+                self.ctx.log.warning("activity %s: sync failed: %s", self.id, e)
+                self._save()
+
+    def _failures(self) -> int:
+        return int(self._cp.get("failures", 0))
+
+    def _sleep(self, s: float) -> None:
+        self._wake.wait(max(0.01, s))
+        self._wake.clear()
+
+    def _carry_on(self) -> None:
+        """After a start or a failure: the claim again (the same one), and the newest own snapshot the
+        standby holds becomes the base (an increment received before its commit was recorded is committed
+        now)."""
+        self._receiver = None  # a new session if the old one died
+        dest_guids = set(self._claim()["guids"])
+        local = {s.snap: s for s in self._zfs.list_snapshots(self.dataset)}
+        own = [n for n in self._cp.get("own", []) if n in local]
+        common = [n for n in own if local[n].guid in dest_guids]
+        if not common:
+            raise _Permanent(f"{self.dest_node}:{self.dest} holds none of this standby's snapshots")
+        newest = local[common[-1]]
+        if newest.guid != int(self._cp["base"]["guid"]) or not self._cp.get("held"):
+            self._commit(newest.snap, newest.guid)
+
+    def _sync(self) -> None:
+        t0 = time.time()
+        self._cp["next_at"] = t0 + self.interval
+        snap = SnapshotName(self.dataset, f"{PREFIX}{int(t0 * 1000)}")
+        self._zfs.snapshot(snap)
+        guid = self._zfs.get_int(snap, "guid")
+        assert guid is not None
+        self._cp.setdefault("own", []).append(snap.snap)
+        self._cp.setdefault("taken", {})[snap.snap] = t0
+        self._save()
+        self.receiver.expect([guid])
+        base = SnapshotName(self.dataset, str(self._cp["base"]["snap"]))
+        moved, cpu = self._stream(SendSpec(snap, incremental_from=base))
+        self._commit(snap.snap, guid)
+        self._cp.update(
+            syncs=int(self._cp.get("syncs", 0)) + 1,
+            total_bytes=int(self._cp.get("total_bytes", 0)) + moved,
+            cpu_s=float(self._cp.get("cpu_s", 0.0)) + cpu,
+            last_sync={"at": time.time(), "bytes": moved, "duration_s": round(time.time() - t0, 3)},
+            failures=0,
+            last_error=None,
+        )
+        self._save()
+
+    def _stream(self, spec: SendSpec) -> tuple[int, float]:
+        """One increment; returns (bytes, CPU seconds of its processes). A receive refused as "modified"
+        (metadata noise on the standby) is cleaned there and sent again, once."""
+        for attempt in (1, 2):
+            rc, moved, cpu, error = self._pipe(spec)
+            if rc == 0:
+                return moved, cpu
+            m = _MODIFIED.search(error)
+            if attempt == 1 and m is not None:
+                self.receiver.clean(m.group(1))
+                continue
+            if "does not match incremental source" in error or "destination has snapshots" in error:
+                raise _Permanent(error)
+            raise ZfsBackendError(error or "the stream failed")
+        raise AssertionError("unreachable")
+
+    def _pipe(self, spec: SendSpec) -> tuple[int, int, float, str]:
+        recv = RecvSpec(target=self.dest).argv(Dialect(name="standby"))
+        r1, w1 = os.pipe()
+        r2, w2 = os.pipe()
+        enlarge_pipe(w1)
+        enlarge_pipe(w2)
+        relay = Relay(r1, w2)
+        with tempfile.TemporaryFile() as perr, tempfile.TemporaryFile() as cerr:
+            with self._cond:
+                if self._abort is not None:
+                    relay.close()
+                    _close(w1, r2)
+                    return 1, 0, 0.0, "stopped"
+                try:
+                    self._procs = [
+                        LocalHost(self.ctx.node).spawn(
+                            self._zfs.send_argv(spec), stdin=subprocess.DEVNULL, stdout=w1, stderr=perr
+                        ),
+                        self._peer.spawn(recv, stdin=r2, stdout=subprocess.DEVNULL, stderr=cerr),
+                    ]
+                finally:
+                    _close(w1, r2)
+                self._relay = relay
+                if self._record.state == SUSPENDED:
+                    relay.pause()
+            result = relay.run()
+            relay.close()
+            waited = [wait_rusage(p) for p in self._procs]
+            with self._cond:
+                self._procs, self._relay = [], None
+            cpu = sum(u.ru_utime + u.ru_stime for _rc, u in waited if u is not None)
+            rcs = [rc for rc, _u in waited]
+            if result == Relay.EOF and rcs == [0, 0]:
+                return 0, relay.count, cpu, ""
+            parts = [
+                f"send exited {rcs[0]}: {stderr_tail(perr)}",
+                f"receive exited {rcs[1]}: {stderr_tail(cerr)}",
+            ]
+            return 1, relay.count, cpu, "; ".join(p for p, rc in zip(parts, rcs, strict=True) if rc != 0)
+
+    def _commit(self, snap: str, guid: int) -> None:
+        """The standby holds ``snap``: it becomes the base on both sides; older own snapshots go."""
+        self.receiver.commit(guid, prune_prefix=PREFIX)
+        new = SnapshotName(self.dataset, snap)
+        tag = hold_tag(self.id)
+        if self._zfs.dialect.user_holds:
+            if self._cp.get("held") != snap:
+                self._zfs.hold(new, tag)
+            old = self._cp.get("held")
+            if old and old != snap:
+                with contextlib.suppress(ZfsBackendError):
+                    self._zfs.release(SnapshotName(self.dataset, old), tag)
+            self._cp["held"] = snap
+        own = list(self._cp.get("own", []))
+        keep = own[own.index(snap) :] if snap in own else [snap]
+        for name in own:
+            if name not in keep:
+                self._zfs.destroy(SnapshotName(self.dataset, name), deadline=10.0, missing_ok=True)
+        taken = self._cp.get("taken", {})
+        self._cp.update(
+            base={"snap": snap, "guid": guid},
+            own=keep,
+            taken={k: v for k, v in taken.items() if k in keep},
+            newest={"snapshot": snap, "taken_at": taken.get(snap) or snapshot_time(snap)},
+        )
+        self._save()
+
+    # -- the end ----------------------------------------------------------------------------------
+    def _finish_cancel(self) -> None:
+        error = self._undo()
+        if error:
+            self._fail(f"cancelled, but the rollback failed: {error}", 1)
+            return
+        with contextlib.suppress(Exception):
+            self._transition(CANCELLED, status=STATUS_CANCELLED, error="cancelled")
+
+    def _undo(self) -> str | None:
+        """The increment in flight rolled back on the standby, the claim and holds released on both sides,
+        own snapshots other than the last common one removed here."""
+        try:
+            self.receiver.abort()
+            held = self._cp.get("held")
+            if held:
+                with contextlib.suppress(ZfsBackendError):
+                    self._zfs.release(SnapshotName(self.dataset, held), hold_tag(self.id))
+                self._cp["held"] = None
+            base = self._cp.get("base", {}).get("snap")
+            for name in self._cp.get("own", []):
+                if name != base:
+                    self._zfs.destroy(SnapshotName(self.dataset, name), deadline=10.0, missing_ok=True)
+            self._cp["own"] = [base]
+            self._save()
+        except ZfsBackendError as e:
+            return str(e)
+        return None
+
+    def _fail(self, error: str, status: int) -> None:
+        undo = self._undo()
+        with contextlib.suppress(Exception):
+            self._transition(
+                FAILED, status=status or 1, error=error + (f"; and undoing it: {undo}" if undo else "")
+            )
+
+    def _save(self) -> None:
+        rec = self._record
+        res = Resources(
+            elapsed_s=(time.time() - rec.started_at) if rec.started_at else 0.0,
+            net_bytes_sent=int(self._cp.get("total_bytes", 0)),
+            cpu_s=float(self._cp.get("cpu_s", 0.0)),
+        )
+        self.ctx.store.update_progress(self.id, 0, 0, resources=res, checkpoint=dict(self._cp))
+        self.ctx.store.save_result(self.id, self.status_report())
+        with self._cond:
+            if self._record.state not in TERMINAL:
+                self._refresh()
+
+    def status_report(self) -> dict[str, Any]:
+        cp = self._cp
+        return {
+            "primary": f"{self.ctx.node}:{self.dataset}",
+            "standby": f"{self.dest_node}:{self.dest}",
+            "interval_s": self.interval,
+            "max_lag_s": self.max_lag,
+            "syncs": int(cp.get("syncs", 0)),
+            "total_bytes": int(cp.get("total_bytes", 0)),
+            "newest": cp.get("newest"),
+            "last_sync": cp.get("last_sync"),
+            "last_error": cp.get("last_error"),
+            "last_error_at": cp.get("last_error_at"),
+        }
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+register_kind(KIND, StandbySync)
