@@ -1,0 +1,206 @@
+"""Hot-standby flows: factories TaskFlow re-imports by name to resume a flow (``flow_from_detail``), and
+the functions the CLI calls.
+
+``create_flow``
+    capabilities (``standby_sync``; the seed's path) → busy (dual state) → a seed snapshot → a full
+    replication of it (backend activity, or the controller's stream) → the ``standby-sync`` activity on
+    the primary's agent → the volume's replication record → status back.
+``failover_flow`` (controlled)
+    the standby exists → busy → quiesce the primary (unexported, read-only: every acknowledged write is
+    in the dataset) → stop its sync → a final snapshot and its increment → promote the standby (writable,
+    exported to the same clients, the volume's node and location updated) → a sync the other way round
+    (the old primary is the standby now) → the record → status back.
+``force_failover_flow`` (the primary is unreachable)
+    the standby exists → busy → fence and promote the standby at the newest snapshot it holds, reporting
+    the window of data lost → the record (``failed-over``) → status back.
+
+Any failing step reverts the flow: every task undoes its own effect, so primary and standby are left as
+they were (a sync cancelled by a controlled failover is started again from the last common snapshot).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from taskflow import task
+from taskflow.patterns import graph_flow
+
+from ..config import Settings
+from ..errors import FlowError
+from ..zfs.names import validate_node
+from .engine import FlowRun, run_flow
+from .env import env
+from .replicate import link_paths, replicate_paths
+from .standby_tasks import (
+    CheckStandby,
+    FinalSnapshot,
+    ForcePromote,
+    Promote,
+    Quiesce,
+    RecordFailover,
+    RecordStandby,
+    SeedSnapshot,
+    StartSync,
+    StopSync,
+)
+from .tasks import CheckCapabilities, MarkBusy, MarkDone
+
+__all__ = [
+    "create_flow",
+    "failover_flow",
+    "force_failover_flow",
+    "standby_create",
+    "standby_failover",
+]
+
+
+class StandbyDataset(task.Task):
+    """The volume's dataset name on the standby node (its driver's parent, created when missing)."""
+
+    default_provides = "standby_dataset"
+
+    def execute(self, volume: str, standby_node: str) -> str:
+        d = env().driver(standby_node)
+        return str(d._dataset(env().service().get_volume(volume).model()))
+
+
+class ControlledReport(task.Task):
+    default_provides = "report"
+
+    def execute(self, final_snapshot: str) -> dict[str, Any]:
+        return {"forced": False, "snapshot": final_snapshot.rpartition("@")[2], "lost_window_s": 0.0}
+
+
+def _chain(g: graph_flow.Flow, *atoms: Any) -> None:
+    for a, b in itertools.pairwise(atoms):
+        g.link(a, b)
+
+
+def create_flow(volume: str) -> graph_flow.Flow:
+    check = CheckCapabilities("check", need=("standby_sync",), rebind={"node": "primary"})
+    busy = MarkBusy("busy")
+    names = StandbyDataset("standby-dataset")
+    seed = SeedSnapshot("seed-snapshot", provides=("seed_snapshot", "seed_base"), rebind={"node": "primary"})
+    backend, generic = replicate_paths(
+        "seed",
+        {"snapshot": "seed_snapshot", "destination": "standby_dataset", "destination_node": "standby_node"},
+    )
+    sync = StartSync(
+        "start-sync",
+        provides="sync_activity",
+        rebind={"node": "primary", "to_node": "standby_node", "base": "seed_base"},
+    )
+    record = RecordStandby("record")
+    done = MarkDone("done")
+    g = graph_flow.Flow(f"standby-create-{volume}")
+    g.add(check, busy, names, seed, backend, generic, sync, record, done)
+    link_paths(g, check, backend, generic)
+    _chain(g, check, busy, names, seed)
+    for path in (backend, generic):
+        g.link(seed, path)
+        g.link(path, sync)
+    _chain(g, sync, record, done)
+    return g
+
+
+def failover_flow(volume: str) -> graph_flow.Flow:
+    standby = CheckStandby("standby")
+    check = CheckCapabilities("check", need=("standby_sync",), rebind={"node": "primary"})
+    busy = MarkBusy("busy")
+    names = StandbyDataset("standby-dataset")
+    quiesce = Quiesce("quiesce")
+    stop = StopSync("stop-sync")
+    final = FinalSnapshot(
+        "final-snapshot", provides=("final_snapshot", "final_base"), rebind={"node": "primary"}
+    )
+    backend, generic = replicate_paths(
+        "final",
+        {"snapshot": "final_snapshot", "destination": "standby_dataset", "destination_node": "standby_node"},
+    )
+    promote = Promote("promote")
+    reverse = StartSync(
+        "reverse-sync",
+        provides="new_sync",
+        rebind={"node": "standby_node", "to_node": "primary", "base": "final_base"},
+    )
+    report = ControlledReport("report")
+    record = RecordFailover("record")
+    done = MarkDone("done")
+    g = graph_flow.Flow(f"standby-failover-{volume}")
+    g.add(
+        standby,
+        check,
+        busy,
+        names,
+        quiesce,
+        stop,
+        final,
+        backend,
+        generic,
+        promote,
+        reverse,
+        report,
+        record,
+        done,
+    )
+    link_paths(g, check, backend, generic)
+    _chain(g, standby, check, busy, names, quiesce, stop, final)
+    for path in (backend, generic):
+        g.link(final, path)
+        g.link(path, promote)
+    _chain(g, promote, reverse, report, record, done)
+    return g
+
+
+def force_failover_flow(volume: str) -> graph_flow.Flow:
+    standby = CheckStandby("standby")
+    check = CheckCapabilities("check", rebind={"node": "standby_node"})
+    busy = MarkBusy("busy")
+    force = ForcePromote("force-promote")
+    record = RecordFailover("record", inject={"new_sync": None})
+    done = MarkDone("done")
+    g = graph_flow.Flow(f"standby-force-failover-{volume}")
+    g.add(standby, check, busy, force, record, done)
+    _chain(g, standby, check, busy, force, record, done)
+    return g
+
+
+# ---- what the CLI calls -----------------------------------------------------------------------------
+
+
+def standby_create(
+    settings: Settings,
+    volume: str,
+    standby: str,
+    *,
+    interval_s: float = 5.0,
+    max_lag_s: float = 0.0,
+    on_progress: Any = None,
+) -> FlowRun:
+    rec = env().service().get_volume(volume)
+    validate_node(standby)
+    if standby == rec.node:
+        raise FlowError(f"volume {volume} is on {standby}: pick another node for its standby")
+    if not 0.5 <= float(interval_s) <= 86400:
+        raise FlowError("--interval must be 0.5-86400 seconds")
+    rel = env().service().replication(volume)
+    if rel is not None and rel.replication_status in ("enabled", "enabling", "failing-over"):
+        raise FlowError(f"volume {volume} already has a standby on {rel.standby_node}")
+    store = {
+        "volume": rec.name,
+        "primary": rec.node,
+        "standby_node": standby,
+        "interval_s": float(interval_s),
+        "max_lag_s": float(max_lag_s),
+    }
+    return run_flow(settings, create_flow, {"volume": rec.name}, store, on_progress=on_progress)
+
+
+def standby_failover(
+    settings: Settings, volume: str, *, force: bool = False, on_progress: Any = None
+) -> FlowRun:
+    rec = env().service().get_volume(volume)
+    store = {"volume": rec.name, "primary": rec.node}
+    factory = force_failover_flow if force else failover_flow
+    return run_flow(settings, factory, {"volume": rec.name}, store, on_progress=on_progress)
