@@ -52,6 +52,8 @@ __all__ = [
     "force_failover_flow",
     "standby_create",
     "standby_failover",
+    "standby_remove",
+    "standby_status",
 ]
 
 
@@ -204,3 +206,82 @@ def standby_failover(
     store = {"volume": rec.name, "primary": rec.node}
     factory = force_failover_flow if force else failover_flow
     return run_flow(settings, factory, {"volume": rec.name}, store, on_progress=on_progress)
+
+
+def standby_status(volume: str | None = None) -> list[dict[str, Any]]:
+    """Each standby relationship (or ``volume``'s): lag (age of the newest snapshot the standby holds),
+    the last sync's bytes and duration, the sync activity's state, the last error."""
+    import time
+
+    svc = env().service()
+    rels = [svc.replication(volume)] if volume is not None else svc.replications()
+    out = []
+    for rel in rels:
+        if rel is None:
+            raise FlowError(f"volume {volume} has no standby")
+        vol = svc.get_volume(rel.volume_id)
+        row: dict[str, Any] = {
+            "volume": vol.name,
+            "primary": vol.node,
+            "standby": rel.standby_node,
+            "replication_status": rel.replication_status,
+            "activity": rel.activity_id,
+            "interval_s": rel.interval_s,
+            "max_lag_s": rel.max_lag_s,
+            "state": None,
+            "lag_s": None,
+            "last_sync": None,
+            "last_error": None,
+            "detail": rel.detail,
+        }
+        if rel.activity_id:
+            try:
+                rec = env().agent(vol.node).get(rel.activity_id).record()
+                res = rec.result or {}
+                newest = res.get("newest") or {}
+                row.update(
+                    state=rec.state,
+                    lag_s=None
+                    if not newest.get("taken_at")
+                    else round(time.time() - float(newest["taken_at"]), 3),
+                    newest=newest.get("snapshot"),
+                    syncs=res.get("syncs"),
+                    last_sync=res.get("last_sync"),
+                    last_error=rec.error or res.get("last_error"),
+                    total_bytes=res.get("total_bytes"),
+                )
+            except Exception as e:  # the primary unreachable: say so, do not fail the listing
+                row.update(state="unknown", last_error=f"cannot reach {vol.node}'s agent: {e}")
+        out.append(row)
+    return out
+
+
+def standby_remove(volume: str) -> dict[str, Any]:
+    """End the relationship: cancel the sync (when the primary answers), destroy the replica on the
+    standby (only a replica this project received: it carries the receiver's mark), drop the record."""
+    from ..driver.errors import VolumeNotFound
+    from ..replication.receiver import RECEIVER_PROP
+
+    svc = env().service()
+    rel = svc.replication(volume)
+    if rel is None:
+        raise FlowError(f"volume {volume} has no standby")
+    vol = svc.get_volume(volume)
+    out: dict[str, Any] = {"volume": vol.name, "cancelled": None, "destroyed": None}
+    if rel.activity_id and rel.replication_status == "enabled":
+        act = env().agent(vol.node).get(rel.activity_id)
+        if act.state not in ("succeeded", "failed", "cancelled"):
+            act.cancel()
+        out["cancelled"] = rel.activity_id
+    if rel.standby_node and rel.standby_node != vol.node:
+        d = env().driver(rel.standby_node)
+        ds = d._dataset(vol.model())
+        if d.zfs.exists(ds):
+            reversed_by_failover = rel.detail.get("forced") is False  # the old primary, now its standby
+            if d.zfs.get_with_source(ds, RECEIVER_PROP)[0] in ("-", "") and not reversed_by_failover:
+                raise VolumeNotFound(f"{rel.standby_node}:{ds} is not a replica made here: left alone")
+            d.exports.remove(ds)
+            d.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
+            out["destroyed"] = f"{rel.standby_node}:{ds}"
+    svc.drop_replication(volume)
+    return out
