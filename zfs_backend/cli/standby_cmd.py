@@ -63,7 +63,7 @@ def progress_printer(con: Console) -> Any:
 
     def cb(atom: str, state: str, fraction: float) -> None:
         if state == "PROGRESS":
-            if fraction - last.get(atom, 0.0) >= 0.1 or fraction >= 1.0 > last.get(atom, 0.0):
+            if 0.0 < fraction < 1.0 and fraction - last.get(atom, 0.0) >= 0.1:
                 last[atom] = fraction
                 con.print(f"  {atom}: {fraction:.0%}")
         elif state in ("SUCCESS", "FAILURE", "REVERTED", "IGNORE"):

@@ -96,11 +96,31 @@ class StartReplicate(task.Task):
             act.wait(120)
             return
         rec = act.record()
-        if rec.state == SUCCEEDED and "" in (rec.result.get("created") or []):
-            zfs = env().driver(destination_node).zfs
-            ds = parse_dataset(destination)
-            if zfs.exists(ds) and zfs.get_with_source(ds, RECEIVER_PROP)[0] == rec.id:
+        if rec.state != SUCCEEDED:
+            return
+        zfs = env().driver(destination_node).zfs
+        ds = parse_dataset(destination)
+        if not zfs.exists(ds):
+            return
+        if "" in (rec.result.get("created") or []):
+            if zfs.get_with_source(ds, RECEIVER_PROP)[0] == rec.id:
                 zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
+            return
+        self._roll_back_increment(result["node"], str(rec.params.get("snapshot")), zfs, ds)
+
+    @staticmethod
+    def _roll_back_increment(src_node: str, snapshot: str, zfs: Zfs, ds: Any) -> None:
+        """An increment the activity delivered into an existing dataset: the destination goes back to the
+        snapshot before it, only when every snapshot from the delivered one on is one the source holds
+        (by GUID) and the head did not move (read-only replicas do not)."""
+        src = env().driver(src_node).zfs
+        source_guids = {s.guid for s in src.list_snapshots(parse_dataset(snapshot.partition("@")[0]))}
+        snaps = zfs.list_snapshots(ds)
+        name = snapshot.partition("@")[2]
+        i = next((i for i, s in enumerate(snaps) if s.snap == name), None)
+        if i is None or i == 0 or not all(s.guid in source_guids for s in snaps[i:]):
+            return
+        zfs.rollback(snaps[i - 1].name, destroy_newer=True)
 
 
 class AwaitActivity(task.Task):

@@ -7,9 +7,10 @@ the functions the CLI calls.
     the primary's agent → the volume's replication record → status back.
 ``failover_flow`` (controlled)
     the standby exists → busy → quiesce the primary (unexported, read-only: every acknowledged write is
-    in the dataset) → stop its sync → a final snapshot and its increment → promote the standby (writable,
-    exported to the same clients, the volume's node and location updated) → a sync the other way round
-    (the old primary is the standby now) → the record → status back.
+    in the dataset) → stop its sync → a final snapshot and its increment → a sync the other way round
+    (the old primary is the standby now) → the record → promote the standby (writable, exported to the
+    same clients, the volume's node and location updated) → status back. The promotion is the last step
+    that changes anything: a failure before it reverts without losing a write.
 ``force_failover_flow`` (the primary is unreachable)
     the standby exists → busy → fence and promote the standby at the newest snapshot it holds, reporting
     the window of data lost → the record (``failed-over``) → status back.
@@ -28,7 +29,8 @@ from taskflow.patterns import graph_flow
 
 from ..config import Settings
 from ..errors import FlowError
-from ..zfs.names import validate_node
+from ..replication.standby import PREFIX
+from ..zfs.names import SnapshotName, validate_node
 from .engine import FlowRun, run_flow
 from .env import env
 from .replicate import link_paths, replicate_paths
@@ -150,8 +152,10 @@ def failover_flow(volume: str) -> graph_flow.Flow:
     _chain(g, standby, check, busy, names, quiesce, stop, final)
     for path in (backend, generic):
         g.link(final, path)
-        g.link(path, promote)
-    _chain(g, promote, reverse, report, record, done)
+        g.link(path, reverse)
+    # the promotion comes last: until then nothing is written anywhere but by the flow itself, so a
+    # revert loses nothing (the new sync's increments are of a read-only replica)
+    _chain(g, reverse, report, record, promote, done)
     return g
 
 
@@ -273,6 +277,11 @@ def standby_remove(volume: str) -> dict[str, Any]:
         if act.state not in ("succeeded", "failed", "cancelled"):
             act.cancel()
         out["cancelled"] = rel.activity_id
+        # the last common snapshot the cancelled sync left (its own, as its report names it)
+        newest = (act.record().result or {}).get("newest") or {}
+        if str(newest.get("snapshot", "")).startswith(PREFIX):
+            d = env().driver(vol.node)
+            d.zfs.destroy(SnapshotName(d._dataset(vol.model()), newest["snapshot"]), missing_ok=True)
     if rel.standby_node and rel.standby_node != vol.node:
         d = env().driver(rel.standby_node)
         ds = d._dataset(vol.model())

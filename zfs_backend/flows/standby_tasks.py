@@ -88,11 +88,18 @@ class StartSync(task.Task):
                     return str(rec.id)
             raise
 
-    def revert(self, node: str, result: Any, **kwargs: Any) -> None:
-        if isinstance(result, str):
-            act = env().agent(node).get(result)
-            if act.state not in TERMINAL:
-                act.cancel()
+    def revert(self, volume: str, node: str, base: str, result: Any, **kwargs: Any) -> None:
+        if not isinstance(result, str):
+            return
+        act = env().agent(node).get(result)
+        if act.state not in TERMINAL:
+            act.cancel()
+        # the cancel leaves the sync's last own snapshot (the common one) behind: it goes too, unless it
+        # is the base this task was given (whoever made that undoes it)
+        newest = str(((act.record().result or {}).get("newest") or {}).get("snapshot") or "")
+        if newest.startswith(PREFIX) and newest != base:
+            d = env().driver(node)
+            d.zfs.destroy(SnapshotName(d._dataset(_model(volume)), newest), missing_ok=True)
 
 
 class RecordStandby(task.Task):

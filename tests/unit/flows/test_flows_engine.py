@@ -99,6 +99,13 @@ class FakeService:
         self.moves.append(status)
 
 
+class FakeDriver:
+    class zfs:  # noqa: N801 - the destination holds nothing the activity made
+        @staticmethod
+        def exists(name: object) -> bool:
+            return False
+
+
 class FakeEnv:
     def __init__(self, home: Path, stats: dict[str, Any]) -> None:
         self.settings = load_settings({"ZFS_BACKEND_HOME": str(home)})
@@ -114,6 +121,9 @@ class FakeEnv:
 
     def service(self) -> FakeService:
         return self.svc
+
+    def driver(self, node: str) -> FakeDriver:
+        return FakeDriver()
 
 
 @pytest.fixture
