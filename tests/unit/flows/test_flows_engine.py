@@ -100,7 +100,7 @@ class FakeService:
 
 
 class FakeDriver:
-    class zfs:  # noqa: N801 - the destination holds nothing the activity made
+    class zfs:  # the destination holds nothing the activity made
         @staticmethod
         def exists(name: object) -> bool:
             return False
