@@ -162,6 +162,9 @@ class ClaimStore:
         """The claim ``holder`` has on ``dataset`` (expired or not, as long as nobody took it over)."""
         c = self.get(dataset)
         if c is None or c.holder != holder:
+            reason = self._fence_reason(dataset, holder)
+            if reason is not None:
+                raise Conflict(ALREADY_RUNNING, f"{holder} is fenced off {dataset}: {reason}").error()
             who = "nobody" if c is None else f"{c.holder} from {c.source}"
             raise Conflict(ALREADY_RUNNING, f"{holder} does not hold {dataset} (held by {who})").error()
         return c
@@ -198,11 +201,14 @@ class ClaimStore:
             )
 
     def fenced(self, dataset: str, holder: str) -> bool:
+        return self._fence_reason(dataset, holder) is not None
+
+    def _fence_reason(self, dataset: str, holder: str) -> str | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT 1 FROM fenced WHERE dataset = ? AND holder = ?", (dataset, holder)
+                "SELECT reason FROM fenced WHERE dataset = ? AND holder = ?", (dataset, holder)
             ).fetchone()
-        return row is not None
+        return None if row is None else str(row[0])
 
     def expired(self) -> list[Claim]:
         now = self._clock()

@@ -100,4 +100,6 @@ def test_a_fenced_holder_never_comes_back(rx: Receiver, zfs: FakeZfs) -> None:
     assert out["fenced"] is True and zfs.guids("tank/v") == [11, 22] and rx.status() == []
     with pytest.raises(AlreadyRunning, match="fenced"):
         rx.begin("tank/v", A, SRC, sent_guids=[23])
+    with pytest.raises(AlreadyRunning, match="fenced off tank/v: promoted"):
+        rx.expect("tank/v", A, [24])
     rx.begin("tank/v", B, "node3:tank/v")  # another holder may (a new standby relationship)
