@@ -29,16 +29,13 @@ standby, releases the claim and the holds, and leaves both sides at the last com
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import tempfile
 import threading
 import time
 from typing import Any
 
 from ..activity.core import ActivityContext, LocalActivity, register_kind
-from ..activity.procs import kill_process_group, stderr_tail, wait_rusage
-from ..activity.relay import Relay, enlarge_pipe
+from ..activity.relay import Relay
 from ..activity.report import ActivityRecord, Resources
 from ..activity.states import (
     CANCELLED,
@@ -54,12 +51,12 @@ from ..config import load_settings
 from ..errors import DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
 from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
-from ..zfs.dialect import Dialect
-from ..zfs.models import RecvSpec, SendSpec
+from ..zfs.models import SendSpec
 from ..zfs.names import SnapshotName, parse_dataset, parse_snapshot, validate_node
 from .activity import _MODIFIED
 from .receiver_standby import hold_tag
 from .remote import RemoteReceiver
+from .standby_stream import IncrementPipe
 from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
 
 __all__ = ["KIND", "PREFIX", "StandbySync", "snapshot_time"]
@@ -85,7 +82,7 @@ class _Permanent(Exception):
     pass
 
 
-class StandbySync(LocalActivity):
+class StandbySync(IncrementPipe, LocalActivity):
     """The ``standby-sync`` kind (see the module doc)."""
 
     KIND = KIND
@@ -195,12 +192,6 @@ class StandbySync(LocalActivity):
         self._wake.set()
         self.join(timeout)
 
-    def _stop_stream(self) -> None:
-        if self._relay is not None:
-            self._relay.abort()
-        for p in self._procs:
-            kill_process_group(p.pid, grace_s=0.5)
-
     # -- the loop ---------------------------------------------------------------------------------
     def _run(self) -> None:
         self._transition(RUNNING, verb="start", only_from=PENDING)
@@ -258,8 +249,10 @@ class StandbySync(LocalActivity):
         if not common:
             raise _Permanent(f"{self.dest_node}:{self.dest} holds none of this standby's snapshots")
         newest = local[common[-1]]
-        if newest.guid != int(self._cp["base"]["guid"]) or not self._cp.get("held"):
+        if newest.guid != int(self._cp["base"]["guid"]) or self._cp.get("held") != newest.snap:
             self._commit(newest.snap, newest.guid)
+            self._save()
+            self._local_base(newest.snap)
 
     def _sync(self) -> None:
         t0 = time.time()
@@ -270,20 +263,37 @@ class StandbySync(LocalActivity):
         assert guid is not None
         self._cp.setdefault("own", []).append(snap.snap)
         self._cp.setdefault("taken", {})[snap.snap] = t0
-        self._save()
+        self._save(result=False)
+        t1 = time.time()
         self.receiver.expect([guid])
         base = SnapshotName(self.dataset, str(self._cp["base"]["snap"]))
+        t2 = time.time()
         moved, cpu = self._stream(SendSpec(snap, incremental_from=base))
-        self._commit(snap.snap, guid)
+        t3 = time.time()
+        self._commit(snap.snap, guid)  # the standby holds it now: published at once (the lag ends here)
+        t4 = time.time()
         self._cp.update(
             syncs=int(self._cp.get("syncs", 0)) + 1,
             total_bytes=int(self._cp.get("total_bytes", 0)) + moved,
             cpu_s=float(self._cp.get("cpu_s", 0.0)) + cpu,
-            last_sync={"at": time.time(), "bytes": moved, "duration_s": round(time.time() - t0, 3)},
+            last_sync={
+                "at": t4,
+                "bytes": moved,
+                "duration_s": round(t4 - t0, 3),
+                "phases_s": {
+                    "snapshot": round(t1 - t0, 3),
+                    "expect": round(t2 - t1, 3),
+                    "stream": round(t3 - t2, 3),
+                    "commit": round(t4 - t3, 3),
+                },
+            },
             failures=0,
             last_error=None,
         )
         self._save()
+        self.receiver.commit(guid, prune_prefix=PREFIX)  # the standby's older own snapshots, off the clock
+        self._local_base(snap.snap)
+        self._start_receiver()  # the next increment's receiving side, ready before it is needed
 
     def _stream(self, spec: SendSpec) -> tuple[int, float]:
         """One increment; returns (bytes, CPU seconds of its processes). A receive refused as "modified"
@@ -301,56 +311,28 @@ class StandbySync(LocalActivity):
             raise ZfsBackendError(error or "the stream failed")
         raise AssertionError("unreachable")
 
-    def _pipe(self, spec: SendSpec) -> tuple[int, int, float, str]:
-        recv = RecvSpec(target=self.dest).argv(Dialect(name="standby"))
-        r1, w1 = os.pipe()
-        r2, w2 = os.pipe()
-        enlarge_pipe(w1)
-        enlarge_pipe(w2)
-        relay = Relay(r1, w2)
-        with tempfile.TemporaryFile() as perr, tempfile.TemporaryFile() as cerr:
-            with self._cond:
-                if self._abort is not None:
-                    relay.close()
-                    _close(w1, r2)
-                    return 1, 0, 0.0, "stopped"
-                try:
-                    self._procs = [
-                        LocalHost(self.ctx.node).spawn(
-                            self._zfs.send_argv(spec), stdin=subprocess.DEVNULL, stdout=w1, stderr=perr
-                        ),
-                        self._peer.spawn(recv, stdin=r2, stdout=subprocess.DEVNULL, stderr=cerr),
-                    ]
-                finally:
-                    _close(w1, r2)
-                self._relay = relay
-                if self._record.state == SUSPENDED:
-                    relay.pause()
-            result = relay.run()
-            relay.close()
-            waited = [wait_rusage(p) for p in self._procs]
-            with self._cond:
-                self._procs, self._relay = [], None
-            cpu = sum(u.ru_utime + u.ru_stime for _rc, u in waited if u is not None)
-            rcs = [rc for rc, _u in waited]
-            if result == Relay.EOF and rcs == [0, 0]:
-                return 0, relay.count, cpu, ""
-            parts = [
-                f"send exited {rcs[0]}: {stderr_tail(perr)}",
-                f"receive exited {rcs[1]}: {stderr_tail(cerr)}",
-            ]
-            return 1, relay.count, cpu, "; ".join(p for p, rc in zip(parts, rcs, strict=True) if rc != 0)
-
     def _commit(self, snap: str, guid: int) -> None:
-        """The standby holds ``snap``: it becomes the base on both sides; older own snapshots go."""
-        self.receiver.commit(guid, prune_prefix=PREFIX)
+        """The standby holds ``snap``: verified and held there; it is the base from now on (pruning and the
+        primary's side follow once it is published)."""
+        self.receiver.commit(guid)
+        taken = self._cp.get("taken", {})
+        self._cp.update(
+            base={"snap": snap, "guid": guid},
+            newest={"snapshot": snap, "taken_at": taken.get(snap) or snapshot_time(snap)},
+        )
+
+    def _local_base(self, snap: str) -> None:
+        """On the primary: hold the new base, release the old one, prune the own snapshots before it."""
         new = SnapshotName(self.dataset, snap)
         tag = hold_tag(self.id)
-        if self._zfs.dialect.user_holds:
-            if self._cp.get("held") != snap:
+        if self._zfs.dialect.user_holds and self._cp.get("held") != snap:
+            try:
                 self._zfs.hold(new, tag)
+            except ZfsBackendError as e:
+                if "tag already exists" not in str(e):  # a restart after the hold, before it was recorded
+                    raise
             old = self._cp.get("held")
-            if old and old != snap:
+            if old:
                 with contextlib.suppress(ZfsBackendError):
                     self._zfs.release(SnapshotName(self.dataset, old), tag)
             self._cp["held"] = snap
@@ -359,14 +341,8 @@ class StandbySync(LocalActivity):
         for name in own:
             if name not in keep:
                 self._zfs.destroy(SnapshotName(self.dataset, name), deadline=10.0, missing_ok=True)
-        taken = self._cp.get("taken", {})
-        self._cp.update(
-            base={"snap": snap, "guid": guid},
-            own=keep,
-            taken={k: v for k, v in taken.items() if k in keep},
-            newest={"snapshot": snap, "taken_at": taken.get(snap) or snapshot_time(snap)},
-        )
-        self._save()
+        self._cp.update(own=keep, taken={k: v for k, v in self._cp.get("taken", {}).items() if k in keep})
+        self._save(result=False)
 
     # -- the end ----------------------------------------------------------------------------------
     def _finish_cancel(self) -> None:
@@ -380,6 +356,8 @@ class StandbySync(LocalActivity):
     def _undo(self) -> str | None:
         """The increment in flight rolled back on the standby, the claim and holds released on both sides,
         own snapshots other than the last common one removed here."""
+        with self._cond:
+            self._drop_next()
         try:
             self.receiver.abort()
             held = self._cp.get("held")
@@ -404,7 +382,8 @@ class StandbySync(LocalActivity):
                 FAILED, status=status or 1, error=error + (f"; and undoing it: {undo}" if undo else "")
             )
 
-    def _save(self) -> None:
+    def _save(self, *, result: bool = True) -> None:
+        """Persist the checkpoint (and, with ``result``, the status report ``standby status`` reads)."""
         rec = self._record
         res = Resources(
             elapsed_s=(time.time() - rec.started_at) if rec.started_at else 0.0,
@@ -412,7 +391,8 @@ class StandbySync(LocalActivity):
             cpu_s=float(self._cp.get("cpu_s", 0.0)),
         )
         self.ctx.store.update_progress(self.id, 0, 0, resources=res, checkpoint=dict(self._cp))
-        self.ctx.store.save_result(self.id, self.status_report())
+        if result:
+            self.ctx.store.save_result(self.id, self.status_report())
         with self._cond:
             if self._record.state not in TERMINAL:
                 self._refresh()
@@ -431,12 +411,6 @@ class StandbySync(LocalActivity):
             "last_error": cp.get("last_error"),
             "last_error_at": cp.get("last_error_at"),
         }
-
-
-def _close(*fds: int) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 register_kind(KIND, StandbySync)
