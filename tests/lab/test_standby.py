@@ -254,3 +254,55 @@ def test_a_driver_without_snapshot_replicate_takes_the_generic_path(
         cleanup(e, vol, ["node2", "node3"])
         set_env(old)
         e.close()
+
+
+def test_suspend_resume_cancel_and_an_agent_sigkill(
+    env: FlowEnv, client: str, lab: Lab, nodes: dict[str, SSHHost], lab_settings: Settings
+) -> None:
+    vol = new_volume(env, "node1", client)
+    model = env.service().get_volume(vol).model()
+    ds2 = str(env.driver("node2")._dataset(model))
+    try:
+        assert sb.standby_create(lab_settings, vol, "node2", interval_s=1.0).state == "SUCCESS"
+        rel = env.service().replication(vol)
+        assert rel is not None and rel.activity_id
+        act = env.agent("node1").get(rel.activity_id)
+
+        def syncs() -> int:
+            return int(act.record().result.get("syncs") or 0)
+
+        wait_for_syncs = lambda n: _until(lambda: syncs() >= n, 120)  # noqa: E731
+        wait_for_syncs(2)
+        act.suspend()
+        assert act.state == "suspended"
+        n = syncs()
+        time.sleep(3.5)  # several intervals: no sync while suspended
+        assert syncs() <= n + 1  # (one may have been in flight)
+        act.resume()
+        wait_for_syncs(n + 2)
+        # the agent SIGKILLed: the next one carries the standby on (self-restarting), the same claim
+        lab.restart_service("node1", "agent", hard=True)
+        m = syncs()
+        wait_for_syncs(m + 2)
+        assert act.state == "running"
+        claims = env.agent("node2").client.call("recv.status")
+        assert [c["holder"] for c in claims if c["dataset"] == ds2] == [act.id]
+        # cancel: stopped, its claim and holds released, both sides left at their last common snapshot
+        act.cancel()
+        assert act.state == "cancelled"
+        assert [c for c in env.agent("node2").client.call("recv.status") if c["dataset"] == ds2] == []
+        ds1 = str(env.driver("node1")._dataset(model))
+        left1, left2 = snapshots(nodes["node1"], ds1), snapshots(nodes["node2"], ds2)
+        assert len(left1) == 1 and left1[-1] in left2
+        for host, ds in ((nodes["node1"], ds1), (nodes["node2"], ds2)):
+            for snap, _guid in snapshots(host, ds):
+                assert Zfs(host).get(parse_dataset(ds).snapshot(snap), ["userrefs"])["userrefs"] in ("0", "-")
+    finally:
+        cleanup(env, vol, ["node1", "node2"])
+
+
+def _until(fn: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not fn():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
