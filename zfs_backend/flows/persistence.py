@@ -36,6 +36,30 @@ def sqlite_path(url: str) -> str | None:
     return path or None
 
 
+_PRAGMAS_SET = False
+
+
+def _sqlite_pragmas() -> None:
+    """SQLite connections of this process's flows: WAL with ``synchronous=NORMAL`` (a commit survives
+    the process being killed, as TaskFlow's resumption needs; only a power cut may lose the last ones)
+    and a busy timeout (conductors and commands share the file)."""
+    global _PRAGMAS_SET
+    if _PRAGMAS_SET:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    _PRAGMAS_SET = True
+
+
 def _conf(url: str) -> dict[str, Any]:
     conf: dict[str, Any] = {"connection": url}
     if url.startswith("sqlite"):
@@ -49,6 +73,7 @@ def backend(settings: Settings) -> Iterator[Any]:
     url = settings.flow_db
     path = sqlite_path(url)
     if path is not None:
+        _sqlite_pragmas()
         private_sqlite(path)
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
             db.execute("PRAGMA journal_mode=WAL")

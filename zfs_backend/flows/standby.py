@@ -30,7 +30,7 @@ from taskflow.patterns import graph_flow
 from ..config import Settings
 from ..errors import FlowError
 from ..replication.standby import PREFIX
-from ..zfs.names import SnapshotName, validate_node
+from ..zfs.names import validate_node
 from .engine import FlowRun, run_flow
 from .env import env
 from .replicate import link_paths, replicate_paths
@@ -67,13 +67,6 @@ class StandbyDataset(task.Task):
     def execute(self, volume: str, standby_node: str) -> str:
         d = env().driver(standby_node)
         return str(d._dataset(env().service().get_volume(volume).model()))
-
-
-class ControlledReport(task.Task):
-    default_provides = "report"
-
-    def execute(self, final_snapshot: str) -> dict[str, Any]:
-        return {"forced": False, "snapshot": final_snapshot.rpartition("@")[2], "lost_window_s": 0.0}
 
 
 def _chain(g: graph_flow.Flow, *atoms: Any) -> None:
@@ -128,8 +121,7 @@ def failover_flow(volume: str) -> graph_flow.Flow:
         provides="new_sync",
         rebind={"node": "standby_node", "to_node": "primary", "base": "final_base"},
     )
-    report = ControlledReport("report")
-    record = RecordFailover("record")
+    record = RecordFailover("record", inject={"report": None})
     done = MarkDone("done")
     g = graph_flow.Flow(f"standby-failover-{volume}")
     g.add(
@@ -144,7 +136,6 @@ def failover_flow(volume: str) -> graph_flow.Flow:
         generic,
         promote,
         reverse,
-        report,
         record,
         done,
     )
@@ -155,7 +146,7 @@ def failover_flow(volume: str) -> graph_flow.Flow:
         g.link(path, reverse)
     # the promotion comes last: until then nothing is written anywhere but by the flow itself, so a
     # revert loses nothing (the new sync's increments are of a read-only replica)
-    _chain(g, reverse, report, record, promote, done)
+    _chain(g, reverse, record, promote, done)
     return g
 
 
@@ -164,7 +155,7 @@ def force_failover_flow(volume: str) -> graph_flow.Flow:
     check = CheckCapabilities("check", rebind={"node": "standby_node"})
     busy = MarkBusy("busy")
     force = ForcePromote("force-promote")
-    record = RecordFailover("record", inject={"new_sync": None})
+    record = RecordFailover("record", inject={"new_sync": None, "final_base": None})
     done = MarkDone("done")
     g = graph_flow.Flow(f"standby-force-failover-{volume}")
     g.add(standby, check, busy, force, record, done)
@@ -261,8 +252,10 @@ def standby_status(volume: str | None = None) -> list[dict[str, Any]]:
 
 
 def standby_remove(volume: str) -> dict[str, Any]:
-    """End the relationship: cancel the sync (when the primary answers), destroy the replica on the
-    standby (only a replica this project received: it carries the receiver's mark), drop the record."""
+    """End the relationship: cancel the sync (when the primary answers), remove the relationship's own
+    snapshots on the primary (the standby prefix, not held), destroy the replica on the standby (only a
+    replica this project received: it carries the receiver's mark, or a controlled failover made it the
+    standby), drop the record."""
     from ..driver.errors import VolumeNotFound
     from ..replication.receiver import RECEIVER_PROP
 
@@ -277,11 +270,13 @@ def standby_remove(volume: str) -> dict[str, Any]:
         if act.state not in ("succeeded", "failed", "cancelled"):
             act.cancel()
         out["cancelled"] = rel.activity_id
-        # the last common snapshot the cancelled sync left (its own, as its report names it)
-        newest = (act.record().result or {}).get("newest") or {}
-        if str(newest.get("snapshot", "")).startswith(PREFIX):
-            d = env().driver(vol.node)
-            d.zfs.destroy(SnapshotName(d._dataset(vol.model()), newest["snapshot"]), missing_ok=True)
+    # the relationship's snapshots on the primary (the last common one a cancelled sync leaves, those a
+    # failover left): named by the standby's prefix, no longer held by any sync
+    d = env().driver(vol.node)
+    for snap in d.zfs.list_snapshots(d._dataset(vol.model())):
+        if snap.snap.startswith(PREFIX) and d.zfs.get(snap.name, ["userrefs"]).get("userrefs") in ("0", "-"):
+            d.zfs.destroy(snap.name, missing_ok=True)
+            out.setdefault("pruned", []).append(snap.snap)
     if rel.standby_node and rel.standby_node != vol.node:
         d = env().driver(rel.standby_node)
         ds = d._dataset(vol.model())

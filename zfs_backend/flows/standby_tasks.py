@@ -211,8 +211,17 @@ class RecordFailover(task.Task):
     ``new_sync``) or ``failed-over`` (forced: no way back to the old primary yet), with what the flow
     reports in ``detail``."""
 
-    def execute(self, volume: str, primary: str, new_sync: str | None, report: dict[str, Any]) -> None:
+    def execute(
+        self,
+        volume: str,
+        primary: str,
+        new_sync: str | None,
+        report: dict[str, Any] | None,
+        final_base: str | None,
+    ) -> None:
         svc = env().service()
+        if report is None:  # a controlled failover: nothing lost, by construction
+            report = {"forced": False, "snapshot": final_base, "lost_window_s": 0.0}
         if new_sync:
             svc.set_replication(volume, "enabled", standby_node=primary, activity_id=new_sync, detail=report)
         else:
