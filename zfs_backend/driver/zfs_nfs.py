@@ -393,9 +393,8 @@ class ZfsNfsDriver:
 
     def failover_host(
         self, context: Any, volumes: list[Volume], secondary_id: str | None = None, groups: Any = None
-    ) -> tuple[str, list[dict[str, Any]], list[Any]]:
-        """Cinder's replication v2.1 "smoking hole" failover of every replicated volume (see
-        :func:`.failover.failover_host`)."""
+    ) -> Any:
+        """Replication v2.1: every replicated volume forced over (:func:`.failover.failover_host`)."""
         from .failover import failover_host
 
         return failover_host(self, volumes, secondary_id)

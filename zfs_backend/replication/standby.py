@@ -1,29 +1,17 @@
 """The ``standby-sync`` activity kind: keeps a hot standby of one dataset, on the primary's agent.
 
-A replication that never ends (progress ``0 of 0``: no anticipated completion). The standby was seeded
-by a full ``replicate`` of a snapshot named with :data:`PREFIX` (the ``base`` param); from then on,
-every ``interval_s`` it:
-
-1. takes a snapshot ``<dataset>@zfs_backend-standby-<ms since the epoch>`` on the primary (the time in
-   the name is when it was taken: a forced failover reads the data-loss window from it);
-2. tells the standby's receiver to expect its GUID (``recv.expect``; the claim is renewed);
-3. streams ``zfs send -i BASE SNAP`` → relay → ``ssh STANDBY zfs receive DATASET`` (never ``-F``; the
-   ssh rides the node's ControlMaster to the standby: no handshake per sync);
-4. commits it on the standby (``recv.commit``: verified by GUID, held, older own snapshots pruned), holds
-   it on the primary (``zfs hold``) and releases and prunes the previous base there too.
-
-Everything on the standby goes through its agent's receiving end (:mod:`.receiver_standby`), under one
-claim held for the life of the activity. Only the activity's own snapshots are ever pruned: named with
-the prefix **and** with a GUID it recorded; the common base is held on both sides (``zfs hold``, where
-the ZFS has user holds) and never pruned. The session to the standby's agent, the SSH master and the
-ZFS dialect probe are kept for the life of the activity: a sync costs one snapshot, one stream and two
-round trips.
-
-A failed sync (a cut link, a dead agent) is retried at the next interval; the activity stays running
-and its result shows the lag growing and the last error. A refusal that cannot heal (the standby was
-fenced by a forced failover, diverged, or is gone) fails it. ``suspend()`` stops syncing (the sync in
-flight pauses), ``resume()`` carries on, ``cancel()`` stops, rolls back the increment in flight on the
-standby, releases the claim and the holds, and leaves both sides at the last common snapshot.
+A replication that never ends (progress ``0 of 0``). Seeded by a full ``replicate`` of a
+``zfs_backend-standby-<ms>`` snapshot (the ``base`` param); then every ``interval_s``: a snapshot named
+with the time it was taken (a forced failover reads the data-loss window from it), ``recv.expect`` on
+the standby, ``zfs send -i BASE SNAP`` → relay → ``ssh STANDBY zfs receive`` (never ``-F``; see
+:mod:`.standby_stream`), ``recv.commit`` (verified by GUID and held there), published, then pruned on
+both sides and the new base held here. Everything on the standby goes through its receiving end
+(:mod:`.receiver_standby`) under one claim held for the activity's life; only its own snapshots (the
+prefix **and** a GUID it recorded) are ever pruned; the common base is held on both sides (``zfs hold``
+where the ZFS has user holds). A failed sync is retried at the next interval (the status shows the lag
+and the last error); a refusal that cannot heal (fenced, diverged, gone) fails it. ``suspend`` stops
+syncing, ``resume`` carries on, ``cancel`` rolls back the increment in flight, releases the claim and the
+holds, and leaves both sides at the last common snapshot. See ``docs/flows.md``.
 """
 
 from __future__ import annotations
