@@ -6,6 +6,7 @@ times the seed is transferred once: one ``replicate`` activity, never a second t
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -203,4 +204,5 @@ def test_conductor_takeover_on_redis(env: FlowEnv, lab: Lab, lab_settings: Setti
                 except subprocess.TimeoutExpired:
                     p.kill()
         redis.stop()
+        shutil.rmtree(redis.dir, ignore_errors=True)
         cleanup(env, vol, ["node1", "node2"])
