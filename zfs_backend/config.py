@@ -28,6 +28,10 @@ class Settings:
     (``$ZFS_BACKEND_SSH_PERSIST``, seconds, default 600; 0 = no reuse).
     ``agent_socket``: the node agent's unix socket (``$ZFS_BACKEND_AGENT_SOCKET``); beside it
     ``peer.sock``, the socket peer nodes reach (replication's receiving end only).
+    ``flow_persistence``: TaskFlow's persistence backend, an SQLAlchemy URL (``$ZFS_BACKEND_FLOW_DB``,
+    default ``sqlite:///<home>/flows.db``).
+    ``jobboard``: the Redis jobboard flows are posted to for ``zfs-backend conductor`` processes
+    (``$ZFS_BACKEND_JOBBOARD``, e.g. ``redis://127.0.0.1:6390/0``); empty: flows run in the command.
     """
 
     home: Path
@@ -36,6 +40,13 @@ class Settings:
     ssh_cipher: str
     agent_socket: Path
     ssh_persist_s: int = 600
+    flow_persistence: str = ""
+    jobboard: str = ""
+
+    @property
+    def flow_db(self) -> str:
+        """The persistence URL flows use (the default: SQLite in the home)."""
+        return self.flow_persistence or f"sqlite:///{self.home / 'flows.db'}"
 
     @property
     def lab_dir(self) -> Path:
@@ -78,6 +89,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ssh_cipher=e.get("ZFS_BACKEND_SSH_CIPHER", "aes128-gcm@openssh.com"),
         agent_socket=Path(e.get("ZFS_BACKEND_AGENT_SOCKET", "/run/zfs-backend/agent.sock")),
         ssh_persist_s=_int(e, "ZFS_BACKEND_SSH_PERSIST", 600),
+        flow_persistence=e.get("ZFS_BACKEND_FLOW_DB", ""),
+        jobboard=e.get("ZFS_BACKEND_JOBBOARD", ""),
     )
 
 

@@ -1,7 +1,8 @@
 """The demo: bring the default lab up and show snapshot replication as a backend activity.
 
 Full replication node1 → node2, a change and an incremental one, a suspend/resume under a rate limit,
-a cancel with rollback (the destination checked unchanged), then the activities' reports. It reaches
+a cancel with rollback (the destination checked unchanged), then the activities' reports; then a hot
+standby of a volume and a controlled failover (:mod:`.demo_standby`). It reaches
 the nodes only through the lab's inventory and SSH, like a controller reaching real storage nodes.
 """
 
@@ -156,6 +157,9 @@ def run_demo(settings: Settings, size: str = "64M") -> int:
             human_bytes(res.net_bytes_sent),
         )
     con.print(t)
+    from .demo_standby import run_standby_demo
+
+    ok &= run_standby_demo(settings, lab, con)
     con.print(
         "[green]all steps verified (checksums, snapshots)[/]" if ok else "[red]a step did not verify[/]"
     )

@@ -31,6 +31,9 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── AgentUnavailable              the node agent is down or unreachable; exit 12
     │   ├── StoreError                    the activity store is unreadable or from a newer schema
     │   └── ProtocolError                 a malformed agent request or response
+    ├── FlowError                         a workflow failed (and was reverted), or cannot run; exit 9
+    │   ├── FlowNotFound                  no flow with that id in the logbook
+    │   └── CapabilityMissing             the driver does not publish what the flow needs
     └── ReplicationConflict               plan refused; nothing was changed; exit 8
         ├── DestinationDiverged           newer snapshots or changed data on the destination
         ├── NoCommonBase                  no snapshot both sides hold (by GUID)
@@ -50,6 +53,7 @@ __all__ = [
     "AddressRangeTaken",
     "AgentUnavailable",
     "AlreadyRunning",
+    "CapabilityMissing",
     "CommandFailed",
     "CommandTimeout",
     "ConfigError",
@@ -60,6 +64,8 @@ __all__ = [
     "DestinationDiverged",
     "DestinationExistsConflict",
     "DestinationModified",
+    "FlowError",
+    "FlowNotFound",
     "HostError",
     "HostKeyMismatch",
     "HostUnreachable",
@@ -215,6 +221,18 @@ class StoreError(ActivityError):
 
 class ProtocolError(ActivityError):
     pass
+
+
+class FlowError(ZfsBackendError):
+    exit_code = 9
+
+
+class FlowNotFound(FlowError):
+    pass
+
+
+class CapabilityMissing(FlowError):
+    """The driver of a node does not publish a capability the flow needs."""
 
 
 class ReplicationConflict(ZfsBackendError):

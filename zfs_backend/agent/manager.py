@@ -23,6 +23,7 @@ from ..activity.store import ActivityStore, new_activity_id
 from ..errors import ProtocolError, UsageError
 from ..hosts.base import Host
 from ..replication import activity as _replicate_kind  # noqa: F401 - registers the "replicate" kind
+from ..replication import standby as _standby_kind  # noqa: F401 - registers the "standby-sync" kind
 from ..replication.receiver import Receiver
 
 #: kinds an agent hosts only when started with ``--test-kinds``: the generic ``pipeline`` runs whatever
@@ -172,6 +173,18 @@ class ActivityManager:
                 return r.abort(dataset, holder, keep_claim=bool(args.get("keep_claim", False)))
             if verb in ("renew", "release"):
                 return getattr(r, verb)(dataset, holder)
+            if verb == "expect":
+                return r.expect(dataset, holder, [int(g) for g in args.get("sent_guids") or []])
+            if verb == "commit":
+                prefix = args.get("prune_prefix")
+                return r.commit(
+                    dataset,
+                    holder,
+                    int(args["target_guid"]),
+                    prune_prefix=None if prefix is None else str(prefix),
+                )
+            if verb == "fence":
+                return r.fence(dataset, holder, str(args.get("reason") or "the standby was promoted"))
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"recv.{verb}: bad arguments: {e}") from None
         raise ProtocolError(f"unknown op recv.{verb}")

@@ -24,6 +24,9 @@ called by the source node's agent; the only ops a peer node may call (on the pee
     recv.renew    {"dataset", "holder"}                    recv.release {"dataset", "holder"}
     recv.finish   {"dataset", "holder", "target_guids", "readonly_replica"}
     recv.abort    {"dataset", "holder"}                    recv.status  {}
+    recv.expect   {"dataset", "holder", "sent_guids"}      (a standby's next increment)
+    recv.commit   {"dataset", "holder", "target_guid", "prune_prefix"?}   (hold the new base, prune)
+    recv.fence    {"dataset", "holder", "reason"?}         (abort, and shut the holder out for good)
 
 Errors carry the class name of a ``zfs_backend.errors`` exception; the client re-raises that type. A
 line that is not a JSON object, or names an unknown op, gets a ``ProtocolError``. A line longer than
@@ -65,13 +68,17 @@ RECV_OPS = frozenset(
         "recv.release",
         "recv.abort",
         "recv.status",
+        "recv.expect",
+        "recv.commit",
+        "recv.fence",
     }
 )
 OPS = frozenset(
     {"ping", "kinds", "start", "list", "get", "suspend", "resume", "cancel", "wait", "shutdown", *RECV_OPS}
 )
-#: what a peer node may ask (its narrow SSH key reaches only the peer socket)
-PEER_OPS = frozenset({"ping", *RECV_OPS})
+#: what a peer node may ask (its narrow SSH key reaches only the peer socket); fencing a holder off a
+#: dataset is the controller's (a forced failover), never a peer's
+PEER_OPS = frozenset({"ping", *RECV_OPS} - {"recv.fence"})
 #: ops that may be re-sent safely when a connection dies with the answer outstanding
 READ_ONLY_OPS = frozenset({"ping", "kinds", "list", "get", "wait", "recv.status", "recv.renew"})
 MAX_WAIT_S = 60.0

@@ -17,6 +17,7 @@ Options, in the backend's section (or ``[backend_defaults]``)::
     zfs_backend_parent = tank/volumes          # dataset holding the volumes
     zfs_backend_home = /var/lib/zfs-backend    # zfs_backend's state directory (known_hosts, keys)
     zfs_backend_inventory =                    # default: <home>/lab/inventory.yml
+    replication_device = backend_id:node2      # Cinder's: a standby node (replication v2.1)
 
 Cinder's own NAS security options are passed through where they are set (registered here from
 ``cinder.volume.drivers.remotefs``, as Cinder's NFS drivers read them)::
@@ -82,6 +83,11 @@ def nas_security(conf: Any) -> dict[str, bool]:
     return out
 
 
+def options_devices(variables: Any, node: str) -> tuple[str, ...]:
+    """The node's own ``zfs_backend_volume_replication_devices`` (when cinder.conf names none)."""
+    return NodeOptions.from_vars(node, variables).replication_devices
+
+
 def _loaded(obj: Any, name: str) -> Any:
     """``obj.name`` if it is loaded, else None: reading an unset field of a Cinder object would try a
     lazy load from the database (an error for plain columns)."""
@@ -100,7 +106,24 @@ def _storage_id(v: Any) -> str:
 
 
 def _volume(v: Any) -> Volume:
-    return Volume(id=_storage_id(v), size=int(v.size), display_name=_loaded(v, "display_name"))
+    return Volume(
+        id=_storage_id(v),
+        size=int(v.size),
+        display_name=_loaded(v, "display_name"),
+        replication_status=_loaded(v, "replication_status"),
+    )
+
+
+def replication_targets(conf: Any) -> tuple[str, ...]:
+    """Cinder's ``replication_device`` entries (``backend_id:node2``, ...): their backend_ids are the
+    inventory names of the nodes the standbys live on."""
+    out = []
+    for dev in conf.safe_get("replication_device") or []:
+        backend_id = dev.get("backend_id") if isinstance(dev, dict) else None
+        if not backend_id:
+            raise exception.InvalidConfigurationValue(option="replication_device", value=dev)
+        out.append(str(backend_id))
+    return tuple(out)
 
 
 def _snapshot(s: Any) -> Snapshot:
@@ -153,6 +176,7 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
             options = NodeOptions.from_vars(node, spec.vars, spec.address).replace(
                 parent=conf.safe_get("zfs_backend_parent") or "tank/volumes",
                 backend_name=conf.safe_get("volume_backend_name") or None,
+                replication_devices=replication_targets(conf) or options_devices(spec.vars, node),
                 **nas_security(conf),
             )
             self.core = _Core(options, settings=settings)
@@ -214,6 +238,20 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
     def terminate_connection(self, volume: Any, connector: Any, **kwargs: Any) -> None:
         with _cinder_errors(f"disconnect volume {volume.id}"):
             self._c().terminate_connection(_volume(volume), connector, **kwargs)
+
+    def failover_host(
+        self, context: Any, volumes: list[Any], secondary_id: str | None = None, groups: Any = None
+    ) -> tuple[str, list[dict[str, Any]], list[Any]]:
+        """Replication v2.1: fail every replicated volume over to ``secondary_id``; Cinder's shapes
+        (updates keyed by Cinder's volume ids, whatever their storage's ``name_id``)."""
+        by_storage = {_storage_id(v): str(v.id) for v in volumes}
+        with _cinder_errors("failover_host"):
+            active, updates, group_updates = self._c().failover_host(
+                context, [_volume(v) for v in volumes], secondary_id, groups
+            )
+        for u in updates:
+            u["volume_id"] = by_storage.get(u["volume_id"], u["volume_id"])
+        return active, updates, group_updates
 
     def get_volume_stats(self, refresh: bool = False) -> dict[str, Any]:
         with _cinder_errors("volume stats"):

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="bring the default lab up and replicate a dataset node1 -> node2",
         description=(
             "Brings the default lab up (if needed), creates a dataset with data on node1, snapshots it, "
-            "replicates it to node2 over SSH and verifies the data there, printing each step."
+            "replicates it to node2 over SSH and verifies the data there, printing each step; then keeps a "
+            "hot standby of a volume on node2 and fails over to it (verified through NFS)."
         ),
     )
     p.add_argument("--size", default="64M", help="amount of data to write on node1 (default 64M)")

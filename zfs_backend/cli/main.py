@@ -35,6 +35,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "volume": ("volume_cmd", "volumes on the storage nodes (the Cinder-shaped ZFS/NFS driver)"),
     "stats": ("volume_cmd", "a node's volume stats and capabilities (get_volume_stats)"),
+    "standby": ("standby_cmd", "a volume's hot standby on another node: create, status, failover, remove"),
+    "flow": ("flow_cmd", "workflows (TaskFlow) from the logbook: list, show, resume"),
+    "conductor": ("flow_cmd", "claim and run flows posted on the jobboard, until SIGTERM"),
+    "jobboard": ("flow_cmd", "a loopback redis-server for the jobboard: up, down"),
     "demo": ("demo_cmd", "bring the default lab up and replicate a dataset node1 -> node2"),
 }
 

@@ -73,6 +73,7 @@ class Volume:
     source_volid: str | None = None
     attach_status: str = "detached"
     metadata: dict[str, Any] = field(default_factory=dict)
+    replication_status: str | None = None
 
     @property
     def name(self) -> str:

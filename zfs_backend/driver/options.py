@@ -30,6 +30,16 @@ field                           default                   meaning
 ``anonymous_uid`` /             ``65534`` / ``65534``     who a squashed root becomes (nobody/nogroup):
 ``anonymous_gid``                                         set them to the uid/gid the hypervisor's qemu
                                                           runs as
+``stateless_volume_operations`` ``True``                  published as the capability of that name: flows
+                                                          leave the volume available/in-use (writable)
+                                                          while they work; False: they move it to a busy
+                                                          state and back ("dual states")
+``backend_replication``         ``True``                  publish ``snapshot_replicate`` (when the agent
+                                                          hosts it); False: flows take the generic path
+                                                          (the controller streams the data itself)
+``replication_devices``         ``()``                    Cinder's ``replication_device`` backend_ids: the
+                                                          nodes this backend's volumes may have standbys
+                                                          on; non-empty: ``replication_enabled``
 ==============================  ========================  =================================================
 
 The two ``secure_*`` options are Cinder's ``nas_secure_file_operations`` / ``nas_secure_file_permissions``
@@ -84,6 +94,9 @@ class NodeOptions:
     secure_file_permissions: bool = True
     anonymous_uid: int = 65534
     anonymous_gid: int = 65534
+    stateless_volume_operations: bool = True
+    backend_replication: bool = True
+    replication_devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -119,6 +132,18 @@ class NodeOptions:
         for name in ("secure_file_operations", "secure_file_permissions"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"invalid {name} {getattr(self, name)!r}: expected true or false")
+        for name in ("stateless_volume_operations", "backend_replication"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"invalid {name} {getattr(self, name)!r}: expected true or false")
+        devices = tuple(self.replication_devices)
+        try:
+            for d in devices:
+                validate_node(d)
+        except UsageError as e:
+            raise ConfigError(f"replication_devices: {e}") from e
+        if self.node in devices:
+            raise ConfigError(f"replication_devices: {self.node} cannot be its own replication target")
+        object.__setattr__(self, "replication_devices", devices)
         for name in ("anonymous_uid", "anonymous_gid"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_ANONYMOUS_ID:
@@ -165,7 +190,7 @@ class NodeOptions:
             name = key[len(VAR_PREFIX) :]
             if name not in known:
                 raise ConfigError(f"{node}: unknown volume driver option {key!r}")
-            kwargs[name] = tuple(value) if name == "nfs_versions" else value
+            kwargs[name] = tuple(value) if name in ("nfs_versions", "replication_devices") else value
         if "export_address" not in kwargs and address is not None:
             try:
                 ipaddress.ip_address(address)

@@ -10,7 +10,19 @@ from typing import Any
 from ..errors import InvalidName
 from .models import Snapshot, Volume
 
-__all__ = ["SCHEMA", "SnapshotRecord", "VolumeRecord", "validate_display_name"]
+__all__ = [
+    "REPLICATION_STATUSES",
+    "SCHEMA",
+    "ReplicationRecord",
+    "SnapshotRecord",
+    "VolumeRecord",
+    "validate_display_name",
+]
+
+#: Cinder's volume ``replication_status`` values (``fields.ReplicationStatus``)
+REPLICATION_STATUSES = frozenset(
+    {"disabled", "enabled", "error", "enabling", "disabling", "failing-over", "failed-over", "not-capable"}
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes (
@@ -39,6 +51,16 @@ CREATE TABLE IF NOT EXISTS snapshots (
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
     UNIQUE (volume_id, name)
+);
+CREATE TABLE IF NOT EXISTS replication (
+    volume_id TEXT PRIMARY KEY REFERENCES volumes(id),
+    replication_status TEXT NOT NULL,
+    standby_node TEXT,
+    activity_id TEXT,
+    interval_s REAL,
+    max_lag_s REAL,
+    detail TEXT NOT NULL DEFAULT '{}',
+    updated_at REAL NOT NULL
 );
 """
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -92,6 +114,25 @@ class SnapshotRecord:
         return Snapshot(
             id=self.id, volume_id=self.volume_id, volume_size=self.volume_size, display_name=self.name
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ReplicationRecord:
+    """A volume's replication (Cinder's ``replication_status``) and its standby relationship: the node
+    holding the standby, the ``standby-sync`` activity on the volume's node, its interval and lag goal;
+    ``detail``: what the last flow recorded (e.g. a forced failover's data-loss window)."""
+
+    volume_id: str
+    replication_status: str
+    standby_node: str | None
+    activity_id: str | None
+    interval_s: float | None
+    max_lag_s: float | None
+    detail: dict[str, Any]
+    updated_at: float
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -14,6 +14,7 @@ delete that fails leaves the volume ``error_deleting`` (retry with ``delete``).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -32,10 +33,17 @@ from .access import client_address
 from .errors import VolumeBusy, VolumeExists, VolumeNotFound
 from .models import Snapshot, Volume, check_size, new_id
 from .options import NodeOptions
-from .records import SCHEMA, SnapshotRecord, VolumeRecord, validate_display_name
+from .records import (
+    REPLICATION_STATUSES,
+    SCHEMA,
+    ReplicationRecord,
+    SnapshotRecord,
+    VolumeRecord,
+    validate_display_name,
+)
 from .zfs_nfs import ZfsNfsDriver
 
-__all__ = ["SnapshotRecord", "VolumeRecord", "VolumeService", "validate_display_name"]
+__all__ = ["ReplicationRecord", "SnapshotRecord", "VolumeRecord", "VolumeService", "validate_display_name"]
 
 
 class VolumeService:
@@ -318,3 +326,91 @@ class VolumeService:
         if to_node == rec.node:
             raise InvalidName(f"volume {volume} is on {to_node} already; pick another node")
         return self.driver(rec.node).snapshot_replicate(snap.model(), rec.node, to_node, full, **kwargs)
+
+    # ---- status, location and replication (what flows change) ----------------------------------
+
+    def set_status(self, name: str, status: str, *, expect: str | None = None) -> VolumeRecord:
+        """Move a volume to ``status`` (a flow's busy state and back). ``expect``: only from that status
+        (else ``VolumeBusy``: another flow holds it)."""
+        rec = self.get_volume(name)
+        if expect is not None and rec.status != expect:
+            raise VolumeBusy(f"volume {rec.name} is {rec.status}, not {expect}")
+        self._status("volumes", rec.id, status)
+        return self.get_volume(rec.id)
+
+    def relocate(self, name: str, node: str, provider_location: str | None) -> VolumeRecord:
+        """The volume now lives on ``node`` (a failover promoted its standby there)."""
+        rec = self.get_volume(name)
+        validate_node(node)
+        with self._db() as db:
+            db.execute(
+                "UPDATE volumes SET node = ?, provider_location = ?, updated_at = ? WHERE id = ?",
+                (node, provider_location, time.time(), rec.id),
+            )
+        return self.get_volume(rec.id)
+
+    def replication(self, name: str) -> ReplicationRecord | None:
+        rec = self.get_volume(name)
+        with self._db() as db:
+            row = db.execute("SELECT * FROM replication WHERE volume_id = ?", (rec.id,)).fetchone()
+        if row is None:
+            return None
+        d = dict(row)
+        d["detail"] = json.loads(d["detail"] or "{}")
+        return ReplicationRecord(**d)
+
+    def replications(self) -> list[ReplicationRecord]:
+        with self._db() as db:
+            ids = [
+                r["volume_id"] for r in db.execute("SELECT volume_id FROM replication ORDER BY updated_at")
+            ]
+        return [r for r in (self.replication(i) for i in ids) if r is not None]
+
+    def set_replication(self, name: str, replication_status: str, **fields: Any) -> ReplicationRecord:
+        """Create or update the volume's replication record (``standby_node``, ``activity_id``,
+        ``interval_s``, ``max_lag_s``, ``detail``)."""
+        if replication_status not in REPLICATION_STATUSES:
+            raise InvalidName(f"invalid replication_status {replication_status!r}")
+        unknown = set(fields) - {"standby_node", "activity_id", "interval_s", "max_lag_s", "detail"}
+        if unknown:
+            raise InvalidName(f"unknown replication fields {sorted(unknown)}")
+        rec = self.get_volume(name)
+        old = self.replication(rec.id)
+        row = {
+            "standby_node": None,
+            "activity_id": None,
+            "interval_s": None,
+            "max_lag_s": None,
+            "detail": {},
+            **(
+                {
+                    k: getattr(old, k)
+                    for k in ("standby_node", "activity_id", "interval_s", "max_lag_s", "detail")
+                }
+                if old
+                else {}
+            ),
+            **fields,
+        }
+        with self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO replication VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.id,
+                    replication_status,
+                    row["standby_node"],
+                    row["activity_id"],
+                    row["interval_s"],
+                    row["max_lag_s"],
+                    json.dumps(row["detail"], sort_keys=True),
+                    time.time(),
+                ),
+            )
+        out = self.replication(rec.id)
+        assert out is not None
+        return out
+
+    def drop_replication(self, name: str) -> None:
+        rec = self.get_volume(name)
+        with self._db() as db:
+            db.execute("DELETE FROM replication WHERE volume_id = ?", (rec.id,))

@@ -52,6 +52,10 @@ CAPABILITY_KEYS = (
     "resumable_replication",
     "max_concurrent_activities",
     "zfs_dialect",
+    "standby_sync",
+    "replication_enabled",
+    "replication_targets",
+    "replication_type",
 )
 
 
@@ -113,10 +117,15 @@ def build_stats(options: NodeOptions, facts: NodeFacts, version: str, export_add
         "total_volumes": facts.volumes,
         # this project's capabilities
         "backend_activities": kinds,
-        "stateless_volume_operations": True,
+        "stateless_volume_operations": options.stateless_volume_operations,
         "can_snapshot_active_volume": True,
-        "snapshot_replicate": "replicate" in kinds,
+        "snapshot_replicate": "replicate" in kinds and options.backend_replication,
         "resumable_replication": facts.dialect.resumable_receive,
         "max_concurrent_activities": options.max_concurrent_activities,
         "zfs_dialect": str(facts.dialect),
+        "standby_sync": "standby-sync" in kinds,
+        # Cinder's replication v2.1: a backend with replication_device entries
+        "replication_enabled": bool(options.replication_devices),
+        "replication_targets": list(options.replication_devices),
+        "replication_type": "async",
     }

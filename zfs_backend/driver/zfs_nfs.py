@@ -16,6 +16,7 @@ Exports grant nobody until ``initialize_connection`` grants the connector's addr
 Version history: 1.0.0 - first version (volumes, snapshots, clones, extend, NFS exports via
 nfs-ganesha, stats with backend-activity capabilities, snapshot_replicate). 1.1.0 - exports are granted
 per connector address; root squashing and the volume file's mode follow the secure_file_* options.
+1.2.0 - replication v2.1 (replication_device, failover_host), stateless_volume_operations option.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ log = logging.getLogger("zfs_backend.driver")
 class ZfsNfsDriver:
     """A Cinder-shaped driver for the volumes of one storage node (one backend = one node)."""
 
-    VERSION = "1.1.0"
+    VERSION = "1.2.0"
 
     def __init__(
         self,
@@ -389,6 +390,14 @@ class ZfsNfsDriver:
                 str(snap), source, f"{dest_node}:{dest}", force_full_copy, settings=self._settings(), **kwargs
             )
         return self._replicate(str(snap), source, f"{dest_node}:{dest}", force_full_copy, **kwargs)
+
+    def failover_host(
+        self, context: Any, volumes: list[Volume], secondary_id: str | None = None, groups: Any = None
+    ) -> Any:
+        """Replication v2.1: every replicated volume forced over (:func:`.failover.failover_host`)."""
+        from .failover import failover_host
+
+        return failover_host(self, volumes, secondary_id)
 
     def _ensure_remote_parent(self, node: str, parent: DatasetName) -> None:
         from ..hosts.inventory import load_inventory

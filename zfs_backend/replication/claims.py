@@ -6,7 +6,8 @@ died for good does not lock a dataset forever), and carries what the receiver re
 first taken: the tree's state before the replication (what a cancel restores) and the properties it
 changed (readonly, restored at the end). A second replication into the same tree, or into a dataset
 inside it or around it, from any source node, is refused while the claim lives; its own holder may take
-it again (a restarted activity carries on with the same id).
+it again (a restarted activity carries on with the same id), unless it was *fenced* off the dataset
+(a standby promoted while its source was unreachable: the source's sync must never come back into it).
 
 SQLite, one small file (0600 in a 0700 directory), one transaction per change: a claim survives a
 restart of the destination's agent.
@@ -77,6 +78,12 @@ class ClaimStore:
                 "source TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL, "
                 "state TEXT NOT NULL DEFAULT '{}')"
             )
+            # holders shut out of a dataset for good (a standby promoted without its source: the
+            # source's sync activity must never claim the promoted dataset again)
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS fenced (dataset TEXT NOT NULL, holder TEXT NOT NULL, "
+                "at REAL NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (dataset, holder))"
+            )
         except sqlite3.DatabaseError as e:
             raise StoreError(f"claim store {path}: {e}") from e
 
@@ -103,6 +110,11 @@ class ClaimStore:
         caller gets it back in ``Claim.state['expired']`` to tidy up after it)."""
         now = self._clock()
         with self._tx() as cur:
+            fence = cur.execute(
+                "SELECT reason FROM fenced WHERE dataset = ? AND holder = ?", (dataset, holder)
+            ).fetchone()
+            if fence is not None:
+                raise Conflict(ALREADY_RUNNING, f"{holder} is fenced off {dataset}: {fence[0]}").error()
             rows = [self._row(r) for r in cur.execute("SELECT * FROM claims").fetchall()]
             mine = None
             expired: list[dict[str, Any]] = []
@@ -135,6 +147,9 @@ class ClaimStore:
         """The claim ``holder`` has on ``dataset`` (expired or not, as long as nobody took it over)."""
         c = self.get(dataset)
         if c is None or c.holder != holder:
+            reason = self._fence_reason(dataset, holder)
+            if reason is not None:
+                raise Conflict(ALREADY_RUNNING, f"{holder} is fenced off {dataset}: {reason}").error()
             who = "nobody" if c is None else f"{c.holder} from {c.source}"
             raise Conflict(ALREADY_RUNNING, f"{holder} does not hold {dataset} (held by {who})").error()
         return c
@@ -161,6 +176,24 @@ class ClaimStore:
         with self._tx() as cur:
             cur.execute("DELETE FROM claims WHERE dataset = ? AND holder = ?", (dataset, holder))
             return cur.rowcount > 0
+
+    def fence(self, dataset: str, holder: str, reason: str) -> None:
+        """Shut ``holder`` out of ``dataset`` for good (its claim, if any, is dropped)."""
+        with self._tx() as cur:
+            cur.execute("DELETE FROM claims WHERE dataset = ? AND holder = ?", (dataset, holder))
+            cur.execute(
+                "INSERT OR REPLACE INTO fenced VALUES (?,?,?,?)", (dataset, holder, self._clock(), reason)
+            )
+
+    def fenced(self, dataset: str, holder: str) -> bool:
+        return self._fence_reason(dataset, holder) is not None
+
+    def _fence_reason(self, dataset: str, holder: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT reason FROM fenced WHERE dataset = ? AND holder = ?", (dataset, holder)
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def expired(self) -> list[Claim]:
         now = self._clock()

@@ -47,6 +47,7 @@ from ..zfs.models import Dataset, Snapshot
 from ..zfs.names import DatasetName, parse_dataset, parse_node_qualified, parse_snapshot
 from .claims import DEFAULT_TTL_S, Claim, ClaimStore
 from .plan import DIVERGED, Conflict
+from .receiver_standby import StandbyOps
 
 __all__ = [
     "RECEIVER_PROP",
@@ -100,8 +101,9 @@ def _changes_dict(c: HeadChanges) -> dict[str, Any]:
     return {"changed": c.changed, "noisy": c.noisy, "detail": c.detail, "bytes": c.bytes}
 
 
-class Receiver:
-    """The destination's side of replications into its datasets (see the module doc)."""
+class Receiver(StandbyOps):
+    """The destination's side of replications into its datasets (see the module doc); a standby's ops
+    (``expect``, ``commit``, ``fence``) are in :mod:`.receiver_standby`."""
 
     def __init__(
         self,
@@ -355,6 +357,7 @@ class Receiver:
             if readonly_replica and ds.name == top:
                 self.zfs.set(ds.name, "readonly", "on")  # children inherit it
         self._restore_read_only(claim)
+        self._release_holds(claim)
         self.claims.release(str(top), holder)
         return {"verified": True, "created": created, "discarded": claim.state.get("discarded", {})}
 
@@ -365,6 +368,7 @@ class Receiver:
         if claim is None or claim.holder != validate_holder(holder):
             return {"released": False}
         self._restore_read_only(claim)
+        self._release_holds(claim)
         return {"released": self.claims.release(str(top), holder)}
 
     def abort(self, dataset: str, holder: str, *, keep_claim: bool = False) -> dict[str, Any]:
@@ -392,6 +396,7 @@ class Receiver:
             )
         if not keep_claim:
             self._restore_read_only(claim)
+            self._release_holds(claim)
             self.claims.release(str(top), holder)
         return {"restored": not left, "actions": restored, "left": left}
 

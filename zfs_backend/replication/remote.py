@@ -98,3 +98,13 @@ class RemoteReceiver:
 
     def abort(self, *, keep_claim: bool = False) -> dict[str, Any]:
         return dict(self._call("abort", keep_claim=keep_claim))
+
+    # a standby's (see receiver_standby)
+    def expect(self, sent_guids: list[int]) -> None:
+        self._call("expect", sent_guids=sent_guids)
+
+    def commit(self, target_guid: int, *, prune_prefix: str | None = None) -> dict[str, Any]:
+        return dict(self._call("commit", target_guid=target_guid, prune_prefix=prune_prefix))
+
+    def fence(self, reason: str) -> dict[str, Any]:
+        return dict(self._call("fence", reason=reason))

@@ -363,13 +363,14 @@ class Zfs:
         return sorted(line.split("\t")[1] for line in res.text.splitlines() if line.count("\t") >= 1)
 
     def hold(self, snapshot: SnapshotName, tag: str, recursive: bool = False) -> None:
+        """``zfs hold``: where the dialect has user holds (zfs-fuse too, although it cannot list them)."""
         _expect(snapshot, SnapshotName)
-        self._need("holds", "zfs hold")
+        self._need("user_holds", "zfs hold")
         self._run(["zfs", "hold", *(["-r"] if recursive else []), validate_hold_tag(tag), str(snapshot)])
 
     def release(self, snapshot: SnapshotName, tag: str, recursive: bool = False) -> None:
         _expect(snapshot, SnapshotName)
-        self._need("holds", "zfs release")
+        self._need("user_holds", "zfs release")
         self._run(["zfs", "release", *(["-r"] if recursive else []), validate_hold_tag(tag), str(snapshot)])
 
     # ---------------------------------------------------------------- send / receive

@@ -77,6 +77,24 @@ moved = objects.Volume(id="new", _name_id="old", size=2)
 out["migrated"] = [_volume(moved).name, moved.name]
 snap = objects.Snapshot(id="s2", volume_id="new", volume_size=2, volume=moved)
 out["snapshot_of_migrated"] = [_snapshot(snap).volume_id, snap.volume_name]
+# replication v2.1: replication_device entries, failover_host's shapes passed through
+from zfs_backend.cinder import replication_targets
+cfg.CONF.set_override("replication_device", [{"backend_id": "node2"}, {"backend_id": "node3"}], group="zfs1")
+out["replication_targets"] = list(replication_targets(conf))
+
+
+class Failover:
+    def failover_host(self, context, volumes, secondary_id, groups):
+        return secondary_id, [
+            {"volume_id": v.id, "updates": {"replication_status": "failed-over",
+                                            "seen": v.replication_status}}
+            for v in volumes
+        ], []
+
+
+d.core = Failover()
+rv = objects.Volume(id="new", _name_id="old", size=2, replication_status="enabled")
+out["failover"] = d.failover_host(context.get_admin_context(), [rv], "node2")
 print(json.dumps(out))
 """
 
@@ -107,3 +125,10 @@ def test_adapter_under_real_cinder() -> None:
     assert out["nas_bad"] == "InvalidConfigurationValue"
     assert out["migrated"] == ["volume-old", "volume-old"]
     assert out["snapshot_of_migrated"] == ["old", "volume-old"]
+    assert out["replication_targets"] == ["node2", "node3"]
+    # Cinder's (active_backend_id, volume_update_list, group_update_list), keyed by Cinder's volume id
+    assert out["failover"] == [
+        "node2",
+        [{"volume_id": "new", "updates": {"replication_status": "failed-over", "seen": "enabled"}}],
+        [],
+    ]

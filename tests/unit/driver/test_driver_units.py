@@ -182,6 +182,31 @@ def test_stats_complete_and_true_to_dialect(dialect: object) -> None:
         NodeOptions(node="node1"), facts.__class__(**{**facts.__dict__, "activity_kinds": None}), "1", "a"
     )
     assert no_agent["snapshot_replicate"] is False and no_agent["backend_activities"] == []
+    # options publish the flows' capabilities: dual states, the backend path, Cinder's replication v2.1
+    assert st["stateless_volume_operations"] is True and st["replication_enabled"] is False
+    opts = NodeOptions(
+        node="node1",
+        stateless_volume_operations=False,
+        backend_replication=False,
+        replication_devices=("node2",),
+    )
+    other = build_stats(opts, facts, "1", "a")
+    assert other["stateless_volume_operations"] is False and other["snapshot_replicate"] is False
+    assert (other["replication_enabled"], other["replication_targets"], other["replication_type"]) == (
+        True,
+        ["node2"],
+        "async",
+    )
+    assert NodeOptions.from_vars(
+        "node1", {"zfs_backend_volume_replication_devices": ["node3"]}
+    ).replication_devices == ("node3",)
+    for bad in (
+        {"replication_devices": ("node1",)},
+        {"replication_devices": ("x;y",)},
+        {"backend_replication": 1},
+    ):
+        with pytest.raises(ConfigError):
+            NodeOptions(node="node1", **bad)  # type: ignore[arg-type]
 
 
 # ---- nothing runs before validation ---------------------------------------------------------------

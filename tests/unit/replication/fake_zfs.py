@@ -39,6 +39,7 @@ class FakeZfs:
         self.host = FakeHostName()
         self.ds: dict[str, FakeDataset] = {"tank": FakeDataset()}
         self.calls: list[tuple[Any, ...]] = []
+        self.held: dict[str, set[str]] = {}  # snapshot -> hold tags
 
     # -- building a state
     def make(self, name: str, *snaps: str, guids: list[int] | None = None, **props: tuple[str, str]) -> None:
@@ -121,8 +122,22 @@ class FakeZfs:
         dependents: bool = False,
     ) -> None:
         self.calls.append(("destroy", str(name), recursive))
+        if self.held.get(str(name)):
+            raise AssertionError(f"destroying held {name}")
+        if isinstance(name, SnapshotName):
+            d = self._get(name.dataset)
+            d.snapshots = [s for s in d.snapshots if s.name != name]
+            return
         for n in [n for n in self.ds if n == str(name) or n.startswith(f"{name}/")]:
             del self.ds[n]
+
+    def hold(self, snapshot: SnapshotName, tag: str, recursive: bool = False) -> None:
+        self.calls.append(("hold", str(snapshot), tag))
+        self.held.setdefault(str(snapshot), set()).add(tag)
+
+    def release(self, snapshot: SnapshotName, tag: str, recursive: bool = False) -> None:
+        self.calls.append(("release", str(snapshot), tag))
+        self.held.get(str(snapshot), set()).discard(tag)
 
     def resume_token(self, name: DatasetName) -> str | None:
         return self._get(name).token

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -231,10 +232,20 @@ def test_verbs_argv(scripted_host: Scripted) -> None:
 
 def test_holds_gated_by_dialect(scripted_host: Scripted) -> None:
     z, host = fuse(scripted_host, {})
-    for call in (lambda: z.holds(S1), lambda: z.hold(S1, "t"), lambda: z.release(S1, "t")):
+    with pytest.raises(UnsupportedFeature):  # zfs-fuse cannot list holds...
+        z.holds(S1)
+    z = Zfs(host, dialect=replace(ZFS_FUSE_07, user_holds=False))
+    for call in (lambda: z.hold(S1, "t"), lambda: z.release(S1, "t")):
         with pytest.raises(UnsupportedFeature):
             call()
     assert host.calls == []
+    # ...but it takes and releases them (user_holds)
+    host = scripted_host(
+        {("zfs", "hold", "zb:1", "tank/a@s1"): OK, ("zfs", "release", "zb:1", "tank/a@s1"): OK}
+    )
+    z = Zfs(host, dialect=ZFS_FUSE_07)
+    z.hold(S1, "zb:1")
+    z.release(S1, "zb:1")
     host = scripted_host(
         {
             ("zfs", "holds", "-H", "tank/a@s1"): (

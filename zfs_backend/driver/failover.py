@@ -1,0 +1,207 @@
+"""A volume's role in a standby relationship, changed by the controller with its own access to the node
+(the driver's host), and Cinder's ``failover_host``.
+
+* :func:`quiesce` / :func:`unquiesce`: the primary stops taking writes (unexported, then read-only) and
+  back, exactly as it was (the same grants, its own ``readonly``). What quiesce returns is what undoes it.
+* :func:`promote` / :func:`demote`: a replica becomes the writable, exported volume (the primary's
+  grants) and back (unexported, read-only).
+* :func:`fail_over`: a forced failover of one volume to its standby, whatever the primary's state: the
+  standby-sync's claim on the standby is **fenced** (the increment in flight rolled back there, the old
+  primary's sync shut out of the dataset for good), then the standby is promoted at the newest snapshot
+  it holds. Reports that snapshot and the window of data lost: what the primary took after it (its time
+  is in its name, see ``replication.standby``) up to the failover.
+
+None of this goes through a node's narrow key: the controller reaches the standby's agent (``recv.status``
+and ``recv.fence`` on its main socket) and ZFS over its own SSH access, as for every driver call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ZfsBackendError
+from ..replication.standby import snapshot_time
+from .errors import VolumeNotFound
+from .models import Volume
+
+if TYPE_CHECKING:
+    from .zfs_nfs import ZfsNfsDriver
+
+__all__ = ["demote", "fail_over", "failover_host", "peer_driver", "promote", "quiesce", "unquiesce"]
+
+log = logging.getLogger("zfs_backend.driver")
+
+
+def quiesce(d: ZfsNfsDriver, volume: Volume) -> dict[str, Any]:
+    """No more writes to ``volume``: unexported (its grants kept in the result), then read-only."""
+    ds = d._dataset(volume)
+    d._require(ds, f"volume {volume.id}")
+    entry = d.exports.remove(ds)
+    value, source = d.zfs.get_with_source(ds, "readonly")
+    d.zfs.set(ds, "readonly", "on")
+    return {
+        "exported": entry is not None,
+        "clients": list(entry.clients) if entry is not None else [],
+        "readonly": [value, source],
+    }
+
+
+def unquiesce(d: ZfsNfsDriver, volume: Volume, state: dict[str, Any]) -> None:
+    """Undo :func:`quiesce` with what it returned."""
+    ds = d._dataset(volume)
+    value, source = state.get("readonly") or ["off", "default"]
+    if source == "local":
+        d.zfs.set(ds, "readonly", value)
+    elif value == "off" or source == "temporary":
+        d.zfs.inherit(ds, "readonly")
+    if state.get("exported"):
+        d._export(ds, tuple(state.get("clients") or ()))
+
+
+def promote(d: ZfsNfsDriver, volume: Volume, clients: Sequence[str] = ()) -> str:
+    """The replica of ``volume`` on ``d``'s node becomes the volume: writable, exported to ``clients``.
+    Returns its ``provider_location``."""
+    ds = d._dataset(volume)
+    d._require(ds, f"the replica of volume {volume.id}")
+    d.zfs.inherit(ds, "readonly")
+    if d.zfs.get_with_source(ds, "readonly")[0] == "on":  # inherited from a read-only parent
+        d.zfs.set(ds, "readonly", "off")
+    d._export(ds, tuple(clients))
+    return d._location(ds)
+
+
+def demote(d: ZfsNfsDriver, volume: Volume) -> None:
+    """Undo :func:`promote`: unexported and read-only again."""
+    ds = d._dataset(volume)
+    d.exports.remove(ds)
+    if d.zfs.exists(ds):
+        d.zfs.set(ds, "readonly", "on")
+
+
+def _fence(standby: ZfsNfsDriver, dataset: str, reason: str) -> list[str]:
+    """Fence every holder of a claim on ``dataset`` on the standby's node (through its agent)."""
+    from ..agent.connect import connect_node
+
+    node = connect_node(standby.options.node, standby._settings())
+    try:
+        claims = [c for c in node.client.call("recv.status") if c.get("dataset") == dataset]
+        for c in claims:
+            node.client.call("recv.fence", dataset=dataset, holder=c["holder"], reason=reason)
+        return [str(c["holder"]) for c in claims]
+    finally:
+        node.close()
+
+
+def fail_over(
+    standby: ZfsNfsDriver,
+    volume: Volume,
+    clients: Sequence[str] = (),
+    *,
+    holders: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A forced failover of ``volume`` to ``standby``'s node (see the module doc). ``holders``: the
+    standby-sync activities to fence even when they hold no claim right now (the flow knows its own)."""
+    t0 = time.time()
+    ds = standby._dataset(volume)
+    if not standby.zfs.exists(ds):
+        raise VolumeNotFound(f"{standby.options.node} holds no replica of volume {volume.id} ({ds})")
+    reason = f"{standby.options.node}:{ds} was promoted by a forced failover"
+    fenced = _fence(standby, str(ds), reason)
+    for h in holders:
+        if h not in fenced:
+            from ..agent.connect import connect_node
+
+            with connect_node(standby.options.node, standby._settings()) as node:
+                node.client.call("recv.fence", dataset=str(ds), holder=h, reason=reason)
+            fenced.append(h)
+    snaps = standby.zfs.list_snapshots(ds)
+    if not snaps:
+        raise ZfsBackendError(f"{standby.options.node}:{ds} holds no snapshot to promote")
+    newest = snaps[-1]
+    standby.zfs.rollback(newest.name)  # the head is the newest received snapshot (it was read-only)
+    location = promote(standby, volume, clients)
+    taken = snapshot_time(newest.snap) or float(newest.creation)
+    out = {
+        "provider_location": location,
+        "snapshot": newest.snap,
+        "snapshot_time": taken,
+        "lost_window_s": round(max(0.0, t0 - taken), 3),
+        "fenced": fenced,
+    }
+    log.warning(
+        "%s: volume %s promoted at @%s; writes to the old primary after %s (%.1f s before the failover) "
+        "are lost",
+        standby.options.node,
+        volume.id,
+        newest.snap,
+        time.strftime("%H:%M:%S", time.localtime(taken)),
+        out["lost_window_s"],
+    )
+    return out
+
+
+def peer_driver(d: ZfsNfsDriver, node: str) -> ZfsNfsDriver:
+    """A driver for another node of the inventory (the standby's), set up with ``d``'s settings."""
+    from ..hosts.inventory import load_inventory
+    from .options import NodeOptions
+    from .zfs_nfs import ZfsNfsDriver
+
+    spec = load_inventory(d._settings().inventory).node(node)
+    peer = ZfsNfsDriver(NodeOptions.from_vars(node, spec.vars, spec.address), settings=d._settings())
+    peer.do_setup()
+    return peer
+
+
+def failover_host(
+    d: ZfsNfsDriver, volumes: list[Volume], secondary_id: str | None
+) -> tuple[str, list[dict[str, Any]], list[Any]]:
+    """Cinder's ``failover_host``: every replicated volume of this backend (``replication_status``
+    ``enabled``, or ``error``) is failed over to ``secondary_id`` (default: the first replication device),
+    forced (the primary may be a smoking hole). Returns ``(active_backend_id, volume_updates, [])`` with
+    ``{"volume_id": id, "updates": {...}}`` entries: ``replication_status: failed-over`` and the new
+    ``provider_location`` (plus what was lost, in ``replication_driver_data``); a volume that is not
+    replicated, or whose failover failed, gets ``status: error``."""
+    import json
+
+    targets = d.options.replication_devices
+    if not targets:
+        raise ZfsBackendError(f"{d.options.node}: no replication_device is configured")
+    secondary = secondary_id or targets[0]
+    if secondary not in targets:
+        raise ZfsBackendError(
+            f"{secondary} is not a replication device of {d.options.node} ({', '.join(targets)})"
+        )
+    peer = peer_driver(d, secondary)
+    updates: list[dict[str, Any]] = []
+    try:
+        for v in volumes:
+            if v.replication_status not in ("enabled", "error", "failing-over"):
+                updates.append({"volume_id": v.id, "updates": {"status": "error"}})
+                continue
+            try:
+                out = fail_over(peer, v)
+            except ZfsBackendError as e:
+                log.error("failover of volume %s to %s failed: %s", v.id, secondary, e)
+                updates.append(
+                    {"volume_id": v.id, "updates": {"replication_status": "error", "status": "error"}}
+                )
+                continue
+            updates.append(
+                {
+                    "volume_id": v.id,
+                    "updates": {
+                        "replication_status": "failed-over",
+                        "provider_location": out["provider_location"],
+                        "replication_driver_data": json.dumps(
+                            {k: out[k] for k in ("snapshot", "snapshot_time", "lost_window_s")}
+                        ),
+                    },
+                }
+            )
+    finally:
+        if peer.host is not None:
+            peer.host.close()
+    return secondary, updates, []
