@@ -38,6 +38,9 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
         ├── UpToDate                      the destination holds the snapshot already
         ├── InsufficientSpace             the destination lacks the space the estimate needs
         └── AlreadyRunning                the same replication runs, or another receives into the destination
+    BackupError                           a volume backup or restore refused or failed; exit 9
+    ├── BackupNotFound                    no such backup (or chain) on the backup node
+    └── BackupCorrupt                     a stream file's checksum does not match its manifest
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ __all__ = [
     "AddressRangeTaken",
     "AgentUnavailable",
     "AlreadyRunning",
+    "BackupCorrupt",
+    "BackupError",
+    "BackupNotFound",
     "CommandFailed",
     "CommandTimeout",
     "ConfigError",
@@ -243,3 +249,15 @@ class InsufficientSpace(ReplicationConflict):
 
 class AlreadyRunning(ReplicationConflict):
     """The same replication is running, or another one is receiving into the same destination."""
+
+
+class BackupError(ZfsBackendError):
+    exit_code = 9
+
+
+class BackupNotFound(BackupError):
+    """No such backup, or a chain with a missing link, on the backup node."""
+
+
+class BackupCorrupt(BackupError):
+    """A backup stream file does not match the size and SHA-256 its manifest records."""

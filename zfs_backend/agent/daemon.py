@@ -43,6 +43,7 @@ from ..hosts.local import LocalHost
 from ..private import private_dir, private_open
 from .manager import ActivityManager
 from .protocol import (
+    BACKUP_OPS,
     MAX_LINE,
     MAX_WAIT_S,
     OPS,
@@ -203,6 +204,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return {"shutdown": True}
         if op in RECV_OPS:
             return m.receive(op.removeprefix("recv."), args)
+        if op in BACKUP_OPS:
+            return m.backup(op.removeprefix("backup."), args)
         if op == "start":
             return m.start(str(args.get("kind", "")), args.get("params") or {}).to_dict()
         if op == "list":
@@ -252,6 +255,7 @@ def run_agent(
     """Run the agent in the foreground until SIGTERM/SIGINT or a ``shutdown`` request. Returns the
     exit code (0). For ``zfs-backend agent``. ``test_kinds``: also host the generic ``pipeline`` kind."""
     from ..activity.store import ActivityStore
+    from ..replication.backupstore import BackupStore
     from ..replication.claims import ClaimStore
     from ..replication.receiver import Receiver
     from ..zfs.api import Zfs
@@ -274,6 +278,7 @@ def run_agent(
         receiver=Receiver(Zfs(LocalHost(name)), claims),
         peer=peers,
         test_kinds=test_kinds,
+        backups=BackupStore(settings.backup_dir),
     )
     server = AgentServer(sock, manager, log)
     peer_server = AgentServer(peer_sock, manager, log, ops=PEER_OPS)

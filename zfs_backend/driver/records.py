@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import InvalidName
 from .models import Snapshot, Volume
 
-__all__ = ["SCHEMA", "SnapshotRecord", "VolumeRecord", "validate_display_name"]
+__all__ = ["SCHEMA", "BackupRecord", "SnapshotRecord", "VolumeRecord", "validate_display_name"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS volumes (
@@ -39,6 +39,20 @@ CREATE TABLE IF NOT EXISTS snapshots (
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
     UNIQUE (volume_id, name)
+);
+CREATE TABLE IF NOT EXISTS backups (
+    id TEXT PRIMARY KEY,
+    volume_id TEXT NOT NULL,
+    volume_name TEXT NOT NULL,
+    node TEXT NOT NULL,
+    backup_node TEXT NOT NULL,
+    parent_id TEXT,
+    size INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    activity_id TEXT,
+    stream_bytes INTEGER,
+    sha256 TEXT,
+    created_at REAL NOT NULL
 );
 """
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -95,3 +109,28 @@ class SnapshotRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """A volume backup as the service knows it (the backup node's manifest holds its stream)."""
+
+    id: str
+    volume_id: str
+    volume_name: str
+    node: str
+    backup_node: str
+    parent_id: str | None
+    size: int
+    status: str
+    activity_id: str | None
+    stream_bytes: int | None
+    sha256: str | None
+    created_at: float
+
+    @property
+    def incremental(self) -> bool:
+        return self.parent_id is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "incremental": self.incremental}
