@@ -92,6 +92,10 @@ class PipelineActivity(LocalActivity):
     stale_exit_wait_s: float = 5.0
     cancel_wait_s: float = 30.0
     bwlimit_bps: float | None = None
+    #: the consumer knows where its stream ends (``zfs receive`` reads to the END record) and may exit
+    #: before the producer's EOF reaches the relay (a remote producer: ``ssh``): a write to it that
+    #: breaks then is not a failure when both sides exit 0
+    consumer_ends_stream: bool = False
 
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
         super().__init__(record, ctx)
@@ -380,7 +384,8 @@ class PipelineActivity(LocalActivity):
                 self._relay, self._procs = None, []
             if self._abort is not None:
                 return ("cancel" if self._abort == "cancel" else "detach"), "", 0
-            if result == Relay.EOF and rcs == [0, 0]:
+            ended = result == Relay.EOF or (result == Relay.BROKEN and self.consumer_ends_stream)
+            if ended and rcs == [0, 0]:
                 self._cp["pids"] = []
                 return "ok", "", 0
             parts = []

@@ -27,7 +27,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="also host the generic 'pipeline' kind (runs the argv its params name: tests, benchmarks)",
     )
-    a.set_defaults(func=lambda args: run_agent(load_settings(), test_kinds=args.test_kinds))
+    a.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        help="address of the Prometheus metrics (default: loopback only; give one on purpose to be scraped)",
+    )
+    a.add_argument(
+        "--metrics-port", type=int, default=9464, help="port of the metrics (default 9464; 0: off)"
+    )
+    a.set_defaults(
+        func=lambda args: run_agent(
+            load_settings(),
+            test_kinds=args.test_kinds,
+            metrics_address=args.metrics_address,
+            metrics_port=args.metrics_port,
+        )
+    )
     r = sub.add_parser(
         "rpc",
         help="bridge stdin/stdout to the local agent (what the controller runs over SSH)",

@@ -35,6 +35,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "volume": ("volume_cmd", "volumes on the storage nodes (the Cinder-shaped ZFS/NFS driver)"),
     "stats": ("volume_cmd", "a node's volume stats and capabilities (get_volume_stats)"),
+    "top": ("top_cmd", "live view of every node's activities (sort, filter; keys suspend/resume/cancel)"),
     "demo": ("demo_cmd", "bring the default lab up and replicate a dataset node1 -> node2"),
 }
 

@@ -195,6 +195,7 @@ class Restore(_BackupBase):
     """The ``restore`` kind (see the module doc)."""
 
     KIND = RESTORE_KIND
+    consumer_ends_stream = True  # zfs receive exits at the END record, maybe before ssh's EOF
 
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
         p = _params(
