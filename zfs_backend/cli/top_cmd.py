@@ -144,7 +144,7 @@ class Top:
         )
         t = Table(title=f"zfs-backend top — {filt} — sort {self.sort}{' ↓' if self.reverse else ' ↑'}")
         for col in ("node", "id", "kind", "state", "phase", "progress", "done / total", "rate", "eta"):
-            t.add_column(col, no_wrap=True)
+            t.add_column(col, no_wrap=True, min_width=30 if col == "id" else None)
         for n, r in rows:
             done, total = r.progress.pair
             frac = r.progress.fraction
