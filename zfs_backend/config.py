@@ -62,6 +62,11 @@ class Settings:
         return self.home / "ssh"
 
     @property
+    def backup_dir(self) -> Path:
+        """Where a backup node keeps volume backups (stream files and manifests)."""
+        return self.home / "backups"
+
+    @property
     def peer_socket(self) -> Path:
         return self.agent_socket.with_name("peer.sock")
 

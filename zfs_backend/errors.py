@@ -34,6 +34,9 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     ├── FlowError                         a workflow failed (and was reverted), or cannot run; exit 9
     │   ├── FlowNotFound                  no flow with that id in the logbook
     │   └── CapabilityMissing             the driver does not publish what the flow needs
+    ├── BackupError                       a volume backup or restore refused or failed; exit 16
+    │   ├── BackupNotFound                no such backup (or chain) on the backup node
+    │   └── BackupCorrupt                 a stream file's checksum does not match its manifest
     └── ReplicationConflict               plan refused; nothing was changed; exit 8
         ├── DestinationDiverged           newer snapshots or changed data on the destination
         ├── NoCommonBase                  no snapshot both sides hold (by GUID)
@@ -53,6 +56,9 @@ __all__ = [
     "AddressRangeTaken",
     "AgentUnavailable",
     "AlreadyRunning",
+    "BackupCorrupt",
+    "BackupError",
+    "BackupNotFound",
     "CapabilityMissing",
     "CommandFailed",
     "CommandTimeout",
@@ -261,3 +267,15 @@ class InsufficientSpace(ReplicationConflict):
 
 class AlreadyRunning(ReplicationConflict):
     """The same replication is running, or another one is receiving into the same destination."""
+
+
+class BackupError(ZfsBackendError):
+    exit_code = 16
+
+
+class BackupNotFound(BackupError):
+    """No such backup, or a chain with a missing link, on the backup node."""
+
+
+class BackupCorrupt(BackupError):
+    """A backup stream file does not match the size and SHA-256 its manifest records."""

@@ -22,6 +22,8 @@ Kinds subclass it and override hooks::
                                   raise to fail at once with that error
     on_final_failure()            the activity is about to fail for good (e.g. undo a partial effect)
     on_tick()                     every ``persist_interval_s`` while a stream runs (e.g. renew a lease)
+    next_stream()                 after a complete stream: True when the kind has another one to run
+                                  (e.g. an incremental catch-up); the next stream's bytes add to n
 
 ``restart_mode``: "offset" (rebuild both sides from the byte offset already delivered: no byte lost,
 none counted twice), "rerun" (the whole stream again; n = max(previous n, new bytes)), or "none" (a
@@ -90,6 +92,10 @@ class PipelineActivity(LocalActivity):
     stale_exit_wait_s: float = 5.0
     cancel_wait_s: float = 30.0
     bwlimit_bps: float | None = None
+    #: the consumer knows where its stream ends (``zfs receive`` reads to the END record) and may exit
+    #: before the producer's EOF reaches the relay (a remote producer: ``ssh``): a write to it that
+    #: breaks then is not a failure when both sides exit 0
+    consumer_ends_stream: bool = False
 
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
         super().__init__(record, ctx)
@@ -152,6 +158,17 @@ class PipelineActivity(LocalActivity):
 
     def on_tick(self) -> None:
         """Called every ``persist_interval_s`` while a stream runs."""
+
+    def next_stream(self) -> bool:
+        """After a complete stream, before ``on_success``: True when the kind has prepared another
+        stream (built by the next ``build_producer``/``build_consumer``). Its bytes are added to those
+        of the streams before it; retries and restarts count per stream. Default: one stream."""
+        return False
+
+    @property
+    def streamed(self) -> int:
+        """Bytes of the streams completed before the current one."""
+        return int(self._cp.get("streamed", 0))
 
     # -- hosting ----------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -302,13 +319,14 @@ class PipelineActivity(LocalActivity):
             try:
                 self.on_restart(dict(self._cp))
                 if self.restart_mode == "offset":
-                    offset = max(0, int(self.restart_offset(int(self._cp.get("delivered", 0)))))
+                    delivered = int(self._cp.get("delivered", 0)) - self.streamed
+                    offset = max(0, int(self.restart_offset(delivered)))
             except Exception as e:
                 self._fail_for_good(f"restart failed: {e}", _status_of(e))
                 return
         self._cp["attempts"] = int(self._cp.get("attempts", 0)) + 1
-        self._base = self._delivered = offset
-        self._cp["delivered"] = offset
+        self._base = self._delivered = self.streamed + offset
+        self._cp["delivered"] = self._delivered
         outcome, error, status = self._stream(offset)
         if outcome == "ok":
             self._complete()
@@ -374,7 +392,8 @@ class PipelineActivity(LocalActivity):
                 self._relay, self._procs = None, []
             if self._abort is not None:
                 return ("cancel" if self._abort == "cancel" else "detach"), "", 0
-            if result == Relay.EOF and rcs == [0, 0]:
+            ended = result == Relay.EOF or (result == Relay.BROKEN and self.consumer_ends_stream)
+            if ended and rcs == [0, 0]:
                 self._cp["pids"] = []
                 return "ok", "", 0
             parts = []
@@ -459,6 +478,19 @@ class PipelineActivity(LocalActivity):
                 self._cond.wait(0.5)  # the stream is done, but suspended means no progress
             if self._abort is not None or self._record.state != RUNNING:
                 return
+        try:
+            more = self.next_stream()
+        except Exception as e:
+            self._fail_for_good(f"cannot go on: {e}", _status_of(e))
+            self._final_resources()
+            return
+        if more:
+            self._persist()  # the counter of the stream just done, before it becomes the base
+            self._cp["streamed"] = self._delivered
+            self._cp["attempts"] = 0
+            self._cp["failures"] = 0
+            self._persist()
+            return
         try:
             self.on_success()
         except Exception as e:

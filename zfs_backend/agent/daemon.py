@@ -43,6 +43,7 @@ from ..hosts.local import LocalHost
 from ..private import private_dir, private_open
 from .manager import ActivityManager
 from .protocol import (
+    BACKUP_OPS,
     MAX_LINE,
     MAX_WAIT_S,
     OPS,
@@ -203,6 +204,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return {"shutdown": True}
         if op in RECV_OPS:
             return m.receive(op.removeprefix("recv."), args)
+        if op in BACKUP_OPS:
+            return m.backup(op.removeprefix("backup."), args)
         if op == "start":
             return m.start(str(args.get("kind", "")), args.get("params") or {}).to_dict()
         if op == "list":
@@ -248,10 +251,14 @@ def run_agent(
     log_stderr: bool = True,
     ready: Callable[[], None] | None = None,
     test_kinds: bool = False,
+    metrics_address: str | None = None,
+    metrics_port: int = 0,
 ) -> int:
     """Run the agent in the foreground until SIGTERM/SIGINT or a ``shutdown`` request. Returns the
-    exit code (0). For ``zfs-backend agent``. ``test_kinds``: also host the generic ``pipeline`` kind."""
+    exit code (0). For ``zfs-backend agent``. ``test_kinds``: also host the generic ``pipeline`` kind.
+    ``metrics_port`` > 0: Prometheus metrics on ``metrics_address:metrics_port`` (``agent.metrics``)."""
     from ..activity.store import ActivityStore
+    from ..replication.backupstore import BackupStore
     from ..replication.claims import ClaimStore
     from ..replication.receiver import Receiver
     from ..zfs.api import Zfs
@@ -274,6 +281,7 @@ def run_agent(
         receiver=Receiver(Zfs(LocalHost(name)), claims),
         peer=peers,
         test_kinds=test_kinds,
+        backups=BackupStore(settings.backup_dir),
     )
     server = AgentServer(sock, manager, log)
     peer_server = AgentServer(peer_sock, manager, log, ops=PEER_OPS)
@@ -285,6 +293,11 @@ def run_agent(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop())
+    metrics = None
+    if metrics_port > 0:
+        from .metrics import serve_metrics
+
+        metrics, _ = serve_metrics(manager, metrics_address or "127.0.0.1", metrics_port)
     carried = manager.recover()
     log.info(
         "agent started", extra={"socket": str(sock), "db": str(db), "carried_on": carried, "pid": os.getpid()}
@@ -301,6 +314,8 @@ def run_agent(
         for path in (sock, peer_sock):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        if metrics is not None:
+            metrics.shutdown()
         manager.shutdown()
         peers.close()
         store.close()

@@ -23,7 +23,10 @@ from ..activity.store import ActivityStore, new_activity_id
 from ..errors import ProtocolError, UsageError
 from ..hosts.base import Host
 from ..replication import activity as _replicate_kind  # noqa: F401 - registers the "replicate" kind
+from ..replication import backup as _backup_kinds  # noqa: F401 - registers "backup" and "restore"
+from ..replication import migrate as _migrate_kind  # noqa: F401 - registers the "migrate" kind
 from ..replication import standby as _standby_kind  # noqa: F401 - registers the "standby-sync" kind
+from ..replication.backupstore import BackupStore
 from ..replication.receiver import Receiver
 
 #: kinds an agent hosts only when started with ``--test-kinds``: the generic ``pipeline`` runs whatever
@@ -44,8 +47,10 @@ class ActivityManager:
         receiver: Receiver | None = None,
         peer: Callable[[str], PeerCaller] | None = None,
         test_kinds: bool = False,
+        backups: BackupStore | None = None,
     ) -> None:
         self.store = store
+        self.backups = backups
         self.log = log or logging.getLogger("zfs_backend.agent")
         ctx = ActivityContext(store=store, node=node, log=self.log, self_restarting=True, peer=peer)
         if host_for is not None:
@@ -188,6 +193,31 @@ class ActivityManager:
         except (KeyError, TypeError, ValueError) as e:
             raise ProtocolError(f"recv.{verb}: bad arguments: {e}") from None
         raise ProtocolError(f"unknown op recv.{verb}")
+
+    def backup(self, verb: str, args: dict[str, Any]) -> Any:
+        """A ``backup.*`` op: this node as a backup node (``replication.backupstore``)."""
+        b = self.backups
+        if b is None:
+            raise UsageError("this agent keeps no backups")
+        try:
+            if verb == "list":
+                vol = args.get("volume")
+                return b.list(None if vol is None else str(vol))
+            volume, backup = str(args["volume"]), str(args["backup"])
+            if verb == "verify":
+                return b.verify(volume, backup)
+            holder = str(args["holder"])
+            if verb == "begin":
+                parent = args.get("parent")
+                return b.begin(volume, backup, holder, None if parent is None else str(parent))
+            if verb == "commit":
+                snap, guid = str(args["snapshot"]), int(args["guid"])
+                return b.commit(volume, backup, holder, snapshot=snap, guid=guid)
+            if verb == "abort":
+                return b.abort(volume, backup, holder)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"backup.{verb}: bad arguments: {e}") from None
+        raise ProtocolError(f"unknown op backup.{verb}")
 
     def suspend(self, activity_id: str) -> ActivityRecord:
         self._live_or_raise(activity_id, "suspend").suspend()

@@ -9,6 +9,11 @@ exactly what replication needs, with every name validated, and nothing else:
   the receiving end of replications (``recv.*``) and ``ping``;
 * ``zfs receive [-s] [-u] [-o readonly=on] DATASET`` (also spelled ``recv``): the stream of a
   replication. Never ``-F``: a plain receive refuses a destination that changed.
+* ``zfs-backend backup-write VOLUME BACKUP`` / ``zfs-backend backup-read VOLUME BACKUP`` (a backup node):
+  write the stream of a backup this node's agent opened (a new ``.partial`` file, never over an existing
+  one) / read a complete backup's stream (failing at the end if its SHA-256 does not match). Both ids are
+  validated; the files are only ever those of ``replication.backupstore`` under the node's backup
+  directory.
 
 Anything else is refused with one line on stderr and exit status 126. The request is split like a
 shell would split plain words (``shlex``), and the allowed command is run with ``execv`` (no shell), so
@@ -19,6 +24,7 @@ few tens of milliseconds, once per SSH session.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -28,6 +34,7 @@ from ..zfs.names import parse_dataset
 __all__ = ["REFUSED", "main", "parse_request"]
 
 REFUSED = 126
+_BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ZFS_PATHS = ("/usr/sbin/zfs", "/sbin/zfs", "/usr/local/sbin/zfs", "/usr/bin/zfs")
 #: properties a receive may set: a new replica is made read-only as it arrives (OpenZFS)
 _RECV_PROPERTIES = {"readonly=on"}
@@ -58,7 +65,8 @@ def _receive_argv(args: Sequence[str]) -> list[str]:
 
 
 def parse_request(command: str | None) -> tuple[str, list[str]]:
-    """What to run for ``SSH_ORIGINAL_COMMAND``: ``("rpc-peer", [])`` or ``("zfs", argv)``.
+    """What to run for ``SSH_ORIGINAL_COMMAND``: ``("rpc-peer", [])``, ``("zfs", argv)`` or
+    ``("backup-write"|"backup-read", [volume, backup])``.
     Raises ``Refused`` naming what is not allowed."""
     if not command:
         raise Refused("an interactive session is not allowed")
@@ -71,6 +79,11 @@ def parse_request(command: str | None) -> tuple[str, list[str]]:
     prog = os.path.basename(words[0])
     if prog == "zfs-backend" and words[1:] == ["rpc", "--peer"]:
         return "rpc-peer", []
+    if prog == "zfs-backend" and len(words) == 4 and words[1] in ("backup-write", "backup-read"):
+        for w in words[2:]:
+            if not _BACKUP_ID.fullmatch(w):
+                raise Refused(f"invalid backup or volume id {ascii(w)[:80]}")
+        return words[1], words[2:]
     if prog == "zfs" and len(words) >= 2 and words[1] in ("receive", "recv"):
         return "zfs", _receive_argv(words[2:])
     raise Refused(f"{' '.join(words[:2])!r} is not allowed for a peer node")
@@ -95,6 +108,25 @@ def main(environ: dict[str, str] | None = None) -> int:
         print(f"zfs-backend peer-exec: refused by the peer ({client}): {e}", file=sys.stderr)
         return REFUSED
     from ..config import load_settings
+
+    if what in ("backup-write", "backup-read"):
+        return _backup(what, argv, load_settings().backup_dir)
     from .rpc_bridge import bridge
 
     return bridge(sys.stdin.buffer, sys.stdout.buffer, load_settings().peer_socket)
+
+
+def _backup(what: str, ids: list[str], root: object) -> int:
+    from ..errors import ZfsBackendError
+    from ..replication.backupstore import BackupStore, read_stream, write_stream
+
+    store = BackupStore(str(root))
+    try:
+        if what == "backup-write":
+            write_stream(store, ids[0], ids[1], sys.stdin.buffer)
+        else:
+            read_stream(store, ids[0], ids[1], sys.stdout.buffer)
+    except (ZfsBackendError, OSError) as e:
+        print(f"zfs-backend {what}: {e}", file=sys.stderr)
+        return 1
+    return 0

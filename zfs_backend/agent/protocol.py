@@ -28,6 +28,12 @@ called by the source node's agent; the only ops a peer node may call (on the pee
     recv.commit   {"dataset", "holder", "target_guid", "prune_prefix"?}   (hold the new base, prune)
     recv.fence    {"dataset", "holder", "reason"?}         (abort, and shut the holder out for good)
 
+A backup node's side of volume backups (``zfs_backend.replication.backupstore``), also open to peers:
+
+    backup.begin  {"volume", "backup", "holder", "parent"?}  backup.commit {"volume", "backup", "holder",
+    backup.abort  {"volume", "backup", "holder"}                            "snapshot", "guid"}
+    backup.list   {"volume"?} → [entry, ...]                 backup.verify {"volume", "backup"} → chain
+
 Errors carry the class name of a ``zfs_backend.errors`` exception; the client re-raises that type. A
 line that is not a JSON object, or names an unknown op, gets a ``ProtocolError``. A line longer than
 ``MAX_LINE`` bytes is refused.
@@ -42,6 +48,7 @@ from .. import errors
 from ..errors import ActivityError, ProtocolError, ZfsBackendError
 
 __all__ = [
+    "BACKUP_OPS",
     "MAX_LINE",
     "OPS",
     "PEER_OPS",
@@ -73,14 +80,32 @@ RECV_OPS = frozenset(
         "recv.fence",
     }
 )
+#: a backup node's side of volume backups (``replication.backupstore``)
+BACKUP_OPS = frozenset({"backup.begin", "backup.commit", "backup.abort", "backup.list", "backup.verify"})
 OPS = frozenset(
-    {"ping", "kinds", "start", "list", "get", "suspend", "resume", "cancel", "wait", "shutdown", *RECV_OPS}
+    {
+        "ping",
+        "kinds",
+        "start",
+        "list",
+        "get",
+        "suspend",
+        "resume",
+        "cancel",
+        "wait",
+        "shutdown",
+        *RECV_OPS,
+        *BACKUP_OPS,
+    }
 )
-#: what a peer node may ask (its narrow SSH key reaches only the peer socket); fencing a holder off a
-#: dataset is the controller's (a forced failover), never a peer's
-PEER_OPS = frozenset({"ping", *RECV_OPS} - {"recv.fence"})
+#: what a peer node may ask (its narrow SSH key reaches only the peer socket): the receiving end of
+#: replications and the backup store; fencing a holder off a dataset is the controller's (a forced
+#: failover), never a peer's
+PEER_OPS = frozenset({"ping", *RECV_OPS, *BACKUP_OPS} - {"recv.fence"})
 #: ops that may be re-sent safely when a connection dies with the answer outstanding
-READ_ONLY_OPS = frozenset({"ping", "kinds", "list", "get", "wait", "recv.status", "recv.renew"})
+READ_ONLY_OPS = frozenset(
+    {"ping", "kinds", "list", "get", "wait", "recv.status", "recv.renew", "backup.list", "backup.verify"}
+)
 MAX_WAIT_S = 60.0
 
 

@@ -56,6 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="KEY=VALUE settings for the agent (ZFS_BACKEND_HOME, ZFS_BACKEND_INVENTORY, ...), as systemd's "
         "EnvironmentFile",
     )
+    a.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        help="address of the Prometheus metrics (default: loopback only; give one on purpose to be scraped)",
+    )
+    a.add_argument(
+        "--metrics-port", type=int, default=9464, help="port of the metrics (default 9464; 0: off)"
+    )
     a.set_defaults(func=cmd_agent)
     r = sub.add_parser(
         "rpc",
@@ -72,8 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "peer-exec",
         help="forced command of peer nodes' SSH keys (authorized_keys command=); not for interactive use",
         description=(
-            "Runs what SSH_ORIGINAL_COMMAND asks if a peer node may: `zfs-backend rpc --peer` or "
-            "`zfs receive [-s] [-u] [-o readonly=on] DATASET`. Anything else is refused (exit 126)."
+            "Runs what SSH_ORIGINAL_COMMAND asks if a peer node may: `zfs-backend rpc --peer`, "
+            "`zfs receive [-s] [-u] [-o readonly=on] DATASET`, or `zfs-backend backup-write|backup-read "
+            "VOLUME BACKUP` (a backup node's streams). Anything else is refused (exit 126)."
         ),
     )
     x.set_defaults(func=lambda _args: peer_exec_main())
@@ -91,7 +100,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     settings: Settings = load_settings({**os.environ, **extra})
     pidfile = Path(args.pidfile)
     if args.daemon:
-        child = [sys.executable, "-m", "zfs_backend.cli.main", "agent"]
+        child = [
+            sys.executable, "-m", "zfs_backend.cli.main", "agent",
+            "--metrics-address", args.metrics_address, "--metrics-port", str(args.metrics_port),
+        ]  # fmt: skip
         if args.test_kinds:
             child.append("--test-kinds")
         spec = supervisor.Supervised(
@@ -114,4 +126,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
             print("zfs-backend: error: unhealthy: " + "; ".join(health.problems), file=sys.stderr)
             return 12
         return 0
-    return run_agent(settings, test_kinds=args.test_kinds)
+    return run_agent(
+        settings,
+        test_kinds=args.test_kinds,
+        metrics_address=args.metrics_address,
+        metrics_port=args.metrics_port,
+    )

@@ -39,6 +39,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "flow": ("flow_cmd", "workflows (TaskFlow) from the logbook: list, show, resume"),
     "conductor": ("flow_cmd", "claim and run flows posted on the jobboard, until SIGTERM"),
     "jobboard": ("flow_cmd", "a loopback redis-server for the jobboard: up, down"),
+    "top": ("top_cmd", "live view of every node's activities (sort, filter; keys suspend/resume/cancel)"),
     "demo": ("demo_cmd", "bring the default lab up and replicate a dataset node1 -> node2"),
 }
 

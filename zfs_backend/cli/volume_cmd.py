@@ -97,6 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_replicate)
 
+    from .volume_jobs_cmd import register_jobs
+
+    register_jobs(vs)
+
     st = sub.add_parser("stats", help="a node's volume stats and capabilities (get_volume_stats)")
     st.add_argument("node")
     st.add_argument("--json", action="store_true")

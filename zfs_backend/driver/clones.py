@@ -18,6 +18,7 @@ from .options import NodeOptions
 
 __all__ = [
     "CLONE_SNAP_PREFIX",
+    "INTERNAL_SNAP_PREFIXES",
     "clone_snapshot",
     "dependents",
     "drop_clone_origin",
@@ -29,6 +30,8 @@ __all__ = [
 log = logging.getLogger("zfs_backend.driver")
 
 CLONE_SNAP_PREFIX = "clone-"
+#: snapshots the driver's own work takes (clones, backups, migrations): not a user's snapshots
+INTERNAL_SNAP_PREFIXES = (CLONE_SNAP_PREFIX, "backup-", "migrate-")
 
 
 def clone_snapshot(src: DatasetName, volume_id: str) -> SnapshotName:
@@ -51,8 +54,9 @@ def snapshot_clones(zfs: Zfs, parent: DatasetName, snap: SnapshotName) -> list[s
 
 
 def refuse_own_snapshots(zfs: Zfs, ds: DatasetName, volume_id: str) -> None:
-    """A volume with snapshots of its own (not internal ``@clone-`` ones) cannot be deleted."""
-    own = [s for s in zfs.list_snapshots(ds) if not s.snap.startswith(CLONE_SNAP_PREFIX)]
+    """A volume with snapshots of its own (not internal ``@clone-``/``@backup-``/``@migrate-`` ones)
+    cannot be deleted."""
+    own = [s for s in zfs.list_snapshots(ds) if not s.snap.startswith(INTERNAL_SNAP_PREFIXES)]
     if own:
         raise VolumeBusy(
             f"volume {volume_id} has {len(own)} snapshot(s) "

@@ -13,6 +13,7 @@ from .models import Snapshot, Volume
 __all__ = [
     "REPLICATION_STATUSES",
     "SCHEMA",
+    "BackupRecord",
     "ReplicationRecord",
     "SnapshotRecord",
     "VolumeRecord",
@@ -61,6 +62,20 @@ CREATE TABLE IF NOT EXISTS replication (
     max_lag_s REAL,
     detail TEXT NOT NULL DEFAULT '{}',
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS backups (
+    id TEXT PRIMARY KEY,
+    volume_id TEXT NOT NULL,
+    volume_name TEXT NOT NULL,
+    node TEXT NOT NULL,
+    backup_node TEXT NOT NULL,
+    parent_id TEXT,
+    size INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    activity_id TEXT,
+    stream_bytes INTEGER,
+    sha256 TEXT,
+    created_at REAL NOT NULL
 );
 """
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -136,3 +151,28 @@ class ReplicationRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """A volume backup as the service knows it (the backup node's manifest holds its stream)."""
+
+    id: str
+    volume_id: str
+    volume_name: str
+    node: str
+    backup_node: str
+    parent_id: str | None
+    size: int
+    status: str
+    activity_id: str | None
+    stream_bytes: int | None
+    sha256: str | None
+    created_at: float
+
+    @property
+    def incremental(self) -> bool:
+        return self.parent_id is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "incremental": self.incremental}

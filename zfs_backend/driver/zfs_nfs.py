@@ -17,6 +17,7 @@ Version history: 1.0.0 - first version (volumes, snapshots, clones, extend, NFS 
 nfs-ganesha, stats with backend-activity capabilities, snapshot_replicate). 1.1.0 - exports are granted
 per connector address; root squashing and the volume file's mode follow the secure_file_* options.
 1.2.0 - replication v2.1 (replication_device, failover_host), stateless_volume_operations option.
+1.3.0 - migrate_volume (a ``migrate`` backend activity, the volume in use until a short quiesce).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ log = logging.getLogger("zfs_backend.driver")
 class ZfsNfsDriver:
     """A Cinder-shaped driver for the volumes of one storage node (one backend = one node)."""
 
-    VERSION = "1.2.0"
+    VERSION = "1.3.0"
 
     def __init__(
         self,
@@ -360,7 +361,13 @@ class ZfsNfsDriver:
         self._stats = build_stats(self.options, facts, self.VERSION, str(self._address))
         self._stats["updated_at"] = time.time()
 
-    # ---- replication ---------------------------------------------------------------------------
+    # ---- replication and migration -------------------------------------------------------------
+
+    def migrate_volume(self, ctxt: Any, volume: Volume, host: Any, **kw: Any) -> tuple[bool, Any]:
+        """Cinder's driver-assisted migration, as a ``migrate`` backend activity: see :mod:`.migration`."""
+        from .migration import migrate_volume
+
+        return migrate_volume(self, volume, host, **kw)
 
     def snapshot_replicate(
         self,

@@ -1,0 +1,205 @@
+"""``migrate_volume(ctxt, volume, host)`` in Cinder's shape: move a volume to another node of this backend
+family, while it stays in use, as a ``migrate`` backend activity (``zfs_backend.replication.migrate``),
+then switch its export.
+
+Cinder hands the driver ``host = {"host": "node@backend#pool", "capabilities": {...stats...}}``; the
+driver answers ``(False, None)`` when the target is not one of its nodes (Cinder then falls back to its
+generic copy), else moves the volume and answers ``(True, {"provider_location": "ADDR:/path"})``.
+
+The activity (on the source node's agent) streams the volume full, then incrementally while it is in
+use, quiesces it (source read-only), sends the last increment and has the destination verify it. Here,
+on the controller, the switch: the destination volume gets its properties back (writable, quota, size,
+file owner and mode) and the source's export with the same grants; only then, with the destination's
+final snapshot checked by GUID once more, the source's export goes and its copy is destroyed. The
+quiesce window is from the source going read-only to the new export's grant (``result.quiesce_s``).
+If the switch fails half way it is undone (destination export and copy removed, the source writable
+again): the volume stays where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..activity.core import BackendActivity
+from ..errors import ActivityError, ZfsBackendError
+from ..replication.migrate import KIND, SNAP_PREFIX, MigrateRequest, restore_readonly
+from ..replication.receiver import RECEIVER_PROP
+from ..zfs.names import DatasetName, parse_snapshot
+from . import clones, layout
+from .errors import VolumeBusy
+from .models import GIB, Volume
+
+if TYPE_CHECKING:
+    from .zfs_nfs import ZfsNfsDriver
+
+__all__ = ["INTERNAL_SNAP_PREFIXES", "MigrationFailed", "complete", "start", "target_node"]
+
+log = logging.getLogger("zfs_backend.driver")
+
+INTERNAL_SNAP_PREFIXES = clones.INTERNAL_SNAP_PREFIXES
+
+
+class MigrationFailed(ActivityError):
+    """The migration activity did not succeed (failed or cancelled); the volume stayed where it was."""
+
+
+def target_node(host: Any, nodes: dict[str, str]) -> str | None:
+    """The inventory node Cinder's ``host`` names (``nodes``: name -> export address), or None when it is
+    not a node of this driver. ``host`` may also be a node name (the volume service passes that)."""
+    if isinstance(host, str):
+        return host if host in nodes else None
+    if not isinstance(host, dict):
+        return None
+    caps = host.get("capabilities") or {}
+    parts = str(caps.get("location_info", "")).split(":")
+    if len(parts) != 3 or parts[0] != "ZfsNfsDriver":
+        return None
+    return next((name for name, addr in nodes.items() if addr == parts[1]), None)
+
+
+def start(
+    src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, *, node_for: Callable[[str], Any], **tuning: Any
+) -> BackendActivity:
+    """Check the volume can move and start the ``migrate`` activity on the source node's agent."""
+    ds = src._dataset(volume)
+    src._require(ds, f"volume {volume.id}")
+    own = [s.snap for s in src.zfs.list_snapshots(ds) if not s.snap.startswith(INTERNAL_SNAP_PREFIXES)]
+    if own:
+        raise VolumeBusy(
+            f"volume {volume.id} has snapshots ({', '.join(own)}): only a volume without any moves"
+        )
+    deps = clones.dependents(src.zfs, src.options.parent_dataset, ds)
+    if deps:
+        raise VolumeBusy(f"volume {volume.id} has dependent clones ({', '.join(str(c) for c, _ in deps)})")
+    req = MigrateRequest(dataset=ds, destination_node=dst.options.node, destination=dst._dataset(volume))
+    params = {**req.to_params(), **tuning}
+    MigrateRequest.from_params(params)  # refuses here what the agent would refuse
+    return node_for(src.options.node).start(KIND, params)  # type: ignore[no-any-return]
+
+
+def _dest_dataset(rec_result: dict[str, Any]) -> DatasetName:
+    from ..zfs.names import parse_dataset
+
+    return parse_dataset(str(rec_result["destination"]).split(":", 1)[1])
+
+
+def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendActivity) -> dict[str, Any]:
+    """Wait for the activity, then switch the export to ``dst`` and remove the source copy. Returns the
+    model update. Raises ``MigrationFailed`` (the volume stays on the source) when the activity did not
+    succeed or the switch had to be undone."""
+    state = act.wait(None)
+    rec = act.record()
+    if state != "succeeded":
+        raise MigrationFailed(
+            f"migration {act.id} {state}: {rec.error or 'no error'}; the volume stays on {src.options.node}"
+        )
+    res = rec.result
+    src_ds, dst_ds = src._dataset(volume), dst._dataset(volume)
+    if _dest_dataset(res) != dst_ds:
+        raise MigrationFailed(f"migration {act.id} went to {res['destination']}, not {dst_ds}")
+    final = parse_snapshot(res["snapshots"][-1].replace(str(src_ds), str(dst_ds), 1))
+    entry = src.exports.get(src_ds)
+    clients = entry.clients if entry is not None else ()
+    exported = False
+    try:
+        if dst.zfs.get_int(final, "guid") != int(res["final_guid"]):
+            raise MigrationFailed(f"{dst.options.node}:{final} is not the snapshot the migration sent")
+        if dst.zfs.get(dst_ds, [RECEIVER_PROP]).get(RECEIVER_PROP) != act.id:
+            raise MigrationFailed(f"{dst.options.node}:{dst_ds} is not marked as made by {act.id}")
+        dst.zfs.inherit(dst_ds, "readonly")
+        size = layout.size_bytes(src.zfs, src_ds) or volume.size * GIB
+        for k, v in layout.space_props(size, dst.options.thin).items():
+            dst.zfs.set(dst_ds, k, v)
+        if entry is not None:
+            dst._export(dst_ds, clients)
+            exported = True
+        switched = time.time()
+    except BaseException:
+        _undo(src, dst, volume, act.id, res, exported)
+        raise
+    origin = src.zfs.get(src_ds, ["origin"]).get("origin", "-")
+    src.exports.remove(src_ds)
+    try:
+        src._destroy(src_ds)
+        clones.drop_clone_origin(src.zfs, src.options, origin)
+    except ZfsBackendError as e:  # the volume lives on dst now; a leftover is only space
+        log.error("%s: could not remove the old copy %s: %s", src.options.node, src_ds, e)
+    for s in dst.zfs.list_snapshots(dst_ds):
+        if s.snap.startswith(SNAP_PREFIX):
+            dst.zfs.destroy(s.name, deadline=float(dst.options.destroy_deadline), missing_ok=True)
+    quiesce = switched - float(res["quiesced_at"]) if res.get("quiesced_at") else None
+    log.info(
+        "%s -> %s: %s moved (quiesce %.2f s)", src.options.node, dst.options.node, volume.id, quiesce or 0.0
+    )
+    return {"provider_location": dst._location(dst_ds), "quiesce_s": quiesce, "clients": list(clients)}
+
+
+def _undo(
+    src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, holder: str, res: dict[str, Any], exported: bool
+) -> None:
+    """Put the volume back on the source: its own writability, no copy or export on the destination."""
+    src_ds, dst_ds = src._dataset(volume), dst._dataset(volume)
+    steps: list[Callable[[], object]] = []
+    if exported:
+        steps.append(lambda: dst.exports.remove(dst_ds))
+    if dst.zfs.exists(dst_ds) and dst.zfs.get(dst_ds, [RECEIVER_PROP]).get(RECEIVER_PROP) == holder:
+        steps.append(lambda: dst._destroy(dst_ds))
+    steps.append(lambda: restore_readonly(src.zfs, src_ds, res.get("readonly_was")))
+    snaps = [parse_snapshot(n) for n in res.get("snapshots", [])]
+    for snap in snaps:
+        steps.append(lambda s=snap: src.zfs.destroy(s, missing_ok=True))  # type: ignore[misc]
+    for step in steps:
+        try:
+            step()
+        except ZfsBackendError as e:
+            log.error("%s: undoing the migration of %s: %s", src.options.node, volume.id, e)
+
+
+def _inventory_drivers(src: ZfsNfsDriver) -> tuple[dict[str, str], Callable[[str], ZfsNfsDriver]]:
+    from ..hosts.inventory import load_inventory
+    from .options import NodeOptions
+    from .zfs_nfs import ZfsNfsDriver
+
+    inv = load_inventory(src._settings().inventory)
+    opts = {n: NodeOptions.from_vars(n, inv.node(n).vars, address=inv.node(n).address) for n in inv.names}
+
+    def driver_for(node: str) -> ZfsNfsDriver:
+        d = ZfsNfsDriver(opts[node], settings=src._settings())
+        d.do_setup()
+        return d
+
+    return {n: str(o.export_address) for n, o in opts.items()}, driver_for
+
+
+def migrate_volume(
+    src: ZfsNfsDriver,
+    volume: Volume,
+    host: Any,
+    *,
+    driver_for: Callable[[str], ZfsNfsDriver] | None = None,
+    node_for: Callable[[str], Any] | None = None,
+    on_start: Callable[[BackendActivity], None] | None = None,
+    **tuning: Any,
+) -> tuple[bool, dict[str, Any] | None]:
+    """Cinder's ``migrate_volume``: ``(False, None)`` when ``host`` is not another node of this driver,
+    else the volume moved and ``(True, {"provider_location": ...})``. ``on_start`` sees the activity as
+    soon as it runs (a progress display, or Ctrl-C → cancel)."""
+    nodes, default_for = _inventory_drivers(src)
+    target = target_node(host, nodes)
+    if target is None or target == src.options.node:
+        return False, None
+    dst = (driver_for or default_for)(target)
+    if node_for is None:
+        from ..agent.connect import connect_node
+
+        def node_for(name: str) -> Any:
+            return connect_node(name, src._settings())
+
+    act = start(src, dst, volume, node_for=node_for, **tuning)
+    if on_start is not None:
+        on_start(act)
+    update = complete(src, dst, volume, act)
+    return True, {"provider_location": update["provider_location"]}
