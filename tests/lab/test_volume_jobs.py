@@ -21,6 +21,7 @@ import pytest
 from zfs_backend.config import Settings
 from zfs_backend.driver import volume_jobs as jobs
 from zfs_backend.driver.errors import VolumeBusy
+from zfs_backend.driver.migration import MigrationFailed
 from zfs_backend.driver.service import VolumeService
 from zfs_backend.errors import BackupCorrupt
 from zfs_backend.hosts import SSHHost
@@ -194,18 +195,30 @@ def test_cancel_migration_in_each_phase(svc: VolumeService, lab: Lab, phase: str
                 time.sleep(0.2)
             rec = act.record()
             assert rec.state == "suspended" and rec.result["phase"] == phase and rec.result["held"] == phase
-            if phase == "quiesce":  # cancel during the last increment, with the source read-only
+            if phase == "quiesce":  # cancel during the last increment, the source unexported and unmounted
                 fill(svc, name, 24, seek_mib=200)
+                failed: list[BaseException] = []
+
+                def controller() -> None:  # what `volume migrate` does: unexport at the hold, go on, undo
+                    try:
+                        jobs.finish_migration(svc, name, "node2", act)
+                    except BaseException as e:
+                        failed.append(e)
+
                 with shaped(lab, "node1", 3):
-                    act.resume()
-                    deadline = time.monotonic() + 60
+                    th = threading.Thread(target=controller, daemon=True)
+                    th.start()
+                    deadline = time.monotonic() + 120
                     while time.monotonic() < deadline:
                         r = act.record()
                         if r.result.get("quiesced_at") and r.progress.done > r.result["rounds"][0] + MiB:
                             break
                         time.sleep(0.1)
-                    assert act.record().result.get("quiesced_at"), act.record()
+                    r = act.record()
+                    assert r.result.get("quiesced_at") and r.result.get("unmounted"), r
                     act.cancel()
+                    th.join(120)
+                assert failed and isinstance(failed[0], MigrationFailed), failed
             else:
                 act.cancel()
         assert act.wait(120) == "cancelled", act.record().error

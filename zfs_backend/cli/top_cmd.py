@@ -223,12 +223,30 @@ class Top:
         return True
 
 
-def _read_key(fd: int, timeout: float) -> str | None:
+def split_keys(data: str) -> list[str]:
+    """The keys in what one read of the terminal returned: single characters, and escape sequences
+    (``ESC [ A`` for an arrow) kept whole. Keys typed (or sent) faster than the screen refreshes arrive
+    together and must all count."""
+    keys: list[str] = []
+    i = 0
+    while i < len(data):
+        if data[i] == "\x1b" and data[i + 1 : i + 2] in ("[", "O") and i + 2 < len(data):
+            j = i + 2
+            while j < len(data) and not data[j].isalpha() and data[j] != "~":
+                j += 1
+            keys.append(data[i : j + 1])
+            i = j + 1
+        else:
+            keys.append(data[i])
+            i += 1
+    return keys
+
+
+def _read_keys(fd: int, timeout: float) -> list[str]:
     r, _, _ = select.select([fd], [], [], timeout)
     if not r:
-        return None
-    data = os.read(fd, 16).decode(errors="replace")
-    return data if data.startswith("\x1b") else data[:1]
+        return []
+    return split_keys(os.read(fd, 64).decode(errors="replace"))
 
 
 def cmd_top(args: argparse.Namespace) -> int:
@@ -246,8 +264,7 @@ def cmd_top(args: argparse.Namespace) -> int:
             tty.setcbreak(fd)
         with Live(top.render(), console=Console(), auto_refresh=False, screen=True) as live:
             while True:
-                k = _read_key(fd, min(0.5, args.interval))
-                if k is not None and not top.key(k):
+                if not all(top.key(k) for k in _read_keys(fd, min(0.5, args.interval))):
                     break
                 live.update(top.render(), refresh=True)
     except KeyboardInterrupt:

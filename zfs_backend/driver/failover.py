@@ -35,23 +35,43 @@ __all__ = ["demote", "fail_over", "failover_host", "peer_driver", "promote", "qu
 log = logging.getLogger("zfs_backend.driver")
 
 
+#: how long a quiesce waits for the NFS server to let go of the volume's files
+UNMOUNT_WAIT_S = 60.0
+
+
 def quiesce(d: ZfsNfsDriver, volume: Volume) -> dict[str, Any]:
-    """No more writes to ``volume``: unexported (its grants kept in the result), then read-only."""
+    """No more writes to ``volume``: unexported (its grants kept in the result), read-only, unmounted.
+
+    The unmount is the barrier: measured on zfs-fuse, an NFS client still writes through nfs-ganesha after
+    ``zfs set readonly=on``, and the server applies an unexport (SIGHUP) asynchronously; an unmount
+    succeeds only once the server closed the volume's files, and nothing writes to an unmounted
+    dataset. A volume still busy after ``UNMOUNT_WAIT_S`` is put back as it was (``DatasetBusy``)."""
     ds = d._dataset(volume)
     d._require(ds, f"volume {volume.id}")
     entry = d.exports.remove(ds)
     value, source = d.zfs.get_with_source(ds, "readonly")
-    d.zfs.set(ds, "readonly", "on")
-    return {
+    state: dict[str, Any] = {
         "exported": entry is not None,
         "clients": list(entry.clients) if entry is not None else [],
         "readonly": [value, source],
+        "unmounted": False,
     }
+    try:
+        d.zfs.set(ds, "readonly", "on")
+        if d.zfs.is_mounted(ds):
+            state["unmounted"] = True
+            d.zfs.unmount(ds, deadline=UNMOUNT_WAIT_S)
+    except BaseException:
+        unquiesce(d, volume, state)
+        raise
+    return state
 
 
 def unquiesce(d: ZfsNfsDriver, volume: Volume, state: dict[str, Any]) -> None:
     """Undo :func:`quiesce` with what it returned."""
     ds = d._dataset(volume)
+    if state.get("unmounted") and not d.zfs.is_mounted(ds):
+        d.zfs.mount(ds)
     value, source = state.get("readonly") or ["off", "default"]
     if source == "local":
         d.zfs.set(ds, "readonly", value)

@@ -7,11 +7,14 @@ driver answers ``(False, None)`` when the target is not one of its nodes (Cinder
 generic copy), else moves the volume and answers ``(True, {"provider_location": "ADDR:/path"})``.
 
 The activity (on the source node's agent) streams the volume full, then incrementally while it is in
-use, quiesces it (source read-only), sends the last increment and has the destination verify it. Here,
-on the controller, the switch: the destination volume gets its properties back (writable, quota, size,
-file owner and mode) and the source's export with the same grants; only then, with the destination's
-final snapshot checked by GUID once more, the source's export goes and its copy is destroyed. The
-quiesce window is from the source going read-only to the new export's grant (``result.quiesce_s``).
+use, then stops before its quiesce (``hold_at="quiesce"``): here the controller unexports the volume
+(keeping its grants), and lets the activity make the source read-only and unmount it (which succeeds
+only once the NFS server closed its files: no write can be acknowledged after that), send the last
+increment and have the destination verify it. Then, here, the switch: the destination volume gets its
+properties back (writable, quota, size, file owner and mode) and the source's export with the same
+grants; only then, with the destination's final snapshot checked by GUID once more, the source's copy
+is destroyed. The quiesce window is from the source going read-only to the new export's grant
+(``result.quiesce_s``); clients see it from the unexport.
 If the switch fails half way it is undone (destination export and copy removed, the source writable
 again): the volume stays where it was.
 """
@@ -75,6 +78,7 @@ def start(
     if deps:
         raise VolumeBusy(f"volume {volume.id} has dependent clones ({', '.join(str(c) for c, _ in deps)})")
     req = MigrateRequest(dataset=ds, destination_node=dst.options.node, destination=dst._dataset(volume))
+    tuning.setdefault("hold_at", "quiesce")  # the controller unexports before the quiesce: see complete()
     params = {**req.to_params(), **tuning}
     MigrateRequest.from_params(params)  # refuses here what the agent would refuse
     return node_for(src.options.node).start(KIND, params)  # type: ignore[no-any-return]
@@ -90,19 +94,21 @@ def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendA
     """Wait for the activity, then switch the export to ``dst`` and remove the source copy. Returns the
     model update. Raises ``MigrationFailed`` (the volume stays on the source) when the activity did not
     succeed or the switch had to be undone."""
-    state = act.wait(None)
-    rec = act.record()
-    if state != "succeeded":
+    src_ds, dst_ds = src._dataset(volume), dst._dataset(volume)
+    entry = src.exports.get(src_ds)
+    clients = entry.clients if entry is not None else ()
+    rec = _through_quiesce(src, src_ds, act)
+    if rec.state != "succeeded":
+        if entry is not None:
+            src._export(src_ds, clients)  # as it was (the activity gave the source its mount back)
+        why = rec.error or "no error"
         raise MigrationFailed(
-            f"migration {act.id} {state}: {rec.error or 'no error'}; the volume stays on {src.options.node}"
+            f"migration {act.id} {rec.state}: {why}; the volume stays on {src.options.node}"
         )
     res = rec.result
-    src_ds, dst_ds = src._dataset(volume), dst._dataset(volume)
     if _dest_dataset(res) != dst_ds:
         raise MigrationFailed(f"migration {act.id} went to {res['destination']}, not {dst_ds}")
     final = parse_snapshot(res["snapshots"][-1].replace(str(src_ds), str(dst_ds), 1))
-    entry = src.exports.get(src_ds)
-    clients = entry.clients if entry is not None else ()
     exported = False
     try:
         if dst.zfs.get_int(final, "guid") != int(res["final_guid"]):
@@ -118,7 +124,7 @@ def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendA
             exported = True
         switched = time.time()
     except BaseException:
-        _undo(src, dst, volume, act.id, res, exported)
+        _undo(src, dst, volume, act.id, res, exported, clients if entry is not None else None)
         raise
     origin = src.zfs.get(src_ds, ["origin"]).get("origin", "-")
     src.exports.remove(src_ds)
@@ -137,10 +143,38 @@ def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendA
     return {"provider_location": dst._location(dst_ds), "quiesce_s": quiesce, "clients": list(clients)}
 
 
+def _through_quiesce(src: ZfsNfsDriver, src_ds: DatasetName, act: BackendActivity) -> Any:
+    """Wait for the activity to end; when it stops before its quiesce, unexport the source (no NFS
+    client can write any more; the grants are kept by the caller) and let it go on. Returns the last
+    record."""
+    unexported = False
+    while True:
+        rec = act.wait_record(1.0)
+        if rec.state in ("succeeded", "failed", "cancelled"):
+            return rec
+        held = rec.state == "suspended" and rec.result.get("held") == "quiesce"
+        if held and rec.result.get("phase") == "quiesce" and not unexported:
+            src.exports.remove(src_ds)
+            unexported = True
+            act.resume()
+
+
+def _mounted(d: ZfsNfsDriver, ds: DatasetName) -> None:
+    if not d.zfs.is_mounted(ds):
+        d.zfs.mount(ds)
+
+
 def _undo(
-    src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, holder: str, res: dict[str, Any], exported: bool
+    src: ZfsNfsDriver,
+    dst: ZfsNfsDriver,
+    volume: Volume,
+    holder: str,
+    res: dict[str, Any],
+    exported: bool,
+    clients: tuple[str, ...] | None,
 ) -> None:
-    """Put the volume back on the source: its own writability, no copy or export on the destination."""
+    """Put the volume back on the source: mounted, its own writability and export (``clients``: its
+    grants, None when it was not exported), no copy or export on the destination."""
     src_ds, dst_ds = src._dataset(volume), dst._dataset(volume)
     steps: list[Callable[[], object]] = []
     if exported:
@@ -148,6 +182,10 @@ def _undo(
     if dst.zfs.exists(dst_ds) and dst.zfs.get(dst_ds, [RECEIVER_PROP]).get(RECEIVER_PROP) == holder:
         steps.append(lambda: dst._destroy(dst_ds))
     steps.append(lambda: restore_readonly(src.zfs, src_ds, res.get("readonly_was")))
+    if res.get("unmounted"):
+        steps.append(lambda: _mounted(src, src_ds))
+    if clients is not None:
+        steps.append(lambda: src._export(src_ds, clients))
     snaps = [parse_snapshot(n) for n in res.get("snapshots", [])]
     for snap in snaps:
         steps.append(lambda s=snap: src.zfs.destroy(s, missing_ok=True))  # type: ignore[misc]

@@ -40,6 +40,7 @@ from ..activity.report import ActivityRecord
 from ..activity.states import RUNNING, SUSPENDED
 from ..config import load_settings
 from ..errors import (
+    DatasetBusy,
     DatasetNotFound,
     DestinationExistsConflict,
     ReplicationConflict,
@@ -62,6 +63,8 @@ __all__ = ["KIND", "PHASES", "SNAP_PREFIX", "Migrate", "MigrateRequest", "restor
 KIND = "migrate"
 PHASES = ("full", "catchup", "quiesce", "done")
 SNAP_PREFIX = "migrate-"
+#: how long the quiesce waits for the source to be free (the controller has unexported it)
+UNMOUNT_WAIT_S = 60.0
 _TUNING = frozenset({"max_retries", "backoff_s", "space_check"})
 _KEYS = frozenset(
     {"dataset", "destination_node", "destination", "catchup_below", "max_rounds", "hold_at"}
@@ -256,8 +259,15 @@ class Migrate(PipelineActivity):
         return guid
 
     def _quiesce(self) -> None:
-        """Make the source read-only (recording how to undo it first): no write is acknowledged after the
-        last snapshot."""
+        """No write is acknowledged after the last snapshot: the source read-only, then unmounted (each
+        step recorded before it is made, so that a cancel undoes it).
+
+        Read-only alone is not a barrier: measured on zfs-fuse, an NFS client writes through nfs-ganesha
+        after ``zfs set readonly=on`` (the server's open file handles bypass it). An unmount succeeds only
+        once nothing holds a file of the dataset open, and nothing writes to an unmounted dataset. The
+        controller unexports the volume before it lets this phase run (it starts the activity with
+        ``hold_at="quiesce"``); a source still in use after ``UNMOUNT_WAIT_S`` fails the migration, the
+        volume where it was."""
         ks, ds = self.kind_state, self.request.dataset
         if ks.get("quiesced_at"):
             return
@@ -268,6 +278,16 @@ class Migrate(PipelineActivity):
         self._persist()
         if ks["readonly_was"] is not None:
             self._zfs.set(ds, "readonly", "on")
+        if self._zfs.is_mounted(ds):
+            ks["unmounted"] = True
+            self._persist()
+            try:
+                self._zfs.unmount(ds, deadline=UNMOUNT_WAIT_S)
+            except DatasetBusy:
+                raise ZfsBackendError(
+                    f"{self.ctx.node}:{ds} is still in use after {UNMOUNT_WAIT_S:.0f} s (exported, or a file "
+                    "open on the node): it cannot be quiesced; the volume stays where it is"
+                ) from None
         ks["quiesced_at"] = time.time()
         self._save()
 
@@ -388,6 +408,9 @@ class Migrate(PipelineActivity):
         try:
             restore_readonly(self._zfs, ds, ks.get("readonly_was"))
             ks["readonly_was"] = None
+            if ks.get("unmounted") and not self._zfs.is_mounted(ds):
+                self._zfs.mount(ds)
+            ks["unmounted"] = False
             for s in self._zfs.list_snapshots(ds):
                 if s.snap.startswith(f"{SNAP_PREFIX}{self.id}-"):
                     self._zfs.destroy(s.name, deadline=30.0, missing_ok=True)
@@ -414,6 +437,7 @@ class Migrate(PipelineActivity):
             "snapshots": snaps,
             "final_guid": self._guids()[-1] if self._guids() else None,
             "readonly_was": ks.get("readonly_was"),
+            "unmounted": bool(ks.get("unmounted")),
             "quiesced_at": ks.get("quiesced_at"),
             "held": ks.get("held"),
         }

@@ -349,9 +349,22 @@ class Zfs:
         _expect(name, DatasetName)
         self._run(["zfs", "mount", str(name)])
 
-    def unmount(self, name: DatasetName, force: bool = False) -> None:
+    def unmount(self, name: DatasetName, force: bool = False, deadline: float = 0.0) -> None:
+        """Unmount ``name``; "busy" (a file still open) is retried until ``deadline`` seconds have passed.
+        An unmounted dataset cannot be written to by anyone: what a quiesce waits for."""
         _expect(name, DatasetName)
-        self._run(["zfs", "unmount", *(["-f"] if force else []), str(name)])
+        argv = ["zfs", "unmount", *(["-f"] if force else []), str(name)]
+        start, delay = self._clock(), 0.05
+        while True:
+            try:
+                self._run(argv)
+                return
+            except DatasetBusy:
+                left = start + deadline - self._clock()
+                if left <= 0:
+                    raise
+                self._sleep(min(delay, left))
+                delay = min(delay * 2, 1.0)
 
     # ---------------------------------------------------------------- holds
 

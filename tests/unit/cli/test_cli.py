@@ -86,3 +86,12 @@ def test_agent_bad_env_file_is_one_line(tmp_path, capsys: pytest.CaptureFixture[
     rc = main(["agent", "--status", "--env-file", str(bad)])
     err = capsys.readouterr().err
     assert rc == 3 and err.count("\n") == 1 and "KEY=VALUE" in err
+
+
+def test_top_counts_every_key_of_a_read() -> None:
+    from zfs_backend.cli.top_cmd import split_keys
+
+    assert split_keys("FFFF") == ["F", "F", "F", "F"]  # typed faster than a refresh: none is lost
+    assert split_keys("\x1b[Ax\x1b[B") == ["\x1b[A", "x", "\x1b[B"]
+    assert split_keys("\x1b[5~q") == ["\x1b[5~", "q"]
+    assert split_keys("") == []
