@@ -35,12 +35,13 @@ Nothing here ever receives with ``-F``: a plain receive refuses a changed destin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..errors import DatasetNotFound, UsageError, ZfsBackendError
+from ..errors import DatasetBusy, DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
 from ..zfs.api import Zfs
 from ..zfs.changes import PROBE_PREFIX, HeadChanges, bytes_since, head_changes
 from ..zfs.models import Dataset, Snapshot
@@ -59,6 +60,8 @@ __all__ = [
 ]
 
 RECEIVER_PROP = "zfs_backend:receiver"
+#: how long a rollback waits for the dataset to be free (nobody holding a file open)
+QUIET_WAIT_S = 5.0
 SOURCE_PROP = "zfs_backend:source"
 _HOLDER = re.compile(r"act-[0-9A-HJKMNP-TV-Z]{26}")
 
@@ -261,13 +264,45 @@ class Receiver(StandbyOps):
         ):
             return HeadChanges(False, False, "unchanged (space accounting)")
         changes = self._changes(self.zfs, ds.name, newest)
-        if changes.noisy:
-            log.info(
-                "%s: %s differs from @%s by metadata only; rolling it back", self.node, ds.name, newest.snap
-            )
-            self.zfs.rollback(newest.name)
-            return HeadChanges(False, False, "metadata noise rolled back")
+        if not changes.noisy:
+            return changes
+        with self._quiet(ds.name):
+            changes = self._changes(self.zfs, ds.name, newest)  # again, now that nothing can write
+            if changes.noisy:
+                log.info(
+                    "%s: %s differs from @%s by metadata only; rolling it back",
+                    self.node,
+                    ds.name,
+                    newest.snap,
+                )
+                self.zfs.rollback(newest.name)
+                return HeadChanges(False, False, "metadata noise rolled back")
         return changes
+
+    @contextlib.contextmanager
+    def _quiet(self, ds: DatasetName) -> Iterator[None]:
+        """Inside, nothing can write to ``ds``: it is unmounted, and mounted again after. Read-only is not
+        enough before a rollback: measured on zfs-fuse, an NFS server's writes get through it. A
+        dataset still in use (a file open, an export) is refused: nothing of it is rolled back."""
+        # unmounting a dataset takes its children's mounts with it: remount every one that was mounted
+        was = [d.name for d in self.zfs.list_datasets(ds, recursive=True) if d.mounted]
+        if ds in was:
+            try:
+                self.zfs.unmount(ds, deadline=QUIET_WAIT_S)
+            except DatasetBusy:
+                raise ReplicationConflict(
+                    f"{self.node}:{ds} is in use (a file open, or exported): it could be written to while "
+                    "it is rolled back, so nothing was changed"
+                ) from None
+        try:
+            yield
+        finally:
+            for name in sorted(was, key=lambda n: n.name.count("/")):
+                try:
+                    if not self.zfs.is_mounted(name):
+                        self.zfs.mount(name)
+                except ZfsBackendError as e:
+                    log.error("%s: could not mount %s again: %s", self.node, name, e)
 
     # ---------------------------------------------------------------- during the stream
 
@@ -282,15 +317,16 @@ class Receiver(StandbyOps):
         snaps = [s for s in self.zfs.list_snapshots(ds_name) if not s.snap.startswith(PROBE_PREFIX)]
         if not snaps:
             raise Conflict(DIVERGED, f"{self.node}:{ds_name} has no snapshot to receive onto").error()
-        changes = self._changes(self.zfs, ds_name, snaps[-1])
-        if changes.changed:
-            raise Conflict(
-                DIVERGED,
-                f"{self.node}:{ds_name} changed after @{snaps[-1].snap}: {changes.detail}; nothing was "
-                "discarded (rollback_destination would discard it)",
-            ).error()
-        if changes.noisy:
-            self.zfs.rollback(snaps[-1].name)
+        with self._quiet(ds_name):
+            changes = self._changes(self.zfs, ds_name, snaps[-1])
+            if changes.changed:
+                raise Conflict(
+                    DIVERGED,
+                    f"{self.node}:{ds_name} changed after @{snaps[-1].snap}: {changes.detail}; nothing was "
+                    "discarded (rollback_destination would discard it)",
+                ).error()
+            if changes.noisy:
+                self.zfs.rollback(snaps[-1].name)
         return {"dataset": str(ds_name), "changes": _changes_dict(changes)}
 
     def discard(self, dataset: str, holder: str, base_guids: dict[str, int]) -> dict[str, Any]:
@@ -418,7 +454,15 @@ class Receiver(StandbyOps):
         if not keep:
             left.append(f"{ds}: none of its earlier snapshots is left to roll back to")
             return
-        self.zfs.rollback(keep[-1].name, destroy_newer=True)
+        try:
+            with self._quiet(ds):
+                if self._changes(self.zfs, ds, snaps[-1]).changed:
+                    left.append(f"{ds}: kept as it is; it was written to after @{snaps[-1].snap}")
+                    return
+                self.zfs.rollback(keep[-1].name, destroy_newer=True)
+        except ReplicationConflict as e:
+            left.append(f"{ds}: kept as it is; {e}")
+            return
         done.append(
             f"{ds}: rolled back to @{keep[-1].snap} (removed {', '.join('@' + s.snap for s in newer)})"
         )

@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from zfs_backend.errors import DatasetNotFound
+from zfs_backend.errors import DatasetBusy, DatasetNotFound
 from zfs_backend.zfs.changes import HeadChanges
 from zfs_backend.zfs.dialect import ZFS_FUSE_07, Dialect
 from zfs_backend.zfs.models import Dataset, Snapshot
@@ -27,6 +27,8 @@ class FakeDataset:
     head: str = "clean"
     token: str | None = None
     available: int = 1 << 30
+    mounted: bool = True
+    busy: bool = False  # a file open (an NFS export): unmount refuses
 
 
 class FakeHostName:
@@ -60,7 +62,11 @@ class FakeZfs:
         return [s.guid for s in self.ds[name].snapshots]
 
     def changing(self) -> list[tuple[Any, ...]]:
-        return [c for c in self.calls if c[0] != "set" or c[2] != "readonly"]
+        return [
+            c
+            for c in self.calls
+            if (c[0] != "set" or c[2] != "readonly") and c[0] not in ("mount", "unmount")
+        ]
 
     # -- the verbs
     def _get(self, name: AnyName) -> FakeDataset:
@@ -82,7 +88,9 @@ class FakeZfs:
             if root is not None and not (n == str(root) or (recursive and n.startswith(f"{root}/"))):
                 continue
             ref = (d.snapshots[-1].referenced if d.snapshots else 0) + (4096 if d.head != "clean" else 0)
-            out.append(Dataset(parse_dataset(n), "filesystem", 1, 1, ref, ref, d.available))
+            out.append(
+                Dataset(parse_dataset(n), "filesystem", 1, 1, ref, ref, d.available, mounted=d.mounted)
+            )
         return out
 
     def list_snapshots(self, dataset: DatasetName) -> list[Snapshot]:
@@ -138,6 +146,22 @@ class FakeZfs:
     def release(self, snapshot: SnapshotName, tag: str, recursive: bool = False) -> None:
         self.calls.append(("release", str(snapshot), tag))
         self.held.get(str(snapshot), set()).discard(tag)
+
+    def is_mounted(self, name: DatasetName) -> bool:
+        return self._get(name).mounted
+
+    def unmount(self, name: DatasetName, force: bool = False, deadline: float = 0.0) -> None:
+        d = self._get(name)
+        if d.busy:
+            raise DatasetBusy(f"node2: cannot unmount '{name}': Device or resource busy")
+        self.calls.append(("unmount", str(name)))
+        for n, child in self.ds.items():  # its children's mounts go with it
+            if n == str(name) or n.startswith(f"{name}/"):
+                child.mounted = False
+
+    def mount(self, name: DatasetName) -> None:
+        self.calls.append(("mount", str(name)))
+        self._get(name).mounted = True
 
     def resume_token(self, name: DatasetName) -> str | None:
         return self._get(name).token

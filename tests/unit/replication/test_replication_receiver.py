@@ -9,7 +9,13 @@ from typing import Any, cast
 
 import pytest
 
-from zfs_backend.errors import AlreadyRunning, DatasetNotFound, DestinationDiverged, ZfsBackendError
+from zfs_backend.errors import (
+    AlreadyRunning,
+    DatasetNotFound,
+    DestinationDiverged,
+    ReplicationConflict,
+    ZfsBackendError,
+)
 from zfs_backend.replication.claims import ClaimStore
 from zfs_backend.replication.receiver import RECEIVER_PROP, SOURCE_PROP, Receiver
 from zfs_backend.zfs.api import Zfs
@@ -144,13 +150,38 @@ def test_clean_after_a_refused_receive(rx: Receiver, zfs: FakeZfs) -> None:
     begin(rx)
     zfs.ds["tank/r"].head = "noisy"
     rx.clean("tank/r", A)
-    assert zfs.calls[-1] == ("rollback", "tank/r@s1", False)
+    # unmounted around the rollback (nothing can write meanwhile), mounted again after
+    assert zfs.calls[-3:] == [("unmount", "tank/r"), ("rollback", "tank/r@s1", False), ("mount", "tank/r")]
     zfs.ds["tank/r"].head = "changed"
     with pytest.raises(DestinationDiverged, match="changed after @s1: 1 data record"):
         rx.clean("tank/r", A)
-    assert zfs.calls[-1] == ("rollback", "tank/r@s1", False)  # nothing more
+    assert [c for c in zfs.calls if c[0] == "rollback"] == [("rollback", "tank/r@s1", False)]  # no more
+    assert zfs.ds["tank/r"].mounted
     with pytest.raises(AlreadyRunning):
         rx.clean("tank/r", B)
+
+
+def test_a_destination_in_use_is_never_rolled_back(rx: Receiver, zfs: FakeZfs) -> None:
+    """Read-only does not stop an NFS server's writes on zfs-fuse: a dataset that cannot be unmounted
+    (a file open, an export) could be written to during a rollback, so noise is not rolled back then,
+    and a cancel leaves it as it is."""
+    zfs.make("tank/r", "s1", guids=[11], readonly=("on", "local"))
+    zfs.ds["tank/r"].busy = True
+    zfs.ds["tank/r"].head = "noisy"
+    with pytest.raises(ReplicationConflict, match="in use"):
+        begin(rx, sent_guids=[11, 12])
+    assert not [c for c in zfs.calls if c[0] == "rollback"] and rx.status() == []
+    zfs.ds["tank/r"].head = "clean"
+    begin(rx, sent_guids=[11, 12])
+    zfs.add_snapshot("tank/r", "s2", 12)  # received, then the activity is cancelled
+    out = rx.abort("tank/r", A)
+    assert zfs.guids("tank/r") == [11, 12] and "in use" in out["left"][0]
+    zfs.ds["tank/r"].busy = False
+    begin(rx, sent_guids=[11, 12, 13])
+    zfs.add_snapshot("tank/r", "s3", 13)
+    zfs.ds["tank/r"].head = "changed"  # written to after the received snapshot: kept
+    out = rx.abort("tank/r", A)
+    assert zfs.guids("tank/r") == [11, 12, 13] and "written to after @s3" in out["left"][0]
 
 
 def test_discard_rolls_back_to_the_base_and_says_what_went(rx: Receiver, zfs: FakeZfs) -> None:
