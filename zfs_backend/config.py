@@ -27,6 +27,8 @@ class Settings:
     (``$ZFS_BACKEND_SSH_PERSIST``, seconds, default 600; 0 = no reuse).
     ``agent_socket``: the node agent's unix socket (``$ZFS_BACKEND_AGENT_SOCKET``); beside it
     ``peer.sock``, the socket peer nodes reach (replication's receiving end only).
+    ``cinder_port_base``: first of the loopback ports of the small Cinder of ``scripts/cinder-up``
+    (``$ZFS_BACKEND_CINDER_PORT_BASE``; None: derived from ``lab_network``, see ``zfs_backend.cinderlab``).
     """
 
     home: Path
@@ -35,6 +37,7 @@ class Settings:
     ssh_cipher: str
     agent_socket: Path
     ssh_persist_s: int = 600
+    cinder_port_base: int | None = None
 
     @property
     def lab_dir(self) -> Path:
@@ -77,4 +80,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ssh_cipher=e.get("ZFS_BACKEND_SSH_CIPHER", "aes128-gcm@openssh.com"),
         agent_socket=Path(e.get("ZFS_BACKEND_AGENT_SOCKET", "/run/zfs-backend/agent.sock")),
         ssh_persist_s=_int(e, "ZFS_BACKEND_SSH_PERSIST", 600),
+        cinder_port_base=_int(e, "ZFS_BACKEND_CINDER_PORT_BASE", 0) or None,
     )
