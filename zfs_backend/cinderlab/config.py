@@ -187,7 +187,8 @@ def cinder_conf(lay: CinderLayout, nodes: list[str], password: str, *, stats_int
         "scheduler_driver_init_wait_time = 5",
         "",
         "[database]",
-        f"connection = sqlite:///{lay.database}",
+        # several processes write to one SQLite file: wait for its lock (WAL mode is set after db sync)
+        f"connection = sqlite:///{lay.database}?timeout=60",
         "",
         "[oslo_concurrency]",
         f"lock_path = {lay.lock_dir}",

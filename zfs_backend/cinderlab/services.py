@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -176,6 +177,15 @@ def _write_files(lay: CinderLayout, nodes: list[str]) -> str:
     return password
 
 
+def _wal(db: Path) -> None:
+    """Write-ahead logging: the API's reads no longer wait for the services' writes (kept in the file)."""
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
 def _nodes(lay: CinderLayout) -> list[str]:
     if not lay.settings.inventory.exists():
         raise LabError(f"no inventory at {lay.settings.inventory}: bring a lab up first (zfs-backend lab up)")
@@ -225,6 +235,7 @@ def up(lay: CinderLayout, *, purge: bool = False, timeout: float = 300.0) -> UpR
             if sync[1].returncode != 0:
                 raise LabError(f"cinder-manage db sync failed ({sync[1].returncode}):\n{procs.tail(sync[2])}")
             started.remove(sync)
+            _wal(lay.database)
             report.seconds["db_sync"] = round(time.monotonic() - t0, 1)
         t0 = time.monotonic()
         services = [run(name, [str(lay.bin(name)), *conf], env) for name in SERVICES]
