@@ -5,9 +5,10 @@
 
 One JSON request a line on stdin, ``{"call": "volumes.create", "args": [...], "kwargs": {...}}`` (a
 method of ``cinderclient.client.Client("3.70")`` authenticated with cinderclient's own noauth plugin,
-as ``cinder --os-auth-type noauth`` is), one JSON answer a line on stdout: ``{"result": ...}`` (a
-resource as its ``to_dict()``, a list of them, or plain data) or ``{"error": {"type": "BadRequest",
-"code": 400, "message": "..."}}`` (cinderclient's exception, i.e. what cinder-api answered).
+as ``cinder --os-auth-type noauth`` is; ``"then": [METHOD, ARG]`` calls a method of the resource it
+returned), one JSON answer a line on stdout: ``{"result": ...}`` (a resource as its ``to_dict()``, a
+list of them, or plain data) or ``{"error": {"type": "BadRequest", "code": 400, "message": "..."}}``
+(cinderclient's exception, i.e. what cinder-api answered).
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ def main() -> int:
             fn: Any = c
             for part in req["call"].split("."):
                 fn = getattr(fn, part)
-            out = {"result": plain(fn(*req.get("args", []), **req.get("kwargs", {})))}
+            result = fn(*req.get("args", []), **req.get("kwargs", {}))
+            if req.get("then"):  # a method of the resource returned, e.g. volume_types.get(...).set_keys
+                method, arg = req["then"]
+                result = getattr(result, method)(arg)
+            out = {"result": plain(result)}
         except exceptions.ClientException as e:
             out = {"error": {"type": type(e).__name__, "code": e.code, "message": str(e.message)}}
         except Exception as e:

@@ -13,15 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from zfs_backend.cinderlab.config import CINDER_PARENT, PROJECT_ID, CinderLayout
+from zfs_backend.cinderlab.config import CINDER_PARENT, HOST, PROJECT_ID, CinderLayout
 from zfs_backend.driver.nfs import parse_exports
 from zfs_backend.driver.options import DEFAULT_EXPORTS_FILE
 from zfs_backend.hosts import SSHHost
-from zfs_backend.lab import nfs
+from zfs_backend.lab import Lab, nfs
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).with_name("cinder_client.py")
+# node1's backend has node2 as its replication_device (Cinder's replication v2.1), for the failover
+# scenario of test_cinder_2_migrate_failover.py; the other backends have none
+STANDBY = "node2"
 TIMEOUT = 300.0  # generous: a loaded 2-core machine; never a timed assertion, only a bound on waiting
 
 
@@ -46,9 +49,11 @@ class Cinder:
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
 
-    def call(self, what: str, *args: Any, **kwargs: Any) -> Any:
+    def call(self, what: str, *args: Any, then: tuple[str, Any] | None = None, **kwargs: Any) -> Any:
+        """``client.<what>(*args, **kwargs)``; ``then=(method, arg)``: then ``<result>.method(arg)``."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"call": what, "args": args, "kwargs": kwargs}) + "\n")
+        req = {"call": what, "args": args, "kwargs": kwargs, "then": then}
+        self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
@@ -197,3 +202,24 @@ def until(what: str, fn: Callable[[], T | None], timeout: float = TIMEOUT, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def backend_of(vol: dict[str, Any]) -> str:
+    """``zfs-node2`` from ``os-vol-host-attr:host`` ``zfs-backend-cinder@zfs-node2#zfs-node2``."""
+    host = vol["os-vol-host-attr:host"]
+    assert host.startswith(f"{HOST}@"), host
+    return str(host.split("@", 1)[1].split("#", 1)[0])
+
+
+def node_of(vol: dict[str, Any]) -> str:
+    return backend_of(vol).removeprefix("zfs-")
+
+
+def connector(lab: Lab) -> dict[str, Any]:
+    """This test process is the client: the controller's address on the lab bridge."""
+    return {"ip": lab.layout.controller_address, "host": "cinder-test-client", "initiator": None}
+
+
+def connect(cinder: Cinder, lab: Lab, vid: str) -> dict[str, Any]:
+    conn: dict[str, Any] = cinder.call("volumes.initialize_connection", vid, connector(lab))
+    return conn

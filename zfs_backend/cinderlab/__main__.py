@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..config import load_settings
-from ..errors import ZfsBackendError
+from ..errors import UsageError, ZfsBackendError
 from .config import PROJECT_ID, CinderLayout
 from .services import down, status, up
 
@@ -23,12 +23,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--venv", type=Path, default=ROOT / ".venv-cinder", help="the virtualenv holding cinder")
     ap.add_argument("--timeout", type=float, default=300.0, help="up: seconds to wait for each step")
+    ap.add_argument(
+        "--replication-device",
+        action="append",
+        default=[],
+        metavar="NODE:STANDBY",
+        help="up: replication_device = backend_id:STANDBY in NODE's backend (Cinder's replication v2.1)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     lay = CinderLayout(load_settings(), args.venv.resolve())
     try:
         if args.command == "up":
-            report = up(lay, purge=args.purge, timeout=args.timeout)
+            pairs = [d.split(":", 1) for d in args.replication_device]
+            if any(len(p) != 2 for p in pairs):
+                raise UsageError("--replication-device wants NODE:STANDBY")
+            report = up(lay, purge=args.purge, timeout=args.timeout, replication=dict(pairs))
             if args.json:
                 print(json.dumps(report.to_dict()))
             else:

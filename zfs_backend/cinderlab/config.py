@@ -157,13 +157,26 @@ def rabbitmq_conf(lay: CinderLayout, password: str) -> str:
     )
 
 
-def cinder_conf(lay: CinderLayout, nodes: list[str], password: str, *, stats_interval: int = 10) -> str:
+def cinder_conf(
+    lay: CinderLayout,
+    nodes: list[str],
+    password: str,
+    *,
+    stats_interval: int = 10,
+    replication: dict[str, str] | None = None,
+) -> str:
     """``cinder.conf``: noauth API on loopback, SQLite, RabbitMQ, one backend section per node.
 
     ``stats_interval``: how often each cinder-volume backend re-reads its node's stats (and publishes
-    its volumes' backend activities, see ``zfs_backend.cinder``); also the services' heartbeat."""
+    its volumes' backend activities, see ``zfs_backend.cinder``); also the services' heartbeat.
+    ``replication``: node -> standby node, written as Cinder's ``replication_device = backend_id:STANDBY``
+    in the node's section (replication v2.1: ``cinder failover-host``)."""
     if not nodes:
         raise ConfigError("no storage nodes in the inventory: bring a lab up first (zfs-backend lab up)")
+    replication = dict(replication or {})
+    for node, standby in replication.items():
+        if node not in nodes or standby not in nodes or node == standby:
+            raise ConfigError(f"replication {node}:{standby}: both must be other nodes of the inventory")
     backends = [backend_name(n) for n in nodes]
     home = lay.settings.home
     lines = [
@@ -209,6 +222,8 @@ def cinder_conf(lay: CinderLayout, nodes: list[str], password: str, *, stats_int
             f"zfs_backend_parent = {CINDER_PARENT}",
             f"zfs_backend_home = {home}",
             f"zfs_backend_inventory = {lay.settings.inventory}",
-            "",
         ]
+        if node in replication:
+            lines.append(f"replication_device = backend_id:{replication[node]}")
+        lines.append("")
     return "\n".join(lines)

@@ -167,13 +167,13 @@ def _rabbit_env(lay: CinderLayout) -> dict[str, str]:
     }
 
 
-def _write_files(lay: CinderLayout, nodes: list[str]) -> str:
+def _write_files(lay: CinderLayout, nodes: list[str], replication: dict[str, str] | None = None) -> str:
     for d in (lay.root, lay.log_dir, lay.run_dir, lay.lock_dir, lay.rabbit_dir):
         private_dir(d)
     password = _password(lay)
     _write_private(lay.rabbit_dir / "rabbitmq.conf", rabbitmq_conf(lay, password))
     _write_private(lay.rabbit_dir / "enabled_plugins", "[].\n")
-    _write_private(lay.conf, cinder_conf(lay, nodes, password))
+    _write_private(lay.conf, cinder_conf(lay, nodes, password, replication=replication))
     return password
 
 
@@ -192,15 +192,22 @@ def _nodes(lay: CinderLayout) -> list[str]:
     return list(load_inventory(lay.settings.inventory).names)
 
 
-def up(lay: CinderLayout, *, purge: bool = False, timeout: float = 300.0) -> UpReport:
-    """Start the services and wait until the scheduler knows every backend's capacity."""
+def up(
+    lay: CinderLayout,
+    *,
+    purge: bool = False,
+    timeout: float = 300.0,
+    replication: dict[str, str] | None = None,
+) -> UpReport:
+    """Start the services and wait until the scheduler knows every backend's capacity. ``replication``:
+    node -> standby node (``replication_device`` of the node's backend)."""
     check_prerequisites(lay)
     down(lay, purge=purge)
     nodes = _nodes(lay)
     busy = [f"{what} {port}" for what, port in lay.ports.all().items() if not procs.port_free(port)]
     if busy:
         raise LabError(f"loopback ports in use: {', '.join(busy)} (set $ZFS_BACKEND_CINDER_PORT_BASE)")
-    _write_files(lay, nodes)
+    _write_files(lay, nodes, replication)
     backends = [backend_name(n) for n in nodes]
     report = UpReport(lay.endpoint, lay.ports.all(), backends)
     t_all = time.monotonic()

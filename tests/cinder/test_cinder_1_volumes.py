@@ -7,14 +7,15 @@ each volume's backend activity published where ``cinder show`` prints it."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from zfs_backend.cinderlab import procs
 from zfs_backend.cinderlab.config import CINDER_PARENT, HOST, CinderLayout, backend_name
 from zfs_backend.config import Settings
 from zfs_backend.hosts import SSHHost, load_inventory
@@ -26,9 +27,13 @@ from cinder_helpers import (
     ROOT,
     Cinder,
     CinderError,
+    backend_of,
     cinder_datasets,
     cli,
+    connect,
+    connector,
     mount,
+    node_of,
     node_state,
     sha,
     until,
@@ -36,27 +41,6 @@ from cinder_helpers import (
 
 GIB = 1 << 30
 ACTIVITY_KEY = "zfs_backend:activity"
-
-
-def backend_of(vol: dict[str, Any]) -> str:
-    """``zfs-node2`` from ``os-vol-host-attr:host`` ``zfs-backend-cinder@zfs-node2#zfs-node2``."""
-    host = vol["os-vol-host-attr:host"]
-    assert host.startswith(f"{HOST}@"), host
-    return str(host.split("@", 1)[1].split("#", 1)[0])
-
-
-def node_of(vol: dict[str, Any]) -> str:
-    return backend_of(vol).removeprefix("zfs-")
-
-
-def connector(lab: Lab) -> dict[str, Any]:
-    """This test process is the client: the controller's address on the lab bridge."""
-    return {"ip": lab.layout.controller_address, "host": "cinder-test-client", "initiator": None}
-
-
-def connect(cinder: Cinder, lab: Lab, vid: str) -> dict[str, Any]:
-    conn: dict[str, Any] = cinder.call("volumes.initialize_connection", vid, connector(lab))
-    return conn
 
 
 def test_services_and_published_pools(cinder: Cinder, nodes: dict[str, SSHHost]) -> None:
@@ -271,7 +255,13 @@ def test_backend_activity_is_published_in_the_volumes_metadata(
         shown = cli(cinder.lay, "show", vol["id"])
         assert act in shown.stdout  # what a user sees in `cinder show`
     finally:
-        subprocess.run([*zb, "activity", "cancel", act, "--node", node], env=env, timeout=120, check=False)
+        subprocess.run(
+            [*zb, "activity", "cancel", act, "--node", node],
+            env=env,
+            timeout=120,
+            check=False,
+            capture_output=True,
+        )
     line = until(
         "the cancelled replication in the volume's metadata",
         lambda: (
@@ -290,3 +280,27 @@ def test_backend_activity_is_published_in_the_volumes_metadata(
     cinder.call("volumes.delete", vol["id"])
     cinder.wait_gone("volumes", vol["id"])
     assert cinder_datasets(nodes) == {n: [] for n in nodes}
+
+
+def test_cinder_state_is_private_and_listens_on_loopback_only(
+    cinder: Cinder, cinder_layout: CinderLayout
+) -> None:
+    """Everything under ``$ZFS_BACKEND_HOME/cinder`` (configuration with the broker's password, database,
+    logs, the broker's files) is the owner's alone; every process of this Cinder listens on loopback."""
+    exposed = []
+    for top, dirs, files in os.walk(cinder_layout.root):
+        for name in [*dirs, *files]:
+            p = Path(top) / name
+            st = os.lstat(p)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+                exposed.append(f"{p}: {stat.filemode(st.st_mode)}")
+    assert not exposed
+    assert stat.S_IMODE(os.stat(cinder_layout.root).st_mode) == 0o700
+    listening = set()
+    for proc in procs.marked(cinder_layout.root):
+        for conn in proc.net_connections(kind="inet"):
+            if conn.status == "LISTEN":
+                listening.add((conn.laddr.ip, conn.laddr.port))
+    assert listening, "no listening socket found"
+    assert {ip for ip, _port in listening} <= {"127.0.0.1", "::1"}, listening
+    assert {port for _ip, port in listening} == set(cinder_layout.ports.all().values()), listening
