@@ -173,6 +173,9 @@ def _write_files(lay: CinderLayout, nodes: list[str], replication: dict[str, str
     password = _password(lay)
     _write_private(lay.rabbit_dir / "rabbitmq.conf", rabbitmq_conf(lay, password))
     _write_private(lay.rabbit_dir / "enabled_plugins", "[].\n")
+    cookie = lay.rabbit_dir / ".erlang.cookie"  # made here 0600 (Erlang would make it 0400)
+    if not cookie.exists():
+        _write_private(cookie, secrets.token_hex(20).upper())
     _write_private(lay.conf, cinder_conf(lay, nodes, password, replication=replication))
     return password
 
