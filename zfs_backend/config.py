@@ -32,6 +32,8 @@ class Settings:
     default ``sqlite:///<home>/flows.db``).
     ``jobboard``: the Redis jobboard flows are posted to for ``zfs-backend conductor`` processes
     (``$ZFS_BACKEND_JOBBOARD``, e.g. ``redis://127.0.0.1:6390/0``); empty: flows run in the command.
+    ``cinder_port_base``: first of the loopback ports of the small Cinder of ``scripts/cinder-up``
+    (``$ZFS_BACKEND_CINDER_PORT_BASE``; None: derived from ``lab_network``, see ``zfs_backend.cinderlab``).
     """
 
     home: Path
@@ -47,6 +49,7 @@ class Settings:
     def flow_db(self) -> str:
         """The persistence URL flows use (the default: SQLite in the home)."""
         return self.flow_persistence or f"sqlite:///{self.home / 'flows.db'}"
+    cinder_port_base: int | None = None
 
     @property
     def lab_dir(self) -> Path:
@@ -96,6 +99,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ssh_persist_s=_int(e, "ZFS_BACKEND_SSH_PERSIST", 600),
         flow_persistence=e.get("ZFS_BACKEND_FLOW_DB", ""),
         jobboard=e.get("ZFS_BACKEND_JOBBOARD", ""),
+        cinder_port_base=_int(e, "ZFS_BACKEND_CINDER_PORT_BASE", 0) or None,
     )
 
 

@@ -32,7 +32,15 @@ The node's other driver options (export address, NFS versions and ports, thin, .
 inventory variables ``zfs_backend_volume_*`` (:mod:`zfs_backend.driver.options`). Each
 ``initialize_connection`` grants the connector's ``ip`` access to the volume's export and
 ``terminate_connection`` revokes it. Tested with cinder 29.0.0 under cinder-volume's eventlet monkey
-patching (``tests/lab/test_cinder_adapter.py``).
+patching (``tests/lab/test_cinder_adapter.py``) and inside real cinder-api, -scheduler and -volume
+services (``scripts/cinder-up``, ``tests/cinder/``).
+
+Backend activities: at each stats refresh the adapter publishes every volume's activity into the
+volume's metadata key ``zfs_backend:activity`` and the running ones into the pool's capability
+``running_activities`` (:mod:`zfs_backend.cinder.activities`).
+
+``migrate_volume`` is passed to the core driver's when it has one (otherwise Cinder's answer for a
+driver without it, ``(False, None)``: Cinder's own host-assisted migration).
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from ..driver import NodeOptions, Snapshot, Volume, VolumeBusy
 from ..driver import ZfsNfsDriver as _Core
 from ..errors import ConfigError, ZfsBackendError
 from ..hosts.inventory import load_inventory
+from .activities import RUNNING_KEY, ActivityPublisher
 
 __all__ = ["NAS_SECURITY_OPTS", "ZFS_BACKEND_OPTS", "ZfsNfsDriver", "nas_security"]
 
@@ -157,6 +166,8 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
             self.configuration.append_config_values(ZFS_BACKEND_OPTS)
             self.configuration.append_config_values(NAS_SECURITY_OPTS)
         self.core: _Core | None = None
+        self._activities: ActivityPublisher | None = None
+        self._running: list[str] = []
 
     @staticmethod
     def get_driver_options() -> list[Any]:
@@ -181,6 +192,8 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
             )
             self.core = _Core(options, settings=settings)
             self.core.do_setup(context)
+        if getattr(self, "db", None) is not None:  # inside cinder-volume (the manager passes its db)
+            self._activities = ActivityPublisher(node, options.parent, settings, str(self.host), self.db)
 
     def _c(self) -> _Core:
         if self.core is None:
@@ -256,7 +269,20 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
     def get_volume_stats(self, refresh: bool = False) -> dict[str, Any]:
         with _cinder_errors("volume stats"):
             self._stats = self._c().get_volume_stats(refresh=refresh)
+        if refresh and self._activities is not None:
+            self._running = self._activities.publish()
+        self._stats[RUNNING_KEY] = list(self._running)
         return self._stats
+
+    def migrate_volume(self, context: Any, volume: Any, host: dict[str, Any]) -> tuple[bool, Any]:
+        """The core driver's ``migrate_volume(context, volume, host)`` (Cinder's shape, returning
+        ``(moved, model_update)``) where it has one; else ``(False, None)``, as Cinder's base driver."""
+        migrate = getattr(self._c(), "migrate_volume", None)
+        if migrate is None:
+            return (False, None)
+        with _cinder_errors(f"migrate volume {volume.id}"):
+            moved, update = migrate(context, _volume(volume), host)
+        return bool(moved), update
 
     def _update_volume_stats(self) -> None:
         self.get_volume_stats(refresh=True)

@@ -1,0 +1,67 @@
+"""``python -m zfs_backend.cinderlab up|down|status`` (what ``scripts/cinder-up`` / ``cinder-down`` run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..config import load_settings
+from ..errors import UsageError, ZfsBackendError
+from .config import PROJECT_ID, CinderLayout
+from .services import down, status, up
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="zfs_backend.cinderlab", description=__doc__)
+    ap.add_argument("command", choices=("up", "down", "status"))
+    ap.add_argument(
+        "--purge", action="store_true", help="up: start from an empty database; down: remove the state"
+    )
+    ap.add_argument("--venv", type=Path, default=ROOT / ".venv-cinder", help="the virtualenv holding cinder")
+    ap.add_argument("--timeout", type=float, default=300.0, help="up: seconds to wait for each step")
+    ap.add_argument(
+        "--replication-device",
+        action="append",
+        default=[],
+        metavar="NODE:STANDBY",
+        help="up: replication_device = backend_id:STANDBY in NODE's backend (Cinder's replication v2.1)",
+    )
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    lay = CinderLayout(load_settings(), args.venv.resolve())
+    try:
+        if args.command == "up":
+            pairs = [d.split(":", 1) for d in args.replication_device]
+            if any(len(p) != 2 for p in pairs):
+                raise UsageError("--replication-device wants NODE:STANDBY")
+            report = up(lay, purge=args.purge, timeout=args.timeout, replication=dict(pairs))
+            if args.json:
+                print(json.dumps(report.to_dict()))
+            else:
+                ports = ", ".join(f"{k} {v}" for k, v in report.ports.items())
+                print(f"cinder is up: {report.endpoint} (noauth); backends {', '.join(report.backends)}")
+                print(f"loopback ports: {ports}; state in {lay.root}")
+                print(f"took {report.seconds.get('total')} s ({report.seconds})")
+                print(
+                    f"client: {lay.bin('cinder')} --os-auth-type noauth --os-user-id admin "
+                    f"--os-project-id {PROJECT_ID} --os-endpoint {report.endpoint} "
+                    "--os-volume-api-version 3.70 list"
+                )
+        elif args.command == "down":
+            for line in down(lay, purge=args.purge):
+                print(f"stopped {line}" if not line.startswith(("removed", "(")) else line)
+        else:
+            st = status(lay)
+            print(json.dumps(st, indent=None if args.json else 2))
+    except ZfsBackendError as e:
+        print(f"cinder {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

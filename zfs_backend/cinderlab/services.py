@@ -1,0 +1,301 @@
+"""Bring the small Cinder up and down: epmd, RabbitMQ, the database, cinder-api, -scheduler, -volume.
+
+``up`` is idempotent in effect (it stops what a previous ``up`` left, then starts afresh, keeping the
+database unless ``purge``); a failed ``up`` stops everything it started before raising. ``down`` stops
+every process of this Cinder (see :mod:`.procs`) and the SSH master connections to the nodes, and with
+``purge`` removes its state directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import LabError, MissingDependency
+from ..hosts.inventory import load_inventory
+from ..hosts.openssh import master_ident, stop_masters
+from ..private import private_dir, private_open
+from . import procs
+from .config import HOST, LOOPBACK, PROJECT_ID, CinderLayout, backend_name, cinder_conf, rabbitmq_conf
+
+__all__ = ["ORDER", "RABBITMQ_SERVER", "UpReport", "api_get", "down", "status", "up"]
+
+RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+EPMD = "epmd"
+# stop order: the API first (no new requests), the broker and its port mapper last
+ORDER = ("cinder-api", "cinder-volume", "cinder-scheduler", "rabbitmq", "epmd")
+SERVICES = ("cinder-api", "cinder-scheduler", "cinder-volume")
+
+
+@dataclass
+class UpReport:
+    endpoint: str
+    ports: dict[str, int]
+    backends: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "ports": self.ports,
+            "backends": self.backends,
+            "seconds": self.seconds,
+        }
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = private_open(path, os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _password(lay: CinderLayout) -> str:
+    try:
+        return lay.rabbit_secret.read_text().strip()
+    except FileNotFoundError:
+        pw = secrets.token_hex(16)
+        _write_private(lay.rabbit_secret, pw + "\n")
+        return pw
+
+
+def _epmd_bin() -> str:
+    found = shutil.which(EPMD, path="/usr/bin:/usr/lib/erlang/bin:/bin")
+    if found is None:
+        raise MissingDependency("epmd is missing: install rabbitmq-server (scripts/bootstrap --cinder)")
+    return found
+
+
+def check_prerequisites(lay: CinderLayout) -> None:
+    for b in ("cinder-api", "cinder-scheduler", "cinder-volume", "cinder-manage"):
+        if not lay.bin(b).exists():
+            raise MissingDependency(f"{lay.bin(b)} is missing: run scripts/bootstrap --cinder")
+    if not lay.api_paste.exists():
+        raise MissingDependency(f"{lay.api_paste} is missing: reinstall cinder into {lay.venv}")
+    if not RABBITMQ_SERVER.exists():
+        raise MissingDependency(
+            f"{RABBITMQ_SERVER} is missing: run scripts/bootstrap --cinder (rabbitmq-server)"
+        )
+    _epmd_bin()
+
+
+def api_get(lay: CinderLayout, path: str, timeout: float = 10.0) -> Any:
+    """GET ``path`` (under ``/v3/<project>``, or the root for ``""``) as the noauth admin; parsed JSON."""
+    url = f"http://{LOOPBACK}:{lay.ports.api}/" if path == "" else f"{lay.endpoint}/{PROJECT_ID}/{path}"
+    headers = {"X-Auth-Token": f"admin:{PROJECT_ID}", "Accept": "application/json"}
+    req = urllib.request.Request(url, headers=headers)  # noqa: S310 (http on loopback, our own API)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (loopback http, our own API)
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        if e.code == 300:  # the versions document
+            return json.loads(e.read() or b"null")
+        raise
+
+
+def _api_ok(lay: CinderLayout) -> bool:
+    try:
+        return bool(api_get(lay, "", timeout=5))
+    except (OSError, ValueError):
+        return False
+
+
+def _services_up(lay: CinderLayout, backends: list[str]) -> bool:
+    try:
+        services = api_get(lay, "os-services")["services"]
+    except (OSError, ValueError, KeyError):
+        return False
+    up = {
+        (s["binary"], s["host"]) for s in services if s.get("state") == "up" and s.get("status") == "enabled"
+    }
+    host = HOST
+    want = {("cinder-scheduler", host)} | {("cinder-volume", f"{host}@{b}") for b in backends}
+    return want <= up
+
+
+def _pools_known(lay: CinderLayout, backends: list[str]) -> bool:
+    """The scheduler holds every backend's published capacity (so a create can be placed)."""
+    try:
+        pools = api_get(lay, "scheduler-stats/get_pools?detail=True")["pools"]
+    except (OSError, ValueError, KeyError):
+        return False
+    seen = {p["name"].split("@", 1)[1].split("#", 1)[0] for p in pools if "@" in p["name"]}
+    return set(backends) <= seen and all(
+        float(p.get("capabilities", {}).get("total_capacity_gb") or 0) > 0 for p in pools
+    )
+
+
+def _env(lay: CinderLayout) -> dict[str, str]:
+    """A plain environment for the services: no proxies, the venv first on PATH."""
+    keep = ("LANG", "LC_ALL", "TZ")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env["PATH"] = f"{lay.venv / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
+    env["ZFS_BACKEND_HOME"] = str(lay.settings.home)
+    env["ZFS_BACKEND_LAB_NETWORK"] = lay.settings.lab_network
+    return env
+
+
+def _rabbit_env(lay: CinderLayout) -> dict[str, str]:
+    d = lay.rabbit_dir
+    p = lay.ports
+    return {
+        **_env(lay),
+        "HOME": str(d),  # the Erlang cookie
+        "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),  # ours (absent): not /etc/rabbitmq's
+        "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),
+        "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(d / "log"),
+        "RABBITMQ_PID_FILE": str(d / "rabbitmq.pid"),
+        "RABBITMQ_NODENAME": f"zfs-backend-{p.base}@localhost",
+        "RABBITMQ_DIST_PORT": str(p.erlang_dist),
+        "ERL_EPMD_PORT": str(p.epmd),
+        "ERL_EPMD_ADDRESS": LOOPBACK,
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
+            "-kernel inet_dist_use_interface {127,0,0,1} -start_epmd false"
+        ),
+    }
+
+
+def _write_files(lay: CinderLayout, nodes: list[str], replication: dict[str, str] | None = None) -> str:
+    for d in (lay.root, lay.log_dir, lay.run_dir, lay.lock_dir, lay.rabbit_dir):
+        private_dir(d)
+    password = _password(lay)
+    _write_private(lay.rabbit_dir / "rabbitmq.conf", rabbitmq_conf(lay, password))
+    _write_private(lay.rabbit_dir / "enabled_plugins", "[].\n")
+    cookie = lay.rabbit_dir / ".erlang.cookie"  # made here 0600 (Erlang would make it 0400)
+    if not cookie.exists():
+        _write_private(cookie, secrets.token_hex(20).upper())
+    _write_private(lay.conf, cinder_conf(lay, nodes, password, replication=replication))
+    return password
+
+
+def _wal(db: Path) -> None:
+    """Write-ahead logging: the API's reads no longer wait for the services' writes (kept in the file)."""
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
+def _nodes(lay: CinderLayout) -> list[str]:
+    if not lay.settings.inventory.exists():
+        raise LabError(f"no inventory at {lay.settings.inventory}: bring a lab up first (zfs-backend lab up)")
+    return list(load_inventory(lay.settings.inventory).names)
+
+
+def up(
+    lay: CinderLayout,
+    *,
+    purge: bool = False,
+    timeout: float = 300.0,
+    replication: dict[str, str] | None = None,
+) -> UpReport:
+    """Start the services and wait until the scheduler knows every backend's capacity. ``replication``:
+    node -> standby node (``replication_device`` of the node's backend)."""
+    check_prerequisites(lay)
+    down(lay, purge=purge)
+    nodes = _nodes(lay)
+    busy = [f"{what} {port}" for what, port in lay.ports.all().items() if not procs.port_free(port)]
+    if busy:
+        raise LabError(f"loopback ports in use: {', '.join(busy)} (set $ZFS_BACKEND_CINDER_PORT_BASE)")
+    _write_files(lay, nodes, replication)
+    backends = [backend_name(n) for n in nodes]
+    report = UpReport(lay.endpoint, lay.ports.all(), backends)
+    t_all = time.monotonic()
+    started: list[tuple[procs.Proc, Any, Path]] = []
+
+    def run(name: str, argv: list[str], env: dict[str, str]) -> tuple[procs.Proc, Any, Path]:
+        log = lay.log_dir / f"{name}.out"
+        proc, popen = procs.start(name, argv, root=lay.root, log=log, env=env, cwd=lay.root)
+        started.append((proc, popen, log))
+        return proc, popen, log
+
+    try:
+        renv = _rabbit_env(lay)
+        epmd = run("epmd", [_epmd_bin(), "-address", LOOPBACK, "-port", str(lay.ports.epmd)], renv)
+        procs.wait_for("epmd", lambda: procs.port_open(lay.ports.epmd), timeout=30, procs=[epmd])
+        rabbit = run("rabbitmq", [str(RABBITMQ_SERVER)], renv)
+        report.seconds["rabbitmq"] = round(
+            procs.wait_for(
+                "RabbitMQ's AMQP port",
+                lambda: procs.port_open(lay.ports.amqp),
+                timeout=timeout,
+                procs=[epmd, rabbit],
+            ),
+            1,
+        )
+        env = _env(lay)
+        conf = ["--config-file", str(lay.conf)]
+        if not lay.database.exists():
+            t0 = time.monotonic()
+            sync = run("db-sync", [str(lay.bin("cinder-manage")), *conf, "db", "sync"], env)
+            procs.wait_for("cinder-manage db sync", lambda: sync[1].poll() is not None, timeout=timeout)
+            if sync[1].returncode != 0:
+                raise LabError(f"cinder-manage db sync failed ({sync[1].returncode}):\n{procs.tail(sync[2])}")
+            started.remove(sync)
+            _wal(lay.database)
+            report.seconds["db_sync"] = round(time.monotonic() - t0, 1)
+        t0 = time.monotonic()
+        services = [run(name, [str(lay.bin(name)), *conf], env) for name in SERVICES]
+        watch = [epmd, rabbit, *services]
+        procs.wait_for("cinder-api", lambda: _api_ok(lay), timeout=timeout, procs=watch, interval=1.0)
+        procs.wait_for(
+            "cinder services up",
+            lambda: _services_up(lay, backends),
+            timeout=timeout,
+            procs=watch,
+            interval=1.0,
+        )
+        procs.wait_for(
+            "the scheduler's pools",
+            lambda: _pools_known(lay, backends),
+            timeout=timeout,
+            procs=watch,
+            interval=1.0,
+        )
+        report.seconds["cinder"] = round(time.monotonic() - t0, 1)
+    except BaseException:
+        down(lay)
+        raise
+    report.seconds["total"] = round(time.monotonic() - t_all, 1)
+    return report
+
+
+def down(lay: CinderLayout, *, purge: bool = False) -> list[str]:
+    """Stop every process of this Cinder and the driver's SSH masters; ``purge``: remove its state."""
+    stopped: list[str] = []
+    if lay.root.exists():
+        stopped = procs.stop(lay.root, ORDER)
+    if lay.settings.inventory.exists():
+        try:
+            inv = load_inventory(lay.settings.inventory)
+            idents = [master_ident("root", inv.node(n).address) for n in inv.names]
+            stop_masters(lay.settings.ssh_dir, idents)
+        except Exception as e:  # the lab may be half gone: stopping goes on
+            stopped.append(f"(ssh masters: {e})")
+    if purge and lay.root.exists():
+        shutil.rmtree(lay.root)
+        stopped.append(f"removed {lay.root}")
+    return stopped
+
+
+def status(lay: CinderLayout) -> dict[str, Any]:
+    out: dict[str, Any] = {"root": str(lay.root), "endpoint": lay.endpoint, "ports": lay.ports.all()}
+    out["processes"] = {}
+    for name in ORDER:
+        rec = procs.read_record(lay.run_dir, name)
+        out["processes"][name] = None if rec is None else {"pid": rec.pid, "alive": rec.alive()}
+    out["api"] = _api_ok(lay)
+    return out
