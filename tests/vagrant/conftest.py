@@ -2,7 +2,7 @@
 ``scripts/vagrant-tier up`` writes (``$ZFS_BACKEND_VAGRANT_INVENTORY``).
 
 ``scripts/test --vagrant`` brings the VMs up, runs these tests and always destroys the VMs. Without
-the tier the tests skip saying how to run them; a missing prerequisite
+it (a plain ``scripts/test``) they are deselected; a missing prerequisite
 (``$ZFS_BACKEND_VAGRANT_UNAVAILABLE``, from ``scripts/vagrant-tier check``) skips them naming it,
 or fails them under ``CI=true``.
 """
@@ -23,10 +23,22 @@ from zfs_backend.hosts.inventory import Inventory
 from zfs_backend.zfs import Zfs, parse_dataset
 
 
+def _requested() -> bool:
+    """The tier was asked for (scripts/test --vagrant sets one of these)."""
+    return bool(
+        os.environ.get("ZFS_BACKEND_VAGRANT_INVENTORY") or os.environ.get("ZFS_BACKEND_VAGRANT_UNAVAILABLE")
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/vagrant/" in str(item.fspath).replace(os.sep, "/"):
-            item.add_marker(pytest.mark.vagrant)
+    """Mark this directory's tests `vagrant`; deselect them when the tier was not asked for (a plain
+    `scripts/test`): not run, and not a skip (which CI would count as a missing prerequisite)."""
+    mine = [i for i in items if "tests/vagrant/" in str(i.fspath).replace(os.sep, "/")]
+    for item in mine:
+        item.add_marker(pytest.mark.vagrant)
+    if mine and not _requested():
+        config.hook.pytest_deselected(items=mine)
+        items[:] = [i for i in items if i not in mine]
 
 
 def _unavailable() -> tuple[str, bool] | None:
@@ -35,7 +47,7 @@ def _unavailable() -> tuple[str, bool] | None:
     if missing:
         return missing, True
     inv = os.environ.get("ZFS_BACKEND_VAGRANT_INVENTORY")
-    if not inv:
+    if not inv:  # run by hand with -p/-k: say how to get the tier
         return "the Vagrant tier is not up: run scripts/test --vagrant", False
     if not Path(inv).is_file():
         return f"the Vagrant tier's inventory {inv} does not exist (scripts/vagrant-tier up)", True
