@@ -1,33 +1,45 @@
-"""``scripts/bench replicate``: our replication vs a plain ``zfs send | ssh | zfs recv``, on the lab.
+"""``scripts/bench replicate``: what a user waits for, our replication against the raw pipeline.
 
-Side by side in one run on the same link (node1 → node2 of a lab of its own, with agents):
+On a lab of its own (node1 → node2, agents, the same link for every side), each measure runs
+``--repeats`` times per side, **in rotating order** (raw, CLI, API; then CLI, API, raw; ...), and
+reports the median with min and max of wall-clock seconds, timed from the call to the verified result:
 
-* throughput: median of ``--repeats`` full streams of ``--size`` MiB, ours (the ``replicate``
-  activity on node1's agent; time from running to succeeded, as the activity reports it) vs a plain
-  pipeline run *on node1* (``zfs send | ssh -c CIPHER node2 zfs recv``, timed on the node); ratio =
-  plain seconds / our seconds (target ≥ 0.95);
-* incremental stream bytes / changed bytes;
-* seconds from ``cancel()`` to the destination rolled back (target < 2 s);
-* bytes moved after ``suspend()`` returned;
-* peak RSS of the agent process (sampled) during a ``--big`` MiB stream.
+* **raw**: ``zfs send [-i base] snap | ssh node2 zfs recv dest`` typed on node1 (timed on node1);
+* **CLI**: ``zfs-backend replicate node1:snap node2:dest`` from the controller's shell, until it exits
+  (it exits once the destination's receiver has verified the snapshot's GUID);
+* **API**: ``snapshot_replicate(...)`` then ``wait()`` in a long-lived controller process (how the
+  driver, the flows and cinder-volume use it).
 
-Defaults are the issue's (512 MiB, 5 repeats, 1 GiB); ``--quick`` runs 64 MiB x 3 and 256 MiB.
+Measures: a full stream (``--full`` MiB), an incremental (``--incr`` MiB changed), an empty
+incremental (the fixed cost, on its own line), ``activity show --node`` and ``--help``, cancel on a
+shaped link until the command returns with the destination rolled back (CLI and API), throughput at
+``--tp`` MiB (API vs raw), bytes that reach the receiving ``zfs recv`` after ``suspend()`` returned
+(read from its ``/proc/PID/io`` on node2, not from the relay), and the agent's RSS over a big stream.
+``--json FILE`` (``-`` for stdout) writes every sample, for comparison across commits.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 from rich.console import Console
 from rich.table import Table
 
-from zfs_backend.config import load_settings
+from zfs_backend.activity.core import BackendActivity
+from zfs_backend.agent.client import Node
+from zfs_backend.agent.connect import connect_node
+from zfs_backend.config import Settings, load_settings
 from zfs_backend.hosts import SSHHost, load_inventory
 from zfs_backend.lab import Lab
 from zfs_backend.replication import snapshot_replicate
@@ -35,118 +47,275 @@ from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
 
 MiB = 1 << 20
 SRC, DST = "node1", "node2"
-_PLAIN = (
-    's=$(date +%s.%N); zfs send "$1" | ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -c "$2" '
-    '"$3" zfs recv "$4" || exit 1; e=$(date +%s.%N); echo "$s $e"'
+CLI = [sys.executable, "-m", "zfs_backend.cli.main"]
+# runs on node1; names reach it as positional parameters
+_RAW = (
+    's=$(date +%s.%N); if [ -n "$2" ]; then zfs send -i "$2" "$1"; else zfs send "$1"; fi '
+    '| ssh -o BatchMode=yes "$3" zfs recv "$4" || exit 1; e=$(date +%s.%N); echo "$s $e"'
 )
 
 
 @dataclass
-class Ctx:
+class Bench:
     lab: Lab
+    settings: Settings
     src: SSHHost
     dst: SSHHost
-    settings: object
-    agents: dict[str, object]
+    con: Console
+    agents: dict[str, Node] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
 
+    # -- plumbing ----------------------------------------------------------------------------------
+    def node_for(self, name: str) -> Node:
+        if name not in self.agents:
+            self.agents[name] = connect_node(name, self.settings)
+        return self.agents[name]
 
-def _node_for(ctx: Ctx):  # type: ignore[no-untyped-def]
-    from zfs_backend.agent.connect import connect_node
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "ZFS_BACKEND_HOME": str(self.settings.home),
+            "ZFS_BACKEND_LAB_NETWORK": self.settings.lab_network,
+        }
 
-    def get(name: str):  # type: ignore[no-untyped-def]
-        if name not in ctx.agents:
-            ctx.agents[name] = connect_node(name, ctx.settings)  # type: ignore[arg-type]
-        return ctx.agents[name]
+    def add(self, key: str, value: float) -> None:
+        self.samples.setdefault(key, []).append(value)
 
-    return get
-
-
-def _write(h: SSHHost, ds: str, file: str, mib: int) -> None:
-    z = Zfs(h)
-    if not z.exists(parse_dataset(ds)):
-        z.create(parse_dataset(ds), props={"compression": "off"})
-    h.run(["dd", "if=/dev/urandom", f"of=/{ds}/{file}", "bs=1M", f"count={mib}", "status=none"], timeout=900)
-
-
-def _drop(h: SSHHost, ds: str) -> None:
-    Zfs(h).destroy(parse_dataset(ds), recursive=True, missing_ok=True, deadline=30)
-
-
-def _ours(ctx: Ctx, snap: str, dest: str, **kw):  # type: ignore[no-untyped-def]
-    return snapshot_replicate(
-        f"{SRC}:{snap}", None, f"{DST}:{dest}", settings=ctx.settings, node_for=_node_for(ctx), **kw
-    )
-
-
-def throughput(ctx: Ctx, size: int, repeats: int, cipher: str) -> dict[str, float]:
-    _write(ctx.src, "tank/bench", "data", size)
-    Zfs(ctx.src).snapshot(parse_snapshot("tank/bench@t"))
-    ours, plain = [], []
-    for _ in range(repeats):
-        _drop(ctx.dst, "tank/bench-plain")
-        res = ctx.src.run(
-            ["sh", "-c", _PLAIN, "bench", "tank/bench@t", cipher, DST, "tank/bench-plain"], timeout=1800
+    def write(self, ds: str, file: str, mib: int) -> None:
+        z = Zfs(self.src)
+        if not z.exists(parse_dataset(ds)):
+            z.create(parse_dataset(ds), props={"compression": "off"})
+        self.src.run(
+            ["dd", "if=/dev/urandom", f"of=/{ds}/{file}", "bs=1M", f"count={mib}", "status=none"],
+            timeout=1800,
         )
+
+    def snap(self, name: str) -> None:
+        Zfs(self.src).snapshot(parse_snapshot(name))
+
+    def drop(self, host: SSHHost, ds: str) -> None:
+        Zfs(host).destroy(parse_dataset(ds), recursive=True, missing_ok=True, deadline=60)
+
+    def reset_to(self, snap: str) -> None:
+        """The destination back at ``snap`` (every later snapshot and change gone): the same starting
+        point for every side of an incremental."""
+        Zfs(self.dst).rollback(parse_snapshot(snap), destroy_newer=True)
+
+    def verify(self, snap: str) -> None:
+        want = Zfs(self.src).get_int(parse_snapshot(snap), "guid")
+        got = Zfs(self.dst).get_int(parse_snapshot(snap), "guid")
+        assert want == got, f"{snap}: destination GUID {got} != {want}"
+
+    # -- the three sides -------------------------------------------------------------------------------
+    def raw(self, snap: str, base: str | None = None) -> float:
+        dest = snap.split("@")[0]
+        res = self.src.run(["sh", "-c", _RAW, "bench", snap, base or "", DST, dest], timeout=1800)
         s, e = (float(x) for x in res.text.split())
-        plain.append(e - s)
-        _drop(ctx.dst, "tank/bench-plain")
-        _drop(ctx.dst, "tank/bench")
-        act = _ours(ctx, "tank/bench@t", "tank/bench", cipher=cipher)
-        assert act.wait(1800) == "succeeded", act.record()
-        ours.append(act.resources().elapsed_s)
-        _drop(ctx.dst, "tank/bench")
-    mo, mp = statistics.median(ours), statistics.median(plain)
-    return {"ours_s": mo, "plain_s": mp, "ours_mibs": size / mo, "plain_mibs": size / mp, "ratio": mp / mo}
+        return e - s
+
+    def cli(self, snap: str, *flags: str) -> float:
+        dest = snap.split("@")[0]
+        t0 = time.perf_counter()
+        r = subprocess.run(
+            [*CLI, "replicate", f"{SRC}:{snap}", f"{DST}:{dest}", *flags],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        took = time.perf_counter() - t0
+        assert r.returncode == 0, r.stderr
+        return took
+
+    def api(self, snap: str, **kw: Any) -> float:
+        dest = snap.split("@")[0]
+        t0 = time.perf_counter()
+        act = snapshot_replicate(
+            f"{SRC}:{snap}", None, f"{DST}:{dest}", settings=self.settings, node_for=self.node_for, **kw
+        )
+        state = act.wait(1800)
+        took = time.perf_counter() - t0
+        assert state == "succeeded", act.record()
+        return took
+
+    def rotate(
+        self,
+        key: str,
+        repeats: int,
+        sides: dict[str, Callable[[], float]],
+        before: Callable[[], None],
+        after: Callable[[], None],
+    ) -> None:
+        names = list(sides)
+        for i in range(repeats):
+            order = names[i % len(names) :] + names[: i % len(names)]
+            for side in order:
+                before()
+                self.add(f"{key}.{side}", sides[side]())
+                after()
 
 
-def incremental(ctx: Ctx, changed: int) -> dict[str, float]:
-    _drop(ctx.dst, "tank/bench")
-    assert _ours(ctx, "tank/bench@t", "tank/bench").wait(1800) == "succeeded"
-    _write(ctx.src, "tank/bench", "more", changed)
-    Zfs(ctx.src).snapshot(parse_snapshot("tank/bench@t2"))
-    act = _ours(ctx, "tank/bench@t2", "tank/bench")
-    assert act.wait(600) == "succeeded", act.record()
-    n = act.progress[0]
-    return {"stream": n, "changed": changed * MiB, "ratio": n / (changed * MiB)}
+# --- measures --------------------------------------------------------------------------------------------
 
 
-def _until(act, nbytes: int, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+def full(
+    b: Bench, mib: int, repeats: int, key: str = "full", sides: tuple[str, ...] = ("raw", "cli", "api")
+) -> None:
+    ds = f"tank/b{key}"
+    b.drop(b.src, ds)
+    b.write(ds, "data", mib)
+    b.snap(f"{ds}@s")
+    fns = {"raw": lambda: b.raw(f"{ds}@s"), "cli": lambda: b.cli(f"{ds}@s"), "api": lambda: b.api(f"{ds}@s")}
+    b.rotate(key, repeats, {s: fns[s] for s in sides}, lambda: b.drop(b.dst, ds), lambda: b.verify(f"{ds}@s"))
+    b.drop(b.dst, ds)
+    b.drop(b.src, ds)
+
+
+def incremental(b: Bench, mib: int, repeats: int, key: str) -> None:
+    """``mib`` changed (0: the empty incremental, the fixed cost of a replication)."""
+    ds = f"tank/b{key}"
+    b.drop(b.src, ds)
+    b.drop(b.dst, ds)
+    b.write(ds, "base", 8)
+    b.snap(f"{ds}@base")
+    b.api(f"{ds}@base")
+    if mib:
+        b.write(ds, "more", mib)
+    b.snap(f"{ds}@i")
+    target = f"{ds}@i"
+    b.rotate(
+        key,
+        repeats,
+        {
+            "raw": lambda: b.raw(target, f"{ds}@base"),
+            "cli": lambda: b.cli(target),
+            "api": lambda: b.api(target),
+        },
+        lambda: b.reset_to(f"{ds}@base"),
+        lambda: b.verify(target),
+    )
+    b.drop(b.dst, ds)
+    b.drop(b.src, ds)
+
+
+def commands(b: Bench, repeats: int) -> None:
+    ds = "tank/bshow"
+    b.drop(b.src, ds)
+    b.drop(b.dst, ds)
+    b.write(ds, "a", 1)
+    b.snap(f"{ds}@s")
+    act = snapshot_replicate(f"{SRC}:{ds}@s", None, f"{DST}:{ds}", settings=b.settings, node_for=b.node_for)
+    act.wait(120)
+    for _ in range(repeats * 2):
+        for key, argv in (
+            ("show", [*CLI, "activity", "show", act.id, "--node", SRC]),
+            ("help", [*CLI, "--help"]),
+        ):
+            t0 = time.perf_counter()
+            r = subprocess.run(argv, env=b.env(), capture_output=True, check=False)
+            b.add(f"command.{key}", time.perf_counter() - t0)
+            assert r.returncode == 0, r.stderr
+    b.drop(b.dst, ds)
+    b.drop(b.src, ds)
+
+
+def _until(act: BackendActivity, nbytes: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while act.progress[0] < nbytes and time.monotonic() < deadline:
+    while act.progress[0] < nbytes:
+        assert time.monotonic() < deadline and act.state in ("pending", "running"), act.record()
         time.sleep(0.05)
 
 
-def cancel_and_suspend(ctx: Ctx, size: int) -> dict[str, float]:
-    _drop(ctx.dst, "tank/bench")
-    out: dict[str, float] = {}
-    act = _ours(ctx, "tank/bench@t", "tank/bench", bwlimit=64 * MiB)
-    _until(act, min(64 * MiB, size * MiB // 4))
-    act.suspend()
-    n0 = act.progress[0]
-    time.sleep(3)
-    out["after_suspend"] = act.progress[0] - n0
-    act.resume()
-    _until(act, n0 + 16 * MiB)
-    t0 = time.monotonic()
-    act.cancel()
-    while act.state != "cancelled" or Zfs(ctx.dst).exists(parse_dataset("tank/bench")):
-        if time.monotonic() - t0 > 60:
-            break
-        time.sleep(0.02)
-    out["cancel_s"] = time.monotonic() - t0
-    return out
+def cancel(b: Bench, repeats: int, mib: int, rate_mib: int) -> None:
+    """Cancel an incremental mid-stream on a shaped link: seconds until the command (or call) returns
+    with the destination rolled back, checked after."""
+    ds = "tank/bcancel"
+    b.drop(b.src, ds)
+    b.drop(b.dst, ds)
+    b.write(ds, "base", 4)
+    b.snap(f"{ds}@base")
+    b.api(f"{ds}@base")
+    b.write(ds, "more", mib)
+    b.snap(f"{ds}@i")
+    b.lab.shape(SRC, rate_mib * 8 * MiB)
+    try:
+        for i in range(repeats):
+            for side in ("cli", "api") if i % 2 == 0 else ("api", "cli"):
+                b.reset_to(f"{ds}@base")
+                act = snapshot_replicate(
+                    f"{SRC}:{ds}@i", None, f"{DST}:{ds}", settings=b.settings, node_for=b.node_for
+                )
+                _until(act, 4 * MiB)
+                t0 = time.perf_counter()
+                if side == "cli":
+                    r = subprocess.run(
+                        [*CLI, "activity", "cancel", act.id, "--node", SRC],
+                        env=b.env(),
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                    )
+                    assert r.returncode == 0, r.stderr
+                else:
+                    act.cancel()
+                b.add(f"cancel.{side}", time.perf_counter() - t0)
+                assert act.record().state == "cancelled", act.record()
+                snaps = [s.snap for s in Zfs(b.dst).list_snapshots(parse_dataset(ds))]
+                assert snaps == ["base"], snaps
+    finally:
+        b.lab.shape(SRC, None)
+    b.drop(b.dst, ds)
+    b.drop(b.src, ds)
 
 
-def agent_rss(ctx: Ctx, big: int) -> dict[str, float]:
-    _drop(ctx.dst, "tank/bench-big")
-    _drop(ctx.src, "tank/bench-big")
-    _write(ctx.src, "tank/bench-big", "data", big)
-    Zfs(ctx.src).snapshot(parse_snapshot("tank/bench-big@t"))
-    st = ctx.lab.state
+def _recv_rchar(b: Bench, dest: str) -> int:
+    """Bytes read so far by the ``zfs receive`` into ``dest`` on node2 (its /proc/PID/io)."""
+    node2 = b.lab.node(DST)
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info.get("cmdline") or []
+        if cmd[:2] == ["zfs", "receive"] and cmd[-1] == dest:
+            try:
+                if os.stat(f"/proc/{p.pid}/ns/net").st_ino == os.stat(f"/run/netns/{node2.netns}").st_ino:
+                    return int(p.io_counters().read_chars)
+            except (OSError, psutil.Error):
+                continue
+    raise AssertionError(f"no zfs receive into {dest} on {DST}")
+
+
+def suspend_at_receiver(b: Bench, mib: int, rate_mib: int) -> None:
+    ds = "tank/bsuspend"
+    b.drop(b.src, ds)
+    b.drop(b.dst, ds)
+    b.write(ds, "data", mib)
+    b.snap(f"{ds}@s")
+    b.lab.shape(SRC, rate_mib * 8 * MiB)
+    try:
+        act = snapshot_replicate(
+            f"{SRC}:{ds}@s", None, f"{DST}:{ds}", settings=b.settings, node_for=b.node_for
+        )
+        _until(act, 8 * MiB)
+        act.suspend()
+        time.sleep(0.5)  # what was in flight when suspend() returned lands
+        r0 = _recv_rchar(b, ds)
+        time.sleep(3)
+        b.add("suspend.bytes_at_receiver_3s", float(_recv_rchar(b, ds) - r0))
+        act.cancel()
+    finally:
+        b.lab.shape(SRC, None)
+    b.drop(b.dst, ds)
+    b.drop(b.src, ds)
+
+
+def agent_rss(b: Bench, mib: int) -> None:
+    ds = "tank/brss"
+    b.drop(b.src, ds)
+    b.drop(b.dst, ds)
+    b.write(ds, "data", mib)
+    b.snap(f"{ds}@s")
+    st = b.lab.state
     assert st is not None
     proc = psutil.Process(st.pids[SRC]["agent"])
-    peak = proc.memory_info().rss
-    before = peak
+    peak = before = proc.memory_info().rss
     stop = threading.Event()
 
     def sample() -> None:
@@ -159,41 +328,105 @@ def agent_rss(ctx: Ctx, big: int) -> dict[str, float]:
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
-    act = _ours(ctx, "tank/bench-big@t", "tank/bench-big")
-    ok = act.wait(1800)
+    b.api(f"{ds}@s")
     stop.set()
     th.join()
-    rec = act.record()
-    _drop(ctx.dst, "tank/bench-big")
-    _drop(ctx.src, "tank/bench-big")
+    b.add("rss.agent_idle", float(before))
+    b.add("rss.agent_peak", float(peak))
+    b.drop(b.dst, ds)
+    b.drop(b.src, ds)
+
+
+# --- report ------------------------------------------------------------------------------------------------
+
+
+def _stat(xs: list[float]) -> tuple[float, float, float]:
+    return statistics.median(xs), min(xs), max(xs)
+
+
+def _secs(xs: list[float] | None) -> str:
+    if not xs:
+        return "-"
+    m, lo, hi = _stat(xs)
+    return f"{m:.3f} s [{lo:.3f}-{hi:.3f}]"
+
+
+def _ratio(s: dict[str, list[float]], a: str, b: str) -> float | None:
+    if not s.get(a) or not s.get(b):
+        return None
+    return statistics.median(s[a]) / statistics.median(s[b])
+
+
+def report(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    s = b.samples
+    rows: list[tuple[str, str, str, str]] = []
+
+    def add(name: str, value: str, ratio: float | None, target: str) -> None:
+        rows.append((name, value, "" if ratio is None else f"{ratio:.2f}x", target))
+
+    for key, label, goals in (
+        ("full", f"full {args.full} MiB", ("≤ 1.10x", "≤ 1.05x")),
+        ("incr", f"incremental {args.incr} MiB", ("≤ 1.5x", "≤ 1.2x")),
+        ("empty", "empty incremental (fixed cost)", ("≤ 0.7 s", "")),
+        ("tp", f"throughput {args.tp} MiB", ("", "≥ 0.97x raw (raw/API)")),
+    ):
+        add(f"{label}: raw", _secs(s.get(f"{key}.raw")), None, "")
+        if s.get(f"{key}.cli"):
+            add(f"{label}: CLI", _secs(s.get(f"{key}.cli")), _ratio(s, f"{key}.cli", f"{key}.raw"), goals[0])
+        if key == "tp":
+            r = _ratio(s, f"{key}.raw", f"{key}.api")
+            add(f"{label}: API", _secs(s.get(f"{key}.api")), r, goals[1])
+        else:
+            add(f"{label}: API", _secs(s.get(f"{key}.api")), _ratio(s, f"{key}.api", f"{key}.raw"), goals[1])
+    add("activity show --node (CLI)", _secs(s.get("command.show")), None, "≤ 0.4 s")
+    add("zfs-backend --help", _secs(s.get("command.help")), None, "")
+    add("cancel → rolled back, shaped link: CLI", _secs(s.get("cancel.cli")), None, "≤ 1.0 s")
+    add("cancel → rolled back, shaped link: API", _secs(s.get("cancel.api")), None, "")
+    sus = s.get("suspend.bytes_at_receiver_3s")
+    add("bytes into zfs recv in 3 s after suspend()", f"{sus[0]:.0f} B" if sus else "-", None, "0")
+    if s.get("rss.agent_peak"):
+        add(
+            f"agent RSS over a {args.big} MiB stream",
+            f"{s['rss.agent_peak'][0] / MiB:.1f} MiB (idle {s['rss.agent_idle'][0] / MiB:.1f})",
+            None,
+            "flat",
+        )
+    t = Table(
+        title=f"scripts/bench replicate: {SRC} → {DST}, median [min-max] of {args.repeats}, rotating order"
+    )
+    for col in ("measure", "wall clock", "vs raw", "goal"):
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*row)
+    b.con.print(t)
     return {
-        "state_ok": float(ok == "succeeded"),
-        "bytes": rec.progress.done,
-        "agent_rss_before": before,
-        "agent_rss_peak": peak,
-        "activity_peak_rss": rec.resources.peak_rss_bytes,
-        "cpu_s": rec.resources.cpu_s,
+        "when": time.time(),
+        "args": vars(args),
+        "samples": s,
+        "medians": {k: statistics.median(v) for k, v in s.items()},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="scripts/bench replicate", description=__doc__.split("\n")[0])
-    ap.add_argument("--size", type=int, default=512, help="MiB per throughput run (default 512)")
-    ap.add_argument("--repeats", type=int, default=5, help="runs of each side (median; default 5)")
-    ap.add_argument("--changed", type=int, default=32, help="MiB changed for the incremental (default 32)")
-    ap.add_argument("--big", type=int, default=1024, help="MiB of the RSS run (default 1024)")
-    ap.add_argument("--cipher", default="aes128-gcm@openssh.com")
-    ap.add_argument("--quick", action="store_true", help="64 MiB x 3, RSS on 256 MiB")
+    ap = argparse.ArgumentParser(prog="scripts/bench replicate", description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=5, help="runs of each side (default 5)")
+    ap.add_argument("--full", type=int, default=256, help="MiB of the full stream (default 256)")
+    ap.add_argument("--incr", type=int, default=32, help="MiB changed for the incremental (default 32)")
+    ap.add_argument("--tp", type=int, default=512, help="MiB of the throughput run (default 512)")
+    ap.add_argument("--big", type=int, default=1024, help="MiB of the agent RSS run (default 1024)")
+    ap.add_argument("--quick", action="store_true", help="3 repeats, 64/16/128/256 MiB")
+    ap.add_argument("--only", help="comma-separated measures: full,incr,empty,commands,cancel,tp,suspend,rss")
+    ap.add_argument("--json", metavar="FILE", help="write every sample as JSON ('-': stdout)")
     ap.add_argument("--home", default="/var/lib/zfs-backend-bench", help="the benchmark lab's state dir")
     ap.add_argument("--network", default="198.18.110.0/24")
     ap.add_argument("--down", action="store_true", help="take the benchmark lab down afterwards")
     a = ap.parse_args(argv)
     if a.quick:
-        a.size, a.repeats, a.big = 64, 3, 256
-    con = Console()
+        a.repeats, a.full, a.incr, a.tp, a.big = 3, 64, 16, 128, 256
+    con = Console(stderr=a.json == "-")
     settings = load_settings({**os.environ, "ZFS_BACKEND_HOME": a.home, "ZFS_BACKEND_LAB_NETWORK": a.network})
     lab = Lab(settings)
-    pool = max(1 << 30, (max(a.size, a.big) * 2 + 512) * MiB)
+    pool = max(1 << 30, (max(a.full, a.tp, a.big) * 2 + 512) * MiB)
     st = lab.state
     if st is not None and (st.pool_size < pool or len(st.nodes) != 2):
         con.print("  the benchmark lab's pools are too small for these sizes: recreating it")
@@ -201,53 +434,36 @@ def main(argv: list[str] | None = None) -> int:
         lab = Lab(settings)
     lab.up(nodes=2, pool_size=pool, with_agent=True, on_step=lambda m: con.print(f"  {m}"))
     inv = load_inventory(settings.inventory)
-    ctx = Ctx(lab, inv.connect(SRC, settings), inv.connect(DST, settings), settings, {})
+    b = Bench(lab, settings, inv.connect(SRC, settings), inv.connect(DST, settings), con)
+    only = set((a.only or "full,incr,empty,commands,cancel,tp,suspend,rss").split(","))
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("empty", lambda: incremental(b, 0, a.repeats, "empty")),
+        ("incr", lambda: incremental(b, a.incr, a.repeats, "incr")),
+        ("full", lambda: full(b, a.full, a.repeats)),
+        ("commands", lambda: commands(b, a.repeats)),
+        ("cancel", lambda: cancel(b, a.repeats, 64, 16)),
+        ("tp", lambda: full(b, a.tp, a.repeats, key="tp", sides=("raw", "api"))),
+        ("suspend", lambda: suspend_at_receiver(b, 128, 16)),
+        ("rss", lambda: agent_rss(b, a.big)),
+    ]
     try:
-        for h in (ctx.src, ctx.dst):
-            for ds in ("tank/bench", "tank/bench-plain", "tank/bench-big"):
-                _drop(h, ds)
-        con.print(f"throughput: {a.size} MiB x {a.repeats}, cipher {a.cipher} …")
-        tp = throughput(ctx, a.size, a.repeats, a.cipher)
-        con.print("incremental …")
-        inc = incremental(ctx, a.changed)
-        con.print("suspend / cancel …")
-        cs = cancel_and_suspend(ctx, a.size)
-        con.print(f"agent RSS over a {a.big} MiB stream …")
-        rss = agent_rss(ctx, a.big)
+        for name, step in steps:
+            if name in only:
+                con.print(f"{name} …")
+                step()
     finally:
-        for h in (ctx.src, ctx.dst):
-            for ds in ("tank/bench", "tank/bench-plain", "tank/bench-big"):
-                try:
-                    _drop(h, ds)
-                except Exception as e:
-                    con.print(f"cleanup {h.name}:{ds}: {e}")
+        for node in b.agents.values():
+            node.close()
         if a.down:
             lab.down()
-    t = Table(title=f"replicate benchmark ({SRC} → {DST}, lab {a.network})")
-    t.add_column("measure")
-    t.add_column("value", justify="right")
-    t.add_column("target")
-    t.add_row(
-        f"plain send|ssh|recv, median of {a.repeats}",
-        f"{tp['plain_mibs']:.0f} MiB/s ({tp['plain_s']:.2f} s)",
-        "",
-    )
-    t.add_row("ours (replicate activity)", f"{tp['ours_mibs']:.0f} MiB/s ({tp['ours_s']:.2f} s)", "")
-    t.add_row("ratio ours / plain", f"{tp['ratio']:.3f}", "≥ 0.95")
-    t.add_row(f"incremental stream / changed ({a.changed} MiB)", f"{inc['ratio']:.4f}", "≤ 1.05 + 1 MiB")
-    t.add_row("cancel() → rolled back", f"{cs['cancel_s']:.2f} s", "< 2 s")
-    t.add_row("bytes moved after suspend()", f"{cs['after_suspend']:.0f} B", "0 (≤ 1 chunk)")
-    t.add_row(
-        f"agent peak RSS, {a.big} MiB stream",
-        f"{rss['agent_rss_peak'] / MiB:.1f} MiB (idle {rss['agent_rss_before'] / MiB:.1f})",
-        "flat",
-    )
-    t.add_row(
-        "activity peak RSS (send+ssh) / CPU",
-        f"{rss['activity_peak_rss'] / MiB:.1f} MiB / {rss['cpu_s']:.1f} s",
-        "",
-    )
-    con.print(t)
+    out = report(b, a)
+    if a.json:
+        text = json.dumps(out, indent=1)
+        if a.json == "-":
+            print(text)
+        else:
+            with open(a.json, "w") as f:
+                f.write(text + "\n")
     return 0
 
 

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ConfigError
+
 __all__ = ["Settings", "load_settings"]
 
 DEFAULT_HOME = "/var/lib/zfs-backend"
@@ -21,7 +23,10 @@ class Settings:
     default: the lab's).
     ``lab_network``: the lab's IPv4 network (``$ZFS_BACKEND_LAB_NETWORK``).
     ``ssh_cipher``: cipher for bulk streams over OpenSSH (``$ZFS_BACKEND_SSH_CIPHER``).
-    ``agent_socket``: the node agent's unix socket (``$ZFS_BACKEND_AGENT_SOCKET``).
+    ``ssh_persist_s``: how long an idle SSH master connection to a node is kept for the next command
+    (``$ZFS_BACKEND_SSH_PERSIST``, seconds, default 600; 0 = no reuse).
+    ``agent_socket``: the node agent's unix socket (``$ZFS_BACKEND_AGENT_SOCKET``); beside it
+    ``peer.sock``, the socket peer nodes reach (replication's receiving end only).
     """
 
     home: Path
@@ -29,6 +34,7 @@ class Settings:
     lab_network: str
     ssh_cipher: str
     agent_socket: Path
+    ssh_persist_s: int = 600
 
     @property
     def lab_dir(self) -> Path:
@@ -37,6 +43,28 @@ class Settings:
     @property
     def agent_dir(self) -> Path:
         return self.home / "agent"
+
+    @property
+    def ssh_dir(self) -> Path:
+        """Private directory of the controller's SSH master connections and forwarded sockets."""
+        return self.home / "ssh"
+
+    @property
+    def peer_socket(self) -> Path:
+        return self.agent_socket.with_name("peer.sock")
+
+
+def _int(env: dict[str, str] | os._Environ[str], key: str, default: int) -> int:
+    value = env.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"${key} must be a whole number of seconds, not {value!r}") from None
+    if n < 0:
+        raise ConfigError(f"${key} must not be negative")
+    return n
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -48,4 +76,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         lab_network=e.get("ZFS_BACKEND_LAB_NETWORK", DEFAULT_LAB_NETWORK),
         ssh_cipher=e.get("ZFS_BACKEND_SSH_CIPHER", "aes128-gcm@openssh.com"),
         agent_socket=Path(e.get("ZFS_BACKEND_AGENT_SOCKET", "/run/zfs-backend/agent.sock")),
+        ssh_persist_s=_int(e, "ZFS_BACKEND_SSH_PERSIST", 600),
     )

@@ -31,7 +31,13 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── AgentUnavailable              the node agent is down or unreachable; exit 12
     │   ├── StoreError                    the activity store is unreadable or from a newer schema
     │   └── ProtocolError                 a malformed agent request or response
-    └── ReplicationConflict               plan refused: diverged, no common base, running, no space; exit 8
+    └── ReplicationConflict               plan refused; nothing was changed; exit 8
+        ├── DestinationDiverged           newer snapshots or changed data on the destination
+        ├── NoCommonBase                  no snapshot both sides hold (by GUID)
+        ├── DestinationExistsConflict     a full copy into a dataset that exists
+        ├── UpToDate                      the destination holds the snapshot already
+        ├── InsufficientSpace             the destination lacks the space the estimate needs
+        └── AlreadyRunning                the same replication runs, or another receives into the destination
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ __all__ = [
     "ActivityNotFound",
     "AddressRangeTaken",
     "AgentUnavailable",
+    "AlreadyRunning",
     "CommandFailed",
     "CommandTimeout",
     "ConfigError",
@@ -50,14 +57,18 @@ __all__ = [
     "DatasetExists",
     "DatasetHasDependents",
     "DatasetNotFound",
+    "DestinationDiverged",
+    "DestinationExistsConflict",
     "DestinationModified",
     "HostError",
     "HostKeyMismatch",
     "HostUnreachable",
+    "InsufficientSpace",
     "InvalidName",
     "InvalidTransition",
     "LabError",
     "MissingDependency",
+    "NoCommonBase",
     "NotRoot",
     "PoolFull",
     "ProtocolError",
@@ -65,6 +76,7 @@ __all__ = [
     "StoreError",
     "UnknownNode",
     "UnsupportedFeature",
+    "UpToDate",
     "UsageError",
     "ZfsBackendError",
     "ZfsError",
@@ -207,3 +219,27 @@ class ProtocolError(ActivityError):
 
 class ReplicationConflict(ZfsBackendError):
     exit_code = 8
+
+
+class DestinationDiverged(ReplicationConflict):
+    """The destination has snapshots newer than the common base, or changed data after it."""
+
+
+class NoCommonBase(ReplicationConflict):
+    """The destination exists but shares no usable snapshot (by GUID) with the source."""
+
+
+class DestinationExistsConflict(ReplicationConflict):
+    """A full copy was asked for, but the destination dataset exists."""
+
+
+class UpToDate(ReplicationConflict):
+    """The destination already holds the snapshot (same GUID)."""
+
+
+class InsufficientSpace(ReplicationConflict):
+    """The destination pool lacks the space the size estimate needs."""
+
+
+class AlreadyRunning(ReplicationConflict):
+    """The same replication is running, or another one is receiving into the same destination."""

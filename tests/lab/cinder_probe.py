@@ -5,14 +5,16 @@ pytest: the project's main venv has no cinder).
     cinder_probe.py CONFIG_DIR BACKEND
 
 It writes ``CONFIG_DIR/cinder.conf`` from the environment (``ZFS_BACKEND_HOME``, ``CINDER_PROBE_NODE``,
-``CINDER_PROBE_PARENT``), then as ``cinder/cmd/volume.py`` and ``cinder/volume/manager.py`` do:
+``CINDER_PROBE_PARENT``; ``nas_secure_file_permissions = false`` to see Cinder's option reach the node),
+then as ``cinder/cmd/volume.py`` and ``cinder/volume/manager.py`` do:
 eventlet monkey patching, ``cfg.CONF(["--config-file", ...], project="cinder")``,
 ``objects.register_all()``, ``Configuration(volume_backend_opts, config_group=BACKEND)`` and
 ``importutils.import_object(conf.volume_driver, configuration=..., host=..., ...)``; then ``do_setup``,
 ``check_for_setup_error``, ``init_capabilities`` / ``get_volume_stats(refresh=True)``, ``create_volume``
 and ``create_snapshot`` with cinder's own ``objects.Volume`` / ``objects.Snapshot`` (built in memory with
 the fields a database row would give: no database here; cinder's ``fake_volume`` test helpers would need
-its test dependencies), ``create_export`` and ``initialize_connection``.
+its test dependencies), ``create_export`` and ``initialize_connection`` with a connector whose ``ip`` is
+``CINDER_PROBE_CLIENT_IP`` (the test's own address, which must then be able to mount the volume).
 
 Protocol on stdout, one JSON object a line: ``{"phase": "created", ...}``, then it waits for one line
 on stdin (the test looks at the node meanwhile), cleans up (``terminate_connection``, ``remove_export``,
@@ -61,6 +63,7 @@ def write_conf(path: Path, backend: str) -> None:
         f"zfs_backend_node = {os.environ['CINDER_PROBE_NODE']}\n"
         f"zfs_backend_parent = {os.environ['CINDER_PROBE_PARENT']}\n"
         f"zfs_backend_home = {os.environ['ZFS_BACKEND_HOME']}\n"
+        "nas_secure_file_permissions = false\n"
     )
 
 
@@ -153,7 +156,11 @@ def run(config_dir: Path, backend: str) -> None:
             vol.update(update)
         snap_update = driver.create_snapshot(snap)
         # An attach, as VolumeManager.initialize_connection does it: create_export, then the connection info.
-        connector = {"host": "cinder-lab-client", "ip": "127.0.0.1", "initiator": None}
+        connector = {
+            "host": "cinder-lab-client",
+            "ip": os.environ["CINDER_PROBE_CLIENT_IP"],
+            "initiator": None,
+        }
         export_update = driver.create_export(ctx, vol, connector)
         if export_update:
             vol.update(export_update)

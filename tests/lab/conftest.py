@@ -4,6 +4,7 @@ restore it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -53,8 +54,10 @@ def lab_settings() -> Settings:
 def lab(lab_settings: Settings) -> Iterator[Lab]:
     lab = Lab(lab_settings)
     lab.down()  # a previous run that was killed may have left one behind
+    with contextlib.suppress(OSError):  # an empty home is made again by `lab up`, as a user's would be
+        lab_settings.home.rmdir()
     lab = Lab(lab_settings)
-    lab.up(nodes=3, pool_size=1 << 30, with_agent=_agent_available())
+    lab.up(nodes=3, pool_size=1 << 30, with_agent=_agent_available(), test_kinds=True)
     yield lab
     lab.down()
 
@@ -65,6 +68,21 @@ def _agent_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+@pytest.fixture
+def names(nodes: dict[str, SSHHost]) -> Iterator[list[str]]:
+    """Dataset names for one test (``tank/r<hex>``, see ``replication_helpers.new_name``), destroyed on
+    every node afterwards."""
+    from zfs_backend.zfs import Zfs, parse_dataset
+
+    made: list[str] = []
+    yield made
+    for host in nodes.values():
+        z = Zfs(host)
+        for n in made:
+            with contextlib.suppress(Exception):
+                z.destroy(parse_dataset(n), recursive=True, missing_ok=True, deadline=20)
 
 
 @pytest.fixture(scope="session")

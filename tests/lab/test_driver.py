@@ -1,6 +1,8 @@
 """The ZFS/NFS volume driver against lab nodes: every driver method, data written through a real NFS
 client surviving snapshot, clone, extend and replication (checksums), capabilities true to the node,
-bad input and a full pool refused with nothing changed; the volume service and CLI on top."""
+bad input and a full pool refused with nothing changed; the volume service and CLI on top. The NFS
+client runs in the controller's namespace, so every mount is preceded by a grant of the controller's
+address (``initialize_connection``); who else gets in is ``test_nfs_access.py``'s business."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from zfs_backend.driver import (
     VolumeNotFound,
     ZfsNfsDriver,
 )
+from zfs_backend.driver.errors import InvalidClient
 from zfs_backend.driver.service import VolumeService
 from zfs_backend.driver.stats import CAPABILITY_KEYS, STANDARD_KEYS
 from zfs_backend.driver.zfs_nfs import SIZE_PROPERTY
@@ -76,8 +79,14 @@ def drivers(lab: Lab, nodes: dict[str, SSHHost], lab_settings: Settings) -> Iter
         assert [x.name for x in d.zfs.list_datasets(d.options.parent_dataset)] == [d.options.parent_dataset]
 
 
-def nfs_io(d: ZfsNfsDriver, v: Volume) -> nfs.NfsClient:
-    export = d.initialize_connection(v, {})["data"]["export"]
+@pytest.fixture(scope="module")
+def connector(lab: Lab) -> dict[str, Any]:
+    """Cinder's connector for this process: the controller's address on the lab's bridge."""
+    return {"ip": lab.layout.controller_address, "host": "controller"}
+
+
+def nfs_io(d: ZfsNfsDriver, v: Volume, connector: dict[str, Any]) -> nfs.NfsClient:
+    export = d.initialize_connection(v, connector)["data"]["export"]
     addr, path = export.split(":", 1)
     return eventually(lambda: nfs.NfsClient(addr, path))
 
@@ -96,7 +105,7 @@ def state(d: ZfsNfsDriver) -> tuple[Any, ...]:
     z, parent = d.zfs, d.options.parent_dataset
     datasets = z.list_datasets(parent)
     snaps = [s.name for ds in datasets for s in z.list_snapshots(ds.name)]
-    return [x.name for x in datasets], snaps, sorted(d.exports.entries())
+    return [x.name for x in datasets], snaps, sorted((k, e.clients) for k, e in d.exports.entries().items())
 
 
 def test_capabilities_true_to_node(drivers: dict[str, ZfsNfsDriver]) -> None:
@@ -122,25 +131,25 @@ def test_capabilities_true_to_node(drivers: dict[str, ZfsNfsDriver]) -> None:
         d.delete_volume(v)
 
 
-def test_volume_lifecycle_data_survives(drivers: dict[str, ZfsNfsDriver]) -> None:
+def test_volume_lifecycle_data_survives(drivers: dict[str, ZfsNfsDriver], connector: dict[str, Any]) -> None:
     d = drivers["node1"]
     v = Volume(id=vid(), size=1)
     update = d.create_volume(v)
     assert update["provider_location"] == f"{d.options.export_address}:/tank/volumes/{v.name}"
     assert file_size(d, v) == GIB
-    info = d.initialize_connection(v, {"host": "test"})
+    info = d.initialize_connection(v, connector)
     assert info["driver_volume_type"] == "nfs" and info["data"]["name"] == "volume"
     a, b = os.urandom(1 << 20), os.urandom(1 << 20)
-    with nfs_io(d, v) as c:
+    with nfs_io(d, v, connector) as c:
         c.pwrite("/volume", 0, a)
     snap = Snapshot(id=vid(), volume_id=v.id, volume_size=1)
     assert d.create_snapshot(snap) is None
-    with nfs_io(d, v) as c:
+    with nfs_io(d, v, connector) as c:
         c.pwrite("/volume", 0, b)  # after the snapshot
     from_snap = Volume(id=vid(), size=2)
     d.create_volume_from_snapshot(from_snap, snap)
     assert file_size(d, from_snap) == 2 * GIB
-    with nfs_io(d, from_snap) as c:
+    with nfs_io(d, from_snap, connector) as c:
         assert sha(c.pread("/volume", 0, len(a))) == sha(a)
     d.extend_volume(v, 2)
     assert file_size(d, v) == 2 * GIB
@@ -149,11 +158,11 @@ def test_volume_lifecycle_data_survives(drivers: dict[str, ZfsNfsDriver]) -> Non
     assert int(d.zfs.get(ds, ["refquota"])["refquota"]) > 2 * GIB
     clone = Volume(id=vid(), size=2)
     d.create_cloned_volume(clone, v)
-    with nfs_io(d, v) as c:
+    with nfs_io(d, v, connector) as c:
         assert sha(c.pread("/volume", 0, len(b))) == sha(b)
         c.pwrite("/volume", GIB + 4096, a)  # in the extended part
         assert sha(c.pread("/volume", GIB + 4096, len(a))) == sha(a)
-    with nfs_io(d, clone) as c:
+    with nfs_io(d, clone, connector) as c:
         assert sha(c.pread("/volume", 0, len(b))) == sha(b)
     # refusals that change nothing
     before = state(d)
@@ -162,7 +171,8 @@ def test_volume_lifecycle_data_survives(drivers: dict[str, ZfsNfsDriver]) -> Non
     with pytest.raises(VolumeBusy, match="dependent"):
         d.delete_snapshot(snap)
     assert state(d) == before
-    d.terminate_connection(v, {})
+    d.terminate_connection(v, connector)
+    assert d.exports.get(ds) is not None and d.exports.get(ds).clients == ()  # type: ignore[union-attr]
     d.remove_export(None, v)
     assert d.exports.get(ds) is None
     assert d.create_export(None, v, {})["provider_location"] == update["provider_location"]
@@ -170,16 +180,19 @@ def test_volume_lifecycle_data_survives(drivers: dict[str, ZfsNfsDriver]) -> Non
     d.delete_volume(from_snap)
     d.delete_snapshot(snap)
     d.delete_volume(v)
-    with nfs_io(d, clone) as c:
+    with nfs_io(d, clone, connector) as c:
         assert sha(c.pread("/volume", 0, len(b))) == sha(b)
     d.delete_volume(clone)
     d.delete_volume(clone)  # already gone: Cinder's idempotent delete
 
 
-def test_bad_input_changes_nothing(drivers: dict[str, ZfsNfsDriver], nodes: dict[str, SSHHost]) -> None:
+def test_bad_input_changes_nothing(
+    drivers: dict[str, ZfsNfsDriver], nodes: dict[str, SSHHost], connector: dict[str, Any]
+) -> None:
     d = drivers["node1"]
     v = Volume(id=vid(), size=1)
     d.create_volume(v)
+    d.initialize_connection(v, connector)
     try:
         before = state(d)
         ghost = Volume(id=vid(), size=1)
@@ -191,7 +204,12 @@ def test_bad_input_changes_nothing(drivers: dict[str, ZfsNfsDriver], nodes: dict
                 lambda: d.create_snapshot(Snapshot(id=vid(), volume_id=ghost.id, volume_size=1)),
             ),
             (VolumeNotFound, lambda: d.create_cloned_volume(Volume(id=vid(), size=1), ghost)),
-            (VolumeNotFound, lambda: d.initialize_connection(ghost, {})),
+            (VolumeNotFound, lambda: d.initialize_connection(ghost, connector)),
+            (InvalidClient, lambda: d.initialize_connection(v, {})),
+            (InvalidClient, lambda: d.initialize_connection(v, {"ip": "*"})),
+            (InvalidClient, lambda: d.initialize_connection(v, {"ip": "198.18.0.0/16"})),
+            (InvalidClient, lambda: d.initialize_connection(v, {"ip": "1.2.3.4; Access_Type = RW"})),
+            (InvalidClient, lambda: d.terminate_connection(v, {"ip": "0.0.0.0"})),
             (
                 VolumeNotFound,
                 lambda: d.create_volume_from_snapshot(
@@ -232,14 +250,14 @@ def test_bad_input_changes_nothing(drivers: dict[str, ZfsNfsDriver], nodes: dict
         d.delete_volume(v)
 
 
-def test_snapshot_replicate_data_arrives(drivers: dict[str, ZfsNfsDriver]) -> None:
+def test_snapshot_replicate_data_arrives(drivers: dict[str, ZfsNfsDriver], connector: dict[str, Any]) -> None:
     src, dst = drivers["node1"], drivers["node2"]
     v = Volume(id=vid(), size=1)
     src.create_volume(v)
     snap = Snapshot(id=vid(), volume_id=v.id, volume_size=1)
     data = os.urandom(2 << 20)
     try:
-        with nfs_io(src, v) as c:
+        with nfs_io(src, v, connector) as c:
             c.pwrite("/volume", 1 << 20, data)
         src.create_snapshot(snap)
         act = src.snapshot_replicate(snap, None, "node2")
@@ -249,7 +267,7 @@ def test_snapshot_replicate_data_arrives(drivers: dict[str, ZfsNfsDriver]) -> No
         assert n == m > len(data)
         # the replica on node2 is a volume of the same id: export it there and read it through NFS
         dst.create_export(None, v, {})
-        with nfs_io(dst, v) as c:
+        with nfs_io(dst, v, connector) as c:
             assert sha(c.pread("/volume", 1 << 20, len(data))) == sha(data)
         assert file_size(dst, v) == GIB
     finally:
@@ -260,7 +278,12 @@ def test_snapshot_replicate_data_arrives(drivers: dict[str, ZfsNfsDriver]) -> No
 
 
 def test_service_and_cli(
-    lab_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    lab: Lab,
+    lab_settings: Settings,
+    nodes: dict[str, SSHHost],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
 ) -> None:
     svc = VolumeService(lab_settings, db_path=tmp_path / "volumes.db")
     name = f"vol-{vid()}"
@@ -277,12 +300,16 @@ def test_service_and_cli(
             svc.create_volume(f"big-{vid()}", 100, "node1")
         assert [r.name for r in svc.list_volumes()] == [name]
         svc.create_snapshot(name, "s1")
-        info = svc.attach(name)
+        with pytest.raises(InvalidClient):  # no address: nothing granted, nothing recorded
+            svc.attach(name, {"host": "controller"})
+        assert svc.get_volume(name).status == "available"
+        controller = lab.layout.controller_address
+        info = svc.attach(name, {"ip": controller})
         assert info["data"]["export"] == rec.provider_location
-        assert svc.get_volume(name).status == "in-use"
+        assert svc.get_volume(name).status == "in-use" and svc.attachments(name) == [controller]
         with pytest.raises(VolumeBusy):
             svc.delete_volume(name)
-        svc.detach(name)
+        assert svc.detach(name) == [controller]
         with pytest.raises(VolumeBusy):
             svc.delete_volume(name)
         svc.delete_snapshot(name, "s1")
@@ -303,6 +330,44 @@ def test_service_and_cli(
         assert [r["name"] for r in json.loads(capsys.readouterr().out)] == [name]
         assert cli_main(["stats", "node1", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["storage_protocol"] == "NFS"
+        # attach grants the controller's bridge address by default on the lab, --client another one
+        exports = drivers_exports(lab_settings, nodes)
+        assert cli_main(["volume", "attach", name]) == 0
+        assert json.loads(capsys.readouterr().out)["driver_volume_type"] == "nfs"
+        assert cli_main(["volume", "attach", name, "--client", lab.node("node3").address]) == 0
+        capsys.readouterr()
+        ds = f"tank/volumes/volume-{json.loads(_show(name, capsys))['id']}"
+        assert exports().get(ds) == (lab.layout.controller_address, lab.node("node3").address)
+        before = exports()
+        assert (
+            cli_main(["volume", "attach", name, "--client", "10.0.0.0/8"]) == 2
+        )  # one line, nothing changed
+        assert cli_main(["volume", "detach", name, "--client", "not-an-ip"]) == 2
+        assert exports() == before
+        assert cli_main(["volume", "delete", name]) == 2  # attached
+        assert cli_main(["volume", "detach", name, "--client", lab.node("node3").address]) == 0
+        assert exports().get(ds) == (lab.layout.controller_address,)
+        assert cli_main(["volume", "detach", name]) == 0
+        assert exports().get(ds) == ()
         assert cli_main(["volume", "delete", name]) == 0
     finally:
         db.unlink(missing_ok=True)
+
+
+def drivers_exports(
+    settings: Settings, nodes: dict[str, SSHHost]
+) -> Callable[[], dict[str, tuple[str, ...]]]:
+    """Read node1's exports file: dataset -> granted clients."""
+    inv = load_inventory(settings.inventory)
+    spec = inv.node("node1")
+    d = ZfsNfsDriver(
+        NodeOptions.from_vars("node1", spec.vars, spec.address), nodes["node1"], settings=settings
+    )
+    d.do_setup()
+    return lambda: {k: e.clients for k, e in d.exports.entries().items()}
+
+
+def _show(name: str, capsys: Any) -> str:
+    assert cli_main(["volume", "show", name, "--json"]) == 0
+    out: str = capsys.readouterr().out
+    return out

@@ -48,7 +48,9 @@ def small_lab() -> Iterator[Lab]:
 
 def test_down_leaves_nothing(small_lab: Lab) -> None:
     small_lab.up(nodes=2, pool_size=256 << 20, with_agent=False)
-    pids = [p for svc in small_lab.state.pids.values() for p in svc.values()]
+    st = small_lab.state
+    assert st is not None
+    pids = [p for svc in st.pids.values() for p in svc.values()]
     assert small_lab.status()[1].services["sshd"]
     small_lab.down()
     assert _traces(small_lab) == {"netns": [], "mounts": [], "links": [], "procs": [], "files": False}

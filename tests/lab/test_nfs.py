@@ -1,5 +1,6 @@
-"""nfs-ganesha in the lab nodes: explicit ports, exports added and removed live by SIGHUP, a real
-client (libnfs, and nfs-ls over v3 and v4) in the controller's namespace reading and writing."""
+"""nfs-ganesha in the lab nodes: explicit ports, exports added, granted and removed live by SIGHUP, a real
+client (libnfs, and nfs-ls over v3 and v4) in the controller's namespace reading and writing. Which
+addresses get in is tested in ``test_nfs_access.py``."""
 
 from __future__ import annotations
 
@@ -56,8 +57,10 @@ def test_export_added_and_removed_live(lab: Lab, nodes: dict[str, SSHHost]) -> N
         path = z.mountpoint(ds)
         assert path is not None
         host.run(["truncate", "-s", "4M", f"{path}/volume"])  # created server side, as the driver does
+        host.run(["chown", "65534:65534", f"{path}/volume"])  # owned by whom a squashed root becomes
         pid_before = ex.server_pid()
         ex.add(ds, path)
+        assert ex.grant(ds, lab.layout.controller_address) is not None  # the controller's bridge address
         assert ex.server_pid() == pid_before  # reloaded, not restarted
         data = os.urandom(256 << 10)
         with eventually(lambda: nfs.NfsClient(addr, path)) as c:

@@ -6,12 +6,10 @@ Every test destroys what it creates and restores shaping/links in ``finally``.
 
 from __future__ import annotations
 
-import contextlib
+import sys
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
 
 import pytest
 
@@ -26,12 +24,23 @@ from zfs_backend.replication import (
     DestinationExistsConflict,
     InsufficientSpace,
     NoCommonBase,
-    snapshot_replicate,
 )
 from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
 
-MiB = 1 << 20
-FAST = {"backoff_s": 0.5}
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
+from replication_helpers import (
+    MiB,
+    assert_success,
+    checksums,
+    guid,
+    listing,
+    new_name,
+    replicate,
+    shaped,
+    snapshot,
+    wait_for_bytes,
+    write,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,106 +48,6 @@ def _agents(lab: Lab, nodes: dict[str, SSHHost]) -> None:
     if not (lab.state and lab.state.agents):
         pytest.skip("the lab runs without agents")
     # (the lab gives nodes a plain ~/.bashrc: the host's pyenv hook stalled logins after a killed ssh)
-
-
-@pytest.fixture
-def names(nodes: dict[str, SSHHost]) -> Iterator[list[str]]:
-    """Dataset names for one test (``tank/r<hex>``), destroyed on every node afterwards."""
-    made: list[str] = []
-    yield made
-    for host in nodes.values():
-        z = Zfs(host)
-        for n in made:
-            with contextlib.suppress(Exception):
-                z.destroy(parse_dataset(n), recursive=True, missing_ok=True, deadline=20)
-
-
-def new_name(names: list[str]) -> str:
-    n = f"tank/r{uuid.uuid4().hex[:8]}"
-    names.append(n)
-    return n
-
-
-def write(host: SSHHost, ds: str, file: str, mib: int) -> None:
-    z = Zfs(host)
-    if not z.exists(parse_dataset(ds)):
-        z.create(parse_dataset(ds))
-    mnt = z.mountpoint(parse_dataset(ds))
-    host.run(
-        ["dd", "if=/dev/urandom", f"of={mnt}/{file}", "bs=1M", f"count={mib}", "status=none"], timeout=120
-    )
-
-
-def snapshot(host: SSHHost, ds: str, snap: str) -> None:
-    Zfs(host).snapshot(parse_snapshot(f"{ds}@{snap}"))
-
-
-def checksums(host: SSHHost, ds: str) -> dict[str, str]:
-    z = Zfs(host)
-    if not z.exists(parse_dataset(ds)):
-        return {}
-    mnt = z.mountpoint(parse_dataset(ds))
-    out = host.run(["sh", "-c", 'cd "$1" && find . -type f | sort | xargs -r sha256sum', "sh", str(mnt)]).text
-    return {line.split()[1]: line.split()[0] for line in out.splitlines() if line}
-
-
-def listing(host: SSHHost, ds: str) -> list[tuple[str, int]] | None:
-    z = Zfs(host)
-    if not z.exists(parse_dataset(ds)):
-        return None
-    return [(s.snap, s.guid) for s in z.list_snapshots(parse_dataset(ds))]
-
-
-def guid(host: SSHHost, snap: str) -> int:
-    v = Zfs(host).get_int(parse_snapshot(snap), "guid")
-    assert v is not None
-    return v
-
-
-_AGENTS: dict[str, Any] = {}
-
-
-def _agent(settings: Settings, name: str) -> Any:
-    """One agent session per node for the whole module (saves an SSH + rpc start per call)."""
-    from zfs_backend.agent.connect import connect_node
-
-    if name not in _AGENTS:
-        _AGENTS[name] = connect_node(name, settings)
-    return _AGENTS[name]
-
-
-def replicate(settings: Settings, src: str, dst: str, **kw: Any) -> BackendActivity:
-    extra = {**FAST, **kw.pop("extra_params", {})}
-    return snapshot_replicate(
-        src, None, dst, settings=settings, extra_params=extra, node_for=lambda n: _agent(settings, n), **kw
-    )
-
-
-def wait_for_bytes(act: BackendActivity, at_least: int, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        n, _m = act.progress
-        if n >= at_least:
-            return n
-        assert act.state in ("pending", "running"), (act.state, act.error)
-        time.sleep(0.1)
-    raise AssertionError(f"no {at_least} bytes moved in {timeout} s: {act.record()}")
-
-
-@contextlib.contextmanager
-def shaped(lab: Lab, node: str, mib_per_s: float) -> Iterator[None]:
-    lab.shape(node, int(mib_per_s * 8 * MiB))
-    try:
-        yield
-    finally:
-        lab.shape(node, None)
-
-
-def assert_success(act: BackendActivity, timeout: float = 120) -> None:
-    assert act.wait(timeout) == "succeeded", act.record().error
-    n, m = act.progress
-    assert n == m > 0
-    assert act.status == 0
 
 
 # --- the happy paths -------------------------------------------------------------------------------
@@ -156,6 +65,7 @@ def test_full_then_incremental(nodes: dict[str, SSHHost], lab_settings: Settings
     assert guid(dst, f"{ds}@s1") == guid(src, f"{ds}@s1")
     full_bytes = act.progress[0]
     assert 16 * MiB <= full_bytes <= 16 * MiB * 1.05 + MiB
+    assert act.resources().net_bytes_sent >= full_bytes  # counted at ssh, the network endpoint
 
     changed = 4
     write(src, ds, "b", changed)
@@ -225,13 +135,17 @@ def test_diverged_refused_then_rolled_back(
     assert_success(replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}"))
     write(src, ds, "b", 1)
     snapshot(src, ds, "s2")
+    assert Zfs(dst).get(parse_dataset(ds), ["readonly"]) is not None
+    Zfs(dst).set(parse_dataset(ds), "readonly", "off")  # replicas are read-only: a user opens it up
     write(dst, ds, "local", 1)
     snapshot(dst, ds, "local")
     before, sums = listing(dst, ds), checksums(dst, ds)
     with pytest.raises(DestinationDiverged, match="@local"):
         replicate(lab_settings, f"node1:{ds}@s2", f"node2:{ds}")
     assert listing(dst, ds) == before and checksums(dst, ds) == sums
-    assert_success(replicate(lab_settings, f"node1:{ds}@s2", f"node2:{ds}", rollback_destination=True))
+    act = replicate(lab_settings, f"node1:{ds}@s2", f"node2:{ds}", rollback_destination=True)
+    assert_success(act)
+    assert act.record().result["discarded"][""]["snapshots"] == ["local"]
     assert [s for s, _ in listing(dst, ds) or []] == ["s1", "s2"]
     assert checksums(dst, ds) == checksums(src, ds)
 

@@ -31,7 +31,7 @@ from zfs_backend.hosts.local import LocalHost
 from zfs_backend.zfs import RecvSpec, SendSpec, Zfs, probe
 from zfs_backend.zfs.names import DatasetName
 
-pytestmark = pytest.mark.lab
+pytestmark: list[pytest.MarkDecorator] = [pytest.mark.lab]
 
 _BINS = ("zfs-fuse", "zfs", "zpool", "unshare", "nsenter")
 

@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         host.run(["zfs", "destroy", "-r", DS], timeout=T, check=False)
         host.close()
     (args.out / "openzfs_2_captured.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    print(f"captured {len(meta['files'])} files from {args.node} (OpenZFS {meta['version']}) into {args.out}")
+    files = meta["files"]
+    assert isinstance(files, dict)
+    print(f"captured {len(files)} files from {args.node} (OpenZFS {meta['version']}) into {args.out}")
     return 0
 
 

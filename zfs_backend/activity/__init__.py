@@ -1,20 +1,25 @@
 """Backend activities: the contract, its state machine, the SQLite store, resource accounting, the
 generic byte-stream pipeline, and the kind registry (see ``docs/activity.md``)."""
 
-from .core import (
-    ActivityContext,
-    BackendActivity,
-    KindFactory,
-    LocalActivity,
-    kind_factory,
-    register_kind,
-    registered_kinds,
-)
-from .kinds import CommandPipeline
-from .pipeline import Endpoint, PipelineActivity
-from .report import ActivityRecord, Progress, Resources
-from .states import ALL_STATES, NON_TERMINAL, TERMINAL, check_transition
-from .store import ActivityStore, new_activity_id
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .core import (
+        ActivityContext,
+        BackendActivity,
+        KindFactory,
+        LocalActivity,
+        kind_factory,
+        register_kind,
+        registered_kinds,
+    )
+    from .kinds import CommandPipeline
+    from .pipeline import Endpoint, PipelineActivity
+    from .report import ActivityRecord, Progress, Resources
+    from .states import ALL_STATES, NON_TERMINAL, TERMINAL, check_transition
+    from .store import ActivityStore, new_activity_id
 
 __all__ = [
     "ALL_STATES",
@@ -37,3 +42,26 @@ __all__ = [
     "register_kind",
     "registered_kinds",
 ]
+
+_EXPORTS = {
+    "ALL_STATES": "states",
+    "ActivityContext": "core",
+    "ActivityRecord": "report",
+    "ActivityStore": "store",
+    "BackendActivity": "core",
+    "CommandPipeline": "kinds",
+    "Endpoint": "pipeline",
+    "KindFactory": "core",
+    "LocalActivity": "core",
+    "NON_TERMINAL": "states",
+    "PipelineActivity": "pipeline",
+    "Progress": "report",
+    "Resources": "report",
+    "TERMINAL": "states",
+    "check_transition": "states",
+    "kind_factory": "core",
+    "new_activity_id": "store",
+    "register_kind": "core",
+    "registered_kinds": "core",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -27,7 +27,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ..errors import UsageError
 from ..hosts.base import Host
@@ -41,6 +41,7 @@ __all__ = [
     "BackendActivity",
     "KindFactory",
     "LocalActivity",
+    "PeerCaller",
     "kind_factory",
     "register_kind",
     "registered_kinds",
@@ -110,6 +111,12 @@ class BackendActivity(ABC):
     def wait(self, timeout: float | None = None) -> str:
         """Block until terminal or ``timeout`` seconds; return the state then."""
 
+    def wait_record(self, timeout: float) -> ActivityRecord:
+        """Block until terminal or ``timeout`` seconds, then return the record: what a progress display
+        polls with (it learns of the end at once, not at its next tick)."""
+        self.wait(timeout)
+        return self.record()
+
     def to_dict(self) -> dict[str, Any]:
         return self.record().to_dict()
 
@@ -128,6 +135,17 @@ def _default_host_for(name: str) -> Host:
     raise UsageError(f"unknown host {name!r}: this agent has no way to reach it")
 
 
+class PeerCaller(Protocol):
+    """A session to a peer node's agent (its peer socket): ``call(op, **args)`` returns the result or
+    raises the typed error the peer raised."""
+
+    def call(self, op: str, **args: Any) -> Any: ...
+
+
+def _no_peers(name: str) -> PeerCaller:
+    raise UsageError(f"node {name!r}: this host has no way to reach peer agents")
+
+
 @dataclass
 class ActivityContext:
     """What a kind needs from whoever hosts it: the store, the node's name, a way to reach hosts."""
@@ -138,6 +156,11 @@ class ActivityContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("zfs_backend.activity"))
     #: True when the host carries non-terminal activities on after a restart (the agent)
     self_restarting: bool = False
+    #: sessions to peer nodes' agents (the agent provides them; none elsewhere)
+    peer: Callable[[str], PeerCaller] | None = None
+
+    def peer_agent(self, name: str) -> PeerCaller:
+        return (self.peer or _no_peers)(name)
 
     def host(self, name: str | None) -> Host:
         if not name or name == self.node:
@@ -256,6 +279,10 @@ class LocalActivity(BackendActivity):
             return self._record.state
 
     # -- hosting ----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Before the record is stored: the work a refusal must come from (e.g. planning). Raising here
+        stores nothing. Default: nothing."""
+
     def persist_new(self) -> ActivityRecord:
         """Insert this (new) activity's record in the store and adopt the stored form."""
         with self._cond:

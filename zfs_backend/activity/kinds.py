@@ -1,5 +1,9 @@
 """Built-in activity kinds. ``pipeline``: a generic producer → relay → consumer of argv lists.
 
+A test kind: agents host it only when started with ``--test-kinds``, and both ends run on the agent's
+own node (``host`` is ``local`` or the node's name): the only way to another node is a kind that
+knows what it runs there (``replicate``), through the peer's narrow key.
+
 Params of the ``pipeline`` kind (JSON)::
 
     {
@@ -25,7 +29,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..hosts.base import check_argv
-from .core import ActivityContext, register_kind
+from .core import LOCAL_HOST_NAMES, ActivityContext, register_kind
 from .pipeline import Endpoint, PipelineActivity
 from .report import ActivityRecord
 
@@ -34,7 +38,7 @@ __all__ = ["CommandPipeline"]
 _RESTART_MODES = ("offset", "rerun", "none")
 
 
-def _side(params: dict[str, Any], key: str, required: bool = True) -> dict[str, Any] | None:
+def _side(params: dict[str, Any], key: str, node: str, required: bool = True) -> dict[str, Any] | None:
     side = params.get(key)
     if side is None and not required:
         return None
@@ -46,6 +50,8 @@ def _side(params: dict[str, Any], key: str, required: bool = True) -> dict[str, 
     host = side.get("host", "local")
     if not isinstance(host, str):
         raise UsageError(f"pipeline param {key}.host must be a string")
+    if host not in LOCAL_HOST_NAMES and host != node:
+        raise UsageError(f"pipeline param {key}.host: a pipeline runs on its own node only, not on {host!r}")
     return side
 
 
@@ -56,10 +62,10 @@ class CommandPipeline(PipelineActivity):
 
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
         p = record.params
-        self._prod = _side(p, "producer")
-        self._cons = _side(p, "consumer")
-        self._probe = _side(p, "offset_probe", required=False)
-        self._undo = _side(p, "rollback", required=False)
+        self._prod = _side(p, "producer", ctx.node)
+        self._cons = _side(p, "consumer", ctx.node)
+        self._probe = _side(p, "offset_probe", ctx.node, required=False)
+        self._undo = _side(p, "rollback", ctx.node, required=False)
         resumable = bool(
             self._prod and self._prod.get("resume_argv") and self._cons and self._cons.get("resume_argv")
         )

@@ -7,7 +7,8 @@ the progress a caller sees is always persisted and never goes backwards.
 
 Kinds subclass it and override hooks::
 
-    plan()                        once, before the first stream (choose snapshots, validate, …)
+    plan()                        once, before the first stream (choose snapshots, validate, …); run by
+                                  ``prepare()`` before the record is stored, so a refusal stores nothing
     estimate_total() -> int       m; 0 = unknown. ``revise_total(m)`` raises it later (never below n)
     build_producer(offset)        -> Endpoint(host, argv); ``offset`` > 0 only in "offset" restarts
     build_consumer(offset)        -> Endpoint(host, argv)
@@ -17,6 +18,10 @@ Kinds subclass it and override hooks::
     rollback()                    after cancel has killed both process groups
     extra_cpu_pids()              processes whose CPU is attributed (e.g. a zfs-fuse daemon)
     retryable(error, status)      False: a failed stream is final (e.g. out of space), no retry
+    recover_failure(error)        True: the cause was mended, retry now without counting a failure;
+                                  raise to fail at once with that error
+    on_final_failure()            the activity is about to fail for good (e.g. undo a partial effect)
+    on_tick()                     every ``persist_interval_s`` while a stream runs (e.g. renew a lease)
 
 ``restart_mode``: "offset" (rebuild both sides from the byte offset already delivered: no byte lost,
 none counted twice), "rerun" (the whole stream again; n = max(previous n, new bytes)), or "none" (a
@@ -41,7 +46,7 @@ from ..hosts.base import Host
 from .core import ActivityContext, LocalActivity
 from .procs import create_time, kill_process_group, reap_stale, stderr_tail, wait_rusage
 from .relay import Relay, enlarge_pipe
-from .report import ActivityRecord, Resources
+from .report import ActivityRecord, Progress, Resources
 from .resources import ResourceMonitor
 from .states import (
     CANCELLED,
@@ -64,6 +69,9 @@ __all__ = ["Endpoint", "PipelineActivity"]
 class Endpoint:
     host: Host
     argv: list[str]
+    #: whether the local process's own I/O is the network traffic (``ssh``); False for an OpenSSH mux
+    #: client, which hands its descriptors to the master: the relay's count stands in for it then
+    counts_network: bool = True
 
     @property
     def remote(self) -> bool:
@@ -99,6 +107,8 @@ class PipelineActivity(LocalActivity):
         self._prod_remote = self._cons_remote = False
         self._base = 0
         self._monitor: ResourceMonitor | None = None
+        #: the exception that kept the last attempt from building its pipeline (for ``retryable``)
+        self.build_error: Exception | None = None
 
     # -- hooks ------------------------------------------------------------------------------------
     def plan(self) -> None:
@@ -131,6 +141,36 @@ class PipelineActivity(LocalActivity):
     def retryable(self, error: str, status: int) -> bool:
         """Whether a failed stream is worth another attempt (default: always, up to ``max_retries``)."""
         return True
+
+    def recover_failure(self, error: str) -> bool:
+        """A stream failed with ``error``: True when the kind mended the cause and the next attempt may
+        start at once, not counted as a failure. Raise to fail the activity with that error."""
+        return False
+
+    def on_final_failure(self) -> None:
+        """The activity is about to fail for good."""
+
+    def on_tick(self) -> None:
+        """Called every ``persist_interval_s`` while a stream runs."""
+
+    # -- hosting ----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Plan before the record is stored (a refusal stores nothing)."""
+        if self._cp.get("planned"):
+            return
+        self.plan()
+        self.revise_total(self.estimate_total())
+        self._cp["planned"] = True
+
+    def persist_new(self) -> ActivityRecord:
+        """Insert the new record with what ``prepare`` decided (checkpoint, estimate)."""
+        with self._cond:
+            self._cp["kind"] = self.kind_state
+            rec = self._record
+            if self._total > 0:
+                rec = rec.with_(progress=Progress(0, self._total, rec.progress.unit))
+            self._record = self.ctx.store.insert(rec, checkpoint=dict(self._cp))
+            return self._record
 
     def revise_total(self, total: int) -> None:
         """Raise m (never lowered; never below n): persisted at the next tick."""
@@ -220,12 +260,10 @@ class PipelineActivity(LocalActivity):
                 return
             if not self._cp.get("planned"):
                 try:
-                    self.plan()
-                    self.revise_total(self.estimate_total())
+                    self.prepare()
                 except Exception as e:
-                    self._fail_if_possible(f"plan failed: {e}", STATUS_FAILED)
+                    self._fail_for_good(f"plan failed: {e}", _status_of(e))
                     continue
-                self._cp["planned"] = True
                 self._persist()
             if state == PENDING:
                 with contextlib.suppress(Exception):
@@ -236,6 +274,14 @@ class PipelineActivity(LocalActivity):
     def _fail_if_possible(self, error: str, status: int) -> None:
         with contextlib.suppress(Exception):
             self._transition(FAILED, status=status, error=error)
+
+    def _fail_for_good(self, error: str, status: int) -> None:
+        """Fail after giving the kind its ``on_final_failure`` (whose own failure is added to the error)."""
+        try:
+            self.on_final_failure()
+        except Exception as e:
+            error = f"{error}; and undoing it failed: {e}"
+        self._fail_if_possible(error, status)
 
     def _attempt(self) -> None:
         restarted = int(self._cp.get("attempts", 0)) > 0
@@ -250,7 +296,7 @@ class PipelineActivity(LocalActivity):
                 if self.restart_mode == "offset":
                     offset = max(0, int(self.restart_offset(int(self._cp.get("delivered", 0)))))
             except Exception as e:
-                self._fail_if_possible(f"restart failed: {e}", STATUS_FAILED)
+                self._fail_for_good(f"restart failed: {e}", _status_of(e))
                 return
         self._cp["attempts"] = int(self._cp.get("attempts", 0)) + 1
         self._base = self._delivered = offset
@@ -265,11 +311,13 @@ class PipelineActivity(LocalActivity):
         # "detach": leave the state as it is
 
     def _stream(self, offset: int) -> tuple[str, str, int]:
+        self.build_error = None
         try:
             producer = self.build_producer(offset)
             consumer = self.build_consumer(offset)
         except Exception as e:
-            return "failed", f"cannot build the pipeline: {e}", STATUS_FAILED
+            self.build_error = e
+            return "failed", f"cannot build the pipeline: {e}", _status_of(e)
         r1, w1 = os.pipe()
         r2, w2 = os.pipe()
         enlarge_pipe(w1)
@@ -363,8 +411,8 @@ class PipelineActivity(LocalActivity):
             self._monitor.start_attempt()
         self._prod_remote, self._cons_remote = prod.remote, cons.remote
         self._monitor.rate.reset()
-        self._monitor.add_process(procs[0].pid, net_receiver=prod.remote)
-        self._monitor.add_process(procs[1].pid, net_sender=cons.remote)
+        self._monitor.add_process(procs[0].pid, net_receiver=prod.remote and prod.counts_network)
+        self._monitor.add_process(procs[1].pid, net_sender=cons.remote and cons.counts_network)
         with contextlib.suppress(Exception):
             self._monitor.add_extra_pids(self.extra_cpu_pids())
 
@@ -383,6 +431,7 @@ class PipelineActivity(LocalActivity):
         while not stop.wait(self.persist_interval_s):
             try:
                 self._persist()
+                self.on_tick()
             except Exception:
                 self.ctx.log.exception("activity %s: progress not persisted", self.id)
 
@@ -405,7 +454,7 @@ class PipelineActivity(LocalActivity):
         try:
             self.on_success()
         except Exception as e:
-            self._fail_if_possible(f"completion check failed: {e}", STATUS_FAILED)
+            self._fail_for_good(f"completion check failed: {e}", _status_of(e))
             return
         self._persist()
         with contextlib.suppress(Exception):
@@ -413,13 +462,23 @@ class PipelineActivity(LocalActivity):
         self._final_resources()
 
     def _after_failure(self, error: str, status: int) -> None:
+        try:
+            if self.recover_failure(error):
+                self.ctx.log.info("activity %s: stream failed (%s); mended, starting again", self.id, error)
+                return
+        except Exception as e:
+            self._cp["last_error"] = error
+            self._persist()
+            self._fail_for_good(str(e), _status_of(e))
+            self._final_resources()
+            return
         failures = int(self._cp.get("failures", 0)) + 1
         self._cp["failures"] = failures
         self._cp["last_error"] = error
         self._persist()
         if self.restart_mode == "none" or failures > self.max_retries or not self.retryable(error, status):
             tries = f" after {failures} attempts" if failures > 1 else ""
-            self._fail_if_possible(f"stream failed{tries}: {error}", status)
+            self._fail_for_good(f"stream failed{tries}: {error}", status)
             self._final_resources()
             return
         delay = min(self.backoff_max_s, self.backoff_s * 2 ** (failures - 1))
@@ -453,6 +512,13 @@ class PipelineActivity(LocalActivity):
     def _reap_stale(self) -> None:
         reap_stale(self._cp.get("pids", []), self.stale_exit_wait_s)
         self._cp["pids"] = []
+
+
+def _status_of(e: BaseException) -> int:
+    """The status a failure carries: the error's exit code for this project's errors (e.g. 8 for a
+    replication conflict), else the generic failure status."""
+    code = getattr(e, "exit_code", None)
+    return code if isinstance(code, int) and code > 0 else STATUS_FAILED
 
 
 def _close(*fds: int) -> None:

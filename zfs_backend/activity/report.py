@@ -107,6 +107,8 @@ class ActivityRecord:
     finished_at: float | None = None
     resources: Resources = field(default_factory=Resources)
     params: dict[str, Any] = field(default_factory=dict)
+    #: what the work did, for the caller (kind-specific; e.g. what a replication discarded or created)
+    result: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.state not in ALL_STATES:
@@ -130,6 +132,7 @@ class ActivityRecord:
             "finished_at": self.finished_at,
             "resources": self.resources.to_dict(),
             "params": dict(self.params),
+            "result": dict(self.result),
         }
 
     @classmethod
@@ -149,4 +152,5 @@ class ActivityRecord:
             finished_at=None if d.get("finished_at") is None else float(d["finished_at"]),
             resources=Resources.from_dict(d.get("resources")),
             params=dict(d.get("params") or {}),
+            result=dict(d.get("result") or {}),
         )

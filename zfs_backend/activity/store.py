@@ -10,11 +10,13 @@ Invariants:
   ``done``.
 * The schema is versioned (``schema_version``); migrations run in order, each in its own transaction.
   A store written by a newer schema is refused with ``StoreError``.
-* The database file (and its WAL) is created mode 0600 in a 0700 directory.
+* The database file (and its WAL and shared memory) is created mode 0600 in a directory created 0700
+  (``zfs_backend.private``); an existing directory keeps its mode.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ActivityNotFound, StoreError
+from ..private import private_sqlite
 from .report import ActivityRecord, Progress, Resources
 from .states import TERMINAL, check_transition, is_terminal
 
@@ -93,17 +96,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX events_activity ON events(activity_id, seq)",
         ],
     ),
+    (3, ["ALTER TABLE activities ADD COLUMN result TEXT NOT NULL DEFAULT '{}'"]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _COLUMNS = (
     "id, kind, node, state, status, error, done, total, unit, self_restarting, "
-    "created_at, started_at, finished_at, resources, params"
+    "created_at, started_at, finished_at, resources, params, result"
 )
 
 
 def _row_to_record(row: tuple[Any, ...]) -> ActivityRecord:
-    (aid, kind, node, state, status, error, done, total, unit, sr, cat, sat, fat, res, params) = row
+    (aid, kind, node, state, status, error, done, total, unit, sr, cat, sat, fat, res, params, result) = row
     return ActivityRecord(
         id=aid,
         kind=kind,
@@ -118,6 +122,7 @@ def _row_to_record(row: tuple[Any, ...]) -> ActivityRecord:
         finished_at=fat,
         resources=Resources.from_dict(json.loads(res)),
         params=json.loads(params),
+        result=json.loads(result),
     )
 
 
@@ -129,9 +134,7 @@ class ActivityStore:
         self._lock = threading.RLock()
         migrations = MIGRATIONS if migrations is None else migrations
         if str(path) != ":memory:":
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
+            private_sqlite(self.path)
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -213,7 +216,7 @@ class ActivityStore:
             rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
         return [_row_to_record(r) for r in rows]
 
-    def non_terminal(self) -> list[ActivityRecord]:
+    def non_terminal(self) -> builtins.list[ActivityRecord]:
         return [r for r in self.list() if r.state not in TERMINAL]
 
     def raw_progress(self, activity_id: str) -> tuple[int, int]:
@@ -235,7 +238,7 @@ class ActivityStore:
             raise ActivityNotFound(f"no activity {activity_id}")
         return dict(json.loads(row[0]))
 
-    def events(self, activity_id: str) -> list[dict[str, Any]]:
+    def events(self, activity_id: str) -> builtins.list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, at, old_state, new_state, detail FROM events WHERE activity_id = ? ORDER BY seq",
@@ -372,6 +375,16 @@ class ActivityStore:
                 "UPDATE activities SET resources = ?, updated_at = ? WHERE id = ?",
                 (json.dumps(resources.to_dict()), time.time(), activity_id),
             )
+
+    def save_result(self, activity_id: str, result: dict[str, Any]) -> None:
+        """What the work did, for the caller (``ActivityRecord.result``)."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE activities SET result = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(result, sort_keys=True), time.time(), activity_id),
+            )
+            if cur.rowcount == 0:
+                raise ActivityNotFound(f"no activity {activity_id}")
 
     def save_checkpoint(self, activity_id: str, checkpoint: dict[str, Any]) -> None:
         with self._tx() as cur:

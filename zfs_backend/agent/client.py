@@ -168,6 +168,11 @@ class RemoteActivity(BackendActivity):
         self._set(self.client.wait(self.id, timeout))
         return self._rec.state
 
+    def wait_record(self, timeout: float) -> ActivityRecord:
+        """One round trip: the agent answers at the end or after ``timeout``."""
+        self._set(self.client.wait(self.id, timeout))
+        return self._rec
+
 
 class Node:
     """A storage node's agent, as the controller sees it."""

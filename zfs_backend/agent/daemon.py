@@ -1,7 +1,13 @@
 """The node agent: an ``ActivityManager`` behind a root-only unix socket.
 
-* Socket: ``Settings.agent_socket`` (default ``/run/zfs-backend/agent.sock``), mode 0600 in a 0700
-  directory; a peer whose uid differs from the agent's is refused (``SO_PEERCRED``).
+* Sockets: ``Settings.agent_socket`` (default ``/run/zfs-backend/agent.sock``) serves every op;
+  ``Settings.peer_socket`` (``peer.sock`` beside it) serves only what peer nodes may ask
+  (``protocol.PEER_OPS``: the receiving end of replications). Both mode 0600 in a directory created
+  0700 (an existing one keeps its mode: the agent never changes the mode of a directory it did not
+  create); a client whose uid is neither root nor the agent's is refused (``SO_PEERCRED``) before any
+  request is read.
+* Files: the store, claims, log and lock are created 0600 in directories created 0700
+  (``zfs_backend.private``).
 * State: ``Settings.agent_dir / "activities.db"`` (SQLite, see ``activity.store``); log: JSON lines
   to ``Settings.agent_dir / "agent.log"`` and to stderr.
 * On start it carries every stored non-terminal activity on (that is what makes them self-restarting).
@@ -34,12 +40,25 @@ from ..config import Settings
 from ..errors import AgentUnavailable, ProtocolError, UsageError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
+from ..private import private_dir, private_open
 from .manager import ActivityManager
-from .protocol import MAX_LINE, MAX_WAIT_S, OPS, PROTOCOL_VERSION, decode, encode, response
+from .protocol import (
+    MAX_LINE,
+    MAX_WAIT_S,
+    OPS,
+    PEER_OPS,
+    PROTOCOL_VERSION,
+    RECV_OPS,
+    decode,
+    encode,
+    response,
+)
 
-__all__ = ["AgentServer", "JsonFormatter", "inventory_hosts", "run_agent", "setup_logging"]
+__all__ = ["AgentServer", "JsonFormatter", "run_agent", "setup_logging"]
 
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+REFUSED_LINGER_S = 2.0  # how long a refused peer's bytes are discarded before hanging up
+REFUSED_DRAIN = 1 << 20
 
 
 class JsonFormatter(logging.Formatter):
@@ -67,8 +86,8 @@ def setup_logging(log_path: Path | None, *, stderr: bool = True) -> logging.Logg
         log.removeHandler(h)
     fmt = JsonFormatter()
     if log_path is not None:
-        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        private_dir(log_path.parent)
+        fd = private_open(log_path, os.O_WRONLY | os.O_APPEND)
         fh = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
         fh.setFormatter(fmt)
         log.addHandler(fh)
@@ -85,7 +104,7 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         if not self.server.peer_allowed(self.connection):
-            self.wfile.write(encode(response(None, error=AgentUnavailable("permission denied"))))
+            self._refuse()
             return
         while True:
             line = self.rfile.readline(MAX_LINE + 1)
@@ -111,15 +130,37 @@ class _Handler(socketserver.StreamRequestHandler):
             if req_id is not None and out.get("result") == {"shutdown": True}:
                 self.server.request_stop()
 
+    def _refuse(self) -> None:
+        """Answer "permission denied" and hang up without reading a single request. What the peer sent
+        is discarded unread (at most ``REFUSED_DRAIN`` bytes, for at most ``REFUSED_LINGER_S``): closing
+        with unread bytes would reset the connection, and the peer would see a reset or a broken pipe
+        instead of the answer."""
+        with contextlib.suppress(OSError):
+            self.wfile.write(encode(response(None, error=AgentUnavailable("permission denied"))))
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(REFUSED_LINGER_S)
+            left = REFUSED_DRAIN
+            while left > 0 and (chunk := self.connection.recv(min(65536, left))):
+                left -= len(chunk)
+
 
 class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
 
-    def __init__(self, socket_path: Path, manager: ActivityManager, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        manager: ActivityManager,
+        log: logging.Logger,
+        *,
+        ops: frozenset[str] = OPS,
+    ) -> None:
         self.socket_path = socket_path
         self.manager = manager
         self.log = log
+        self.ops = ops
         self._stopping = threading.Event()
         _prepare_socket_path(socket_path)
         old = os.umask(0o177)
@@ -143,8 +184,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             threading.Thread(target=self.shutdown, name="agent-stop", daemon=True).start()
 
     def dispatch(self, op: str, args: dict[str, Any]) -> Any:
-        if op not in OPS:
-            raise ProtocolError(f"unknown op {op!r}")
+        if op not in self.ops:
+            raise ProtocolError(f"unknown op {op!r}" if op not in OPS else f"op {op!r} is not allowed here")
         if not isinstance(args, dict):
             raise ProtocolError("args must be a JSON object")
         m = self.manager
@@ -160,6 +201,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return m.kinds()
         if op == "shutdown":
             return {"shutdown": True}
+        if op in RECV_OPS:
+            return m.receive(op.removeprefix("recv."), args)
         if op == "start":
             return m.start(str(args.get("kind", "")), args.get("params") or {}).to_dict()
         if op == "list":
@@ -177,29 +220,10 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return verb(aid).to_dict()
 
 
-def inventory_hosts(settings: Settings) -> Callable[[str], Host]:
-    """Resolve a host name in activity params: this machine for "local"/its own name, else the node
-    of that name in the inventory (an ``SSHHost``, cached)."""
-    cache: dict[str, Host] = {}
-    lock = threading.Lock()
-
-    def host_for(name: str) -> Host:
-        if name in ("", "local", "localhost", socket.gethostname()):
-            return LocalHost(name or None)
-        with lock:
-            if name not in cache:
-                from ..hosts.inventory import connect
-
-                cache[name] = connect(name, settings)
-            return cache[name]
-
-    return host_for
-
-
 def _prepare_socket_path(path: Path) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(PermissionError):
-        os.chmod(path.parent, 0o700)
+    """The socket's directory (created 0700 if missing; an existing one keeps its mode: the socket itself
+    is 0600 and peers are checked by uid), and no stale socket of a dead agent in the way."""
+    private_dir(path.parent)
     if path.exists() or path.is_symlink():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -223,22 +247,44 @@ def run_agent(
     host_for: Callable[[str], Host] | None = None,
     log_stderr: bool = True,
     ready: Callable[[], None] | None = None,
+    test_kinds: bool = False,
 ) -> int:
     """Run the agent in the foreground until SIGTERM/SIGINT or a ``shutdown`` request. Returns the
-    exit code (0). For ``zfs-backend agent``."""
+    exit code (0). For ``zfs-backend agent``. ``test_kinds``: also host the generic ``pipeline`` kind."""
     from ..activity.store import ActivityStore
+    from ..replication.claims import ClaimStore
+    from ..replication.receiver import Receiver
+    from ..zfs.api import Zfs
+    from .peers import PeerAgents
 
     sock = socket_path or settings.agent_socket
+    peer_sock = sock.with_name("peer.sock")
     db = db_path or settings.agent_dir / "activities.db"
     log = setup_logging(log_path or settings.agent_dir / "agent.log", stderr=log_stderr)
     lock_fd = _single_instance(db.with_name(db.name + ".lock"))
     store = ActivityStore(db)
+    claims = ClaimStore(db.with_name("claims.db"))
+    name = node or socket.gethostname()
+    peers = PeerAgents(settings)
     manager = ActivityManager(
-        store, node=node or socket.gethostname(), host_for=host_for or inventory_hosts(settings), log=log
+        store,
+        node=name,
+        host_for=host_for,
+        log=log,
+        receiver=Receiver(Zfs(LocalHost(name)), claims),
+        peer=peers,
+        test_kinds=test_kinds,
     )
     server = AgentServer(sock, manager, log)
+    peer_server = AgentServer(peer_sock, manager, log, ops=PEER_OPS)
+    threading.Thread(target=peer_server.serve_forever, args=(0.2,), name="agent-peers", daemon=True).start()
+
+    def stop() -> None:
+        server.request_stop()
+        peer_server.request_stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _s, _f: server.request_stop())
+        signal.signal(sig, lambda _s, _f: stop())
     carried = manager.recover()
     log.info(
         "agent started", extra={"socket": str(sock), "db": str(db), "carried_on": carried, "pid": os.getpid()}
@@ -249,11 +295,16 @@ def run_agent(
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        peer_server.request_stop()
         server.server_close()
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
+        peer_server.server_close()
+        for path in (sock, peer_sock):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         manager.shutdown()
+        peers.close()
         store.close()
+        claims.close()
         log.info("agent stopped", extra={"uptime_s": round(time.monotonic() - t0, 1)})
         os.close(lock_fd)
     return 0
@@ -262,8 +313,8 @@ def run_agent(
 def _single_instance(lock_path: Path, wait_s: float = 30.0) -> int:
     """One agent per store: an exclusive ``flock`` (released by the kernel even on SIGKILL). Waits
     ``wait_s`` for a previous agent that is still shutting down."""
-    lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    private_dir(lock_path.parent)
+    fd = private_open(lock_path, os.O_RDWR)
     deadline = time.monotonic() + wait_s
     while True:
         try:

@@ -8,6 +8,7 @@ never reaches the others.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import threading
 import time
@@ -15,13 +16,18 @@ from collections.abc import Callable
 from typing import Any
 
 from ..activity import kinds as _builtin_kinds  # noqa: F401 - registers the built-in kinds
-from ..activity.core import ActivityContext, LocalActivity, kind_factory, registered_kinds
+from ..activity.core import ActivityContext, LocalActivity, PeerCaller, kind_factory, registered_kinds
 from ..activity.report import ActivityRecord
 from ..activity.states import FAILED, STATUS_FAILED, TERMINAL, check_transition
 from ..activity.store import ActivityStore, new_activity_id
-from ..errors import UsageError
+from ..errors import ProtocolError, UsageError
 from ..hosts.base import Host
 from ..replication import activity as _replicate_kind  # noqa: F401 - registers the "replicate" kind
+from ..replication.receiver import Receiver
+
+#: kinds an agent hosts only when started with ``--test-kinds``: the generic ``pipeline`` runs whatever
+#: argv its params name, which production nodes have no reason to offer
+TEST_KINDS = frozenset({"pipeline"})
 
 __all__ = ["ActivityManager"]
 
@@ -34,13 +40,18 @@ class ActivityManager:
         node: str,
         host_for: Callable[[str], Host] | None = None,
         log: logging.Logger | None = None,
+        receiver: Receiver | None = None,
+        peer: Callable[[str], PeerCaller] | None = None,
+        test_kinds: bool = False,
     ) -> None:
         self.store = store
         self.log = log or logging.getLogger("zfs_backend.agent")
-        ctx = ActivityContext(store=store, node=node, log=self.log, self_restarting=True)
+        ctx = ActivityContext(store=store, node=node, log=self.log, self_restarting=True, peer=peer)
         if host_for is not None:
             ctx.host_for = host_for
         self.ctx = ctx
+        self.receiver = receiver
+        self.test_kinds = test_kinds
         self._live: dict[str, LocalActivity] = {}
         self._lock = threading.Lock()
         self._closing = False
@@ -89,6 +100,8 @@ class ActivityManager:
             raise UsageError("the agent is shutting down")
         if not isinstance(params, dict):
             raise UsageError("params must be a JSON object")
+        if kind in TEST_KINDS and not self.test_kinds:
+            raise UsageError(f"activity kind {kind!r} is only hosted by agents started with --test-kinds")
         factory = kind_factory(kind)
         aid = new_activity_id()
         rec = ActivityRecord(
@@ -100,6 +113,7 @@ class ActivityManager:
             params=params,
         )
         act = factory(rec, self.ctx)  # validates params before anything is stored
+        act.prepare()  # e.g. plans; a refusal here stores nothing
         stored = act.persist_new()
         with self._lock:
             self._live[aid] = act
@@ -121,8 +135,46 @@ class ActivityManager:
         self._reap()
         return self.store.list(state)
 
-    def kinds(self) -> list[str]:
-        return registered_kinds()
+    def kinds(self) -> builtins.list[str]:
+        return [k for k in registered_kinds() if self.test_kinds or k not in TEST_KINDS]
+
+    def receive(self, verb: str, args: dict[str, Any]) -> Any:
+        """A ``recv.*`` op: the receiving end of a replication into this node (``replication.receiver``)."""
+        r = self.receiver
+        if r is None:
+            raise UsageError("this agent does not receive replications")
+        try:
+            if verb == "status":
+                return r.status()
+            dataset, holder = args["dataset"], args["holder"]
+            if verb == "begin":
+                return r.begin(
+                    dataset,
+                    holder,
+                    args["source"],
+                    recursive=bool(args.get("recursive", False)),
+                    sent_guids=[int(g) for g in args.get("sent_guids") or []],
+                )
+            if verb == "clean":
+                return r.clean(dataset, holder, args.get("target"))
+            if verb == "discard":
+                return r.discard(
+                    dataset, holder, {str(k): int(v) for k, v in dict(args["base_guids"]).items()}
+                )
+            if verb == "finish":
+                return r.finish(
+                    dataset,
+                    holder,
+                    target_guids={str(k): int(v) for k, v in dict(args["target_guids"]).items()},
+                    readonly_replica=bool(args.get("readonly_replica", True)),
+                )
+            if verb == "abort":
+                return r.abort(dataset, holder, keep_claim=bool(args.get("keep_claim", False)))
+            if verb in ("renew", "release"):
+                return getattr(r, verb)(dataset, holder)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"recv.{verb}: bad arguments: {e}") from None
+        raise ProtocolError(f"unknown op recv.{verb}")
 
     def suspend(self, activity_id: str) -> ActivityRecord:
         self._live_or_raise(activity_id, "suspend").suspend()

@@ -16,6 +16,15 @@ Ops and their ``args`` → ``result``:
     wait      {"id", "timeout"?: seconds} → record      (returns at terminal or timeout; max 60 s)
     shutdown  {}                          → {}          (the agent stops after answering)
 
+The receiving end of replications into this node's datasets (``zfs_backend.replication.receiver``),
+called by the source node's agent; the only ops a peer node may call (on the peer socket):
+
+    recv.begin    {"dataset", "holder", "source", "recursive", "sent_guids"} → the tree's state
+    recv.clean    {"dataset", "holder", "target"?}         recv.discard {"dataset", "holder", "base_guids"}
+    recv.renew    {"dataset", "holder"}                    recv.release {"dataset", "holder"}
+    recv.finish   {"dataset", "holder", "target_guids", "readonly_replica"}
+    recv.abort    {"dataset", "holder"}                    recv.status  {}
+
 Errors carry the class name of a ``zfs_backend.errors`` exception; the client re-raises that type. A
 line that is not a JSON object, or names an unknown op, gets a ``ProtocolError``. A line longer than
 ``MAX_LINE`` bytes is refused.
@@ -32,8 +41,10 @@ from ..errors import ActivityError, ProtocolError, ZfsBackendError
 __all__ = [
     "MAX_LINE",
     "OPS",
+    "PEER_OPS",
     "PROTOCOL_VERSION",
     "READ_ONLY_OPS",
+    "RECV_OPS",
     "decode",
     "encode",
     "error_from_payload",
@@ -44,9 +55,25 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 4 << 20
-OPS = frozenset({"ping", "kinds", "start", "list", "get", "suspend", "resume", "cancel", "wait", "shutdown"})
+RECV_OPS = frozenset(
+    {
+        "recv.begin",
+        "recv.clean",
+        "recv.discard",
+        "recv.renew",
+        "recv.finish",
+        "recv.release",
+        "recv.abort",
+        "recv.status",
+    }
+)
+OPS = frozenset(
+    {"ping", "kinds", "start", "list", "get", "suspend", "resume", "cancel", "wait", "shutdown", *RECV_OPS}
+)
+#: what a peer node may ask (its narrow SSH key reaches only the peer socket)
+PEER_OPS = frozenset({"ping", *RECV_OPS})
 #: ops that may be re-sent safely when a connection dies with the answer outstanding
-READ_ONLY_OPS = frozenset({"ping", "kinds", "list", "get", "wait"})
+READ_ONLY_OPS = frozenset({"ping", "kinds", "list", "get", "wait", "recv.status", "recv.renew"})
 MAX_WAIT_S = 60.0
 
 

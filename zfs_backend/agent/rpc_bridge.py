@@ -83,6 +83,9 @@ def bridge(stdin: BinaryIO, stdout: BinaryIO, socket_path: Path) -> int:
         sock.close()
 
 
-def rpc_bridge(settings: Settings) -> int:
-    """Entry point for ``zfs-backend rpc``: bridge this process's stdin/stdout to the agent."""
-    return bridge(sys.stdin.buffer, sys.stdout.buffer, settings.agent_socket)
+def rpc_bridge(settings: Settings, *, peer: bool = False) -> int:
+    """Entry point for ``zfs-backend rpc``: bridge this process's stdin/stdout to the agent (its peer
+    socket with ``peer``)."""
+    return bridge(
+        sys.stdin.buffer, sys.stdout.buffer, settings.peer_socket if peer else settings.agent_socket
+    )

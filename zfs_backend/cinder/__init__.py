@@ -18,20 +18,32 @@ Options, in the backend's section (or ``[backend_defaults]``)::
     zfs_backend_home = /var/lib/zfs-backend    # zfs_backend's state directory (known_hosts, keys)
     zfs_backend_inventory =                    # default: <home>/lab/inventory.yml
 
+Cinder's own NAS security options are passed through where they are set (registered here from
+``cinder.volume.drivers.remotefs``, as Cinder's NFS drivers read them)::
+
+    nas_secure_file_operations = auto          # true: root squashed (driver option secure_file_operations)
+    nas_secure_file_permissions = auto         # true: volume files 0660 (secure_file_permissions)
+
+``true``/``false`` override the node's options; ``auto`` (Cinder's default) keeps them, and the node's
+defaults are what ``auto`` picks for a new installation (both secure).
+
 The node's other driver options (export address, NFS versions and ports, thin, ...) come from its
-inventory variables ``zfs_backend_volume_*`` (:mod:`zfs_backend.driver.options`). Tested with cinder 29.0.0
-under cinder-volume's eventlet monkey patching (``tests/lab/test_cinder_adapter.py``).
+inventory variables ``zfs_backend_volume_*`` (:mod:`zfs_backend.driver.options`). Each
+``initialize_connection`` grants the connector's ``ip`` access to the volume's export and
+``terminate_connection`` revokes it. Tested with cinder 29.0.0 under cinder-volume's eventlet monkey
+patching (``tests/lab/test_cinder_adapter.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from cinder import exception  # type: ignore[import-not-found]
 from cinder.volume import driver as cinder_driver  # type: ignore[import-not-found]
+from cinder.volume.drivers import remotefs  # type: ignore[import-not-found]
 from oslo_config import cfg  # type: ignore[import-not-found]
 
 from ..config import load_settings
@@ -40,7 +52,7 @@ from ..driver import ZfsNfsDriver as _Core
 from ..errors import ConfigError, ZfsBackendError
 from ..hosts.inventory import load_inventory
 
-__all__ = ["ZFS_BACKEND_OPTS", "ZfsNfsDriver"]
+__all__ = ["NAS_SECURITY_OPTS", "ZFS_BACKEND_OPTS", "ZfsNfsDriver", "nas_security"]
 
 ZFS_BACKEND_OPTS = [
     cfg.StrOpt("zfs_backend_node", help="inventory name of the storage node"),
@@ -49,6 +61,25 @@ ZFS_BACKEND_OPTS = [
     cfg.StrOpt("zfs_backend_inventory", help="ansible inventory of the nodes (default: HOME/lab/...)"),
 ]
 cfg.CONF.register_opts(ZFS_BACKEND_OPTS, group="backend_defaults")
+# Cinder's NAS security options, as its NFS drivers have them (ours: the node's secure_file_* options)
+NAS_SECURITY_OPTIONS = {
+    "nas_secure_file_operations": "secure_file_operations",
+    "nas_secure_file_permissions": "secure_file_permissions",
+}
+NAS_SECURITY_OPTS = [o for o in remotefs.nas_opts if o.name in NAS_SECURITY_OPTIONS]
+
+
+def nas_security(conf: Any) -> dict[str, bool]:
+    """The driver options Cinder's ``nas_secure_*`` set: ``true``/``false`` override, ``auto`` (or unset)
+    keeps the node's option."""
+    out: dict[str, bool] = {}
+    for theirs, ours in NAS_SECURITY_OPTIONS.items():
+        value = str(conf.safe_get(theirs) or "auto").strip().lower()
+        if value not in ("auto", "true", "false"):
+            raise exception.InvalidConfigurationValue(option=theirs, value=value)
+        if value != "auto":
+            out[ours] = value == "true"
+    return out
 
 
 def _loaded(obj: Any, name: str) -> Any:
@@ -79,7 +110,7 @@ def _snapshot(s: Any) -> Snapshot:
 
 
 @contextmanager
-def _cinder_errors(what: str, busy: type[Exception] | None = None) -> Iterator[None]:
+def _cinder_errors(what: str, busy: Callable[..., Exception] | None = None) -> Iterator[None]:
     """This project's errors as the Cinder exceptions its volume manager expects."""
     try:
         yield
@@ -101,6 +132,7 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         if self.configuration is not None:
             self.configuration.append_config_values(ZFS_BACKEND_OPTS)
+            self.configuration.append_config_values(NAS_SECURITY_OPTS)
         self.core: _Core | None = None
 
     @staticmethod
@@ -121,6 +153,7 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
             options = NodeOptions.from_vars(node, spec.vars, spec.address).replace(
                 parent=conf.safe_get("zfs_backend_parent") or "tank/volumes",
                 backend_name=conf.safe_get("volume_backend_name") or None,
+                **nas_security(conf),
             )
             self.core = _Core(options, settings=settings)
             self.core.do_setup(context)

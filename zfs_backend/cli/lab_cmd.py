@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up.add_argument("--pool-size", default="1G", help="size of each node's sparse pool file (default 1G)")
     up.add_argument("--network", help="IPv4 network of the lab (default 198.18.0.0/24)")
     up.add_argument("--no-agent", action="store_true", help="do not start the node agents")
+    up.add_argument(
+        "--test-kinds",
+        action="store_true",
+        help="agents also host the generic 'pipeline' activity kind (for tests and benchmarks)",
+    )
     up.add_argument("--json", action="store_true", help="print the lab status as JSON")
     up.set_defaults(func=cmd_up)
 
@@ -90,6 +95,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         pool_size=parse_size(args.pool_size),
         on_step=lambda m: con.print(f"  {m}"),
         with_agent=not args.no_agent,
+        test_kinds=args.test_kinds,
     )
     if not args.json:
         if created:

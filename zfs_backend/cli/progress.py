@@ -67,8 +67,7 @@ def follow(
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            time.sleep(interval)
-            rec = act.record()
+            rec = act.wait_record(interval)  # returns at once when the activity ends
     return rec
 
 

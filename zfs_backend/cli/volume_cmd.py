@@ -12,13 +12,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..config import load_settings
+from ..config import Settings, load_settings
 from ..driver.errors import InvalidSize
 from ..driver.service import VolumeService
 from ..errors import UsageError
+from ..lab import Lab
 from .progress import run_in_foreground
 
-__all__ = ["parse_size_gib", "register"]
+__all__ = ["default_client", "parse_size_gib", "register"]
 
 _SIZE = re.compile(r"^\s*(-?\d+)\s*(g|gb|gib)?\s*$", re.IGNORECASE)
 
@@ -72,12 +73,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sd.add_argument("snapshot", metavar="VOL@SNAP")
     sd.set_defaults(func=_snapshot_delete)
 
-    a = vs.add_parser("attach", help="export the volume and print its NFS connection info")
+    a = vs.add_parser(
+        "attach", help="export the volume, grant a client access and print the NFS connection info"
+    )
     a.add_argument("name")
+    a.add_argument(
+        "--client",
+        metavar="IP",
+        help="address of the host that mounts it (default on the lab: the controller's bridge address)",
+    )
     a.set_defaults(func=_attach)
 
-    dt = vs.add_parser("detach", help="mark the volume detached (its export stays)")
+    dt = vs.add_parser("detach", help="revoke a client's access (its export stays)")
     dt.add_argument("name")
+    dt.add_argument("--client", metavar="IP", help="the client to revoke (default: every attached client)")
     dt.set_defaults(func=_detach)
 
     r = vs.add_parser("replicate", help="replicate a volume's snapshot to another node (a backend activity)")
@@ -203,10 +212,21 @@ def _snapshot_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_client(settings: Settings) -> str:
+    """The client ``volume attach`` grants without ``--client``: on the lab (its inventory in use), the
+    controller's address on the lab's bridge; elsewhere there is no sensible guess."""
+    lab = Lab(settings)
+    if lab.is_up() and settings.inventory == lab.layout.inventory:
+        return lab.layout.controller_address
+    raise UsageError("give --client IP: the address of the host that will mount the volume")
+
+
 def _attach(args: argparse.Namespace) -> int:
-    svc = _service()
+    settings = load_settings()
+    client = args.client if args.client is not None else default_client(settings)
+    svc = VolumeService(settings)
     try:
-        info = svc.attach(args.name)
+        info = svc.attach(args.name, {"ip": client})
     finally:
         svc.close()
     _dump(info)
@@ -216,10 +236,10 @@ def _attach(args: argparse.Namespace) -> int:
 def _detach(args: argparse.Namespace) -> int:
     svc = _service()
     try:
-        svc.detach(args.name)
+        clients = svc.detach(args.name, None if args.client is None else {"ip": args.client})
     finally:
         svc.close()
-    print(f"detached {args.name}")
+    print(f"detached {args.name} from {', '.join(clients) or 'no client'}")
     return 0
 
 

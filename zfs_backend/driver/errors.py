@@ -4,6 +4,8 @@ UsageError
 ├── VolumeNotFound        no volume (or snapshot) by that name or id
 ├── VolumeExists          a volume (or snapshot) of that name already exists
 ├── InvalidSize           size 0, negative, not an integer, or an extend that does not grow
+├── InvalidClient         a connector without a valid ``ip``, or a client address that is not one
+│                         IPv4/IPv6 host address (nothing is granted or revoked)
 └── VolumeBusy            refused: it has snapshots, dependent clones, or is attached
 PoolFull                  (from ``zfs_backend.errors``) also raised before any command when the
                           volume would not fit (free space, over-subscription ratio)
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from ..errors import UsageError
 
-__all__ = ["InvalidSize", "VolumeBusy", "VolumeExists", "VolumeNotFound"]
+__all__ = ["InvalidClient", "InvalidSize", "VolumeBusy", "VolumeExists", "VolumeNotFound"]
 
 
 class VolumeNotFound(UsageError):
@@ -29,4 +31,8 @@ class InvalidSize(UsageError):
 
 
 class VolumeBusy(UsageError):
+    pass
+
+
+class InvalidClient(UsageError):
     pass

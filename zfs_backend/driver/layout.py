@@ -29,6 +29,7 @@ __all__ = [
     "provisioned",
     "quota_for",
     "resize",
+    "set_file_access",
     "size_bytes",
     "snapshot_name",
     "space_props",
@@ -81,6 +82,20 @@ def mountpoint(zfs: Zfs, node: str, ds: DatasetName) -> str:
 def truncate(zfs: Zfs, node: str, ds: DatasetName, size_bytes: int) -> None:
     """Create or resize ``ds``'s sparse ``volume`` file to ``size_bytes``."""
     zfs.host.run(["truncate", "-s", str(int(size_bytes)), f"{mountpoint(zfs, node, ds)}/{VOLUME_FILE}"])
+
+
+def set_file_access(zfs: Zfs, options: NodeOptions, ds: DatasetName) -> None:
+    """Give ``ds``'s ``volume`` file the owner and mode the options ask for (before it is exported:
+    ganesha caches attributes for a while). A file that has them already is left alone (a replica
+    received with them may be read-only)."""
+    path = f"{mountpoint(zfs, options.node, ds)}/{VOLUME_FILE}"
+    uid, gid = options.file_owner
+    owner, mode = f"{int(uid)}:{int(gid)}", f"{options.file_mode:o}"
+    current = zfs.host.run(["stat", "-c", "%u:%g %a", path]).text.split()
+    if current[:1] != [owner]:
+        zfs.host.run(["chown", owner, path])
+    if current[1:2] != [mode]:
+        zfs.host.run(["chmod", f"0{mode}", path])
 
 
 def resize(zfs: Zfs, options: NodeOptions, ds: DatasetName, current: int, new_bytes: int) -> None:

@@ -21,7 +21,23 @@ field                           default                   meaning
 ``max_concurrent_activities``   ``4``                     advisory limit of backend activities at once
 ``backend_name``                ``zfs-nfs-<node>``        Cinder's ``volume_backend_name``
 ``destroy_deadline``            ``30.0``                  seconds to retry a busy destroy after unexport
+``secure_file_operations``      ``True``                  root on a client is squashed to the anonymous
+                                                          uid/gid (``Squash = Root_Squash``), which owns
+                                                          each ``volume`` file; False: ``No_Root_Squash``
+                                                          and files owned by root
+``secure_file_permissions``     ``True``                  ``volume`` files are mode 0660 (owner and group);
+                                                          False: 0666 (any uid on a granted client)
+``anonymous_uid`` /             ``65534`` / ``65534``     who a squashed root becomes (nobody/nogroup):
+``anonymous_gid``                                         set them to the uid/gid the hypervisor's qemu
+                                                          runs as
 ==============================  ========================  =================================================
+
+The two ``secure_*`` options are Cinder's ``nas_secure_file_operations`` / ``nas_secure_file_permissions``
+(the cinder adapter passes them through). Both default to True, which is what Cinder's ``auto`` picks
+for a new installation: a granted host's root cannot act as root on the node's filesystem (no chown,
+no writing anything but the volume file it was given), and other users on a granted host cannot read
+or write the volume. Turn them off only for clients that must be root on the file (Cinder's insecure
+mode). The file's owner and mode are set before each export is made or ensured.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ from typing import Any
 
 from ..errors import ConfigError, UsageError
 from ..zfs.names import DatasetName, parse_dataset, validate_node
+from .nfs import MAX_ANONYMOUS_ID, ExportSecurity
 
 __all__ = ["DEFAULT_EXPORTS_FILE", "DEFAULT_PID_FILE", "VAR_PREFIX", "NodeOptions"]
 
@@ -63,6 +80,10 @@ class NodeOptions:
     max_concurrent_activities: int = 4
     backend_name: str | None = None
     destroy_deadline: float = 30.0
+    secure_file_operations: bool = True
+    secure_file_permissions: bool = True
+    anonymous_uid: int = 65534
+    anonymous_gid: int = 65534
 
     def __post_init__(self) -> None:
         try:
@@ -95,10 +116,33 @@ class NodeOptions:
             raise ConfigError("max_concurrent_activities must be a positive integer")
         if not float(self.destroy_deadline) > 0:
             raise ConfigError("destroy_deadline must be positive")
+        for name in ("secure_file_operations", "secure_file_permissions"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"invalid {name} {getattr(self, name)!r}: expected true or false")
+        for name in ("anonymous_uid", "anonymous_gid"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_ANONYMOUS_ID:
+                raise ConfigError(f"invalid {name} {v!r}: expected a uid/gid 0-{MAX_ANONYMOUS_ID}")
 
     @property
     def parent_dataset(self) -> DatasetName:
         return parse_dataset(self.parent)
+
+    @property
+    def file_mode(self) -> int:
+        """Mode of each volume's ``volume`` file (Cinder: 660 when secure, ugo+rw otherwise)."""
+        return 0o660 if self.secure_file_permissions else 0o666
+
+    @property
+    def file_owner(self) -> tuple[int, int]:
+        """(uid, gid) owning each ``volume`` file: the anonymous ids a squashed root becomes, or root."""
+        return (self.anonymous_uid, self.anonymous_gid) if self.secure_file_operations else (0, 0)
+
+    @property
+    def export_security(self) -> ExportSecurity:
+        """Squashing of the NFS exports: root squashed to the anonymous ids when file operations are
+        secure."""
+        return ExportSecurity(self.secure_file_operations, self.anonymous_uid, self.anonymous_gid)
 
     @property
     def volume_backend_name(self) -> str:

@@ -1,6 +1,10 @@
 """The controller-side volume service, standing in for cinder-volume: a SQLite table of volumes and
 snapshots with Cinder's statuses, calling one ``ZfsNfsDriver`` per node.
 
+Attachments are recorded per client address (Cinder's ``volume_attachment``): ``attach`` grants the
+client access to the volume's export and records it, ``detach`` revokes it (or every recorded client's);
+a volume is ``in-use`` while it has attachments. The database is private (``zfs_backend.private``).
+
 Users name volumes (``display_name``, unique) and snapshots (unique per volume); ids are UUIDs.
 Input is checked before anything is recorded; a record is written ``creating`` before the driver is
 called and becomes ``available`` after it. When the driver fails, it has already undone its own
@@ -10,13 +14,11 @@ delete that fails leaves the volume ``error_deleting`` (retry with ``delete``).
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,91 +26,16 @@ from ..activity.core import BackendActivity
 from ..config import Settings
 from ..errors import InvalidName
 from ..hosts.inventory import load_inventory
+from ..private import private_sqlite
 from ..zfs.names import validate_node
+from .access import client_address
 from .errors import VolumeBusy, VolumeExists, VolumeNotFound
 from .models import Snapshot, Volume, check_size, new_id
 from .options import NodeOptions
+from .records import SCHEMA, SnapshotRecord, VolumeRecord, validate_display_name
 from .zfs_nfs import ZfsNfsDriver
 
 __all__ = ["SnapshotRecord", "VolumeRecord", "VolumeService", "validate_display_name"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS volumes (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    node TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    provider_location TEXT,
-    snapshot_id TEXT,
-    source_volid TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS snapshots (
-    id TEXT PRIMARY KEY,
-    volume_id TEXT NOT NULL REFERENCES volumes(id),
-    name TEXT NOT NULL,
-    volume_size INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    UNIQUE (volume_id, name)
-);
-"""
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-def validate_display_name(name: object, what: str = "volume") -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        shown = ascii(name)[:80] if isinstance(name, str) else repr(name)
-        raise InvalidName(f"invalid {what} name {shown}: expected 1-64 of [A-Za-z0-9_.-], alphanumeric first")
-    return name
-
-
-@dataclass(frozen=True)
-class VolumeRecord:
-    id: str
-    name: str
-    node: str
-    size: int
-    status: str
-    provider_location: str | None
-    snapshot_id: str | None
-    source_volid: str | None
-    created_at: float
-    updated_at: float
-
-    def model(self) -> Volume:
-        return Volume(
-            id=self.id,
-            size=self.size,
-            display_name=self.name,
-            status=self.status,
-            provider_location=self.provider_location,
-            snapshot_id=self.snapshot_id,
-            source_volid=self.source_volid,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class SnapshotRecord:
-    id: str
-    volume_id: str
-    name: str
-    volume_size: int
-    status: str
-    created_at: float
-
-    def model(self) -> Snapshot:
-        return Snapshot(
-            id=self.id, volume_id=self.volume_id, volume_size=self.volume_size, display_name=self.name
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class VolumeService:
@@ -122,12 +49,12 @@ class VolumeService:
     ) -> None:
         self.settings = settings
         self.db_path = db_path or settings.home / "volumes.db"
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(self.db_path)
         self._driver_for = driver_for
         self._drivers: dict[str, ZfsNfsDriver] = {}
         self._lock = threading.Lock()
         with self._db() as db:
-            db.executescript(_SCHEMA)
+            db.executescript(SCHEMA)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -183,7 +110,9 @@ class VolumeService:
                 rows = db.execute("SELECT * FROM snapshots ORDER BY created_at").fetchall()
             else:
                 vid = self.get_volume(volume).id
-                rows = db.execute("SELECT * FROM snapshots WHERE volume_id = ? ORDER BY created_at", (vid,))
+                rows = db.execute(
+                    "SELECT * FROM snapshots WHERE volume_id = ? ORDER BY created_at", (vid,)
+                ).fetchall()
             return [SnapshotRecord(**dict(r)) for r in rows]
 
     def get_snapshot(self, volume: str, name: str) -> SnapshotRecord:
@@ -340,19 +269,41 @@ class VolumeService:
 
     # ---- attach / stats / replicate --------------------------------------------------------------
 
-    def attach(self, name: str, connector: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Export (if needed) and return the NFS connection info; the volume becomes ``in-use``."""
+    def attachments(self, name: str) -> list[str]:
+        """The client addresses the volume is attached to."""
+        rec = self.get_volume(name)
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT client FROM attachments WHERE volume_id = ? ORDER BY attached_at", (rec.id,)
+            )
+            return [str(r["client"]) for r in rows]
+
+    def attach(self, name: str, connector: dict[str, Any]) -> dict[str, Any]:
+        """Export (if needed), grant ``connector["ip"]`` access and return the NFS connection info; the
+        volume becomes ``in-use``. A connector without a valid ``ip`` is refused before anything."""
+        client = client_address(connector)
         rec = self.get_volume(name)
         d = self.driver(rec.node)
         d.create_export(None, rec.model(), connector)
-        info = d.initialize_connection(rec.model(), connector or {})
+        info = d.initialize_connection(rec.model(), {**connector, "ip": client})
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO attachments VALUES (?, ?, ?)", (rec.id, client, time.time()))
         self._status("volumes", rec.id, "in-use")
         return info
 
-    def detach(self, name: str, connector: dict[str, Any] | None = None) -> None:
+    def detach(self, name: str, connector: dict[str, Any] | None = None) -> list[str]:
+        """Revoke ``connector["ip"]``'s access (None: every attached client's); the volume is
+        ``available`` again when no attachment is left. Returns the clients detached."""
         rec = self.get_volume(name)
-        self.driver(rec.node).terminate_connection(rec.model(), connector or {})
-        self._status("volumes", rec.id, "available")
+        clients = [client_address(connector)] if connector is not None else self.attachments(rec.id)
+        d = self.driver(rec.node)
+        for client in clients:
+            d.terminate_connection(rec.model(), {"ip": client})
+            with self._db() as db:
+                db.execute("DELETE FROM attachments WHERE volume_id = ? AND client = ?", (rec.id, client))
+        if not self.attachments(rec.id):
+            self._status("volumes", rec.id, "available")
+        return clients
 
     def stats(self, node: str, refresh: bool = True) -> dict[str, Any]:
         return self.driver(node).get_volume_stats(refresh=refresh)

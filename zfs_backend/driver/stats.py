@@ -1,8 +1,9 @@
 """``get_volume_stats``: Cinder's standard keys and this project's capabilities, built from plain facts.
 
-:func:`build_stats` is pure: the driver gathers :class:`NodeFacts` (space of the parent dataset,
-provisioned sizes, the ZFS dialect, the agent's activity kinds) and this turns them into the flat dict
-Cinder's scheduler reads. Every key is documented in the README ("Volume driver").
+:func:`read_facts` gathers :class:`NodeFacts` on the node (space of the parent dataset, provisioned
+sizes, the ZFS dialect; the driver adds the agent's activity kinds) and the pure :func:`build_stats`
+turns them into the flat dict Cinder's scheduler reads. Every key is documented in the README
+("Volume driver").
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..zfs.api import Zfs
 from ..zfs.dialect import Dialect
+from ..zfs.names import DatasetName
+from ..zfs.parse import parse_int
+from . import layout
 from .models import GIB
 from .options import NodeOptions
 
-__all__ = ["CAPABILITY_KEYS", "STANDARD_KEYS", "VENDOR_NAME", "NodeFacts", "build_stats"]
+__all__ = ["CAPABILITY_KEYS", "STANDARD_KEYS", "VENDOR_NAME", "NodeFacts", "build_stats", "read_facts"]
 
 VENDOR_NAME = "zfs_backend"
 
@@ -62,6 +67,22 @@ class NodeFacts:
     dedup: str
     dialect: Dialect
     activity_kinds: tuple[str, ...] | None  # None: the node's agent could not be asked
+
+
+def read_facts(zfs: Zfs, parent: DatasetName, activity_kinds: tuple[str, ...] | None) -> NodeFacts:
+    """The facts of the node behind ``zfs`` about the volumes under ``parent``."""
+    props = zfs.get(parent, ["used", "available", "compression", "dedup"])
+    provisioned, count = layout.provisioned(zfs, parent)
+    return NodeFacts(
+        used=parse_int(props.get("used", "-")) or 0,
+        available=parse_int(props.get("available", "-")) or 0,
+        provisioned=provisioned,
+        volumes=count,
+        compression=props.get("compression", "off"),
+        dedup=props.get("dedup", "off"),
+        dialect=zfs.dialect,
+        activity_kinds=activity_kinds,
+    )
 
 
 def _gb(n: int) -> float:

@@ -10,8 +10,12 @@ refused or failed call leaves the node as it was. The driver only touches ``zfs`
 node's ``volume`` files and the server's exports file (``nfs.GaneshaExports``), and delegates
 ``snapshot_replicate`` to :mod:`zfs_backend.replication.api`.
 
+Exports grant nobody until ``initialize_connection`` grants the connector's address
+(``terminate_connection`` revokes it): see :mod:`.access` and :mod:`.nfs`.
+
 Version history: 1.0.0 - first version (volumes, snapshots, clones, extend, NFS exports via
-nfs-ganesha, stats with backend-activity capabilities, snapshot_replicate).
+nfs-ganesha, stats with backend-activity capabilities, snapshot_replicate). 1.1.0 - exports are granted
+per connector address; root squashing and the volume file's mode follow the secure_file_* options.
 """
 
 from __future__ import annotations
@@ -27,15 +31,14 @@ from ..errors import ConfigError, DatasetNotFound, ZfsBackendError
 from ..hosts.base import Host
 from ..zfs.api import Zfs
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
-from ..zfs.parse import parse_int
-from . import clones, layout
+from . import access, clones, layout
 from .clones import CLONE_SNAP_PREFIX as CLONE_SNAP_PREFIX  # kept importable from here
 from .errors import InvalidSize, VolumeBusy, VolumeExists, VolumeNotFound
 from .layout import SIZE_PROPERTY, VOLUME_FILE, quota_for
 from .models import GIB, Snapshot, Volume, check_size
 from .nfs import GaneshaExports
 from .options import NodeOptions
-from .stats import NodeFacts, build_stats
+from .stats import build_stats, read_facts
 
 __all__ = ["SIZE_PROPERTY", "VOLUME_FILE", "ZfsNfsDriver", "quota_for"]
 
@@ -45,7 +48,7 @@ log = logging.getLogger("zfs_backend.driver")
 class ZfsNfsDriver:
     """A Cinder-shaped driver for the volumes of one storage node (one backend = one node)."""
 
-    VERSION = "1.0.0"
+    VERSION = "1.1.0"
 
     def __init__(
         self,
@@ -87,8 +90,9 @@ class ZfsNfsDriver:
         if self._address is None:
             raise ConfigError(f"{self.options.node}: no export_address for the NFS exports")
         self._zfs = Zfs(self.host)
+        o = self.options
         self._exports = GaneshaExports(
-            self.host, self.options.exports_file, self.options.ganesha_pid_file, self.options.nfs_versions
+            self.host, o.exports_file, o.ganesha_pid_file, o.nfs_versions, o.export_security
         )
         parent = self.options.parent_dataset
         if not self._zfs.exists(parent):
@@ -158,6 +162,11 @@ class ZfsNfsDriver:
             except ZfsBackendError as e:
                 log.error("%s: rollback of %s incomplete: %s", self.options.node, ds, e)
 
+    def _export(self, ds: DatasetName, clients: tuple[str, ...] = ()) -> None:
+        """The volume file's owner and mode, then the export (granting ``clients`` only)."""
+        layout.set_file_access(self.zfs, self.options, ds)
+        self.exports.add(ds, self._mountpoint(ds), clients)
+
     def _finish_create(
         self, ds: DatasetName, size_bytes: int, grow: bool, extra: SnapshotName | None = None
     ) -> dict[str, Any]:
@@ -166,7 +175,7 @@ class ZfsNfsDriver:
         try:
             if grow:
                 layout.truncate(self.zfs, self.options.node, ds, size_bytes)
-            self.exports.add(ds, self._mountpoint(ds))
+            self._export(ds)
             exported = True
             return {"provider_location": self._location(ds)}
         except BaseException:
@@ -256,8 +265,8 @@ class ZfsNfsDriver:
         try:
             self._destroy(ds)
         except BaseException:
-            if was_exported:
-                self.exports.add(ds, self._mountpoint(ds))
+            if was_exported is not None:
+                self.exports.add(ds, self._mountpoint(ds), was_exported.clients)
             raise
         clones.drop_clone_origin(self.zfs, self.options, origin)
 
@@ -286,45 +295,41 @@ class ZfsNfsDriver:
     def create_export(
         self, context: Any, volume: Volume, connector: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Make sure the volume is exported (idempotent). Returns the ``provider_location``."""
+        """Make sure the volume is exported (idempotent: its grants stay; a new export grants nobody).
+        Returns the ``provider_location``."""
         ds = self._dataset(volume)
         self._require(ds, f"volume {volume.id}")
-        self.exports.add(ds, self._mountpoint(ds))
+        self._export(ds)
         return {"provider_location": self._location(ds)}
 
     def ensure_export(self, context: Any, volume: Volume) -> dict[str, Any]:
         return self.create_export(context, volume, None)
 
     def remove_export(self, context: Any, volume: Volume) -> None:
-        """Unexport the volume (its data stays)."""
+        """Unexport the volume (its data stays; its grants go)."""
         self.exports.remove(self._dataset(volume))
 
     def initialize_connection(self, volume: Volume, connector: dict[str, Any] | None) -> dict[str, Any]:
-        """``{"driver_volume_type": "nfs", "data": {"export": "ADDR:/path", "name": "volume", ...}}``."""
+        """Grant ``connector["ip"]`` read-write access to the volume's export; returns
+        ``{"driver_volume_type": "nfs", "data": {"export": "ADDR:/path", "name": "volume", ...}}``."""
+        client = access.client_address(connector)
         ds = self._dataset(volume)
         self._require(ds, f"volume {volume.id}")
-        if self.exports.get(ds) is None:
+        if self.exports.grant(ds, client) is None:
             raise ConfigError(f"volume {volume.id} is not exported: call create_export first")
-        version = self.options.nfs_versions[0]
-        if version == 3:
-            opts = (
-                f"-o vers=3,proto=tcp,port={self.options.nfs_port},mountport={self.options.mount_port},nolock"
-            )
-        else:
-            opts = f"-o vers=4.0,proto=tcp,port={self.options.nfs_port}"
-        return {
-            "driver_volume_type": "nfs",
-            "data": {
-                "export": self._location(ds),
-                "name": VOLUME_FILE,
-                "options": opts,
-                "format": "raw",
-                "access_mode": "rw",
-            },
-        }
+        log.info("%s: granted %s access to %s", self.options.node, client, ds)
+        return access.connection_info(self.options, self._location(ds))
 
     def terminate_connection(self, volume: Volume, connector: dict[str, Any] | None, **kwargs: Any) -> None:
-        """Nothing to undo per connection: the export serves any client."""
+        """Revoke ``connector["ip"]``'s access (a ``None`` connector, Cinder's force detach: every
+        client's). Revoking what was not granted, or of a volume that is gone, is not an error."""
+        ds = self._dataset(volume)
+        if connector is None:
+            revoked = self.exports.revoke_all(ds)
+        else:
+            revoked = self.exports.revoke(ds, access.client_address(connector))
+        if revoked:
+            log.info("%s: revoked %s from %s", self.options.node, ", ".join(revoked), volume.name)
 
     # ---- stats ---------------------------------------------------------------------------------
 
@@ -350,19 +355,7 @@ class ZfsNfsDriver:
             return None
 
     def _update_volume_stats(self) -> None:
-        parent = self.options.parent_dataset
-        props = self.zfs.get(parent, ["used", "available", "compression", "dedup"])
-        provisioned, count = layout.provisioned(self.zfs, parent)
-        facts = NodeFacts(
-            used=parse_int(props.get("used", "-")) or 0,
-            available=parse_int(props.get("available", "-")) or 0,
-            provisioned=provisioned,
-            volumes=count,
-            compression=props.get("compression", "off"),
-            dedup=props.get("dedup", "off"),
-            dialect=self.zfs.dialect,
-            activity_kinds=self._kinds(),
-        )
+        facts = read_facts(self.zfs, self.options.parent_dataset, self._kinds())
         self._stats = build_stats(self.options, facts, self.VERSION, str(self._address))
         self._stats["updated_at"] = time.time()
 

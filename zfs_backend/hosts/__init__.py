@@ -1,10 +1,15 @@
 """Reaching a storage node: one interface (:class:`Host`), local, SSH and fake implementations."""
 
-from .base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
-from .fake import FakeHost
-from .inventory import Inventory, NodeSpec, connect, load_inventory
-from .local import LocalHost
-from .ssh import SSHHost, known_hosts_name, validate_address, validate_node_name
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
+    from .fake import FakeHost
+    from .inventory import Inventory, NodeSpec, connect, load_inventory
+    from .local import LocalHost
+    from .ssh import SSHHost, known_hosts_name, validate_address, validate_node_name
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -22,3 +27,21 @@ __all__ = [
     "validate_address",
     "validate_node_name",
 ]
+
+_EXPORTS = {
+    "CommandResult": "base",
+    "DEFAULT_TIMEOUT": "base",
+    "FakeHost": "fake",
+    "Host": "base",
+    "Inventory": "inventory",
+    "LocalHost": "local",
+    "NodeSpec": "inventory",
+    "SSHHost": "ssh",
+    "check_argv": "base",
+    "connect": "inventory",
+    "known_hosts_name": "ssh",
+    "load_inventory": "inventory",
+    "validate_address": "ssh",
+    "validate_node_name": "ssh",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)

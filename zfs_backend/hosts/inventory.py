@@ -28,13 +28,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..config import Settings, load_settings
 from ..errors import ConfigError, InvalidName, UnknownNode
-from .ssh import SSHHost, validate_address, validate_node_name, validate_user
+from .validate import validate_address, validate_node_name, validate_user
+
+if TYPE_CHECKING:
+    from .ssh import SSHHost
 
 __all__ = ["Inventory", "NodeSpec", "connect", "load_inventory"]
 
@@ -73,6 +76,8 @@ class Inventory:
 
     def connect(self, name: str, settings: Settings | None = None, **kwargs: Any) -> SSHHost:
         """An :class:`SSHHost` for node ``name`` (connects lazily, on first use)."""
+        from .ssh import SSHHost  # paramiko: loaded only by callers that run commands over it
+
         return SSHHost.from_spec(self.node(name), settings, **kwargs)
 
 

@@ -16,6 +16,11 @@ class LocalHost(Host):
     def __init__(self, name: str | None = None) -> None:
         self.name = name or socket.gethostname()
 
+    @property
+    def dialect_key(self) -> tuple[str, ...]:
+        """This machine's ZFS is the same for every ``LocalHost`` of it (see ``zfs.dialect.probe``)."""
+        return ("local", self.name)
+
     def run(
         self,
         argv: Sequence[str],

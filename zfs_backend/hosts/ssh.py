@@ -19,17 +19,14 @@ closes, and refuses the SSH "signal" request for root logins. The pid line is re
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import math
 import os
 import shlex
-import stat
 import subprocess
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import paramiko
 
@@ -45,6 +42,7 @@ from ..errors import (
 )
 from .base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
 from .channel import PID_WRAPPER, feed, pump, remaining, split_pid
+from .openssh import MAX_CONTROL_DIR, ControlConnection, OpenSSHTarget, control_dir_ready, openssh_options
 from .validate import validate_address, validate_cipher, validate_node_name, validate_port, validate_user
 
 if TYPE_CHECKING:
@@ -68,10 +66,6 @@ DEFAULT_CONTROL_PERSIST = 60
 _PARAMIKO_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 # paramiko names curve25519 only by its libssh.org alias (same algorithm as curve25519-sha256).
 _PARAMIKO_KEX = ("curve25519-sha256@libssh.org",)
-_OPENSSH_KEX = "curve25519-sha256,curve25519-sha256@libssh.org"
-
-# sun_path holds 108 bytes with the NUL; ssh binds dir + "/" + name (16) + ".<16 random>" first
-_MAX_CONTROL_DIR = 107 - 1 - 16 - 17
 
 
 def known_hosts_name(address: str, port: int) -> str:
@@ -97,7 +91,7 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
     def __init__(self, host: SSHHost) -> None:
         self._host = host
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
         h = self._host
         raise HostKeyMismatch(
             f"{h.name}: host key of {hostname} ({key.get_name()} {key.fingerprint}) "
@@ -147,10 +141,10 @@ class SSHHost(Host):
         self.connect_timeout = float(connect_timeout)
         self.keepalive = int(keepalive)
         self.control_dir = Path(control_dir) if control_dir is not None else None
-        if self.control_dir is not None and len(os.fsencode(self.control_dir)) > _MAX_CONTROL_DIR:
+        if self.control_dir is not None and len(os.fsencode(self.control_dir)) > MAX_CONTROL_DIR:
             raise UsageError(
                 f"control_dir {self.control_dir} is too long for a unix socket path "
-                f"(at most {_MAX_CONTROL_DIR} bytes)"
+                f"(at most {MAX_CONTROL_DIR} bytes)"
             )
         self.control_persist = int(control_persist)
         self.ssh_config = ssh_config
@@ -377,41 +371,36 @@ class SSHHost(Host):
 
     # --- OpenSSH for byte streams --------------------------------------------------------------
 
-    def _control_dir(self) -> Path:
-        """Create (or check) the private ControlMaster directory: owned by us, mode 0700."""
-        assert self.control_dir is not None
-        d = self.control_dir
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = d.lstat()
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-            raise HostUnreachable(f"{self.name}: control dir {d} is not a directory owned by us")
-        if stat.S_IMODE(st.st_mode) != 0o700:
-            d.chmod(0o700)
-        return d
+    def openssh_target(self) -> OpenSSHTarget:
+        return OpenSSHTarget(
+            name=self.name,
+            address=self.address,
+            port=self.port,
+            user=self.user,
+            key_file=self.key_file,
+            known_hosts=self.known_hosts,
+            cipher=self.cipher,
+            keepalive=self.keepalive,
+            connect_timeout=self.connect_timeout,
+            ssh_config=self.ssh_config,
+        )
+
+    def control_connection(self) -> ControlConnection | None:
+        """The ControlMaster this host's multiplexed commands share (None without ``control_dir``)."""
+        if self.control_dir is None:
+            return None
+        return ControlConnection(self.openssh_target(), self.control_dir, self.control_persist)
 
     def control_path(self) -> str:
         """The ControlMaster socket for this user@address:port (``%`` escaped for ssh)."""
-        ident = hashlib.sha256(f"{self.user}@{self.address}:{self.port}".encode()).hexdigest()[:16]
-        return str(self._control_dir() / ident).replace("%", "%%")
+        conn = self.control_connection()
+        assert conn is not None
+        control_dir_ready(conn.control_dir, f"{self.name}: control dir")
+        return str(conn.control_path).replace("%", "%%")
 
     def ssh_options(self, *, multiplex: bool = True) -> list[str]:
         """The OpenSSH client options (everything before ``-l user address``)."""
-        opts = [
-            "-F", self.ssh_config,
-            "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "UpdateHostKeys=no",
-            "-o", "IdentitiesOnly=yes",
-            "-i", str(self.key_file),
-            "-p", str(self.port),
-            "-o", f"Ciphers={self.cipher}",
-            "-o", f"ServerAliveInterval={self.keepalive}",
-            "-o", "ServerAliveCountMax=3",
-            "-o", f"KexAlgorithms={_OPENSSH_KEX}",
-            "-o", f"ConnectTimeout={max(1, math.ceil(self.connect_timeout))}",
-        ]  # fmt: skip
+        opts = openssh_options(self.openssh_target())
         if multiplex and self.control_dir is not None:
             opts += [
                 "-o", "ControlMaster=auto",

@@ -2,6 +2,14 @@
 
 Everything above the lab reaches nodes only through what this module writes: an ansible-format
 YAML inventory and an OpenSSH client config, exactly as it would reach real storage nodes.
+
+Modes. Under the lab directory everything is private to root (directories 0700, files 0600, keys
+included): the inventory, the SSH config, known_hosts and the nodes' inventories are read only by root
+(the controller, cinder-volume and ansible run as root, since they use the root-only key). Inside a
+node's root filesystem (its overlay ``upper``) files keep the modes a real server gives them: ``/etc/hosts``,
+``/etc/hostname`` and ``sshd_config`` 0644 (any user in the node reads them), public keys 0644, private
+keys and ``authorized_keys`` 0600 in ``/root/.ssh`` (0700); the node's directory on the host is 0700,
+so no other host user reaches them.
 """
 
 from __future__ import annotations
@@ -13,12 +21,15 @@ from pathlib import Path
 
 import yaml
 
+from ..private import private_dir
 from .topology import LabLayout, NodeLayout
 
 __all__ = [
     "NodeKeys",
+    "controller_key_line",
     "ensure_keypair",
     "known_hosts_text",
+    "node_key_line",
     "provision",
     "ssh_client_config",
     "sshd_config",
@@ -42,28 +53,45 @@ class NodeKeys:
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write a file created with ``mode`` from the start (no window with wider permissions)."""
+    """Write a file created with ``mode`` from the start (no window with wider permissions: a stale
+    temporary file is set to ``mode`` before anything is written to it). Missing parent directories
+    are created with the default mode (inside a node's root filesystem they are system directories)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o600)
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.chmod(tmp, mode)
     os.replace(tmp, path)
 
 
 def ensure_keypair(path: Path, comment: str) -> Path:
-    """Create an ed25519 key pair at ``path`` unless one exists; private key mode 0600."""
+    """Create an ed25519 key pair at ``path`` unless one exists, in a private directory; both halves
+    mode 0600 from the start (``ssh-keygen`` runs with umask 077)."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
             check=True,
             stdin=subprocess.DEVNULL,
             capture_output=True,
+            umask=0o077,
         )
-    os.chmod(path, 0o600)
+    for p in (path, Path(f"{path}.pub")):
+        os.chmod(p, 0o600)
     return path
+
+
+def node_key_line(pub: str, node: str, address: str, zfs_backend_bin: str) -> str:
+    """A node's own key as its peers accept it: only from that node's address, no pty, forwarding or
+    agent (``restrict``), and only the forced command that lets replication through (``peer-exec``:
+    the agent's peer socket and ``zfs receive``). Never the controller's key."""
+    return f'restrict,from="{address}",command="{zfs_backend_bin} peer-exec" {pub} root@{node}\n'
+
+
+def controller_key_line(pub: str, address: str) -> str:
+    """The controller's key: full access (it administers the node), but only from its own address."""
+    return f'from="{address}" {pub} zfs-backend-controller\n'
 
 
 def known_hosts_text(nodes: list[NodeLayout], keys: dict[str, NodeKeys]) -> str:
@@ -153,27 +181,28 @@ def write_inventory(
     text = "# Written by `zfs-backend lab up`: the lab's storage nodes.\n" + yaml.safe_dump(
         doc, sort_keys=False
     )
-    write_private(path, text, 0o644)
+    write_private(path, text, 0o600)
     return path
 
 
 def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host_key: str) -> None:
-    """Keys, known_hosts and configs for the controller and for every node (node-to-node SSH)."""
-    lay.ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Keys, known_hosts and configs for the controller and for every node (node-to-node SSH with
+    narrow keys: see :func:`node_key_line`)."""
+    private_dir(lay.ssh_dir)
     ensure_keypair(lay.client_key, "zfs-backend-controller")
     keys: dict[str, NodeKeys] = {}
     for n in plan:
+        private_dir(n.dir)  # before anything below it: the node's files are root's alone
+        private_dir(n.home)
         keydir = n.dir / "keys"
         keys[n.name] = NodeKeys(
             host_key=ensure_keypair(keydir / "ssh_host_ed25519_key", f"{n.name}-host"),
             client_key=ensure_keypair(keydir / "id_ed25519", f"root@{n.name}"),
         )
     known = known_hosts_text(plan, keys)
-    write_private(lay.known_hosts, known, 0o644)
+    write_private(lay.known_hosts, known)
     write_private(lay.ssh_config, ssh_client_config(plan, lay.client_key, lay.known_hosts))
     ctrl_pub = " ".join(Path(f"{lay.client_key}.pub").read_text().split()[0:2])
-    authorized = ctrl_pub + " zfs-backend-controller\n"
-    authorized += "".join(f"{keys[n.name].client_pub_line()} root@{n.name}\n" for n in plan)
     try:
         base_hosts = Path("/etc/hosts").read_text()
     except OSError:
@@ -186,6 +215,11 @@ def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host
         ssh = up / "root" / ".ssh"
         ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
         k = keys[n.name]
+        authorized = controller_key_line(ctrl_pub, lay.controller_address) + "".join(
+            node_key_line(keys[peer.name].client_pub_line(), peer.name, peer.address, zfs_backend_bin)
+            for peer in plan
+            if peer.name != n.name
+        )
         write_private(ssh / "authorized_keys", authorized)
         write_private(ssh / "id_ed25519", k.client_key.read_text())
         write_private(ssh / "id_ed25519.pub", Path(f"{k.client_key}.pub").read_text(), 0o644)

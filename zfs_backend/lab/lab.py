@@ -19,6 +19,8 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import LabError, MissingDependency, NotRoot, UnknownNode
+from ..hosts.openssh import master_ident, stop_masters
+from ..private import private_dir
 from . import access, netns, nfs
 from .node import (
     NODE_POOL,
@@ -163,8 +165,10 @@ class Lab:
         pool_size: int = 1 << 30,
         on_step: Callable[[str], None] | None = None,
         with_agent: bool = True,
+        test_kinds: bool = False,
     ) -> bool:
-        """Bring the lab up. Returns False (and changes nothing) when it is already running."""
+        """Bring the lab up. Returns False (and changes nothing) when it is already running.
+        ``test_kinds``: the agents also host the generic ``pipeline`` kind (tests, benchmarks)."""
         say = on_step or (lambda _msg: None)
         self.preflight()
         st = self.state
@@ -178,8 +182,8 @@ class Lab:
             return False
         netns.check_range_free(self.layout)
         plan = plan_nodes(self.layout, nodes)
-        self.layout.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.layout.state_dir, 0o700)
+        private_dir(self.layout.state_dir)  # and $ZFS_BACKEND_HOME, when it is missing
+        os.chmod(self.layout.state_dir, 0o700)  # the lab's own directory (`down` removes it)
         st = LabState(
             network=str(self.layout.network),
             pool_size=pool_size,
@@ -187,6 +191,7 @@ class Lab:
             zfs_backend_bin=_zfs_backend_bin(),
             nodes=[n.name for n in plan],
             agents=with_agent,
+            test_kinds=test_kinds,
         )
         st.save(self.layout.state_file)
         try:
@@ -301,6 +306,8 @@ class Lab:
             names |= {p.stem for p in lay.ns_dir.iterdir() if p.suffix in (".mnt", ".uts")}
         names |= {n.removeprefix(lay.netns_prefix()) for n in netns.list_lab_netns(lay)}
         nodes = [lay.node(index_of(n)) for n in sorted(names) if n.startswith("node")]
+        # 0. the controller's SSH master connections to these nodes (kept for reuse between commands)
+        stop_masters(self.settings.ssh_dir, [master_ident("root", n.address) for n in nodes])
         # 1. the daemons we started, by pid: agents and sshd first, then zfs-fuse (it takes ~3 s to
         #    unmount and exit), every node at once
         if st:

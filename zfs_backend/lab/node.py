@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import LabError
+from ..private import private_dir, private_open
 from .netns import netns_path
 from .topology import LabLayout, NodeLayout
 
@@ -104,7 +105,7 @@ def _is_mountpoint(path: Path) -> bool:
 
 def prepare_ns_dir(layout: LabLayout) -> None:
     """Make ``ns/`` a private bind mount, as persistent namespace files require."""
-    layout.ns_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(layout.ns_dir)
     if not _is_mountpoint(layout.ns_dir):
         subprocess.run(["mount", "--bind", str(layout.ns_dir), str(layout.ns_dir)], check=True)
         subprocess.run(["mount", "--make-private", str(layout.ns_dir)], check=True)
@@ -119,11 +120,14 @@ def setup_root(layout: LabLayout, node: NodeLayout, project_dir: str) -> None:
     if ns_alive(layout, node):
         return
     prepare_ns_dir(layout)
-    for d in (node.upper, node.work, node.root, node.home, node.logs):
-        d.mkdir(parents=True, exist_ok=True)
+    # The node's directory, its home (its /var/lib/zfs-backend), logs and overlay scratch are root's
+    # alone; `upper` is the node's `/` and keeps a root directory's usual 0755.
+    for d in (node.dir, node.work, node.root, node.home, node.logs):
+        private_dir(d)
+    node.upper.mkdir(mode=0o755, exist_ok=True)
     mnt, uts = mount_ns_file(layout, node), uts_ns_file(layout, node)
     for f in (mnt, uts):
-        f.touch(exist_ok=True)
+        f.touch(mode=0o600, exist_ok=True)
     argv = [
         "nsenter",
         f"--net={netns_path(node.netns)}",
@@ -244,9 +248,9 @@ def start_daemon(
     argv: Sequence[str],
     env: dict[str, str] | None = None,
 ) -> int:
-    """Start a long-running process inside the node, detached, logging to the node's log dir."""
-    node.logs.mkdir(parents=True, exist_ok=True)
-    log = open(node.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    """Start a long-running process inside the node, detached, logging to the node's log dir (0600)."""
+    private_dir(node.logs)
+    log = os.fdopen(private_open(node.logs / f"{name}.log", os.O_WRONLY | os.O_APPEND), "ab")
     try:
         proc = subprocess.Popen(
             enter_argv(layout, node, argv),

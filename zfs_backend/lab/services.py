@@ -95,7 +95,8 @@ def start_services(lay: LabLayout, node: NodeLayout, st: LabState, with_agent: b
         agent_env = dict(env, ZFS_BACKEND_HOME=NODE_HOME, ZFS_BACKEND_INVENTORY=NODE_INVENTORY)
         # A killed agent leaves its socket file behind: readiness below must see the new one.
         run_in(lay, node, ["rm", "-f", "/run/zfs-backend/agent.sock"], check=False)
-        pid = start_daemon(lay, node, "agent", [st.zfs_backend_bin, "agent"], agent_env)
+        argv = [st.zfs_backend_bin, "agent", *(["--test-kinds"] if st.test_kinds else [])]
+        pid = start_daemon(lay, node, "agent", argv, agent_env)
         record_pid(lay.state_file, node.name, "agent", pid)
         wait_for(
             f"{node.name}: agent",
@@ -143,6 +144,6 @@ def _ensure_pool(lay: LabLayout, node: NodeLayout, st: LabState) -> None:
     if run_in(lay, node, ["test", "-f", img], check=False).returncode == 0:
         run_in(lay, node, ["zpool", "import", "-d", POOL_DIR, NODE_POOL])
         return
-    run_in(lay, node, ["mkdir", "-p", POOL_DIR])
+    run_in(lay, node, ["mkdir", "-p", "-m", "0700", POOL_DIR])
     run_in(lay, node, ["truncate", "-s", str(st.pool_size), img])
     run_in(lay, node, ["zpool", "create", "-f", "-m", f"/{NODE_POOL}", NODE_POOL, img])

@@ -24,6 +24,7 @@ class LabState:
     zfs_backend_bin: str
     nodes: list[str]
     agents: bool = True
+    test_kinds: bool = False  # agents host the generic `pipeline` kind too (tests, benchmarks)
     pids: dict[str, dict[str, int]] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
 

@@ -6,20 +6,25 @@ planning), ``activity`` (the ``replicate`` kind, run by the source node's agent)
 (``snapshot_replicate``).
 """
 
-from .activity import KIND, Replicate
-from .api import parse_bwlimit, snapshot_replicate
-from .plan import (
-    AlreadyRunning,
-    Conflict,
-    DestinationDiverged,
-    DestinationExistsConflict,
-    InsufficientSpace,
-    NoCommonBase,
-    Plan,
-    UpToDate,
-    incremental_path,
-)
-from .request import Request
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .activity import KIND, Replicate
+    from .api import parse_bwlimit, snapshot_replicate
+    from .plan import (
+        AlreadyRunning,
+        Conflict,
+        DestinationDiverged,
+        DestinationExistsConflict,
+        InsufficientSpace,
+        NoCommonBase,
+        Plan,
+        UpToDate,
+        incremental_path,
+    )
+    from .request import Request
 
 __all__ = [
     "KIND",
@@ -37,3 +42,21 @@ __all__ = [
     "parse_bwlimit",
     "snapshot_replicate",
 ]
+
+_EXPORTS = {
+    "AlreadyRunning": "plan",
+    "Conflict": "plan",
+    "DestinationDiverged": "plan",
+    "DestinationExistsConflict": "plan",
+    "InsufficientSpace": "plan",
+    "KIND": "activity",
+    "NoCommonBase": "plan",
+    "Plan": "plan",
+    "Replicate": "activity",
+    "Request": "request",
+    "UpToDate": "plan",
+    "incremental_path": "plan",
+    "parse_bwlimit": "api",
+    "snapshot_replicate": "api",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)

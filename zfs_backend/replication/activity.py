@@ -1,30 +1,34 @@
 """The ``replicate`` activity kind: ``zfs send`` → relay → ``ssh DEST zfs receive``, on the source node.
 
-It runs inside the source node's agent (``ctx.host(None)`` is the node itself). Params are a
-:class:`~zfs_backend.replication.request.Request` (``Request.to_params``), validated again here
-before anything is stored. The life of one replication:
+It runs inside the source node's agent. Params are a :class:`~zfs_backend.replication.request.Request`
+(``Request.to_params``), validated again here; any parameter it does not know is refused. Everything it
+needs from the destination goes through the destination's own agent (:mod:`.receiver`, reached with
+:class:`~.remote.RemoteReceiver`), which claims the destination tree for this activity (no other
+replication, from any node, may receive into it meanwhile) and makes every check and change on the node
+that holds the data. The life of one replication:
 
-``plan()``
-    reads both nodes and plans by GUID (:func:`~zfs_backend.replication.request.plan_live`), checks
-    the destination's space, and records in ``kind_state`` what the destination held before
-    (``dest_existed``, ``pre_guids``) — what a cancel restores — and the estimate (``m``).
+``prepare()`` (before anything is stored; a refusal stores nothing)
+    the destination's ``begin``: its snapshots, space and the exact state of each head (noise such as
+    atime is rolled back there; real changes are reported). Plans by GUID, refuses a diverged
+    destination (unless ``rollback_destination``), no common base, short space, a running twin.
 first stream
-    performs the rollback the caller asked for (``rollback_destination``: ``zfs rollback -r`` to the
-    common base; the one step a cancel cannot undo), then streams. A non-recursive incremental is
-    received with ``-F``: the destination's newest snapshot is then the base, so ``-F`` can destroy no
-    snapshot and only discards atime/metadata noise (reads update atime, which makes a plain
-    ``recv`` refuse); real changes were refused by the planner as "diverged".
+    ``rollback_destination`` (asked for explicitly): the destination's ``discard`` rolls back to the base
+    and the activity's ``result`` names what was discarded. The stream is received **without** ``-F``:
+    a plain receive refuses a changed destination by itself, so nothing the replication did not write
+    can be lost. When it is refused as "modified" anyway (a change too fresh for the cheap check), the
+    destination's ``clean`` checks that dataset exactly: noise is rolled back and the stream starts
+    again; a real change fails the activity as diverged, with nothing discarded.
 restart (``restart_mode = "rerun"``)
-    after a cut link, a dead ``ssh``, an agent SIGKILL or a destination restart, the stream is
-    planned again from what the destination holds now: from the resume token where the destination
-    has resumable receive, otherwise from the newest common snapshot (a partial new dataset of this
-    activity is destroyed first). Failures that cannot heal (no space, diverged, host key) are final.
-``cancel()``
-    kills both sides; ``rollback()`` then discards the partial receive (``recv -A``), destroys a
-    destination dataset this activity created, and rolls back any snapshot it received — the
-    destination is left as it was (zfs-fuse leaves nothing of a killed receive).
+    after a cut link, a dead ``ssh``, an agent SIGKILL or a destination restart: ``begin`` again (the same
+    claim), then from the resume token where the destination keeps one, or from the newest common
+    snapshot; datasets this activity created and left partial are removed first.
+``cancel()`` or a final failure
+    kills both sides; the destination's ``abort`` restores the tree as ``begin`` found it: partial
+    receives discarded, received snapshots rolled back, datasets this activity created destroyed (only
+    those provably its own). The source is never touched.
 success
-    the destination must hold the snapshot with the same GUID (each child's too with ``recursive``).
+    the destination's ``finish`` verifies the snapshot GUID(s), marks the datasets the stream created
+    (``zfs_backend:receiver``/``zfs_backend:source``), makes new replicas read-only, releases the claim.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import contextlib
 import os
 import re
 import threading
+import time
 from typing import Any
 
 import psutil
@@ -42,29 +47,37 @@ from ..activity.pipeline import Endpoint, PipelineActivity
 from ..activity.report import ActivityRecord
 from ..activity.states import TERMINAL
 from ..config import load_settings
-from ..errors import ReplicationConflict, ZfsBackendError
+from ..errors import DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
-from ..zfs.models import RecvSpec, SendSpec
+from ..zfs.dialect import Dialect
+from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
-from .estimate import Estimate
-from .plan import ALREADY_RUNNING, Conflict, Plan, incremental_path
-from .request import Request, check_space, plan_live, read_destination
+from .estimate import estimate_send
+from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
+from .remote import DestinationTree, RemoteReceiver
+from .request import KIND, TUNING_PARAMS, Request, check_space
 from .transport import PeerHost
 
-__all__ = ["KIND", "Replicate", "running_conflict"]
+__all__ = ["KIND", "TUNING_PARAMS", "Replicate", "running_conflict"]
 
-KIND = "replicate"
 
 # A stream failure whose stderr says one of these is final: retrying cannot help.
 _PERMANENT = re.compile(
-    r"out of space|no space left|has been modified|does not match incremental source|must specify -F"
+    r"out of space|no space left|does not match incremental source|must specify -F"
     r"|destination '[^']*' exists|already exists|does not exist|Host key verification failed"
-    r"|no matching cipher|Permission denied|replication conflict",
+    r"|no matching cipher|Permission denied|replication conflict|refused by the peer",
     re.IGNORECASE,
 )
+_MODIFIED = re.compile(r"destination (\S+) has been modified[\s|]+since most recent snapshot", re.IGNORECASE)
 _START_LOCK = threading.Lock()
+_RENEW_EVERY_S = 60.0
+_MAX_CLEANS = 10
+#: streams up to this size share the SSH master connection to the destination (no handshake, measured
+#: ~0.25 s on the lab, and as fast: one channel on an idle connection); bigger ones get their own
+#: connection, so that several big streams can use several cores for ciphering
+MULTIPLEX_BELOW = 1 << 30
 
 
 def running_conflict(
@@ -75,7 +88,7 @@ def running_conflict(
         if rec.kind != KIND or rec.state in TERMINAL or rec.id == own_id:
             continue
         try:
-            other = Request.from_params(rec.params)
+            other = Request.from_params(rec.params, also=TUNING_PARAMS)
         except ZfsBackendError:
             continue
         if other.key == req.key:
@@ -120,6 +133,10 @@ def _scan_daemons(name: str) -> list[int]:
     return out
 
 
+def _rel_name(top: DatasetName, ds: DatasetName) -> str:
+    return "" if ds == top else ds.name[len(top.name) + 1 :]
+
+
 class Replicate(PipelineActivity):
     """The ``replicate`` kind (see the module doc)."""
 
@@ -130,21 +147,22 @@ class Replicate(PipelineActivity):
     backoff_max_s = 30.0
 
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
-        self.request = Request.from_params(record.params)
+        self.request = Request.from_params(record.params, also=TUNING_PARAMS)
         p = record.params
         try:
             self.max_retries = int(p.get("max_retries", self.max_retries))
             self.backoff_s = float(p.get("backoff_s", self.backoff_s))
-            self.space_check = bool(p.get("space_check", True))
         except (TypeError, ValueError) as e:
-            raise ZfsBackendError(f"bad replicate param: {e}") from e
-        ssh_config = p.get("ssh_config")
-        # Control commands to the destination (listings, space, verification) share one ControlMaster
-        # connection: a fresh SSH handshake costs ~0.25 s each, which dominated small replications.
+            raise UsageError(f"bad replicate param: {e}") from e
+        space_check = p.get("space_check", True)
+        if not isinstance(space_check, bool):
+            raise UsageError("replicate param 'space_check' must be true or false")
+        self.space_check = space_check
+        # The stream's ssh (and nothing else) goes to the destination directly, with the node's own
+        # SSH configuration; the destination's narrow key lets it run only `zfs receive` there.
         self._peer = PeerHost(
             self.request.destination_node,
             cipher=self.request.cipher,
-            ssh_config=ssh_config,
             control_dir=str(load_settings().agent_socket.parent / "ssh"),
         )
         super().__init__(record, ctx)
@@ -153,61 +171,165 @@ class Replicate(PipelineActivity):
             raise conflict.error()
         self._local: Host = ctx.host(None)
         self._src = Zfs(self._local)
-        self._dst = Zfs(self._peer)
-        self._current: tuple[Plan, Estimate] | None = None
+        self._current: Plan | None = None
         self._replan = False
         self._noop = False
+        self._last_renew = time.monotonic()
+
+    @property
+    def receiver(self) -> RemoteReceiver:
+        req = self.request
+        return RemoteReceiver(self.ctx.peer_agent(req.destination_node), req.destination, self.id)
 
     # -- hosting ----------------------------------------------------------------------------------
     def persist_new(self) -> ActivityRecord:
-        """Check for a running twin and insert, under one lock (two starts cannot both pass)."""
-        with _START_LOCK:
-            conflict = running_conflict(self.ctx.store.non_terminal(), self.request, own_id=self.id)
-            if conflict is not None:
-                raise conflict.error()
-            return super().persist_new()
+        """Check for a running twin and insert, under one lock (two starts cannot both pass); a refusal
+        here gives the destination's claim back."""
+        try:
+            with _START_LOCK:
+                conflict = running_conflict(self.ctx.store.non_terminal(), self.request, own_id=self.id)
+                if conflict is not None:
+                    raise conflict.error()
+                return super().persist_new()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.receiver.release()
+            raise
 
-    # -- hooks ------------------------------------------------------------------------------------
+    # -- planning ---------------------------------------------------------------------------------
+    def _source_tree(self) -> dict[str, list[Snapshot]]:
+        """The source's snapshots, dataset by dataset (relative names; only the top unless recursive)."""
+        req = self.request
+        top = req.snapshot.dataset
+        try:
+            names = [d.name for d in self._src.list_datasets(top, recursive=True)] if req.recursive else [top]
+            tree = {_rel_name(top, n): self._src.list_snapshots(n) for n in names}
+        except DatasetNotFound:
+            raise DatasetNotFound(f"{self.ctx.node}: source dataset {top} does not exist") from None
+        if not any(s.snap == req.snapshot.snap for s in tree[""]):
+            raise DatasetNotFound(f"{self.ctx.node}: snapshot {req.snapshot} does not exist")
+        return tree
+
+    def _plan_against(self, src: dict[str, list[Snapshot]], dst: DestinationTree, *, restart: bool) -> Plan:
+        req, ks = self.request, self.kind_state
+        top = dst.top
+        rolled = bool(ks.get("discarded_done")) or not req.rollback_destination
+        outcome = incremental_path(
+            src[""],
+            None if top is None else top.snapshots,
+            req.snapshot.snap,
+            force_full_copy=req.force_full_copy and (top is None or not restart),
+            incremental_from=None if restart else req.incremental_from,
+            intermediates=req.intermediates,
+            rollback_destination=not rolled,
+            destination_modified=top is not None and top.changed,
+            modified_detail="" if top is None else top.detail,
+        )
+        where = f"{req.destination_node}:{req.destination}"
+        if isinstance(outcome, Conflict):
+            err = outcome.error()
+            raise type(err)(f"{'on restart, ' if restart else ''}{where}: {outcome.reason}")
+        discard: dict[str, int] = {}
+        if outcome.rollback_to is not None and outcome.base is not None:
+            discard[""] = outcome.base.guid
+        if req.recursive and outcome.base is not None:
+            children = check_children(
+                src,
+                {rel: (d.snapshots, d.changed) for rel, d in dst.datasets.items()},
+                outcome.base.snap,
+                rollback_destination=not rolled,
+            )
+            if isinstance(children, Conflict):
+                err = children.error()
+                raise type(err)(f"{where}: {children.reason}")
+            discard.update(children)
+        if not rolled:
+            ks["discard"] = discard
+        return outcome
+
+    def prepare(self) -> None:
+        conflict = running_conflict(self.ctx.store.non_terminal(), self.request, own_id=self.id)
+        if conflict is not None:
+            raise conflict.error()
+        super().prepare()
+
     def plan(self) -> None:
         req = self.request
-        plan, est, state = plan_live(self._src, self._dst, req)
-        if self.space_check:
-            check_space(state, est, self._peer.name)
+        src = self._source_tree()
+        sent = sorted({s.guid for snaps in src.values() for s in snaps})
+        dst = self.receiver.begin(
+            f"{self.ctx.node}:{req.snapshot.dataset}", recursive=req.recursive, sent_guids=sent
+        )
+        try:
+            plan = self._plan_against(src, dst, restart=False)
+            est = estimate_send(self._src, self._send_spec(plan))
+            if self.space_check:
+                check_space(dst.available, est, f"{req.destination_node}:{req.destination}")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.receiver.release()
+            raise
+        targets = {
+            rel: next(s.guid for s in snaps if s.snap == req.snapshot.snap)
+            for rel, snaps in src.items()
+            if any(s.snap == req.snapshot.snap for s in snaps)
+        }
         self.kind_state.update(
             {
                 "plan": plan.describe(),
                 "full": plan.full,
                 "base": None if plan.base is None else plan.base.snap,
                 "target_guid": plan.target.guid,
-                "dest_existed": state.snapshots is not None,
-                "pre_guids": [s.guid for s in state.snapshots or []],
-                "rollback_to": None if plan.rollback_to is None else plan.rollback_to.snap,
-                "destroys": [s.snap for s in plan.destroys],
-                "rolled_back": False,
+                "target_guids": targets,
+                "dest_existed": dst.exists,
+                "dest_dialect": dst.dialect,
+                "resumable": dst.resumable_receive,
+                "recv_properties": dst.recv_properties,
                 "estimate": est.bytes,
                 "estimate_exact": est.exact,
                 "estimate_method": est.method,
             }
         )
-        self._current = (plan, est)
-        _ = self._dst.dialect  # probe the destination now, not on the stream's clock
+        self._current = plan
 
     def estimate_total(self) -> int:
         return int(self.kind_state.get("estimate", 0))
 
+    # -- hooks ------------------------------------------------------------------------------------
     def on_restart(self, checkpoint: dict[str, Any]) -> None:
         # Re-planning reads the destination, which may be unreachable right now: do it when the
         # pipeline is built, where a failure counts as one more (retried) attempt.
         self._replan = True
 
     def retryable(self, error: str, status: int) -> bool:
+        if isinstance(self.build_error, ReplicationConflict | DatasetNotFound | UsageError):
+            return False  # a refusal on restart: the destination diverged, the snapshot is gone, ...
         return not _PERMANENT.search(error)
+
+    def recover_failure(self, error: str) -> bool:
+        """A receive refused as "modified": have the destination check that dataset exactly. Noise is
+        rolled back there and the stream starts again; a real change raises (the activity fails as
+        diverged, nothing discarded)."""
+        m = _MODIFIED.search(error)
+        if m is None:
+            return False
+        cleans = int(self.kind_state.get("cleans", 0)) + 1
+        if cleans > _MAX_CLEANS:
+            raise ReplicationConflict(f"the destination keeps changing under the receive: {error}")
+        self.kind_state["cleans"] = cleans
+        self.receiver.clean(m.group(1))
+        self._replan = True
+        return True
+
+    def on_tick(self) -> None:
+        if time.monotonic() - self._last_renew >= _RENEW_EVERY_S:
+            self._last_renew = time.monotonic()
+            self.receiver.renew()
 
     def extra_cpu_pids(self) -> list[int]:
         return _same_mount_ns_daemons()
 
     def build_producer(self, offset: int) -> Endpoint:
-        req = self.request
         self._noop = False
         token = None
         if self._replan or self._current is None:
@@ -218,136 +340,104 @@ class Replicate(PipelineActivity):
         if token is not None:
             return Endpoint(self._local, self._src.resume_send_argv(token))
         assert self._current is not None
-        plan = self._current[0]
-        rollback_to = self.kind_state.get("rollback_to")
-        if rollback_to and not self.kind_state.get("rolled_back"):
-            self.ctx.log.warning(
-                "activity %s: rolling %s:%s back to @%s (destroys %s)",
-                self.id,
-                self._peer.name,
-                req.destination,
-                rollback_to,
-                ", ".join(self.kind_state.get("destroys", [])) or "changes since it",
-            )
-            self._dst.rollback(req.destination.snapshot(rollback_to), destroy_newer=True)
-            self.kind_state["rolled_back"] = True
-        if req.recursive and not plan.full and plan.base is not None:
-            self._reset_tree_to_base(plan.base.snap)
-        return Endpoint(self._local, self._src.send_argv(self._send_spec(plan)))
-
-    def _reset_tree_to_base(self, base: str) -> None:
-        """A recursive incremental is received without ``-F`` (which could destroy destination-only
-        children or snapshots). Reading a replica on zfs-fuse updates atimes, which makes a plain
-        receive refuse ("modified since most recent snapshot"): roll each destination dataset of the
-        tree back to ``@base``, which discards only changes made after it and never destroys a snapshot
-        (a child holding newer snapshots is a conflict, not something to destroy)."""
-        req = self.request
-        for ds in self._dst.list_datasets(req.destination, recursive=True):
-            snaps = self._dst.list_snapshots(ds.name)
-            if not snaps or base not in [s.snap for s in snaps]:
-                continue  # a child that does not hold the base is received fresh by the -R stream
-            if snaps[-1].snap != base:
-                raise ReplicationConflict(
-                    f"{self._peer.name}:{ds.name} holds snapshots newer than @{base}: "
-                    "the destination diverged (use --rollback-destination)"
-                )
-            self._dst.rollback(ds.name.snapshot(base))
+        discard = self.kind_state.get("discard")
+        if discard and not self.kind_state.get("discarded_done"):
+            report = self.receiver.discard({str(k): int(v) for k, v in discard.items()})
+            self.kind_state["discarded"] = report.get("discarded", {})
+            self.kind_state["discarded_done"] = True
+            self.ctx.store.save_result(self.id, self._result())
+        elif self.request.rollback_destination:
+            self.kind_state["discarded_done"] = True
+        return Endpoint(self._local, self._src.send_argv(self._send_spec(self._current)))
 
     def build_consumer(self, offset: int) -> Endpoint:
         if self._noop:
             return Endpoint(LocalHost(self.ctx.node), ["true"])
-        req = self.request
-        plan = self._current[0] if self._current is not None else None
-        incremental = plan is not None and not plan.full
+        ks = self.kind_state
+        full = self._current is not None and self._current.full
+        props = {"readonly": "on"} if full and ks.get("recv_properties") else {}
+        self._peer.stream_multiplex = int(ks.get("estimate", 0)) < MULTIPLEX_BELOW
         spec = RecvSpec(
-            target=req.destination,
-            force=incremental and not req.recursive,
-            resumable=self._dst.dialect.resumable_receive,
+            target=self.request.destination, resumable=bool(ks.get("resumable")), set_properties=props
         )
-        return Endpoint(self._peer, self._dst.recv_argv(spec))
+        return Endpoint(
+            self._peer, spec.argv(_dialect_for_recv(ks)), counts_network=not self._peer.stream_multiplex
+        )
 
     def on_success(self) -> None:
-        req = self.request
-        want = int(self.kind_state["target_guid"])
-        got = {s.guid for s in self._dst.list_snapshots(req.destination)}
-        if want not in got:
-            raise ZfsBackendError(
-                f"{self._peer.name}:{req.destination} does not hold @{req.snapshot.snap} with GUID {want}"
-            )
-        if req.recursive:
-            self._verify_children()
+        targets = {str(k): int(v) for k, v in self.kind_state.get("target_guids", {}).items()}
+        report = self.receiver.finish(targets)
+        self.kind_state["created"] = report.get("created", [])
+        self.ctx.store.save_result(self.id, self._result())
 
     def rollback(self) -> None:
-        req, ks, dst = self.request, self.kind_state, self._dst
-        if "dest_existed" not in ks or not dst.exists(req.destination):
-            return  # never planned, or nothing there (a killed receive into a new dataset leaves none)
-        if not ks["dest_existed"]:
-            dst.destroy(req.destination, recursive=True, missing_ok=True)
-            return
-        if dst.dialect.resumable_receive and dst.resume_token(req.destination):
-            dst.abort_resumable_receive(req.destination)
-        pre = set(ks.get("pre_guids", []))
-        snaps = dst.list_snapshots(req.destination)
-        if any(s.guid not in pre for s in snaps):
-            keep = [s for s in snaps if s.guid in pre]
-            if keep:
-                dst.rollback(keep[-1].name, destroy_newer=True)
+        if "target_guid" not in self.kind_state:
+            return  # never planned: nothing was claimed
+        report = self.receiver.abort()
+        self.kind_state["abort"] = report
+        self.ctx.store.save_result(self.id, self._result())
+        if report.get("left"):
+            self.ctx.log.warning("activity %s: cancel left %s", self.id, "; ".join(report["left"]))
+
+    def on_final_failure(self) -> None:
+        self.rollback()
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _result(self) -> dict[str, Any]:
+        ks = self.kind_state
+        out: dict[str, Any] = {
+            "plan": ks.get("plan"),
+            "destination": f"{self._peer.name}:{self.request.destination}",
+        }
+        if ks.get("discarded"):
+            out["discarded"] = ks["discarded"]
+        if ks.get("created"):
+            out["created"] = ks["created"]
+        if ks.get("abort"):
+            out["rolled_back"] = ks["abort"].get("actions", [])
+            out["left_alone"] = ks["abort"].get("left", [])
+        return out
+
     def _send_spec(self, plan: Plan) -> SendSpec:
         return plan.send_spec(recursive=self.request.recursive, properties=self.request.properties)
 
     def _prepare_restart(self) -> str | None:
-        """Plan the next stream from what the destination holds now. Returns a resume token when the
-        receive can be resumed; sets ``_noop`` when the target is already there."""
-        req, ks, dst = self.request, self.kind_state, self._dst
-        if dst.dialect.resumable_receive and dst.exists(req.destination):
-            token = dst.resume_token(req.destination)
-            if token:
-                self._current = None
-                return token
-        state = read_destination(dst, req.destination)
+        """Plan the next stream from what the destination holds now (``begin`` again, the same claim).
+        Returns a resume token when the receive can be resumed; sets ``_noop`` when the target is
+        already there."""
+        req, ks = self.request, self.kind_state
+        src = self._source_tree()
+        sent = sorted({s.guid for snaps in src.values() for s in snaps})
+        receiver = self.receiver
+        dst = receiver.begin(
+            f"{self.ctx.node}:{req.snapshot.dataset}", recursive=req.recursive, sent_guids=sent
+        )
+        top = dst.top
+        if top is not None and top.resume_token:
+            self._current = None
+            return top.resume_token
         want = int(ks["target_guid"])
-        if state.snapshots is not None and any(s.guid == want for s in state.snapshots):
+        if top is not None and any(s.guid == want for s in top.snapshots):
             self._noop = True  # the last attempt completed before its end was recorded
             return None
-        if state.snapshots is not None and not ks.get("dest_existed"):
-            # a partial dataset this activity created (zfs-fuse -R): start it over
-            dst.destroy(req.destination, recursive=True, missing_ok=True)
-            state = read_destination(dst, req.destination)
-        chain = self._src.list_snapshots(req.snapshot.dataset)
-        rolled = ks.get("rolled_back") or not ks.get("rollback_to")
-        outcome = incremental_path(
-            chain,
-            state.snapshots,
-            req.snapshot.snap,
-            force_full_copy=req.force_full_copy and state.snapshots is None,
-            incremental_from=None,  # the newest common snapshot: earlier attempts may have moved it
-            intermediates=req.intermediates,
-            rollback_destination=not rolled,
-        )
-        if isinstance(outcome, Conflict):
-            raise ReplicationConflict(f"replication conflict on restart: {outcome.reason}")
-        self._current = (outcome, Estimate(int(ks.get("estimate", 0)), False, "restart"))
-        ks["plan"] = outcome.describe()
+        if top is not None and not ks.get("dest_existed"):
+            # a partial tree this activity created (zfs-fuse -R): start it over, keeping the claim
+            receiver.abort(keep_claim=True)
+            dst = receiver.begin(
+                f"{self.ctx.node}:{req.snapshot.dataset}", recursive=req.recursive, sent_guids=sent
+            )
+        self._current = self._plan_against(src, dst, restart=True)
+        ks["plan"] = self._current.describe()
         return None
 
-    def _verify_children(self) -> None:
-        req = self.request
-        top = req.snapshot.dataset
-        for ds in self._src.list_datasets(top, recursive=True):
-            if ds.name == top:
-                continue
-            snap = next((s for s in self._src.list_snapshots(ds.name) if s.snap == req.snapshot.snap), None)
-            if snap is None:
-                continue
-            rel = ds.name.name[len(top.name) + 1 :]
-            child = DatasetName(f"{req.destination}/{rel}")
-            got = {s.guid for s in self._dst.list_snapshots(child)}
-            if snap.guid not in got:
-                raise ZfsBackendError(
-                    f"{self._peer.name}:{child} does not hold @{snap.snap} with GUID {snap.guid}"
-                )
+
+def _dialect_for_recv(ks: dict[str, Any]) -> Dialect:
+    """The destination's receive flags as a dialect (the destination reported them in ``begin``)."""
+    return Dialect(
+        name=str(ks.get("dest_dialect") or "destination"),
+        resumable_receive=bool(ks.get("resumable")),
+        recv_properties=bool(ks.get("recv_properties")),
+    )
 
 
 register_kind(KIND, Replicate)

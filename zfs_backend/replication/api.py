@@ -1,12 +1,13 @@
-"""``snapshot_replicate``: plan from the controller, then start the ``replicate`` activity on the
-source node's agent and return its handle.
+"""``snapshot_replicate``: start the ``replicate`` activity on the source node's agent and return its
+handle.
 
-Everything that can be refused is refused here first, changing nothing: names are validated before
-any command runs (``InvalidName``); a missing snapshot, source dataset or destination parent raises
-``DatasetNotFound``; a diverged destination (without ``rollback_destination``), a destination with no
-common snapshot, a destination short of space for the estimate, or the same replication already
-running on the agent raise a ``ReplicationConflict`` subclass. The agent plans again before streaming
-(its plan is the authoritative one).
+Names and options are validated here before anything reaches a node (``InvalidName``,
+``UsageError``). The source node's agent then plans before it stores anything, with the destination's
+agent (which claims the destination for this replication): a missing snapshot, source dataset or
+destination parent raises ``DatasetNotFound``; a diverged destination (without ``rollback_destination``),
+no common snapshot, too little space for the estimate, the same replication already running, or another
+replication receiving into the same destination raise a ``ReplicationConflict`` subclass. Every refusal
+comes back from the start call itself and changes nothing.
 
 Layering note: the agent client sits above this package; it is imported lazily in
 :func:`_default_node_for` only, and callers (the driver, flows, tests) can pass ``node_for``.
@@ -20,15 +21,12 @@ from typing import Any, Protocol
 from ..activity.core import BackendActivity
 from ..config import Settings, load_settings
 from ..errors import UsageError
-from ..hosts.inventory import load_inventory
-from ..zfs.api import Zfs
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_node_qualified, parse_snapshot
 from ..zfs.parse import ParseError, parse_human_size
-from .activity import KIND, running_conflict
-from .request import Request, check_space, plan_live
+from .request import KIND, TUNING_PARAMS, Request
 from .transport import DEFAULT_CIPHER
 
-__all__ = ["AgentNode", "parse_bwlimit", "plan_request", "snapshot_replicate"]
+__all__ = ["AgentNode", "parse_bwlimit", "snapshot_replicate"]
 
 
 class AgentNode(Protocol):
@@ -105,16 +103,6 @@ def _request(
     )
 
 
-def plan_request(req: Request, settings: Settings, *, space_check: bool = True) -> dict[str, Any]:
-    """Plan ``req`` from the controller over SSH (read-only). Returns a summary; raises on refusal."""
-    inv = load_inventory(settings.inventory)
-    with inv.connect(req.source_node, settings) as sh, inv.connect(req.destination_node, settings) as dh:
-        plan, est, state = plan_live(Zfs(sh), Zfs(dh), req)
-        if space_check:
-            check_space(state, est, req.destination_node)
-    return {"plan": plan.describe(), "estimate": est.bytes, "exact": est.exact, "method": est.method}
-
-
 def snapshot_replicate(
     snapshot: str | SnapshotName,
     source_server: str | None,
@@ -143,7 +131,7 @@ def snapshot_replicate(
     destination's snapshots and changes after the common base. ``recursive``: ``send -R``.
     ``properties``: ``send -p``. ``cipher``: OpenSSH cipher (default: ``Settings.ssh_cipher``).
     ``node_for``: how to reach a node's agent (default: inventory + SSH). ``extra_params``: kind
-    tuning (``max_retries``, ``backoff_s``, ``space_check``, ``ssh_config``).
+    tuning (``max_retries``, ``backoff_s``, ``space_check``); anything else is refused.
     """
     s = settings or load_settings()
     req = _request(
@@ -160,14 +148,7 @@ def snapshot_replicate(
         properties=properties,
         cipher=cipher or s.ssh_cipher or DEFAULT_CIPHER,
     )
+    params = {**req.to_params(), **(extra_params or {})}
+    Request.from_params(params, also=TUNING_PARAMS)  # refuses what the agent would refuse, before any I/O
     node = (node_for or _default_node_for(s))(req.source_node)
-    client = getattr(node, "client", None)
-    records = client.list() if client is not None else [a.record() for a in node.list()]
-    conflict = running_conflict(records, req)
-    if conflict is not None:  # first: a running one makes the destination look diverged
-        raise conflict.error()
-    plan_request(req, s, space_check=bool((extra_params or {}).get("space_check", True)))
-    params = req.to_params()
-    if extra_params:
-        params.update({k: v for k, v in extra_params.items() if k not in params})
     return node.start(KIND, params)

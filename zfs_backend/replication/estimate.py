@@ -1,4 +1,4 @@
-"""The size estimate behind ``m`` (bytes scheduled) of a replication, and the "modified" heuristic.
+"""The size estimate behind ``m`` (bytes scheduled) of a replication, and the space it needs.
 
 * Exact where the node's ZFS offers it: OpenZFS ``zfs send -nvP`` (the stream size it prints).
 * Fallback (zfs-fuse 0.7 has no ``-nvP`` and no ``written``): space accounting, see
@@ -9,30 +9,19 @@
 * ``m`` is then never below ``n``: the activity store lifts ``m`` to ``n`` whenever the stream
   outgrows the estimate, and on success ``n == m ==`` the bytes actually streamed.
 
-:func:`destination_modified` decides whether a destination's head changed after its newest snapshot
-enough to count as diverged. Reading files updates atime, which ZFS counts as a modification (a
-plain incremental ``recv`` then refuses), so small metadata-sized changes are tolerated.
+Whether a destination changed after its newest snapshot is not guessed here from space accounting: the
+destination's receiver asks its own ZFS exactly (``zfs_backend.zfs.changes``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..zfs.api import Zfs
-from ..zfs.models import Dataset, SendSpec, Snapshot
+from ..zfs.models import SendSpec
 
-__all__ = [
-    "MODIFIED_SLACK_BYTES",
-    "SPACE_MARGIN",
-    "Estimate",
-    "destination_modified",
-    "estimate_send",
-    "needed_space",
-]
+__all__ = ["SPACE_MARGIN", "Estimate", "estimate_send", "needed_space"]
 
-#: Changes below this (atime updates, metadata) do not make a destination "modified".
-MODIFIED_SLACK_BYTES = 1 << 20
 #: The destination must have the estimate times this, plus 8 MiB, available.
 SPACE_MARGIN = 1.05
 
@@ -59,19 +48,3 @@ def estimate_send(zfs: Zfs, spec: SendSpec) -> Estimate:
 def needed_space(estimate: int) -> int:
     """Bytes the destination must have available for a stream of ``estimate`` bytes."""
     return int(estimate * SPACE_MARGIN) + (8 << 20)
-
-
-def destination_modified(head: Dataset, snapshots: Sequence[Snapshot], written: int | None = None) -> bool:
-    """Whether ``head`` changed after its newest snapshot by more than :data:`MODIFIED_SLACK_BYTES`.
-
-    ``written``: the ``written`` property where the dialect has it (exact). Otherwise a heuristic from
-    space accounting: growth (``referenced`` of the head minus the snapshot's) or overwrites/deletes
-    (the snapshot's ``used``, blocks only it still holds). zfs-fuse updates space accounting only when
-    a transaction group syncs (up to ~30 s), so very recent changes can be missed.
-    """
-    if not snapshots:
-        return head.referenced > MODIFIED_SLACK_BYTES
-    if written is not None:
-        return written > MODIFIED_SLACK_BYTES
-    last = max(snapshots, key=lambda s: s.createtxg)
-    return abs(head.referenced - last.referenced) > MODIFIED_SLACK_BYTES or last.used > MODIFIED_SLACK_BYTES

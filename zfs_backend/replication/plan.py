@@ -14,14 +14,24 @@ Rules (see ``docs/replication.md``):
 * the destination already holding ``target``'s GUID: a conflict (``up-to-date``);
 * the destination has snapshots newer than its copy of the base, or was modified after it: diverged,
   a conflict unless ``rollback_destination`` (the plan then names what the rollback destroys).
+
+``check_children`` applies the same rules to every child of a recursive incremental (``send -R -i``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..errors import ReplicationConflict
+from ..errors import (
+    AlreadyRunning,
+    DestinationDiverged,
+    DestinationExistsConflict,
+    InsufficientSpace,
+    NoCommonBase,
+    ReplicationConflict,
+    UpToDate,
+)
 from ..zfs.models import SendSpec, Snapshot
 
 __all__ = [
@@ -39,6 +49,7 @@ __all__ = [
     "NoCommonBase",
     "Plan",
     "UpToDate",
+    "check_children",
     "incremental_path",
 ]
 
@@ -48,30 +59,6 @@ DESTINATION_EXISTS = "destination-exists"
 UP_TO_DATE = "up-to-date"
 NO_SPACE = "no-space"
 ALREADY_RUNNING = "already-running"
-
-
-class DestinationDiverged(ReplicationConflict):
-    """The destination has snapshots newer than the common base, or changed data after it."""
-
-
-class NoCommonBase(ReplicationConflict):
-    """The destination exists but shares no usable snapshot (by GUID) with the source."""
-
-
-class DestinationExistsConflict(ReplicationConflict):
-    """A full copy was asked for, but the destination dataset exists."""
-
-
-class UpToDate(ReplicationConflict):
-    """The destination already holds the snapshot (same GUID)."""
-
-
-class InsufficientSpace(ReplicationConflict):
-    """The destination pool lacks the space the size estimate needs."""
-
-
-class AlreadyRunning(ReplicationConflict):
-    """A replication of the same dataset to the same destination is already running."""
 
 
 _ERRORS: dict[str, type[ReplicationConflict]] = {
@@ -145,13 +132,15 @@ def incremental_path(
     intermediates: bool = False,
     rollback_destination: bool = False,
     destination_modified: bool = False,
+    modified_detail: str = "",
 ) -> Plan | Conflict:
     """Plan one dataset's replication (see the module doc).
 
     ``source``: the source dataset's snapshots; ``destination``: the destination dataset's snapshots,
     or None when it does not exist; ``target``: the snapshot to send (short name or ``Snapshot``; it
     must be in ``source``, else ``ValueError``); ``incremental_from``: short or full name of a source
-    snapshot; ``destination_modified``: the destination's data changed after its newest snapshot.
+    snapshot; ``destination_modified``: the destination's data changed after its newest snapshot
+    (``modified_detail``: how, for the message).
     """
     src = sorted(source, key=lambda s: s.createtxg)
     want = target.guid if isinstance(target, Snapshot) else None
@@ -208,11 +197,14 @@ def incremental_path(
         if newer:
             what.append("newer snapshots " + ", ".join(f"@{s.snap}" for s in newer))
         if destination_modified:
-            what.append("data changed after its newest snapshot")
+            what.append(
+                "data changed after its newest snapshot"
+                + (f" ({modified_detail})" if modified_detail else "")
+            )
         return Conflict(
             DIVERGED,
-            f"the destination diverged after @{dest_base.snap}: {'; '.join(what)} "
-            "(rollback_destination discards them)",
+            f"the destination diverged after @{dest_base.snap}: {'; '.join(what)}; nothing was changed "
+            "(rollback_destination would discard it)",
         )
     return Plan(
         target=tgt,
@@ -224,3 +216,46 @@ def incremental_path(
         destroys=newer,
         discards_changes=destination_modified,
     )
+
+
+def check_children(
+    source: Mapping[str, Sequence[Snapshot]],
+    destination: Mapping[str, tuple[Sequence[Snapshot], bool]],
+    base: str,
+    *,
+    rollback_destination: bool = False,
+) -> dict[str, int] | Conflict:
+    """The children of a recursive incremental from ``@base`` (names relative to the top; ``""``, the
+    top, is left to :func:`incremental_path`). ``source``: each source dataset's snapshots;
+    ``destination``: each destination dataset's snapshots and whether its head changed after them.
+
+    A destination child the source does not have is left alone (a receive without ``-F`` never touches
+    it); a source child the destination does not have is created by the stream. A child both hold must
+    hold the source's ``@base`` by GUID; newer snapshots or changes after it are a conflict unless
+    ``rollback_destination``. Returns the children to roll back to their base (name -> base GUID).
+    """
+    discard: dict[str, int] = {}
+    for rel, (snaps, changed) in sorted(destination.items()):
+        if not rel or rel not in source:
+            continue
+        sbase = next((s for s in source[rel] if s.snap == base), None)
+        if sbase is None:
+            return Conflict(
+                NO_COMMON_BASE,
+                f"child {rel} exists on the destination, but the source's {rel} has no @{base}: "
+                "the stream would create it",
+            )
+        dbase = next((s for s in snaps if s.guid == sbase.guid), None)
+        if dbase is None:
+            return Conflict(NO_COMMON_BASE, f"child {rel} on the destination does not hold @{base} (by GUID)")
+        newer = [s for s in snaps if s.createtxg > dbase.createtxg]
+        if newer or changed:
+            if not rollback_destination:
+                what = ", ".join(f"@{s.snap}" for s in newer) or "data changed after its newest snapshot"
+                return Conflict(
+                    DIVERGED,
+                    f"child {rel} on the destination diverged after @{dbase.snap}: {what} "
+                    "(rollback_destination discards it)",
+                )
+            discard[rel] = sbase.guid
+    return discard

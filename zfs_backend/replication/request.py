@@ -1,10 +1,9 @@
-"""A validated replication request, and planning it against live nodes.
+"""A validated replication request, and the space check.
 
 :class:`Request` is what the controller sends to the source node's agent as the activity's params
-(``to_params``/``from_params``: every name is validated again on the agent). :func:`plan_live` reads
-both nodes and applies the pure planner (:func:`~zfs_backend.replication.plan.incremental_path`);
-:func:`check_space` refuses a stream the destination has no room for. Both the controller (before
-starting anything) and the activity (on the agent, authoritative) use them.
+(``to_params``/``from_params``: every name is validated again on the agent, and a parameter it does
+not know is refused: nothing a caller passes chooses how a command runs, e.g. an ``ssh_config``).
+:func:`check_space` refuses a stream the destination has no room for.
 """
 
 from __future__ import annotations
@@ -13,15 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DatasetNotFound, InvalidName, UsageError
-from ..zfs.api import Zfs
-from ..zfs.models import Snapshot
+from ..errors import InvalidName, UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot, validate_node
-from .estimate import Estimate, destination_modified, estimate_send, needed_space
-from .plan import NO_SPACE, Conflict, Plan, incremental_path
+from .estimate import Estimate, needed_space
+from .plan import NO_SPACE, Conflict
 from .transport import DEFAULT_CIPHER, validate_cipher
 
-__all__ = ["DestinationState", "Request", "check_space", "plan_live", "read_destination"]
+__all__ = ["KIND", "TUNING_PARAMS", "Request", "check_space"]
+
+KIND = "replicate"
+#: params the kind reads besides the request (tests and benchmarks tune retries; never how SSH runs)
+TUNING_PARAMS = frozenset({"max_retries", "backoff_s", "space_check"})
 
 
 def _short_snap(text: str | None) -> str | None:
@@ -35,6 +36,24 @@ def _short_snap(text: str | None) -> str | None:
         parse_snapshot(text)
     SnapshotName(DatasetName("pool"), short)  # validates the short name
     return short
+
+
+_PARAM_KEYS = frozenset(
+    {
+        "snapshot",
+        "source_node",
+        "destination_node",
+        "destination",
+        "force_full_copy",
+        "incremental_from",
+        "intermediates",
+        "rollback_destination",
+        "recursive",
+        "properties",
+        "bwlimit_bps",
+        "cipher",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -96,9 +115,18 @@ class Request:
         }
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any]) -> Request:
+    def from_params(cls, p: Mapping[str, Any], *, also: frozenset[str] = frozenset()) -> Request:
+        """The request in ``p``; ``also``: other keys the caller reads itself (tuning). Any other key is
+        refused by name."""
         if not isinstance(p, Mapping):
             raise UsageError("replicate params must be a JSON object")
+        unknown = sorted(set(p) - _PARAM_KEYS - also)
+        if unknown:
+            what = ", ".join(repr(k) for k in unknown)
+            raise UsageError(
+                f"replicate params {what} are not accepted (SSH config, known_hosts and keys come from the "
+                "node's own configuration, never from a request)"
+            )
         for k in ("snapshot", "source_node", "destination_node", "destination"):
             if not isinstance(p.get(k), str):
                 raise UsageError(f"replicate param {k!r} is required (a string)")
@@ -123,66 +151,14 @@ class Request:
         )
 
 
-@dataclass(frozen=True)
-class DestinationState:
-    """The destination dataset as read now: ``snapshots`` None when it does not exist."""
-
-    snapshots: list[Snapshot] | None
-    modified: bool = False
-    available: int | None = None
-
-
-def read_destination(dst: Zfs, name: DatasetName) -> DestinationState:
-    """Read the destination dataset (or, when absent, check its parent exists and read its space)."""
-    if not dst.exists(name):
-        parent = name.parent
-        if parent is not None and not dst.exists(parent):
-            raise DatasetNotFound(f"{dst.host.name}: the destination's parent {parent} does not exist")
-        avail = dst.get_int(parent, "available") if parent is not None else None
-        return DestinationState(None, False, avail)
-    heads = dst.list_datasets(name, recursive=False)
-    if not heads:
-        raise DatasetNotFound(f"{dst.host.name}: {name} is not a filesystem")
-    head = heads[0]
-    snaps = dst.list_snapshots(name)
-    written = dst.get_int(name, "written") if dst.dialect.written_property else None
-    return DestinationState(snaps, destination_modified(head, snaps, written), head.available)
-
-
-def plan_live(src: Zfs, dst: Zfs, req: Request) -> tuple[Plan, Estimate, DestinationState]:
-    """Plan ``req`` from the nodes' current state. Raises ``DatasetNotFound`` (snapshot, source or
-    destination parent missing) or a ``ReplicationConflict`` subclass; runs only read-only commands."""
-    source = req.snapshot.dataset
-    if not src.exists(source):
-        raise DatasetNotFound(f"{src.host.name}: source dataset {source} does not exist")
-    chain = src.list_snapshots(source)
-    if not any(s.snap == req.snapshot.snap for s in chain):
-        raise DatasetNotFound(f"{src.host.name}: snapshot {req.snapshot} does not exist")
-    state = read_destination(dst, req.destination)
-    outcome = incremental_path(
-        chain,
-        state.snapshots,
-        req.snapshot.snap,
-        force_full_copy=req.force_full_copy,
-        incremental_from=req.incremental_from,
-        intermediates=req.intermediates,
-        rollback_destination=req.rollback_destination,
-        destination_modified=state.modified,
-    )
-    if isinstance(outcome, Conflict):
-        raise outcome.error()
-    est = estimate_send(src, outcome.send_spec(recursive=req.recursive, properties=req.properties))
-    return outcome, est, state
-
-
-def check_space(state: DestinationState, estimate: Estimate, where: str) -> None:
+def check_space(available: int | None, estimate: Estimate, where: str) -> None:
     """Refuse (``InsufficientSpace``) when the destination has less than the estimate needs."""
-    if state.available is None:
+    if available is None:
         return
     need = needed_space(estimate.bytes)
-    if state.available < need:
+    if available < need:
         raise Conflict(
             NO_SPACE,
-            f"{where}: the destination has {state.available >> 20} MiB available; the stream needs about "
+            f"{where}: the destination has {available >> 20} MiB available; the stream needs about "
             f"{need >> 20} MiB ({estimate.bytes >> 20} MiB by {estimate.method}, plus margin)",
         ).error()

@@ -2,8 +2,8 @@
 
 A replication runs on the source node's agent: its consumer is ``ssh DEST zfs receive …`` and its
 checks on the destination (listings, rollback, verification) go the same way. :class:`PeerHost` is
-that destination as a :class:`~zfs_backend.hosts.base.Host`: it uses the node's ``~/.ssh/config``
-(or ``ssh_config``) and known_hosts, and forces on the command line what must never depend on that
+that destination as a :class:`~zfs_backend.hosts.base.Host`: it uses the node's own ``~/.ssh/config``
+and known_hosts (nothing a request passes), and forces on the command line what must never depend on that
 config: ``BatchMode=yes``, ``StrictHostKeyChecking=yes`` (a host key is never added), the cipher,
 and keepalives (``ServerAliveInterval``/``CountMax``: a cut link ends the stream in about
 ``keepalive * count`` seconds instead of hanging).
@@ -26,12 +26,22 @@ from collections.abc import Sequence
 
 from ..errors import CommandFailed, CommandTimeout, HostUnreachable, InvalidName
 from ..hosts.base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
-from ..hosts.ssh import validate_node_name
+from ..hosts.validate import validate_node_name
 
-__all__ = ["DEFAULT_CIPHER", "PeerHost", "validate_cipher"]
+__all__ = ["CIPHERS", "DEFAULT_CIPHER", "PeerHost", "validate_cipher"]
 
 DEFAULT_CIPHER = "aes128-gcm@openssh.com"
-_CIPHER_RE = re.compile(r"[A-Za-z0-9@.+-]+(?:,[A-Za-z0-9@.+-]+)*")
+#: the ciphers a request may pick for its stream (all authenticated or CTR modes OpenSSH 9 offers)
+CIPHERS = frozenset(
+    {
+        "aes128-gcm@openssh.com",
+        "aes256-gcm@openssh.com",
+        "chacha20-poly1305@openssh.com",
+        "aes128-ctr",
+        "aes192-ctr",
+        "aes256-ctr",
+    }
+)
 SSH_FAILED = 255  # what ssh exits with when the connection fails (a remote command may too)
 # stderr of ssh itself when the connection (not the remote command) failed
 _SSH_ERROR = re.compile(
@@ -49,8 +59,8 @@ _MASTER_RECHECK_S = 5.0
 
 
 def validate_cipher(cipher: str) -> str:
-    if not isinstance(cipher, str) or not _CIPHER_RE.fullmatch(cipher):
-        raise InvalidName(f"invalid ssh cipher {cipher!r}")
+    if not isinstance(cipher, str) or cipher not in CIPHERS:
+        raise InvalidName(f"invalid ssh cipher {cipher!r}: one of {', '.join(sorted(CIPHERS))}")
     return cipher
 
 
@@ -65,20 +75,19 @@ class PeerHost(Host):
         keepalive: int = 5,
         keepalive_count: int = 3,
         connect_timeout: int = 10,
-        ssh_config: str | None = None,
         control_dir: str | None = None,
-        control_persist: int = 30,
+        control_persist: int = 600,
     ) -> None:
         self.name = validate_node_name(name)
         self.cipher = validate_cipher(cipher)
         self.keepalive = int(keepalive)
         self.keepalive_count = int(keepalive_count)
         self.connect_timeout = int(connect_timeout)
-        if ssh_config is not None and (not isinstance(ssh_config, str) or not os.path.isabs(ssh_config)):
-            raise InvalidName(f"ssh_config must be an absolute path, not {ssh_config!r}")
-        self.ssh_config = ssh_config
         self.control_dir = control_dir
         self.control_persist = int(control_persist)
+        #: whether streams (not only control commands) share the ControlMaster: saves a handshake per
+        #: stream; a dedicated connection lets several big streams use several cores
+        self.stream_multiplex = False
 
     def _control_path(self) -> str | None:
         """The ControlMaster socket, when multiplexing is configured and its directory is private."""
@@ -100,9 +109,7 @@ class PeerHost(Host):
         return ["-o", "ControlMaster=no", "-o", f"ControlPath={path}"]
 
     def _base_opts(self) -> list[str]:
-        argv = ["-F", self.ssh_config] if self.ssh_config is not None else []
         return [
-            *argv,
             "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=yes",
             "-o", "UpdateHostKeys=no",
@@ -149,8 +156,9 @@ class PeerHost(Host):
         ControlMaster connection (control commands); streams always get their own connection."""
         return ["ssh", *self._base_opts(), *self._control_opts(multiplex), self.name, "--"]
 
-    def stream_argv(self, argv: Sequence[str], *, multiplex: bool = False) -> list[str]:
-        return [*self.ssh_prefix(multiplex=multiplex), shlex.join(check_argv(argv))]
+    def stream_argv(self, argv: Sequence[str], *, multiplex: bool | None = None) -> list[str]:
+        mux = self.stream_multiplex if multiplex is None else multiplex
+        return [*self.ssh_prefix(multiplex=mux), shlex.join(check_argv(argv))]
 
     def run(
         self,

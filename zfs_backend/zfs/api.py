@@ -228,6 +228,19 @@ class Zfs:
             ["zfs", "set", f"{validate_property(prop)}={validate_property_value(prop, value)}", str(name)]
         )
 
+    def get_with_source(self, name: AnyName, prop: str) -> tuple[str, str]:
+        """``(value, source)`` of one property; source is ``local``, ``default``, ``inherited``,
+        ``received``, ``temporary`` or ``-``."""
+        _expect(name, DatasetName, SnapshotName, BookmarkName)
+        res = self._run(["zfs", "get", "-H", "-o", "value,source", validate_property(prop), str(name)])
+        value, _, source = res.text.rstrip("\n").partition("\t")
+        return value, source.split(" ")[0]
+
+    def inherit(self, name: DatasetName, prop: str) -> None:
+        """Drop a local value: ``prop`` inherits (or takes its default) again."""
+        _expect(name, DatasetName)
+        self._run(["zfs", "inherit", validate_property(prop), str(name)])
+
     def mountpoint(self, name: DatasetName) -> str | None:
         """Where ``name`` mounts, or None (none/legacy/not applicable)."""
         _expect(name, DatasetName)

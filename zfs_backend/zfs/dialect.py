@@ -16,7 +16,9 @@ behaviour, not versions:
 zvols cannot be seen in the help: zfs-fuse lists ``create -V`` but aborts ("Function not
 implemented"). They are assumed only where ``zfs version`` exists (the kernel module).
 
-Results are cached per host object (:func:`probe`); :func:`dialect_from_texts` is pure.
+Results are cached per host object, or per ``host.dialect_key`` where a host names itself stably (the
+local node: an agent makes a new ``LocalHost`` per activity, and the probe costs ~5 zfs commands);
+:func:`dialect_from_texts` is pure.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Dialect:
     zvols: bool = False
     written_property: bool = False  # written, written@snap
     holds: bool = False  # hold / holds / release all usable
+    user_holds: bool = False  # hold / release work (zfs-fuse: yes, though `zfs holds` cannot list them)
+    diff: bool = False  # zfs diff (reports changed files; ignores atime-only changes)
     parsable_list: bool = False  # zfs list -p
     zpool_list_parsable: bool = False  # zpool list -p
     get_type_filter: bool = False  # zfs get -t
@@ -72,6 +76,8 @@ OPENZFS_2 = Dialect(
     zvols=True,
     written_property=True,
     holds=True,
+    user_holds=True,
+    diff=True,
     parsable_list=True,
     zpool_list_parsable=True,
     get_type_filter=True,
@@ -80,7 +86,7 @@ OPENZFS_2 = Dialect(
     recv_properties=True,
 )
 
-ZFS_FUSE_07 = Dialect(name="zfs-fuse")  # 0.7 has no way to print its version
+ZFS_FUSE_07 = Dialect(name="zfs-fuse", user_holds=True)  # 0.7 has no way to print its version
 
 _OPT = re.compile(r"(?<![\w-])-([A-Za-z]+)\b")
 
@@ -178,6 +184,8 @@ def dialect_from_texts(
         zvols=has_version,
         written_property="written" in props,
         holds={"hold", "holds", "release"} <= zu.keys() and not holds_broken,
+        user_holds={"hold", "release"} <= zu.keys(),
+        diff="diff" in zu,
         parsable_list="p" in command_flags(zu, "list"),
         zpool_list_parsable="p" in command_flags(pu, "list"),
         get_type_filter="t" in command_flags(zu, "get"),
@@ -188,7 +196,13 @@ def dialect_from_texts(
 
 
 _cache: weakref.WeakKeyDictionary[Host, Dialect] = weakref.WeakKeyDictionary()
+_by_key: dict[tuple[str, ...], Dialect] = {}  # hosts that name themselves stably (``dialect_key``)
 _cache_lock = threading.Lock()
+
+
+def _key(host: Host) -> tuple[str, ...] | None:
+    key = getattr(host, "dialect_key", None)
+    return tuple(key) if key else None
 
 
 def _both(res: CommandResult) -> str:
@@ -197,9 +211,10 @@ def _both(res: CommandResult) -> str:
 
 def probe(host: Host, *, refresh: bool = False) -> Dialect:
     """Probe ``host``'s zfs/zpool once (cached per host object) and return its dialect."""
+    key = _key(host)
     if not refresh:
         with _cache_lock:
-            hit = _cache.get(host)
+            hit = _by_key.get(key) if key is not None else _cache.get(host)
         if hit is not None:
             return hit
     zfs_usage = _both(cmd.run(host, ["zfs"], check=False, timeout=30))
@@ -217,11 +232,17 @@ def probe(host: Host, *, refresh: bool = False) -> Dialect:
         holds_text = _both(cmd.run(host, ["zfs", "holds"], check=False, timeout=30))
     d = dialect_from_texts(zfs_usage, zpool_usage, get_usage, version_text, holds_text)
     with _cache_lock:
-        _cache[host] = d
+        if key is not None:
+            _by_key[key] = d
+        else:
+            _cache[host] = d
     return d
 
 
 def forget(host: Host) -> None:
     """Drop the cached dialect of ``host`` (e.g. after an upgrade)."""
+    key = _key(host)
     with _cache_lock:
         _cache.pop(host, None)
+        if key is not None:
+            _by_key.pop(key, None)

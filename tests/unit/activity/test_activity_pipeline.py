@@ -55,7 +55,7 @@ def test_kind_registry():
     with pytest.raises(UsageError, match="unknown activity kind"):
         kind_factory("nope")
     with pytest.raises(ValueError, match="already registered"):
-        register_kind("pipeline", lambda r, c: None)
+        register_kind("pipeline", lambda r, c: CommandPipeline(r, c))
 
 
 def test_bad_params_refused(ctx, tmp_path):
@@ -332,19 +332,35 @@ class EnvHost(LocalHost):
         return ["env", *argv]
 
 
+class RemoteConsumerPipeline(CommandPipeline):
+    """The pipeline kind with its consumer behind a wrapper process, as a kind reaching another node does
+    (``ssh``): the wrapper is the network endpoint whose bytes are counted."""
+
+    KIND = "test-remote-consumer"
+
+    def build_consumer(self, offset):
+        return Endpoint(EnvHost("node2"), super().build_consumer(offset).argv)
+
+
 def test_network_bytes_from_the_endpoint_process(tmp_path):
     st = ActivityStore(tmp_path / "a.db")
-    ctx = ActivityContext(store=st, node="test", host_for=lambda name: EnvHost(name))
+    ctx = ActivityContext(store=st, node="test")
     out = tmp_path / "out.bin"
     total = 4 * MiB
-    params = pipeline_params(out, total)
-    params["consumer"]["host"] = "node2"  # "remote": its local process is the network endpoint
-    act = start(ctx, params)
+    act = start(ctx, pipeline_params(out, total), cls=RemoteConsumerPipeline)
     assert act.wait(30) == "succeeded", act.error
     res = act.resources()
     assert res.net_bytes_sent >= total  # the endpoint's wchar (dd wrote the file)
     assert res.net_bytes_received == 0
     assert out.read_bytes() == expected_bytes(total)
+
+
+def test_a_pipeline_runs_on_its_own_node_only(ctx, tmp_path):
+    params = pipeline_params(tmp_path / "out.bin", MiB)
+    params["consumer"]["host"] = "node2"
+    with pytest.raises(UsageError, match="its own node only"):
+        start(ctx, params)
+    assert ctx.store.list() == []
 
 
 def test_offset_probe_decides_the_restart_offset(ctx, tmp_path):

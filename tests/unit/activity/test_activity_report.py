@@ -18,6 +18,7 @@ KEYS = {
     "finished_at",
     "resources",
     "params",
+    "result",
 }
 
 

@@ -37,6 +37,22 @@ def test_schema_wal_and_modes(tmp_path):
     assert wal.exists() and stat.S_IMODE(os.stat(wal).st_mode) == 0o600
 
 
+def test_store_private_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        db = tmp_path / "home" / "agent" / "activities.db"
+        st = ActivityStore(db)
+        st.insert(_rec())
+    finally:
+        os.umask(old)
+    for d in (tmp_path / "home", db.parent):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, d
+    files = sorted(db.parent.iterdir())
+    assert [f.name for f in files] == ["activities.db", "activities.db-shm", "activities.db-wal"]
+    assert all(stat.S_IMODE(os.stat(f).st_mode) == 0o600 for f in files)
+    st.close()
+
+
 def test_migration_from_v1_and_newer_refused(tmp_path):
     db = tmp_path / "a.db"
     st = ActivityStore(db, migrations=store_mod.MIGRATIONS[:1])
@@ -156,6 +172,7 @@ def test_sigkill_mid_write_leaves_consistent_records(tmp_path, delay):
         ids.append(r.id)
     st.close()
     p = subprocess.Popen([sys.executable, "-c", _WRITER, str(db)], stdout=subprocess.PIPE)
+    assert p.stdout is not None
     assert p.stdout.readline().strip() == b"ready"
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)

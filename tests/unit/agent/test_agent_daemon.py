@@ -15,7 +15,13 @@ import pytest
 from zfs_backend.activity import ActivityStore
 from zfs_backend.agent import AgentClient, CommandTransport, Node, RemoteActivity
 from zfs_backend.agent.manager import ActivityManager
-from zfs_backend.errors import ActivityNotFound, AgentUnavailable, InvalidTransition, UsageError
+from zfs_backend.errors import (
+    ActivityNotFound,
+    AgentUnavailable,
+    InvalidTransition,
+    ProtocolError,
+    UsageError,
+)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "activity"))  # --import-mode=importlib
 from pipeline_helpers import MiB, expected_bytes, pipeline_params
@@ -34,7 +40,7 @@ class Agent:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zfs_backend.agent"],
+            [sys.executable, "-m", "zfs_backend.agent", "run", "--test-kinds"],
             env=self.env,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -188,7 +194,7 @@ def api(request, tmp_path):
     """start(kind, params) -> BackendActivity, in-process (LocalActivity) or via the rpc bridge."""
     if request.param == "local":
         st = ActivityStore(tmp_path / "local.db")
-        mgr = ActivityManager(st, node="test")
+        mgr = ActivityManager(st, node="test", test_kinds=True)
 
         def start_local(kind, params):
             rec = mgr.start(kind, params)
@@ -245,14 +251,40 @@ def test_bridge_session_survives_agent_restart(agent, tmp_path):
     pid1 = node.ping()["pid"]
     for _ in range(20):  # many requests, one session
         node.list()
-    proc = node.client.transport._proc
+    transport = node.client.transport
+    assert isinstance(transport, CommandTransport)
+    proc = transport._proc
     act = node.start("pipeline", pipeline_params(tmp_path / "o", 32 * MiB, bwlimit_bps=4 * MiB))
     agent.kill(signal.SIGKILL)
     agent.start()
     time.sleep(0.3)
     act.suspend()  # a mutating op right after the restart goes through a fresh session
-    assert node.client.transport._proc is not proc
+    assert transport._proc is not proc
     assert node.ping()["pid"] != pid1
     assert act.state == "suspended"
     act.cancel()
     assert act.wait(20) == "cancelled"
+
+
+def test_test_kinds_only_when_asked(tmp_path):
+    st = ActivityStore(tmp_path / "a.db")
+    plain = ActivityManager(st, node="test")
+    assert "pipeline" not in plain.kinds() and "replicate" in plain.kinds()
+    with pytest.raises(UsageError, match="--test-kinds"):
+        plain.start("pipeline", pipeline_params(tmp_path / "o", MiB))
+    assert st.list() == []
+    assert "pipeline" in ActivityManager(st, node="test", test_kinds=True).kinds()
+    st.close()
+
+
+def test_the_peer_socket_answers_only_what_peers_may_ask(agent):
+    peer = Node.local(socket_path=agent.sock.with_name("peer.sock"))
+    assert peer.ping()["agent"] == "zfs-backend"
+    assert peer.client.call("recv.status") == []
+    for op in ("list", "kinds", "start", "shutdown"):
+        with pytest.raises(ProtocolError, match="not allowed here"):
+            peer.client.call(op)
+    assert stat.S_IMODE(os.stat(agent.sock.with_name("peer.sock")).st_mode) == 0o600
+    with pytest.raises(ProtocolError, match="bad arguments"):
+        peer.client.call("recv.begin", dataset="tank/x")
+    peer.close()

@@ -99,6 +99,7 @@ def test_render_parse_round_trip_keeps_foreign_text() -> None:
     assert entries == {"tank/volumes/volume-a": e}
     assert rest == foreign
     assert "Protocols = 3, 4;" in render_export(e, (3, 4))
+    assert "Access_Type = None;" in render_export(e, (3, 4))  # nobody until granted
 
 
 @pytest.mark.parametrize("path", ["/", "relative", '/a"b', "/a b", "/a/../b", "/a\n}"])
@@ -138,8 +139,8 @@ def test_exports_add_remove_reload() -> None:
     assert (a.export_id, b.export_id) == (101, 102)  # 100 is taken by the hand-written export
     assert ex.add(parse_dataset("tank/volumes/volume-a"), "/tank/volumes/volume-a") == a  # idempotent
     assert ("kill", "-HUP", "4242") in node.signals
-    assert ex.remove(parse_dataset("tank/volumes/volume-a")) is True
-    assert ex.remove(parse_dataset("tank/volumes/volume-a")) is False
+    assert ex.remove(parse_dataset("tank/volumes/volume-a")) == a
+    assert ex.remove(parse_dataset("tank/volumes/volume-a")) is None
     assert set(ex.entries()) == {"tank/volumes/volume-b"}
     assert "Path = /srv;" in node.files[DEFAULT_EXPORTS_FILE]
 

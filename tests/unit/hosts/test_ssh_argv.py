@@ -67,12 +67,19 @@ def test_stream_argv_control_master(tmp_path: Path) -> None:
     assert not any(o.startswith("Control") for o in opt_values(h.stream_argv(["true"], multiplex=False)))
 
 
-def test_control_dir_mode_is_tightened(tmp_path: Path) -> None:
+def test_control_dir_created_private_with_its_parents(tmp_path: Path) -> None:
+    cdir = tmp_path / "run" / "c"
+    host(control_dir=cdir).stream_argv(["true"])
+    assert (cdir.stat().st_mode & 0o777) == (cdir.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_existing_wider_control_dir_refused_not_chmodded(tmp_path: Path) -> None:
     cdir = tmp_path / "c"
     cdir.mkdir(mode=0o755)
     cdir.chmod(0o755)
-    host(control_dir=cdir).stream_argv(["true"])
-    assert (cdir.stat().st_mode & 0o777) == 0o700
+    with pytest.raises(HostUnreachable, match="mode 0755"):
+        host(control_dir=cdir).stream_argv(["true"])
+    assert (cdir.stat().st_mode & 0o777) == 0o755
 
 
 def test_control_dir_too_long() -> None:

@@ -14,6 +14,7 @@ from zfs_backend.replication.plan import (
     DestinationDiverged,
     NoCommonBase,
     Plan,
+    check_children,
     incremental_path,
 )
 from zfs_backend.zfs.dialect import ZFS_FUSE_07
@@ -141,3 +142,54 @@ def test_target_as_snapshot_object_matches_by_guid() -> None:
 def test_order_of_listings_does_not_matter() -> None:
     p = incremental_path(list(reversed(SRC)), list(reversed(dst(("a", 11, 5), ("b", 12, 6)))), "d")
     assert isinstance(p, Plan) and p.base is not None and p.base.snap == "b"
+
+
+# --- the children of a recursive incremental -----------------------------------------------------------
+
+
+def _child(name: str, *pairs: tuple[str, int, int]) -> list[Snapshot]:
+    return [snap(f"tank/fs/{name}@{n}", g, t) for n, g, t in pairs]
+
+
+SRC_TREE = {
+    "": SRC,
+    "a": _child("a", ("b", 21, 20), ("d", 22, 40)),
+    "b": _child("b", ("b", 31, 20), ("d", 32, 40)),
+    "new": _child("new", ("d", 41, 40)),  # created after @b: the stream makes it
+}
+
+
+def test_children_in_step_need_nothing() -> None:
+    dest = {
+        "": (dst(("b", 12, 5)), False),
+        "a": (_child("a", ("b", 21, 5)), False),
+        "b": (_child("b", ("b", 31, 5)), False),
+    }
+    assert check_children(SRC_TREE, dest, "b") == {}
+
+
+def test_a_destination_only_child_is_left_alone() -> None:
+    dest = {"a": (_child("a", ("b", 21, 5)), False), "mine": ([], True)}
+    assert check_children(SRC_TREE, dest, "b") == {}
+
+
+@pytest.mark.parametrize(
+    ("dest", "kind", "words"),
+    [
+        ({"a": (_child("a", ("b", 21, 5)), True)}, DIVERGED, "child a"),
+        ({"a": (_child("a", ("b", 21, 5), ("x", 99, 6)), False)}, DIVERGED, "@x"),
+        ({"a": (_child("a", ("b", 77, 5)), False)}, NO_COMMON_BASE, "by GUID"),
+        ({"new": (_child("new", ("z", 88, 5)), False)}, NO_COMMON_BASE, "would create it"),
+    ],
+)
+def test_a_child_out_of_step_is_a_conflict(dest: dict, kind: str, words: str) -> None:  # type: ignore[type-arg]
+    out = check_children(SRC_TREE, dest, "b")
+    assert isinstance(out, Conflict) and out.kind == kind and words in out.reason
+
+
+def test_rollback_destination_names_the_children_to_roll_back() -> None:
+    dest = {
+        "a": (_child("a", ("b", 21, 5)), True),
+        "b": (_child("b", ("b", 31, 5), ("x", 99, 6)), False),
+    }
+    assert check_children(SRC_TREE, dest, "b", rollback_destination=True) == {"a": 21, "b": 31}

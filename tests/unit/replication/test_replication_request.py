@@ -83,15 +83,53 @@ def test_peer_ssh_argv_is_strict() -> None:
         assert opt in joined
     with pytest.raises(InvalidName):
         PeerHost("-oProxyCommand=x")
-    with pytest.raises(InvalidName):
-        PeerHost("node2", ssh_config="relative/config")
+    assert "-F" not in argv[:-1]  # never another ssh config than the node's own
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"ssh_config": "/tmp/evil_config"},
+        {"ssh_config": "/root/.ssh/config"},
+        {"proxy_command": "nc evil 22"},
+        {"identity": "/tmp/key"},
+        {"cipher": "aes128-cbc"},
+        {"cipher": "none"},
+    ],
+)
+def test_params_never_choose_how_ssh_runs(extra: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as e:
+        Request.from_params({**PARAMS, **extra})
+    assert "\n" not in str(e.value)
+    store = ActivityStore(tmp_path / "a.db")
+    ctx = ActivityContext(store=store, node="node1")
+    with pytest.raises(UsageError):
+        Replicate(_record("act-x", {**PARAMS, **extra}), ctx)
+    with pytest.raises(UsageError):  # refused by the API before any connection
+        api.snapshot_replicate(
+            "node1:tank/fs@s1", None, "node2:tank/fs", extra_params=extra, node_for=_no_node
+        )
+    assert store.list() == []
+    store.close()
+
+
+def _no_node(name: str) -> Any:
+    raise AssertionError(f"{name} would have been contacted")
+
+
+def test_tuning_params_are_typed(tmp_path: Path) -> None:
+    store = ActivityStore(tmp_path / "a.db")
+    ctx = ActivityContext(store=store, node="node1")
+    for bad in ({"space_check": "no"}, {"max_retries": "many"}):
+        with pytest.raises(UsageError):
+            Replicate(_record("act-x", {**PARAMS, **bad}), ctx)
+    store.close()
 
 
 def test_api_refuses_hostile_names_before_any_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*a: Any, **k: Any) -> None:
+    def boom(*a: Any, **k: Any) -> Any:
         raise AssertionError("a command would have run")
 
-    monkeypatch.setattr(api, "plan_request", boom)
     for snap, dest in [
         ("node1:tank/fs@s1`id`", "node2:tank/fs"),
         ("node1:tank/fs@s1", "node2:tank/f;s"),

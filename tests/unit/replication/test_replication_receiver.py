@@ -1,0 +1,261 @@
+"""The receiving end (replication.receiver) on an in-memory model of a node's datasets: claims, the
+read-only lock, noise versus real changes, what finish marks and what abort may (not) destroy."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from zfs_backend.errors import AlreadyRunning, DatasetNotFound, DestinationDiverged, ZfsBackendError
+from zfs_backend.replication.claims import ClaimStore
+from zfs_backend.replication.receiver import RECEIVER_PROP, SOURCE_PROP, Receiver
+from zfs_backend.zfs.api import Zfs
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
+from fake_zfs import FakeZfs, bytes_since, changes
+
+A = "act-01M8PC6J46SJJSD1CGAQ7Y88PX"
+B = "act-01M8PC6J46SJJSD1CGAQ7Y88PY"
+SRC = "node1:tank/r"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def zfs() -> FakeZfs:
+    return FakeZfs()
+
+
+@pytest.fixture
+def rx(zfs: FakeZfs, tmp_path: Path, clock: Clock) -> Receiver:
+    store = ClaimStore(tmp_path / "claims.db", clock=clock)
+    return Receiver(cast(Zfs, zfs), store, ttl=300, changes=changes, bytes_since=bytes_since)
+
+
+def begin(rx: Receiver, holder: str = A, dataset: str = "tank/r", **kw: Any) -> dict[str, Any]:
+    return rx.begin(dataset, holder, SRC, **kw)
+
+
+# --- claims ------------------------------------------------------------------------------------------
+
+
+def test_a_new_destination_is_claimed_and_reported(rx: Receiver) -> None:
+    out = begin(rx)
+    assert out["exists"] is False and out["available"] == 1 << 30 and out["datasets"] == {}
+    assert [c["holder"] for c in rx.status()] == [A]
+
+
+def test_a_missing_parent_refuses_and_releases(rx: Receiver) -> None:
+    with pytest.raises(DatasetNotFound, match="parent"):
+        begin(rx, dataset="tank/no/such")
+    assert rx.status() == []
+
+
+def test_one_receiver_at_a_time_in_a_tree(rx: Receiver) -> None:
+    begin(rx)
+    for other in ("tank/r", "tank/r/child", "tank"):
+        with pytest.raises(AlreadyRunning, match=f"being received into by {A} from {SRC}"):
+            begin(rx, B, other)
+    begin(rx)  # the holder itself may take it again (a restart)
+    begin(rx, B, "tank/other")  # unrelated trees do not conflict
+
+
+def test_an_expired_claim_gives_way_and_its_lock_is_undone(rx: Receiver, zfs: FakeZfs, clock: Clock) -> None:
+    zfs.make("tank/r", "s1")
+    begin(rx)
+    assert zfs.get_with_source(*_n("tank/r", "readonly")) == ("on", "local")
+    clock.now += 301  # the source vanished for longer than the lease
+    begin(rx, B)
+    assert ("inherit", "tank/r", "readonly") in zfs.calls  # A's lock undone...
+    assert zfs.get_with_source(*_n("tank/r", "readonly")) == ("on", "local")  # ...and B's own taken
+
+
+def _n(name: str, prop: str) -> tuple[Any, str]:
+    from zfs_backend.zfs.names import parse_dataset
+
+    return parse_dataset(name), prop
+
+
+# --- the read-only lock ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("before", "undo"),
+    [
+        (("off", "local"), ("set", "tank/r", "readonly", "off")),
+        (("off", "default"), ("inherit", "tank/r", "readonly")),
+    ],
+)
+def test_writable_destinations_are_locked_then_given_back(
+    rx: Receiver, zfs: FakeZfs, before: tuple[str, str], undo: tuple[str, ...]
+) -> None:
+    zfs.make("tank/r", "s1", readonly=before)
+    begin(rx)
+    assert ("set", "tank/r", "readonly", "on") in zfs.calls
+    rx.release("tank/r", A)
+    assert zfs.calls[-1] == undo and rx.status() == []
+
+
+@pytest.mark.parametrize("before", [("on", "local"), ("off", "temporary"), ("on", "inherited")])
+def test_read_only_destinations_are_not_touched(rx: Receiver, zfs: FakeZfs, before: tuple[str, str]) -> None:
+    zfs.make("tank/r", "s1", readonly=before)  # zfs-fuse shows a mounted read-only fs as "off temporary"
+    begin(rx)
+    rx.release("tank/r", A)
+    assert zfs.calls == []
+
+
+# --- noise and real changes ---------------------------------------------------------------------------
+
+
+def test_noise_is_rolled_back_at_begin_and_real_changes_are_only_reported(rx: Receiver, zfs: FakeZfs) -> None:
+    zfs.make("tank/r", "s1", readonly=("on", "local"))
+    zfs.make("tank/r/a", "s1")
+    zfs.make("tank/r/b", "s1")
+    zfs.ds["tank/r/a"].head = "noisy"
+    zfs.ds["tank/r/b"].head = "changed"
+    out = begin(rx, recursive=True)
+    assert out["datasets"]["a"]["changes"]["changed"] is False
+    assert out["datasets"]["b"]["changes"] == {
+        "changed": True,
+        "noisy": False,
+        "detail": "1 data record(s), 4096 bytes",
+        "bytes": 4096,
+    }
+    rollbacks = [c for c in zfs.calls if c[0] == "rollback"]
+    assert rollbacks == [("rollback", "tank/r/a@s1", False)]  # only the noisy one, never with -r
+
+
+def test_clean_after_a_refused_receive(rx: Receiver, zfs: FakeZfs) -> None:
+    zfs.make("tank/r", "s1", readonly=("on", "local"))
+    begin(rx)
+    zfs.ds["tank/r"].head = "noisy"
+    rx.clean("tank/r", A)
+    assert zfs.calls[-1] == ("rollback", "tank/r@s1", False)
+    zfs.ds["tank/r"].head = "changed"
+    with pytest.raises(DestinationDiverged, match="changed after @s1: 1 data record"):
+        rx.clean("tank/r", A)
+    assert zfs.calls[-1] == ("rollback", "tank/r@s1", False)  # nothing more
+    with pytest.raises(AlreadyRunning):
+        rx.clean("tank/r", B)
+
+
+def test_discard_rolls_back_to_the_base_and_says_what_went(rx: Receiver, zfs: FakeZfs) -> None:
+    zfs.make("tank/r", "s1", "mine", guids=[11, 99], readonly=("on", "local"))
+    begin(rx)
+    out = rx.discard("tank/r", A, {"": 11})
+    assert out["discarded"][""] == {"snapshots": ["mine"], "changes": None, "bytes": 12345}
+    assert zfs.calls[-1] == ("rollback", "tank/r@s1", True)
+    assert zfs.guids("tank/r") == [11]
+
+
+# --- finish ------------------------------------------------------------------------------------------
+
+
+def test_finish_verifies_marks_new_datasets_and_releases(rx: Receiver, zfs: FakeZfs) -> None:
+    begin(rx, recursive=True, sent_guids=[11, 12])
+    zfs.make("tank/r", "s1", guids=[11])  # what the stream created
+    zfs.make("tank/r/c", "s1", guids=[12])
+    with pytest.raises(ZfsBackendError, match="GUID 13"):
+        rx.finish("tank/r", A, target_guids={"": 11, "c": 13})
+    out = rx.finish("tank/r", A, target_guids={"": 11, "c": 12})
+    assert sorted(out["created"]) == ["", "c"]
+    assert zfs.get_with_source(*_n("tank/r", RECEIVER_PROP)) == (A, "local")
+    assert zfs.get_with_source(*_n("tank/r/c", SOURCE_PROP)) == (f"{SRC}/c", "local")
+    assert zfs.get_with_source(*_n("tank/r", "readonly")) == ("on", "local")
+    assert rx.status() == []
+
+
+def test_finish_gives_an_existing_replica_its_own_read_only_back(rx: Receiver, zfs: FakeZfs) -> None:
+    zfs.make("tank/r", "s1", guids=[11], readonly=("off", "local"))
+    begin(rx)
+    zfs.add_snapshot("tank/r", "s2", 12)
+    out = rx.finish("tank/r", A, target_guids={"": 12})
+    assert out["created"] == []
+    assert zfs.get_with_source(*_n("tank/r", "readonly")) == ("off", "local")
+    assert not any(c[2] == RECEIVER_PROP for c in zfs.calls if c[0] == "set")
+
+
+# --- abort -----------------------------------------------------------------------------------------------
+
+
+def test_abort_rolls_back_what_was_received_and_removes_what_was_created(rx: Receiver, zfs: FakeZfs) -> None:
+    zfs.make("tank/r", "s1", guids=[11], readonly=("on", "local"))
+    zfs.make("tank/r/a", "s1", guids=[21])
+    begin(rx, recursive=True, sent_guids=[11, 12, 21, 22, 31])
+    zfs.add_snapshot("tank/r", "s2", 12)  # received, then cancelled
+    zfs.add_snapshot("tank/r/a", "s2", 22)
+    zfs.make("tank/r/new", "s2", guids=[31])  # a child the stream created
+    out = rx.abort("tank/r", A)
+    assert out["restored"] and out["left"] == []
+    assert zfs.guids("tank/r") == [11] and zfs.guids("tank/r/a") == [21]
+    assert "tank/r/new" not in zfs.ds
+    assert rx.status() == []
+
+
+def test_abort_never_touches_what_is_not_provably_its_own(rx: Receiver, zfs: FakeZfs) -> None:
+    zfs.make("tank/r", "s1", guids=[11], readonly=("on", "local"))
+    begin(rx, recursive=True, sent_guids=[11, 12, 31, 41])
+    zfs.add_snapshot("tank/r", "s2", 12)
+    zfs.add_snapshot("tank/r", "theirs", 77)  # a user's snapshot after ours: keep the dataset as it is
+    zfs.make("tank/r/someone", "x", guids=[55])  # someone else's dataset, appeared meanwhile
+    zfs.make("tank/r/empty")  # no snapshot at all: not provably ours
+    zfs.make("tank/r/marked", "s2", guids=[41], **{RECEIVER_PROP: (B, "local")})  # another receiver's
+    out = rx.abort("tank/r", A)
+    assert not out["restored"]
+    assert len(out["left"]) == 4, out["left"]
+    assert zfs.guids("tank/r") == [11, 12, 77]
+    assert {"tank/r/someone", "tank/r/empty", "tank/r/marked"} <= set(zfs.ds)
+    assert not [c for c in zfs.calls if c[0] in ("destroy", "rollback")]
+
+
+def test_abort_of_a_new_destination_removes_it_if_and_only_if_it_is_ours(rx: Receiver, zfs: FakeZfs) -> None:
+    begin(rx, sent_guids=[11])
+    zfs.make("tank/r", "s1", guids=[11])
+    assert rx.abort("tank/r", A)["restored"]
+    assert "tank/r" not in zfs.ds
+    begin(rx, sent_guids=[11])
+    zfs.make("tank/r", "x", guids=[99])  # created by somebody else between plan and receive
+    out = rx.abort("tank/r", A)
+    assert "tank/r" in zfs.ds and out["left"] == ["tank/r: not created by this replication; left alone"]
+
+
+def test_abort_keeping_the_claim_starts_over(rx: Receiver, zfs: FakeZfs) -> None:
+    begin(rx, sent_guids=[11])
+    zfs.make("tank/r", "s1", guids=[11])
+    rx.abort("tank/r", A, keep_claim=True)
+    assert "tank/r" not in zfs.ds and [c["holder"] for c in rx.status()] == [A]
+
+
+def test_abort_by_a_stranger_changes_nothing(rx: Receiver, zfs: FakeZfs) -> None:
+    zfs.make("tank/r", "s1", guids=[11])
+    begin(rx, sent_guids=[11, 12])
+    zfs.add_snapshot("tank/r", "s2", 12)
+    out = rx.abort("tank/r", B)
+    assert out["restored"] is False and zfs.guids("tank/r") == [11, 12]
+    assert [c["holder"] for c in rx.status()] == [A]
+
+
+def test_partial_resumable_receive_is_discarded(tmp_path: Path, clock: Clock) -> None:
+    from zfs_backend.zfs.dialect import OPENZFS_2
+
+    zfs = FakeZfs(OPENZFS_2)
+    rx = Receiver(cast(Zfs, zfs), ClaimStore(tmp_path / "c.db", clock=clock), changes=changes)
+    zfs.make("tank/r", "s1", guids=[11], readonly=("on", "local"))
+    rx.begin("tank/r", A, SRC, sent_guids=[11, 12])
+    zfs.ds["tank/r"].token = "1-abc"
+    out = rx.abort("tank/r", A)
+    assert ("receive -A", "tank/r") in zfs.calls and out["restored"]

@@ -1,0 +1,191 @@
+"""Claims: which replication may write into a destination dataset right now, kept by the destination.
+
+The destination node's agent keeps one claim per dataset tree being received into. A claim names its
+holder (the source activity's id) and its source, expires unless renewed (a lease: a source node that
+died for good does not lock a dataset forever), and carries what the receiver recorded when it was
+first taken: the tree's state before the replication (what a cancel restores) and the properties it
+changed (readonly, restored at the end). A second replication into the same tree, or into a dataset
+inside it or around it, from any source node, is refused while the claim lives; its own holder may take
+it again (a restarted activity carries on with the same id).
+
+SQLite, one small file (0600 in a 0700 directory), one transaction per change: a claim survives a
+restart of the destination's agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from .plan import ALREADY_RUNNING, Conflict
+
+__all__ = ["DEFAULT_TTL_S", "Claim", "ClaimStore", "overlaps"]
+
+DEFAULT_TTL_S = 300.0
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether two dataset names are the same, or one contains the other."""
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+@dataclass(frozen=True)
+class Claim:
+    dataset: str
+    holder: str
+    source: str
+    created_at: float
+    expires_at: float
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def live(self, now: float) -> bool:
+        return self.expires_at > now
+
+    def with_state(self, **changes: Any) -> Claim:
+        return replace(self, state={**self.state, **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "holder": self.holder,
+            "source": self.source,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+        }
+
+
+class ClaimStore:
+    """Thread-safe; ``clock`` is injectable for tests."""
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.RLock()
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS claims (dataset TEXT PRIMARY KEY, holder TEXT NOT NULL, "
+                "source TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL, "
+                "state TEXT NOT NULL DEFAULT '{}')"
+            )
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"claim store {path}: {e}") from e
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+
+    @staticmethod
+    def _row(row: tuple[Any, ...]) -> Claim:
+        return Claim(row[0], row[1], row[2], float(row[3]), float(row[4]), json.loads(row[5]))
+
+    def all(self) -> list[Claim]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM claims ORDER BY dataset").fetchall()
+        return [self._row(r) for r in rows]
+
+    def get(self, dataset: str) -> Claim | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM claims WHERE dataset = ?", (dataset,)).fetchone()
+        return None if row is None else self._row(row)
+
+    def take(self, dataset: str, holder: str, source: str, ttl: float = DEFAULT_TTL_S) -> tuple[Claim, bool]:
+        """Claim ``dataset`` for ``holder``; returns (claim, new). Refused (``AlreadyRunning``) while a
+        live claim of another holder overlaps it. An expired claim of another holder is replaced (the
+        caller gets it back in ``Claim.state['expired']`` to tidy up after it)."""
+        now = self._clock()
+        with self._tx() as cur:
+            rows = [self._row(r) for r in cur.execute("SELECT * FROM claims").fetchall()]
+            mine = None
+            expired: list[dict[str, Any]] = []
+            for c in rows:
+                if not overlaps(c.dataset, dataset):
+                    continue
+                if c.holder == holder and c.dataset == dataset:
+                    mine = c
+                elif c.live(now):
+                    raise Conflict(
+                        ALREADY_RUNNING,
+                        f"{c.dataset} is being received into by {c.holder} from {c.source} "
+                        f"(claimed {now - c.created_at:.0f} s ago)",
+                    ).error()
+                else:
+                    expired.append({"dataset": c.dataset, "holder": c.holder, "state": c.state})
+                    cur.execute("DELETE FROM claims WHERE dataset = ?", (c.dataset,))
+            if mine is not None:
+                cur.execute("UPDATE claims SET expires_at = ? WHERE dataset = ?", (now + ttl, dataset))
+                return replace(mine, expires_at=now + ttl), False
+            state: dict[str, Any] = {"expired": expired} if expired else {}
+            claim = Claim(dataset, holder, source, now, now + ttl, state)
+            cur.execute(
+                "INSERT INTO claims VALUES (?,?,?,?,?,?)",
+                (dataset, holder, source, now, now + ttl, json.dumps(state, sort_keys=True)),
+            )
+            return claim, True
+
+    def held(self, dataset: str, holder: str) -> Claim:
+        """The claim ``holder`` has on ``dataset`` (expired or not, as long as nobody took it over)."""
+        c = self.get(dataset)
+        if c is None or c.holder != holder:
+            who = "nobody" if c is None else f"{c.holder} from {c.source}"
+            raise Conflict(ALREADY_RUNNING, f"{holder} does not hold {dataset} (held by {who})").error()
+        return c
+
+    def renew(self, dataset: str, holder: str, ttl: float = DEFAULT_TTL_S) -> Claim:
+        now = self._clock()
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE claims SET expires_at = ? WHERE dataset = ? AND holder = ?",
+                (now + ttl, dataset, holder),
+            )
+            if cur.rowcount == 0:
+                raise Conflict(ALREADY_RUNNING, f"{holder} does not hold {dataset}").error()
+        return self.held(dataset, holder)
+
+    def save(self, claim: Claim) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE claims SET state = ? WHERE dataset = ? AND holder = ?",
+                (json.dumps(claim.state, sort_keys=True), claim.dataset, claim.holder),
+            )
+
+    def release(self, dataset: str, holder: str) -> bool:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM claims WHERE dataset = ? AND holder = ?", (dataset, holder))
+            return cur.rowcount > 0
+
+    def expired(self) -> list[Claim]:
+        now = self._clock()
+        return [c for c in self.all() if not c.live(now)]
+
+    def drop(self, claim: Claim) -> None:
+        """Remove an (expired) claim, whoever holds it."""
+        with self._tx() as cur:
+            cur.execute("DELETE FROM claims WHERE dataset = ? AND holder = ?", (claim.dataset, claim.holder))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,440 @@
+"""The receiving end of a replication, run by the **destination** node's agent on its own datasets.
+
+The source node's ``replicate`` activity streams ``zfs send | ssh DEST zfs receive``; everything else it
+needs from the destination goes through these calls (agent ops ``recv.*`` on the destination's peer
+socket), so every check and every change happens on the node that owns the data, under a claim
+(:mod:`.claims`) that keeps any other replication out of the tree meanwhile:
+
+``begin``
+    claims the tree, records what it holds (every dataset's snapshot GUIDs: what a cancel restores),
+    makes existing datasets read-only for the duration (no write can slip in between a check and the
+    receive), and reports the tree: snapshots, space, the node's ZFS dialect, and for each dataset
+    whether its head changed after its newest snapshot (:func:`~zfs_backend.zfs.changes.head_changes`,
+    exact: ``written``/``zfs diff`` on OpenZFS, a probe stream on zfs-fuse). A head that differs only by
+    metadata noise (a read updated atime) is rolled back to its snapshot there and then: nothing is lost,
+    and the plain receive that follows will not refuse. Real changes are reported, never discarded.
+``clean``
+    the same check for one dataset, when a receive was refused as "modified" anyway (zfs-fuse updates
+    space accounting late, so a fresh write can escape the cheap check in ``begin``).
+``discard``
+    only when the caller asked for ``rollback_destination``: rolls each dataset back to the common base
+    and returns what that discarded (snapshots, bytes).
+``finish``
+    verifies the received snapshot GUIDs, marks the datasets the stream created as this replication's
+    (user properties ``zfs_backend:receiver`` and ``zfs_backend:source``), makes new replicas read-only,
+    restores what ``begin`` changed on existing ones, releases the claim.
+``abort``
+    (cancel, or a final failure) puts the tree back as ``begin`` found it: discards a partial resumable
+    receive, rolls existing datasets back to their last snapshot from before (only when every newer
+    snapshot is one this replication sent), destroys datasets that did not exist before and are provably
+    this replication's (every snapshot's GUID is one the source sent, and no other receiver's mark).
+    What it may not touch (someone else's snapshot or dataset) it leaves, and says so.
+
+Nothing here ever receives with ``-F``: a plain receive refuses a changed destination by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..errors import DatasetNotFound, UsageError, ZfsBackendError
+from ..zfs.api import Zfs
+from ..zfs.changes import PROBE_PREFIX, HeadChanges, bytes_since, head_changes
+from ..zfs.models import Dataset, Snapshot
+from ..zfs.names import DatasetName, parse_dataset, parse_node_qualified, parse_snapshot
+from .claims import DEFAULT_TTL_S, Claim, ClaimStore
+from .plan import DIVERGED, Conflict
+
+__all__ = [
+    "RECEIVER_PROP",
+    "SOURCE_PROP",
+    "Receiver",
+    "snapshot_from_dict",
+    "snapshot_to_dict",
+    "validate_holder",
+]
+
+RECEIVER_PROP = "zfs_backend:receiver"
+SOURCE_PROP = "zfs_backend:source"
+_HOLDER = re.compile(r"act-[0-9A-HJKMNP-TV-Z]{26}")
+
+log = logging.getLogger("zfs_backend.replication")
+
+
+def validate_holder(holder: object) -> str:
+    if not isinstance(holder, str) or not _HOLDER.fullmatch(holder):
+        raise UsageError(f"invalid activity id {holder!r}")
+    return holder
+
+
+def snapshot_to_dict(s: Snapshot) -> dict[str, Any]:
+    return {
+        "name": str(s.name),
+        "guid": s.guid,
+        "createtxg": s.createtxg,
+        "used": s.used,
+        "referenced": s.referenced,
+        "creation": s.creation,
+    }
+
+
+def snapshot_from_dict(d: dict[str, Any]) -> Snapshot:
+    return Snapshot(
+        name=parse_snapshot(str(d["name"])),
+        guid=int(d["guid"]),
+        createtxg=int(d["createtxg"]),
+        used=int(d["used"]),
+        referenced=int(d["referenced"]),
+        creation=int(d["creation"]),
+    )
+
+
+def _rel(top: DatasetName, ds: DatasetName) -> str:
+    return "" if ds == top else ds.name[len(top.name) + 1 :]
+
+
+def _changes_dict(c: HeadChanges) -> dict[str, Any]:
+    return {"changed": c.changed, "noisy": c.noisy, "detail": c.detail, "bytes": c.bytes}
+
+
+class Receiver:
+    """The destination's side of replications into its datasets (see the module doc)."""
+
+    def __init__(
+        self,
+        zfs: Zfs,
+        claims: ClaimStore,
+        *,
+        ttl: float = DEFAULT_TTL_S,
+        changes: Callable[[Zfs, DatasetName, Snapshot], HeadChanges] = head_changes,
+        bytes_since: Callable[[Zfs, DatasetName, Snapshot], int] = bytes_since,
+    ) -> None:
+        self.zfs = zfs
+        self.claims = claims
+        self.ttl = ttl
+        self._changes = changes  # injectable, as the two below, for unit tests without a node
+        self._bytes_since = bytes_since
+
+    @property
+    def node(self) -> str:
+        return self.zfs.host.name
+
+    # ---------------------------------------------------------------- begin
+
+    def begin(
+        self,
+        dataset: str,
+        holder: str,
+        source: str,
+        *,
+        recursive: bool = False,
+        sent_guids: Iterable[int] = (),
+    ) -> dict[str, Any]:
+        top = parse_dataset(dataset)
+        validate_holder(holder)
+        if not isinstance(source, str):
+            raise UsageError(f"invalid source {source!r}")
+        parse_node_qualified(source)
+        sent = sorted({int(g) for g in sent_guids})
+        claim, new = self.claims.take(str(top), holder, source, self.ttl)
+        try:
+            self._tidy_expired(claim)
+            tree = self._tree(top, recursive)
+            if new:
+                claim = self._record_before(claim, top, tree, recursive, sent)
+            else:
+                claim = claim.with_state(sent=sorted({*claim.state.get("sent", []), *sent}))
+            self.claims.save(claim)
+            claim = self._lock_read_only(claim, tree)
+            return self._report(claim, top, tree)
+        except BaseException:
+            if new:
+                self._restore_read_only(self.claims.get(str(top)) or claim)
+                self.claims.release(str(top), holder)
+            raise
+
+    def _tree(self, top: DatasetName, recursive: bool) -> list[Dataset]:
+        try:
+            return self.zfs.list_datasets(top, recursive=recursive)
+        except DatasetNotFound:
+            return []
+
+    def _record_before(
+        self, claim: Claim, top: DatasetName, tree: list[Dataset], recursive: bool, sent: list[int]
+    ) -> Claim:
+        before = {_rel(top, ds.name): [s.guid for s in self.zfs.list_snapshots(ds.name)] for ds in tree}
+        return claim.with_state(before=before, recursive=recursive, sent=sent, readonly={}, discarded={})
+
+    def _lock_read_only(self, claim: Claim, tree: list[Dataset]) -> Claim:
+        """Make each existing dataset of the tree read-only for the claim's life (recording how to undo it).
+        zfs-fuse reports a mounted read-only dataset as ``off`` with source ``temporary``: a temporary
+        value means the persistent one is the opposite, so only a plain ``off`` is switched."""
+        changed = dict(claim.state.get("readonly", {}))
+        for ds in tree:
+            if str(ds.name) in changed:
+                continue
+            value, source = self.zfs.get_with_source(ds.name, "readonly")
+            if value != "off" or source == "temporary":
+                continue
+            self.zfs.set(ds.name, "readonly", "on")
+            changed[str(ds.name)] = "local" if source == "local" else "inherit"
+        if changed != claim.state.get("readonly", {}):
+            claim = claim.with_state(readonly=changed)
+            self.claims.save(claim)
+        return claim
+
+    def _restore_read_only(self, claim: Claim) -> None:
+        for name, how in claim.state.get("readonly", {}).items():
+            ds = parse_dataset(name)
+            try:
+                if not self.zfs.exists(ds):
+                    continue
+                if how == "local":
+                    self.zfs.set(ds, "readonly", "off")
+                else:
+                    self.zfs.inherit(ds, "readonly")
+            except ZfsBackendError as e:
+                log.error("%s: could not restore readonly on %s: %s", self.node, ds, e)
+
+    def _tidy_expired(self, claim: Claim) -> None:
+        """A claim this one replaced had expired (its source went away): undo its read-only lock."""
+        expired = claim.state.get("expired")
+        if not expired:
+            return
+        for old in expired:
+            log.warning(
+                "%s: claim of %s by %s expired; restoring its read-only changes",
+                self.node,
+                old.get("dataset"),
+                old.get("holder"),
+            )
+            self._restore_read_only(Claim(old["dataset"], old["holder"], "", 0, 0, old.get("state") or {}))
+        self.claims.save(claim.with_state(expired=[]))
+
+    def _report(self, claim: Claim, top: DatasetName, tree: list[Dataset]) -> dict[str, Any]:
+        d = self.zfs.dialect
+        out: dict[str, Any] = {
+            "node": self.node,
+            "exists": bool(tree),
+            "parent_exists": True,
+            "available": None,
+            "dialect": {
+                "name": str(d),
+                "resumable_receive": d.resumable_receive,
+                "recv_properties": d.recv_properties,
+                "user_holds": d.user_holds,
+            },
+            "datasets": {},
+            "claimed_at": claim.created_at,
+        }
+        if not tree:
+            parent = top.parent
+            if parent is not None and not self.zfs.exists(parent):
+                raise DatasetNotFound(f"{self.node}: the destination's parent {parent} does not exist")
+            if parent is not None:
+                out["available"] = self.zfs.get_int(parent, "available")
+            return out
+        for ds in tree:
+            snaps = [s for s in self.zfs.list_snapshots(ds.name) if not s.snap.startswith(PROBE_PREFIX)]
+            info: dict[str, Any] = {"snapshots": [snapshot_to_dict(s) for s in snaps], "resume_token": None}
+            if d.resumable_receive:
+                info["resume_token"] = self.zfs.resume_token(ds.name)
+            info["changes"] = _changes_dict(self._settle(ds, snaps))
+            out["datasets"][_rel(top, ds.name)] = info
+            if ds.name == top:
+                out["available"] = ds.available
+        return out
+
+    def _settle(self, ds: Dataset, snaps: list[Snapshot]) -> HeadChanges:
+        """How the head differs from its newest snapshot; noise is rolled back on the spot. The exact
+        check runs only where the cheap one (space accounting, or ``written``) sees a difference."""
+        if not snaps:
+            return HeadChanges(ds.referenced > (1 << 20), False, "no snapshot")
+        newest = snaps[-1]
+        if not self.zfs.dialect.written_property and (
+            ds.referenced == newest.referenced and newest.used == 0
+        ):
+            return HeadChanges(False, False, "unchanged (space accounting)")
+        changes = self._changes(self.zfs, ds.name, newest)
+        if changes.noisy:
+            log.info(
+                "%s: %s differs from @%s by metadata only; rolling it back", self.node, ds.name, newest.snap
+            )
+            self.zfs.rollback(newest.name)
+            return HeadChanges(False, False, "metadata noise rolled back")
+        return changes
+
+    # ---------------------------------------------------------------- during the stream
+
+    def clean(self, dataset: str, holder: str, target: str | None = None) -> dict[str, Any]:
+        """A receive into ``target`` (a dataset of the claimed tree) was refused as modified: roll back
+        noise, or refuse with what changed (``DestinationDiverged``)."""
+        top = parse_dataset(dataset)
+        self.claims.held(str(top), validate_holder(holder))
+        ds_name = parse_dataset(target) if target else top
+        if ds_name != top and not ds_name.name.startswith(top.name + "/"):
+            raise UsageError(f"{ds_name} is not inside the claimed {top}")
+        snaps = [s for s in self.zfs.list_snapshots(ds_name) if not s.snap.startswith(PROBE_PREFIX)]
+        if not snaps:
+            raise Conflict(DIVERGED, f"{self.node}:{ds_name} has no snapshot to receive onto").error()
+        changes = self._changes(self.zfs, ds_name, snaps[-1])
+        if changes.changed:
+            raise Conflict(
+                DIVERGED,
+                f"{self.node}:{ds_name} changed after @{snaps[-1].snap}: {changes.detail}; nothing was "
+                "discarded (rollback_destination would discard it)",
+            ).error()
+        if changes.noisy:
+            self.zfs.rollback(snaps[-1].name)
+        return {"dataset": str(ds_name), "changes": _changes_dict(changes)}
+
+    def discard(self, dataset: str, holder: str, base_guids: dict[str, int]) -> dict[str, Any]:
+        """``rollback_destination``: roll each dataset (relative name -> its base's GUID) back to its base.
+        Returns what was discarded; recorded in the claim (a cancel cannot bring it back)."""
+        top = parse_dataset(dataset)
+        claim = self.claims.held(str(top), validate_holder(holder))
+        report: dict[str, Any] = dict(claim.state.get("discarded", {}))
+        for rel, guid in sorted(base_guids.items()):
+            ds = top if not rel else parse_dataset(f"{top}/{rel}")
+            snaps = self.zfs.list_snapshots(ds)
+            base = next((s for s in snaps if s.guid == int(guid)), None)
+            if base is None:
+                raise Conflict(DIVERGED, f"{self.node}:{ds} no longer holds the base (GUID {guid})").error()
+            newer = [s for s in snaps if s.createtxg > base.createtxg]
+            changes = self._changes(self.zfs, ds, snaps[-1])
+            if not newer and not changes.changed and not changes.noisy:
+                continue
+            report[rel] = {
+                "snapshots": [s.snap for s in newer],
+                "changes": changes.detail if (changes.changed or changes.noisy) else None,
+                "bytes": self._bytes_since(self.zfs, ds, base),
+            }
+            log.warning(
+                "%s: rolling %s back to @%s on request (discards %s)",
+                self.node,
+                ds,
+                base.snap,
+                ", ".join(f"@{s.snap}" for s in newer) or changes.detail,
+            )
+            self.zfs.rollback(base.name, destroy_newer=bool(newer))
+        self.claims.save(claim.with_state(discarded=report))
+        return {"discarded": report}
+
+    def renew(self, dataset: str, holder: str) -> dict[str, Any]:
+        return self.claims.renew(str(parse_dataset(dataset)), validate_holder(holder), self.ttl).to_dict()
+
+    # ---------------------------------------------------------------- the end
+
+    def finish(
+        self,
+        dataset: str,
+        holder: str,
+        *,
+        target_guids: dict[str, int],
+        readonly_replica: bool = True,
+    ) -> dict[str, Any]:
+        """Verify, mark what the stream created, restore what ``begin`` changed, release the claim."""
+        top = parse_dataset(dataset)
+        claim = self.claims.held(str(top), validate_holder(holder))
+        for rel, guid in sorted(target_guids.items()):
+            name = top if not rel else parse_dataset(f"{top}/{rel}")
+            if not any(s.guid == int(guid) for s in self.zfs.list_snapshots(name)):
+                raise ZfsBackendError(f"{self.node}:{name} does not hold the received snapshot (GUID {guid})")
+        before = claim.state.get("before", {})
+        created = []
+        for ds in self.zfs.list_datasets(top, recursive=bool(claim.state.get("recursive"))):
+            rel = _rel(top, ds.name)
+            if rel in before:
+                continue
+            created.append(rel)
+            self.zfs.set(ds.name, RECEIVER_PROP, holder)
+            self.zfs.set(ds.name, SOURCE_PROP, claim.source if not rel else f"{claim.source}/{rel}")
+            if readonly_replica and ds.name == top:
+                self.zfs.set(ds.name, "readonly", "on")  # children inherit it
+        self._restore_read_only(claim)
+        self.claims.release(str(top), holder)
+        return {"verified": True, "created": created, "discarded": claim.state.get("discarded", {})}
+
+    def release(self, dataset: str, holder: str) -> dict[str, Any]:
+        """Give the claim up without changing data (a refusal after ``begin``)."""
+        top = parse_dataset(dataset)
+        claim = self.claims.get(str(top))
+        if claim is None or claim.holder != validate_holder(holder):
+            return {"released": False}
+        self._restore_read_only(claim)
+        return {"released": self.claims.release(str(top), holder)}
+
+    def abort(self, dataset: str, holder: str, *, keep_claim: bool = False) -> dict[str, Any]:
+        """Put the tree back as ``begin`` found it, as far as it is provably this replication's doing.
+        ``keep_claim``: keep the claim and the read-only lock (a restart starting over)."""
+        top = parse_dataset(dataset)
+        claim = self.claims.get(str(top))
+        if claim is None or claim.holder != validate_holder(holder):
+            return {"restored": False, "left": [f"{top}: not claimed by {holder}; nothing touched"]}
+        before: dict[str, list[int]] = claim.state.get("before", {})
+        sent = set(claim.state.get("sent", []))
+        left: list[str] = []
+        restored: list[str] = []
+        tree = self._tree(top, bool(claim.state.get("recursive")))
+        # deepest first: a new child goes before its parent
+        for ds in sorted(tree, key=lambda d: d.name.name.count("/"), reverse=True):
+            rel = _rel(top, ds.name)
+            if rel in before:
+                self._restore_existing(ds.name, set(before[rel]), sent, restored, left)
+            else:
+                self._remove_created(ds.name, holder, sent, restored, left)
+        for name in claim.state.get("discarded", {}):
+            left.append(
+                f"{top}/{name}".rstrip("/") + ": what rollback_destination discarded cannot come back"
+            )
+        if not keep_claim:
+            self._restore_read_only(claim)
+            self.claims.release(str(top), holder)
+        return {"restored": not left, "actions": restored, "left": left}
+
+    def _restore_existing(
+        self, ds: DatasetName, before: set[int], sent: set[int], done: list[str], left: list[str]
+    ) -> None:
+        if self.zfs.dialect.resumable_receive and self.zfs.resume_token(ds):
+            self.zfs.abort_resumable_receive(ds)
+            done.append(f"{ds}: partial receive discarded")
+        snaps = self.zfs.list_snapshots(ds)
+        newer = [s for s in snaps if s.guid not in before and not s.snap.startswith(PROBE_PREFIX)]
+        if not newer:
+            return
+        foreign = [s for s in newer if s.guid not in sent]
+        if foreign:
+            left.append(f"{ds}: kept as it is; @{foreign[0].snap} was not made by this replication")
+            return
+        keep = [s for s in snaps if s.guid in before]
+        if not keep:
+            left.append(f"{ds}: none of its earlier snapshots is left to roll back to")
+            return
+        self.zfs.rollback(keep[-1].name, destroy_newer=True)
+        done.append(
+            f"{ds}: rolled back to @{keep[-1].snap} (removed {', '.join('@' + s.snap for s in newer)})"
+        )
+
+    def _remove_created(
+        self, ds: DatasetName, holder: str, sent: set[int], done: list[str], left: list[str]
+    ) -> None:
+        mark, source = self.zfs.get_with_source(ds, RECEIVER_PROP)
+        snaps = self.zfs.list_snapshots(ds)
+        partial = not snaps and self.zfs.dialect.resumable_receive and bool(self.zfs.resume_token(ds))
+        ours_by_guid = bool(snaps) and all(s.guid in sent for s in snaps)
+        other_mark = mark not in ("-", "", holder) and source in ("local", "received")
+        if other_mark or not (ours_by_guid or partial):
+            left.append(f"{ds}: not created by this replication; left alone")
+            return
+        children = [d for d in self.zfs.list_datasets(ds, recursive=True) if d.name != ds]
+        if children:
+            left.append(f"{ds}: holds datasets this replication did not create; left alone")
+            return
+        self.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
+        done.append(f"{ds}: destroyed (created by this replication)")
+
+    def status(self) -> list[dict[str, Any]]:
+        return [c.to_dict() for c in self.claims.all()]

@@ -1,0 +1,100 @@
+"""The source's view of a destination's receiver: typed calls to the ``recv.*`` ops of the
+destination node's agent (see :mod:`.receiver`), over the session the source's agent keeps to it.
+
+:class:`RemoteReceiver` is bound to one destination dataset and one holder (the activity's id); its
+``begin`` returns a :class:`DestinationTree`: what the destination holds, dataset by dataset
+(relative names, ``""`` for the top), with the exact answer to "did its head change?".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..activity.core import PeerCaller
+from ..zfs.models import Snapshot
+from ..zfs.names import DatasetName
+from .receiver import snapshot_from_dict
+
+__all__ = ["DestinationDataset", "DestinationTree", "RemoteReceiver"]
+
+
+@dataclass(frozen=True)
+class DestinationDataset:
+    snapshots: list[Snapshot]
+    changed: bool = False
+    detail: str = ""
+    resume_token: str | None = None
+
+
+@dataclass(frozen=True)
+class DestinationTree:
+    node: str
+    exists: bool
+    available: int | None
+    resumable_receive: bool = False
+    recv_properties: bool = False
+    dialect: str = ""
+    datasets: dict[str, DestinationDataset] = field(default_factory=dict)
+
+    @property
+    def top(self) -> DestinationDataset | None:
+        return self.datasets.get("")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DestinationTree:
+        dia = d.get("dialect") or {}
+        datasets = {}
+        for rel, info in (d.get("datasets") or {}).items():
+            ch = info.get("changes") or {}
+            datasets[str(rel)] = DestinationDataset(
+                snapshots=[snapshot_from_dict(s) for s in info.get("snapshots") or []],
+                changed=bool(ch.get("changed")),
+                detail=str(ch.get("detail") or ""),
+                resume_token=info.get("resume_token"),
+            )
+        avail = d.get("available")
+        return cls(
+            node=str(d.get("node", "")),
+            exists=bool(d.get("exists")),
+            available=None if avail is None else int(avail),
+            resumable_receive=bool(dia.get("resumable_receive")),
+            recv_properties=bool(dia.get("recv_properties")),
+            dialect=str(dia.get("name", "")),
+            datasets=datasets,
+        )
+
+
+class RemoteReceiver:
+    """``recv.*`` calls for one destination dataset on behalf of one activity."""
+
+    def __init__(self, peer: PeerCaller, dataset: DatasetName, holder: str) -> None:
+        self.peer = peer
+        self.dataset = dataset
+        self.holder = holder
+
+    def _call(self, verb: str, **args: Any) -> Any:
+        return self.peer.call(f"recv.{verb}", dataset=str(self.dataset), holder=self.holder, **args)
+
+    def begin(self, source: str, *, recursive: bool, sent_guids: list[int]) -> DestinationTree:
+        return DestinationTree.from_dict(
+            self._call("begin", source=source, recursive=recursive, sent_guids=sent_guids)
+        )
+
+    def clean(self, target: str | None = None) -> dict[str, Any]:
+        return dict(self._call("clean", target=target))
+
+    def discard(self, base_guids: dict[str, int]) -> dict[str, Any]:
+        return dict(self._call("discard", base_guids=base_guids))
+
+    def renew(self) -> None:
+        self._call("renew")
+
+    def finish(self, target_guids: dict[str, int], *, readonly_replica: bool = True) -> dict[str, Any]:
+        return dict(self._call("finish", target_guids=target_guids, readonly_replica=readonly_replica))
+
+    def release(self) -> dict[str, Any]:
+        return dict(self._call("release"))
+
+    def abort(self, *, keep_claim: bool = False) -> dict[str, Any]:
+        return dict(self._call("abort", keep_claim=keep_claim))
