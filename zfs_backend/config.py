@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_env_file", "load_settings"]
 
 DEFAULT_HOME = "/var/lib/zfs-backend"
 DEFAULT_LAB_NETWORK = "198.18.0.0/24"
@@ -78,3 +79,28 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         agent_socket=Path(e.get("ZFS_BACKEND_AGENT_SOCKET", "/run/zfs-backend/agent.sock")),
         ssh_persist_s=_int(e, "ZFS_BACKEND_SSH_PERSIST", 600),
     )
+
+
+_ENV_LINE = re.compile(r"([A-Z_][A-Z0-9_]*)=(.*)")
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    """Read a systemd-style ``EnvironmentFile`` (``KEY=VALUE`` lines, ``#`` comments, optional quotes):
+    the node agent's configuration, shared by its systemd unit and ``zfs-backend agent --daemon``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read environment file {path}: {e.strerror or e}") from None
+    out: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _ENV_LINE.fullmatch(line)
+        if m is None:
+            raise ConfigError(f"{path} line {n}: expected KEY=VALUE, got {line[:60]!r}")
+        value = m.group(2)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out[m.group(1)] = value
+    return out

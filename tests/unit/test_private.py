@@ -72,9 +72,17 @@ def test_private_files_refuse_symlinks(tmp_path: Path) -> None:
     assert mode(target) == 0o644
 
 
-def test_sqlite_sidecars_private(tmp_path: Path, umask: int) -> None:
-    if umask & 0o600:
-        pytest.skip("sqlite cannot create its files without owner read/write in the umask")
+@pytest.mark.parametrize("mask", [0o000, 0o022, 0o077], ids=lambda m: f"umask{m:03o}")
+def test_sqlite_sidecars_private(tmp_path: Path, mask: int) -> None:
+    # (a umask without owner read/write is left out: sqlite itself cannot create its files then)
+    old = os.umask(mask)
+    try:
+        _sqlite_sidecars_private(tmp_path)
+    finally:
+        os.umask(old)
+
+
+def _sqlite_sidecars_private(tmp_path: Path) -> None:
     db_path = private_sqlite(tmp_path / "db" / "x.db")
     db = sqlite3.connect(db_path)
     db.execute("PRAGMA journal_mode=WAL")

@@ -253,7 +253,15 @@ class PipelineActivity(LocalActivity):
                     return
                 if state == SUSPENDED:
                     self._cond.wait(0.5)
-                    continue
+                    suspended = True
+                else:
+                    suspended = False
+            if suspended:  # before its first stream: no ticker runs yet, but a lease may need renewing
+                try:
+                    self.on_tick()
+                except Exception:
+                    self.ctx.log.exception("activity %s: tick while suspended failed", self.id)
+                continue
             if state == CANCELLING:
                 self._reap_stale()
                 self._finish_cancel()

@@ -22,13 +22,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from ..durable import open_db, transaction
 from ..errors import ActivityNotFound, StoreError
-from ..private import private_sqlite
 from .report import ActivityRecord, Progress, Resources
 from .states import TERMINAL, check_transition, is_terminal
 
@@ -133,30 +133,15 @@ class ActivityStore:
         self.path = Path(path)
         self._lock = threading.RLock()
         migrations = MIGRATIONS if migrations is None else migrations
-        if str(path) != ":memory:":
-            private_sqlite(self.path)
+        self._db = open_db(path, "activity store", foreign_keys=True)
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate(migrations)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"activity store {path}: {e}") from e
 
     # -- plumbing -------------------------------------------------------------------------------
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            else:
-                cur.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Cursor]:
+        return transaction(self._db, self._lock)
 
     def schema_version(self) -> int:
         with self._lock:

@@ -35,7 +35,7 @@ def control_connection(spec: NodeSpec, settings: Settings) -> ControlConnection:
         known_hosts=spec.known_hosts,
         cipher=settings.ssh_cipher,
     )
-    return ControlConnection(target, settings.ssh_dir, settings.ssh_persist_s)
+    return ControlConnection.to(target, settings.ssh_dir, settings.ssh_persist_s)
 
 
 class ForwardedTransport(UnixSocketTransport):
@@ -43,7 +43,7 @@ class ForwardedTransport(UnixSocketTransport):
     Falls back to ``zfs-backend rpc`` over the master when the node does not forward sockets."""
 
     def __init__(self, conn: ControlConnection, remote_socket: str, rpc_argv: list[str], name: str) -> None:
-        super().__init__(conn.control_dir / f"{conn.target.ident}.agent")
+        super().__init__(conn.control_dir / f"{conn.ident}.agent")
         self.conn = conn
         self.remote_socket = remote_socket
         self.name = name

@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="agents also host the generic 'pipeline' activity kind (for tests and benchmarks)",
     )
+    up.add_argument(
+        "--provision",
+        action="store_true",
+        help="bare nodes (network, root filesystem, sshd, keys), then everything else deployed by "
+        "ansible/site.yml through the lab's inventory, as on real nodes",
+    )
     up.add_argument("--json", action="store_true", help="print the lab status as JSON")
     up.set_defaults(func=cmd_up)
 
@@ -96,6 +102,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         on_step=lambda m: con.print(f"  {m}"),
         with_agent=not args.no_agent,
         test_kinds=args.test_kinds,
+        provision=args.provision,
     )
     if not args.json:
         if created:

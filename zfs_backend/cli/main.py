@@ -26,7 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "activity_cmd",
         "backend activities on a node: list, show, suspend, resume, cancel, wait, watch",
     ),
-    "agent": ("agent_cmd", "run the node agent in the foreground"),
+    "agent": ("agent_cmd", "run the node agent (foreground, or supervised with --daemon; --status)"),
     "rpc": ("agent_cmd", "bridge stdin/stdout to the local agent (what the controller runs over SSH)"),
     "peer-exec": ("agent_cmd", "forced command of peer nodes' SSH keys; not for interactive use"),
     "replicate": (

@@ -100,22 +100,51 @@ def control_dir_ready(d: Path, what: str = "control dir") -> Path:
 
 
 class ControlConnection:
-    """A ControlMaster to ``target`` in ``control_dir``, kept ``persist`` seconds after its last use."""
+    """A ControlMaster (socket ``control_dir/ident``) to a node, kept ``persist`` seconds after its last
+    use. ``options``: the client options (without ControlMaster/ControlPath); ``dest``: how ssh names
+    the node (``-l user address``, or a name the user's ssh config knows)."""
 
-    def __init__(self, target: OpenSSHTarget, control_dir: Path, persist: int = 600) -> None:
-        self.target = target
+    def __init__(
+        self,
+        *,
+        name: str,
+        options: Sequence[str],
+        dest: Sequence[str],
+        control_dir: Path,
+        ident: str,
+        persist: int = 600,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.options = list(options)
+        self.dest = list(dest)
         self.control_dir = control_dir
+        self.ident = ident
         self.persist = int(persist)
+        self.connect_timeout = connect_timeout
+
+    @classmethod
+    def to(cls, target: OpenSSHTarget, control_dir: Path, persist: int = 600) -> ControlConnection:
+        """A master to ``target`` with this project's strict options (:func:`openssh_options`)."""
+        return cls(
+            name=target.name,
+            options=openssh_options(target),
+            dest=["-l", target.user, target.address],
+            control_dir=control_dir,
+            ident=target.ident,
+            persist=persist,
+            connect_timeout=target.connect_timeout,
+        )
 
     @property
     def control_path(self) -> Path:
-        return self.control_dir / self.target.ident
+        return self.control_dir / self.ident
 
     def _base(self) -> list[str]:
-        return ["ssh", *openssh_options(self.target), "-o", f"ControlPath={self.control_path}"]
+        return ["ssh", *self.options, "-o", f"ControlPath={self.control_path}"]
 
     def _dest(self) -> list[str]:
-        return ["-l", self.target.user, self.target.address]
+        return list(self.dest)
 
     def argv(self, remote: Sequence[str]) -> list[str]:
         """``ssh`` running ``remote`` on the node through the master (started on demand by ssh itself
@@ -130,7 +159,7 @@ class ControlConnection:
     def direct_argv(self, remote: Sequence[str]) -> list[str]:
         """``ssh`` running ``remote`` on its own connection (no master)."""
         return [
-            "ssh", *openssh_options(self.target), "-o", "ControlMaster=no", "-o", "ControlPath=none",
+            "ssh", *self.options, "-o", "ControlMaster=no", "-o", "ControlPath=none",
             *self._dest(), "--", shlex.join(check_argv(remote)),
         ]  # fmt: skip
 
@@ -149,7 +178,7 @@ class ControlConnection:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         control_dir_ready(self.control_dir)
-        fd = os.open(self.control_dir / f"{self.target.ident}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.control_dir / f"{self.ident}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -169,25 +198,25 @@ class ControlConnection:
                  "-o", "StreamLocalBindUnlink=yes", "-o", "StreamLocalBindMask=0177",
                  "-N", "-f", *self._dest()],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                timeout=self.target.connect_timeout + 15, check=False, start_new_session=True,
+                timeout=self.connect_timeout + 15, check=False, start_new_session=True,
             )  # fmt: skip
             if res.returncode != 0:
                 why = res.stderr.decode(errors="replace").strip().splitlines()
                 raise HostUnreachable(
-                    f"{self.target.name}: ssh: {why[-1] if why else 'exit ' + str(res.returncode)}"
+                    f"{self.name}: ssh: {why[-1] if why else 'exit ' + str(res.returncode)}"
                 )
 
     def forward(self, remote_socket: str) -> Path:
         """Forward the node's unix socket ``remote_socket`` to a private local socket (through the master,
         started if needed); returns the local path. Idempotent."""
-        local = self.control_dir / f"{self.target.ident}.agent"
+        local = self.control_dir / f"{self.ident}.agent"
         self.ensure_master()
         with self._locked():
             res = self._ctl("forward", "-L", f"{local}:{remote_socket}")
         if res.returncode != 0:
             why = res.stderr.decode(errors="replace").strip().splitlines()
             raise HostUnreachable(
-                f"{self.target.name}: cannot forward the agent socket: {why[-1] if why else res.returncode}"
+                f"{self.name}: cannot forward the agent socket: {why[-1] if why else res.returncode}"
             )
         return local
 

@@ -389,7 +389,7 @@ class SSHHost(Host):
         """The ControlMaster this host's multiplexed commands share (None without ``control_dir``)."""
         if self.control_dir is None:
             return None
-        return ControlConnection(self.openssh_target(), self.control_dir, self.control_persist)
+        return ControlConnection.to(self.openssh_target(), self.control_dir, self.control_persist)
 
     def control_path(self) -> str:
         """The ControlMaster socket for this user@address:port (``%`` escaped for ssh)."""

@@ -124,6 +124,8 @@ def ssh_client_config(nodes: list[NodeLayout], key: Path, known_hosts: Path) -> 
 def sshd_config(node: NodeLayout, host_key: str) -> str:
     return (
         "# Written by `zfs-backend lab up` for this lab node.\n"
+        # First: drop-ins (the ansible role's hardening) win, as in Debian's own sshd_config.
+        "Include /etc/ssh/sshd_config.d/*.conf\n"
         f"ListenAddress {node.address}\n"
         "Port 22\n"
         f"HostKey {host_key}\n"
@@ -153,8 +155,10 @@ def write_inventory(
     known_hosts: Path,
     zfs_backend_bin: str,
     ssh_config: Path | None = None,
+    role_vars: dict[str, object] | None = None,
 ) -> Path:
-    """Write an ansible-format YAML inventory naming every node and how to reach it."""
+    """Write an ansible-format YAML inventory naming every node and how to reach it (``role_vars``: what
+    ``ansible/site.yml`` needs to deploy these nodes)."""
     vars_: dict[str, object] = {
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(key),
@@ -168,6 +172,7 @@ def write_inventory(
             "zfs_backend_lab": True,
         }
     )
+    vars_.update(role_vars or {})
     doc = {
         "all": {
             "vars": vars_,
@@ -185,9 +190,13 @@ def write_inventory(
     return path
 
 
-def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host_key: str) -> None:
+def provision(
+    lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host_key: str, bare: bool = False
+) -> None:
     """Keys, known_hosts and configs for the controller and for every node (node-to-node SSH with
-    narrow keys: see :func:`node_key_line`)."""
+    narrow keys: see :func:`node_key_line`). ``bare``: only what the controller needs to reach the
+    nodes (its key, the host keys, sshd's config); node keys, known_hosts and peer configs are then the
+    ansible role's to exchange (``lab up --provision``)."""
     private_dir(lay.ssh_dir)
     ensure_keypair(lay.client_key, "zfs-backend-controller")
     keys: dict[str, NodeKeys] = {}
@@ -218,16 +227,17 @@ def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host
         authorized = controller_key_line(ctrl_pub, lay.controller_address) + "".join(
             node_key_line(keys[peer.name].client_pub_line(), peer.name, peer.address, zfs_backend_bin)
             for peer in plan
-            if peer.name != n.name
+            if peer.name != n.name and not bare
         )
         write_private(ssh / "authorized_keys", authorized)
-        write_private(ssh / "id_ed25519", k.client_key.read_text())
-        write_private(ssh / "id_ed25519.pub", Path(f"{k.client_key}.pub").read_text(), 0o644)
-        write_private(ssh / "known_hosts", known, 0o644)
-        write_private(
-            ssh / "config",
-            ssh_client_config(plan, Path("/root/.ssh/id_ed25519"), Path("/root/.ssh/known_hosts")),
-        )
+        if not bare:
+            write_private(ssh / "id_ed25519", k.client_key.read_text())
+            write_private(ssh / "id_ed25519.pub", Path(f"{k.client_key}.pub").read_text(), 0o644)
+            write_private(ssh / "known_hosts", known, 0o644)
+            write_private(
+                ssh / "config",
+                ssh_client_config(plan, Path("/root/.ssh/id_ed25519"), Path("/root/.ssh/known_hosts")),
+            )
         etc_ssh = up / "etc" / "ssh" / "zfs-backend"
         write_private(etc_ssh / "ssh_host_ed25519_key", k.host_key.read_text())
         write_private(etc_ssh / "ssh_host_ed25519_key.pub", Path(f"{k.host_key}.pub").read_text(), 0o644)
@@ -238,6 +248,8 @@ def provision(lay: LabLayout, plan: list[NodeLayout], zfs_backend_bin: str, host
         # command and stall when an SSH session is killed mid-login (a cancel, a link cut).
         for rc in (".bashrc", ".profile"):
             write_private(up / "root" / rc, "# lab node: nothing to set up\n", 0o644)
+        if bare:
+            continue
         # The node's own inventory (its agent reaches peers by name), in its private home
         write_inventory(
             n.home / "inventory.yml",

@@ -7,6 +7,7 @@ or a crashed daemon.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -21,20 +22,21 @@ from ..config import Settings
 from ..errors import LabError, MissingDependency, NotRoot, UnknownNode
 from ..hosts.openssh import master_ident, stop_masters
 from ..private import private_dir
-from . import access, netns, nfs
+from . import access, deploy, netns, nfs
 from .node import (
     NODE_POOL,
     enter_argv,
     node_pids,
     ns_alive,
     pid_in_node,
+    remove_tree,
     run_in,
     setup_root,
     stop_pids,
     teardown_ns_files,
 )
-from .services import HOST_KEY, SERVICES, alive, start_services, stop_service
-from .state import LabState
+from .services import HOST_KEY, SERVICES, alive, start_services, start_sshd, stop_service
+from .state import LabState, record_pid
 from .topology import LabLayout, NodeLayout, index_of, plan_nodes
 
 __all__ = ["SERVICES", "Lab", "NodeStatus"]
@@ -122,6 +124,10 @@ class Lab:
         st = self.state
         if st is None:
             return []
+        if st.provisioned:  # the role's daemons may have been restarted (upgrade.yml): read their pid files
+            self.adopt()
+            st = self.state
+            assert st is not None
         out = []
         for node in self.nodes():
             services = {s: bool(st.pids.get(node.name, {}).get(s)) for s in SERVICES}
@@ -166,9 +172,15 @@ class Lab:
         on_step: Callable[[str], None] | None = None,
         with_agent: bool = True,
         test_kinds: bool = False,
+        provision: bool = False,
+        run_site: bool = True,
     ) -> bool:
         """Bring the lab up. Returns False (and changes nothing) when it is already running.
-        ``test_kinds``: the agents also host the generic ``pipeline`` kind (tests, benchmarks)."""
+        ``test_kinds``: the agents also host the generic ``pipeline`` kind (tests, benchmarks).
+
+        ``provision``: bare nodes (network, root filesystem, sshd and the controller's key only), then
+        everything else deployed by ``ansible/site.yml`` through the lab's inventory, as on real nodes
+        (``run_site=False``: bare nodes only, for whoever runs the playbook itself)."""
         say = on_step or (lambda _msg: None)
         self.preflight()
         st = self.state
@@ -178,7 +190,13 @@ class Lab:
                     f"the lab is already up with {len(st.nodes)} nodes; run `zfs-backend lab down` "
                     f"before asking for {nodes}"
                 )
-            self.repair(on_step=say)
+            if st.provisioned != provision:
+                was = "with" if st.provisioned else "without"
+                raise LabError(f"the lab is already up {was} --provision; run `zfs-backend lab down` first")
+            if provision:
+                self.provision(on_step=say)
+            else:
+                self.repair(on_step=say)
             return False
         netns.check_range_free(self.layout)
         plan = plan_nodes(self.layout, nodes)
@@ -190,15 +208,19 @@ class Lab:
             project_dir=_project_dir(),
             zfs_backend_bin=_zfs_backend_bin(),
             nodes=[n.name for n in plan],
-            agents=with_agent,
+            agents=with_agent and not provision,
             test_kinds=test_kinds,
+            provisioned=provision,
         )
+        if provision:
+            st.project_dir = ""  # nodes run the project installed by the role, not this checkout
+            st.zfs_backend_bin = deploy.NODE_BIN
         st.save(self.layout.state_file)
         try:
             say(f"network {self.layout.network} on bridge {self.layout.bridge}")
             netns.create_bridge(self.layout)
-            access.provision(self.layout, plan, st.zfs_backend_bin, HOST_KEY)
-            self._parallel(plan, lambda n: self._bring_up_node(n, st, say, with_agent))
+            access.provision(self.layout, plan, st.zfs_backend_bin, HOST_KEY, bare=provision)
+            self._parallel(plan, lambda n: self._bring_up_node(n, st, say, st.agents))
             access.write_inventory(
                 self.layout.inventory,
                 plan,
@@ -206,7 +228,10 @@ class Lab:
                 known_hosts=self.layout.known_hosts,
                 zfs_backend_bin=st.zfs_backend_bin,
                 ssh_config=self.layout.ssh_config,
+                role_vars=deploy.role_vars(self.layout, pool_size, provision),
             )
+            if provision and run_site:
+                self.provision(on_step=say)
         except BaseException:
             say("bring-up failed; cleaning up")
             self.down()
@@ -235,15 +260,43 @@ class Lab:
     ) -> None:
         netns.create_node_link(self.layout, node)
         setup_root(self.layout, node, st.project_dir)
+        if st.provisioned:
+            start_sshd(self.layout, node)
+            say(f"{node.name} bare at {node.address}: sshd")
+            return
         start_services(self.layout, node, st, with_agent)
         running = [s for s in SERVICES if alive(self.layout, node, s)]
         say(f"{node.name} up at {node.address}: pool {NODE_POOL}; {', '.join(running)}")
+
+    def provision(self, on_step: Callable[[str], None] | None = None) -> deploy.PlaybookRun:
+        """Deploy every node with ``ansible/site.yml`` (idempotent) and record the daemons it started."""
+        say = on_step or (lambda _msg: None)
+        log = self.layout.state_dir / "ansible" / "site.log"
+        say(f"deploying with ansible/site.yml (log {log})")
+        run = deploy.deploy(self.layout, self.nodes(), log)
+        for node, running in self.adopt().items():
+            say(f"{node} deployed: {', '.join(running)}")
+        say(f"site.yml: {run.changed} changed")
+        return run
+
+    def adopt(self) -> dict[str, list[str]]:
+        """Record the daemons the role started (their pid files) so that status, down and restart see them.
+        Returns the daemons alive per node."""
+        out = {}
+        for node in self.nodes():
+            for service, pid in deploy.adopt_pids(self.layout, node).items():
+                record_pid(self.layout.state_file, node.name, service, pid)
+            out[node.name] = [s for s in SERVICES if alive(self.layout, node, s)]
+        return out
 
     def repair(self, on_step: Callable[[str], None] | None = None) -> list[str]:
         """Restart any dead daemon of a running lab (its pool is re-imported). Returns what was restarted."""
         st = self.state
         if st is None:
             raise LabError("the lab is not up: run `zfs-backend lab up`")
+        if st.provisioned:
+            self.provision(on_step=on_step)
+            return []
         restarted = []
         with_agent = st.agents
         for node in self.nodes():
@@ -269,6 +322,8 @@ class Lab:
         if service not in SERVICES:
             raise LabError(f"unknown service {service!r}; one of: {', '.join(SERVICES)}")
         node = self.node(name)
+        if self.state and self.state.provisioned and service != "sshd":
+            raise LabError(f"{service} of a provisioned lab is the role's: re-run ansible/site.yml instead")
         self.stop_service(name, service, hard=hard)
         st = self.state
         assert st is not None
@@ -301,6 +356,10 @@ class Lab:
         lay = self.layout
         done: list[str] = []
         st = self.state
+        if st is not None and st.provisioned:
+            with contextlib.suppress(Exception):  # best effort: stop the role's daemons in order, by pid
+                self.adopt()
+                st = self.state
         names = set(st.nodes) if st else set()
         if lay.ns_dir.exists():
             names |= {p.stem for p in lay.ns_dir.iterdir() if p.suffix in (".mnt", ".uts")}
@@ -332,19 +391,6 @@ class Lab:
         netns.delete_lab_network(lay)
         # 4. files
         if lay.state_dir.exists():
-            self._remove_tree(lay.state_dir)
+            remove_tree(lay.state_dir)
             done.append(f"removed {lay.state_dir}")
         return done
-
-    @staticmethod
-    def _remove_tree(path: Path) -> None:
-        # Never follow a mount out of the lab dir: anything still mounted below it is unmounted first.
-        with open("/proc/self/mountinfo") as f:
-            mounts = sorted(
-                (line.split()[4] for line in f if line.split()[4].startswith(str(path) + "/")),
-                key=len,
-                reverse=True,
-            )
-        for m in mounts:
-            subprocess.run(["umount", "-l", m], check=False, capture_output=True)
-        shutil.rmtree(path, ignore_errors=True)

@@ -104,7 +104,7 @@ def rpcbind_available() -> bool:
 def ganesha_config(ports: Ports = PORTS, protocols: tuple[int, ...] = (3, 4)) -> str:
     """The node's ``ganesha.conf``: core parameters, explicit ports, and the driver's exports file."""
     protos = ", ".join(str(int(p)) for p in protocols)
-    return f"""# Written by the zfs_backend lab. Exports live in {EXPORTS_FILE} (the volume driver's).
+    return f"""# Written by zfs_backend (lab or role zfs_backend_node). Exports: {EXPORTS_FILE} (driver's).
 NFS_CORE_PARAM {{
     Protocols = {protos};
     NFS_Port = {int(ports.nfs)};

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ __all__ = [
     "mount_ns_file",
     "node_pids",
     "pid_in_node",
+    "remove_tree",
     "running",
     "setup_root",
     "start_daemon",
@@ -299,3 +301,17 @@ def tcp_open(address: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a lab's directory tree without ever following a mount out of it: anything still mounted
+    below it is unmounted first, deepest first."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = sorted(
+            (line.split()[4] for line in f if line.split()[4].startswith(str(path) + "/")),
+            key=len,
+            reverse=True,
+        )
+    for m in mounts:
+        subprocess.run(["umount", "-l", m], check=False, capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)

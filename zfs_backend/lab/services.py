@@ -27,7 +27,7 @@ from .node import (
 from .state import LabState, record_pid
 from .topology import LabLayout, NodeLayout
 
-__all__ = ["HOST_KEY", "SERVICES", "alive", "log_tail", "start_services", "stop_service"]
+__all__ = ["HOST_KEY", "SERVICES", "alive", "log_tail", "start_services", "start_sshd", "stop_service"]
 
 SERVICES = ("zfs-fuse", "sshd", "agent", *nfs.SERVICES)
 SSHD_CONFIG = "/etc/ssh/zfs-backend/sshd_config"
@@ -85,12 +85,7 @@ def start_services(lay: LabLayout, node: NodeLayout, st: LabState, with_agent: b
             stop_service(lay, node, nfs.GANESHA_SERVICE)
     _ensure_pool(lay, node, st)
     _start_nfs(lay, node, env)
-    if not alive(lay, node, "sshd"):
-        pid = start_daemon(lay, node, "sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", SSHD_CONFIG], env)
-        record_pid(lay.state_file, node.name, "sshd", pid)
-        wait_for(f"{node.name}: sshd", lambda: tcp_open(node.address, 22) or not running(pid))
-        if not running(pid):
-            raise LabError(f"{node.name}: sshd exited at start: {log_tail(node, 'sshd')}")
+    start_sshd(lay, node)
     if with_agent and not alive(lay, node, "agent"):
         agent_env = dict(env, ZFS_BACKEND_HOME=NODE_HOME, ZFS_BACKEND_INVENTORY=NODE_INVENTORY)
         # A killed agent leaves its socket file behind: readiness below must see the new one.
@@ -107,6 +102,18 @@ def start_services(lay: LabLayout, node: NodeLayout, st: LabState, with_agent: b
         )
         if not running(pid):
             raise LabError(f"{node.name}: the agent exited at start: {log_tail(node, 'agent')}")
+
+
+def start_sshd(lay: LabLayout, node: NodeLayout) -> None:
+    """The node's OpenSSH server (all a bare node runs besides its network and root filesystem)."""
+    if alive(lay, node, "sshd"):
+        return
+    env = {"PATH": _PATH, "HOME": "/root", "LANG": "C.UTF-8"}
+    pid = start_daemon(lay, node, "sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", SSHD_CONFIG], env)
+    record_pid(lay.state_file, node.name, "sshd", pid)
+    wait_for(f"{node.name}: sshd", lambda: tcp_open(node.address, 22) or not running(pid))
+    if not running(pid):
+        raise LabError(f"{node.name}: sshd exited at start: {log_tail(node, 'sshd')}")
 
 
 def _start_nfs(lay: LabLayout, node: NodeLayout, env: dict[str, str]) -> None:

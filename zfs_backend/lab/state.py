@@ -25,6 +25,7 @@ class LabState:
     nodes: list[str]
     agents: bool = True
     test_kinds: bool = False  # agents host the generic `pipeline` kind too (tests, benchmarks)
+    provisioned: bool = False  # bare nodes deployed by ansible/site.yml (`lab up --provision`)
     pids: dict[str, dict[str, int]] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
 

@@ -334,7 +334,10 @@ class Replicate(PipelineActivity):
         token = None
         if self._replan or self._current is None:
             self._replan = False
-            token = self._prepare_restart()
+            token = self._prepare_restart()  # begins again: renews the claim
+        else:
+            self.receiver.renew()  # still ours? (a suspend before the first stream may have outlived it)
+            self._last_renew = time.monotonic()
         if self._noop:
             return Endpoint(LocalHost(self.ctx.node), ["true"])
         if token is not None:

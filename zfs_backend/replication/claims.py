@@ -15,16 +15,16 @@ restart of the destination's agent.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..durable import open_db, transaction
 from ..errors import StoreError
 from .plan import ALREADY_RUNNING, Conflict
 
@@ -70,13 +70,8 @@ class ClaimStore:
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.RLock()
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        self._db = open_db(path, "claim store")
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS claims (dataset TEXT PRIMARY KEY, holder TEXT NOT NULL, "
                 "source TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL, "
@@ -85,18 +80,8 @@ class ClaimStore:
         except sqlite3.DatabaseError as e:
             raise StoreError(f"claim store {path}: {e}") from e
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            else:
-                cur.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Cursor]:
+        return transaction(self._db, self._lock)
 
     @staticmethod
     def _row(row: tuple[Any, ...]) -> Claim:

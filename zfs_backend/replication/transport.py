@@ -15,6 +15,7 @@ peer's name is a validated node name, so it can never be taken for an option.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shlex
@@ -23,9 +24,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from ..errors import CommandFailed, CommandTimeout, HostUnreachable, InvalidName
+from ..errors import CommandFailed, CommandTimeout, HostUnreachable, InvalidName, ZfsBackendError
 from ..hosts.base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
+from ..hosts.openssh import ControlConnection, control_dir_ready
 from ..hosts.validate import validate_node_name
 
 __all__ = ["CIPHERS", "DEFAULT_CIPHER", "PeerHost", "validate_cipher"]
@@ -53,7 +56,6 @@ _SSH_ERROR = re.compile(
 
 
 _MASTER_LOCK = threading.Lock()
-_MASTER_LOCKS: dict[str, threading.Lock] = {}
 _MASTER_OK: dict[str, float] = {}  # control path -> when its master was last seen alive
 _MASTER_RECHECK_S = 5.0
 
@@ -89,24 +91,32 @@ class PeerHost(Host):
         #: stream; a dedicated connection lets several big streams use several cores
         self.stream_multiplex = False
 
-    def _control_path(self) -> str | None:
-        """The ControlMaster socket, when multiplexing is configured and its directory is private."""
+    def _connection(self) -> ControlConnection | None:
+        """The ControlMaster to this peer (one per peer and cipher: a stream over it is ciphered by the
+        master), when multiplexing is configured and its directory is private."""
         if self.control_dir is None:
             return None
-        with contextlib.suppress(OSError):
-            os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
-        st = os.lstat(self.control_dir) if os.path.isdir(self.control_dir) else None
-        if st is None or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        try:
+            control_dir_ready(Path(self.control_dir))
+        except ZfsBackendError:
             return None
-        return f"{self.control_dir}/{self.name}"
+        return ControlConnection(
+            name=self.name,
+            options=self._base_opts(),
+            dest=[self.name],
+            control_dir=Path(self.control_dir),
+            ident=f"{self.name}.{hashlib.sha256(self.cipher.encode()).hexdigest()[:6]}",
+            persist=self.control_persist,
+            connect_timeout=self.connect_timeout,
+        )
 
     def _control_opts(self, multiplex: bool) -> list[str]:
-        path = self._control_path() if multiplex else None
-        if path is None or not self._ensure_master(path):
+        conn = self._connection() if multiplex else None
+        if conn is None or not self._ensure_master(conn):
             return ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
         # Clients only use the master; they never race to become one (that race makes ssh print
         # "ControlSocket … already exists, disabling multiplexing" into the command's stderr).
-        return ["-o", "ControlMaster=no", "-o", f"ControlPath={path}"]
+        return ["-o", "ControlMaster=no", "-o", f"ControlPath={conn.control_path}"]
 
     def _base_opts(self) -> list[str]:
         return [
@@ -119,37 +129,24 @@ class PeerHost(Host):
             "-o", f"ConnectTimeout={self.connect_timeout}",
         ]  # fmt: skip
 
-    def _ensure_master(self, path: str) -> bool:
-        """A live ControlMaster at ``path``: checked at most every few seconds, started (once, under a
-        per-path lock shared by every activity of this process) when missing. False: go direct."""
+    def _ensure_master(self, conn: ControlConnection) -> bool:
+        """A live master: trusted for a few seconds after it was last seen alive (no ``ssh -O check``
+        before every command), else checked and started if missing, once for every process on this
+        node (``ControlConnection`` serialises the start with a lock file). False: go direct."""
+        path = str(conn.control_path)
+        now = time.monotonic()
         with _MASTER_LOCK:
-            lock = _MASTER_LOCKS.setdefault(path, threading.Lock())
-        with lock:
-            now = time.monotonic()
             if now - _MASTER_OK.get(path, -1e9) < _MASTER_RECHECK_S and os.path.exists(path):
                 return True
-            base = ["ssh", *self._base_opts(), "-o", f"ControlPath={path}"]
-            alive = (
-                subprocess.run(
-                    [*base, "-O", "check", self.name], capture_output=True, check=False, timeout=10
-                ).returncode
-                == 0
-            )
-            if not alive:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)  # a dead master's socket
-                started = subprocess.run(
-                    [*base, "-o", "ControlMaster=yes", "-o", f"ControlPersist={self.control_persist}",
-                     "-N", "-f", self.name],
-                    # the daemonised master keeps whatever it was given: never a pipe we wait on
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    check=False, timeout=self.connect_timeout + 5, start_new_session=True,
-                ).returncode == 0  # fmt: skip
-                if not started:
-                    _MASTER_OK.pop(path, None)
-                    return False
+        try:
+            conn.ensure_master()
+        except ZfsBackendError:
+            with _MASTER_LOCK:
+                _MASTER_OK.pop(path, None)
+            return False
+        with _MASTER_LOCK:
             _MASTER_OK[path] = now
-            return True
+        return True
 
     def ssh_prefix(self, *, multiplex: bool = False) -> list[str]:
         """``ssh [options] NAME --``: everything before the remote command. ``multiplex``: share a

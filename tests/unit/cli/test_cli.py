@@ -60,3 +60,29 @@ def test_unknown_node_for_activity(
     rc = main(["activity", "list", "--node", "node1"])
     err = capsys.readouterr().err
     assert rc == 3 and "no inventory" in err and "Traceback" not in err
+
+
+def test_lab_up_provision_and_agent_modes_parse() -> None:
+    from zfs_backend.cli.main import build_parser
+
+    p = build_parser("lab")
+    assert p.parse_args(["lab", "up", "--provision"]).provision is True
+    assert p.parse_args(["lab", "up"]).provision is False
+    p = build_parser("agent")
+    args = p.parse_args(["agent", "--daemon", "--env-file", "/etc/zfs-backend/agent.env"])
+    assert (args.daemon, args.stop, args.status, args.env_file) == (
+        True,
+        False,
+        False,
+        "/etc/zfs-backend/agent.env",
+    )
+    with pytest.raises(SystemExit):
+        p.parse_args(["agent", "--daemon", "--stop"])
+
+
+def test_agent_bad_env_file_is_one_line(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "agent.env"
+    bad.write_text("not a setting\n")
+    rc = main(["agent", "--status", "--env-file", str(bad)])
+    err = capsys.readouterr().err
+    assert rc == 3 and err.count("\n") == 1 and "KEY=VALUE" in err

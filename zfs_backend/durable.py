@@ -1,0 +1,49 @@
+"""Durable SQLite state, the one way this project keeps it: a private file (0600 in a 0700 directory,
+``zfs_backend.private``), WAL journal, ``synchronous=FULL`` (a committed change survives a crash and a
+power loss), one connection shared by threads behind a lock, and changes made in ``BEGIN IMMEDIATE``
+transactions (:func:`transaction`), so that a crash leaves either the old state or the new one.
+Used by the activity store and the replication claims."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import StoreError
+from .private import private_sqlite
+
+__all__ = ["open_db", "transaction"]
+
+
+def open_db(path: str | Path, what: str, *, foreign_keys: bool = False) -> sqlite3.Connection:
+    """Open (creating it private) the database at ``path``; ``what`` names it in errors."""
+    if str(path) != ":memory:":
+        private_sqlite(path)
+    try:
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        if foreign_keys:
+            db.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{what} {path}: {e}") from e
+    return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection, lock: threading.RLock) -> Iterator[sqlite3.Cursor]:
+    """One ``BEGIN IMMEDIATE`` transaction under ``lock``: committed when the block ends, rolled back
+    when it raises."""
+    with lock:
+        cur = db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
