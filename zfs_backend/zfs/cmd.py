@@ -5,7 +5,7 @@ flight per node, and turns a known stderr into a typed error:
 
     "dataset does not exist", "no such pool", "could not find any snapshots" -> DatasetNotFound
     "already exists", "destination ... exists"                                -> DatasetExists
-    "dataset is busy", "target is busy", "resource busy"                      -> DatasetBusy
+    "dataset is busy", "target is busy", "resource busy", "it's being held"   -> DatasetBusy
     "out of space", "no space left"                                           -> PoolFull
     "has children", "more recent snapshots", "dependent clones"               -> DatasetHasDependents
     "has been modified since most recent snapshot"                            -> DestinationModified
@@ -49,7 +49,11 @@ ERROR_PATTERNS: tuple[tuple[re.Pattern[str], type[ZfsError]], ...] = tuple(
     (re.compile(p, re.IGNORECASE), t)
     for p, t in (
         (r"has been modified\s+since most recent snapshot", DestinationModified),
-        (r"dataset is busy|pool is busy|target is busy|resource busy|device busy", DatasetBusy),
+        # OpenZFS 2.x refuses to destroy a held snapshot with "it's being held" (zfs-fuse: "busy")
+        (
+            r"dataset is busy|pool is busy|target is busy|resource busy|device busy|it's being held",
+            DatasetBusy,
+        ),
         (r"out of space|no space left", PoolFull),
         (r"has children|more recent snapshots|dependent clones", DatasetHasDependents),
         (r"already exists|destination '[^']*' exists|must specify -F to overwrite", DatasetExists),

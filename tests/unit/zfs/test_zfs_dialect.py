@@ -66,9 +66,9 @@ def test_openzfs_texts_give_all_flags_true(canned_text: Callable[[str], str]) ->
         version_text=canned("openzfs_2_version.txt"),
         holds_text=canned("openzfs_2_holds.txt"),
     )
-    assert d.name == "openzfs" and d.version == "2.2.2-0ubuntu9.1"
+    assert d.name == "openzfs" and d.version == "2.3.2-2~bpo12+2"
     assert d == OPENZFS_2.__class__(**{**OPENZFS_2.__dict__, "version": d.version})
-    assert str(d) == "openzfs 2.2.2-0ubuntu9.1"
+    assert str(d) == "openzfs 2.3.2-2~bpo12+2"
 
 
 def test_holds_listed_but_broken_means_no_holds(canned_text: Callable[[str], str]) -> None:
