@@ -49,6 +49,7 @@ class Settings:
     def flow_db(self) -> str:
         """The persistence URL flows use (the default: SQLite in the home)."""
         return self.flow_persistence or f"sqlite:///{self.home / 'flows.db'}"
+
     cinder_port_base: int | None = None
 
     @property
