@@ -1,12 +1,8 @@
-"""``cinder migrate`` and ``cinder failover-host`` through the real services, ready for the driver
-methods that other issues build: ``ZfsNfsDriver.migrate_volume`` (issue 14) and
-``ZfsNfsDriver.failover_host`` with ``replication_device`` (issue 11).
-
-Until the core driver (``zfs_backend.driver.ZfsNfsDriver``) has the method, each test ends at once as
-an expected failure naming it (``pytest.xfail``: not a skip, so CI passes); from the merge that adds it,
-the test runs for real with no change here. The adapter passes ``migrate_volume`` through already
-(``zfs_backend.cinder``); issue 11 adds its ``failover_host`` pass-through. The failover runs last: it
-leaves node1's backend failed over to node2.
+"""``cinder migrate`` and ``cinder failover-host`` through the real services: the driver's
+``migrate_volume`` (a ``migrate`` activity) and ``failover_host`` with ``replication_device``
+(replication v2.1). Both land the volume under the destination backend's own parent dataset
+(``zfs_backend_parent``, not the inventory's default). The failover runs last: it leaves node1's
+backend failed over to node2, serving from there.
 """
 
 from __future__ import annotations
@@ -18,13 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from zfs_backend.cinderlab.config import CINDER_PARENT, HOST, backend_name
 from zfs_backend.config import Settings
-from zfs_backend.driver import ZfsNfsDriver
+from zfs_backend.driver import NodeOptions, ZfsNfsDriver
 from zfs_backend.hosts import SSHHost, load_inventory
 from zfs_backend.lab import Lab
+from zfs_backend.zfs.names import parse_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
 
@@ -44,11 +39,6 @@ from cinder_helpers import (
 )
 
 ZB = str(ROOT / ".venv" / "bin" / "zfs-backend")
-
-
-def needs(method: str, issue: int) -> None:
-    if not hasattr(ZfsNfsDriver, method):
-        pytest.xfail(f"needs issue {issue}'s driver method ZfsNfsDriver.{method} (not in this tree yet)")
 
 
 def zb_env(settings: Settings) -> dict[str, str]:
@@ -81,7 +71,6 @@ def volume_file_sha(host: SSHHost, vid: str) -> str:
 def test_cinder_migrate_runs_the_drivers_migration_as_an_activity(
     cinder: Cinder, lab: Lab, lab_settings: Settings, nodes: dict[str, SSHHost]
 ) -> None:
-    needs("migrate_volume", 14)
     vol = cinder.wait_volume(cinder.call("volumes.create", 1, name="migrating")["id"], "available")
     source = node_of(vol)
     target = next(n for n in sorted(nodes) if n != source)
@@ -120,7 +109,6 @@ def test_cinder_migrate_runs_the_drivers_migration_as_an_activity(
 def test_cinder_failover_host_fails_replicated_volumes_over_to_the_standby(
     cinder: Cinder, lab: Lab, lab_settings: Settings, nodes: dict[str, SSHHost]
 ) -> None:
-    needs("failover_host", 11)
     primary, standby = "node1", STANDBY
     vtype = cinder.call("volume_types.create", "replicated")
     cinder.call("volume_types.get", vtype["id"], then=("set_keys", {"replication_enabled": "<is> True"}))
@@ -171,6 +159,21 @@ def test_cinder_failover_host_fails_replicated_volumes_over_to_the_standby(
     with mount(conn) as c:
         assert len(c.pread("/volume", 0, 4096)) == 4096
     cinder.call("volumes.terminate_connection", vol["id"], connector(lab))
-    # the backend stays failed over (this test runs last); its volume's copies go with the nodes' datasets
-    for n in (primary, standby):
-        nodes[n].run(["zfs", "destroy", "-r", f"{CINDER_PARENT}/volume-{vol['id']}"], check=False)
+    # the backend stays failed over (this test runs last) and deletes from the standby now
+    cinder.call("volume_snapshots.delete", snap["id"])
+    cinder.wait_gone("volume_snapshots", snap["id"])
+    cinder.call("volumes.delete", vol["id"])
+    cinder.wait_gone("volumes", vol["id"])
+    assert f"{CINDER_PARENT}/volume-{vol['id']}" not in cinder_datasets(nodes)[standby]
+    # a forced failover leaves the old primary's copy as it was (it may be a smoking hole): removed here
+    inv = load_inventory(lab_settings.inventory)
+    spec = inv.node(primary)
+    old = ZfsNfsDriver(
+        NodeOptions.from_vars(primary, spec.vars, spec.address).replace(parent=CINDER_PARENT),
+        nodes[primary],
+        settings=lab_settings,
+    )
+    old.do_setup()
+    ds = parse_dataset(f"{CINDER_PARENT}/volume-{vol['id']}")
+    old.exports.remove(ds)
+    nodes[primary].run(["zfs", "destroy", "-r", str(ds)], check=False)

@@ -39,6 +39,12 @@ Backend activities: at each stats refresh the adapter publishes every volume's a
 volume's metadata key ``zfs_backend:activity`` and the running ones into the pool's capability
 ``running_activities`` (:mod:`zfs_backend.cinder.activities`).
 
+Replication v2.1: a volume of a type with ``replication_enabled='<is> True'`` on a backend with
+``replication_device`` entries is created ``replication_status: enabled``; ``failover_host`` fails such
+volumes over to the standby, after which the backend serves every volume from the standby node (also
+after a restart, from the ``active_backend_id`` Cinder passes). Failing back (``default``) is not
+supported: it is refused, and the old primary is rebuilt as a standby by ``zfs-backend standby``.
+
 ``migrate_volume`` is passed to the core driver's when it has one (otherwise Cinder's answer for a
 driver without it, ``(False, None)``: Cinder's own host-assisted migration).
 """
@@ -52,6 +58,7 @@ from typing import Any
 
 from cinder import exception  # type: ignore[import-not-found]
 from cinder.volume import driver as cinder_driver  # type: ignore[import-not-found]
+from cinder.volume import volume_utils  # type: ignore[import-not-found]
 from cinder.volume.drivers import remotefs  # type: ignore[import-not-found]
 from oslo_config import cfg  # type: ignore[import-not-found]
 
@@ -135,6 +142,17 @@ def replication_targets(conf: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def replication_update(volume: Any, targets: tuple[str, ...]) -> dict[str, str]:
+    """The new volume's ``replication_status`` when its type asks for replication
+    (``replication_enabled='<is> True'``): ``enabled`` on a backend with ``replication_device`` entries,
+    as replication v2.1 drivers report it (Cinder's API leaves it unset or ``disabled``); ``{}`` else."""
+    vtype = _loaded(volume, "volume_type")
+    specs = (getattr(vtype, "extra_specs", None) or {}) if vtype is not None else {}
+    if not targets or not volume_utils.is_replicated_spec(specs):
+        return {}
+    return {"replication_status": "enabled"}
+
+
 def _snapshot(s: Any) -> Snapshot:
     source = getattr(s, "volume", None)  # cinder's Snapshot lazy-loads its volume
     volume_id = _storage_id(source) if source is not None else str(s.volume_id)
@@ -168,6 +186,11 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
         self.core: _Core | None = None
         self._activities: ActivityPublisher | None = None
         self._running: list[str] = []
+        # Cinder passes the service's active_backend_id (a replication_device's backend_id once failed
+        # over, None or "" else): the node this backend serves its volumes from
+        self._active_backend_id: str | None = kwargs.get("active_backend_id") or None
+        self._context: Any = None
+        self._reserve = False  # failed over: set up for the standby at the next call
 
     @staticmethod
     def get_driver_options() -> list[Any]:
@@ -178,27 +201,53 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
         node = conf.safe_get("zfs_backend_node")
         if not node:
             raise exception.InvalidConfigurationValue(option="zfs_backend_node", value=node)
+        self._context = context
+        self._serve(node, self._active_backend_id)
+
+    def _serve(self, node: str, active: str | None) -> None:
+        """Set the core driver up for the node this backend serves from: its own ``node``, or after a
+        failover the replication device ``active`` (the same parent, options and grants; the standby's
+        address in every connection)."""
+        conf = self.configuration
         env = {"ZFS_BACKEND_HOME": str(Path(conf.safe_get("zfs_backend_home") or "/var/lib/zfs-backend"))}
         if conf.safe_get("zfs_backend_inventory"):
             env["ZFS_BACKEND_INVENTORY"] = conf.safe_get("zfs_backend_inventory")
         settings = load_settings(env)
         with _cinder_errors(f"setting up {node}"):
-            spec = load_inventory(settings.inventory).node(node)
-            options = NodeOptions.from_vars(node, spec.vars, spec.address).replace(
+            inventory = load_inventory(settings.inventory)
+            spec = inventory.node(node)
+            devices = replication_targets(conf) or options_devices(spec.vars, node)
+            serving = node
+            if active and active != "default":
+                if active not in devices:
+                    raise ConfigError(
+                        f"active_backend_id {active!r} is not a replication_device of {node}"
+                        f" ({', '.join(devices) or 'none'})"
+                    )
+                serving = active
+            served = inventory.node(serving)
+            options = NodeOptions.from_vars(serving, served.vars, served.address).replace(
                 parent=conf.safe_get("zfs_backend_parent") or "tank/volumes",
                 backend_name=conf.safe_get("volume_backend_name") or None,
-                replication_devices=replication_targets(conf) or options_devices(spec.vars, node),
+                replication_devices=devices if serving == node else (),
                 **nas_security(conf),
             )
-            self.core = _Core(options, settings=settings)
-            self.core.do_setup(context)
+            core = _Core(options, settings=settings)
+            core.do_setup(self._context)
+        self.core = core
         if getattr(self, "db", None) is not None:  # inside cinder-volume (the manager passes its db)
-            self._activities = ActivityPublisher(node, options.parent, settings, str(self.host), self.db)
+            self._activities = ActivityPublisher(serving, options.parent, settings, str(self.host), self.db)
 
     def _c(self) -> _Core:
+        if self._reserve:
+            self._reserve = False
+            self._serve(self.configuration.safe_get("zfs_backend_node"), self._active_backend_id)
         if self.core is None:
             raise exception.VolumeDriverException(message="zfs_backend: do_setup() has not run")
         return self.core
+
+    def _replicated(self, volume: Any) -> dict[str, str]:
+        return replication_update(volume, self._c().options.replication_devices)
 
     def check_for_setup_error(self) -> None:
         with _cinder_errors("setup check"):
@@ -206,7 +255,7 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
 
     def create_volume(self, volume: Any) -> dict[str, Any]:
         with _cinder_errors(f"create volume {volume.id}"):
-            return self._c().create_volume(_volume(volume))
+            return {**self._c().create_volume(_volume(volume)), **self._replicated(volume)}
 
     def delete_volume(self, volume: Any) -> None:
         with _cinder_errors(f"delete volume {volume.id}", exception.VolumeIsBusy):
@@ -226,11 +275,13 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
 
     def create_volume_from_snapshot(self, volume: Any, snapshot: Any) -> dict[str, Any]:
         with _cinder_errors(f"create volume {volume.id} from snapshot {snapshot.id}"):
-            return self._c().create_volume_from_snapshot(_volume(volume), _snapshot(snapshot))
+            made = self._c().create_volume_from_snapshot(_volume(volume), _snapshot(snapshot))
+            return {**made, **self._replicated(volume)}
 
     def create_cloned_volume(self, volume: Any, src_vref: Any) -> dict[str, Any]:
         with _cinder_errors(f"clone volume {src_vref.id} as {volume.id}"):
-            return self._c().create_cloned_volume(_volume(volume), _volume(src_vref))
+            made = self._c().create_cloned_volume(_volume(volume), _volume(src_vref))
+            return {**made, **self._replicated(volume)}
 
     def create_export(self, context: Any, volume: Any, connector: Any) -> dict[str, Any]:
         with _cinder_errors(f"export volume {volume.id}"):
@@ -264,6 +315,10 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
             )
         for u in updates:
             u["volume_id"] = by_storage.get(u["volume_id"], u["volume_id"])
+        # from the next call on this backend serves from the standby (Cinder records active_backend_id
+        # and passes it to the driver when the service restarts, where do_setup does the same)
+        self._active_backend_id = active
+        self._reserve = True
         return active, updates, group_updates
 
     def get_volume_stats(self, refresh: bool = False) -> dict[str, Any]:

@@ -192,6 +192,8 @@ def wait_for(
                     f"{proc.name} exited ({popen.returncode}) while waiting for {what}:\n{tail(log)}"
                 )
         if time.monotonic() - t0 > timeout:
-            logs = "\n".join(f"--- {log}\n{tail(log, 10)}" for _p, _o, log in procs)
+            # each process's own output, and its service's log file beside it (cinder-volume.log)
+            paths = [p for *_, out in procs for p in (out, out.with_suffix(".log")) if p.exists()]
+            logs = "\n".join(f"--- {log}\n{tail(log, 10)}" for log in paths)
             raise LabError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
         time.sleep(interval)

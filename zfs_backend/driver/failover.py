@@ -164,13 +164,16 @@ def fail_over(
 
 
 def peer_driver(d: ZfsNfsDriver, node: str) -> ZfsNfsDriver:
-    """A driver for another node of the inventory (the standby's), set up with ``d``'s settings."""
+    """A driver for another node of the inventory (the standby's), set up with ``d``'s settings and
+    ``d``'s parent dataset: a backend's replicas live under its own parent on the standby (a Cinder
+    backend's ``zfs_backend_parent``), whatever the node's inventory default is."""
     from ..hosts.inventory import load_inventory
     from .options import NodeOptions
     from .zfs_nfs import ZfsNfsDriver
 
     spec = load_inventory(d._settings().inventory).node(node)
-    peer = ZfsNfsDriver(NodeOptions.from_vars(node, spec.vars, spec.address), settings=d._settings())
+    options = NodeOptions.from_vars(node, spec.vars, spec.address).replace(parent=d.options.parent)
+    peer = ZfsNfsDriver(options, settings=d._settings())
     peer.do_setup()
     return peer
 

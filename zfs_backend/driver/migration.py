@@ -38,7 +38,7 @@ from .models import GIB, Volume
 if TYPE_CHECKING:
     from .zfs_nfs import ZfsNfsDriver
 
-__all__ = ["INTERNAL_SNAP_PREFIXES", "MigrationFailed", "complete", "start", "target_node"]
+__all__ = ["INTERNAL_SNAP_PREFIXES", "MigrationFailed", "complete", "start", "target_node", "target_parent"]
 
 log = logging.getLogger("zfs_backend.driver")
 
@@ -61,6 +61,15 @@ def target_node(host: Any, nodes: dict[str, str]) -> str | None:
     if len(parts) != 3 or parts[0] != "ZfsNfsDriver":
         return None
     return next((name for name, addr in nodes.items() if addr == parts[1]), None)
+
+
+def target_parent(host: Any) -> str | None:
+    """The parent dataset of the destination backend Cinder's ``host`` names (the third field of its
+    ``location_info``), None when ``host`` does not say (a node name from the CLI: the inventory's)."""
+    if not isinstance(host, dict):
+        return None
+    parts = str((host.get("capabilities") or {}).get("location_info", "")).split(":")
+    return parts[2] if len(parts) == 3 and parts[0] == "ZfsNfsDriver" and parts[2] else None
 
 
 def start(
@@ -196,7 +205,11 @@ def _undo(
             log.error("%s: undoing the migration of %s: %s", src.options.node, volume.id, e)
 
 
-def _inventory_drivers(src: ZfsNfsDriver) -> tuple[dict[str, str], Callable[[str], ZfsNfsDriver]]:
+def _inventory_drivers(
+    src: ZfsNfsDriver, parent: str | None = None
+) -> tuple[dict[str, str], Callable[[str], ZfsNfsDriver]]:
+    """Export address per inventory node, and a driver for a node: its inventory options, with
+    ``parent`` (the destination backend's own, from Cinder's host) in place of the inventory's."""
     from ..hosts.inventory import load_inventory
     from .options import NodeOptions
     from .zfs_nfs import ZfsNfsDriver
@@ -205,7 +218,8 @@ def _inventory_drivers(src: ZfsNfsDriver) -> tuple[dict[str, str], Callable[[str
     opts = {n: NodeOptions.from_vars(n, inv.node(n).vars, address=inv.node(n).address) for n in inv.names}
 
     def driver_for(node: str) -> ZfsNfsDriver:
-        d = ZfsNfsDriver(opts[node], settings=src._settings())
+        o = opts[node] if parent is None else opts[node].replace(parent=parent)
+        d = ZfsNfsDriver(o, settings=src._settings())
         d.do_setup()
         return d
 
@@ -225,7 +239,7 @@ def migrate_volume(
     """Cinder's ``migrate_volume``: ``(False, None)`` when ``host`` is not another node of this driver,
     else the volume moved and ``(True, {"provider_location": ...})``. ``on_start`` sees the activity as
     soon as it runs (a progress display, or Ctrl-C → cancel)."""
-    nodes, default_for = _inventory_drivers(src)
+    nodes, default_for = _inventory_drivers(src, target_parent(host))
     target = target_node(host, nodes)
     if target is None or target == src.options.node:
         return False, None

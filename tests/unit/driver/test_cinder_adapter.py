@@ -81,6 +81,15 @@ out["snapshot_of_migrated"] = [_snapshot(snap).volume_id, snap.volume_name]
 from zfs_backend.cinder import replication_targets
 cfg.CONF.set_override("replication_device", [{"backend_id": "node2"}, {"backend_id": "node3"}], group="zfs1")
 out["replication_targets"] = list(replication_targets(conf))
+from zfs_backend.cinder import replication_update
+rtype = objects.VolumeType(name="r", extra_specs={"replication_enabled": "<is> True"})
+plain = objects.VolumeType(name="p", extra_specs={})
+out["replication_update"] = [
+    replication_update(objects.Volume(id="r1", size=1, volume_type=rtype), ("node2",)),
+    replication_update(objects.Volume(id="r2", size=1, volume_type=rtype), ()),
+    replication_update(objects.Volume(id="p1", size=1, volume_type=plain), ("node2",)),
+    replication_update(objects.Volume(id="n1", size=1), ("node2",)),
+]
 
 
 class Failover:
@@ -95,6 +104,7 @@ class Failover:
 d.core = Failover()
 rv = objects.Volume(id="new", _name_id="old", size=2, replication_status="enabled")
 out["failover"] = d.failover_host(context.get_admin_context(), [rv], "node2")
+out["serves_from"] = [d._active_backend_id, d._reserve]  # the standby's, set up at the next call
 print(json.dumps(out))
 """
 
@@ -126,9 +136,12 @@ def test_adapter_under_real_cinder() -> None:
     assert out["migrated"] == ["volume-old", "volume-old"]
     assert out["snapshot_of_migrated"] == ["old", "volume-old"]
     assert out["replication_targets"] == ["node2", "node3"]
+    # a volume of a replicated type on a backend with replication_device entries: enabled
+    assert out["replication_update"] == [{"replication_status": "enabled"}, {}, {}, {}]
     # Cinder's (active_backend_id, volume_update_list, group_update_list), keyed by Cinder's volume id
     assert out["failover"] == [
         "node2",
         [{"volume_id": "new", "updates": {"replication_status": "failed-over", "seen": "enabled"}}],
         [],
     ]
+    assert out["serves_from"] == ["node2", True]

@@ -10,7 +10,7 @@ import pytest
 from zfs_backend.activity import ActivityContext, ActivityStore, new_activity_id
 from zfs_backend.activity.core import register_kind
 from zfs_backend.activity.pipeline import Endpoint, PipelineActivity
-from zfs_backend.driver.migration import target_node
+from zfs_backend.driver.migration import target_node, target_parent
 from zfs_backend.errors import InvalidName, UsageError
 from zfs_backend.hosts import LocalHost
 from zfs_backend.replication.migrate import MigrateRequest
@@ -47,6 +47,15 @@ def test_target_node_from_cinders_host() -> None:
     assert target_node({"capabilities": {"location_info": "LVMVolumeDriver:x:y"}}, nodes) is None
     assert target_node({"capabilities": {"location_info": "ZfsNfsDriver:10.0.0.9:tank"}}, nodes) is None
     assert target_node("node1", nodes) == "node1" and target_node("node9", nodes) is None
+
+
+def test_target_parent_is_the_destination_backends_own() -> None:
+    """A Cinder backend's parent dataset is its own option (``tank/cinder-volumes``), not the
+    inventory's: the volume lands where the destination backend looks for it."""
+    host = {"capabilities": {"location_info": "ZfsNfsDriver:198.18.0.12:tank/cinder-volumes"}}
+    assert target_parent(host) == "tank/cinder-volumes"
+    assert target_parent({"capabilities": {"location_info": "LVMVolumeDriver:x:y"}}) is None
+    assert target_parent("node2") is None
 
 
 class TwoStreams(PipelineActivity):

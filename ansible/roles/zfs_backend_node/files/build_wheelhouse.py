@@ -156,7 +156,8 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     archive = write_archive(out)
     py = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    print(json.dumps({"wheel": target.name, "archive": archive.name, "sha256": sha256(archive), "python": py}))
+    report = {"wheel": target.name, "archive": archive.name, "sha256": sha256(archive), "python": py}
+    print(json.dumps(report))
     return 0
 
 
