@@ -135,17 +135,28 @@ class Top:
             return ids.index(self.selected)
         return 0
 
-    def render(self) -> Group:
+    def render(self, height: int = 0) -> Group:
+        """The screen: the nodes and the last message first (never cut), then as many rows as fit in
+        ``height`` lines (0: all), scrolled to keep the selected row in view, then the keys."""
         rows = self.rows()
         if rows and self.selected not in [(n, r.id) for n, r in rows]:
             self.selected = (rows[0][0], rows[0][1].id)
+        down = [v for v in self.views if v.error is not None]
+        shown, start = rows, 0
+        if height > 0:
+            # nodes, message, title, the table's borders, header and caption, keys
+            room = max(1, height - 9 - len(down))
+            if len(rows) > room:
+                i = self._index(rows)
+                start = max(0, min(i - room // 2, len(rows) - room))
+                shown = rows[start : start + room]
         filt = (
             f"kind={self.kind or 'all'} state={self.state or ('all' if self.show_all else 'active+recent')}"
         )
         t = Table(title=f"zfs-backend top — {filt} — sort {self.sort}{' ↓' if self.reverse else ' ↑'}")
         for col in ("node", "id", "kind", "state", "phase", "progress", "done / total", "rate", "eta"):
             t.add_column(col, no_wrap=True, min_width=30 if col == "id" else None)
-        for n, r in rows:
+        for n, r in shown:
             done, total = r.progress.pair
             frac = r.progress.fraction
             live = r.state not in TERMINAL
@@ -156,12 +167,20 @@ class Top:
                 human_rate(r.resources.rate_bps) if live else "-",
                 human_duration(r.resources.eta_s) if live else "-", style=style,
             )  # fmt: skip
-        for v in self.views:
-            if v.error is not None:
-                t.add_row(v.name, Text("UNREACHABLE", style="bold red"), "", "", "", "", v.error[:60], "", "")
+        for v in down:
+            t.add_row(
+                v.name, Text("UNREACHABLE", style="bold red"), "", "", "", "", (v.error or "")[:60], "", ""
+            )
+        if len(shown) < len(rows):
+            t.caption = f"rows {start + 1}-{start + len(shown)} of {len(rows)} (↑↓ scrolls)"
         nodes = ", ".join(f"{v.name}:{'down' if v.error else 'up'}" for v in self.views)
         help_ = "↑↓ select  s suspend  r resume  x cancel  o/O sort  K kind  F state  a all  q quit"
-        return Group(t, Text(nodes), Text(help_, style="dim"), Text(self.message, style="bold"))
+        return Group(
+            Text(nodes, no_wrap=True, overflow="ellipsis"),
+            Text(self.message, style="bold", no_wrap=True, overflow="ellipsis"),
+            t,
+            Text(help_, style="dim", no_wrap=True, overflow="ellipsis"),
+        )
 
     def _view(self, node: str) -> NodeView:
         return next(v for v in self.views if v.name == node)
@@ -262,11 +281,12 @@ def cmd_top(args: argparse.Namespace) -> int:
     try:
         if old is not None:
             tty.setcbreak(fd)
-        with Live(top.render(), console=Console(), auto_refresh=False, screen=True) as live:
+        console = Console()
+        with Live(top.render(console.size.height), console=console, auto_refresh=False, screen=True) as live:
             while True:
                 if not all(top.key(k) for k in _read_keys(fd, min(0.5, args.interval))):
                     break
-                live.update(top.render(), refresh=True)
+                live.update(top.render(console.size.height), refresh=True)
     except KeyboardInterrupt:
         pass
     finally:

@@ -95,3 +95,36 @@ def test_top_counts_every_key_of_a_read() -> None:
     assert split_keys("\x1b[Ax\x1b[B") == ["\x1b[A", "x", "\x1b[B"]
     assert split_keys("\x1b[5~q") == ["\x1b[5~", "q"]
     assert split_keys("") == []
+
+
+def test_top_fits_the_screen_and_keeps_the_message() -> None:
+    """Many activities on a short terminal: the rows scroll to the selected one, the message and the
+    nodes' line stay on the screen (CI found the message cut off below a long table)."""
+    import argparse
+
+    from rich.console import Console
+
+    from zfs_backend.activity.report import ActivityRecord
+    from zfs_backend.cli.top_cmd import NodeView, Top
+
+    recs = [
+        ActivityRecord(
+            id=f"act-{i:026d}", kind="replicate", node="node1", state="running", created_at=float(i)
+        )
+        for i in range(60)
+    ]
+    views = [NodeView("node1", records=recs), NodeView("node2", error="connection refused")]
+    top = Top(views, argparse.Namespace(kind=None, state=None, sort="created"))
+    top.selected = ("node1", recs[10].id)
+    top.message = "suspend: something happened"
+    console = Console(width=100, height=24, record=True, color_system=None)
+    console.print(top.render(24))
+    out = console.export_text()
+    assert len(out.splitlines()) <= 24, out
+    assert "suspend: something happened" in out and "node2:down" in out and "UNREACHABLE" in out
+    assert recs[10].id in out and recs[59].id not in out  # scrolled to the selection (newest first)
+    assert "of 60" in out
+    everything = Console(width=100, record=True, color_system=None)
+    everything.print(top.render())
+    text = everything.export_text()
+    assert all(r.id in text for r in recs)  # height 0: every row
