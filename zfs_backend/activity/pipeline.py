@@ -5,49 +5,23 @@ process group). The relay (``relay.Relay``) runs in the hosting process and coun
 persists the counter, the checkpoint and the resources every ``persist_interval_s`` and at the end, so
 the progress a caller sees is always persisted and never goes backwards.
 
-Kinds subclass it and override hooks::
-
-    plan()                        once, before the first stream (choose snapshots, validate, …); run by
-                                  ``prepare()`` before the record is stored, so a refusal stores nothing
-    estimate_total() -> int       m; 0 = unknown. ``revise_total(m)`` raises it later (never below n)
-    build_producer(offset)        -> Endpoint(host, argv); ``offset`` > 0 only in "offset" restarts
-    build_consumer(offset)        -> Endpoint(host, argv)
-    restart_offset(delivered)     "offset" mode: where to restart (default: bytes already delivered)
-    on_restart(checkpoint)        before a restarted stream (after a stream failure or agent restart)
-    on_success()                  after a complete stream, before ``succeeded``; raise to fail
-    rollback()                    after cancel has killed both process groups
-    extra_cpu_pids()              processes whose CPU is attributed (e.g. a zfs-fuse daemon)
-    retryable(error, status)      False: a failed stream is final (e.g. out of space), no retry
-    recover_failure(error)        True: the cause was mended, retry now without counting a failure;
-                                  raise to fail at once with that error
-    on_final_failure()            the activity is about to fail for good (e.g. undo a partial effect)
-    on_tick()                     every ``persist_interval_s`` while a stream runs (e.g. renew a lease)
-    next_stream()                 after a complete stream: True when the kind has another one to run
-                                  (e.g. an incremental catch-up); the next stream's bytes add to n
-
-``restart_mode``: "offset" (rebuild both sides from the byte offset already delivered: no byte lost,
-none counted twice), "rerun" (the whole stream again; n = max(previous n, new bytes)), or "none" (a
-broken stream fails the activity). Stream failures are retried ``max_retries`` times with exponential
-backoff, then the activity fails with the last error. ``kind_state`` is a JSON dict persisted in the
-checkpoint for the kind's own use (e.g. the snapshots ``plan()`` chose).
+The kind's side of the contract (hooks, tunables) is ``hooks.PipelineHooks``; one stream's processes
+and pipes are ``stream.StreamRun``. This module runs the attempts: retries, suspend, cancel, persistence.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from ..errors import ActivityNotFound, ZfsBackendError
-from ..hosts.base import Host
 from .core import ActivityContext, LocalActivity
-from .procs import create_time, kill_process_group, reap_stale, stderr_tail, wait_rusage
-from .relay import Relay, enlarge_pipe
+from .hooks import PipelineHooks
+from .procs import kill_process_group, reap_stale
+from .relay import Relay
 from .report import ActivityRecord, Progress, Resources
 from .resources import ResourceMonitor
 from .states import (
@@ -63,39 +37,13 @@ from .states import (
     SUSPENDED,
     TERMINAL,
 )
+from .stream import Endpoint, StreamRun
 
 __all__ = ["Endpoint", "PipelineActivity"]
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    host: Host
-    argv: list[str]
-    #: whether the local process's own I/O is the network traffic (``ssh``); False for an OpenSSH mux
-    #: client, which hands its descriptors to the master: the relay's count stands in for it then
-    counts_network: bool = True
-
-    @property
-    def remote(self) -> bool:
-        """True when the local process is a network endpoint (e.g. ``ssh``), not the command."""
-        return self.host.stream_argv(self.argv) != list(self.argv)
-
-
-class PipelineActivity(LocalActivity):
+class PipelineActivity(PipelineHooks, LocalActivity):
     """Abstract: subclasses provide at least ``build_producer`` and ``build_consumer``."""
-
-    restart_mode: str = "rerun"  # "offset" | "rerun" | "none"
-    max_retries: int = 3
-    backoff_s: float = 1.0
-    backoff_max_s: float = 30.0
-    persist_interval_s: float = 0.5
-    stale_exit_wait_s: float = 5.0
-    cancel_wait_s: float = 30.0
-    bwlimit_bps: float | None = None
-    #: the consumer knows where its stream ends (``zfs receive`` reads to the END record) and may exit
-    #: before the producer's EOF reaches the relay (a remote producer: ``ssh``): a write to it that
-    #: breaks then is not a failure when both sides exit 0
-    consumer_ends_stream: bool = False
 
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
         super().__init__(record, ctx)
@@ -115,55 +63,6 @@ class PipelineActivity(LocalActivity):
         self._monitor: ResourceMonitor | None = None
         #: the exception that kept the last attempt from building its pipeline (for ``retryable``)
         self.build_error: Exception | None = None
-
-    # -- hooks ------------------------------------------------------------------------------------
-    def plan(self) -> None:
-        """Once, before the first stream."""
-
-    def estimate_total(self) -> int:
-        return 0
-
-    def build_producer(self, offset: int) -> Endpoint:
-        raise NotImplementedError
-
-    def build_consumer(self, offset: int) -> Endpoint:
-        raise NotImplementedError
-
-    def restart_offset(self, delivered: int) -> int:
-        return delivered
-
-    def on_restart(self, checkpoint: dict[str, Any]) -> None:
-        """Before a restarted stream."""
-
-    def on_success(self) -> None:
-        """After the stream completed, before ``succeeded``. Raise to fail the activity."""
-
-    def rollback(self) -> None:
-        """After cancel killed both process groups: undo the activity's effect on the destination."""
-
-    def extra_cpu_pids(self) -> list[int]:
-        return []
-
-    def retryable(self, error: str, status: int) -> bool:
-        """Whether a failed stream is worth another attempt (default: always, up to ``max_retries``)."""
-        return True
-
-    def recover_failure(self, error: str) -> bool:
-        """A stream failed with ``error``: True when the kind mended the cause and the next attempt may
-        start at once, not counted as a failure. Raise to fail the activity with that error."""
-        return False
-
-    def on_final_failure(self) -> None:
-        """The activity is about to fail for good."""
-
-    def on_tick(self) -> None:
-        """Called every ``persist_interval_s`` while a stream runs."""
-
-    def next_stream(self) -> bool:
-        """After a complete stream, before ``on_success``: True when the kind has prepared another
-        stream (built by the next ``build_producer``/``build_consumer``). Its bytes are added to those
-        of the streams before it; retries and restarts count per stream. Default: one stream."""
-        return False
 
     @property
     def streamed(self) -> int:
@@ -344,47 +243,26 @@ class PipelineActivity(LocalActivity):
         except Exception as e:
             self.build_error = e
             return "failed", f"cannot build the pipeline: {e}", _status_of(e)
-        r1, w1 = os.pipe()
-        r2, w2 = os.pipe()
-        enlarge_pipe(w1)
-        enlarge_pipe(w2)
-        perr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-        cerr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
-        relay = Relay(r1, w2, bwlimit_bps=self._bwlimit())
-        procs: list[subprocess.Popen[bytes]] = []
-        try:
+        with StreamRun(producer, consumer, bwlimit_bps=self._bwlimit()) as run:
             with self._cond:
                 if self._abort is not None or self._record.state not in (RUNNING, SUSPENDED):
-                    relay.close()
-                    _close(w1, r2)
                     return ("cancel" if self._abort == "cancel" else "detach"), "", 0
                 if self._record.state == SUSPENDED:
-                    relay.pause()
+                    run.relay.pause()
                 try:
-                    procs.append(
-                        producer.host.spawn(producer.argv, stdin=subprocess.DEVNULL, stdout=w1, stderr=perr)
-                    )
-                    procs.append(
-                        consumer.host.spawn(consumer.argv, stdin=r2, stdout=subprocess.DEVNULL, stderr=cerr)
-                    )
+                    run.start()
                 except (OSError, ZfsBackendError) as e:
-                    for p in procs:
-                        kill_process_group(p.pid, 0.5)
-                        p.wait()
-                    relay.close()
                     return "failed", f"cannot start the pipeline: {e}", STATUS_FAILED
-                finally:
-                    _close(w1, r2)  # the children hold their own copies
-                self._procs, self._relay = procs, relay
-            self._cp["pids"] = [[p.pid, create_time(p.pid)] for p in procs]
-            self._start_monitor(procs, producer, consumer)
+                self._procs, self._relay = run.procs, run.relay
+            self._cp["pids"] = run.pids()
+            self._start_monitor(run)
             self._persist()
             stop = threading.Event()
             ticker = threading.Thread(target=self._tick, args=(stop,), name=f"tick-{self.id}", daemon=True)
             ticker.start()
-            result = relay.run()
-            relay.close()
-            rcs = self._reap(procs)
+            result = run.relay.run()
+            run.relay.close()  # the consumer's EOF
+            rcs = self._reap(run)
             stop.set()
             ticker.join()
             self._persist()
@@ -392,46 +270,28 @@ class PipelineActivity(LocalActivity):
                 self._relay, self._procs = None, []
             if self._abort is not None:
                 return ("cancel" if self._abort == "cancel" else "detach"), "", 0
-            ended = result == Relay.EOF or (result == Relay.BROKEN and self.consumer_ends_stream)
-            if ended and rcs == [0, 0]:
+            failure = run.failure(result, rcs, consumer_ends_stream=self.consumer_ends_stream)
+            if failure is None:
                 self._cp["pids"] = []
                 return "ok", "", 0
-            parts = []
-            for name, rc, f in (("producer", rcs[0], perr), ("consumer", rcs[1], cerr)):
-                if rc != 0:
-                    parts.append(f"{name} exited {rc}" + (f": {t}" if (t := stderr_tail(f)) else ""))
-            if result == Relay.BROKEN and relay.error:
-                parts.append(relay.error)
-            status = next((rc for rc in rcs if rc > 0), STATUS_FAILED)
-            return "failed", "; ".join(parts) or "stream ended early", status
-        finally:
-            perr.close()
-            cerr.close()
+            return "failed", failure[0], failure[1]
 
-    def _reap(self, procs: list[subprocess.Popen[bytes]]) -> list[int]:
-        """Wait for both sides, folding their exact CPU/RSS (wait4) into the resources."""
+    def _reap(self, run: StreamRun) -> list[int]:
+        """Wait for both sides, folding their exact CPU (wait4) into the resources."""
         mon = self._monitor
-        # Let both sides exit without reaping them (zombies keep /proc/<pid>/io), then take the last
-        # sample: an endpoint like ssh writes its final bytes after the relay's EOF.
-        for p in procs:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)
+        exits = run.reap(mon.sample if mon is not None else lambda: None)
         if mon is not None:
-            mon.sample()
-        rcs = []
-        for p, (pid, ctime) in zip(procs, self._cp.get("pids", []), strict=False):
-            rc, usage = wait_rusage(p)
-            rcs.append(rc)
-            if usage is not None and mon is not None:
-                # CPU only: ru_maxrss also counts the pre-exec copy of this (large) process
-                mon.add_exited(pid, ctime, usage.ru_utime + usage.ru_stime)
-        return rcs
+            for (pid, ctime), (_rc, cpu) in zip(self._cp.get("pids", []), exits, strict=False):
+                if cpu is not None:
+                    mon.add_exited(pid, ctime, cpu)
+        return [rc for rc, _cpu in exits]
 
     def _bwlimit(self) -> float | None:
         v = self.params.get("bwlimit_bps", self.bwlimit_bps)
         return float(v) if v else None
 
-    def _start_monitor(self, procs: list[subprocess.Popen[bytes]], prod: Endpoint, cons: Endpoint) -> None:
+    def _start_monitor(self, run: StreamRun) -> None:
+        procs, prod, cons = run.procs, run.producer, run.consumer
         if self._monitor is None:
             self._monitor = ResourceMonitor(base=self._record.resources, started_at=self._record.started_at)
         else:
@@ -559,9 +419,3 @@ def _status_of(e: BaseException) -> int:
     replication conflict), else the generic failure status."""
     code = getattr(e, "exit_code", None)
     return code if isinstance(code, int) and code > 0 else STATUS_FAILED
-
-
-def _close(*fds: int) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)

@@ -58,6 +58,7 @@ class Relay:
         self._aborted = False
         self._busy = threading.Condition()
         self._in_flight = False
+        self._closed = False
         self._tokens = float(self.chunk)
         self._last_refill = time.monotonic()
 
@@ -143,6 +144,11 @@ class Relay:
         return len(buf)
 
     def close(self) -> None:
+        """Close both ends (once: a second call does nothing, the numbers may belong to others by then)."""
+        with self._busy:
+            if self._closed:
+                return
+            self._closed = True
         for fd in (self.src, self.dst):
             with contextlib.suppress(OSError):
                 os.close(fd)
