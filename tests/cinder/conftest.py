@@ -94,6 +94,8 @@ def cinder_layout(lab: Lab, lab_settings: Settings) -> Iterator[CinderLayout]:
         pytest.fail(f"scripts/cinder-up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
     report: dict[str, Any] = json.loads(up.stdout.strip().splitlines()[-1])
     print(f"\ncinder-up: {time.monotonic() - t0:.1f} s ({report['seconds']})", file=sys.stderr)
+    for w in report.get("warnings", []):
+        print(f"cinder-up: warning: {w}", file=sys.stderr)
     _STOP.append(lambda: _down(lay, env))
     try:
         yield lay

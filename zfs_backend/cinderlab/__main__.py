@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             if any(len(p) != 2 for p in pairs):
                 raise UsageError("--replication-device wants NODE:STANDBY")
             report = up(lay, purge=args.purge, timeout=args.timeout, replication=dict(pairs))
+            for w in report.warnings:
+                print(f"cinder up: warning: {w}", file=sys.stderr)
             if args.json:
                 print(json.dumps(report.to_dict()))
             else:
