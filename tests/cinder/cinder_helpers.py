@@ -61,8 +61,23 @@ class Cinder:
         out = json.loads(line)
         if "error" in out:
             e = out["error"]
-            raise CinderError(e["type"], e["code"], e["message"])
+            message = e["message"]
+            if e["code"] and int(e["code"]) >= 500:  # the server's own words: what CI keeps of it
+                message += "\n" + self.server_errors()
+            raise CinderError(e["type"], e["code"], message)
         return out["result"]
+
+    def server_errors(self, lines: int = 30) -> str:
+        """The last ERROR lines (and their tracebacks) of cinder-api's and cinder-volume's logs."""
+        out = []
+        for name in ("cinder-api.log", "cinder-volume.log", "cinder-scheduler.log"):
+            try:
+                text = (self.lay.log_dir / name).read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            keep = [ln for ln in text if " ERROR " in ln or " WARNING " in ln]
+            out.append(f"--- {name}\n" + "\n".join(keep[-lines:]))
+        return "\n".join(out)
 
     def volume(self, vid: str) -> dict[str, Any]:
         return dict(self.call("volumes.get", vid))
