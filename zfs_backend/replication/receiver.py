@@ -31,24 +31,32 @@ socket), so every check and every change happens on the node that owns the data,
     What it may not touch (someone else's snapshot or dataset) it leaves, and says so.
 
 Nothing here ever receives with ``-F``: a plain receive refuses a changed destination by itself.
+
+The head checks (changed, noise settled, a dataset kept quiet for a rollback) are :mod:`.head`'s; the
+property names and the JSON codecs shared with the source's side are :mod:`.wire`'s (re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import DatasetBusy, DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
+from ..errors import DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
 from ..zfs.api import Zfs
 from ..zfs.changes import PROBE_PREFIX, HeadChanges, bytes_since, head_changes
 from ..zfs.models import Dataset, Snapshot
-from ..zfs.names import DatasetName, parse_dataset, parse_node_qualified, parse_snapshot
+from ..zfs.names import DatasetName, parse_dataset, parse_node_qualified
 from .claims import DEFAULT_TTL_S, Claim, ClaimStore
+from .head import DestinationHead
 from .plan import DIVERGED, Conflict
 from .receiver_standby import StandbyOps
+from .wire import RECEIVER_PROP as RECEIVER_PROP
+from .wire import SOURCE_PROP as SOURCE_PROP
+from .wire import changes_to_dict
+from .wire import snapshot_from_dict as snapshot_from_dict
+from .wire import snapshot_to_dict as snapshot_to_dict
+from .wire import validate_holder as validate_holder
 
 __all__ = [
     "RECEIVER_PROP",
@@ -59,49 +67,11 @@ __all__ = [
     "validate_holder",
 ]
 
-RECEIVER_PROP = "zfs_backend:receiver"
-#: how long a rollback waits for the dataset to be free (nobody holding a file open)
-QUIET_WAIT_S = 5.0
-SOURCE_PROP = "zfs_backend:source"
-_HOLDER = re.compile(r"act-[0-9A-HJKMNP-TV-Z]{26}")
-
 log = logging.getLogger("zfs_backend.replication")
-
-
-def validate_holder(holder: object) -> str:
-    if not isinstance(holder, str) or not _HOLDER.fullmatch(holder):
-        raise UsageError(f"invalid activity id {holder!r}")
-    return holder
-
-
-def snapshot_to_dict(s: Snapshot) -> dict[str, Any]:
-    return {
-        "name": str(s.name),
-        "guid": s.guid,
-        "createtxg": s.createtxg,
-        "used": s.used,
-        "referenced": s.referenced,
-        "creation": s.creation,
-    }
-
-
-def snapshot_from_dict(d: dict[str, Any]) -> Snapshot:
-    return Snapshot(
-        name=parse_snapshot(str(d["name"])),
-        guid=int(d["guid"]),
-        createtxg=int(d["createtxg"]),
-        used=int(d["used"]),
-        referenced=int(d["referenced"]),
-        creation=int(d["creation"]),
-    )
 
 
 def _rel(top: DatasetName, ds: DatasetName) -> str:
     return "" if ds == top else ds.name[len(top.name) + 1 :]
-
-
-def _changes_dict(c: HeadChanges) -> dict[str, Any]:
-    return {"changed": c.changed, "noisy": c.noisy, "detail": c.detail, "bytes": c.bytes}
 
 
 class Receiver(StandbyOps):
@@ -120,8 +90,7 @@ class Receiver(StandbyOps):
         self.zfs = zfs
         self.claims = claims
         self.ttl = ttl
-        self._changes = changes  # injectable, as the two below, for unit tests without a node
-        self._bytes_since = bytes_since
+        self.head = DestinationHead(zfs, changes=changes, bytes_since=bytes_since)  # both injectable
 
     @property
     def node(self) -> str:
@@ -247,62 +216,11 @@ class Receiver(StandbyOps):
             info: dict[str, Any] = {"snapshots": [snapshot_to_dict(s) for s in snaps], "resume_token": None}
             if d.resumable_receive:
                 info["resume_token"] = self.zfs.resume_token(ds.name)
-            info["changes"] = _changes_dict(self._settle(ds, snaps))
+            info["changes"] = changes_to_dict(self.head.settle(ds, snaps))
             out["datasets"][_rel(top, ds.name)] = info
             if ds.name == top:
                 out["available"] = ds.available
         return out
-
-    def _settle(self, ds: Dataset, snaps: list[Snapshot]) -> HeadChanges:
-        """How the head differs from its newest snapshot; noise is rolled back on the spot. The exact
-        check runs only where the cheap one (space accounting, or ``written``) sees a difference."""
-        if not snaps:
-            return HeadChanges(ds.referenced > (1 << 20), False, "no snapshot")
-        newest = snaps[-1]
-        if not self.zfs.dialect.written_property and (
-            ds.referenced == newest.referenced and newest.used == 0
-        ):
-            return HeadChanges(False, False, "unchanged (space accounting)")
-        changes = self._changes(self.zfs, ds.name, newest)
-        if not changes.noisy:
-            return changes
-        with self._quiet(ds.name):
-            changes = self._changes(self.zfs, ds.name, newest)  # again, now that nothing can write
-            if changes.noisy:
-                log.info(
-                    "%s: %s differs from @%s by metadata only; rolling it back",
-                    self.node,
-                    ds.name,
-                    newest.snap,
-                )
-                self.zfs.rollback(newest.name)
-                return HeadChanges(False, False, "metadata noise rolled back")
-        return changes
-
-    @contextlib.contextmanager
-    def _quiet(self, ds: DatasetName) -> Iterator[None]:
-        """Inside, nothing can write to ``ds``: it is unmounted, and mounted again after. Read-only is not
-        enough before a rollback: measured on zfs-fuse, an NFS server's writes get through it. A
-        dataset still in use (a file open, an export) is refused: nothing of it is rolled back."""
-        # unmounting a dataset takes its children's mounts with it: remount every one that was mounted
-        was = [d.name for d in self.zfs.list_datasets(ds, recursive=True) if d.mounted]
-        if ds in was:
-            try:
-                self.zfs.unmount(ds, deadline=QUIET_WAIT_S)
-            except DatasetBusy:
-                raise ReplicationConflict(
-                    f"{self.node}:{ds} is in use (a file open, or exported): it could be written to while "
-                    "it is rolled back, so nothing was changed"
-                ) from None
-        try:
-            yield
-        finally:
-            for name in sorted(was, key=lambda n: n.name.count("/")):
-                try:
-                    if not self.zfs.is_mounted(name):
-                        self.zfs.mount(name)
-                except ZfsBackendError as e:
-                    log.error("%s: could not mount %s again: %s", self.node, name, e)
 
     # ---------------------------------------------------------------- during the stream
 
@@ -317,8 +235,8 @@ class Receiver(StandbyOps):
         snaps = [s for s in self.zfs.list_snapshots(ds_name) if not s.snap.startswith(PROBE_PREFIX)]
         if not snaps:
             raise Conflict(DIVERGED, f"{self.node}:{ds_name} has no snapshot to receive onto").error()
-        with self._quiet(ds_name):
-            changes = self._changes(self.zfs, ds_name, snaps[-1])
+        with self.head.quiet(ds_name):
+            changes = self.head.changes(ds_name, snaps[-1])
             if changes.changed:
                 raise Conflict(
                     DIVERGED,
@@ -327,7 +245,7 @@ class Receiver(StandbyOps):
                 ).error()
             if changes.noisy:
                 self.zfs.rollback(snaps[-1].name)
-        return {"dataset": str(ds_name), "changes": _changes_dict(changes)}
+        return {"dataset": str(ds_name), "changes": changes_to_dict(changes)}
 
     def discard(self, dataset: str, holder: str, base_guids: dict[str, int]) -> dict[str, Any]:
         """``rollback_destination``: roll each dataset (relative name -> its base's GUID) back to its base.
@@ -342,13 +260,13 @@ class Receiver(StandbyOps):
             if base is None:
                 raise Conflict(DIVERGED, f"{self.node}:{ds} no longer holds the base (GUID {guid})").error()
             newer = [s for s in snaps if s.createtxg > base.createtxg]
-            changes = self._changes(self.zfs, ds, snaps[-1])
+            changes = self.head.changes(ds, snaps[-1])
             if not newer and not changes.changed and not changes.noisy:
                 continue
             report[rel] = {
                 "snapshots": [s.snap for s in newer],
                 "changes": changes.detail if (changes.changed or changes.noisy) else None,
-                "bytes": self._bytes_since(self.zfs, ds, base),
+                "bytes": self.head.bytes_since(ds, base),
             }
             log.warning(
                 "%s: rolling %s back to @%s on request (discards %s)",
@@ -455,8 +373,8 @@ class Receiver(StandbyOps):
             left.append(f"{ds}: none of its earlier snapshots is left to roll back to")
             return
         try:
-            with self._quiet(ds):
-                if self._changes(self.zfs, ds, snaps[-1]).changed:
+            with self.head.quiet(ds):
+                if self.head.changes(ds, snaps[-1]).changed:
                     left.append(f"{ds}: kept as it is; it was written to after @{snaps[-1].snap}")
                     return
                 self.zfs.rollback(keep[-1].name, destroy_newer=True)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError, ZfsBackendError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot
+from .wire import validate_holder
 
 if TYPE_CHECKING:
     from ..zfs.api import Zfs
@@ -68,8 +69,6 @@ class StandbyOps:
         raise NotImplementedError
 
     def _held_claim(self, dataset: str, holder: str) -> tuple[DatasetName, Claim]:
-        from .receiver import validate_holder
-
         top = parse_dataset(dataset)
         claim = self.claims.held(str(top), validate_holder(holder))
         if claim.state.get("recursive"):
@@ -119,8 +118,6 @@ class StandbyOps:
         return {"verified": True, "held": held, "pruned": pruned}
 
     def fence(self, dataset: str, holder: str, reason: str = "the standby was promoted") -> dict[str, Any]:
-        from .receiver import validate_holder
-
         top = parse_dataset(dataset)
         validate_holder(holder)
         report = self.abort(str(top), holder)

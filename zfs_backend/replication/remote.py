@@ -1,5 +1,6 @@
 """The source's view of a destination's receiver: typed calls to the ``recv.*`` ops of the
-destination node's agent (see :mod:`.receiver`), over the session the source's agent keeps to it.
+destination node's agent (see :mod:`.receiver`; the answers' JSON shapes are :mod:`.wire`'s), over the
+session the source's agent keeps to it.
 
 :class:`RemoteReceiver` is bound to one destination dataset and one holder (the activity's id); its
 ``begin`` returns a :class:`DestinationTree`: what the destination holds, dataset by dataset
@@ -14,7 +15,7 @@ from typing import Any
 from ..activity.core import PeerCaller
 from ..zfs.models import Snapshot
 from ..zfs.names import DatasetName
-from .receiver import snapshot_from_dict
+from .wire import snapshot_from_dict
 
 __all__ = ["DestinationDataset", "DestinationTree", "RemoteReceiver"]
 

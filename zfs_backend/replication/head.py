@@ -1,0 +1,108 @@
+"""A destination dataset's head against its snapshots, as the receiving end (:mod:`.receiver`) sees it
+on its own node: :class:`DestinationHead`.
+
+* :meth:`~DestinationHead.changes` / :meth:`~DestinationHead.bytes_since`: has the head changed after a
+  snapshot (:func:`~zfs_backend.zfs.changes.head_changes`, exact), and how much was written since one;
+* :meth:`~DestinationHead.settle`: the head against its newest snapshot, with metadata noise (a read
+  updated atime) rolled back on the spot; real changes are reported, never discarded;
+* :meth:`~DestinationHead.quiet`: a context inside which nothing can write to a dataset (unmounted for
+  its duration, waiting at most ``QUIET_WAIT_S`` for it to be free), for a check followed by a rollback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+from ..errors import DatasetBusy, ReplicationConflict, ZfsBackendError
+from ..zfs.api import Zfs
+from ..zfs.changes import HeadChanges, bytes_since, head_changes
+from ..zfs.models import Dataset, Snapshot
+from ..zfs.names import DatasetName
+
+__all__ = ["QUIET_WAIT_S", "DestinationHead"]
+
+#: how long a rollback waits for the dataset to be free (nobody holding a file open)
+QUIET_WAIT_S = 5.0
+
+log = logging.getLogger("zfs_backend.replication")
+
+
+class DestinationHead:
+    """The head checks of one node's ZFS; ``changes`` and ``bytes_since`` are injectable for unit tests
+    without a node."""
+
+    def __init__(
+        self,
+        zfs: Zfs,
+        *,
+        changes: Callable[[Zfs, DatasetName, Snapshot], HeadChanges] = head_changes,
+        bytes_since: Callable[[Zfs, DatasetName, Snapshot], int] = bytes_since,
+    ) -> None:
+        self.zfs = zfs
+        self._changes = changes
+        self._bytes_since = bytes_since
+
+    @property
+    def node(self) -> str:
+        return self.zfs.host.name
+
+    def changes(self, ds: DatasetName, snap: Snapshot) -> HeadChanges:
+        """How the head of ``ds`` differs from ``snap``."""
+        return self._changes(self.zfs, ds, snap)
+
+    def bytes_since(self, ds: DatasetName, base: Snapshot) -> int:
+        """What was written to ``ds`` after ``base`` (what a rollback to it discards)."""
+        return self._bytes_since(self.zfs, ds, base)
+
+    def settle(self, ds: Dataset, snaps: list[Snapshot]) -> HeadChanges:
+        """How the head differs from its newest snapshot; noise is rolled back on the spot. The exact
+        check runs only where the cheap one (space accounting, or ``written``) sees a difference."""
+        if not snaps:
+            return HeadChanges(ds.referenced > (1 << 20), False, "no snapshot")
+        newest = snaps[-1]
+        if not self.zfs.dialect.written_property and (
+            ds.referenced == newest.referenced and newest.used == 0
+        ):
+            return HeadChanges(False, False, "unchanged (space accounting)")
+        changes = self.changes(ds.name, newest)
+        if not changes.noisy:
+            return changes
+        with self.quiet(ds.name):
+            changes = self.changes(ds.name, newest)  # again, now that nothing can write
+            if changes.noisy:
+                log.info(
+                    "%s: %s differs from @%s by metadata only; rolling it back",
+                    self.node,
+                    ds.name,
+                    newest.snap,
+                )
+                self.zfs.rollback(newest.name)
+                return HeadChanges(False, False, "metadata noise rolled back")
+        return changes
+
+    @contextlib.contextmanager
+    def quiet(self, ds: DatasetName) -> Iterator[None]:
+        """Inside, nothing can write to ``ds``: it is unmounted, and mounted again after. Read-only is not
+        enough before a rollback: measured on zfs-fuse, an NFS server's writes get through it. A
+        dataset still in use (a file open, an export) is refused: nothing of it is rolled back."""
+        # unmounting a dataset takes its children's mounts with it: remount every one that was mounted
+        was = [d.name for d in self.zfs.list_datasets(ds, recursive=True) if d.mounted]
+        if ds in was:
+            try:
+                self.zfs.unmount(ds, deadline=QUIET_WAIT_S)
+            except DatasetBusy:
+                raise ReplicationConflict(
+                    f"{self.node}:{ds} is in use (a file open, or exported): it could be written to while "
+                    "it is rolled back, so nothing was changed"
+                ) from None
+        try:
+            yield
+        finally:
+            for name in sorted(was, key=lambda n: n.name.count("/")):
+                try:
+                    if not self.zfs.is_mounted(name):
+                        self.zfs.mount(name)
+                except ZfsBackendError as e:
+                    log.error("%s: could not mount %s again: %s", self.node, name, e)

@@ -1,0 +1,68 @@
+"""The wire-level names and codecs of a replication, shared by the source's side (:mod:`.remote`, the
+activities) and the destination's receiving end (:mod:`.receiver`, :mod:`.receiver_standby`):
+
+* the user properties the receiver marks a received dataset with (``RECEIVER_PROP``, ``SOURCE_PROP``),
+  read back by the controller's flows, the driver and backups;
+* :func:`validate_holder`: a claim's holder is an activity id;
+* the JSON shapes of a snapshot (:func:`snapshot_to_dict` / :func:`snapshot_from_dict`) and of a head's
+  changes (:func:`changes_to_dict`) in the ``recv.*`` ops' answers.
+
+It imports nothing of the receiving end: every side may import it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from ..zfs.models import Snapshot
+from ..zfs.names import parse_snapshot
+
+if TYPE_CHECKING:
+    from ..zfs.changes import HeadChanges
+
+__all__ = [
+    "RECEIVER_PROP",
+    "SOURCE_PROP",
+    "changes_to_dict",
+    "snapshot_from_dict",
+    "snapshot_to_dict",
+    "validate_holder",
+]
+
+RECEIVER_PROP = "zfs_backend:receiver"
+SOURCE_PROP = "zfs_backend:source"
+_HOLDER = re.compile(r"act-[0-9A-HJKMNP-TV-Z]{26}")
+
+
+def validate_holder(holder: object) -> str:
+    if not isinstance(holder, str) or not _HOLDER.fullmatch(holder):
+        raise UsageError(f"invalid activity id {holder!r}")
+    return holder
+
+
+def snapshot_to_dict(s: Snapshot) -> dict[str, Any]:
+    return {
+        "name": str(s.name),
+        "guid": s.guid,
+        "createtxg": s.createtxg,
+        "used": s.used,
+        "referenced": s.referenced,
+        "creation": s.creation,
+    }
+
+
+def snapshot_from_dict(d: dict[str, Any]) -> Snapshot:
+    return Snapshot(
+        name=parse_snapshot(str(d["name"])),
+        guid=int(d["guid"]),
+        createtxg=int(d["createtxg"]),
+        used=int(d["used"]),
+        referenced=int(d["referenced"]),
+        creation=int(d["creation"]),
+    )
+
+
+def changes_to_dict(c: HeadChanges) -> dict[str, Any]:
+    return {"changed": c.changed, "noisy": c.noisy, "detail": c.detail, "bytes": c.bytes}
