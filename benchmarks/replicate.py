@@ -37,6 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zfs_backend.activity.core import BackendActivity
+from zfs_backend.activity.states import TERMINAL
 from zfs_backend.agent.client import Node
 from zfs_backend.agent.connect import connect_node
 from zfs_backend.config import Settings, load_settings
@@ -273,13 +274,21 @@ def _recv_rchar(b: Bench, dest: str) -> int:
     node2 = b.lab.node(DST)
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info.get("cmdline") or []
-        if cmd[:2] == ["zfs", "receive"] and cmd[-1] == dest:
+        # the node's peer-exec runs it by its full path (/usr/sbin/zfs receive ...)
+        if (
+            len(cmd) > 2
+            and os.path.basename(cmd[0]) == "zfs"
+            and cmd[1] in ("receive", "recv")
+            and cmd[-1] == dest
+        ):
             try:
                 if os.stat(f"/proc/{p.pid}/ns/net").st_ino == os.stat(f"/run/netns/{node2.netns}").st_ino:
                     return int(p.io_counters().read_chars)
             except (OSError, psutil.Error):
                 continue
-    raise AssertionError(f"no zfs receive into {dest} on {DST}")
+    seen = [" ".join(p.info.get("cmdline") or []) for p in psutil.process_iter(["cmdline"])]
+    zfs = [c for c in seen if "zfs receive" in c or "zfs recv" in c]
+    raise AssertionError(f"no zfs receive into {dest} on {DST}; receives running: {zfs}")
 
 
 def suspend_at_receiver(b: Bench, mib: int, rate_mib: int) -> None:
@@ -293,13 +302,16 @@ def suspend_at_receiver(b: Bench, mib: int, rate_mib: int) -> None:
         act = snapshot_replicate(
             f"{SRC}:{ds}@s", None, f"{DST}:{ds}", settings=b.settings, node_for=b.node_for
         )
-        _until(act, 8 * MiB)
-        act.suspend()
-        time.sleep(0.5)  # what was in flight when suspend() returned lands
-        r0 = _recv_rchar(b, ds)
-        time.sleep(3)
-        b.add("suspend.bytes_at_receiver_3s", float(_recv_rchar(b, ds) - r0))
-        act.cancel()
+        try:
+            _until(act, 8 * MiB)
+            act.suspend()
+            time.sleep(0.5)  # what was in flight when suspend() returned lands
+            r0 = _recv_rchar(b, ds)
+            time.sleep(3)
+            b.add("suspend.bytes_at_receiver_3s", float(_recv_rchar(b, ds) - r0))
+        finally:  # never leave a stream holding the datasets the next run drops
+            if act.state not in TERMINAL:
+                act.cancel()
     finally:
         b.lab.shape(SRC, None)
     b.drop(b.dst, ds)
