@@ -128,3 +128,34 @@ def test_top_fits_the_screen_and_keeps_the_message() -> None:
     everything.print(top.render())
     text = everything.export_text()
     assert all(r.id in text for r in recs)  # height 0: every row
+
+
+def test_follow_without_a_terminal_prints_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """Output to a pipe: no progress bar, the summary as one plain line, the exit code from the state."""
+    from zfs_backend.activity.report import ActivityRecord, Progress
+    from zfs_backend.cli.progress import run_in_foreground
+
+    class Done:
+        id, node, kind = "act-1", "node1", "replicate"
+
+        def __init__(self, state: str) -> None:
+            self.rec = ActivityRecord(
+                id=self.id,
+                kind=self.kind,
+                node=self.node,
+                state=state,
+                status=0 if state == "succeeded" else 3,
+                progress=Progress(624, 624),
+            )
+
+        def record(self) -> ActivityRecord:
+            return self.rec
+
+        def wait_record(self, timeout: float) -> ActivityRecord:
+            return self.rec
+
+    assert run_in_foreground(Done("succeeded"), label="x", as_json=False, detach=False) == 0  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert out.startswith("act-1 done: 624 B of 624 B") and out.count("\n") == 1
+    assert run_in_foreground(Done("failed"), label="x", as_json=True, detach=False) == 3  # type: ignore[arg-type]
+    assert '"state": "failed"' in capsys.readouterr().out
