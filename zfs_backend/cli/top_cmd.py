@@ -99,6 +99,10 @@ class Top:
         self.reverse = args.sort == "created"
         self.show_all = False
         self.selected: tuple[str, str] | None = None  # (node, id)
+        # the cursor stays on the first row (the newest, by default) until a key moves it, as in top(1):
+        # activities that appear later, or from a node that answered later, do not steal the selection
+        self.on_top = True
+        self.start = 0  # the first row on the screen (scrolled only to keep the selection in view)
         self.message = ""
         self.confirm: tuple[str, str] | None = None
 
@@ -139,7 +143,7 @@ class Top:
         """The screen: the nodes and the last message first (never cut), then as many rows as fit in
         ``height`` lines (0: all), scrolled to keep the selected row in view, then the keys."""
         rows = self.rows()
-        if rows and self.selected not in [(n, r.id) for n, r in rows]:
+        if rows and (self.on_top or self.selected not in [(n, r.id) for n, r in rows]):
             self.selected = (rows[0][0], rows[0][1].id)
         down = [v for v in self.views if v.error is not None]
         shown, start = rows, 0
@@ -148,8 +152,9 @@ class Top:
             room = max(1, height - 9 - len(down))
             if len(rows) > room:
                 i = self._index(rows)
-                start = max(0, min(i - room // 2, len(rows) - room))
+                start = min(max(self.start, i - room + 1), i, len(rows) - room)
                 shown = rows[start : start + room]
+        self.start = start
         filt = (
             f"kind={self.kind or 'all'} state={self.state or ('all' if self.show_all else 'active+recent')}"
         )
@@ -217,8 +222,10 @@ class Top:
             return False
         if k in ("\x1b[A", "k") and rows:
             self.selected = (rows[max(0, i - 1)][0], rows[max(0, i - 1)][1].id)
+            self.on_top = i <= 1
         elif k in ("\x1b[B", "j") and rows:
             self.selected = (rows[min(len(rows) - 1, i + 1)][0], rows[min(len(rows) - 1, i + 1)][1].id)
+            self.on_top = False
         elif k == "s":
             self.act("suspend")
         elif k == "r":

@@ -115,7 +115,7 @@ def test_top_fits_the_screen_and_keeps_the_message() -> None:
     ]
     views = [NodeView("node1", records=recs), NodeView("node2", error="connection refused")]
     top = Top(views, argparse.Namespace(kind=None, state=None, sort="created"))
-    top.selected = ("node1", recs[10].id)
+    top.selected, top.on_top = ("node1", recs[10].id), False  # as after moving the cursor
     top.message = "suspend: something happened"
     console = Console(width=100, height=24, record=True, color_system=None)
     console.print(top.render(24))
@@ -123,6 +123,7 @@ def test_top_fits_the_screen_and_keeps_the_message() -> None:
     assert len(out.splitlines()) <= 24, out
     assert "suspend: something happened" in out and "node2:down" in out and "UNREACHABLE" in out
     assert recs[10].id in out and recs[59].id not in out  # scrolled to the selection (newest first)
+    assert recs[23].id in out and recs[24].id not in out  # scrolled no further than needed
     assert "of 60" in out
     everything = Console(width=100, record=True, color_system=None)
     everything.print(top.render())
@@ -159,3 +160,37 @@ def test_follow_without_a_terminal_prints_plain_lines(capsys: pytest.CaptureFixt
     assert out.startswith("act-1 done: 624 B of 624 B") and out.count("\n") == 1
     assert run_in_foreground(Done("failed"), label="x", as_json=True, detach=False) == 3  # type: ignore[arg-type]
     assert '"state": "failed"' in capsys.readouterr().out
+
+
+def test_top_cursor_stays_on_the_newest_until_moved() -> None:
+    """Activities that appear after the first screen (a node answering later, a new replication) do
+    not leave the cursor on an older row: ``s`` acts on the newest until a key moves the cursor."""
+    import argparse
+
+    from zfs_backend.activity.report import ActivityRecord
+    from zfs_backend.cli.top_cmd import NodeView, Top
+
+    def rec(i: int) -> ActivityRecord:
+        return ActivityRecord(
+            id=f"act-{i:03d}", kind="replicate", node="n", state="running", created_at=float(i)
+        )
+
+    slow = NodeView("node1")
+    top = Top(
+        [NodeView("node2", records=[rec(1), rec(2)]), slow],
+        argparse.Namespace(kind=None, state=None, sort="created"),
+    )
+    top.render(20)
+    assert top.selected == ("node2", "act-002")
+    slow.records = [rec(3)]  # node1 answers later, with a newer activity
+    top.render(20)
+    assert top.selected == ("node1", "act-003")
+    top.key("j")  # the user moves: the cursor stays where they put it
+    slow.records = [rec(3), rec(4)]
+    top.render(20)
+    assert top.selected == ("node2", "act-002")
+    top.key("k")
+    top.key("k")  # back on the first row: following the newest again
+    slow.records = [rec(3), rec(4), rec(5)]
+    top.render(20)
+    assert top.selected == ("node1", "act-005")
