@@ -163,4 +163,8 @@ def run_demo(settings: Settings, size: str = "64M") -> int:
     con.print(
         "[green]all steps verified (checksums, snapshots)[/]" if ok else "[red]a step did not verify[/]"
     )
+    con.print(
+        "the lab stays up to look around ([bold]zfs-backend lab status[/], [bold]zfs-backend top[/]); "
+        f"take it down with: [bold].venv/bin/zfs-backend lab down[/] (state in {settings.home})"
+    )
     return 0 if ok else 1
