@@ -137,7 +137,44 @@ def _rel_name(top: DatasetName, ds: DatasetName) -> str:
     return "" if ds == top else ds.name[len(top.name) + 1 :]
 
 
-class Replicate(PipelineActivity):
+class ReceiverUpkeep:
+    """The hooks of a kind that streams into a destination agent's receiver (``replicate``,
+    ``migrate``): a "modified" refusal cleaned by the destination and streamed again, the claim renewed
+    while the stream runs, zfs-fuse's daemon counted in the CPU."""
+
+    kind_state: dict[str, Any]
+    _replan: bool
+    _last_renew: float
+
+    @property
+    def receiver(self) -> RemoteReceiver:
+        raise NotImplementedError
+
+    def recover_failure(self, error: str) -> bool:
+        """A receive refused as "modified": have the destination check that dataset exactly. Noise is
+        rolled back there and the stream starts again; a real change raises (the activity fails as
+        diverged, nothing discarded)."""
+        m = _MODIFIED.search(error)
+        if m is None:
+            return False
+        cleans = int(self.kind_state.get("cleans", 0)) + 1
+        if cleans > _MAX_CLEANS:
+            raise ReplicationConflict(f"the destination keeps changing under the receive: {error}")
+        self.kind_state["cleans"] = cleans
+        self.receiver.clean(m.group(1))
+        self._replan = True
+        return True
+
+    def on_tick(self) -> None:
+        if time.monotonic() - self._last_renew >= _RENEW_EVERY_S:
+            self._last_renew = time.monotonic()
+            self.receiver.renew()
+
+    def extra_cpu_pids(self) -> list[int]:
+        return _same_mount_ns_daemons()
+
+
+class Replicate(ReceiverUpkeep, PipelineActivity):
     """The ``replicate`` kind (see the module doc)."""
 
     KIND = KIND
@@ -305,29 +342,6 @@ class Replicate(PipelineActivity):
         if isinstance(self.build_error, ReplicationConflict | DatasetNotFound | UsageError):
             return False  # a refusal on restart: the destination diverged, the snapshot is gone, ...
         return not _PERMANENT.search(error)
-
-    def recover_failure(self, error: str) -> bool:
-        """A receive refused as "modified": have the destination check that dataset exactly. Noise is
-        rolled back there and the stream starts again; a real change raises (the activity fails as
-        diverged, nothing discarded)."""
-        m = _MODIFIED.search(error)
-        if m is None:
-            return False
-        cleans = int(self.kind_state.get("cleans", 0)) + 1
-        if cleans > _MAX_CLEANS:
-            raise ReplicationConflict(f"the destination keeps changing under the receive: {error}")
-        self.kind_state["cleans"] = cleans
-        self.receiver.clean(m.group(1))
-        self._replan = True
-        return True
-
-    def on_tick(self) -> None:
-        if time.monotonic() - self._last_renew >= _RENEW_EVERY_S:
-            self._last_renew = time.monotonic()
-            self.receiver.renew()
-
-    def extra_cpu_pids(self) -> list[int]:
-        return _same_mount_ns_daemons()
 
     def build_producer(self, offset: int) -> Endpoint:
         self._noop = False

@@ -51,7 +51,7 @@ from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
-from .activity import _MODIFIED, _PERMANENT, _dialect_for_recv, _same_mount_ns_daemons
+from .activity import _PERMANENT, ReceiverUpkeep, _dialect_for_recv
 from .estimate import Estimate, estimate_send
 from .plan import ALREADY_RUNNING, Conflict
 from .remote import RemoteReceiver
@@ -71,8 +71,6 @@ _KEYS = frozenset(
     | {"bwlimit_bps", "cipher"}
 )
 _START_LOCK = threading.Lock()
-_RENEW_EVERY_S = 60.0
-_MAX_CLEANS = 10
 DEFAULT_CATCHUP_BELOW = 8 << 20
 DEFAULT_MAX_ROUNDS = 6
 
@@ -147,7 +145,7 @@ def restore_readonly(zfs: Zfs, ds: DatasetName, how: str | None) -> None:
         zfs.inherit(ds, "readonly")
 
 
-class Migrate(PipelineActivity):
+class Migrate(ReceiverUpkeep, PipelineActivity):
     """The ``migrate`` kind (see the module doc)."""
 
     KIND = KIND
@@ -367,27 +365,6 @@ class Migrate(PipelineActivity):
         if isinstance(self.build_error, ReplicationConflict | DatasetNotFound | UsageError):
             return False
         return not _PERMANENT.search(error)
-
-    def recover_failure(self, error: str) -> bool:
-        """A receive refused as "modified" (atime noise on the destination): clean, then again."""
-        m = _MODIFIED.search(error)
-        if m is None:
-            return False
-        cleans = int(self.kind_state.get("cleans", 0)) + 1
-        if cleans > _MAX_CLEANS:
-            raise ReplicationConflict(f"the destination keeps changing under the receive: {error}")
-        self.kind_state["cleans"] = cleans
-        self.receiver.clean(m.group(1))
-        self._replan = True
-        return True
-
-    def on_tick(self) -> None:
-        if time.monotonic() - self._last_renew >= _RENEW_EVERY_S:
-            self._last_renew = time.monotonic()
-            self.receiver.renew()
-
-    def extra_cpu_pids(self) -> list[int]:
-        return _same_mount_ns_daemons()
 
     def on_success(self) -> None:
         ks = self.kind_state
