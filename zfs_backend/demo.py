@@ -13,7 +13,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from .activity.core import BackendActivity
+from .activity.handle import BackendActivity
 from .activity.report import ActivityRecord
 from .cli.progress import follow, summary_line
 from .cli.render import human_bytes, human_duration, human_rate
@@ -61,7 +61,7 @@ def run_demo(settings: Settings, size: str = "64M") -> int:
         f"lab {'up' if created else 'already up'} in {time.monotonic() - t0:.1f} s ({lab.layout.inventory})"
     )
 
-    inv = load_inventory(settings.inventory)
+    inv = load_inventory(settings=settings)
     src, dst = inv.connect("node1", settings), inv.connect("node2", settings)
     reports: list[tuple[str, ActivityRecord]] = []
     ok = True

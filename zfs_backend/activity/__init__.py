@@ -8,13 +8,13 @@ from .._lazy import lazy_exports
 if TYPE_CHECKING:
     from .core import (
         ActivityContext,
-        BackendActivity,
         KindFactory,
         LocalActivity,
         kind_factory,
         register_kind,
         registered_kinds,
     )
+    from .handle import BackendActivity
     from .kinds import CommandPipeline
     from .pipeline import Endpoint, PipelineActivity
     from .report import ActivityRecord, Progress, Resources
@@ -48,7 +48,7 @@ _EXPORTS = {
     "ActivityContext": "core",
     "ActivityRecord": "report",
     "ActivityStore": "store",
-    "BackendActivity": "core",
+    "BackendActivity": "handle",
     "CommandPipeline": "kinds",
     "Endpoint": "pipeline",
     "KindFactory": "core",

@@ -1,8 +1,7 @@
-"""The backend-activity contract (``BackendActivity``), the base of activities hosted in this process
-(``LocalActivity``), and the kind registry.
+"""The base of activities hosted in this process (``LocalActivity``) and the kind registry.
 
-``BackendActivity`` is the one interface shared by a local activity and a remote handle
-(``zfs_backend.agent.client.RemoteActivity``)::
+``LocalActivity`` implements the contract, ``BackendActivity`` (in ``handle``; re-exported here), the
+one interface shared by a local activity and a remote handle (``zfs_backend.agent.client.RemoteActivity``)::
 
     id, kind, node, progress -> (n, m), self_restarting, state, status, error
     suspend(), resume(), cancel(), resources(), record(), to_dict(), wait(timeout)
@@ -24,7 +23,7 @@ import logging
 import socket
 import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -32,6 +31,7 @@ from typing import Any, ClassVar, Protocol
 from ..errors import UsageError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
+from .handle import BackendActivity
 from .report import ActivityRecord, Progress, Resources
 from .states import FAILED, TERMINAL
 from .store import ActivityStore
@@ -48,85 +48,6 @@ __all__ = [
 ]
 
 LOCAL_HOST_NAMES = frozenset({"", "local", "localhost"})
-
-
-class BackendActivity(ABC):
-    """A handle on work that runs on a storage node (see ``docs/activity.md``)."""
-
-    @property
-    @abstractmethod
-    def id(self) -> str: ...
-
-    @property
-    @abstractmethod
-    def kind(self) -> str: ...
-
-    @property
-    @abstractmethod
-    def node(self) -> str: ...
-
-    @property
-    @abstractmethod
-    def progress(self) -> tuple[int, int]:
-        """``(n, m)``: n done of m scheduled; ``(0, 0)`` = no anticipated completion. Monotone,
-        never ``n > m``, ``n == m`` exactly on success."""
-
-    @property
-    @abstractmethod
-    def self_restarting(self) -> bool: ...
-
-    @property
-    @abstractmethod
-    def state(self) -> str: ...
-
-    @property
-    @abstractmethod
-    def status(self) -> int | None:
-        """None until finished; 0 on success; a non-zero code on failure or cancellation."""
-
-    @property
-    @abstractmethod
-    def error(self) -> str | None: ...
-
-    @abstractmethod
-    def suspend(self) -> None:
-        """Stop making progress until ``resume()``; bytes already moved are kept."""
-
-    @abstractmethod
-    def resume(self) -> None: ...
-
-    @abstractmethod
-    def cancel(self) -> None:
-        """Abort and roll back (the kind's ``rollback``); ends ``cancelled`` (or ``failed`` when
-        the rollback itself failed)."""
-
-    @abstractmethod
-    def resources(self) -> Resources: ...
-
-    @abstractmethod
-    def record(self) -> ActivityRecord:
-        """The whole state as plain data (one consistent snapshot)."""
-
-    @abstractmethod
-    def wait(self, timeout: float | None = None) -> str:
-        """Block until terminal or ``timeout`` seconds; return the state then."""
-
-    def wait_record(self, timeout: float) -> ActivityRecord:
-        """Block until terminal or ``timeout`` seconds, then return the record: what a progress display
-        polls with (it learns of the end at once, not at its next tick)."""
-        self.wait(timeout)
-        return self.record()
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.record().to_dict()
-
-    @property
-    def done(self) -> bool:
-        return self.state in TERMINAL
-
-    def __repr__(self) -> str:
-        n, m = self.progress
-        return f"<{type(self).__name__} {self.id} {self.kind} {self.state} {n}/{m}>"
 
 
 def _default_host_for(name: str) -> Host:

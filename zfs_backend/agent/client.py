@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..activity.core import BackendActivity
+from ..activity.handle import BackendActivity
 from ..activity.report import ActivityRecord, Resources
 from ..activity.states import TERMINAL
 from ..config import Settings, load_settings

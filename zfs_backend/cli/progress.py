@@ -12,7 +12,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..activity.core import BackendActivity
+from ..activity.handle import BackendActivity
 from ..activity.report import ActivityRecord
 from ..activity.states import TERMINAL
 from .render import human_bytes, human_duration, human_rate

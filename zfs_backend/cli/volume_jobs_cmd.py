@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..activity.core import BackendActivity
+from ..activity.handle import BackendActivity
 from ..config import load_settings
 from ..driver import volume_jobs as jobs
 from ..driver.service import VolumeService

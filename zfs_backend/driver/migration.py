@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..activity.core import BackendActivity
+from ..activity.handle import BackendActivity
 from ..errors import ActivityError, ZfsBackendError
 from ..replication.migrate import KIND, SNAP_PREFIX, MigrateRequest, restore_readonly
 from ..replication.receiver import RECEIVER_PROP

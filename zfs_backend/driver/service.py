@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..activity.core import BackendActivity
+from ..activity.handle import BackendActivity
 from ..config import Settings
 from ..errors import InvalidName
 from ..hosts.inventory import load_inventory

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..activity.core import BackendActivity
+from ..activity.handle import BackendActivity
 from ..errors import BackupError, BackupNotFound, InvalidName
 from ..replication.backup import BACKUP_KIND, RESTORE_KIND
 from ..zfs.names import validate_node

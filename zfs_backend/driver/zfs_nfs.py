@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..activity.core import BackendActivity
+from ..activity.handle import BackendActivity
 from ..config import Settings, load_settings
 from ..errors import ConfigError, DatasetNotFound, ZfsBackendError
 from ..hosts.base import Host

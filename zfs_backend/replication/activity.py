@@ -54,10 +54,10 @@ from ..zfs.api import Zfs
 from ..zfs.dialect import Dialect
 from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
-from .estimate import estimate_send
+from .estimate import check_space, estimate_send
 from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
 from .remote import DestinationTree, RemoteReceiver
-from .request import KIND, TUNING_PARAMS, Request, check_space
+from .request import KIND, TUNING_PARAMS, Request
 from .transport import PeerHost
 
 __all__ = ["KIND", "TUNING_PARAMS", "Replicate", "running_conflict"]

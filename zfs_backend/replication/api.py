@@ -18,13 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..activity.core import BackendActivity
+from ..activity.handle import BackendActivity
 from ..config import Settings, load_settings
 from ..errors import UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_node_qualified, parse_snapshot
 from ..zfs.parse import ParseError, parse_human_size
+from .ciphers import DEFAULT_CIPHER
 from .request import KIND, TUNING_PARAMS, Request
-from .transport import DEFAULT_CIPHER
 
 __all__ = ["AgentNode", "parse_bwlimit", "snapshot_replicate"]
 

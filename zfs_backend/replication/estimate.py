@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from ..zfs.api import Zfs
 from ..zfs.models import SendSpec
+from .plan import NO_SPACE, Conflict
 
-__all__ = ["SPACE_MARGIN", "Estimate", "estimate_send", "needed_space"]
+__all__ = ["SPACE_MARGIN", "Estimate", "check_space", "estimate_send", "needed_space"]
 
 #: The destination must have the estimate times this, plus 8 MiB, available.
 SPACE_MARGIN = 1.05
@@ -48,3 +49,16 @@ def estimate_send(zfs: Zfs, spec: SendSpec) -> Estimate:
 def needed_space(estimate: int) -> int:
     """Bytes the destination must have available for a stream of ``estimate`` bytes."""
     return int(estimate * SPACE_MARGIN) + (8 << 20)
+
+
+def check_space(available: int | None, estimate: Estimate, where: str) -> None:
+    """Refuse (``InsufficientSpace``) when the destination has less than the estimate needs."""
+    if available is None:
+        return
+    need = needed_space(estimate.bytes)
+    if available < need:
+        raise Conflict(
+            NO_SPACE,
+            f"{where}: the destination has {available >> 20} MiB available; the stream needs about "
+            f"{need >> 20} MiB ({estimate.bytes >> 20} MiB by {estimate.method}, plus margin)",
+        ).error()

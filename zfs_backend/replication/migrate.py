@@ -52,10 +52,9 @@ from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
 from .activity import _PERMANENT, ReceiverUpkeep, _dialect_for_recv
-from .estimate import Estimate, estimate_send
+from .estimate import Estimate, check_space, estimate_send
 from .plan import ALREADY_RUNNING, Conflict
 from .remote import RemoteReceiver
-from .request import check_space
 from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
 
 __all__ = ["KIND", "PHASES", "SNAP_PREFIX", "Migrate", "MigrateRequest", "restore_readonly"]

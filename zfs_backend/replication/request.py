@@ -1,9 +1,10 @@
-"""A validated replication request, and the space check.
+"""A validated replication request.
 
 :class:`Request` is what the controller sends to the source node's agent as the activity's params
 (``to_params``/``from_params``: every name is validated again on the agent, and a parameter it does
 not know is refused: nothing a caller passes chooses how a command runs, e.g. an ``ssh_config``).
-:func:`check_space` refuses a stream the destination has no room for.
+It imports only name validation: a command line that starts a replication loads no planner, no ZFS
+layer and no transport.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from typing import Any
 
 from ..errors import InvalidName, UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot, validate_node
-from .estimate import Estimate, needed_space
-from .plan import NO_SPACE, Conflict
-from .transport import DEFAULT_CIPHER, validate_cipher
+from .ciphers import DEFAULT_CIPHER, validate_cipher
 
-__all__ = ["KIND", "TUNING_PARAMS", "Request", "check_space"]
+__all__ = ["KIND", "TUNING_PARAMS", "Request"]
 
 KIND = "replicate"
 #: params the kind reads besides the request (tests and benchmarks tune retries; never how SSH runs)
@@ -149,16 +148,3 @@ class Request:
             cipher=p.get("cipher") or DEFAULT_CIPHER,
             **flags,
         )
-
-
-def check_space(available: int | None, estimate: Estimate, where: str) -> None:
-    """Refuse (``InsufficientSpace``) when the destination has less than the estimate needs."""
-    if available is None:
-        return
-    need = needed_space(estimate.bytes)
-    if available < need:
-        raise Conflict(
-            NO_SPACE,
-            f"{where}: the destination has {available >> 20} MiB available; the stream needs about "
-            f"{need >> 20} MiB ({estimate.bytes >> 20} MiB by {estimate.method}, plus margin)",
-        ).error()

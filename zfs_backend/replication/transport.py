@@ -26,25 +26,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import CommandFailed, CommandTimeout, HostUnreachable, InvalidName, ZfsBackendError
+from ..errors import CommandFailed, CommandTimeout, HostUnreachable, ZfsBackendError
 from ..hosts.base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
 from ..hosts.openssh import ControlConnection, control_dir_ready
 from ..hosts.validate import validate_node_name
+from .ciphers import CIPHERS, DEFAULT_CIPHER, validate_cipher
 
 __all__ = ["CIPHERS", "DEFAULT_CIPHER", "PeerHost", "validate_cipher"]
 
-DEFAULT_CIPHER = "aes128-gcm@openssh.com"
-#: the ciphers a request may pick for its stream (all authenticated or CTR modes OpenSSH 9 offers)
-CIPHERS = frozenset(
-    {
-        "aes128-gcm@openssh.com",
-        "aes256-gcm@openssh.com",
-        "chacha20-poly1305@openssh.com",
-        "aes128-ctr",
-        "aes192-ctr",
-        "aes256-ctr",
-    }
-)
 SSH_FAILED = 255  # what ssh exits with when the connection fails (a remote command may too)
 # stderr of ssh itself when the connection (not the remote command) failed
 _SSH_ERROR = re.compile(
@@ -58,12 +47,6 @@ _SSH_ERROR = re.compile(
 _MASTER_LOCK = threading.Lock()
 _MASTER_OK: dict[str, float] = {}  # control path -> when its master was last seen alive
 _MASTER_RECHECK_S = 5.0
-
-
-def validate_cipher(cipher: str) -> str:
-    if not isinstance(cipher, str) or cipher not in CIPHERS:
-        raise InvalidName(f"invalid ssh cipher {cipher!r}: one of {', '.join(sorted(CIPHERS))}")
-    return cipher
 
 
 class PeerHost(Host):
