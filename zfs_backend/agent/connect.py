@@ -78,7 +78,7 @@ def connect_node(name: str | None, settings: Settings) -> Node:
     """``None`` or ``"local"``: this machine's agent; otherwise the inventory's node ``name``."""
     if name in (None, "", LOCAL):
         return Node.local(settings)
-    spec = load_inventory(settings.inventory).node(name)
+    spec = load_inventory(settings=settings).node(name)
     conn = control_connection(spec, settings)
     remote = str(spec.vars.get("zfs_backend_agent_socket") or NODE_AGENT_SOCKET)
     rpc = [spec.zfs_backend_bin or "zfs-backend", "rpc"]

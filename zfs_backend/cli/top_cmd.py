@@ -277,7 +277,7 @@ def _read_keys(fd: int, timeout: float) -> list[str]:
 
 def cmd_top(args: argparse.Namespace) -> int:
     settings = load_settings()
-    names = args.nodes.split(",") if args.nodes else load_inventory(settings.inventory).names
+    names = args.nodes.split(",") if args.nodes else load_inventory(settings=settings).names
     views = [NodeView(n) for n in names]
     stop = threading.Event()
     for v in views:

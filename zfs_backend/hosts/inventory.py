@@ -22,6 +22,10 @@ Recognised variables: ``ansible_host`` (default: the node name), ``ansible_port`
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -30,10 +34,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from ..config import Settings, load_settings
 from ..errors import ConfigError, InvalidName, UnknownNode
+from ..private import private_dir, private_open
 from .validate import validate_address, validate_node_name, validate_user
 
 if TYPE_CHECKING:
@@ -42,6 +45,9 @@ if TYPE_CHECKING:
 __all__ = ["Inventory", "NodeSpec", "connect", "load_inventory"]
 
 _MAX_DEPTH = 32
+#: the parsed inventory kept as JSON in the home, by the SHA-256 of its text (see ``_parse``)
+CACHE_NAME = "inventory.json"
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,15 @@ class Inventory:
 def load_inventory(
     path: str | os.PathLike[str] | None = None, *, settings: Settings | None = None
 ) -> Inventory:
-    """Read and validate an inventory (default: ``Settings.inventory``). Raises ``ConfigError``."""
-    p = Path(path) if path is not None else (settings or load_settings()).inventory
+    """Read and validate an inventory (default: ``Settings.inventory``). Raises ``ConfigError``.
+
+    With ``settings`` (or no ``path``), the parsed document is cached in ``<home>/cache`` (see
+    ``_parse``)."""
+    if path is None:
+        settings = settings or load_settings()
+        p = settings.inventory
+    else:
+        p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -94,13 +107,7 @@ def load_inventory(
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read inventory {p}: {getattr(e, 'strerror', None) or e}") from e
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or type(e).__name__
-        raise ConfigError(f"inventory {p}: invalid YAML{where}: {problem}") from e
+    doc = _parse(text, p, None if settings is None else settings.home / "cache")
     if not isinstance(doc, dict):
         raise ConfigError(f"inventory {p}: expected a mapping with an `all` group at the top")
     merged = _collect(doc, p)
@@ -115,6 +122,74 @@ def connect(name: str, settings: Settings | None = None, **kwargs: Any) -> SSHHo
 
 
 # --- parsing ---------------------------------------------------------------------------------------
+
+
+def _parse(text: str, path: Path, cache_dir: Path | None) -> Any:
+    """The YAML document in ``text``. A command line pays ~30 ms for importing a YAML parser and parsing,
+    a third of its start-up: so the document is also kept in ``cache_dir`` as JSON, keyed by the SHA-256
+    of the text (exact: an edited inventory never reads a stale copy), and read back from there when the
+    text is the same. Only documents that JSON carries unchanged are kept; the cache is private (0600 in
+    a 0700 directory) and everything read from it is validated as if it had just been parsed. A cache
+    that cannot be read or written is ignored."""
+    key = hashlib.sha256(text.encode()).hexdigest()
+    cache = None if cache_dir is None else cache_dir / CACHE_NAME
+    if cache is not None:
+        entry = _load_cached(cache)
+        if isinstance(entry, dict) and entry.get("sha256") == key:
+            return entry.get("doc")
+    import yaml  # only when the cache misses
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"inventory {path}: invalid YAML{where}: {problem}") from e
+    if cache is not None:
+        _store(cache, key, doc)
+    return doc
+
+
+def _load_cached(cache: Path) -> Any:
+    """The cache entry, if it is a regular file of ours, 0600, in a directory of ours that nobody else can
+    write to (else None: somebody else's file is never trusted as an inventory)."""
+    me = os.geteuid()
+    try:
+        d = os.stat(cache.parent)
+        if d.st_uid != me or d.st_mode & 0o022:
+            return None
+        fd = os.open(cache, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != me or stat.S_IMODE(st.st_mode) != 0o600:
+                return None
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _store(cache: Path, key: str, doc: Any) -> None:
+    try:
+        data = json.dumps({"sha256": key, "doc": doc}, sort_keys=True)
+    except (TypeError, ValueError):
+        return  # dates, sets, ...: not carried by JSON, so never cached
+    if json.loads(data)["doc"] != doc:  # e.g. integer keys, tuples
+        return
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+    try:
+        private_dir(cache.parent)
+        fd = private_open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+        os.replace(tmp, cache)
+    except OSError as e:
+        _log.debug("inventory cache %s not written: %s", cache, e)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _mapping(value: Any, what: str, path: Path) -> dict[str, Any]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import stat
 from pathlib import Path
 
 import pytest
 
-from zfs_backend.config import load_settings
+from zfs_backend.config import Settings, load_settings
 from zfs_backend.errors import ConfigError, UnknownNode
 from zfs_backend.hosts import Inventory, NodeSpec, SSHHost, connect, load_inventory
+from zfs_backend.hosts.inventory import CACHE_NAME
 
 
 @pytest.fixture
@@ -64,7 +67,13 @@ def test_lab_format(tmp_path: Path, ssh_dir: Path) -> None:
 
 def test_connect_builds_ssh_host(tmp_path: Path, ssh_dir: Path) -> None:
     p = write(tmp_path, LAB.format(ssh=ssh_dir))
-    s = load_settings({"ZFS_BACKEND_INVENTORY": str(p), "ZFS_BACKEND_SSH_CIPHER": "aes256-gcm@openssh.com"})
+    s = load_settings(
+        {
+            "ZFS_BACKEND_HOME": str(tmp_path / "home"),
+            "ZFS_BACKEND_INVENTORY": str(p),
+            "ZFS_BACKEND_SSH_CIPHER": "aes256-gcm@openssh.com",
+        }
+    )
     h = connect("node2", s)
     assert isinstance(h, SSHHost)
     assert (h.name, h.address, h.port, h.cipher) == ("node2", "198.18.0.12", 22, "aes256-gcm@openssh.com")
@@ -199,3 +208,78 @@ def test_default_path_from_settings(tmp_path: Path) -> None:
     s = load_settings({"ZFS_BACKEND_HOME": str(tmp_path / "home")})
     with pytest.raises(ConfigError, match=str(tmp_path / "home" / "lab" / "inventory.yml")):
         load_inventory(settings=s)
+
+
+# --- the parsed-inventory cache (the command line's start-up) ----------------------------------------
+
+
+def _cached(tmp_path: Path, ssh_dir: Path, text: str | None = None) -> tuple[Settings, Path]:
+    inv = write(tmp_path, text or LAB.format(ssh=ssh_dir))
+    s = load_settings({"ZFS_BACKEND_HOME": str(tmp_path / "home"), "ZFS_BACKEND_INVENTORY": str(inv)})
+    return s, s.home / "cache" / CACHE_NAME
+
+
+def test_cache_is_private_and_read_back(tmp_path: Path, ssh_dir: Path) -> None:
+    s, cache = _cached(tmp_path, ssh_dir)
+    first = load_inventory(settings=s)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
+    entry = json.loads(cache.read_text())
+    # the same text is read from the cache, not parsed again: an entry changed in place shows it
+    entry["doc"]["all"]["children"]["storage_nodes"]["hosts"]["node2"]["ansible_host"] = "198.18.0.99"
+    cache.write_text(json.dumps(entry))
+    assert load_inventory(settings=s).node("node2").address == "198.18.0.99"
+    assert first.node("node2").address == "198.18.0.12"
+
+
+def test_cache_never_serves_an_edited_inventory(tmp_path: Path, ssh_dir: Path) -> None:
+    s, cache = _cached(tmp_path, ssh_dir)
+    assert load_inventory(settings=s).node("node1").address == "198.18.0.11"
+    s.inventory.write_text(LAB.format(ssh=ssh_dir).replace("198.18.0.11", "198.18.0.21"))
+    assert load_inventory(settings=s).node("node1").address == "198.18.0.21"
+    assert "198.18.0.21" in cache.read_text()
+
+
+def test_cache_entry_not_ours_is_ignored(tmp_path: Path, ssh_dir: Path) -> None:
+    s, cache = _cached(tmp_path, ssh_dir)
+    load_inventory(settings=s)
+    entry = json.loads(cache.read_text())
+    entry["doc"]["all"]["vars"]["ansible_user"] = "mallory"
+    cache.write_text(json.dumps(entry))
+    cache.chmod(0o644)  # wider than ours: not trusted
+    assert load_inventory(settings=s).node("node1").user == "root"
+    cache.write_text(json.dumps(entry))
+    cache.chmod(0o600)
+    cache.parent.chmod(0o777)  # a directory others can write to: not trusted
+    assert load_inventory(settings=s).node("node1").user == "root"
+
+
+def test_cache_is_validated_like_the_file(tmp_path: Path, ssh_dir: Path) -> None:
+    s, cache = _cached(tmp_path, ssh_dir)
+    load_inventory(settings=s)
+    entry = json.loads(cache.read_text())
+    entry["doc"]["all"]["children"]["storage_nodes"]["hosts"]["node1"]["ansible_host"] = "-oProxyCommand=x"
+    cache.write_text(json.dumps(entry))
+    with pytest.raises(ConfigError, match="invalid node address '-oProxyCommand=x'"):
+        load_inventory(settings=s)
+
+
+def test_what_json_cannot_carry_is_not_cached(tmp_path: Path, ssh_dir: Path) -> None:
+    text = LAB.format(ssh=ssh_dir).replace("198.18.0.12, ansible_port: 22", "198.18.0.12, built: 2026-11-30")
+    s, cache = _cached(tmp_path, ssh_dir, text)
+    assert load_inventory(settings=s).names == ["node1", "node2"]
+    assert not cache.exists()
+
+
+def test_unwritable_cache_is_ignored(tmp_path: Path, ssh_dir: Path) -> None:
+    s, _ = _cached(tmp_path, ssh_dir)
+    s.home.mkdir()
+    (s.home / "cache").write_text("a file where the directory would be")
+    assert load_inventory(settings=s).names == ["node1", "node2"]
+    assert load_inventory(settings=s).names == ["node1", "node2"]
+
+
+def test_no_cache_for_an_explicit_path(tmp_path: Path, ssh_dir: Path) -> None:
+    s, _ = _cached(tmp_path, ssh_dir)
+    load_inventory(s.inventory)
+    assert not (s.home / "cache").exists()
