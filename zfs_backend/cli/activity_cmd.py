@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "status (0 = success), 124 on timeout."
         ),
     )
+    p.set_defaults(quick_exit=True)  # clients of an agent: nothing of theirs to tear down (see main)
     s = p.add_subparsers(dest="activity_command", metavar="ACTION", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:

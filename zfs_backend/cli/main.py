@@ -9,10 +9,13 @@ yaml), which matters for commands run in loops (``activity show``) and on nodes 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import ZfsBackendError
@@ -94,7 +97,20 @@ def _fast_path(argv: Sequence[str]) -> int | None:
     return None
 
 
+def _quick_exit(rc: int) -> NoReturn:
+    """Leave without the interpreter's teardown (about 25 ms here, a tenth of a short command's whole
+    cost): only for commands that mark themselves ``quick_exit`` — clients that talk to agents over a
+    socket and hold no files, child processes, threads or exit handlers of their own. What they printed
+    is flushed first."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(rc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command in ``argv`` (default: this process's arguments, and then a command marked
+    ``quick_exit`` ends the process itself)."""
     args_in = sys.argv[1:] if argv is None else list(argv)
     fast = _fast_path(args_in)
     if fast is not None:
@@ -114,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zfs-backend: interrupted", file=sys.stderr)
         return 130
+    if argv is None and getattr(args, "quick_exit", False):
+        _quick_exit(int(rc or 0))
     return int(rc or 0)
 
 

@@ -194,3 +194,55 @@ def test_top_cursor_stays_on_the_newest_until_moved() -> None:
     slow.records = [rec(3), rec(4), rec(5)]
     top.render(20)
     assert top.selected == ("node1", "act-005")
+
+
+def _fake_command(monkeypatch: pytest.MonkeyPatch, *, quick: bool) -> list[int]:
+    """``zfs-backend replicate`` replaced by a command that prints and returns 3; ``os._exit`` recorded."""
+    import argparse
+
+    import zfs_backend.cli.main as cli_main
+
+    def build(_command: str | None = None) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser()
+        p.add_argument("command")
+        p.add_argument("-v", "--verbose", action="store_true")
+        p.set_defaults(func=lambda _a: print("printed before the exit") or 3, quick_exit=quick)
+        return p
+
+    exits: list[int] = []
+
+    def fake_exit(rc: int) -> None:
+        exits.append(rc)
+        raise SystemExit(rc)
+
+    monkeypatch.setattr(cli_main, "build_parser", build)
+    monkeypatch.setattr(cli_main.os, "_exit", fake_exit)
+    monkeypatch.setattr("sys.argv", ["zfs-backend", "replicate"])
+    return exits
+
+
+def test_quick_exit_only_for_marked_commands_run_as_the_program(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exits = _fake_command(monkeypatch, quick=True)
+    with pytest.raises(SystemExit):
+        main()  # as the program: the marked command ends the process with its code
+    assert exits == [3]
+    assert "printed before the exit" in capsys.readouterr().out
+    assert main(["replicate"]) == 3  # called in-process (tests, other programs): returns
+    assert exits == [3]
+
+
+def test_no_quick_exit_for_unmarked_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    exits = _fake_command(monkeypatch, quick=False)
+    assert main() == 3
+    assert exits == []
+
+
+def test_client_commands_are_marked_quick_exit() -> None:
+    from zfs_backend.cli.main import build_parser
+
+    for argv in (["replicate", "n1:p/f@s", "n2:p/f"], ["activity", "show", "x"], ["activity", "list"]):
+        assert build_parser(argv[0]).parse_args(argv).quick_exit is True
+    for argv in (["lab", "status"], ["agent"]):
+        assert getattr(build_parser(argv[0]).parse_args(argv), "quick_exit", False) is False
