@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -47,7 +46,6 @@ __all__ = ["Inventory", "NodeSpec", "connect", "load_inventory"]
 _MAX_DEPTH = 32
 #: the parsed inventory kept as JSON in the home, by the SHA-256 of its text (see ``_parse``)
 CACHE_NAME = "inventory.json"
-_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,9 @@ def _store(cache: Path, key: str, doc: Any) -> None:
             f.write(data)
         os.replace(tmp, cache)
     except OSError as e:
-        _log.debug("inventory cache %s not written: %s", cache, e)
+        import logging  # only here: a command line that reads the inventory does not load logging
+
+        logging.getLogger(__name__).debug("inventory cache %s not written: %s", cache, e)
         with contextlib.suppress(OSError):
             tmp.unlink()
 

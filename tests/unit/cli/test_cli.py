@@ -246,3 +246,32 @@ def test_client_commands_are_marked_quick_exit() -> None:
         assert build_parser(argv[0]).parse_args(argv).quick_exit is True
     for argv in (["lab", "status"], ["agent"]):
         assert getattr(build_parser(argv[0]).parse_args(argv), "quick_exit", False) is False
+
+
+def test_replicate_client_loads_only_what_it_needs() -> None:
+    """What ``zfs-backend replicate`` imports before it reaches the agent (its start-up is most of the fixed
+    cost of a replication from a shell): none of the heavy or agent-side modules."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from zfs_backend.cli.main import build_parser\n"
+        "build_parser('replicate').parse_args(['replicate', 'n1:p/f@s', 'n2:p/f'])\n"
+        "import zfs_backend.agent.connect, zfs_backend.replication.api\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert "zfs_backend.replication.api" in loaded
+    heavy = {"yaml", "rich", "paramiko", "logging", "sqlite3", "pyroute2", "taskflow"}
+    agent_side = {
+        "zfs_backend.activity.core",
+        "zfs_backend.activity.store",
+        "zfs_backend.replication.plan",
+        "zfs_backend.replication.transport",
+        "zfs_backend.zfs.api",
+    }
+    assert loaded & (heavy | agent_side) == set()
