@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..activity.handle import BackendActivity
 from ..errors import ActivityError, ZfsBackendError
 from ..replication.migrate import KIND, SNAP_PREFIX, MigrateRequest, restore_readonly
-from ..replication.receiver import RECEIVER_PROP
+from ..replication.wire import RECEIVER_PROP
 from ..zfs.names import DatasetName, parse_snapshot
 from . import clones, layout
 from .errors import VolumeBusy

@@ -37,7 +37,7 @@ from ..activity.relay import Relay, enlarge_pipe
 from ..activity.states import SUCCEEDED, TERMINAL
 from ..errors import AlreadyRunning, FlowError, UpToDate
 from ..replication.plan import Conflict, incremental_path
-from ..replication.receiver import RECEIVER_PROP
+from ..replication.wire import RECEIVER_PROP
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec
 from ..zfs.names import parse_dataset, parse_node_qualified

@@ -257,7 +257,7 @@ def standby_remove(volume: str) -> dict[str, Any]:
     replica this project received: it carries the receiver's mark, or a controlled failover made it the
     standby), drop the record."""
     from ..driver.errors import VolumeNotFound
-    from ..replication.receiver import RECEIVER_PROP
+    from ..replication.wire import RECEIVER_PROP
 
     svc = env().service()
     rel = svc.replication(volume)

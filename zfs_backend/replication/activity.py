@@ -34,13 +34,9 @@ success
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import threading
 import time
 from typing import Any
-
-import psutil
 
 from ..activity.core import ActivityContext, register_kind
 from ..activity.pipeline import Endpoint, PipelineActivity
@@ -51,7 +47,6 @@ from ..errors import DatasetNotFound, ReplicationConflict, UsageError, ZfsBacken
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
-from ..zfs.dialect import Dialect
 from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
 from .estimate import check_space, estimate_send
@@ -59,21 +54,12 @@ from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_p
 from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
 from .transport import PeerHost
+from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
 
 __all__ = ["KIND", "TUNING_PARAMS", "Replicate", "running_conflict"]
 
 
-# A stream failure whose stderr says one of these is final: retrying cannot help.
-_PERMANENT = re.compile(
-    r"out of space|no space left|does not match incremental source|must specify -F"
-    r"|destination '[^']*' exists|already exists|does not exist|Host key verification failed"
-    r"|no matching cipher|Permission denied|replication conflict|refused by the peer",
-    re.IGNORECASE,
-)
-_MODIFIED = re.compile(r"destination (\S+) has been modified[\s|]+since most recent snapshot", re.IGNORECASE)
 _START_LOCK = threading.Lock()
-_RENEW_EVERY_S = 60.0
-_MAX_CLEANS = 10
 #: streams up to this size share the SSH master connection to the destination (no handshake, measured
 #: ~0.25 s on the lab, and as fast: one channel on an idle connection); bigger ones get their own
 #: connection, so that several big streams can use several cores for ciphering
@@ -99,79 +85,8 @@ def running_conflict(
     return None
 
 
-_DAEMONS: dict[str, list[tuple[int, float]]] = {}  # name -> [(pid, create_time)], re-scanned when stale
-
-
-def _same_mount_ns_daemons(name: str = "zfs-fuse") -> list[int]:
-    """Pids of ``name`` daemons in this process's mount namespace (the node's own zfs-fuse). The scan
-    of every process costs ~30 ms, so its result is kept while those processes live."""
-    cached = _DAEMONS.get(name)
-    if cached:
-        try:
-            if all(psutil.Process(pid).create_time() == ct for pid, ct in cached):
-                return [pid for pid, _ in cached]
-        except psutil.Error:
-            pass
-    pids = _scan_daemons(name)
-    with contextlib.suppress(psutil.Error):
-        _DAEMONS[name] = [(pid, psutil.Process(pid).create_time()) for pid in pids]
-    return pids
-
-
-def _scan_daemons(name: str) -> list[int]:
-    try:
-        mine = os.readlink("/proc/self/ns/mnt")
-    except OSError:
-        return []
-    out = []
-    for p in psutil.process_iter(["name"]):
-        if p.info.get("name") != name:
-            continue
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{p.pid}/ns/mnt") == mine:
-                out.append(p.pid)
-    return out
-
-
 def _rel_name(top: DatasetName, ds: DatasetName) -> str:
     return "" if ds == top else ds.name[len(top.name) + 1 :]
-
-
-class ReceiverUpkeep:
-    """The hooks of a kind that streams into a destination agent's receiver (``replicate``,
-    ``migrate``): a "modified" refusal cleaned by the destination and streamed again, the claim renewed
-    while the stream runs, zfs-fuse's daemon counted in the CPU."""
-
-    kind_state: dict[str, Any]
-    _replan: bool
-    _last_renew: float
-
-    @property
-    def receiver(self) -> RemoteReceiver:
-        raise NotImplementedError
-
-    def recover_failure(self, error: str) -> bool:
-        """A receive refused as "modified": have the destination check that dataset exactly. Noise is
-        rolled back there and the stream starts again; a real change raises (the activity fails as
-        diverged, nothing discarded)."""
-        m = _MODIFIED.search(error)
-        if m is None:
-            return False
-        cleans = int(self.kind_state.get("cleans", 0)) + 1
-        if cleans > _MAX_CLEANS:
-            raise ReplicationConflict(f"the destination keeps changing under the receive: {error}")
-        self.kind_state["cleans"] = cleans
-        self.receiver.clean(m.group(1))
-        self._replan = True
-        return True
-
-    def on_tick(self) -> None:
-        if time.monotonic() - self._last_renew >= _RENEW_EVERY_S:
-            self._last_renew = time.monotonic()
-            self.receiver.renew()
-
-    def extra_cpu_pids(self) -> list[int]:
-        return _same_mount_ns_daemons()
 
 
 class Replicate(ReceiverUpkeep, PipelineActivity):
@@ -341,7 +256,7 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
     def retryable(self, error: str, status: int) -> bool:
         if isinstance(self.build_error, ReplicationConflict | DatasetNotFound | UsageError):
             return False  # a refusal on restart: the destination diverged, the snapshot is gone, ...
-        return not _PERMANENT.search(error)
+        return not PERMANENT.search(error)
 
     def build_producer(self, offset: int) -> Endpoint:
         self._noop = False
@@ -378,7 +293,7 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
             target=self.request.destination, resumable=bool(ks.get("resumable")), set_properties=props
         )
         return Endpoint(
-            self._peer, spec.argv(_dialect_for_recv(ks)), counts_network=not self._peer.stream_multiplex
+            self._peer, spec.argv(dialect_for_recv(ks)), counts_network=not self._peer.stream_multiplex
         )
 
     def on_success(self) -> None:
@@ -446,15 +361,6 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
         self._current = self._plan_against(src, dst, restart=True)
         ks["plan"] = self._current.describe()
         return None
-
-
-def _dialect_for_recv(ks: dict[str, Any]) -> Dialect:
-    """The destination's receive flags as a dialect (the destination reported them in ``begin``)."""
-    return Dialect(
-        name=str(ks.get("dest_dialect") or "destination"),
-        resumable_receive=bool(ks.get("resumable")),
-        recv_properties=bool(ks.get("recv_properties")),
-    )
 
 
 register_kind(KIND, Replicate)

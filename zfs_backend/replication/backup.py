@@ -32,10 +32,10 @@ from ..errors import BackupError, BackupNotFound, DatasetExists, DatasetNotFound
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
-from .activity import _PERMANENT, _dialect_for_recv
 from .backupstore import validate_backup_id
-from .receiver import RECEIVER_PROP
 from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
+from .upkeep import PERMANENT, dialect_for_recv
+from .wire import RECEIVER_PROP
 
 __all__ = ["BACKUP_KIND", "RESTORE_KIND", "SNAP_PREFIX", "Backup", "Restore"]
 
@@ -86,7 +86,7 @@ class _BackupBase(PipelineActivity):
     def retryable(self, error: str, status: int) -> bool:
         if isinstance(self.build_error, BackupError | DatasetNotFound | UsageError):
             return False
-        return not _PERMANENT.search(error) and "corrupted" not in error
+        return not PERMANENT.search(error) and "corrupted" not in error
 
     def _save(self, **result: Any) -> None:
         with contextlib.suppress(Exception):
@@ -247,7 +247,7 @@ class Restore(_BackupBase):
         ks = self.kind_state
         if int(ks["chain"][int(ks["index"])]["guid"]) in self._held():
             return Endpoint(self._zfs.host, ["true"])
-        return Endpoint(self._zfs.host, RecvSpec(target=self.destination).argv(_dialect_for_recv({})))
+        return Endpoint(self._zfs.host, RecvSpec(target=self.destination).argv(dialect_for_recv({})))
 
     def on_restart(self, checkpoint: dict[str, Any]) -> None:
         held = self._held()

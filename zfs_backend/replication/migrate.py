@@ -51,11 +51,11 @@ from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
-from .activity import _PERMANENT, ReceiverUpkeep, _dialect_for_recv
 from .estimate import Estimate, check_space, estimate_send
 from .plan import ALREADY_RUNNING, Conflict
 from .remote import RemoteReceiver
 from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
+from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
 
 __all__ = ["KIND", "PHASES", "SNAP_PREFIX", "Migrate", "MigrateRequest", "restore_readonly"]
 
@@ -312,7 +312,7 @@ class Migrate(ReceiverUpkeep, PipelineActivity):
             return Endpoint(LocalHost(self.ctx.node), ["true"])
         spec = RecvSpec(target=self.request.destination)
         self._peer.stream_multiplex = True
-        return Endpoint(self._peer, spec.argv(_dialect_for_recv(self.kind_state)), counts_network=False)
+        return Endpoint(self._peer, spec.argv(dialect_for_recv(self.kind_state)), counts_network=False)
 
     def _plan_restart(self, i: int) -> SnapshotName | None:
         """After a restart: what the destination holds now decides the next stream (the same claim)."""
@@ -363,7 +363,7 @@ class Migrate(ReceiverUpkeep, PipelineActivity):
     def retryable(self, error: str, status: int) -> bool:
         if isinstance(self.build_error, ReplicationConflict | DatasetNotFound | UsageError):
             return False
-        return not _PERMANENT.search(error)
+        return not PERMANENT.search(error)
 
     def on_success(self) -> None:
         ks = self.kind_state

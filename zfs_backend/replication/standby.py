@@ -41,11 +41,11 @@ from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
 from ..zfs.models import SendSpec
 from ..zfs.names import SnapshotName, parse_dataset, parse_snapshot, validate_node
-from .activity import _MODIFIED
 from .receiver_standby import hold_tag
 from .remote import RemoteReceiver
 from .standby_stream import IncrementPipe
 from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
+from .upkeep import MODIFIED
 
 __all__ = ["KIND", "PREFIX", "StandbySync", "snapshot_time"]
 
@@ -290,7 +290,7 @@ class StandbySync(IncrementPipe, LocalActivity):
             rc, moved, cpu, error = self._pipe(spec)
             if rc == 0:
                 return moved, cpu
-            m = _MODIFIED.search(error)
+            m = MODIFIED.search(error)
             if attempt == 1 and m is not None:
                 self.receiver.clean(m.group(1))
                 continue

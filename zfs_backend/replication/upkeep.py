@@ -1,0 +1,117 @@
+"""What the kinds that stream into a destination agent's receiver share (``replicate``, ``migrate``; the
+stderr patterns and receive flags also serve ``standby`` and ``backup``).
+
+* ``PERMANENT``: a stream failure that retrying cannot help (no space, a diverged base, a refused key).
+* ``MODIFIED``: a receive refused because the destination changed after its newest snapshot.
+* ``ReceiverUpkeep``: the hooks of such a kind: a "modified" refusal cleaned by the destination and
+  streamed again (at most ``_MAX_CLEANS`` times), the claim renewed while the stream runs, and the node's
+  zfs-fuse daemon counted in the activity's CPU.
+* ``dialect_for_recv``: the destination's receive flags (reported by its ``begin``) as a dialect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from typing import Any
+
+import psutil
+
+from ..errors import ReplicationConflict
+from ..zfs.dialect import Dialect
+from .remote import RemoteReceiver
+
+__all__ = ["MODIFIED", "PERMANENT", "ReceiverUpkeep", "dialect_for_recv"]
+
+# A stream failure whose stderr says one of these is final: retrying cannot help.
+PERMANENT = re.compile(
+    r"out of space|no space left|does not match incremental source|must specify -F"
+    r"|destination '[^']*' exists|already exists|does not exist|Host key verification failed"
+    r"|no matching cipher|Permission denied|replication conflict|refused by the peer",
+    re.IGNORECASE,
+)
+MODIFIED = re.compile(r"destination (\S+) has been modified[\s|]+since most recent snapshot", re.IGNORECASE)
+_RENEW_EVERY_S = 60.0
+_MAX_CLEANS = 10
+
+
+_DAEMONS: dict[str, list[tuple[int, float]]] = {}  # name -> [(pid, create_time)], re-scanned when stale
+
+
+def _same_mount_ns_daemons(name: str = "zfs-fuse") -> list[int]:
+    """Pids of ``name`` daemons in this process's mount namespace (the node's own zfs-fuse). The scan
+    of every process costs ~30 ms, so its result is kept while those processes live."""
+    cached = _DAEMONS.get(name)
+    if cached:
+        try:
+            if all(psutil.Process(pid).create_time() == ct for pid, ct in cached):
+                return [pid for pid, _ in cached]
+        except psutil.Error:
+            pass
+    pids = _scan_daemons(name)
+    with contextlib.suppress(psutil.Error):
+        _DAEMONS[name] = [(pid, psutil.Process(pid).create_time()) for pid in pids]
+    return pids
+
+
+def _scan_daemons(name: str) -> list[int]:
+    try:
+        mine = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return []
+    out = []
+    for p in psutil.process_iter(["name"]):
+        if p.info.get("name") != name:
+            continue
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{p.pid}/ns/mnt") == mine:
+                out.append(p.pid)
+    return out
+
+
+class ReceiverUpkeep:
+    """The hooks of a kind that streams into a destination agent's receiver (``replicate``,
+    ``migrate``): a "modified" refusal cleaned by the destination and streamed again, the claim renewed
+    while the stream runs, zfs-fuse's daemon counted in the CPU."""
+
+    kind_state: dict[str, Any]
+    _replan: bool
+    _last_renew: float
+
+    @property
+    def receiver(self) -> RemoteReceiver:
+        raise NotImplementedError
+
+    def recover_failure(self, error: str) -> bool:
+        """A receive refused as "modified": have the destination check that dataset exactly. Noise is
+        rolled back there and the stream starts again; a real change raises (the activity fails as
+        diverged, nothing discarded)."""
+        m = MODIFIED.search(error)
+        if m is None:
+            return False
+        cleans = int(self.kind_state.get("cleans", 0)) + 1
+        if cleans > _MAX_CLEANS:
+            raise ReplicationConflict(f"the destination keeps changing under the receive: {error}")
+        self.kind_state["cleans"] = cleans
+        self.receiver.clean(m.group(1))
+        self._replan = True
+        return True
+
+    def on_tick(self) -> None:
+        if time.monotonic() - self._last_renew >= _RENEW_EVERY_S:
+            self._last_renew = time.monotonic()
+            self.receiver.renew()
+
+    def extra_cpu_pids(self) -> list[int]:
+        return _same_mount_ns_daemons()
+
+
+def dialect_for_recv(ks: dict[str, Any]) -> Dialect:
+    """The destination's receive flags as a dialect (the destination reported them in ``begin``)."""
+    return Dialect(
+        name=str(ks.get("dest_dialect") or "destination"),
+        resumable_receive=bool(ks.get("resumable")),
+        recv_properties=bool(ks.get("recv_properties")),
+    )
