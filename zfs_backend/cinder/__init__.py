@@ -62,7 +62,7 @@ from cinder.volume import volume_utils  # type: ignore[import-not-found]
 from cinder.volume.drivers import remotefs  # type: ignore[import-not-found]
 from oslo_config import cfg  # type: ignore[import-not-found]
 
-from ..config import load_settings
+from ..config import Settings, load_settings
 from ..driver import NodeOptions, Snapshot, Volume, VolumeBusy
 from ..driver import ZfsNfsDriver as _Core
 from ..errors import ConfigError, ZfsBackendError
@@ -208,35 +208,41 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
         """Set the core driver up for the node this backend serves from: its own ``node``, or after a
         failover the replication device ``active`` (the same parent, options and grants; the standby's
         address in every connection)."""
+        with _cinder_errors(f"setting up {node}"):
+            core, serving, settings = self._core_for(node, active)
+            core.do_setup(self._context)
+        self.core = core
+        if getattr(self, "db", None) is not None:  # inside cinder-volume (the manager passes its db)
+            parent = core.options.parent
+            self._activities = ActivityPublisher(serving, parent, settings, str(self.host), self.db)
+
+    def _core_for(self, node: str, active: str | None) -> tuple[_Core, str, Settings]:
+        """The core driver for ``node`` (or the replication device ``active``), not set up: what it would
+        serve from, and the settings."""
         conf = self.configuration
         env = {"ZFS_BACKEND_HOME": str(Path(conf.safe_get("zfs_backend_home") or "/var/lib/zfs-backend"))}
         if conf.safe_get("zfs_backend_inventory"):
             env["ZFS_BACKEND_INVENTORY"] = conf.safe_get("zfs_backend_inventory")
         settings = load_settings(env)
-        with _cinder_errors(f"setting up {node}"):
-            inventory = load_inventory(settings.inventory)
-            spec = inventory.node(node)
-            devices = replication_targets(conf) or options_devices(spec.vars, node)
-            serving = node
-            if active and active != "default":
-                if active not in devices:
-                    raise ConfigError(
-                        f"active_backend_id {active!r} is not a replication_device of {node}"
-                        f" ({', '.join(devices) or 'none'})"
-                    )
-                serving = active
-            served = inventory.node(serving)
-            options = NodeOptions.from_vars(serving, served.vars, served.address).replace(
-                parent=conf.safe_get("zfs_backend_parent") or "tank/volumes",
-                backend_name=conf.safe_get("volume_backend_name") or None,
-                replication_devices=devices if serving == node else (),
-                **nas_security(conf),
-            )
-            core = _Core(options, settings=settings)
-            core.do_setup(self._context)
-        self.core = core
-        if getattr(self, "db", None) is not None:  # inside cinder-volume (the manager passes its db)
-            self._activities = ActivityPublisher(serving, options.parent, settings, str(self.host), self.db)
+        inventory = load_inventory(settings.inventory)
+        spec = inventory.node(node)
+        devices = replication_targets(conf) or options_devices(spec.vars, node)
+        serving = node
+        if active and active != "default":
+            if active not in devices:
+                raise ConfigError(
+                    f"active_backend_id {active!r} is not a replication_device of {node}"
+                    f" ({', '.join(devices) or 'none'})"
+                )
+            serving = active
+        served = inventory.node(serving)
+        options = NodeOptions.from_vars(serving, served.vars, served.address).replace(
+            parent=conf.safe_get("zfs_backend_parent") or "tank/volumes",
+            backend_name=conf.safe_get("volume_backend_name") or None,
+            replication_devices=devices if serving == node else (),
+            **nas_security(conf),
+        )
+        return _Core(options, settings=settings), serving, settings
 
     def _c(self) -> _Core:
         if self._reserve:
@@ -310,7 +316,13 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
         (updates keyed by Cinder's volume ids, whatever their storage's ``name_id``)."""
         by_storage = {_storage_id(v): str(v.id) for v in volumes}
         with _cinder_errors("failover_host"):
-            active, updates, group_updates = self._c().failover_host(
+            core = self.core
+            if core is None or self._reserve:
+                # the primary may be gone, and with it do_setup (Cinder fails over an uninitialized
+                # driver): its options are all a failover needs
+                node = self.configuration.safe_get("zfs_backend_node")
+                core = self._core_for(node, self._active_backend_id)[0]
+            active, updates, group_updates = core.failover_host(
                 context, [_volume(v) for v in volumes], secondary_id, groups
             )
         for u in updates:

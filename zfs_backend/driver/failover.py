@@ -10,6 +10,10 @@
   primary's sync shut out of the dataset for good), then the standby is promoted at the newest snapshot
   it holds. Reports that snapshot and the window of data lost: what the primary took after it (its time
   is in its name, see ``replication.standby``) up to the failover.
+* :func:`fence_old_primary`: after a forced failover, each volume's copy on the old primary is unexported
+  and made read-only when that node answers, so that a client still mounting it there cannot write to a
+  copy that is no longer the volume; when it does not answer, that is reported and logged (fence it
+  before it serves again).
 
 None of this goes through a node's narrow key: the controller reaches the standby's agent (``recv.status``
 and ``recv.fence`` on its main socket) and ZFS over its own SSH access, as for every driver call.
@@ -30,13 +34,24 @@ from .models import Volume
 if TYPE_CHECKING:
     from .zfs_nfs import ZfsNfsDriver
 
-__all__ = ["demote", "fail_over", "failover_host", "peer_driver", "promote", "quiesce", "unquiesce"]
+__all__ = [
+    "demote",
+    "fail_over",
+    "failover_host",
+    "fence_old_primary",
+    "peer_driver",
+    "promote",
+    "quiesce",
+    "unquiesce",
+]
 
 log = logging.getLogger("zfs_backend.driver")
 
 
 #: how long a quiesce waits for the NFS server to let go of the volume's files
 UNMOUNT_WAIT_S = 60.0
+#: how long a forced failover waits for the old primary to answer before it leaves its copies unfenced
+FENCE_REACH_S = 10.0
 
 
 def quiesce(d: ZfsNfsDriver, volume: Volume) -> dict[str, Any]:
@@ -163,6 +178,33 @@ def fail_over(
     return out
 
 
+def fence_old_primary(d: ZfsNfsDriver, volumes: Sequence[Volume]) -> dict[str, str]:
+    """After a forced failover away from ``d``'s node: each of ``volumes`` there unexported and read-only,
+    when the node answers within ``FENCE_REACH_S``. Nothing is destroyed (the copy may hold writes the
+    standby never received). Returns ``{volume id: "fenced" | "not fenced: why"}``."""
+    node = d.options.node
+    try:
+        if d.host is None or d._zfs is None:
+            raise ZfsBackendError("the driver was never set up on it")
+        d.host.run(["true"], timeout=FENCE_REACH_S)
+    except (ZfsBackendError, OSError) as e:
+        why = f"not fenced: {node} does not answer ({e}); unexport it before it serves again"
+        log.warning("forced failover: the old primary's copies of %d volume(s) %s", len(volumes), why)
+        return {v.id: why for v in volumes}
+    out: dict[str, str] = {}
+    for v in volumes:
+        ds = d._dataset(v)
+        try:
+            d.exports.remove(ds)
+            if d.zfs.exists(ds):
+                d.zfs.set(ds, "readonly", "on")
+            out[v.id] = "fenced"
+        except ZfsBackendError as e:
+            out[v.id] = f"not fenced: {e}"
+            log.warning("forced failover: volume %s on the old primary %s not fenced: %s", v.id, node, e)
+    return out
+
+
 def peer_driver(d: ZfsNfsDriver, node: str) -> ZfsNfsDriver:
     """A driver for another node of the inventory (the standby's), set up with ``d``'s settings and
     ``d``'s parent dataset: a backend's replicas live under its own parent on the standby (a Cinder
@@ -185,8 +227,10 @@ def failover_host(
     ``enabled``, or ``error``) is failed over to ``secondary_id`` (default: the first replication device),
     forced (the primary may be a smoking hole). Returns ``(active_backend_id, volume_updates, [])`` with
     ``{"volume_id": id, "updates": {...}}`` entries: ``replication_status: failed-over`` and the new
-    ``provider_location`` (plus what was lost, in ``replication_driver_data``); a volume that is not
-    replicated, or whose failover failed, gets ``status: error``."""
+    ``provider_location`` (plus, in ``replication_driver_data``, what was lost and whether the old
+    primary's copy was fenced, see :func:`fence_old_primary`); a volume that is not replicated, or whose
+    failover failed, gets ``status: error``. ``d`` need not be set up (its node may be gone): only its
+    options are read, and its node is reached only to fence it."""
     import json
 
     targets = d.options.replication_devices
@@ -199,6 +243,7 @@ def failover_host(
         )
     peer = peer_driver(d, secondary)
     updates: list[dict[str, Any]] = []
+    moved: dict[str, dict[str, Any]] = {}  # volume id -> what fail_over reported
     try:
         for v in volumes:
             if v.replication_status not in ("enabled", "error", "failing-over"):
@@ -212,19 +257,22 @@ def failover_host(
                     {"volume_id": v.id, "updates": {"replication_status": "error", "status": "error"}}
                 )
                 continue
-            updates.append(
-                {
-                    "volume_id": v.id,
-                    "updates": {
-                        "replication_status": "failed-over",
-                        "provider_location": out["provider_location"],
-                        "replication_driver_data": json.dumps(
-                            {k: out[k] for k in ("snapshot", "snapshot_time", "lost_window_s")}
-                        ),
-                    },
-                }
-            )
+            moved[v.id] = out
     finally:
         if peer.host is not None:
             peer.host.close()
+    fenced = fence_old_primary(d, [v for v in volumes if v.id in moved]) if moved else {}
+    for vid, out in moved.items():
+        data = {k: out[k] for k in ("snapshot", "snapshot_time", "lost_window_s")}
+        data["old_primary"] = fenced.get(vid, "not fenced")
+        updates.append(
+            {
+                "volume_id": vid,
+                "updates": {
+                    "replication_status": "failed-over",
+                    "provider_location": out["provider_location"],
+                    "replication_driver_data": json.dumps(data),
+                },
+            }
+        )
     return secondary, updates, []

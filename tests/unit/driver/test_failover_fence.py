@@ -1,0 +1,145 @@
+"""A forced failover (Cinder's ``failover_host``) fences the old primary's copies when that node answers,
+and reports (never fails on) the ones it cannot reach: the primary may be gone."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from zfs_backend.driver import NodeOptions, Volume, ZfsNfsDriver
+from zfs_backend.driver import failover as fo
+from zfs_backend.driver.nfs import ExportEntry, GaneshaExports, render_export
+from zfs_backend.driver.options import DEFAULT_EXPORTS_FILE, DEFAULT_PID_FILE
+from zfs_backend.hosts.fake import FakeHost
+from zfs_backend.zfs import ZFS_FUSE_07, Zfs
+from zfs_backend.zfs.names import parse_dataset
+
+EXPORTS = "".join(
+    render_export(
+        ExportEntry(
+            parse_dataset(f"tank/volumes/volume-{v}"), 100 + n, f"/tank/volumes/volume-{v}", ("198.18.0.1",)
+        ),
+        (3, 4),
+    )
+    for n, v in enumerate(("v1", "v2"))
+)
+
+
+class OldPrimary:
+    """node1 after the failover: its exports file, its datasets, whether it answers at all."""
+
+    def __init__(self, *, answers: bool = True) -> None:
+        self.answers = answers
+        self.files = {DEFAULT_EXPORTS_FILE: EXPORTS, DEFAULT_PID_FILE: "4242\n"}
+        self.datasets = {"tank/volumes", "tank/volumes/volume-v1", "tank/volumes/volume-v2"}
+        self.set: list[tuple[str, ...]] = []
+        self.host = FakeHost(self.respond, name="node1")
+
+    def respond(self, argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, str, str]:
+        if not self.answers:
+            return 255, "", "ssh: connect to host 198.18.0.11 port 22: No route to host"
+        if argv == ("true",):
+            return 0, "", ""
+        if argv[0] == "cat":
+            return (0, self.files[argv[1]], "") if argv[1] in self.files else (1, "", "No such file")
+        if argv[0] == "tee":
+            self.files[argv[1]] = (stdin or b"").decode()
+            return 0, "", ""
+        if argv[0] == "mv":
+            self.files[argv[3]] = self.files.pop(argv[2])
+            return 0, "", ""
+        if argv[0] == "kill":
+            return 0, "", ""
+        if argv[0].endswith("zfs") and argv[1:6] == ("get", "-H", "-o", "value", "type"):
+            ds = argv[-1]
+            return (0, "filesystem\n", "") if ds in self.datasets else (1, "", f"cannot open '{ds}'")
+        if argv[0].endswith("zfs") and argv[1] == "list":
+            ds = argv[-1]
+            return (
+                (0, ds + "\n", "")
+                if ds in self.datasets
+                else (1, "", f"cannot open '{ds}': dataset does not exist")
+            )
+        if argv[0].endswith("zfs") and argv[1] == "set":
+            self.set.append(argv[2:])
+            return 0, "", ""
+        return 99, "", f"unexpected {argv}"
+
+
+def _primary(node: OldPrimary | None) -> ZfsNfsDriver:
+    d = ZfsNfsDriver(
+        NodeOptions(node="node1", export_address="198.18.0.11", replication_devices=("node2",)),
+        None if node is None else node.host,
+    )
+    if node is not None:
+        d._zfs = Zfs(node.host, dialect=ZFS_FUSE_07)
+        d._exports = GaneshaExports(node.host, DEFAULT_EXPORTS_FILE, DEFAULT_PID_FILE)
+    return d
+
+
+@pytest.fixture
+def standby(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The standby side faked: every volume but ``bad`` fails over; returns the volumes failed over."""
+    moved: list[str] = []
+
+    class Peer:
+        host = None
+
+    def fail_over(_peer: Any, v: Volume) -> dict[str, Any]:
+        if v.id == "bad":
+            raise fo.ZfsBackendError("node2 holds no replica of volume bad")
+        moved.append(v.id)
+        return {
+            "provider_location": f"198.18.0.12:/tank/volumes/volume-{v.id}",
+            "snapshot": "s",
+            "snapshot_time": 1.0,
+            "lost_window_s": 2.0,
+        }
+
+    monkeypatch.setattr(fo, "peer_driver", lambda d, node: Peer())
+    monkeypatch.setattr(fo, "fail_over", fail_over)
+    return moved
+
+
+def _vols(*ids: str) -> list[Volume]:
+    return [Volume(id=i, size=1, replication_status="enabled") for i in ids]
+
+
+def _by_id(updates: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {u["volume_id"]: u["updates"] for u in updates}
+
+
+def test_reachable_old_primary_is_unexported_and_read_only(standby: list[str]) -> None:
+    node = OldPrimary()
+    active, updates, _ = fo.failover_host(_primary(node), _vols("v1", "v2", "bad"), "node2")
+    assert active == "node2" and standby == ["v1", "v2"]
+    got = _by_id(updates)
+    for vid in ("v1", "v2"):
+        assert got[vid]["replication_status"] == "failed-over"
+        assert json.loads(got[vid]["replication_driver_data"])["old_primary"] == "fenced"
+    assert got["bad"] == {"replication_status": "error", "status": "error"}
+    assert "volume-v" not in node.files[DEFAULT_EXPORTS_FILE]  # no client reaches the stale copies
+    assert sorted(node.set) == [
+        ("readonly=on", "tank/volumes/volume-v1"),
+        ("readonly=on", "tank/volumes/volume-v2"),
+    ]
+    assert node.datasets >= {"tank/volumes/volume-v1", "tank/volumes/volume-v2"}  # nothing destroyed
+
+
+def test_unreachable_old_primary_fails_over_anyway_and_says_so(standby: list[str]) -> None:
+    node = OldPrimary(answers=False)
+    _, updates, _ = fo.failover_host(_primary(node), _vols("v1"), "node2")
+    data = json.loads(_by_id(updates)["v1"]["replication_driver_data"])
+    assert _by_id(updates)["v1"]["replication_status"] == "failed-over"
+    assert data["old_primary"].startswith("not fenced: node1 does not answer")
+    assert node.set == []
+
+
+def test_primary_never_set_up_fails_over(standby: list[str]) -> None:
+    """cinder-volume restarted while the primary was gone: its driver was never set up."""
+    _, updates, _ = fo.failover_host(_primary(None), _vols("v1"), "node2")
+    assert _by_id(updates)["v1"]["replication_status"] == "failed-over"
+    assert "never set up" in json.loads(_by_id(updates)["v1"]["replication_driver_data"])["old_primary"]
+    assert standby == ["v1"]
