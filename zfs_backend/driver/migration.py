@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..activity.handle import BackendActivity
 from ..errors import ActivityError, ZfsBackendError
-from ..replication.migrate import KIND, SNAP_PREFIX, MigrateRequest, restore_readonly
+from ..replication.migrate import restore_readonly
+from ..replication.migrate_request import KIND, SNAP_PREFIX, MigrateRequest
 from ..replication.wire import RECEIVER_PROP
 from ..zfs.names import DatasetName, parse_snapshot
 from . import clones, layout

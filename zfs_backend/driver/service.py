@@ -14,7 +14,6 @@ delete that fails leaves the volume ``error_deleting`` (retry with ``delete``).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -34,19 +33,19 @@ from .errors import VolumeBusy, VolumeExists, VolumeNotFound
 from .models import Snapshot, Volume, check_size, new_id
 from .options import NodeOptions
 from .records import (
-    REPLICATION_STATUSES,
     SCHEMA,
     ReplicationRecord,
     SnapshotRecord,
     VolumeRecord,
     validate_display_name,
 )
+from .replication_records import ReplicationRecords
 from .zfs_nfs import ZfsNfsDriver
 
 __all__ = ["ReplicationRecord", "SnapshotRecord", "VolumeRecord", "VolumeService", "validate_display_name"]
 
 
-class VolumeService:
+class VolumeService(ReplicationRecords):
     """Volumes and snapshots across the inventory's nodes, recorded in ``<home>/volumes.db``."""
 
     def __init__(
@@ -348,69 +347,3 @@ class VolumeService:
                 (node, provider_location, time.time(), rec.id),
             )
         return self.get_volume(rec.id)
-
-    def replication(self, name: str) -> ReplicationRecord | None:
-        rec = self.get_volume(name)
-        with self._db() as db:
-            row = db.execute("SELECT * FROM replication WHERE volume_id = ?", (rec.id,)).fetchone()
-        if row is None:
-            return None
-        d = dict(row)
-        d["detail"] = json.loads(d["detail"] or "{}")
-        return ReplicationRecord(**d)
-
-    def replications(self) -> list[ReplicationRecord]:
-        with self._db() as db:
-            ids = [
-                r["volume_id"] for r in db.execute("SELECT volume_id FROM replication ORDER BY updated_at")
-            ]
-        return [r for r in (self.replication(i) for i in ids) if r is not None]
-
-    def set_replication(self, name: str, replication_status: str, **fields: Any) -> ReplicationRecord:
-        """Create or update the volume's replication record (``standby_node``, ``activity_id``,
-        ``interval_s``, ``max_lag_s``, ``detail``)."""
-        if replication_status not in REPLICATION_STATUSES:
-            raise InvalidName(f"invalid replication_status {replication_status!r}")
-        unknown = set(fields) - {"standby_node", "activity_id", "interval_s", "max_lag_s", "detail"}
-        if unknown:
-            raise InvalidName(f"unknown replication fields {sorted(unknown)}")
-        rec = self.get_volume(name)
-        old = self.replication(rec.id)
-        row = {
-            "standby_node": None,
-            "activity_id": None,
-            "interval_s": None,
-            "max_lag_s": None,
-            "detail": {},
-            **(
-                {
-                    k: getattr(old, k)
-                    for k in ("standby_node", "activity_id", "interval_s", "max_lag_s", "detail")
-                }
-                if old
-                else {}
-            ),
-            **fields,
-        }
-        with self._db() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO replication VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    rec.id,
-                    replication_status,
-                    row["standby_node"],
-                    row["activity_id"],
-                    row["interval_s"],
-                    row["max_lag_s"],
-                    json.dumps(row["detail"], sort_keys=True),
-                    time.time(),
-                ),
-            )
-        out = self.replication(rec.id)
-        assert out is not None
-        return out
-
-    def drop_replication(self, name: str) -> None:
-        rec = self.get_volume(name)
-        with self._db() as db:
-            db.execute("DELETE FROM replication WHERE volume_id = ?", (rec.id,))

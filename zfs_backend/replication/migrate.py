@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from ..activity.core import ActivityContext, register_kind
@@ -50,89 +49,19 @@ from ..errors import (
 from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec
-from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
+from ..zfs.names import DatasetName, SnapshotName
 from .estimate import Estimate, check_space, estimate_send
+from .migrate_request import KIND, PHASES, SNAP_PREFIX, MigrateRequest
 from .plan import ALREADY_RUNNING, Conflict
 from .remote import RemoteReceiver
-from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
+from .transport import PeerHost
 from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
 
 __all__ = ["KIND", "PHASES", "SNAP_PREFIX", "Migrate", "MigrateRequest", "restore_readonly"]
 
-KIND = "migrate"
-PHASES = ("full", "catchup", "quiesce", "done")
-SNAP_PREFIX = "migrate-"
 #: how long the quiesce waits for the source to be free (the controller has unexported it)
 UNMOUNT_WAIT_S = 60.0
-_TUNING = frozenset({"max_retries", "backoff_s", "space_check"})
-_KEYS = frozenset(
-    {"dataset", "destination_node", "destination", "catchup_below", "max_rounds", "hold_at"}
-    | {"bwlimit_bps", "cipher"}
-)
 _START_LOCK = threading.Lock()
-DEFAULT_CATCHUP_BELOW = 8 << 20
-DEFAULT_MAX_ROUNDS = 6
-
-
-@dataclass(frozen=True)
-class MigrateRequest:
-    """One migration, validated (params of the ``migrate`` kind)."""
-
-    dataset: DatasetName
-    destination_node: str
-    destination: DatasetName
-    catchup_below: int = DEFAULT_CATCHUP_BELOW
-    max_rounds: int = DEFAULT_MAX_ROUNDS
-    hold_at: str | None = None
-    bwlimit_bps: int | None = None
-    cipher: str = DEFAULT_CIPHER
-
-    def to_params(self) -> dict[str, Any]:
-        return {
-            "dataset": str(self.dataset),
-            "destination_node": self.destination_node,
-            "destination": str(self.destination),
-            "catchup_below": self.catchup_below,
-            "max_rounds": self.max_rounds,
-            "hold_at": self.hold_at,
-            "bwlimit_bps": self.bwlimit_bps,
-            "cipher": self.cipher,
-        }
-
-    @classmethod
-    def from_params(cls, p: Any) -> MigrateRequest:
-        if not isinstance(p, dict):
-            raise UsageError("migrate params must be a JSON object")
-        unknown = sorted(set(p) - _KEYS - _TUNING)
-        if unknown:
-            raise UsageError(f"migrate params {', '.join(map(repr, unknown))} are not accepted")
-        for k in ("dataset", "destination_node", "destination"):
-            if not isinstance(p.get(k), str):
-                raise UsageError(f"migrate param {k!r} is required (a string)")
-        ints = {}
-        for k, default, low in (
-            ("catchup_below", DEFAULT_CATCHUP_BELOW, 0),
-            ("max_rounds", DEFAULT_MAX_ROUNDS, 1),
-        ):
-            v = p.get(k, default)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise UsageError(f"migrate param {k!r} must be a whole number >= {low}")
-            ints[k] = v
-        hold = p.get("hold_at")
-        if hold not in (None, "catchup", "quiesce"):
-            raise UsageError("migrate param 'hold_at' must be 'catchup', 'quiesce' or null")
-        bw = p.get("bwlimit_bps")
-        if bw is not None and (isinstance(bw, bool) or not isinstance(bw, int) or bw <= 0):
-            raise UsageError("migrate param 'bwlimit_bps' must be a positive whole number")
-        return cls(
-            dataset=parse_dataset(p["dataset"]),
-            destination_node=validate_node(p["destination_node"]),
-            destination=parse_dataset(p["destination"]),
-            hold_at=hold,
-            bwlimit_bps=bw,
-            cipher=validate_cipher(p.get("cipher") or DEFAULT_CIPHER),
-            **ints,
-        )
 
 
 def restore_readonly(zfs: Zfs, ds: DatasetName, how: str | None) -> None:

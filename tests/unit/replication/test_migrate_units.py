@@ -13,7 +13,7 @@ from zfs_backend.activity.pipeline import Endpoint, PipelineActivity
 from zfs_backend.driver.migration import target_node, target_parent
 from zfs_backend.errors import InvalidName, UsageError
 from zfs_backend.hosts import LocalHost
-from zfs_backend.replication.migrate import MigrateRequest
+from zfs_backend.replication.migrate_request import MigrateRequest
 
 GOOD = {
     "dataset": "tank/volumes/volume-a",

@@ -1,0 +1,88 @@
+"""A validated migration request: the params of the ``migrate`` kind (see :mod:`.migrate`).
+
+What the controller (the driver's ``migrate_volume``) builds and the source node's agent validates again
+(``from_params``): any parameter it does not know is refused, the cipher comes from the allowlist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UsageError
+from ..zfs.names import DatasetName, parse_dataset, validate_node
+from .ciphers import DEFAULT_CIPHER, validate_cipher
+
+__all__ = ["KIND", "PHASES", "SNAP_PREFIX", "MigrateRequest"]
+
+KIND = "migrate"
+PHASES = ("full", "catchup", "quiesce", "done")
+SNAP_PREFIX = "migrate-"
+_TUNING = frozenset({"max_retries", "backoff_s", "space_check"})
+_KEYS = frozenset(
+    {"dataset", "destination_node", "destination", "catchup_below", "max_rounds", "hold_at"}
+    | {"bwlimit_bps", "cipher"}
+)
+DEFAULT_CATCHUP_BELOW = 8 << 20
+DEFAULT_MAX_ROUNDS = 6
+
+
+@dataclass(frozen=True)
+class MigrateRequest:
+    """One migration, validated (params of the ``migrate`` kind)."""
+
+    dataset: DatasetName
+    destination_node: str
+    destination: DatasetName
+    catchup_below: int = DEFAULT_CATCHUP_BELOW
+    max_rounds: int = DEFAULT_MAX_ROUNDS
+    hold_at: str | None = None
+    bwlimit_bps: int | None = None
+    cipher: str = DEFAULT_CIPHER
+
+    def to_params(self) -> dict[str, Any]:
+        return {
+            "dataset": str(self.dataset),
+            "destination_node": self.destination_node,
+            "destination": str(self.destination),
+            "catchup_below": self.catchup_below,
+            "max_rounds": self.max_rounds,
+            "hold_at": self.hold_at,
+            "bwlimit_bps": self.bwlimit_bps,
+            "cipher": self.cipher,
+        }
+
+    @classmethod
+    def from_params(cls, p: Any) -> MigrateRequest:
+        if not isinstance(p, dict):
+            raise UsageError("migrate params must be a JSON object")
+        unknown = sorted(set(p) - _KEYS - _TUNING)
+        if unknown:
+            raise UsageError(f"migrate params {', '.join(map(repr, unknown))} are not accepted")
+        for k in ("dataset", "destination_node", "destination"):
+            if not isinstance(p.get(k), str):
+                raise UsageError(f"migrate param {k!r} is required (a string)")
+        ints = {}
+        for k, default, low in (
+            ("catchup_below", DEFAULT_CATCHUP_BELOW, 0),
+            ("max_rounds", DEFAULT_MAX_ROUNDS, 1),
+        ):
+            v = p.get(k, default)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise UsageError(f"migrate param {k!r} must be a whole number >= {low}")
+            ints[k] = v
+        hold = p.get("hold_at")
+        if hold not in (None, "catchup", "quiesce"):
+            raise UsageError("migrate param 'hold_at' must be 'catchup', 'quiesce' or null")
+        bw = p.get("bwlimit_bps")
+        if bw is not None and (isinstance(bw, bool) or not isinstance(bw, int) or bw <= 0):
+            raise UsageError("migrate param 'bwlimit_bps' must be a positive whole number")
+        return cls(
+            dataset=parse_dataset(p["dataset"]),
+            destination_node=validate_node(p["destination_node"]),
+            destination=parse_dataset(p["destination"]),
+            hold_at=hold,
+            bwlimit_bps=bw,
+            cipher=validate_cipher(p.get("cipher") or DEFAULT_CIPHER),
+            **ints,
+        )
