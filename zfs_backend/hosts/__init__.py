@@ -9,7 +9,8 @@ if TYPE_CHECKING:
     from .fake import FakeHost
     from .inventory import Inventory, NodeSpec, connect, load_inventory
     from .local import LocalHost
-    from .ssh import SSHHost, known_hosts_name, validate_address, validate_node_name
+    from .paramiko_conn import known_hosts_name
+    from .ssh import SSHHost, validate_address, validate_node_name
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -39,7 +40,7 @@ _EXPORTS = {
     "SSHHost": "ssh",
     "check_argv": "base",
     "connect": "inventory",
-    "known_hosts_name": "ssh",
+    "known_hosts_name": "paramiko_conn",
     "load_inventory": "inventory",
     "validate_address": "ssh",
     "validate_node_name": "ssh",

@@ -1,8 +1,9 @@
 """Run commands on a storage node over SSH, with strict host key checking.
 
 Control commands (:meth:`SSHHost.run`, :meth:`SSHHost.session`) go over one reused paramiko
-connection per host. Bulk byte streams use OpenSSH (:meth:`SSHHost.stream_argv`), which is faster
-(measured: aes128-gcm 273 MiB/s vs paramiko ~223 MiB/s) and can share a ControlMaster connection.
+connection per host (:mod:`~zfs_backend.hosts.paramiko_conn`). Bulk byte streams use OpenSSH
+(:meth:`SSHHost.stream_argv`), which is faster (measured: aes128-gcm 273 MiB/s vs paramiko
+~223 MiB/s) and can share a ControlMaster connection.
 
 Host keys are always checked against the node's ``known_hosts`` file: paramiko rejects unknown keys
 (``RejectPolicy``), OpenSSH runs with ``StrictHostKeyChecking=yes``. Nothing ever adds a host key.
@@ -26,7 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import paramiko
 
@@ -35,7 +36,6 @@ from ..errors import (
     CommandFailed,
     CommandTimeout,
     HostError,
-    HostKeyMismatch,
     HostUnreachable,
     InvalidName,
     UsageError,
@@ -43,6 +43,7 @@ from ..errors import (
 from .base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
 from .channel import PID_WRAPPER, feed, pump, remaining, split_pid
 from .openssh import MAX_CONTROL_DIR, ControlConnection, OpenSSHTarget, control_dir_ready, openssh_options
+from .paramiko_conn import ParamikoConnection, error_reason, known_hosts_name
 from .validate import validate_address, validate_cipher, validate_node_name, validate_port, validate_user
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_KEEPALIVE",
     "SSHHost",
-    "known_hosts_name",
     "validate_address",
     "validate_node_name",
     "validate_user",
@@ -61,42 +61,6 @@ __all__ = [
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_KEEPALIVE = 5
 DEFAULT_CONTROL_PERSIST = 60
-
-# Preferred by paramiko when available (measured faster with AES-NI); the rest of its list follows.
-_PARAMIKO_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-# paramiko names curve25519 only by its libssh.org alias (same algorithm as curve25519-sha256).
-_PARAMIKO_KEX = ("curve25519-sha256@libssh.org",)
-
-
-def known_hosts_name(address: str, port: int) -> str:
-    """The name a host is looked up by in known_hosts: ``address`` or ``[address]:port``."""
-    return address if port == 22 else f"[{address}]:{port}"
-
-
-def _prefer(available: Sequence[str], first: Sequence[str]) -> list[str]:
-    head = [x for x in first if x in available]
-    return head + [x for x in available if x not in head]
-
-
-def _reason(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
-class _RejectUnknownHost(paramiko.RejectPolicy):
-    """RejectPolicy that raises our typed error, naming the node and the known_hosts file."""
-
-    def __init__(self, host: SSHHost) -> None:
-        self._host = host
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
-        h = self._host
-        raise HostKeyMismatch(
-            f"{h.name}: host key of {hostname} ({key.get_name()} {key.fingerprint}) "
-            f"is not in known_hosts {h.known_hosts}"
-        )
 
 
 class SSHHost(Host):
@@ -149,9 +113,16 @@ class SSHHost(Host):
         self.control_persist = int(control_persist)
         self.ssh_config = ssh_config
         self.kill_on_timeout = kill_on_timeout
-        self.connect_count = 0  # connections made so far (for tests and metrics)
-        self._lock = threading.Lock()
-        self._client: paramiko.SSHClient | None = None
+        self._conn = ParamikoConnection(
+            self.name,
+            self.address,
+            port=self.port,
+            user=self.user,
+            key_file=self.key_file,
+            known_hosts=self.known_hosts,
+            connect_timeout=self.connect_timeout,
+            keepalive=self.keepalive,
+        )
 
     @classmethod
     def from_spec(
@@ -178,109 +149,17 @@ class SSHHost(Host):
     def __repr__(self) -> str:
         return f"SSHHost({self.name!r}, {self.user}@{self.address}:{self.port})"
 
-    # --- paramiko connection -------------------------------------------------------------------
+    # --- commands over the shared paramiko connection ----------------------------------------
 
-    def _make_transport(self, sock: Any, **kwargs: Any) -> paramiko.Transport:
-        t = paramiko.Transport(sock, disabled_algorithms=kwargs.get("disabled_algorithms"))
-        opts = t.get_security_options()
-        opts.ciphers = tuple(_prefer(opts.ciphers, _PARAMIKO_CIPHERS))
-        opts.kex = tuple(_prefer(opts.kex, _PARAMIKO_KEX))
-        return t
-
-    def _connect(self) -> paramiko.SSHClient:
-        where = f"{self.address}:{self.port}"
-        client = paramiko.SSHClient()
-        try:
-            client.load_host_keys(str(self.known_hosts))
-        except OSError as e:
-            client.close()
-            raise HostKeyMismatch(
-                f"{self.name}: cannot read known_hosts {self.known_hosts}: {_reason(e)}"
-            ) from e
-        client.set_missing_host_key_policy(_RejectUnknownHost(self))
-        ct = self.connect_timeout
-        try:
-            client.connect(
-                self.address,
-                port=self.port,
-                username=self.user,
-                key_filename=str(self.key_file),
-                timeout=ct,
-                banner_timeout=ct,
-                auth_timeout=ct,
-                channel_timeout=ct,
-                allow_agent=False,
-                look_for_keys=False,
-                transport_factory=self._make_transport,
-            )
-        except HostKeyMismatch:
-            client.close()
-            raise
-        except paramiko.BadHostKeyException as e:
-            client.close()
-            raise HostKeyMismatch(
-                f"{self.name}: host key of {self.host_key_name} changed: got {e.key.get_name()} "
-                f"{e.key.fingerprint}, known_hosts {self.known_hosts} has {e.expected_key.fingerprint}"
-            ) from e
-        except paramiko.AuthenticationException as e:
-            client.close()
-            raise HostUnreachable(
-                f"{self.name}: {where}: authentication as {self.user} with key {self.key_file} "
-                f"failed: {_reason(e)}"
-            ) from e
-        except (paramiko.SSHException, OSError, EOFError) as e:
-            client.close()
-            raise HostUnreachable(f"{self.name}: cannot connect to {where}: {_reason(e)}") from e
-        transport = client.get_transport()
-        if transport is None:  # pragma: no cover - connect() returned without a transport
-            client.close()
-            raise HostUnreachable(f"{self.name}: cannot connect to {where}: no transport")
-        if self.keepalive > 0:
-            transport.set_keepalive(self.keepalive)
-        self.connect_count += 1
-        return client
-
-    def _transport(self) -> paramiko.Transport:
-        """The live transport, connecting (or reconnecting a dead one) under the lock."""
-        with self._lock:
-            client = self._client
-            if client is not None:
-                t = client.get_transport()
-                if t is not None and t.is_active():
-                    return t
-                client.close()
-                self._client = None
-            self._client = self._connect()
-            t = self._client.get_transport()
-            assert t is not None
-            return t
-
-    def _drop(self, transport: paramiko.Transport) -> None:
-        with self._lock:
-            if self._client is not None and self._client.get_transport() is transport:
-                self._client.close()
-                self._client = None
+    @property
+    def connect_count(self) -> int:
+        """Connections made so far (for tests and metrics)."""
+        return self._conn.connect_count
 
     @property
     def transport(self) -> paramiko.Transport | None:
         """The current paramiko transport, if connected (no connection is made)."""
-        client = self._client
-        return client.get_transport() if client is not None else None
-
-    def _open_channel(self) -> paramiko.Channel:
-        """A fresh session channel; reconnects once if the transport turns out dead."""
-        last: BaseException | None = None
-        for _ in range(2):
-            transport = self._transport()
-            try:
-                return transport.open_session(timeout=self.connect_timeout)
-            except (paramiko.SSHException, OSError, EOFError) as e:
-                last = e
-                self._drop(transport)
-        assert last is not None
-        raise HostUnreachable(
-            f"{self.name}: {self.address}:{self.port}: cannot open a session: {_reason(last)}"
-        ) from last
+        return self._conn.transport
 
     def session(self, argv: Sequence[str]) -> paramiko.Channel:
         """Start ``argv`` on the node and return its channel for a long-lived exchange.
@@ -290,12 +169,12 @@ class SSHHost(Host):
         ``chan.close()`` when done. The caller owns the channel.
         """
         args = check_argv(argv)
-        chan = self._open_channel()
+        chan = self._conn.open_channel()
         try:
             chan.exec_command(shlex.join(args))
         except (paramiko.SSHException, OSError, EOFError) as e:
             chan.close()
-            raise HostUnreachable(f"{self.name}: cannot start `{' '.join(args)}`: {_reason(e)}") from e
+            raise HostUnreachable(f"{self.name}: cannot start `{' '.join(args)}`: {error_reason(e)}") from e
         return chan
 
     def run(
@@ -434,7 +313,4 @@ class SSHHost(Host):
     def close(self) -> None:
         """Close the paramiko connection. Idempotent. A ControlMaster is left to ControlPersist
         (it may be shared); see :meth:`stop_master`."""
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._conn.close()

@@ -1,7 +1,8 @@
 """Typed wrappers of the zfs/zpool CLIs on any :class:`~zfs_backend.hosts.base.Host`.
 
 ``names`` (validation), ``models`` (data and send/recv specs), ``cmd`` (the one place zfs runs),
-``dialect`` (OpenZFS 2.x vs zfs-fuse 0.7 as feature flags), ``api`` (``Zfs(host)``), ``estimate``
+``dialect`` (OpenZFS 2.x vs zfs-fuse 0.7 as feature flags), ``api`` (``Zfs(host)``; ``listing``: the
+argv and parsing of its dataset, snapshot and pool listings), ``estimate``
 (send size from space accounting), ``lzc`` (optional pyzfs fast path).
 """
 

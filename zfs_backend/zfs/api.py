@@ -3,7 +3,8 @@
 Every command goes through :func:`zfs_backend.zfs.cmd.run` (the chokepoint) and takes only
 validated names (:mod:`~zfs_backend.zfs.names`). Output is read in exact bytes: ``-p`` where the
 dialect has it, else ``zfs get -Hp`` (zfs-fuse's ``zfs list`` has no ``-p``), and ``zpool list``
-human units on zfs-fuse (approximate, flagged ``exact=False``).
+human units on zfs-fuse (approximate, flagged ``exact=False``); the listings' argv and parsing are
+in :mod:`~zfs_backend.zfs.listing`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..errors import DatasetBusy, DatasetNotFound, InvalidName, UnsupportedFeature, UsageError
 from ..hosts.base import DEFAULT_TIMEOUT, CommandResult, Host
-from . import cmd
+from . import cmd, listing
 from .dialect import Dialect, probe
 from .estimate import estimate_from_space
 from .models import Dataset, PoolCapacity, RecvSpec, SendSpec, Snapshot
@@ -24,30 +25,18 @@ from .names import (
     BookmarkName,
     DatasetName,
     SnapshotName,
-    parse_dataset,
-    parse_snapshot,
     validate_hold_tag,
     validate_pool,
     validate_property,
     validate_property_value,
 )
-from .parse import ParseError, parse_get, parse_human_size, parse_int, parse_send_estimate, parse_table
+from .parse import parse_int, parse_send_estimate
 
 __all__ = ["Zfs"]
 
 log = logging.getLogger("zfs_backend.zfs")
 
-_SPACE_PROPS = ("guid", "createtxg", "used", "referenced")
-_DATASET_PROPS = ("type", *_SPACE_PROPS, "available", "mountpoint", "mounted", "origin")
-_SNAPSHOT_PROPS = (*_SPACE_PROPS, "creation")
 _TOKEN = re.compile(r"[0-9A-Za-z-]{1,8192}")
-
-
-def _req_int(props: Mapping[str, str], key: str, name: str) -> int:
-    v = parse_int(props.get(key, "-"))
-    if v is None:
-        raise ParseError(f"{name}: no value for {key}")
-    return v
 
 
 def _opts(props: Mapping[str, str] | None) -> list[str]:
@@ -104,99 +93,16 @@ class Zfs:
         """Filesystems and volumes under ``root`` (all when None), sorted by name."""
         if root is not None:
             _expect(root, DatasetName)
-        where = [str(root)] if root is not None else []
-        rflag = ["-r"] if recursive and root is not None else []
-        if self.dialect.parsable_list:
-            cols = ("name", *_DATASET_PROPS)
-            res = self._run(
-                ["zfs", "list", "-Hp", *rflag, "-t", "filesystem,volume", "-o", ",".join(cols), *where]
-            )
-            table = {r[0]: dict(zip(cols[1:], r[1:], strict=True)) for r in parse_table(res.text, len(cols))}
-        else:
-            res = self._run(
-                ["zfs", "get", "-Hp", *rflag, "-o", "name,property,value", ",".join(_DATASET_PROPS), *where]
-            )
-            table = parse_get(res.text)
-        out = []
-        for name, props in table.items():
-            if props.get("type") not in ("filesystem", "volume"):
-                continue
-            try:
-                ds_name = parse_dataset(name)
-            except InvalidName as e:
-                log.warning("%s: skipping dataset with an unsupported name: %s", self.host.name, e)
-                continue
-            mp = props.get("mountpoint", "-")
-            out.append(
-                Dataset(
-                    name=ds_name,
-                    type=props["type"],
-                    guid=_req_int(props, "guid", name),
-                    createtxg=_req_int(props, "createtxg", name),
-                    used=_req_int(props, "used", name),
-                    referenced=_req_int(props, "referenced", name),
-                    available=_req_int(props, "available", name),
-                    mountpoint=None if mp in ("-", "none", "legacy") else mp,
-                    mounted={"yes": True, "no": False}.get(props.get("mounted", "-")),
-                    origin=self._origin(props.get("origin", "-")),
-                )
-            )
-        return sorted(out, key=lambda d: d.name)
-
-    def _origin(self, text: str) -> SnapshotName | None:
-        if text in ("-", ""):
-            return None
-        try:
-            return parse_snapshot(text)
-        except InvalidName as e:
-            log.warning("%s: origin with an unsupported name: %s", self.host.name, e)
-            return None
+        parsable = self.dialect.parsable_list
+        res = self._run(listing.datasets_argv(root, recursive, parsable=parsable))
+        return listing.read_datasets(res.text, parsable=parsable, host=self.host.name)
 
     def list_snapshots(self, dataset: DatasetName) -> list[Snapshot]:
         """The snapshots of ``dataset`` itself (not of its children), sorted by createtxg."""
         _expect(dataset, DatasetName)
-        prefix = f"{dataset}@"
-        if self.dialect.parsable_list:
-            cols = ("name", *_SNAPSHOT_PROPS)
-            res = self._run(
-                ["zfs", "list", "-Hp", "-t", "snapshot", "-d", "1", "-o", ",".join(cols), str(dataset)]
-            )
-            table = {r[0]: dict(zip(cols[1:], r[1:], strict=True)) for r in parse_table(res.text, len(cols))}
-        else:  # zfs-fuse: no list -p, no get -t; depth 1 = the dataset, its snapshots and children
-            res = self._run(
-                [
-                    "zfs",
-                    "get",
-                    "-Hp",
-                    "-d",
-                    "1",
-                    "-o",
-                    "name,property,value",
-                    ",".join(_SNAPSHOT_PROPS),
-                    str(dataset),
-                ]
-            )
-            table = parse_get(res.text)
-        out = []
-        for name, props in table.items():
-            if not name.startswith(prefix):
-                continue
-            try:
-                snap = parse_snapshot(name)
-            except InvalidName as e:
-                log.warning("%s: skipping snapshot with an unsupported name: %s", self.host.name, e)
-                continue
-            out.append(
-                Snapshot(
-                    name=snap,
-                    guid=_req_int(props, "guid", name),
-                    createtxg=_req_int(props, "createtxg", name),
-                    used=_req_int(props, "used", name),
-                    referenced=_req_int(props, "referenced", name),
-                    creation=_req_int(props, "creation", name),
-                )
-            )
-        return sorted(out, key=lambda s: (s.createtxg, s.name.snap))
+        parsable = self.dialect.parsable_list
+        res = self._run(listing.snapshots_argv(dataset, parsable=parsable))
+        return listing.read_snapshots(res.text, dataset, parsable=parsable, host=self.host.name)
 
     def exists(self, name: AnyName) -> bool:
         _expect(name, DatasetName, SnapshotName, BookmarkName)
@@ -254,15 +160,8 @@ class Zfs:
     def pool_capacity(self, pool: str) -> PoolCapacity:
         validate_pool(pool)
         exact = self.dialect.zpool_list_parsable
-        argv = ["zpool", "list", "-Hp" if exact else "-H", "-o", "name,size,allocated,free", pool]
-        rows = parse_table(self._run(argv).text, 4)
-        if len(rows) != 1:
-            raise ParseError(f"zpool list {pool}: expected one row, got {len(rows)}")
-        parse = parse_int if exact else parse_human_size
-        size, alloc, free = (parse(v) for v in rows[0][1:])
-        if size is None or alloc is None or free is None:
-            raise ParseError(f"zpool list {pool}: missing size/allocated/free: {rows[0]!r}")
-        return PoolCapacity(pool=pool, size=size, allocated=alloc, free=free, exact=exact)
+        res = self._run(listing.pool_capacity_argv(pool, exact=exact))
+        return listing.read_pool_capacity(res.text, pool, exact=exact)
 
     # ---------------------------------------------------------------- changes
 
