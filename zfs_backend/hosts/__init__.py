@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from .inventory import Inventory, NodeSpec, connect, load_inventory
     from .local import LocalHost
     from .paramiko_conn import known_hosts_name
-    from .ssh import SSHHost, validate_address, validate_node_name
+    from .ssh import SSHHost
+    from .validate import validate_address, validate_node_name
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -42,7 +43,7 @@ _EXPORTS = {
     "connect": "inventory",
     "known_hosts_name": "paramiko_conn",
     "load_inventory": "inventory",
-    "validate_address": "ssh",
-    "validate_node_name": "ssh",
+    "validate_address": "validate",
+    "validate_node_name": "validate",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
