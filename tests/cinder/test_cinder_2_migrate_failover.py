@@ -138,19 +138,30 @@ def test_cinder_failover_host_fails_replicated_volumes_over_to_the_standby(
     )
     want = volume_file_sha(nodes[primary], vol["id"])
 
-    cinder.call("services.failover_host", f"{HOST}@{backend_name(primary)}", standby)
-    until(
-        "the backend to fail over",
-        lambda: any(
-            s["host"] == f"{HOST}@{backend_name(primary)}" and s.get("active_backend_id") == standby
-            for s in cinder.call("services.list", binary="cinder-volume")
-        ),
-    )
-    failed = until(
-        "the volume to be failed-over",
-        lambda: (v := cinder.volume(vol["id"]))["replication_status"] == "failed-over" and v,
-    )
+    ds_name = f"{CINDER_PARENT}/volume-{vol['id']}"
+    assert ds_name in node_state(nodes)[primary]["exports"]
+    lab.link(primary, False)  # the primary is gone: the failover needs nothing of it
+    try:
+        cinder.call("services.failover_host", f"{HOST}@{backend_name(primary)}", standby)
+        until(
+            "the backend to fail over",
+            lambda: any(
+                s["host"] == f"{HOST}@{backend_name(primary)}" and s.get("active_backend_id") == standby
+                for s in cinder.call("services.list", binary="cinder-volume")
+            ),
+        )
+        failed = until(
+            "the volume to be failed-over",
+            lambda: (v := cinder.volume(vol["id"]))["replication_status"] == "failed-over" and v,
+        )
+    finally:
+        lab.link(primary, True)
     assert failed["status"] == "available", failed
+    # the old primary answers again: a stats refresh of the failed-over backend fences its copy there
+    # (unexported, read-only, kept: it may hold writes the standby never received)
+    until("the old primary's copy to be fenced", lambda: ds_name not in node_state(nodes)[primary]["exports"])
+    got = nodes[primary].run(["zfs", "get", "-H", "-o", "value,source", "readonly", ds_name]).text.split()
+    assert got in (["on", "local"], ["off", "temporary"]), got  # zfs-fuse shows readonly=on so when mounted
     assert volume_file_sha(nodes[standby], vol["id"]) == want  # the data, on the standby
     conn = connect(cinder, lab, vol["id"])
     address = load_inventory(lab_settings.inventory).node(standby).address
@@ -164,10 +175,5 @@ def test_cinder_failover_host_fails_replicated_volumes_over_to_the_standby(
     cinder.call("volumes.delete", vol["id"])
     cinder.wait_gone("volumes", vol["id"])
     assert f"{CINDER_PARENT}/volume-{vol['id']}" not in cinder_datasets(nodes)[standby]
-    # the old primary answered, so the failover fenced its copy: unexported, read-only, kept (it may hold
-    # writes the standby never received); the test removes it
-    ds_name = f"{CINDER_PARENT}/volume-{vol['id']}"
-    assert ds_name not in node_state(nodes)[primary]["exports"]
-    got = nodes[primary].run(["zfs", "get", "-H", "-o", "value,source", "readonly", ds_name]).text.split()
-    assert got in (["on", "local"], ["off", "temporary"]), got  # zfs-fuse shows readonly=on so when mounted
+    # the old primary's fenced copy: the test removes it
     nodes[primary].run(["zfs", "destroy", "-r", ds_name], check=False)

@@ -51,6 +51,7 @@ driver without it, ``(False, None)``: Cinder's own host-assisted migration).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,9 +66,12 @@ from oslo_config import cfg  # type: ignore[import-not-found]
 from ..config import Settings, load_settings
 from ..driver import NodeOptions, Snapshot, Volume, VolumeBusy
 from ..driver import ZfsNfsDriver as _Core
+from ..driver.return_fence import ReturnFence
 from ..errors import ConfigError, ZfsBackendError
 from ..hosts.inventory import load_inventory
 from .activities import RUNNING_KEY, ActivityPublisher
+
+log = logging.getLogger("zfs_backend.cinder")
 
 __all__ = ["NAS_SECURITY_OPTS", "ZFS_BACKEND_OPTS", "ZfsNfsDriver", "nas_security"]
 
@@ -186,6 +190,7 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
         self.core: _Core | None = None
         self._activities: ActivityPublisher | None = None
         self._running: list[str] = []
+        self._return_fence: ReturnFence | None = None
         # Cinder passes the service's active_backend_id (a replication_device's backend_id once failed
         # over, None or "" else): the node this backend serves its volumes from
         self._active_backend_id: str | None = kwargs.get("active_backend_id") or None
@@ -338,8 +343,35 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
             self._stats = self._c().get_volume_stats(refresh=refresh)
         if refresh and self._activities is not None:
             self._running = self._activities.publish()
+        if refresh:
+            self._fence_returned_primary()
         self._stats[RUNNING_KEY] = list(self._running)
         return self._stats
+
+    def _fence_returned_primary(self) -> None:
+        """After a failover: fence the old primary's copies it could not fence then, once that node
+        answers (:mod:`zfs_backend.cinder.fencing`). Never fails the stats refresh."""
+        if self._active_backend_id in (None, "default") or getattr(self, "db", None) is None:
+            return
+        if self._return_fence is None:
+            from cinder import context, objects
+
+            node, db = self.configuration.safe_get("zfs_backend_node"), self.db
+
+            def failed_over() -> list[tuple[Any, str | None]]:
+                vols = objects.VolumeList.get_all_by_host(context.get_admin_context(), str(self.host))
+                return [(v, v.replication_driver_data) for v in vols if v.replication_status == "failed-over"]
+
+            def record(v: Any, data: str) -> None:
+                db.volume_update(context.get_admin_context(), v.id, {"replication_driver_data": data})
+
+            self._return_fence = ReturnFence(
+                lambda: self._core_for(node, None)[0], failed_over, record, _volume
+            )
+        try:
+            self._return_fence.run()
+        except Exception as e:  # a busy database, a volume deleted meanwhile: the next refresh
+            log.warning("fencing the old primary: %s", e)
 
     def migrate_volume(self, context: Any, volume: Any, host: dict[str, Any]) -> tuple[bool, Any]:
         """The core driver's ``migrate_volume(context, volume, host)`` (Cinder's shape, returning

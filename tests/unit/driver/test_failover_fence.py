@@ -143,3 +143,54 @@ def test_primary_never_set_up_fails_over(standby: list[str]) -> None:
     assert _by_id(updates)["v1"]["replication_status"] == "failed-over"
     assert "never set up" in json.loads(_by_id(updates)["v1"]["replication_driver_data"])["old_primary"]
     assert standby == ["v1"]
+
+
+# --- the old primary fenced when it comes back (the adapter's stats refresh) ----------------------------
+
+
+def test_old_primary_fenced_once_it_answers_again() -> None:
+    from zfs_backend.driver.return_fence import RETRY_S, ReturnFence
+    from zfs_backend.errors import HostUnreachable
+
+    node = OldPrimary(answers=False)
+    not_fenced = json.dumps({"snapshot": "s", "old_primary": "not fenced: node1 does not answer (no route)"})
+    data = {
+        "v1": not_fenced,
+        "v2": json.dumps({"snapshot": "s", "old_primary": "fenced"}),  # fenced at the failover: left alone
+        "v3": json.dumps({"snapshot": "s"}),  # failed over before this existed: left alone
+        "v4": "not json",
+    }
+    recorded: list[tuple[str, str]] = []
+    setups: list[bool] = []
+
+    class Primary(ZfsNfsDriver):
+        def do_setup(self, context: Any = None) -> None:
+            setups.append(node.answers)
+            if not node.answers:
+                raise HostUnreachable("node1: No route to host")
+            self.host = node.host
+            self._zfs = Zfs(node.host, dialect=ZFS_FUSE_07)
+            self._exports = GaneshaExports(node.host, DEFAULT_EXPORTS_FILE, DEFAULT_PID_FILE)
+
+    def record(vid: str, text: str) -> None:
+        recorded.append((vid, text))
+        data[vid] = text
+
+    now = [1000.0]
+    fence = ReturnFence(
+        lambda: Primary(NodeOptions(node="node1", export_address="198.18.0.11")),
+        lambda: list(data.items()),
+        record,
+        lambda vid: Volume(id=vid, size=1),
+        clock=lambda: now[0],
+    )
+    assert fence.run() == [] and setups == [False]  # still gone
+    assert fence.run() == [] and setups == [False]  # not tried again before RETRY_S
+    node.answers = True
+    now[0] += RETRY_S
+    assert fence.run() == ["v1"] and setups == [False, True]
+    exports = node.files[DEFAULT_EXPORTS_FILE]
+    assert "volume-v1" not in exports and "volume-v2" in exports
+    assert node.set == [("readonly=on", "tank/volumes/volume-v1")]
+    assert recorded == [("v1", json.dumps({"snapshot": "s", "old_primary": "fenced"}))]
+    assert fence.run() == [] and setups == [False, True]  # nothing left to fence: the node is not reached
