@@ -1,8 +1,9 @@
 """Where the small Cinder lives and what its configuration files say: pure, no process is started here.
 
-Everything is under ``$ZFS_BACKEND_HOME/cinder`` (0700; files 0600): ``cinder.conf``, the SQLite database
-``cinder.sqlite``, ``log/`` (Cinder's own logs and each process's output), ``run/`` (one pid record per
-process), ``lock/`` and ``rabbitmq/`` (the broker's ``HOME``, configuration, Mnesia database and logs).
+Everything is under ``$ZFS_BACKEND_HOME/cinder`` (0700; files 0600): ``cinder.conf``, ``mysql/``
+(MariaDB's data directory) and ``db.password`` (its ``cinder`` user's), ``log/`` (Cinder's own logs and
+each process's output), ``run/`` (one pid record per process), ``lock/`` and ``rabbitmq/`` (the broker's
+``HOME``, configuration, Mnesia database and logs).
 
 Ports, all on 127.0.0.1, from a base (``$ZFS_BACKEND_CINDER_PORT_BASE``; default ``23000 + 10 x`` the
 third octet of the lab network, so the default lab 198.18.0.0/24 gets 23000-23003 and two labs on
@@ -100,8 +101,23 @@ class CinderLayout:
         return self.root / "cinder.conf"
 
     @property
-    def database(self) -> Path:
-        return self.root / "cinder.sqlite"
+    def mysql_dir(self) -> Path:
+        """MariaDB's data directory (Cinder's database)."""
+        return self.root / "mysql"
+
+    @property
+    def mysql_socket(self) -> Path:
+        """MariaDB listens on this unix socket only (``--skip-networking``)."""
+        return self.run_dir / "mariadb.sock"
+
+    @property
+    def db_secret(self) -> Path:
+        return self.root / "db.password"
+
+    @property
+    def db_synced(self) -> Path:
+        """Written once ``cinder-manage db sync`` has made the schema."""
+        return self.mysql_dir / "zfs-backend.synced"
 
     @property
     def log_dir(self) -> Path:
@@ -162,10 +178,12 @@ def cinder_conf(
     nodes: list[str],
     password: str,
     *,
+    db_password: str = "",
     stats_interval: int = 10,
     replication: dict[str, str] | None = None,
 ) -> str:
-    """``cinder.conf``: noauth API on loopback, SQLite, RabbitMQ, one backend section per node.
+    """``cinder.conf``: noauth API on loopback, MariaDB on a unix socket (``db_password``: its ``cinder``
+    user's), RabbitMQ, one backend section per node.
 
     ``stats_interval``: how often each cinder-volume backend re-reads its node's stats (and publishes
     its volumes' backend activities, see ``zfs_backend.cinder``); also the services' heartbeat.
@@ -200,8 +218,10 @@ def cinder_conf(
         "scheduler_driver_init_wait_time = 5",
         "",
         "[database]",
-        # several processes write to one SQLite file: wait for its lock (WAL mode is set after db sync)
-        f"connection = sqlite:///{lay.database}?timeout=60",
+        # MariaDB, as Cinder is deployed: with SQLite, oslo.db's deferred transactions that read and then
+        # write failed at once with "database is locked" while the services wrote (a 500 now and then)
+        f"connection = mysql+pymysql://cinder:{db_password}@localhost/cinder"
+        f"?unix_socket={lay.mysql_socket}&charset=utf8mb4",
         "",
         "[oslo_concurrency]",
         f"lock_path = {lay.lock_dir}",

@@ -1,4 +1,4 @@
-"""Bring the small Cinder up and down: epmd, RabbitMQ, the database, cinder-api, -scheduler, -volume.
+"""Bring the small Cinder up and down: epmd, RabbitMQ, MariaDB, cinder-api, -scheduler, -volume.
 
 ``up`` is idempotent in effect (it stops what a previous ``up`` left, then starts afresh, keeping the
 database unless ``purge``); a failed ``up`` stops everything it started before raising. ``down`` stops
@@ -15,7 +15,7 @@ import re
 import secrets
 import shutil
 import signal
-import sqlite3
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -35,9 +35,12 @@ from .config import HOST, LOOPBACK, PROJECT_ID, CinderLayout, backend_name, cind
 __all__ = ["ORDER", "RABBITMQ_SERVER", "UpReport", "api_get", "down", "status", "up"]
 
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+MARIADBD = Path("/usr/sbin/mariadbd")
+MARIADB_INSTALL_DB = Path("/usr/bin/mariadb-install-db")
+MARIADB = Path("/usr/bin/mariadb")
 EPMD = "epmd"
 # stop order: the API first (no new requests), the broker and its port mapper last
-ORDER = ("cinder-api", "cinder-volume", "cinder-scheduler", "rabbitmq", "epmd")
+ORDER = ("cinder-api", "cinder-volume", "cinder-scheduler", "mariadb", "rabbitmq", "epmd")
 SERVICES = ("cinder-api", "cinder-scheduler", "cinder-volume")
 #: how long the scheduler may take to hear from every backend before stuck cinder-volume children are
 #: restarted (it takes ~10 s here)
@@ -69,13 +72,17 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _password(lay: CinderLayout) -> str:
+def _secret(path: Path) -> str:
     try:
-        return lay.rabbit_secret.read_text().strip()
+        return path.read_text().strip()
     except FileNotFoundError:
         pw = secrets.token_hex(16)
-        _write_private(lay.rabbit_secret, pw + "\n")
+        _write_private(path, pw + "\n")
         return pw
+
+
+def _password(lay: CinderLayout) -> str:
+    return _secret(lay.rabbit_secret)
 
 
 def _epmd_bin() -> str:
@@ -95,6 +102,9 @@ def check_prerequisites(lay: CinderLayout) -> None:
         raise MissingDependency(
             f"{RABBITMQ_SERVER} is missing: run scripts/bootstrap --cinder (rabbitmq-server)"
         )
+    for tool in (MARIADBD, MARIADB_INSTALL_DB, MARIADB):
+        if not tool.exists():
+            raise MissingDependency(f"{tool} is missing: run scripts/bootstrap --cinder (mariadb-server)")
     _epmd_bin()
 
 
@@ -212,17 +222,87 @@ def _write_files(lay: CinderLayout, nodes: list[str], replication: dict[str, str
     cookie = lay.rabbit_dir / ".erlang.cookie"  # made here 0600 (Erlang would make it 0400)
     if not cookie.exists():
         _write_private(cookie, secrets.token_hex(20).upper())
-    _write_private(lay.conf, cinder_conf(lay, nodes, password, replication=replication))
+    db_password = _secret(lay.db_secret)
+    _write_private(
+        lay.conf, cinder_conf(lay, nodes, password, db_password=db_password, replication=replication)
+    )
     return password
 
 
-def _wal(db: Path) -> None:
-    """Write-ahead logging: the API's reads no longer wait for the services' writes (kept in the file)."""
-    con = sqlite3.connect(db, timeout=60)
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-    finally:
-        con.close()
+def _mariadbd_argv(lay: CinderLayout) -> list[str]:
+    """A private MariaDB: our data directory, a unix socket only (no TCP port at all), none of
+    ``/etc/mysql``'s settings, small buffers (a lab's database is a few MiB)."""
+    return [
+        str(MARIADBD),
+        "--no-defaults",
+        f"--datadir={lay.mysql_dir}",
+        f"--socket={lay.mysql_socket}",
+        f"--pid-file={lay.run_dir / 'mariadb.pid'}",
+        "--skip-networking",
+        "--user=root",
+        "--innodb-buffer-pool-size=32M",
+        "--innodb-log-file-size=16M",
+        "--character-set-server=utf8mb4",
+        "--collation-server=utf8mb4_general_ci",
+    ]
+
+
+def _mariadb_ready(lay: CinderLayout) -> bool:
+    import socket
+
+    if not lay.mysql_socket.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(lay.mysql_socket))
+        except OSError:
+            return False
+    return True
+
+
+def _mariadb_init(lay: CinderLayout) -> None:
+    """The data directory, made once (``mariadb-install-db``); root logs in by its unix identity only."""
+    private_dir(lay.mysql_dir)
+    r = subprocess.run(
+        [
+            str(MARIADB_INSTALL_DB),
+            "--no-defaults",
+            f"--datadir={lay.mysql_dir}",
+            "--user=root",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise LabError(
+            f"mariadb-install-db failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-2000:]}"
+        )
+
+
+def _mariadb_user(lay: CinderLayout) -> None:
+    """Cinder's database and its ``cinder`` user (password from ``db.password``; the SQL goes on stdin, not
+    in an argv anyone can read)."""
+    pw = _secret(lay.db_secret)
+    sql = (
+        "CREATE DATABASE IF NOT EXISTS cinder CHARACTER SET utf8mb4;\n"
+        f"CREATE USER IF NOT EXISTS 'cinder'@'localhost' IDENTIFIED BY '{pw}';\n"
+        f"ALTER USER 'cinder'@'localhost' IDENTIFIED BY '{pw}';\n"
+        "GRANT ALL PRIVILEGES ON cinder.* TO 'cinder'@'localhost';\n"
+    )
+    r = subprocess.run(
+        [str(MARIADB), "--no-defaults", f"--socket={lay.mysql_socket}", "--user=root", "--batch"],
+        input=sql,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise LabError(f"creating Cinder's database failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
 
 
 def _nodes(lay: CinderLayout) -> list[str]:
@@ -263,6 +343,13 @@ def up(
         epmd = run("epmd", [_epmd_bin(), "-address", LOOPBACK, "-port", str(lay.ports.epmd)], renv)
         procs.wait_for("epmd", lambda: procs.port_open(lay.ports.epmd), timeout=30, procs=[epmd])
         rabbit = run("rabbitmq", [str(RABBITMQ_SERVER)], renv)
+        t0 = time.monotonic()
+        if not (lay.mysql_dir / "mysql").is_dir():  # MariaDB's system tables: made once per home
+            _mariadb_init(lay)
+        db = run("mariadb", _mariadbd_argv(lay), {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+        procs.wait_for("MariaDB's socket", lambda: _mariadb_ready(lay), timeout=timeout, procs=[db])
+        _mariadb_user(lay)
+        report.seconds["mariadb"] = round(time.monotonic() - t0, 1)
         report.seconds["rabbitmq"] = round(
             procs.wait_for(
                 "RabbitMQ's AMQP port",
@@ -274,18 +361,18 @@ def up(
         )
         env = _env(lay)
         conf = ["--config-file", str(lay.conf)]
-        if not lay.database.exists():
+        if not lay.db_synced.exists():
             t0 = time.monotonic()
             sync = run("db-sync", [str(lay.bin("cinder-manage")), *conf, "db", "sync"], env)
             procs.wait_for("cinder-manage db sync", lambda: sync[1].poll() is not None, timeout=timeout)
             if sync[1].returncode != 0:
                 raise LabError(f"cinder-manage db sync failed ({sync[1].returncode}):\n{procs.tail(sync[2])}")
             started.remove(sync)
-            _wal(lay.database)
+            _write_private(lay.db_synced, "cinder-manage db sync done\n")
             report.seconds["db_sync"] = round(time.monotonic() - t0, 1)
         t0 = time.monotonic()
         services = [run(name, [str(lay.bin(name)), *conf], env) for name in SERVICES]
-        watch = [epmd, rabbit, *services]
+        watch = [epmd, rabbit, db, *services]
         procs.wait_for("cinder-api", lambda: _api_ok(lay), timeout=timeout, procs=watch, interval=1.0)
         procs.wait_for(
             "cinder services up",

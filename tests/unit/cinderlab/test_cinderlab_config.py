@@ -41,7 +41,7 @@ def test_ports_follow_the_lab_network_unless_set(tmp_path: Path) -> None:
 
 def test_cinder_conf_one_backend_per_node_on_loopback(tmp_path: Path) -> None:
     lay = layout(tmp_path)
-    text = cinder_conf(lay, ["node1", "node2"], "pw", replication={"node1": "node2"})
+    text = cinder_conf(lay, ["node1", "node2"], "pw", db_password="dbpw", replication={"node1": "node2"})
     conf = configparser.ConfigParser(interpolation=None)
     conf.read_string(text)
     d = conf["DEFAULT"]
@@ -49,7 +49,10 @@ def test_cinder_conf_one_backend_per_node_on_loopback(tmp_path: Path) -> None:
     assert d["osapi_volume_listen"] == LOOPBACK and d["osapi_volume_listen_port"] == str(lay.ports.api)
     assert d["transport_url"] == f"rabbit://zfs-backend:pw@127.0.0.1:{lay.ports.amqp}/"
     assert d["enabled_backends"] == "zfs-node1,zfs-node2"
-    assert conf["database"]["connection"].startswith(f"sqlite:///{tmp_path}/cinder/cinder.sqlite")
+    sock = tmp_path / "cinder" / "run" / "mariadb.sock"
+    assert conf["database"]["connection"] == (
+        f"mysql+pymysql://cinder:dbpw@localhost/cinder?unix_socket={sock}&charset=utf8mb4"
+    )
     for node in ("node1", "node2"):
         sec = conf[backend_name(node)]
         assert sec["volume_driver"] == "zfs_backend.cinder.ZfsNfsDriver"
