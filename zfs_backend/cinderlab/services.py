@@ -229,6 +229,15 @@ def _write_files(lay: CinderLayout, nodes: list[str], replication: dict[str, str
     return password
 
 
+#: MariaDB sets its own umask from these (file and directory creation modes): private state, as ours
+_MARIADB_ENV = {
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "UMASK": "0600",
+    "UMASK_DIR": "0700",
+}
+
+
 def _mariadbd_argv(lay: CinderLayout) -> list[str]:
     """A private MariaDB: our data directory, a unix socket only (no TCP port at all), none of
     ``/etc/mysql``'s settings, small buffers (a lab's database is a few MiB)."""
@@ -276,6 +285,8 @@ def _mariadb_init(lay: CinderLayout) -> None:
         text=True,
         timeout=300,
         check=False,
+        env=_MARIADB_ENV,
+        umask=0o077,
     )
     if r.returncode != 0:
         raise LabError(
@@ -346,7 +357,7 @@ def up(
         t0 = time.monotonic()
         if not (lay.mysql_dir / "mysql").is_dir():  # MariaDB's system tables: made once per home
             _mariadb_init(lay)
-        db = run("mariadb", _mariadbd_argv(lay), {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+        db = run("mariadb", _mariadbd_argv(lay), _MARIADB_ENV)
         procs.wait_for("MariaDB's socket", lambda: _mariadb_ready(lay), timeout=timeout, procs=[db])
         _mariadb_user(lay)
         report.seconds["mariadb"] = round(time.monotonic() - t0, 1)

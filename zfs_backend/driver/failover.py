@@ -52,6 +52,8 @@ log = logging.getLogger("zfs_backend.driver")
 UNMOUNT_WAIT_S = 60.0
 #: how long a forced failover waits for the old primary to answer before it leaves its copies unfenced
 FENCE_REACH_S = 10.0
+#: the length of Cinder's ``replication_driver_data`` column (``String(255)``; MySQL refuses more)
+DRIVER_DATA_MAX = 255
 
 
 def quiesce(d: ZfsNfsDriver, volume: Volume) -> dict[str, Any]:
@@ -181,16 +183,22 @@ def fail_over(
 def fence_old_primary(d: ZfsNfsDriver, volumes: Sequence[Volume]) -> dict[str, str]:
     """After a forced failover away from ``d``'s node: each of ``volumes`` there unexported and read-only,
     when the node answers within ``FENCE_REACH_S``. Nothing is destroyed (the copy may hold writes the
-    standby never received). Returns ``{volume id: "fenced" | "not fenced: why"}``."""
+    standby never received). Returns ``{volume id: "fenced" | "not fenced: why"}``, ``why`` short (it goes
+    into Cinder's ``replication_driver_data``, 255 characters in all); the whole story goes to the log."""
     node = d.options.node
     try:
         if d.host is None or d._zfs is None:
             raise ZfsBackendError("the driver was never set up on it")
         d.host.run(["true"], timeout=FENCE_REACH_S)
     except Exception as e:  # whatever a dead link raises: a fence never fails the failover it follows
-        why = f"not fenced: {node} does not answer ({e}); unexport it before it serves again"
-        log.warning("forced failover: the old primary's copies of %d volume(s) %s", len(volumes), why)
-        return {v.id: why for v in volumes}
+        log.warning(
+            "forced failover: the old primary's copies of %d volume(s) not fenced: %s does not answer (%s); "
+            "they will be when it answers again",
+            len(volumes),
+            node,
+            e,
+        )
+        return {v.id: f"not fenced: {node} did not answer" for v in volumes}
     out: dict[str, str] = {}
     for v in volumes:
         ds = d._dataset(v)
@@ -200,7 +208,7 @@ def fence_old_primary(d: ZfsNfsDriver, volumes: Sequence[Volume]) -> dict[str, s
                 d.zfs.set(ds, "readonly", "on")
             out[v.id] = "fenced"
         except ZfsBackendError as e:
-            out[v.id] = f"not fenced: {e}"
+            out[v.id] = f"not fenced: {str(e)[:80]}"
             log.warning("forced failover: volume %s on the old primary %s not fenced: %s", v.id, node, e)
     return out
 
@@ -265,6 +273,8 @@ def failover_host(
     for vid, out in moved.items():
         data = {k: out[k] for k in ("snapshot", "snapshot_time", "lost_window_s")}
         data["old_primary"] = fenced.get(vid, "not fenced")
+        if len(json.dumps(data)) > DRIVER_DATA_MAX:  # Cinder's column: a longer value fails the update
+            data["old_primary"] = data["old_primary"][: len("not fenced")]
         updates.append(
             {
                 "volume_id": vid,
