@@ -359,6 +359,7 @@ def up(
             _mariadb_init(lay)
         db = run("mariadb", _mariadbd_argv(lay), _MARIADB_ENV)
         procs.wait_for("MariaDB's socket", lambda: _mariadb_ready(lay), timeout=timeout, procs=[db])
+        os.chmod(lay.mysql_socket, 0o600)  # MariaDB makes it 0777 (in a 0700 directory): ours only
         _mariadb_user(lay)
         report.seconds["mariadb"] = round(time.monotonic() - t0, 1)
         report.seconds["rabbitmq"] = round(
