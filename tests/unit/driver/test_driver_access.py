@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_ganesha_node import FakeNode
 
 from zfs_backend.config import load_settings
 from zfs_backend.driver import NodeOptions, Volume, VolumeBusy, ZfsNfsDriver
@@ -26,7 +27,6 @@ from zfs_backend.driver.nfs import (
 from zfs_backend.driver.options import DEFAULT_EXPORTS_FILE, DEFAULT_PID_FILE
 from zfs_backend.driver.service import VolumeService
 from zfs_backend.errors import ConfigError, UsageError
-from zfs_backend.hosts.fake import FakeHost
 from zfs_backend.zfs import ZFS_FUSE_07, Zfs
 from zfs_backend.zfs.names import parse_dataset
 
@@ -52,52 +52,6 @@ HOSTILE_CLIENTS: list[object] = [
     None,
     b"198.18.0.1",
 ]
-
-
-class FakeNode:
-    """A node with an exports file, a pid file, a live ganesha, volume filesystems (``zfs get``) and a
-    record of every command (kill signals, chown, chmod, writes)."""
-
-    def __init__(self, text: str = "", datasets: tuple[str, ...] = ()) -> None:
-        self.files = {DEFAULT_EXPORTS_FILE: text, DEFAULT_PID_FILE: "4242\n"}
-        self.datasets = set(datasets)
-        self.stat = "0:0 644\n"  # the volume file as `truncate` made it
-        self.log: list[tuple[str, ...]] = []
-        self.host = FakeHost(self.respond, name="node1")
-
-    def respond(self, argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, str, str]:
-        self.log.append(argv)
-        if argv[0] == "cat":
-            return (0, self.files[argv[1]], "") if argv[1] in self.files else (1, "", "No such file")
-        if argv[0] == "tee":
-            self.files[argv[1]] = (stdin or b"").decode()
-            return 0, "", ""
-        if argv[0] == "mv":
-            self.files[argv[3]] = self.files.pop(argv[2])
-            return 0, "", ""
-        if argv[0] in ("kill", "chown", "chmod"):
-            return 0, "", ""
-        if argv[0] == "stat":
-            return 0, self.stat, ""
-        if argv[:2] == ("zfs", "get"):
-            name = argv[-1]
-            if name not in self.datasets:
-                return 1, "", f"cannot open '{name}': dataset does not exist"
-            if argv[-2] == "type":
-                return 0, "filesystem\n", ""
-            if argv[-2] == "mountpoint":
-                return 0, f"mountpoint\t/{name}\n", ""
-        return 99, "", f"unexpected {argv}"
-
-    @property
-    def text(self) -> str:
-        return self.files[DEFAULT_EXPORTS_FILE]
-
-    def writes(self) -> int:
-        return sum(1 for a in self.log if a[0] == "tee")
-
-    def reloads(self) -> int:
-        return sum(1 for a in self.log if a[:2] == ("kill", "-HUP"))
 
 
 def exports(node: FakeNode, security: ExportSecurity | None = None) -> GaneshaExports:

@@ -4,6 +4,7 @@ the rule that bad input is refused before any command runs."""
 from __future__ import annotations
 
 import pytest
+from fake_ganesha_node import FakeNode
 
 from zfs_backend.driver import InvalidSize, NodeOptions, Snapshot, Volume, ZfsNfsDriver
 from zfs_backend.driver.models import check_size, validate_id
@@ -106,29 +107,6 @@ def test_render_parse_round_trip_keeps_foreign_text() -> None:
 def test_render_refuses_unsafe_paths(path: str) -> None:
     with pytest.raises(UsageError):
         render_export(ExportEntry(parse_dataset("tank/v/x"), 100, path), (3,))
-
-
-class FakeNode:
-    """A node with an exports file, a pid file and a live server; records kill signals."""
-
-    def __init__(self, text: str = "") -> None:
-        self.files = {DEFAULT_EXPORTS_FILE: text, DEFAULT_PID_FILE: "4242\n"}
-        self.signals: list[tuple[str, ...]] = []
-        self.host = FakeHost(self.respond, name="node1")
-
-    def respond(self, argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, str, str]:
-        if argv[0] == "cat":
-            return (0, self.files[argv[1]], "") if argv[1] in self.files else (1, "", "No such file")
-        if argv[0] == "tee":
-            self.files[argv[1]] = (stdin or b"").decode()
-            return 0, "", ""
-        if argv[0] == "mv":
-            self.files[argv[3]] = self.files.pop(argv[2])
-            return 0, "", ""
-        if argv[0] == "kill":
-            self.signals.append(argv)
-            return 0, "", ""
-        return 99, "", f"unexpected {argv}"
 
 
 def test_exports_add_remove_reload() -> None:

@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 import pytest
+from fake_ganesha_node import FakeNode
 
 from zfs_backend.driver import NodeOptions, Volume, ZfsNfsDriver
 from zfs_backend.driver import failover as fo
 from zfs_backend.driver.nfs import ExportEntry, GaneshaExports, render_export
 from zfs_backend.driver.options import DEFAULT_EXPORTS_FILE, DEFAULT_PID_FILE
-from zfs_backend.hosts.fake import FakeHost
 from zfs_backend.zfs import ZFS_FUSE_07, Zfs
 from zfs_backend.zfs.names import parse_dataset
 
@@ -27,45 +27,23 @@ EXPORTS = "".join(
 )
 
 
-class OldPrimary:
-    """node1 after the failover: its exports file, its datasets, whether it answers at all."""
+class OldPrimary(FakeNode):
+    """node1 after the failover: its exports and datasets; whether it answers at all; what was set."""
 
     def __init__(self, *, answers: bool = True) -> None:
+        super().__init__(EXPORTS, ("tank/volumes", "tank/volumes/volume-v1", "tank/volumes/volume-v2"))
         self.answers = answers
-        self.files = {DEFAULT_EXPORTS_FILE: EXPORTS, DEFAULT_PID_FILE: "4242\n"}
-        self.datasets = {"tank/volumes", "tank/volumes/volume-v1", "tank/volumes/volume-v2"}
         self.set: list[tuple[str, ...]] = []
-        self.host = FakeHost(self.respond, name="node1")
 
     def respond(self, argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, str, str]:
         if not self.answers:
             return 255, "", "ssh: connect to host 198.18.0.11 port 22: No route to host"
         if argv == ("true",):
             return 0, "", ""
-        if argv[0] == "cat":
-            return (0, self.files[argv[1]], "") if argv[1] in self.files else (1, "", "No such file")
-        if argv[0] == "tee":
-            self.files[argv[1]] = (stdin or b"").decode()
-            return 0, "", ""
-        if argv[0] == "mv":
-            self.files[argv[3]] = self.files.pop(argv[2])
-            return 0, "", ""
-        if argv[0] == "kill":
-            return 0, "", ""
-        if argv[0].endswith("zfs") and argv[1:6] == ("get", "-H", "-o", "value", "type"):
-            ds = argv[-1]
-            return (0, "filesystem\n", "") if ds in self.datasets else (1, "", f"cannot open '{ds}'")
-        if argv[0].endswith("zfs") and argv[1] == "list":
-            ds = argv[-1]
-            return (
-                (0, ds + "\n", "")
-                if ds in self.datasets
-                else (1, "", f"cannot open '{ds}': dataset does not exist")
-            )
-        if argv[0].endswith("zfs") and argv[1] == "set":
+        if argv[:2] == ("zfs", "set"):
             self.set.append(argv[2:])
             return 0, "", ""
-        return 99, "", f"unexpected {argv}"
+        return super().respond(argv, stdin)
 
 
 def _primary(node: OldPrimary | None) -> ZfsNfsDriver:
