@@ -350,7 +350,7 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
 
     def _fence_returned_primary(self) -> None:
         """After a failover: fence the old primary's copies it could not fence then, once that node
-        answers (:mod:`zfs_backend.cinder.fencing`). Never fails the stats refresh."""
+        answers (:mod:`zfs_backend.driver.return_fence`). Never fails the stats refresh."""
         if self._active_backend_id in (None, "default") or getattr(self, "db", None) is None:
             return
         if self._return_fence is None:

@@ -15,7 +15,6 @@ import re
 import secrets
 import shutil
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -29,15 +28,12 @@ from ..errors import LabError, MissingDependency
 from ..hosts.inventory import load_inventory
 from ..hosts.openssh import master_ident, stop_masters
 from ..private import private_dir, private_open
-from . import procs
+from . import mariadb, procs
 from .config import HOST, LOOPBACK, PROJECT_ID, CinderLayout, backend_name, cinder_conf, rabbitmq_conf
 
 __all__ = ["ORDER", "RABBITMQ_SERVER", "UpReport", "api_get", "down", "status", "up"]
 
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-MARIADBD = Path("/usr/sbin/mariadbd")
-MARIADB_INSTALL_DB = Path("/usr/bin/mariadb-install-db")
-MARIADB = Path("/usr/bin/mariadb")
 EPMD = "epmd"
 # stop order: the API first (no new requests), the broker and its port mapper last
 ORDER = ("cinder-api", "cinder-volume", "cinder-scheduler", "mariadb", "rabbitmq", "epmd")
@@ -102,9 +98,7 @@ def check_prerequisites(lay: CinderLayout) -> None:
         raise MissingDependency(
             f"{RABBITMQ_SERVER} is missing: run scripts/bootstrap --cinder (rabbitmq-server)"
         )
-    for tool in (MARIADBD, MARIADB_INSTALL_DB, MARIADB):
-        if not tool.exists():
-            raise MissingDependency(f"{tool} is missing: run scripts/bootstrap --cinder (mariadb-server)")
+    mariadb.check_prerequisites()
     _epmd_bin()
 
 
@@ -229,93 +223,6 @@ def _write_files(lay: CinderLayout, nodes: list[str], replication: dict[str, str
     return password
 
 
-#: MariaDB sets its own umask from these (file and directory creation modes): private state, as ours
-_MARIADB_ENV = {
-    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-    "LANG": "C.UTF-8",
-    "UMASK": "0600",
-    "UMASK_DIR": "0700",
-}
-
-
-def _mariadbd_argv(lay: CinderLayout) -> list[str]:
-    """A private MariaDB: our data directory, a unix socket only (no TCP port at all), none of
-    ``/etc/mysql``'s settings, small buffers (a lab's database is a few MiB)."""
-    return [
-        str(MARIADBD),
-        "--no-defaults",
-        f"--datadir={lay.mysql_dir}",
-        f"--socket={lay.mysql_socket}",
-        f"--pid-file={lay.run_dir / 'mariadb.pid'}",
-        "--skip-networking",
-        "--user=root",
-        "--innodb-buffer-pool-size=32M",
-        "--innodb-log-file-size=16M",
-        "--character-set-server=utf8mb4",
-        "--collation-server=utf8mb4_general_ci",
-    ]
-
-
-def _mariadb_ready(lay: CinderLayout) -> bool:
-    import socket
-
-    if not lay.mysql_socket.exists():
-        return False
-    with socket.socket(socket.AF_UNIX) as sock:
-        try:
-            sock.connect(str(lay.mysql_socket))
-        except OSError:
-            return False
-    return True
-
-
-def _mariadb_init(lay: CinderLayout) -> None:
-    """The data directory, made once (``mariadb-install-db``); root logs in by its unix identity only."""
-    private_dir(lay.mysql_dir)
-    r = subprocess.run(
-        [
-            str(MARIADB_INSTALL_DB),
-            "--no-defaults",
-            f"--datadir={lay.mysql_dir}",
-            "--user=root",
-            "--auth-root-authentication-method=socket",
-            "--skip-test-db",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=_MARIADB_ENV,
-        umask=0o077,
-    )
-    if r.returncode != 0:
-        raise LabError(
-            f"mariadb-install-db failed ({r.returncode}): {(r.stderr or r.stdout).strip()[-2000:]}"
-        )
-
-
-def _mariadb_user(lay: CinderLayout) -> None:
-    """Cinder's database and its ``cinder`` user (password from ``db.password``; the SQL goes on stdin, not
-    in an argv anyone can read)."""
-    pw = _secret(lay.db_secret)
-    sql = (
-        "CREATE DATABASE IF NOT EXISTS cinder CHARACTER SET utf8mb4;\n"
-        f"CREATE USER IF NOT EXISTS 'cinder'@'localhost' IDENTIFIED BY '{pw}';\n"
-        f"ALTER USER 'cinder'@'localhost' IDENTIFIED BY '{pw}';\n"
-        "GRANT ALL PRIVILEGES ON cinder.* TO 'cinder'@'localhost';\n"
-    )
-    r = subprocess.run(
-        [str(MARIADB), "--no-defaults", f"--socket={lay.mysql_socket}", "--user=root", "--batch"],
-        input=sql,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if r.returncode != 0:
-        raise LabError(f"creating Cinder's database failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
-
-
 def _nodes(lay: CinderLayout) -> list[str]:
     if not lay.settings.inventory.exists():
         raise LabError(f"no inventory at {lay.settings.inventory}: bring a lab up first (zfs-backend lab up)")
@@ -355,12 +262,10 @@ def up(
         procs.wait_for("epmd", lambda: procs.port_open(lay.ports.epmd), timeout=30, procs=[epmd])
         rabbit = run("rabbitmq", [str(RABBITMQ_SERVER)], renv)
         t0 = time.monotonic()
-        if not (lay.mysql_dir / "mysql").is_dir():  # MariaDB's system tables: made once per home
-            _mariadb_init(lay)
-        db = run("mariadb", _mariadbd_argv(lay), _MARIADB_ENV)
-        procs.wait_for("MariaDB's socket", lambda: _mariadb_ready(lay), timeout=timeout, procs=[db])
-        os.chmod(lay.mysql_socket, 0o600)  # MariaDB makes it 0777 (in a 0700 directory): ours only
-        _mariadb_user(lay)
+        mariadb.init(lay)
+        db = run("mariadb", mariadb.argv(lay), mariadb.ENV)
+        procs.wait_for("MariaDB's socket", lambda: mariadb.ready(lay), timeout=timeout, procs=[db])
+        mariadb.ensure_cinder_user(lay, _secret(lay.db_secret))
         report.seconds["mariadb"] = round(time.monotonic() - t0, 1)
         report.seconds["rabbitmq"] = round(
             procs.wait_for(

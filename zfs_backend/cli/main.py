@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fast
     parser = build_parser(_command_of(args_in))
     args = parser.parse_args(args_in)
-    if args.verbose or not getattr(args, "quick_exit", False):
+    quick_exit = bool(getattr(args, "quick_exit", False))
+    if args.verbose or not quick_exit:
         # a client command (quick_exit) logs nothing of its own: it does not load logging (~12 ms) unless
         # asked to; a warning from below still reaches stderr, as its bare message
         import logging
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zfs-backend: interrupted", file=sys.stderr)
         return 130
-    if argv is None and getattr(args, "quick_exit", False):
+    if argv is None and quick_exit:
         _quick_exit(int(rc or 0))
     return int(rc or 0)
 
