@@ -31,9 +31,12 @@ defaults are what ``auto`` picks for a new installation (both secure).
 The node's other driver options (export address, NFS versions and ports, thin, ...) come from its
 inventory variables ``zfs_backend_volume_*`` (:mod:`zfs_backend.driver.options`). Each
 ``initialize_connection`` grants the connector's ``ip`` access to the volume's export and
-``terminate_connection`` revokes it. Tested with cinder 29.0.0 under cinder-volume's eventlet monkey
-patching (``tests/lab/test_cinder_adapter.py``) and inside real cinder-api, -scheduler and -volume
-services (``scripts/cinder-up``, ``tests/cinder/``).
+``terminate_connection`` revokes it once no other of Cinder's attachments of the volume is from that
+address (multiattach: Cinder's ``volume_attachment`` records are counted, as its LVM driver does;
+Cinder 29 passes the driver no attachment id); ``remove_export``, which Cinder calls after each detach,
+unexports only a volume with no attachment left. Tested with cinder 29.0.0 under cinder-volume's
+eventlet monkey patching (``tests/lab/test_cinder_adapter.py``) and inside real cinder-api,
+-scheduler and -volume services (``scripts/cinder-up``, ``tests/cinder/``).
 
 Backend activities: at each stats refresh the adapter publishes every volume's activity into the
 volume's metadata key ``zfs_backend:activity`` and the running ones into the pool's capability
@@ -66,6 +69,7 @@ from oslo_config import cfg  # type: ignore[import-not-found]
 from ..config import Settings, load_settings
 from ..driver import NodeOptions, Snapshot, Volume, VolumeBusy
 from ..driver import ZfsNfsDriver as _Core
+from ..driver.access import client_address, same_client_count
 from ..driver.return_fence import ReturnFence
 from ..errors import ConfigError, ZfsBackendError
 from ..hosts.inventory import load_inventory
@@ -303,16 +307,35 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
             return self._c().ensure_export(context, _volume(volume))
 
     def remove_export(self, context: Any, volume: Any) -> None:
+        """Cinder calls this after every detach (and after a failed connect), also while other
+        attachments are left: the export goes only when no attachment of it is left on the node."""
         with _cinder_errors(f"unexport volume {volume.id}"):
-            self._c().remove_export(context, _volume(volume))
+            self._c().release_export(context, _volume(volume))
 
     def initialize_connection(self, volume: Any, connector: Any) -> dict[str, Any]:
+        """Grant ``connector["ip"]`` through an attachment: ``connector["attachment_id"]`` when Cinder
+        gives one (29.x does not: it adds the id to the answer only), else the client's default one."""
         with _cinder_errors(f"connect volume {volume.id}"):
             return self._c().initialize_connection(_volume(volume), connector)
 
-    def terminate_connection(self, volume: Any, connector: Any, **kwargs: Any) -> None:
+    def terminate_connection(self, volume: Any, connector: Any, **kwargs: Any) -> bool:
+        """Cinder's rule for a shared target (as its LVM driver): while another of Cinder's attachments
+        of this volume is from the same address (``volume.volume_attachment``), the grant stays and
+        the answer is True; the last one ends every attachment of the address. A ``None`` connector
+        (force detach) ends all. Returns whether other attachments of the volume are left, so Cinder
+        keeps the export for them."""
         with _cinder_errors(f"disconnect volume {volume.id}"):
-            self._c().terminate_connection(_volume(volume), connector, **kwargs)
+            attachments = list(_loaded(volume, "volume_attachment") or [])
+            others = len(attachments) > 1
+            if connector is None:
+                self._c().terminate_connection(_volume(volume), None, **kwargs)
+                return others
+            client = client_address(connector)
+            if same_client_count((_loaded(a, "connector") for a in attachments), client) > 1:
+                return True
+            plain = {k: v for k, v in dict(connector).items() if k != "attachment_id"}
+            self._c().terminate_connection(_volume(volume), plain, **kwargs)
+            return others
 
     def failover_host(
         self, context: Any, volumes: list[Any], secondary_id: str | None = None, groups: Any = None

@@ -31,6 +31,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("agent_cmd", "run the node agent (foreground, or supervised with --daemon; --status)"),
     "rpc": ("agent_cmd", "bridge stdin/stdout to the local agent (what the controller runs over SSH)"),
     "peer-exec": ("agent_cmd", "forced command of peer nodes' SSH keys; not for interactive use"),
+    "exports-change": ("node_cmd", "one NFS exports change under the node's lock (run by the driver)"),
+    "volume-file": ("node_cmd", "size or set the owner and mode of a volume file (run by the driver)"),
     "replicate": (
         "replicate_cmd",
         "replicate a snapshot to another node (incremental by GUID), as a backend activity",

@@ -1,22 +1,25 @@
-"""Who may use a volume: Cinder's connector turned into an NFS grant, and the connection info.
+"""Who may use a volume: Cinder's connector turned into an NFS attachment, and the connection info.
 
-``initialize_connection(volume, connector)`` grants ``connector["ip"]`` read-write access to the
-volume's export (:meth:`~zfs_backend.driver.nfs.GaneshaExports.grant`) and
-``terminate_connection`` revokes it; an export grants nobody until then. The address is validated
-here, before any command, so a connector without a usable ``ip`` changes nothing.
+``initialize_connection(volume, connector)`` records an attachment of ``connector["ip"]`` and grants
+the address read-write access to the volume's export
+(:meth:`~zfs_backend.driver.nfs.GaneshaExports.attach`); ``terminate_connection`` ends it, and the
+address loses access once no attachment of it is left. The attachment's id is
+``connector["attachment_id"]`` when the caller gives one (the volume service and the CLI do), else the
+client's default attachment (``client-ADDR``). An export grants nobody until then. The address and
+the id are validated here, before any command, so a connector without a usable ``ip`` changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import InvalidClient
 from .layout import VOLUME_FILE
-from .nfs import validate_client
+from .nfs import validate_attachment_id, validate_client
 from .options import NodeOptions
 
-__all__ = ["client_address", "connection_info"]
+__all__ = ["attachment_id", "client_address", "connection_info", "same_client_count"]
 
 
 def client_address(connector: object) -> str:
@@ -27,6 +30,24 @@ def client_address(connector: object) -> str:
     if ip is None or ip == "":
         raise InvalidClient("the connector has no 'ip': the client's address is needed to grant access")
     return validate_client(ip)
+
+
+def attachment_id(connector: Mapping[str, Any]) -> str | None:
+    """The attachment id the connector names (``attachment_id``), validated; None when it names none."""
+    value = connector.get("attachment_id")
+    return None if value is None or value == "" else validate_attachment_id(value)
+
+
+def same_client_count(connectors: Iterable[object], client: str) -> int:
+    """How many of ``connectors`` (e.g. those of Cinder's attachments of one volume) are from the
+    address ``client``; a connector without a valid ``ip`` counts for nobody."""
+    n = 0
+    for c in connectors:
+        try:
+            n += client_address(c) == client
+        except InvalidClient:
+            continue
+    return n
 
 
 def connection_info(options: NodeOptions, location: str) -> dict[str, Any]:

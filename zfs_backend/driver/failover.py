@@ -30,6 +30,7 @@ from ..errors import ZfsBackendError
 from ..replication.standby import snapshot_time
 from .errors import VolumeNotFound
 from .models import Volume
+from .nfs import Attachment
 
 if TYPE_CHECKING:
     from .zfs_nfs import ZfsNfsDriver
@@ -70,6 +71,7 @@ def quiesce(d: ZfsNfsDriver, volume: Volume) -> dict[str, Any]:
     state: dict[str, Any] = {
         "exported": entry is not None,
         "clients": list(entry.clients) if entry is not None else [],
+        "attachments": [[a.id, a.client] for a in entry.attachments] if entry is not None else [],
         "readonly": [value, source],
         "unmounted": False,
     }
@@ -95,18 +97,21 @@ def unquiesce(d: ZfsNfsDriver, volume: Volume, state: dict[str, Any]) -> None:
     elif value == "off" or source == "temporary":
         d.zfs.inherit(ds, "readonly")
     if state.get("exported"):
-        d._export(ds, tuple(state.get("clients") or ()))
+        atts = tuple(Attachment(str(i), str(c)) for i, c in state.get("attachments") or ())
+        d._export(ds, tuple(state.get("clients") or ()), atts)
 
 
-def promote(d: ZfsNfsDriver, volume: Volume, clients: Sequence[str] = ()) -> str:
-    """The replica of ``volume`` on ``d``'s node becomes the volume: writable, exported to ``clients``.
-    Returns its ``provider_location``."""
+def promote(
+    d: ZfsNfsDriver, volume: Volume, clients: Sequence[str] = (), attachments: Sequence[Attachment] = ()
+) -> str:
+    """The replica of ``volume`` on ``d``'s node becomes the volume: writable, exported to
+    ``attachments`` (and the default attachments of ``clients``). Returns its ``provider_location``."""
     ds = d._dataset(volume)
     d._require(ds, f"the replica of volume {volume.id}")
     d.zfs.inherit(ds, "readonly")
     if d.zfs.get_with_source(ds, "readonly")[0] == "on":  # inherited from a read-only parent
         d.zfs.set(ds, "readonly", "off")
-    d._export(ds, tuple(clients))
+    d._export(ds, tuple(clients), tuple(attachments))
     return d._location(ds)
 
 
@@ -138,6 +143,7 @@ def fail_over(
     clients: Sequence[str] = (),
     *,
     holders: Sequence[str] = (),
+    attachments: Sequence[Attachment] = (),
 ) -> dict[str, Any]:
     """A forced failover of ``volume`` to ``standby``'s node (see the module doc). ``holders``: the
     standby-sync activities to fence even when they hold no claim right now (the flow knows its own)."""
@@ -159,7 +165,7 @@ def fail_over(
         raise ZfsBackendError(f"{standby.options.node}:{ds} holds no snapshot to promote")
     newest = snaps[-1]
     standby.zfs.rollback(newest.name)  # the head is the newest received snapshot (it was read-only)
-    location = promote(standby, volume, clients)
+    location = promote(standby, volume, clients, attachments)
     taken = snapshot_time(newest.snap) or float(newest.creation)
     out = {
         "provider_location": location,

@@ -17,8 +17,9 @@ from ..zfs.api import Zfs
 from ..zfs.names import DatasetName, SnapshotName
 from ..zfs.parse import parse_get, parse_int
 from .models import GIB, Snapshot, Volume, validate_id
-from .nfs import validate_export_path
+from .nfs import node_command, validate_export_path
 from .options import NodeOptions
+from .volume_file import VOLUME_FILE
 
 __all__ = [
     "MIN_HEADROOM",
@@ -38,7 +39,6 @@ __all__ = [
     "volume_dataset_by_id",
 ]
 
-VOLUME_FILE = "volume"
 SIZE_PROPERTY = "zfs_backend:volume_size"
 MIN_HEADROOM = 32 << 20
 
@@ -79,23 +79,30 @@ def mountpoint(zfs: Zfs, node: str, ds: DatasetName) -> str:
     return validate_export_path(mp)
 
 
-def truncate(zfs: Zfs, node: str, ds: DatasetName, size_bytes: int) -> None:
-    """Create or resize ``ds``'s sparse ``volume`` file to ``size_bytes``."""
-    zfs.host.run(["truncate", "-s", str(int(size_bytes)), f"{mountpoint(zfs, node, ds)}/{VOLUME_FILE}"])
+def truncate(zfs: Zfs, options: NodeOptions, ds: DatasetName, size_bytes: int) -> None:
+    """Create or resize ``ds``'s sparse ``volume`` file to ``size_bytes``, on the node by
+    ``zfs-backend volume-file`` (:mod:`.volume_file`): a regular file or nothing, never through a
+    link a client planted (UnsafeVolumeFile)."""
+    mp = mountpoint(zfs, options.node, ds)
+    node_command(zfs.host, [options.node_bin, "volume-file", "truncate", mp, str(int(size_bytes))])
 
 
 def set_file_access(zfs: Zfs, options: NodeOptions, ds: DatasetName) -> None:
     """Give ``ds``'s ``volume`` file the owner and mode the options ask for (before it is exported:
-    ganesha caches attributes for a while). A file that has them already is left alone (a replica
-    received with them may be read-only)."""
-    path = f"{mountpoint(zfs, options.node, ds)}/{VOLUME_FILE}"
+    ganesha caches attributes for a while), on the node like :func:`truncate`. A file that has them
+    already is left alone (a replica received with them may be read-only)."""
+    mp = mountpoint(zfs, options.node, ds)
     uid, gid = options.file_owner
-    owner, mode = f"{int(uid)}:{int(gid)}", f"{options.file_mode:o}"
-    current = zfs.host.run(["stat", "-c", "%u:%g %a", path]).text.split()
-    if current[:1] != [owner]:
-        zfs.host.run(["chown", owner, path])
-    if current[1:2] != [mode]:
-        zfs.host.run(["chmod", f"0{mode}", path])
+    argv = [
+        options.node_bin,
+        "volume-file",
+        "access",
+        mp,
+        str(int(uid)),
+        str(int(gid)),
+        f"{options.file_mode:o}",
+    ]
+    node_command(zfs.host, argv)
 
 
 def resize(zfs: Zfs, options: NodeOptions, ds: DatasetName, current: int, new_bytes: int) -> None:
@@ -105,7 +112,7 @@ def resize(zfs: Zfs, options: NodeOptions, ds: DatasetName, current: int, new_by
     for k, v in space_props(new_bytes, options.thin).items():
         zfs.set(ds, k, v)
     try:
-        truncate(zfs, options.node, ds, new_bytes)
+        truncate(zfs, options, ds, new_bytes)
     except BaseException:
         zfs.set(ds, SIZE_PROPERTY, str(current))
         for k in ("refreservation", "refquota"):

@@ -35,6 +35,7 @@ from ..zfs.names import DatasetName, parse_snapshot
 from . import clones, layout
 from .errors import VolumeBusy
 from .models import GIB, Volume
+from .nfs import Attachment
 
 if TYPE_CHECKING:
     from .zfs_nfs import ZfsNfsDriver
@@ -107,10 +108,11 @@ def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendA
     src_ds, dst_ds = src._dataset(volume), dst._dataset(volume)
     entry = src.exports.get(src_ds)
     clients = entry.clients if entry is not None else ()
+    attachments = entry.attachments if entry is not None else ()
     rec = _through_quiesce(src, src_ds, act)
     if rec.state != "succeeded":
         if entry is not None:
-            src._export(src_ds, clients)  # as it was (the activity gave the source its mount back)
+            src._export(src_ds, (), attachments)  # as it was (the activity gave the source its mount back)
         why = rec.error or "no error"
         raise MigrationFailed(
             f"migration {act.id} {rec.state}: {why}; the volume stays on {src.options.node}"
@@ -130,11 +132,11 @@ def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendA
         for k, v in layout.space_props(size, dst.options.thin).items():
             dst.zfs.set(dst_ds, k, v)
         if entry is not None:
-            dst._export(dst_ds, clients)
+            dst._export(dst_ds, (), attachments)
             exported = True
         switched = time.time()
     except BaseException:
-        _undo(src, dst, volume, act.id, res, exported, clients if entry is not None else None)
+        _undo(src, dst, volume, act.id, res, exported, attachments if entry is not None else None)
         raise
     origin = src.zfs.get(src_ds, ["origin"]).get("origin", "-")
     src.exports.remove(src_ds)
@@ -181,9 +183,9 @@ def _undo(
     holder: str,
     res: dict[str, Any],
     exported: bool,
-    clients: tuple[str, ...] | None,
+    attachments: tuple[Attachment, ...] | None,
 ) -> None:
-    """Put the volume back on the source: mounted, its own writability and export (``clients``: its
+    """Put the volume back on the source: mounted, its own writability and export (``attachments``: its
     grants, None when it was not exported), no copy or export on the destination."""
     src_ds, dst_ds = src._dataset(volume), dst._dataset(volume)
     steps: list[Callable[[], object]] = []
@@ -194,8 +196,8 @@ def _undo(
     steps.append(lambda: restore_readonly(src.zfs, src_ds, res.get("readonly_was")))
     if res.get("unmounted"):
         steps.append(lambda: _mounted(src, src_ds))
-    if clients is not None:
-        steps.append(lambda: src._export(src_ds, clients))
+    if attachments is not None:
+        steps.append(lambda: src._export(src_ds, (), attachments))
     snaps = [parse_snapshot(n) for n in res.get("snapshots", [])]
     for snap in snaps:
         steps.append(lambda s=snap: src.zfs.destroy(s, missing_ok=True))  # type: ignore[misc]

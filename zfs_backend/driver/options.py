@@ -37,6 +37,9 @@ field                           default                   meaning
 ``backend_replication``         ``True``                  publish ``snapshot_replicate`` (when the agent
                                                           hosts it); False: flows take the generic path
                                                           (the controller streams the data itself)
+``node_bin``                    ``zfs-backend``           the node's ``zfs-backend`` command, which makes
+                                                          the exports changes and volume file operations
+                                                          there (inventory: ``zfs_backend_bin``)
 ``replication_devices``         ``()``                    Cinder's ``replication_device`` backend_ids: the
                                                           nodes this backend's volumes may have standbys
                                                           on; non-empty: ``replication_enabled``
@@ -97,6 +100,7 @@ class NodeOptions:
     stateless_volume_operations: bool = True
     backend_replication: bool = True
     replication_devices: tuple[str, ...] = ()
+    node_bin: str = "zfs-backend"
 
     def __post_init__(self) -> None:
         try:
@@ -120,6 +124,8 @@ class NodeOptions:
             if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536:
                 raise ConfigError(f"invalid {name} {v!r}: expected 1-65535")
         _abs_path(self.exports_file, "exports_file")
+        if self.node_bin != "zfs-backend":
+            _abs_path(self.node_bin, "zfs_backend_bin")
         _abs_path(self.ganesha_pid_file, "ganesha_pid_file")
         if not isinstance(self.reserved_percentage, int) or not 0 <= self.reserved_percentage <= 100:
             raise ConfigError(f"invalid reserved_percentage {self.reserved_percentage!r}: 0-100")
@@ -191,6 +197,8 @@ class NodeOptions:
             if name not in known:
                 raise ConfigError(f"{node}: unknown volume driver option {key!r}")
             kwargs[name] = tuple(value) if name in ("nfs_versions", "replication_devices") else value
+        if variables.get("zfs_backend_bin") and "node_bin" not in kwargs:
+            kwargs["node_bin"] = variables["zfs_backend_bin"]
         if "export_address" not in kwargs and address is not None:
             try:
                 ipaddress.ip_address(address)

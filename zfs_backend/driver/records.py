@@ -44,6 +44,17 @@ CREATE TABLE IF NOT EXISTS attachments (
     attached_at REAL NOT NULL,
     PRIMARY KEY (volume_id, client)
 );
+CREATE TABLE IF NOT EXISTS volume_attachments (
+    volume_id TEXT NOT NULL REFERENCES volumes(id),
+    attachment_id TEXT NOT NULL,
+    client TEXT NOT NULL,
+    attached_at REAL NOT NULL,
+    PRIMARY KEY (volume_id, attachment_id)
+);
+-- attachments of an older version (one per client) become the clients' default attachments
+INSERT OR IGNORE INTO volume_attachments
+    SELECT volume_id, 'client-' || client, client, attached_at FROM attachments;
+DELETE FROM attachments;
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY,
     volume_id TEXT NOT NULL REFERENCES volumes(id),

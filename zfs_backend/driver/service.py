@@ -1,9 +1,11 @@
 """The controller-side volume service, standing in for cinder-volume: a SQLite table of volumes and
 snapshots with Cinder's statuses, calling one ``ZfsNfsDriver`` per node.
 
-Attachments are recorded per client address (Cinder's ``volume_attachment``): ``attach`` grants the
-client access to the volume's export and records it, ``detach`` revokes it (or every recorded client's);
-a volume is ``in-use`` while it has attachments. The database is private (``zfs_backend.private``).
+Attachments are recorded by id with their client address (Cinder's ``volume_attachment``): ``attach``
+records one and grants its client access to the volume's export, ``detach`` ends one (or every one of
+a client, or all); an address keeps access while any attachment of it is left (the node counts them
+in the exports file: :mod:`.nfs`), and a volume is ``in-use`` while it has attachments.
+The database is private (``zfs_backend.private``).
 
 Users name volumes (``display_name``, unique) and snapshots (unique per volume); ids are UUIDs.
 Input is checked before anything is recorded; a record is written ``creating`` before the driver is
@@ -28,9 +30,10 @@ from ..errors import InvalidName
 from ..hosts.inventory import load_inventory
 from ..private import private_sqlite
 from ..zfs.names import validate_node
-from .access import client_address
+from .access import attachment_id, client_address
 from .errors import VolumeBusy, VolumeExists, VolumeNotFound
 from .models import Snapshot, Volume, check_size, new_id
+from .nfs import Attachment, default_attachment, validate_attachment_id
 from .options import NodeOptions
 from .records import (
     SCHEMA,
@@ -277,40 +280,72 @@ class VolumeService(ReplicationRecords):
     # ---- attach / stats / replicate --------------------------------------------------------------
 
     def attachments(self, name: str) -> list[str]:
-        """The client addresses the volume is attached to."""
+        """The client addresses the volume is attached to (each once, first attached first)."""
+        return list(dict.fromkeys(client for _, client in self.attachment_records(name)))
+
+    def attachment_records(self, name: str) -> list[tuple[str, str]]:
+        """The volume's attachments: (attachment id, client address), first attached first."""
         rec = self.get_volume(name)
         with self._db() as db:
             rows = db.execute(
-                "SELECT client FROM attachments WHERE volume_id = ? ORDER BY attached_at", (rec.id,)
+                "SELECT attachment_id, client FROM volume_attachments WHERE volume_id = ? "
+                "ORDER BY attached_at, attachment_id",
+                (rec.id,),
             )
-            return [str(r["client"]) for r in rows]
+            return [(str(r["attachment_id"]), str(r["client"])) for r in rows]
 
-    def attach(self, name: str, connector: dict[str, Any]) -> dict[str, Any]:
-        """Export (if needed), grant ``connector["ip"]`` access and return the NFS connection info; the
-        volume becomes ``in-use``. A connector without a valid ``ip`` is refused before anything."""
+    def attach(self, name: str, connector: dict[str, Any], attachment: str | None = None) -> dict[str, Any]:
+        """Export (if needed), record attachment ``attachment`` (default: ``connector["attachment_id"]``,
+        else the client's default attachment) of ``connector["ip"]``, grant the address access and
+        return the NFS connection info; the volume becomes ``in-use``. A connector without a valid
+        ``ip``, or a bad attachment id, is refused before anything."""
         client = client_address(connector)
+        att = attachment if attachment is not None else attachment_id(connector)
+        att = default_attachment(client) if att is None else validate_attachment_id(att)
+        Attachment(att, client)  # an id naming another client's default is refused here
         rec = self.get_volume(name)
         d = self.driver(rec.node)
         d.create_export(None, rec.model(), connector)
-        info = d.initialize_connection(rec.model(), {**connector, "ip": client})
+        info = d.initialize_connection(rec.model(), {**connector, "ip": client, "attachment_id": att})
         with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO attachments VALUES (?, ?, ?)", (rec.id, client, time.time()))
-        self._status("volumes", rec.id, "in-use")
+            db.execute(
+                "INSERT OR REPLACE INTO volume_attachments VALUES (?, ?, ?, ?)",
+                (rec.id, att, client, time.time()),
+            )
+            db.execute(
+                "UPDATE volumes SET status = 'in-use', updated_at = ? WHERE id = ?", (time.time(), rec.id)
+            )
         return info
 
-    def detach(self, name: str, connector: dict[str, Any] | None = None) -> list[str]:
-        """Revoke ``connector["ip"]``'s access (None: every attached client's); the volume is
-        ``available`` again when no attachment is left. Returns the clients detached."""
+    def detach(
+        self, name: str, connector: dict[str, Any] | None = None, attachment: str | None = None
+    ) -> list[str]:
+        """End attachments: the one named ``attachment``, else every one of ``connector["ip"]``, else
+        (both None) every one. An address loses access with its last attachment; the volume is
+        ``available`` again when none is left. Returns the clients detached (each once)."""
+        client = client_address(connector) if connector is not None else None
+        att = None if attachment is None else validate_attachment_id(attachment)
         rec = self.get_volume(name)
-        clients = [client_address(connector)] if connector is not None else self.attachments(rec.id)
+        records = self.attachment_records(rec.id)
+        ending = [(a, c) for a, c in records if (att is None or a == att) and (client is None or c == client)]
         d = self.driver(rec.node)
-        for client in clients:
-            d.terminate_connection(rec.model(), {"ip": client})
+        for a, c in ending:  # by id: another process may be attaching the same client right now
+            d.terminate_connection(rec.model(), {"ip": c, "attachment_id": a})
             with self._db() as db:
-                db.execute("DELETE FROM attachments WHERE volume_id = ? AND client = ?", (rec.id, client))
-        if not self.attachments(rec.id):
-            self._status("volumes", rec.id, "available")
-        return clients
+                db.execute(
+                    "DELETE FROM volume_attachments WHERE volume_id = ? AND attachment_id = ?", (rec.id, a)
+                )
+                left = db.execute(
+                    "SELECT 1 FROM volume_attachments WHERE volume_id = ?", (rec.id,)
+                ).fetchone()
+                if left is None:
+                    db.execute(
+                        "UPDATE volumes SET status = 'available', updated_at = ? WHERE id = ?",
+                        (time.time(), rec.id),
+                    )
+        if client is not None and not ending:  # not recorded here: the node's grant of it still goes
+            d.terminate_connection(rec.model(), {"ip": client})
+        return list(dict.fromkeys(c for _, c in ending)) or ([client] if client is not None else [])
 
     def stats(self, node: str, refresh: bool = True) -> dict[str, Any]:
         return self.driver(node).get_volume_stats(refresh=refresh)

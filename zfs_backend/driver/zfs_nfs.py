@@ -10,14 +10,18 @@ refused or failed call leaves the node as it was. The driver only touches ``zfs`
 node's ``volume`` files and the server's exports file (``nfs.GaneshaExports``), and delegates
 ``snapshot_replicate`` to :mod:`zfs_backend.replication.api`.
 
-Exports grant nobody until ``initialize_connection`` grants the connector's address
-(``terminate_connection`` revokes it): see :mod:`.access` and :mod:`.nfs`.
+Exports grant nobody until ``initialize_connection`` grants the connector's address, counted per
+attachment (``terminate_connection`` ends one; the address is revoked with its last attachment): see
+:mod:`.access` and :mod:`.nfs`. The ``volume`` file is only ever sized, chowned and chmodded as a
+regular file, on the node (:mod:`.volume_file`).
 
 Version history: 1.0.0 - first version (volumes, snapshots, clones, extend, NFS exports via
 nfs-ganesha, stats with backend-activity capabilities, snapshot_replicate). 1.1.0 - exports are granted
 per connector address; root squashing and the volume file's mode follow the secure_file_* options.
 1.2.0 - replication v2.1 (replication_device, failover_host), stateless_volume_operations option.
 1.3.0 - migrate_volume (a ``migrate`` backend activity, the volume in use until a short quiesce).
+1.4.0 - grants counted per attachment (multiattach from one host), exports changed under a node-side
+lock, volume file operations refuse anything but a regular file, loopback clients refused.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from .clones import CLONE_SNAP_PREFIX as CLONE_SNAP_PREFIX  # kept importable fr
 from .errors import InvalidSize, VolumeBusy, VolumeExists, VolumeNotFound
 from .layout import SIZE_PROPERTY, VOLUME_FILE, quota_for
 from .models import GIB, Snapshot, Volume, check_size
-from .nfs import GaneshaExports
+from .nfs import Attachment, GaneshaExports
 from .options import NodeOptions
 from .stats import build_stats, read_facts
 
@@ -50,7 +54,7 @@ log = logging.getLogger("zfs_backend.driver")
 class ZfsNfsDriver:
     """A Cinder-shaped driver for the volumes of one storage node (one backend = one node)."""
 
-    VERSION = "1.3.0"
+    VERSION = "1.4.0"
 
     def __init__(
         self,
@@ -94,7 +98,7 @@ class ZfsNfsDriver:
         self._zfs = Zfs(self.host)
         o = self.options
         self._exports = GaneshaExports(
-            self.host, o.exports_file, o.ganesha_pid_file, o.nfs_versions, o.export_security
+            self.host, o.exports_file, o.ganesha_pid_file, o.nfs_versions, o.export_security, o.node_bin
         )
         parent = self.options.parent_dataset
         if not self._zfs.exists(parent):
@@ -164,10 +168,13 @@ class ZfsNfsDriver:
             except ZfsBackendError as e:
                 log.error("%s: rollback of %s incomplete: %s", self.options.node, ds, e)
 
-    def _export(self, ds: DatasetName, clients: tuple[str, ...] = ()) -> None:
-        """The volume file's owner and mode, then the export (granting ``clients`` only)."""
+    def _export(
+        self, ds: DatasetName, clients: tuple[str, ...] = (), attachments: tuple[Attachment, ...] = ()
+    ) -> None:
+        """The volume file's owner and mode, then the export (granting ``attachments`` and the default
+        attachments of ``clients`` only)."""
         layout.set_file_access(self.zfs, self.options, ds)
-        self.exports.add(ds, self._mountpoint(ds), clients)
+        self.exports.add(ds, self._mountpoint(ds), clients, attachments)
 
     def _finish_create(
         self, ds: DatasetName, size_bytes: int, grow: bool, extra: SnapshotName | None = None
@@ -176,7 +183,7 @@ class ZfsNfsDriver:
         exported = False
         try:
             if grow:
-                layout.truncate(self.zfs, self.options.node, ds, size_bytes)
+                layout.truncate(self.zfs, self.options, ds, size_bytes)
             self._export(ds)
             exported = True
             return {"provider_location": self._location(ds)}
@@ -268,7 +275,7 @@ class ZfsNfsDriver:
             self._destroy(ds)
         except BaseException:
             if was_exported is not None:
-                self.exports.add(ds, self._mountpoint(ds), was_exported.clients)
+                self.exports.add(ds, self._mountpoint(ds), attachments=was_exported.attachments)
             raise
         clones.drop_clone_origin(self.zfs, self.options, origin)
 
@@ -312,26 +319,41 @@ class ZfsNfsDriver:
         self.exports.remove(self._dataset(volume))
 
     def initialize_connection(self, volume: Volume, connector: dict[str, Any] | None) -> dict[str, Any]:
-        """Grant ``connector["ip"]`` read-write access to the volume's export; returns
+        """Record an attachment of ``connector["ip"]`` (id: ``connector["attachment_id"]``, else the
+        client's default one) and grant the address read-write access to the volume's export; returns
         ``{"driver_volume_type": "nfs", "data": {"export": "ADDR:/path", "name": "volume", ...}}``."""
         client = access.client_address(connector)
+        attachment = access.attachment_id(connector or {})
         ds = self._dataset(volume)
         self._require(ds, f"volume {volume.id}")
-        if self.exports.grant(ds, client) is None:
+        if self.exports.attach(ds, client, attachment) is None:
             raise ConfigError(f"volume {volume.id} is not exported: call create_export first")
-        log.info("%s: granted %s access to %s", self.options.node, client, ds)
+        log.info("%s: granted %s access to %s (%s)", self.options.node, client, ds, attachment or "default")
         return access.connection_info(self.options, self._location(ds))
 
-    def terminate_connection(self, volume: Volume, connector: dict[str, Any] | None, **kwargs: Any) -> None:
-        """Revoke ``connector["ip"]``'s access (a ``None`` connector, Cinder's force detach: every
-        client's). Revoking what was not granted, or of a volume that is gone, is not an error."""
+    def terminate_connection(self, volume: Volume, connector: dict[str, Any] | None, **kwargs: Any) -> bool:
+        """End ``connector``'s attachment (the one ``connector["attachment_id"]`` names, else every
+        attachment of ``connector["ip"]``); the address loses access once none of its attachments is
+        left. A ``None`` connector (Cinder's force detach) ends every attachment of every client.
+        Ending what was not attached, or of a volume that is gone, is not an error. Returns True when
+        the address stays granted through another attachment (Cinder's "shared connection")."""
         ds = self._dataset(volume)
         if connector is None:
-            revoked = self.exports.revoke_all(ds)
+            ended, revoked = self.exports.detach(ds)
+            client = None
         else:
-            revoked = self.exports.revoke(ds, access.client_address(connector))
+            client = access.client_address(connector)
+            attachment = access.attachment_id(connector)
+            ended, revoked = self.exports.detach(ds, attachment=attachment, client=client)
         if revoked:
             log.info("%s: revoked %s from %s", self.options.node, ", ".join(revoked), volume.name)
+        return bool(ended) and client is not None and client not in revoked
+
+    def release_export(self, context: Any, volume: Volume) -> bool:
+        """Unexport the volume only when no attachment of it is left (decided under the node's lock):
+        what a caller that cannot know about the other attachments (Cinder's ``remove_export`` after a
+        detach) may do. Returns whether it was unexported."""
+        return self.exports.remove_unattached(self._dataset(volume)) is not None
 
     # ---- stats ---------------------------------------------------------------------------------
 

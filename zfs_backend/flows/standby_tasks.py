@@ -11,6 +11,7 @@ from taskflow import task
 
 from ..activity.states import TERMINAL
 from ..driver import failover
+from ..driver.nfs import Attachment
 from ..errors import AlreadyRunning, FlowError
 from ..replication.standby import KIND as SYNC_KIND
 from ..replication.standby import PREFIX
@@ -193,7 +194,10 @@ class Promote(task.Task):
 
     def execute(self, volume: str, standby_node: str, quiesced: dict[str, Any]) -> str:
         svc = env().service()
-        loc = failover.promote(env().driver(standby_node), _model(volume), quiesced.get("clients") or [])
+        atts = [Attachment(str(i), str(c)) for i, c in quiesced.get("attachments") or []]
+        loc = failover.promote(
+            env().driver(standby_node), _model(volume), quiesced.get("clients") or [], atts
+        )
         svc.relocate(volume, standby_node, loc)
         return loc
 
@@ -242,8 +246,10 @@ class ForcePromote(task.Task):
 
     def execute(self, volume: str, standby_node: str, sync_activity: str) -> dict[str, Any]:
         svc = env().service()
-        clients = svc.attachments(volume)
-        out = failover.fail_over(env().driver(standby_node), _model(volume), clients, holders=[sync_activity])
+        atts = [Attachment(i, c) for i, c in svc.attachment_records(volume)]
+        out = failover.fail_over(
+            env().driver(standby_node), _model(volume), holders=[sync_activity], attachments=atts
+        )
         svc.relocate(volume, standby_node, out["provider_location"])
         return {k: out[k] for k in ("snapshot", "snapshot_time", "lost_window_s", "fenced")} | {
             "forced": True

@@ -1,9 +1,20 @@
 """A fake storage node for the driver's unit tests: its ganesha exports file and pid file, its volume
-filesystems (``zfs get``), and a record of every command it was asked to run."""
+filesystems (``zfs get``), and a record of every command it was asked to run.
+
+The node-side commands run here as on a node, on the in-memory files: ``zfs-backend exports-change``
+through the same code (:func:`zfs_backend.driver.exports_node.change_text`; the lock and the atomic
+write have their own tests on real files), ``zfs-backend volume-file`` against :attr:`FakeNode.stat`.
+What they change on the node is logged as the equivalent events: ``("tee", FILE)`` for a write,
+``("kill", "-HUP", PID)`` for a reload, ``("chown", "UID:GID", PATH)`` and ``("chmod", "0MODE", PATH)``
+for the volume file."""
 
 from __future__ import annotations
 
+import json
+
+from zfs_backend.driver.exports_node import change_text, parse_request
 from zfs_backend.driver.options import DEFAULT_EXPORTS_FILE, DEFAULT_PID_FILE
+from zfs_backend.errors import ConfigError, ZfsBackendError
 from zfs_backend.hosts.fake import FakeHost
 
 __all__ = ["FakeNode"]
@@ -22,6 +33,12 @@ class FakeNode:
 
     def respond(self, argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, str, str]:
         self.log.append(argv)
+        if argv[1:2] == ("exports-change",):
+            return self._exports_change(stdin or b"")
+        if argv[1:3] == ("volume-file", "access"):
+            return self._access(argv[3], f"{argv[4]}:{argv[5]}", argv[6])
+        if argv[1:3] == ("volume-file", "truncate"):
+            return 0, json.dumps({"size": int(argv[4]), "created": False}), ""
         if argv[0] == "cat":
             return (0, self.files[argv[1]], "") if argv[1] in self.files else (1, "", "No such file")
         if argv[0] == "tee":
@@ -43,6 +60,34 @@ class FakeNode:
             if argv[-2] == "mountpoint":
                 return 0, f"mountpoint\t/{name}\n", ""
         return 99, "", f"unexpected {argv}"
+
+    def _exports_change(self, stdin: bytes) -> tuple[int, str, str]:
+        try:
+            req = parse_request(json.loads(stdin))
+            if req.file not in self.files:
+                raise ConfigError(f"cannot read the NFS exports file {req.file}: No such file")
+            body, answer = change_text(self.files[req.file], req)
+            if answer["changed"]:
+                self.files[req.file] = body
+                self.log.append(("tee", req.file))
+                pid = self.files.get(req.pid_file, "").strip()
+                if not pid:
+                    raise ConfigError(f"the NFS server (nfs-ganesha) is not running ({req.pid_file})")
+                self.log.append(("kill", "-HUP", pid))
+            return 0, json.dumps(answer), ""
+        except ZfsBackendError as e:
+            return e.exit_code, json.dumps({"error": str(e), "type": type(e).__name__}), ""
+
+    def _access(self, mountpoint: str, owner: str, mode: str) -> tuple[int, str, str]:
+        path, changed = f"{mountpoint}/volume", []
+        current = self.stat.split()
+        if current[:1] != [owner]:
+            self.log.append(("chown", owner, path))
+            changed.append("owner")
+        if current[1:2] != [mode]:
+            self.log.append(("chmod", f"0{mode}", path))
+            changed.append("mode")
+        return 0, json.dumps({"changed": changed}), ""
 
     @property
     def signals(self) -> list[tuple[str, ...]]:

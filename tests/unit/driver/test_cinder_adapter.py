@@ -101,6 +101,34 @@ class Failover:
         ], []
 
 
+class Connections:
+    calls = []
+
+    def terminate_connection(self, v, connector, **kw):
+        self.calls.append(["terminate", connector])
+
+    def release_export(self, ctx, v):
+        self.calls.append(["release", v.id])
+
+
+def attached(*ips):
+    return objects.Volume(id="m1", size=1, multiattach=True, volume_attachment=objects.VolumeAttachmentList(
+        objects=[objects.VolumeAttachment(id=f"a{i}", connector={"ip": ip, "host": f"h{i}"})
+                 for i, ip in enumerate(ips)]))
+
+
+d.core = Connections()
+out["shared"] = [
+    # another of Cinder's attachments from the same address: the grant stays, "shared"
+    d.terminate_connection(attached("198.18.0.5", "198.18.0.5", "198.18.0.6"), {"ip": "198.18.0.5"}),
+    # the last from that address, others left: revoked (every attachment of it), export kept
+    d.terminate_connection(attached("198.18.0.5", "198.18.0.6"), {"ip": "198.18.0.5", "attachment_id": "x"}),
+    # the last of all
+    d.terminate_connection(attached("198.18.0.6"), {"ip": "198.18.0.6"}),
+    d.terminate_connection(attached("198.18.0.6"), None),
+]
+d.remove_export(None, attached())
+out["connections"] = Connections.calls
 d.core = Failover()
 rv = objects.Volume(id="new", _name_id="old", size=2, replication_status="enabled")
 out["failover"] = d.failover_host(context.get_admin_context(), [rv], "node2")
@@ -145,3 +173,11 @@ def test_adapter_under_real_cinder() -> None:
         [],
     ]
     assert out["serves_from"] == ["node2", True]
+    # multiattach: Cinder's own attachments are counted per address; the export stays while any is left
+    assert out["shared"] == [True, True, False, False]
+    assert out["connections"] == [
+        ["terminate", {"ip": "198.18.0.5"}],
+        ["terminate", {"ip": "198.18.0.6"}],
+        ["terminate", None],
+        ["release", "m1"],
+    ]

@@ -47,6 +47,14 @@ HOSTILE_CLIENTS: list[object] = [
     "224.0.0.1",
     "255.255.255.255",
     "fe80::1%eth0",
+    "127.0.0.1",
+    "127.1.2.3",
+    "::1",
+    "::ffff:198.18.0.1",
+    "::ffff:127.0.0.1",
+    "0.1.2.3",
+    "240.0.0.1",
+    "ff02::1",
     "1.2.3",
     3232235521,
     None,
@@ -63,7 +71,7 @@ def exports(node: FakeNode, security: ExportSecurity | None = None) -> GaneshaEx
 
 @pytest.mark.parametrize(
     ("given", "canonical"),
-    [("198.18.0.1", "198.18.0.1"), ("2001:DB8::0:1", "2001:db8::1"), ("127.0.0.1", "127.0.0.1")],
+    [("198.18.0.1", "198.18.0.1"), ("2001:DB8::0:1", "2001:db8::1"), ("FD00::0:5", "fd00::5")],
 )
 def test_client_addresses_canonical(given: str, canonical: str) -> None:
     assert validate_client(given) == canonical
@@ -373,8 +381,9 @@ class RecordingDriver(ZfsNfsDriver):
         self.calls.append(("initialize_connection", dict(connector or {})))
         return {"driver_volume_type": "nfs", "data": {}}
 
-    def terminate_connection(self, volume: Volume, connector: dict[str, Any] | None, **kwargs: Any) -> None:
+    def terminate_connection(self, volume: Volume, connector: dict[str, Any] | None, **kwargs: Any) -> bool:
         self.calls.append(("terminate_connection", connector))
+        return False
 
 
 def test_service_attachments_grant_and_revoke(tmp_path: Path) -> None:
@@ -390,7 +399,7 @@ def test_service_attachments_grant_and_revoke(tmp_path: Path) -> None:
     svc.attach("vol1", {"ip": "198.18.0.13", "host": "compute1"})
     assert d.calls[:2] == [
         ("create_export", svc.get_volume("vol1").id),
-        ("initialize_connection", {"ip": "198.18.0.1"}),
+        ("initialize_connection", {"ip": "198.18.0.1", "attachment_id": "client-198.18.0.1"}),
     ]
     assert svc.attachments("vol1") == ["198.18.0.1", "198.18.0.13"]
     assert svc.get_volume("vol1").status == "in-use"
@@ -399,7 +408,7 @@ def test_service_attachments_grant_and_revoke(tmp_path: Path) -> None:
     assert svc.detach("vol1", {"ip": "198.18.0.1"}) == ["198.18.0.1"]
     assert svc.get_volume("vol1").status == "in-use"  # one attachment left
     assert svc.detach("vol1") == ["198.18.0.13"]  # every recorded client
-    assert ("terminate_connection", {"ip": "198.18.0.13"}) in d.calls
+    assert ("terminate_connection", {"ip": "198.18.0.13", "attachment_id": "client-198.18.0.13"}) in d.calls
     assert svc.attachments("vol1") == [] and svc.get_volume("vol1").status == "available"
 
 
