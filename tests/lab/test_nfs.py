@@ -13,9 +13,10 @@ from typing import TypeVar
 
 import pytest
 
+from zfs_backend.config import Settings
 from zfs_backend.driver.nfs import GaneshaExports
 from zfs_backend.driver.options import DEFAULT_EXPORTS_FILE, DEFAULT_PID_FILE
-from zfs_backend.hosts import SSHHost
+from zfs_backend.hosts import SSHHost, load_inventory
 from zfs_backend.lab import Lab, nfs
 from zfs_backend.lab.node import tcp_open
 from zfs_backend.zfs import Zfs, parse_dataset
@@ -46,13 +47,14 @@ def test_ganesha_and_rpcbind_run_with_explicit_ports(lab: Lab) -> None:
             assert tcp_open(st.address, port), f"{st.name}:{port}"
 
 
-def test_export_added_and_removed_live(lab: Lab, nodes: dict[str, SSHHost]) -> None:
+def test_export_added_and_removed_live(lab: Lab, nodes: dict[str, SSHHost], lab_settings: Settings) -> None:
     host = nodes["node1"]
     addr = lab.node("node1").address
     z = Zfs(host)
     ds = parse_dataset(f"tank/nfs-{uuid.uuid4().hex[:8]}")
     z.create(ds)
-    ex = GaneshaExports(host, DEFAULT_EXPORTS_FILE, DEFAULT_PID_FILE, (3, 4))
+    node_bin = load_inventory(lab_settings.inventory).node("node1").zfs_backend_bin or "zfs-backend"
+    ex = GaneshaExports(host, DEFAULT_EXPORTS_FILE, DEFAULT_PID_FILE, (3, 4), node_bin=node_bin)
     try:
         path = z.mountpoint(ds)
         assert path is not None

@@ -82,11 +82,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="IP",
         help="address of the host that mounts it (default on the lab: the controller's bridge address)",
     )
+    a.add_argument(
+        "--attachment",
+        metavar="ID",
+        help="this attachment's id (default: client-IP, one per client); a host with two attachments "
+        "keeps access until both are detached",
+    )
     a.set_defaults(func=_attach)
 
-    dt = vs.add_parser("detach", help="revoke a client's access (its export stays)")
+    dt = vs.add_parser(
+        "detach", help="end an attachment; a client loses access with its last one (the export stays)"
+    )
     dt.add_argument("name")
-    dt.add_argument("--client", metavar="IP", help="the client to revoke (default: every attached client)")
+    dt.add_argument("--client", metavar="IP", help="end every attachment of this client")
+    dt.add_argument("--attachment", metavar="ID", help="end this attachment only")
     dt.set_defaults(func=_detach)
 
     r = vs.add_parser("replicate", help="replicate a volume's snapshot to another node (a backend activity)")
@@ -230,7 +239,7 @@ def _attach(args: argparse.Namespace) -> int:
     client = args.client if args.client is not None else default_client(settings)
     svc = VolumeService(settings)
     try:
-        info = svc.attach(args.name, {"ip": client})
+        info = svc.attach(args.name, {"ip": client}, attachment=args.attachment)
     finally:
         svc.close()
     _dump(info)
@@ -240,7 +249,8 @@ def _attach(args: argparse.Namespace) -> int:
 def _detach(args: argparse.Namespace) -> int:
     svc = _service()
     try:
-        clients = svc.detach(args.name, None if args.client is None else {"ip": args.client})
+        connector = None if args.client is None else {"ip": args.client}
+        clients = svc.detach(args.name, connector, attachment=args.attachment)
     finally:
         svc.close()
     print(f"detached {args.name} from {', '.join(clients) or 'no client'}")

@@ -11,15 +11,23 @@ the id are validated here, before any command, so a connector without a usable `
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
 from .errors import InvalidClient
 from .layout import VOLUME_FILE
+from .models import Volume
 from .nfs import validate_attachment_id, validate_client
 from .options import NodeOptions
 
-__all__ = ["attachment_id", "client_address", "connection_info", "same_client_count"]
+if TYPE_CHECKING:
+    from .zfs_nfs import ZfsNfsDriver
+
+__all__ = ["attachment_id", "client_address", "connect", "connection_info", "disconnect", "same_client_count"]
+
+log = logging.getLogger("zfs_backend.driver")
 
 
 def client_address(connector: object) -> str:
@@ -32,9 +40,9 @@ def client_address(connector: object) -> str:
     return validate_client(ip)
 
 
-def attachment_id(connector: Mapping[str, Any]) -> str | None:
+def attachment_id(connector: object) -> str | None:
     """The attachment id the connector names (``attachment_id``), validated; None when it names none."""
-    value = connector.get("attachment_id")
+    value = connector.get("attachment_id") if isinstance(connector, Mapping) else None
     return None if value is None or value == "" else validate_attachment_id(value)
 
 
@@ -66,3 +74,36 @@ def connection_info(options: NodeOptions, location: str) -> dict[str, Any]:
             "access_mode": "rw",
         },
     }
+
+
+def connect(d: ZfsNfsDriver, volume: Volume, connector: object) -> dict[str, Any]:
+    """``initialize_connection``: record an attachment of ``connector["ip"]`` (id:
+    ``connector["attachment_id"]``, else the client's default one) and grant the address read-write
+    access to the volume's export; the connection info."""
+    client = client_address(connector)
+    attachment = attachment_id(connector)
+    ds = d._dataset(volume)
+    d._require(ds, f"volume {volume.id}")
+    if d.exports.attach(ds, client, attachment) is None:
+        raise ConfigError(f"volume {volume.id} is not exported: call create_export first")
+    log.info("%s: granted %s access to %s (%s)", d.options.node, client, ds, attachment or "default")
+    return connection_info(d.options, d._location(ds))
+
+
+def disconnect(d: ZfsNfsDriver, volume: Volume, connector: object) -> bool:
+    """``terminate_connection``: end the attachment ``connector["attachment_id"]`` names, else every
+    attachment of ``connector["ip"]``; the address loses access once none of its attachments is left.
+    A ``None`` connector (Cinder's force detach) ends every attachment of every client. Ending what
+    was not attached, or of a volume that is gone, is not an error. True when the address stays
+    granted through another attachment (Cinder's "shared connection")."""
+    ds = d._dataset(volume)
+    client = None
+    if connector is None:
+        ended, revoked = d.exports.detach(ds)
+    else:
+        client = client_address(connector)
+        attachment = attachment_id(connector)
+        ended, revoked = d.exports.detach(ds, attachment=attachment, client=client)
+    if revoked:
+        log.info("%s: revoked %s from %s", d.options.node, ", ".join(revoked), volume.name)
+    return bool(ended) and client is not None and client not in revoked

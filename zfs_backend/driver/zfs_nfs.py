@@ -319,35 +319,15 @@ class ZfsNfsDriver:
         self.exports.remove(self._dataset(volume))
 
     def initialize_connection(self, volume: Volume, connector: dict[str, Any] | None) -> dict[str, Any]:
-        """Record an attachment of ``connector["ip"]`` (id: ``connector["attachment_id"]``, else the
-        client's default one) and grant the address read-write access to the volume's export; returns
-        ``{"driver_volume_type": "nfs", "data": {"export": "ADDR:/path", "name": "volume", ...}}``."""
-        client = access.client_address(connector)
-        attachment = access.attachment_id(connector or {})
-        ds = self._dataset(volume)
-        self._require(ds, f"volume {volume.id}")
-        if self.exports.attach(ds, client, attachment) is None:
-            raise ConfigError(f"volume {volume.id} is not exported: call create_export first")
-        log.info("%s: granted %s access to %s (%s)", self.options.node, client, ds, attachment or "default")
-        return access.connection_info(self.options, self._location(ds))
+        """Record an attachment of ``connector["ip"]`` and grant the address read-write access to the
+        volume's export; returns ``{"driver_volume_type": "nfs", "data": {"export": "ADDR:/path",
+        "name": "volume", ...}}`` (:func:`.access.connect`)."""
+        return access.connect(self, volume, connector)
 
     def terminate_connection(self, volume: Volume, connector: dict[str, Any] | None, **kwargs: Any) -> bool:
-        """End ``connector``'s attachment (the one ``connector["attachment_id"]`` names, else every
-        attachment of ``connector["ip"]``); the address loses access once none of its attachments is
-        left. A ``None`` connector (Cinder's force detach) ends every attachment of every client.
-        Ending what was not attached, or of a volume that is gone, is not an error. Returns True when
-        the address stays granted through another attachment (Cinder's "shared connection")."""
-        ds = self._dataset(volume)
-        if connector is None:
-            ended, revoked = self.exports.detach(ds)
-            client = None
-        else:
-            client = access.client_address(connector)
-            attachment = access.attachment_id(connector)
-            ended, revoked = self.exports.detach(ds, attachment=attachment, client=client)
-        if revoked:
-            log.info("%s: revoked %s from %s", self.options.node, ", ".join(revoked), volume.name)
-        return bool(ended) and client is not None and client not in revoked
+        """End ``connector``'s attachment (a ``None`` connector, Cinder's force detach: every one);
+        True when the address stays granted through another (:func:`.access.disconnect`)."""
+        return access.disconnect(self, volume, connector)
 
     def release_export(self, context: Any, volume: Volume) -> bool:
         """Unexport the volume only when no attachment of it is left (decided under the node's lock):
