@@ -85,11 +85,20 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 def _fast_path(argv: Sequence[str]) -> int | None:
     """Commands run by machines, many times, that must not pay even for argparse: the forced command of
-    peer keys and the agent bridge (both run once per SSH session on a node)."""
+    peer keys and the agent bridge (both run once per SSH session on a node), and the volume driver's
+    node-side exports change and volume file operations."""
     if list(argv[:1]) == ["peer-exec"] and len(argv) == 1:
         from ..agent.peer_exec import main as peer_exec
 
         return peer_exec()
+    if list(argv[:1]) == ["exports-change"] and len(argv) == 1:  # the driver's, once per exports change
+        from ..driver.exports_node import main as exports_change
+
+        return exports_change(sys.stdin, sys.stdout)
+    if list(argv[:1]) == ["volume-file"]:
+        from ..driver.volume_file import main as volume_file
+
+        return volume_file(argv[1:], sys.stdout)
     if list(argv[:1]) == ["rpc"] and set(argv[1:]) <= {"--peer"}:
         from ..agent.rpc_bridge import rpc_bridge
         from ..config import load_settings

@@ -273,7 +273,10 @@ def main(stdin: Any, stdout: Any) -> int:
             raw = json.loads(stdin.read())
         except (ValueError, UnicodeDecodeError):
             raise UsageError("an exports change is one JSON object on stdin") from None
-        answer = apply_change(parse_request(raw))
+        try:
+            answer = apply_change(parse_request(raw))
+        except OSError as e:
+            raise ConfigError(f"exports change: {e.strerror} ({e.filename})") from None
         json.dump(answer, stdout)
         return 0
     except ZfsBackendError as e:
