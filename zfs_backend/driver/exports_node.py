@@ -267,7 +267,16 @@ def apply_change(req: ChangeRequest, reload: Callable[[str], None] = _reload) ->
 
 def main(stdin: Any, stdout: Any) -> int:
     """The command: one JSON request in, one JSON answer out (``{"error", "type"}`` and the error's exit
-    code when refused or failed)."""
+    code when refused or failed). A change once begun is finished even when the controller's SSH session
+    goes away (sshd's SIGHUP is ignored): the file and the server's reload never part."""
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        return _main(stdin, stdout)
+    finally:
+        signal.signal(signal.SIGHUP, old)
+
+
+def _main(stdin: Any, stdout: Any) -> int:
     try:
         try:
             raw = json.loads(stdin.read())

@@ -13,7 +13,7 @@ import pytest
 from fake_ganesha_node import FakeNode
 
 from zfs_backend.config import load_settings
-from zfs_backend.driver import NodeOptions, Volume, ZfsNfsDriver
+from zfs_backend.driver import NodeOptions, Volume, ZfsNfsDriver, failover
 from zfs_backend.driver.access import same_client_count
 from zfs_backend.driver.errors import InvalidAttachment, UnsafeVolumeFile
 from zfs_backend.driver.nfs import Attachment, ExportEntry, parse_exports, render_export
@@ -273,3 +273,34 @@ def test_service_takes_over_attachments_of_an_older_version(tmp_path: Path) -> N
         db.execute("INSERT INTO attachments VALUES (?, ?, ?)", (vol.id, HOST, 1.0))
     svc = VolumeService(load_settings({"ZFS_BACKEND_HOME": str(home)}), driver_for=lambda n: Recording())
     assert svc.attachment_records("vol1") == [(f"client-{HOST}", HOST)]
+
+
+# ---- failover and migration carry the attachments ----------------------------------------------------
+
+
+class Promotable(FakeNode):
+    """A node whose replica can be made writable (``zfs inherit``/``get readonly``)."""
+
+    def respond(self, argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, str, str]:
+        if argv[:3] == ("zfs", "inherit", "readonly"):
+            self.log.append(argv)
+            return 0, "", ""
+        if argv[:2] == ("zfs", "get") and "readonly" in argv:
+            self.log.append(argv)
+            return 0, "readonly\toff\tdefault\n", ""
+        return super().respond(argv, stdin)
+
+
+def test_promote_exports_the_attachments_it_is_given() -> None:
+    node = Promotable(datasets=("tank/volumes", str(DS_A)))
+    d = driver(node)
+    atts = [Attachment("vm-1", HOST), Attachment("vm-2", HOST)]
+    failover.promote(d, Volume(id="a", size=1), ["198.18.0.14"], atts)
+    entry = d.exports.get(DS_A)
+    assert entry is not None
+    assert [(a.id, a.client) for a in entry.attachments] == [
+        ("client-198.18.0.14", "198.18.0.14"),
+        ("vm-1", HOST),
+        ("vm-2", HOST),
+    ]
+    assert d.terminate_connection(Volume(id="a", size=1), {"ip": HOST, "attachment_id": "vm-1"}) is True
