@@ -117,7 +117,8 @@ class ZfsNfsDriver:
         return self._exports
 
     def check_for_setup_error(self) -> None:
-        """The parent is a mounted filesystem and the NFS server is running with our exports file."""
+        """The parent is a mounted filesystem, the NFS server is running with our exports file, and the
+        node's ``zfs-backend`` (which changes that file and the volume files) runs."""
         parent = self.options.parent_dataset
         try:
             props = self.zfs.get(parent, ["type", "mounted"])
@@ -131,6 +132,10 @@ class ZfsNfsDriver:
                 f"(no live pid in {self.options.ganesha_pid_file})"
             )
         self.exports.entries()  # readable
+        res = self.zfs.host.run([self.options.node_bin, "--version"], check=False)
+        if res.returncode != 0:
+            why = (res.err_text.strip().splitlines() or [f"exit {res.returncode}"])[-1]
+            raise ConfigError(f"{self.options.node}: {self.options.node_bin} does not run there: {why}")
         _ = self.zfs.dialect
 
     # ---- names and files ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from zfs_backend.driver.access import same_client_count
 from zfs_backend.driver.errors import InvalidAttachment, UnsafeVolumeFile
 from zfs_backend.driver.nfs import Attachment, ExportEntry, parse_exports, render_export
 from zfs_backend.driver.service import VolumeService
+from zfs_backend.errors import ConfigError
 from zfs_backend.zfs import ZFS_FUSE_07, Zfs
 from zfs_backend.zfs.names import parse_dataset
 
@@ -304,3 +305,29 @@ def test_promote_exports_the_attachments_it_is_given() -> None:
         ("vm-2", HOST),
     ]
     assert d.terminate_connection(Volume(id="a", size=1), {"ip": HOST, "attachment_id": "vm-1"}) is True
+
+
+def test_setup_check_needs_the_nodes_zfs_backend() -> None:
+    node = FakeNode(datasets=("tank/volumes",))
+    respond = node.respond
+
+    def answers(argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, str, str]:
+        if argv[:2] == ("zfs", "get") and argv[-2:] == ("type,mounted", "tank/volumes"):
+            return 0, "type\tfilesystem\nmounted\tyes\n", ""
+        if argv[1:] == ("--version",) and argv[0] == "zfs-backend":
+            return 0, "zfs-backend 1\n", ""
+        if argv[1:] == ("--version",):
+            return 127, "", "sh: 1: exec: x: not found"
+        if argv[:2] == ("kill", "-0"):
+            return 0, "", ""
+        return respond(argv, stdin)
+
+    node.host.responder = answers
+    ok = driver(node)
+    ok.zfs._dialect = ZFS_FUSE_07  # type: ignore[attr-defined]
+    ok.check_for_setup_error()
+    bad = driver(node, node_bin="/opt/x/bin/x")
+    bad.zfs._dialect = ZFS_FUSE_07  # type: ignore[attr-defined]
+    msg = r"^node1: /opt/x/bin/x does not run there: sh: 1: exec: x: not found$"
+    with pytest.raises(ConfigError, match=msg):
+        bad.check_for_setup_error()
