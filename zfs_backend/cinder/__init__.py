@@ -129,6 +129,15 @@ def _storage_id(v: Any) -> str:
     return str(getattr(v, "name_id", None) or v.id)
 
 
+def _attachments(v: Any) -> list[Any]:
+    """Cinder's attachments of volume ``v`` (``volume_attachment``, loaded from the database when the
+    object does not hold them yet; none when it cannot be)."""
+    try:
+        return list(getattr(v, "volume_attachment", None) or [])
+    except Exception:  # an object without a context cannot lazy-load: nothing known, nothing shared
+        return []
+
+
 def _volume(v: Any) -> Volume:
     return Volume(
         id=_storage_id(v),
@@ -325,7 +334,7 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
         (force detach) ends all. Returns whether other attachments of the volume are left, so Cinder
         keeps the export for them."""
         with _cinder_errors(f"disconnect volume {volume.id}"):
-            attachments = list(_loaded(volume, "volume_attachment") or [])
+            attachments = _attachments(volume)
             others = len(attachments) > 1
             if connector is None:
                 self._c().terminate_connection(_volume(volume), None, **kwargs)

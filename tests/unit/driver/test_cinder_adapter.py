@@ -126,6 +126,8 @@ out["shared"] = [
     # the last of all
     d.terminate_connection(attached("198.18.0.6"), {"ip": "198.18.0.6"}),
     d.terminate_connection(attached("198.18.0.6"), None),
+    # attachments not loaded and not loadable (no context): nothing shared is known
+    d.terminate_connection(objects.Volume(id="m2", size=1), {"ip": "198.18.0.7"}),
 ]
 d.remove_export(None, attached())
 out["connections"] = Connections.calls
@@ -174,10 +176,11 @@ def test_adapter_under_real_cinder() -> None:
     ]
     assert out["serves_from"] == ["node2", True]
     # multiattach: Cinder's own attachments are counted per address; the export stays while any is left
-    assert out["shared"] == [True, True, False, False]
+    assert out["shared"] == [True, True, False, False, False]
     assert out["connections"] == [
         ["terminate", {"ip": "198.18.0.5"}],
         ["terminate", {"ip": "198.18.0.6"}],
         ["terminate", None],
+        ["terminate", {"ip": "198.18.0.7"}],
         ["release", "m1"],
     ]
