@@ -32,6 +32,9 @@ class Settings:
     default ``sqlite:///<home>/flows.db``).
     ``jobboard``: the Redis jobboard flows are posted to for ``zfs-backend conductor`` processes
     (``$ZFS_BACKEND_JOBBOARD``, e.g. ``redis://127.0.0.1:6390/0``); empty: flows run in the command.
+    ``jobboard_password``: the file holding its Redis password (``$ZFS_BACKEND_JOBBOARD_PASSWORD_FILE``,
+    default ``<home>/jobboard/password``, where ``zfs-backend jobboard up`` writes it; 0600, the caller's
+    own: see ``flows.redis_auth``).
     ``cinder_port_base``: first of the loopback ports of the small Cinder of ``scripts/cinder-up``
     (``$ZFS_BACKEND_CINDER_PORT_BASE``; None: derived from ``lab_network``, see ``zfs_backend.cinderlab``).
     """
@@ -44,6 +47,11 @@ class Settings:
     ssh_persist_s: int = 600
     flow_persistence: str = ""
     jobboard: str = ""
+    jobboard_password: Path | None = None
+
+    @property
+    def jobboard_password_file(self) -> Path:
+        return self.jobboard_password or self.home / "jobboard" / "password"
 
     @property
     def flow_db(self) -> str:
@@ -100,6 +108,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ssh_persist_s=_int(e, "ZFS_BACKEND_SSH_PERSIST", 600),
         flow_persistence=e.get("ZFS_BACKEND_FLOW_DB", ""),
         jobboard=e.get("ZFS_BACKEND_JOBBOARD", ""),
+        jobboard_password=Path(e["ZFS_BACKEND_JOBBOARD_PASSWORD_FILE"])
+        if e.get("ZFS_BACKEND_JOBBOARD_PASSWORD_FILE")
+        else None,
         cinder_port_base=_int(e, "ZFS_BACKEND_CINDER_PORT_BASE", 0) or None,
     )
 

@@ -123,7 +123,8 @@ def _jobboard(args: argparse.Namespace) -> int:
 
     server = RedisServer(load_settings().home / "jobboard", args.port)
     if args.action == "up":
-        print(f"export ZFS_BACKEND_JOBBOARD={server.start()}")
+        url = server.start()
+        print(f"export ZFS_BACKEND_JOBBOARD={url} ZFS_BACKEND_JOBBOARD_PASSWORD_FILE={server.password_file}")
     else:
         server.stop()
     return 0
