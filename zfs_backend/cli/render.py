@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from ..activity.relay import MAX_BWLIMIT_BPS
 from ..errors import UsageError
 
 __all__ = ["human_bytes", "human_duration", "human_rate", "parse_rate"]
@@ -43,6 +42,8 @@ def parse_rate(text: str) -> int:
     ``100mbit`` / ``1gbit`` are bits (powers of 1000); ``20M``, ``20MB/s``, ``20MiB`` are bytes per second
     (powers of 1024), as in pv and zrepl. At most 1 TiB/s (``MAX_BWLIMIT_BPS``).
     """
+    from ..activity.relay import MAX_BWLIMIT_BPS  # here: render is imported by every client command
+
     shown = repr(text if len(text) <= 40 else text[:40] + "...")
     m = _RATE_RE.match(text) if len(text) <= 40 else None
     if not m:
