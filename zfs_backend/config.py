@@ -32,6 +32,9 @@ class Settings:
     default ``sqlite:///<home>/flows.db``).
     ``jobboard``: the Redis jobboard flows are posted to for ``zfs-backend conductor`` processes
     (``$ZFS_BACKEND_JOBBOARD``, e.g. ``redis://127.0.0.1:6390/0``); empty: flows run in the command.
+    ``jobboard_password``: the file holding its Redis password (``$ZFS_BACKEND_JOBBOARD_PASSWORD_FILE``,
+    default ``<home>/jobboard/password``, where ``zfs-backend jobboard up`` writes it; 0600, the caller's
+    own: see ``flows.redis_auth``).
     ``cinder_port_base``: first of the loopback ports of the small Cinder of ``scripts/cinder-up``
     (``$ZFS_BACKEND_CINDER_PORT_BASE``; None: derived from ``lab_network``, see ``zfs_backend.cinderlab``).
     """
@@ -44,6 +47,11 @@ class Settings:
     ssh_persist_s: int = 600
     flow_persistence: str = ""
     jobboard: str = ""
+    jobboard_password: Path | None = None
+
+    @property
+    def jobboard_password_file(self) -> Path:
+        return self.jobboard_password or self.home / "jobboard" / "password"
 
     @property
     def flow_db(self) -> str:
@@ -75,17 +83,15 @@ class Settings:
         return self.agent_socket.with_name("peer.sock")
 
 
-def _int(env: dict[str, str] | os._Environ[str], key: str, default: int) -> int:
+def _int(env: dict[str, str] | os._Environ[str], key: str, default: int, high: int) -> int:
+    """``$key`` as a whole number from 0 to ``high`` (``default`` when unset or empty)."""
     value = env.get(key)
     if value is None or value == "":
         return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise ConfigError(f"${key} must be a whole number of seconds, not {value!r}") from None
-    if n < 0:
-        raise ConfigError(f"${key} must not be negative")
-    return n
+    shown = repr(value if len(value) <= 20 else value[:20] + "...")
+    if not re.fullmatch(r"[0-9]{1,12}", value.strip()) or int(value) > high:
+        raise ConfigError(f"${key} must be a whole number from 0 to {high}, not {shown}")
+    return int(value)
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -97,10 +103,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         lab_network=e.get("ZFS_BACKEND_LAB_NETWORK", DEFAULT_LAB_NETWORK),
         ssh_cipher=e.get("ZFS_BACKEND_SSH_CIPHER", "aes128-gcm@openssh.com"),
         agent_socket=Path(e.get("ZFS_BACKEND_AGENT_SOCKET", "/run/zfs-backend/agent.sock")),
-        ssh_persist_s=_int(e, "ZFS_BACKEND_SSH_PERSIST", 600),
+        ssh_persist_s=_int(e, "ZFS_BACKEND_SSH_PERSIST", 600, 7 * 86400),
         flow_persistence=e.get("ZFS_BACKEND_FLOW_DB", ""),
         jobboard=e.get("ZFS_BACKEND_JOBBOARD", ""),
-        cinder_port_base=_int(e, "ZFS_BACKEND_CINDER_PORT_BASE", 0) or None,
+        jobboard_password=Path(e["ZFS_BACKEND_JOBBOARD_PASSWORD_FILE"])
+        if e.get("ZFS_BACKEND_JOBBOARD_PASSWORD_FILE")
+        else None,
+        cinder_port_base=_int(e, "ZFS_BACKEND_CINDER_PORT_BASE", 0, 65535) or None,
     )
 
 

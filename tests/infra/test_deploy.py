@@ -112,3 +112,25 @@ def test_an_unknown_peer_fails_the_play_and_changes_nothing(lab_deployment, host
         zfs_backend_node_peers=[*nodes, "node9"],
     )
     _refused(lab_deployment, hosts, inv, "zfs_backend_node_peers names unknown node(s) node9")
+
+
+def test_an_empty_key_command_fails_the_play_and_changes_nothing(lab_deployment, hosts):
+    nodes = lab_deployment.node_names()
+    inv = _bad_inventory(
+        lab_deployment,
+        lab_deployment.state_dir / "bad-command.yml",
+        nodes[0],
+        zfs_backend_node_key_command="",
+    )
+    _refused(lab_deployment, hosts, inv, "zfs_backend_node_key_command is empty")
+
+
+def test_a_controller_key_without_addresses_fails_the_play_and_changes_nothing(lab_deployment, hosts):
+    nodes = lab_deployment.node_names()
+    inv = _bad_inventory(
+        lab_deployment,
+        lab_deployment.state_dir / "bad-controller.yml",
+        nodes[-1],
+        zfs_backend_node_controller_keys=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB1 zfs-backend-controller"],
+    )
+    _refused(lab_deployment, hosts, inv, "zfs_backend_node_controller_addresses is empty")

@@ -151,7 +151,10 @@ def test_conductor_takeover_on_redis(env: FlowEnv, lab: Lab, lab_settings: Setti
 
     redis = RedisServer(lab_settings.home / "redis-test", free_port())
     url = redis.start()
-    board_settings = Settings(**{**lab_settings.__dict__, "jobboard": url})
+    board_settings = Settings(
+        **{**lab_settings.__dict__, "jobboard": url, "jobboard_password": redis.password_file}
+    )
+    board_env = {"ZFS_BACKEND_JOBBOARD": url, "ZFS_BACKEND_JOBBOARD_PASSWORD_FILE": str(redis.password_file)}
     conductors: dict[str, subprocess.Popen[bytes]] = {}
     vol = new_volume(env, "node1", lab.layout.controller_address)
     dest = str(env.driver("node2")._dataset(env.service().get_volume(vol).model()))
@@ -161,13 +164,13 @@ def test_conductor_takeover_on_redis(env: FlowEnv, lab: Lab, lab_settings: Setti
         for name in ("c1", "c2"):
             conductors[name] = subprocess.Popen(
                 [ZB, "conductor", "--name", name, "--claim-expiry", "4"],
-                env=cli_env(lab_settings, ZFS_BACKEND_JOBBOARD=url),
+                env=cli_env(lab_settings, **board_env),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         poster = subprocess.Popen(
             [ZB, "standby", "create", vol, "--standby", "node2", "--interval", "2", "--json"],
-            env=cli_env(lab_settings, ZFS_BACKEND_JOBBOARD=url),
+            env=cli_env(lab_settings, **board_env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

@@ -31,6 +31,7 @@ from ..errors import UsageError
 from ..hosts.base import check_argv
 from .core import LOCAL_HOST_NAMES, ActivityContext, register_kind
 from .pipeline import Endpoint, PipelineActivity
+from .relay import MAX_BWLIMIT_BPS
 from .report import ActivityRecord
 
 __all__ = ["CommandPipeline"]
@@ -79,8 +80,11 @@ class CommandPipeline(PipelineActivity):
             self.max_retries = int(p.get("max_retries", self.max_retries))
             self.backoff_s = float(p.get("backoff_s", self.backoff_s))
             self._expected = int(p.get("total", 0) or 0)
-            if p.get("bwlimit_bps") is not None:
-                float(p["bwlimit_bps"])
+            bw = p.get("bwlimit_bps")
+            if bw is not None and not (0 <= float(bw) <= MAX_BWLIMIT_BPS):  # NaN fails too
+                raise UsageError(
+                    f"pipeline param bwlimit_bps must be 0-{MAX_BWLIMIT_BPS} bytes/s, not {bw!r}"
+                )
         except (TypeError, ValueError) as e:
             raise UsageError(f"bad pipeline param: {e}") from e
         super().__init__(record, ctx)

@@ -7,7 +7,8 @@
 * ``count`` is incremented after the bytes are in the consumer's pipe, never before.
 * ``pause()`` closes a gate checked before every chunk: no byte moves while paused (the processes block
   on full pipes and stay); ``pause(wait=…)`` returns once the chunk in flight, if any, has landed.
-* Optional token-bucket bandwidth limit (bytes/s), with chunks small enough to keep it smooth.
+* Optional token-bucket bandwidth limit (bytes/s), with chunks small enough to keep it smooth; a limit
+  that is not a finite number up to ``MAX_BWLIMIT_BPS`` is refused (``UsageError``), never run.
 * ``abort()`` makes the relay stop before its next chunk (cancel, agent shutdown).
 """
 
@@ -16,15 +17,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import math
 import os
 import threading
 import time
 
-__all__ = ["PIPE_SIZE", "Relay", "enlarge_pipe"]
+from ..errors import UsageError
+
+__all__ = ["MAX_BWLIMIT_BPS", "PIPE_SIZE", "Relay", "enlarge_pipe"]
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_SIZE = 1 << 20
 CHUNK = 1 << 20
+#: the largest bandwidth limit anything accepts (bytes/s): 1 TiB/s, far above any link; beyond it a
+#: number is a mistake (or 400 digits), refused with one line wherever a rate comes in
+MAX_BWLIMIT_BPS = 1 << 40
 
 
 def enlarge_pipe(fd: int, size: int = PIPE_SIZE) -> int:
@@ -45,6 +52,8 @@ class Relay:
     def __init__(self, src: int, dst: int, *, chunk: int = CHUNK, bwlimit_bps: float | None = None) -> None:
         self.src = src
         self.dst = dst
+        if bwlimit_bps is not None and not (math.isfinite(bwlimit_bps) and bwlimit_bps <= MAX_BWLIMIT_BPS):
+            raise UsageError(f"bwlimit must be at most {MAX_BWLIMIT_BPS} bytes/s, not {bwlimit_bps!r}")
         self.bwlimit_bps = bwlimit_bps if bwlimit_bps and bwlimit_bps > 0 else None
         self.chunk = chunk
         if self.bwlimit_bps:

@@ -15,6 +15,17 @@ from .services import down, status, up
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _timeout(text: str) -> float:
+    """``--timeout``: a finite number of seconds, 1 to a day (NaN, infinity, 0 and negatives refused)."""
+    try:
+        value = float(text) if len(text) <= 32 else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not 1 <= value <= 86400:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be 1-86400 seconds, not {text[:32]!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="zfs_backend.cinderlab", description=__doc__)
     ap.add_argument("command", choices=("up", "down", "status"))
@@ -22,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "--purge", action="store_true", help="up: start from an empty database; down: remove the state"
     )
     ap.add_argument("--venv", type=Path, default=ROOT / ".venv-cinder", help="the virtualenv holding cinder")
-    ap.add_argument("--timeout", type=float, default=300.0, help="up: seconds to wait for each step")
+    ap.add_argument("--timeout", type=_timeout, default=300.0, help="up: seconds to wait for each step")
     ap.add_argument(
         "--replication-device",
         action="append",

@@ -17,8 +17,12 @@ from ..activity.states import ALL_STATES, TERMINAL
 from ..agent.client import Node
 from ..agent.connect import connect_node
 from ..config import load_settings
+from .numbers import seconds
 from .progress import follow, summary_line
 from .render import human_bytes, human_duration, human_rate
+
+#: waiting longer than a year for one activity means nothing
+MAX_TIMEOUT_S = 366 * 86400
 
 __all__ = ["register"]
 
@@ -59,12 +63,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         sp.set_defaults(func=cmd_one, action=name)
     w = s.add_parser("wait", help="follow an activity to its end; exit code = its status")
     w.add_argument("id")
-    w.add_argument("--timeout", type=float, help="give up after this many seconds (exit 124)")
+    w.add_argument(
+        "--timeout",
+        type=seconds("--timeout", 0, MAX_TIMEOUT_S),
+        help="give up after this many seconds (exit 124)",
+    )
     common(w)
     w.set_defaults(func=cmd_wait)
     wa = s.add_parser("watch", help="a live table of the node's activities (Ctrl-C to leave)")
     wa.add_argument("--node", help="node name from the inventory (default: the local agent)")
-    wa.add_argument("--interval", type=float, default=1.0, help="refresh interval in seconds")
+    wa.add_argument(
+        "--interval",
+        type=seconds("--interval", 0.1, 3600),
+        default=1.0,
+        help="refresh interval in seconds",
+    )
     wa.set_defaults(func=cmd_watch)
 
 

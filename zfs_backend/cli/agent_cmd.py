@@ -13,6 +13,7 @@ from pathlib import Path
 from ..agent import rpc_bridge, run_agent
 from ..agent.peer_exec import main as peer_exec_main
 from ..config import Settings, load_env_file, load_settings
+from .numbers import PORT_MAX, whole
 
 __all__ = ["register"]
 
@@ -62,7 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="address of the Prometheus metrics (default: loopback only; give one on purpose to be scraped)",
     )
     a.add_argument(
-        "--metrics-port", type=int, default=9464, help="port of the metrics (default 9464; 0: off)"
+        "--metrics-port",
+        type=whole("--metrics-port", 0, PORT_MAX),
+        default=9464,
+        help="port of the metrics (default 9464; 0: off)",
     )
     a.set_defaults(func=cmd_agent)
     r = sub.add_parser(

@@ -6,8 +6,15 @@ import argparse
 
 from ..config import load_settings
 from ..demo import run_demo
+from ..lab.topology import parse_size
 
 __all__ = ["register"]
+
+
+def _size(text: str) -> str:
+    """``text`` once it parses as a lab size (refused with one line before the lab comes up)."""
+    parse_size(text)
+    return text
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,5 +27,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "hot standby of a volume on node2 and fails over to it (verified through NFS)."
         ),
     )
-    p.add_argument("--size", default="64M", help="amount of data to write on node1 (default 64M)")
+    p.add_argument("--size", type=_size, default="64M", help="amount of data to write on node1 (default 64M)")
     p.set_defaults(func=lambda args: run_demo(load_settings(), args.size))

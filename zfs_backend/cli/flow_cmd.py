@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import load_settings
+from .numbers import PORT_MAX, seconds, whole
 
 __all__ = ["register"]
 
@@ -39,17 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c.add_argument("--name", help="this conductor's name (default: conductor-<host>)")
     c.add_argument(
         "--claim-expiry",
-        type=float,
+        type=seconds("--claim-expiry", 1, 86400),
         default=30.0,
         metavar="S",
         help="a dead conductor's jobs are free after S",
     )
-    c.add_argument("--max-jobs", type=int, help="stop after running this many jobs")
+    c.add_argument("--max-jobs", type=whole("--max-jobs", 1, 10**9), help="stop after running this many jobs")
     c.set_defaults(func=_conductor)
 
     j = sub.add_parser("jobboard", help="a loopback redis-server for the jobboard: up, down")
     j.add_argument("action", choices=["up", "down"])
-    j.add_argument("--port", type=int, default=6390)
+    j.add_argument("--port", type=whole("--port", 1, PORT_MAX), default=6390)
     j.set_defaults(func=_jobboard)
 
 
@@ -122,7 +123,8 @@ def _jobboard(args: argparse.Namespace) -> int:
 
     server = RedisServer(load_settings().home / "jobboard", args.port)
     if args.action == "up":
-        print(f"export ZFS_BACKEND_JOBBOARD={server.start()}")
+        url = server.start()
+        print(f"export ZFS_BACKEND_JOBBOARD={url} ZFS_BACKEND_JOBBOARD_PASSWORD_FILE={server.password_file}")
     else:
         server.stop()
     return 0

@@ -16,7 +16,8 @@ from ..config import load_settings
 from ..errors import UsageError
 from ..lab import Lab
 from ..lab.services import SERVICES
-from ..lab.topology import parse_size
+from ..lab.topology import MAX_NODES, parse_size
+from .numbers import whole
 from .render import human_bytes, parse_rate
 
 __all__ = ["register"]
@@ -35,8 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
 
     up = s.add_parser("up", help="bring the lab up (idempotent)")
-    up.add_argument("--nodes", type=int, default=2, help="number of nodes (default 2: node1, node2)")
-    up.add_argument("--pool-size", default="1G", help="size of each node's sparse pool file (default 1G)")
+    up.add_argument(
+        "--nodes",
+        type=whole("--nodes", 1, MAX_NODES),
+        default=2,
+        help="number of nodes (default 2: node1, node2)",
+    )
+    up.add_argument(
+        "--pool-size", type=parse_size, default="1G", help="size of each node's sparse pool file (default 1G)"
+    )
     up.add_argument("--network", help="IPv4 network of the lab (default 198.18.0.0/24)")
     up.add_argument("--no-agent", action="store_true", help="do not start the node agents")
     up.add_argument(
@@ -98,7 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     created = lab.up(
         nodes=args.nodes,
-        pool_size=parse_size(args.pool_size),
+        pool_size=args.pool_size,
         on_step=lambda m: con.print(f"  {m}"),
         with_agent=not args.no_agent,
         test_kinds=args.test_kinds,

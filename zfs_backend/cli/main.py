@@ -126,7 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if fast is not None:
         return fast
     parser = build_parser(_command_of(args_in))
-    args = parser.parse_args(args_in)
+    try:
+        args = parser.parse_args(args_in)
+    except ZfsBackendError as e:  # a ``type=`` function refused a value (cli/numbers.py): one line
+        print(f"zfs-backend: error: {e}", file=sys.stderr)
+        return e.exit_code
     quick_exit = bool(getattr(args, "quick_exit", False))
     if args.verbose or not quick_exit:
         # a client command (quick_exit) logs nothing of its own: it does not load logging (~12 ms) unless

@@ -13,7 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import load_settings
+from .numbers import seconds
 from .render import human_bytes, human_duration
+
+#: a lag goal beyond a year means nothing
+MAX_LAG_S = 366 * 86400
 
 __all__ = ["print_run", "progress_printer", "register"]
 
@@ -33,8 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c = s.add_parser("create", help="seed a standby of VOLUME on NODE and keep it in sync")
     c.add_argument("volume")
     c.add_argument("--standby", required=True, metavar="NODE", help="the node holding the standby")
-    c.add_argument("--interval", type=float, default=5.0, metavar="S", help="seconds between syncs (5)")
-    c.add_argument("--max-lag", type=float, default=0.0, metavar="S", help="the lag goal, reported by status")
+    c.add_argument(
+        "--interval",
+        type=seconds("--interval", 0.5, 86400),
+        default=5.0,
+        metavar="S",
+        help="seconds between syncs (5)",
+    )
+    c.add_argument(
+        "--max-lag",
+        type=seconds("--max-lag", 0, MAX_LAG_S),
+        default=0.0,
+        metavar="S",
+        help="the lag goal, reported by status",
+    )
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_create)
     st = s.add_parser("status", help="lag, last sync, activity state, last error")

@@ -38,6 +38,7 @@ from ..agent.client import Node
 from ..agent.connect import connect_node
 from ..config import Settings, load_settings
 from ..hosts.inventory import load_inventory
+from .numbers import seconds
 from .render import human_bytes, human_duration, human_rate
 
 __all__ = ["register"]
@@ -51,7 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--kind", help="only this kind")
     p.add_argument("--state", choices=sorted(ALL_STATES), help="only this state")
     p.add_argument("--sort", choices=SORT_KEYS, default="created")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
+    p.add_argument(
+        "--interval",
+        type=seconds("--interval", 0.1, 3600),
+        default=1.0,
+        help="seconds between polls (default 1)",
+    )
     p.add_argument("--nodes", help="comma-separated nodes (default: the whole inventory)")
     p.set_defaults(func=cmd_top)
 

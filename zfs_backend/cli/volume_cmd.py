@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ..config import Settings, load_settings
 from ..driver.errors import InvalidSize
+from ..driver.models import check_size
 from ..driver.service import VolumeService
 from ..errors import UsageError
 from ..lab import Lab
@@ -26,10 +27,11 @@ _SIZE = re.compile(r"^\s*(-?\d+)\s*(g|gb|gib)?\s*$", re.IGNORECASE)
 
 def parse_size_gib(text: str) -> int:
     """``"2"``, ``"2G"``, ``"2GiB"`` -> 2 (whole GiB, as Cinder)."""
-    m = _SIZE.match(text)
+    m = _SIZE.match(text) if len(text) <= 40 else None
     if not m:
-        raise InvalidSize(f"invalid size {text!r}: expected whole GiB, e.g. 1 or 10G")
-    return int(m.group(1))
+        shown = repr(text if len(text) <= 40 else text[:40] + "...")
+        raise InvalidSize(f"invalid size {shown}: expected whole GiB, e.g. 1 or 10G")
+    return check_size(int(m.group(1)))
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     c = vs.add_parser("create", help="create a volume (a ZFS filesystem with a sparse file, NFS-exported)")
     c.add_argument("name")
-    c.add_argument("--size", required=True, type=str, help="whole GiB, e.g. 1 or 10G")
+    c.add_argument("--size", required=True, type=parse_size_gib, help="whole GiB, e.g. 1 or 10G")
     c.add_argument("--node", help="node to create it on (default: the origin's, for clones)")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--from-snapshot", metavar="VOL@SNAP", help="a clone of a snapshot")
@@ -61,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     e = vs.add_parser("extend", help="grow a volume")
     e.add_argument("name")
-    e.add_argument("--size", required=True, help="new size, whole GiB")
+    e.add_argument("--size", required=True, type=parse_size_gib, help="new size, whole GiB")
     e.set_defaults(func=_extend)
 
     s = vs.add_parser("snapshot", help="snapshot a volume")
@@ -148,7 +150,7 @@ def _create(args: argparse.Namespace) -> int:
     try:
         rec = svc.create_volume(
             args.name,
-            parse_size_gib(args.size),
+            args.size,
             args.node,
             snapshot=_split(args.from_snapshot) if args.from_snapshot else None,
             source=args.source,
@@ -198,7 +200,7 @@ def _delete(args: argparse.Namespace) -> int:
 def _extend(args: argparse.Namespace) -> int:
     svc = _service()
     try:
-        rec = svc.extend_volume(args.name, parse_size_gib(args.size))
+        rec = svc.extend_volume(args.name, args.size)
     finally:
         svc.close()
     print(f"extended {rec.name} to {rec.size} GiB")

@@ -27,6 +27,7 @@ from ..driver import volume_jobs as jobs
 from ..driver.service import VolumeService
 from ..errors import UsageError
 from ..private import private_dir, private_open
+from .numbers import whole
 from .progress import EXIT_CANCELLED, run_in_foreground
 from .render import human_bytes
 
@@ -61,7 +62,9 @@ def register_jobs(vs: argparse._SubParsersAction) -> None:  # type: ignore[type-
 def _common(p: argparse.ArgumentParser, func: Any) -> None:
     p.add_argument("--detach", action="store_true", help="print the activity id and return")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--report-fd", type=int, help=argparse.SUPPRESS)  # a detached child's line to its parent
+    p.add_argument(
+        "--report-fd", type=whole("--report-fd", 0, 1 << 20), help=argparse.SUPPRESS
+    )  # a detached child's line to its parent
     p.set_defaults(func=func)
 
 

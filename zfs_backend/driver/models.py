@@ -46,12 +46,18 @@ def validate_id(value: object, what: str = "id") -> str:
     return value
 
 
+#: the largest volume: 1 EiB (its sparse file's length must fit in an off_t, 2**63 bytes)
+MAX_SIZE_GIB = 1 << 30
+
+
 def check_size(size: object, what: str = "size") -> int:
-    """``size`` (GiB) if it is a positive integer."""
+    """``size`` (GiB) if it is an integer from 1 to ``MAX_SIZE_GIB``."""
     if isinstance(size, bool) or not isinstance(size, int):
-        raise InvalidSize(f"invalid {what} {size!r}: expected a whole number of GiB")
+        raise InvalidSize(f"invalid {what} {str(size)[:40]!r}: expected a whole number of GiB")
     if size <= 0:
         raise InvalidSize(f"invalid {what} {size}: must be at least 1 GiB")
+    if size > MAX_SIZE_GIB:
+        raise InvalidSize(f"invalid {what}: at most {MAX_SIZE_GIB} GiB (1 EiB)")
     return size
 
 

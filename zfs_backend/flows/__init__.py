@@ -6,5 +6,6 @@ states, capabilities), :mod:`.replicate` (a snapshot to another node: the backen
 activity, or the controller streaming it itself), :mod:`.standby` (a hot standby: create, controlled
 and forced failover, remove), :mod:`.persistence` (logbooks), :mod:`.engine` (run, resume, list),
 :mod:`.jobboard` (post to Redis, ``zfs-backend conductor``), :mod:`.redis_server` (a loopback Redis for
-the lab and the tests). See ``docs/flows.md``.
+the lab and the tests), :mod:`.redis_auth` (the password every jobboard client reads from its private
+file). See ``docs/flows.md``.
 """

@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlparse
 
+from taskflow import exceptions as tf_exc
 from taskflow.conductors.backends import impl_blocking
 from taskflow.jobs import backends as job_backends
 from taskflow.listeners import base as listener_base
@@ -29,6 +30,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from .engine import FlowRun
 from .persistence import backend
+from .redis_auth import read_password
 
 __all__ = ["DEFAULT_CLAIM_EXPIRY_S", "jobboard", "post_and_wait", "run_conductor"]
 
@@ -37,21 +39,27 @@ NAMESPACE = "zfs_backend"
 log = logging.getLogger("zfs_backend.flows")
 
 
-def _redis_conf(url: str) -> dict[str, Any]:
+def _redis_conf(url: str, password: str) -> dict[str, Any]:
+    """TaskFlow's conf of the Redis jobboard at ``url`` (``redis://HOST:PORT[/DB]``), with ``password``
+    (read from its file: never in the URL, which the environment and command lines carry)."""
     u = urlparse(url)
     if u.scheme != "redis" or not u.hostname:
         raise ConfigError(f"jobboard {url!r}: expected redis://HOST:PORT[/DB]")
+    if u.password or u.username:
+        raise ConfigError(
+            "the jobboard's URL carries a password: put it in its password file instead "
+            "($ZFS_BACKEND_JOBBOARD_PASSWORD_FILE, mode 0600)"
+        )
     conf: dict[str, Any] = {
         "board": "redis",
         "host": u.hostname,
         "port": u.port or 6379,
         "namespace": NAMESPACE,
+        "password": password,
     }
     db = (u.path or "/").strip("/")
     if db:
         conf["db"] = int(db)
-    if u.password:
-        conf["password"] = u.password
     return conf
 
 
@@ -59,8 +67,15 @@ def _redis_conf(url: str) -> dict[str, Any]:
 def jobboard(settings: Settings, persistence: Any) -> Any:
     if not settings.jobboard:
         raise ConfigError("no jobboard configured: set ZFS_BACKEND_JOBBOARD=redis://HOST:PORT/DB")
-    board = job_backends.fetch(NAMESPACE, _redis_conf(settings.jobboard), persistence=persistence)
-    board.connect()
+    conf = _redis_conf(settings.jobboard, read_password(settings.jobboard_password_file))
+    board = job_backends.fetch(NAMESPACE, conf, persistence=persistence)
+    try:
+        board.connect()
+    except tf_exc.JobFailure as e:  # unreachable, or the password refused: one line, not a traceback
+        cause = getattr(e, "cause", None) or e.__cause__
+        what = (str(e).splitlines() or ["cannot connect"])[0]
+        why = " ".join(str(cause).split()) if cause else ""
+        raise ConfigError(f"jobboard {settings.jobboard}: {what}{f': {why}' if why else ''}") from None
     try:
         yield board
     finally:

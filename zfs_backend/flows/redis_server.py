@@ -1,11 +1,20 @@
 """A Redis server for the jobboard on a loopback port, with its own data directory (private), for the
 lab, the tests and the benchmarks: ``RedisServer(dir, port).start()`` / ``.stop()``
-(``zfs-backend jobboard up|down``). Debian's ``redis-server`` (installed by ``scripts/bootstrap``)."""
+(``zfs-backend jobboard up|down``). Debian's ``redis-server`` (installed by ``scripts/bootstrap``).
+
+It requires a password (``requirepass``): ``dir/password`` (0600, kept across restarts; see
+:mod:`.redis_auth`), which every client reads (``Settings.jobboard_password_file``). The server is started
+from ``dir/redis.conf``, written 0600, never with the password on its command line (which ``ps`` shows
+to every local user); it binds 127.0.0.1 only, in protected mode. A server found running in ``dir``
+that does not take the password (started by an older version, without one) is stopped and started
+again with it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,12 +22,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..errors import MissingDependency, ZfsBackendError
-from ..private import private_dir
+from ..errors import ConfigError, MissingDependency, ZfsBackendError
+from ..private import private_dir, private_file
+from .redis_auth import ensure_password
 
 __all__ = ["DEFAULT_PORT", "RedisServer"]
 
 DEFAULT_PORT = 6390
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./+-]+")  # quoted in redis.conf: no quote, space or backslash
 
 
 class RedisServer:
@@ -26,6 +37,8 @@ class RedisServer:
         self.dir = Path(directory)
         self.port = int(port)
         self.pid_file = self.dir / "redis.pid"
+        self.conf_file = self.dir / "redis.conf"
+        self.password_file = self.dir / "password"
 
     @property
     def url(self) -> str:
@@ -39,36 +52,64 @@ class RedisServer:
             return None
         return pid
 
-    def _answers(self) -> bool:
+    def _answers(self, password: str) -> bool:
+        """It answers PING after AUTH with ``password``."""
+        auth = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(password), password.encode())
+        want = b"+OK\r\n+PONG\r\n"
         with (
             contextlib.suppress(OSError),
             socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s,
         ):
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            s.sendall(auth)
+            got = b""
+            while len(got) < len(want) and b"-" not in got[:1]:
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                got += chunk
+            return got.startswith(want)
         return False
+
+    def _config(self, password: str) -> str:
+        for p in (self.dir, self.pid_file):
+            if not _SAFE_PATH.fullmatch(str(p)):
+                raise ConfigError(f"jobboard directory {self.dir}: only [A-Za-z0-9_./+-] in its path")
+        return "\n".join(
+            [
+                "# written by zfs-backend jobboard up (flows/redis_server.py): private, holds the password",
+                "bind 127.0.0.1",
+                "protected-mode yes",
+                f"port {self.port}",
+                f'dir "{self.dir}"',
+                f'pidfile "{self.pid_file}"',
+                f'logfile "{self.dir / "redis.log"}"',
+                "daemonize yes",
+                'save ""',
+                "appendonly yes",
+                "appendfsync everysec",
+                f"requirepass {password}",
+                "",
+            ]
+        )
 
     def start(self, timeout: float = 15.0) -> str:
         """Start it (idempotent); returns its URL."""
-        if self.pid() is not None and self._answers():
-            return self.url
+        private_dir(self.dir)
+        password = ensure_password(self.password_file)
+        if self.pid() is not None:
+            if self._answers(password):
+                return self.url
+            self.stop()  # ours (its pid file is in our directory) but without this password: restart it
         binary = shutil.which("redis-server", path="/usr/bin:/usr/sbin:/usr/local/bin:/bin")
         if binary is None:
             raise MissingDependency("redis-server is not installed (scripts/bootstrap installs it)")
-        private_dir(self.dir)
-        argv = [
-            binary,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.dir),
-            "--pidfile", str(self.pid_file),
-            "--logfile", str(self.dir / "redis.log"),
-            "--daemonize", "yes",
-            "--protected-mode", "yes",
-            "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-        ]  # fmt: skip
+        private_file(self.conf_file)
+        fd = os.open(self.conf_file, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.write(fd, self._config(password).encode())
+        finally:
+            os.close(fd)
+        argv = [binary, str(self.conf_file)]
         old = os.umask(0o077)
         try:
             subprocess.run(argv, check=True, capture_output=True, timeout=timeout)
@@ -77,7 +118,7 @@ class RedisServer:
         finally:
             os.umask(old)
         deadline = time.monotonic() + timeout
-        while not self._answers():
+        while not self._answers(password):
             if time.monotonic() > deadline:
                 raise ZfsBackendError(
                     f"redis-server on 127.0.0.1:{self.port} did not answer (see {self.dir}/redis.log)"

@@ -181,6 +181,8 @@ def standby_create(
         raise FlowError(f"volume {volume} is on {standby}: pick another node for its standby")
     if not 0.5 <= float(interval_s) <= 86400:
         raise FlowError("--interval must be 0.5-86400 seconds")
+    if not 0 <= float(max_lag_s) <= 366 * 86400:  # NaN fails too
+        raise FlowError("--max-lag must be 0-31622400 seconds")
     rel = env().service().replication(volume)
     if rel is not None and rel.replication_status in ("enabled", "enabling", "failing-over"):
         raise FlowError(f"volume {volume} already has a standby on {rel.standby_node}")

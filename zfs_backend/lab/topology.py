@@ -20,18 +20,23 @@ __all__ = ["LabLayout", "NodeLayout", "lab_tag", "node_name", "parse_size", "pla
 MAX_NODES = 50
 _NODE_RE = re.compile(r"^node[1-9][0-9]?$")
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+#: the largest lab size (a sparse pool file, a demo's data): 1 PiB
+MAX_SIZE = 1 << 50
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def parse_size(text: str) -> int:
-    """Parse ``512M``, ``2G``, ``1.5GiB``, ``1048576`` into bytes (powers of 1024)."""
-    m = _SIZE_RE.match(text)
+    """Parse ``512M``, ``2G``, ``1.5GiB``, ``1048576`` into bytes (powers of 1024), 1 byte to ``MAX_SIZE``."""
+    shown = repr(text if len(text) <= 40 else text[:40] + "...")
+    m = _SIZE_RE.match(text) if len(text) <= 40 else None
     if not m:
-        raise UsageError(f"invalid size {text!r}: expected a number with an optional K, M, G or T suffix")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-    if value <= 0:
-        raise UsageError(f"invalid size {text!r}: must be positive")
-    return value
+        raise UsageError(f"invalid size {shown}: expected a number with an optional K, M, G or T suffix")
+    value = float(m.group(1)) * _UNITS[m.group(2).upper()]
+    if not value <= MAX_SIZE:
+        raise UsageError(f"invalid size {shown}: at most 1 PiB")
+    if int(value) <= 0:
+        raise UsageError(f"invalid size {shown}: must be positive")
+    return int(value)
 
 
 def node_name(index: int) -> str:

@@ -53,6 +53,7 @@ from .estimate import check_space, estimate_send
 from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
 from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
+from .resume import planned_chain, resume_mismatch
 from .transport import PeerHost
 from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
 
@@ -231,6 +232,7 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
                 "plan": plan.describe(),
                 "full": plan.full,
                 "base": None if plan.base is None else plan.base.snap,
+                "base_guid": None if plan.base is None else plan.base.guid,
                 "target_guid": plan.target.guid,
                 "target_guids": targets,
                 "dest_existed": dst.exists,
@@ -325,10 +327,22 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
             out["discarded"] = ks["discarded"]
         if ks.get("created"):
             out["created"] = ks["created"]
+        if ks.get("resume_refused"):
+            out["resume_refused"] = ks["resume_refused"]
         if ks.get("abort"):
             out["rolled_back"] = ks["abort"].get("actions", [])
             out["left_alone"] = ks["abort"].get("left", [])
         return out
+
+    def _resume_refused(self, token: str, source: list[Snapshot]) -> str | None:
+        """None when ``token`` resumes the planned stream (:mod:`.resume`), else why not."""
+        ks = self.kind_state
+        base_guid = ks.get("base_guid")
+        if base_guid is None and ks.get("base"):  # planned before base_guid was recorded
+            base_guid = next((s.guid for s in source if s.snap == ks["base"]), None)
+        base = None if base_guid is None else int(base_guid)
+        chain = planned_chain(source, int(ks["target_guid"]), base, intermediates=self.request.intermediates)
+        return resume_mismatch(token, self.request.snapshot.dataset, chain, base)
 
     def _send_spec(self, plan: Plan) -> SendSpec:
         return plan.send_spec(recursive=self.request.recursive, properties=self.request.properties)
@@ -346,8 +360,21 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
         )
         top = dst.top
         if top is not None and top.resume_token:
-            self._current = None
-            return top.resume_token
+            refused = self._resume_refused(top.resume_token, src[""])
+            if refused is None:
+                self._current = None
+                return top.resume_token
+            where = f"{req.destination_node}:{req.destination}"
+            ks["resume_refused"] = f"{where}: resume token not used: {refused}"
+            self.ctx.log.warning("activity %s: %s", self.id, ks["resume_refused"])
+            self.ctx.store.save_result(self.id, self._result())
+            if ks.get("dest_existed"):
+                # not provably ours: its partial receive is left as it is (and blocks a new stream)
+                raise ReplicationConflict(
+                    f"on restart, {where} holds a partial receive that is not this replication's "
+                    f"({refused}); left alone (`zfs receive -A {req.destination}` discards it)"
+                )
+            # a dataset this activity created: removed below by the receiver's abort (marks, GUIDs)
         want = int(ks["target_guid"])
         if top is not None and any(s.guid == want for s in top.snapshots):
             self._noop = True  # the last attempt completed before its end was recorded

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..activity.handle import BackendActivity
+from ..activity.relay import MAX_BWLIMIT_BPS
 from ..config import Settings, load_settings
 from ..errors import UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_node_qualified, parse_snapshot
@@ -50,17 +51,20 @@ def parse_bwlimit(value: int | str | None) -> int | None:
     if isinstance(value, bool):
         raise UsageError(f"invalid bwlimit {value!r}")
     if isinstance(value, int):
-        return value
+        return value  # bounded by Request (1 KiB/s - MAX_BWLIMIT_BPS)
     if isinstance(value, str):
+        shown = repr(value if len(value) <= 40 else value[:40] + "...")
         text = value.strip().removesuffix("/s").removesuffix("B")
         try:
-            n = parse_human_size(text)
+            n = parse_human_size(text) if len(text) <= 40 else None
         except ParseError:
             n = None
         if n is None:
-            raise UsageError(f"invalid bwlimit {value!r}: expected bytes per second, e.g. 20M")
+            raise UsageError(f"invalid bwlimit {shown}: expected bytes per second, e.g. 20M")
+        if n > MAX_BWLIMIT_BPS:
+            raise UsageError(f"invalid bwlimit {shown}: at most {MAX_BWLIMIT_BPS} bytes/s (1T)")
         return n
-    raise UsageError(f"invalid bwlimit {value!r}")
+    raise UsageError(f"invalid bwlimit {type(value).__name__}")
 
 
 def _request(

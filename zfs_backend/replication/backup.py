@@ -26,6 +26,7 @@ from typing import Any
 
 from ..activity.core import ActivityContext, register_kind
 from ..activity.pipeline import Endpoint, PipelineActivity
+from ..activity.relay import MAX_BWLIMIT_BPS
 from ..activity.report import ActivityRecord
 from ..config import load_settings
 from ..errors import BackupError, BackupNotFound, DatasetExists, DatasetNotFound, UsageError, ZfsBackendError
@@ -67,8 +68,10 @@ class _BackupBase(PipelineActivity):
         self.backup_node = validate_node(p["backup_node"])
         cipher = validate_cipher(p.get("cipher") or DEFAULT_CIPHER)
         bw = p.get("bwlimit_bps")
-        if bw is not None and (isinstance(bw, bool) or not isinstance(bw, int) or bw <= 0):
-            raise UsageError("param 'bwlimit_bps' must be a positive whole number")
+        if bw is not None and (
+            isinstance(bw, bool) or not isinstance(bw, int) or not 0 < bw <= MAX_BWLIMIT_BPS
+        ):
+            raise UsageError(f"param 'bwlimit_bps' must be a whole number from 1 to {MAX_BWLIMIT_BPS}")
         self.bwlimit_bps = bw
         try:
             self.max_retries = int(p.get("max_retries", self.max_retries))

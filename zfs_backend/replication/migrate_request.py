@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..activity.relay import MAX_BWLIMIT_BPS
 from ..errors import UsageError
 from ..zfs.names import DatasetName, parse_dataset, validate_node
 from .ciphers import DEFAULT_CIPHER, validate_cipher
@@ -75,8 +76,12 @@ class MigrateRequest:
         if hold not in (None, "catchup", "quiesce"):
             raise UsageError("migrate param 'hold_at' must be 'catchup', 'quiesce' or null")
         bw = p.get("bwlimit_bps")
-        if bw is not None and (isinstance(bw, bool) or not isinstance(bw, int) or bw <= 0):
-            raise UsageError("migrate param 'bwlimit_bps' must be a positive whole number")
+        if bw is not None and (
+            isinstance(bw, bool) or not isinstance(bw, int) or not 0 < bw <= MAX_BWLIMIT_BPS
+        ):
+            raise UsageError(
+                f"migrate param 'bwlimit_bps' must be a whole number from 1 to {MAX_BWLIMIT_BPS}"
+            )
         return cls(
             dataset=parse_dataset(p["dataset"]),
             destination_node=validate_node(p["destination_node"]),

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..activity.relay import MAX_BWLIMIT_BPS
 from ..errors import InvalidName, UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot, validate_node
 from .ciphers import DEFAULT_CIPHER, validate_cipher
@@ -22,6 +23,14 @@ __all__ = ["KIND", "TUNING_PARAMS", "Request"]
 KIND = "replicate"
 #: params the kind reads besides the request (tests and benchmarks tune retries; never how SSH runs)
 TUNING_PARAMS = frozenset({"max_retries", "backoff_s", "space_check"})
+
+
+def _cut(value: object) -> str:
+    """``value`` for an error line: short, whatever its size (an int of thousands of digits has no repr)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"a {value.bit_length()}-bit number"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _short_snap(text: str | None) -> str | None:
@@ -82,9 +91,9 @@ class Request:
         if self.bwlimit_bps is not None and (
             isinstance(self.bwlimit_bps, bool)
             or not isinstance(self.bwlimit_bps, int)
-            or self.bwlimit_bps < 1024
+            or not 1024 <= self.bwlimit_bps <= MAX_BWLIMIT_BPS
         ):
-            raise UsageError(f"bwlimit must be at least 1024 bytes/s, not {self.bwlimit_bps!r}")
+            raise UsageError(f"bwlimit must be 1024-{MAX_BWLIMIT_BPS} bytes/s, not {_cut(self.bwlimit_bps)}")
         if self.source_node == self.destination_node and self.snapshot.dataset == self.destination:
             raise UsageError("source and destination are the same dataset on the same node")
         if self.intermediates and self.force_full_copy:

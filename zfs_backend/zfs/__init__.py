@@ -3,7 +3,8 @@
 ``names`` (validation), ``models`` (data and send/recv specs), ``cmd`` (the one place zfs runs),
 ``dialect`` (OpenZFS 2.x vs zfs-fuse 0.7 as feature flags), ``api`` (``Zfs(host)``; ``listing``: the
 argv and parsing of its dataset, snapshot and pool listings), ``estimate``
-(send size from space accounting), ``lzc`` (optional pyzfs fast path).
+(send size from space accounting), ``lzc`` (optional pyzfs fast path), ``resume_token`` (OpenZFS
+resume tokens decoded).
 """
 
 from typing import TYPE_CHECKING

@@ -20,12 +20,15 @@ class ParseError(ZfsError):
     """zfs printed something this parser does not understand."""
 
 
+#: no ZFS size exceeds 2**64 bytes (16 EiB)
+MAX_SIZE = 1 << 64
 _UNITS = {"": 0, "B": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6, "Z": 7}
 _HUMAN = re.compile(r"(\d+(?:\.\d+)?)\s*([BKMGTPEZ]?)(?:i?B)?", re.IGNORECASE)
 
 
 def parse_human_size(text: str) -> int | None:
-    """``"1016M"`` -> 1065353216. Units are powers of 1024, decimals allowed; ``-``/``none`` -> None.
+    """``"1016M"`` -> 1065353216. Units are powers of 1024, decimals allowed; ``-``/``none`` -> None;
+    beyond ``MAX_SIZE``: ``ParseError``.
 
     zfs-fuse prints sizes this way where it has no ``-p``; the result is only as exact as the text
     (three significant digits).
@@ -37,7 +40,10 @@ def parse_human_size(text: str) -> int | None:
     if not m:
         raise ParseError(f"not a size: {text!r}")
     number, unit = m.group(1), m.group(2).upper()
-    return round(float(number) * (1024 ** _UNITS[unit]))
+    value = float(number) * (1024 ** _UNITS[unit])
+    if not value <= MAX_SIZE:  # also infinity (hundreds of digits)
+        raise ParseError(f"not a size: {text[:40]!r} is beyond 16 EiB")
+    return round(value)
 
 
 def parse_int(text: str) -> int | None:

@@ -63,7 +63,21 @@ def test_bad_params_refused(ctx, tmp_path):
         start(ctx, {"producer": {"argv": "echo hi"}, "consumer": {"argv": ["cat"]}})
     with pytest.raises(UsageError, match="offset"):
         start(ctx, {"producer": {"argv": ["true"]}, "consumer": {"argv": ["cat"]}, "restart": "offset"})
+    for bw in (float("inf"), float("nan"), 1e400, -1, (1 << 40) + 1):
+        with pytest.raises(UsageError, match="bwlimit"):
+            start(ctx, {"producer": {"argv": ["true"]}, "consumer": {"argv": ["cat"]}, "bwlimit_bps": bw})
     assert ctx.store.list() == []
+
+
+@pytest.mark.parametrize("bw", [float("inf"), float("nan"), float(1 << 41)])
+def test_relay_refuses_an_absurd_rate(bw):
+    r, w = os.pipe()
+    try:
+        with pytest.raises(UsageError, match="bwlimit"):
+            Relay(r, w, bwlimit_bps=bw)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_stream_succeeds_exactly(ctx, tmp_path):

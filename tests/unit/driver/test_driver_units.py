@@ -76,7 +76,7 @@ def test_hostile_ids_refused(bad: str) -> None:
         validate_id(bad)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, "1", True, None])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "1", True, None, (1 << 30) + 1, 10**400, float("inf")])
 def test_bad_sizes_refused(bad: object) -> None:
     with pytest.raises(InvalidSize):
         check_size(bad)

@@ -26,16 +26,17 @@ def test_settings_default_to_sqlite_in_the_home_and_no_jobboard(tmp_path: Path) 
 def test_urls() -> None:
     assert sqlite_path("sqlite:////var/x/flows.db") == "/var/x/flows.db"
     assert sqlite_path("sqlite://") is None and sqlite_path("postgresql://h/db") is None
-    assert _redis_conf("redis://127.0.0.1:6390/3") == {
+    assert _redis_conf("redis://127.0.0.1:6390/3", "pw") == {
         "board": "redis",
         "host": "127.0.0.1",
         "port": 6390,
         "namespace": "zfs_backend",
+        "password": "pw",
         "db": 3,
     }
     for bad in ("http://h", "redis://", "127.0.0.1:6379"):
         with pytest.raises(ConfigError):
-            _redis_conf(bad)
+            _redis_conf(bad, "pw")
 
 
 def test_the_logbook_is_private(tmp_path: Path) -> None:

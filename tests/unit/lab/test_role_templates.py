@@ -111,3 +111,22 @@ def test_sshd_hardening_matches_the_labs_sshd(tmp_path: Path):
         if key in lab:
             assert lab[key] == value, key
     assert role["PasswordAuthentication"] == "no" and role["ClientAliveInterval"] == "5"
+
+
+def test_controller_key_lines_are_the_labs():
+    pub = "ssh-ed25519 CONTROLLERAAAA"
+    ctrl = LabLayout.for_dir(Path("/nonexistent"), "198.18.120.0/24").controller_address
+    got = render(
+        "controller_keys.j2",
+        zfs_backend_node_controller_keys=[f"{pub} zfs-backend-controller"],
+        zfs_backend_node_controller_addresses=[ctrl],
+    )
+    assert got == access.controller_key_line(pub, ctrl)
+    two = render(
+        "controller_keys.j2",
+        zfs_backend_node_controller_keys=[f"{pub} a", "ssh-rsa OTHERAAAA b\n"],
+        zfs_backend_node_controller_addresses=["198.18.10.1", "10.0.0.0/8"],
+    )
+    assert two == (
+        f'from="198.18.10.1,10.0.0.0/8" {pub} a\nfrom="198.18.10.1,10.0.0.0/8" ssh-rsa OTHERAAAA b\n'
+    )

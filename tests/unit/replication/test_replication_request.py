@@ -57,6 +57,10 @@ def test_hostile_params_refused(key: str, value: str) -> None:
     [
         {"force_full_copy": "yes"},
         {"bwlimit_bps": 10},
+        {"bwlimit_bps": 10**400},
+        {"bwlimit_bps": (1 << 40) + 1},
+        {"bwlimit_bps": float("inf")},
+        {"bwlimit_bps": float("nan")},
         {"force_full_copy": True, "intermediates": True},
         {"force_full_copy": True, "incremental_from": "a"},
         {"destination_node": "node1"},
@@ -149,6 +153,20 @@ def test_parse_bwlimit() -> None:
     assert api.parse_bwlimit(4096) == 4096
     assert api.parse_bwlimit("20M") == 20 << 20
     assert api.parse_bwlimit("1MB/s") == 1 << 20
+    assert api.parse_bwlimit("1T") == 1 << 40
+
+
+@pytest.mark.parametrize("bad", ["9" * 400, "2T", "1E", "fast", "-1M", "nan", "inf"])
+def test_parse_bwlimit_refuses_absurd_rates_with_one_line(bad: str) -> None:
+    with pytest.raises(UsageError) as e:
+        api.parse_bwlimit(bad)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 120
+
+
+def test_huge_int_bwlimit_refused_by_the_request() -> None:
+    with pytest.raises(UsageError, match="bwlimit must be") as e:
+        Request.from_params({**PARAMS, "bwlimit_bps": api.parse_bwlimit(10**5000)})
+    assert len(str(e.value)) < 120
 
 
 def _record(aid: str, params: dict[str, Any]) -> ActivityRecord:

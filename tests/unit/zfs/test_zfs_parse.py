@@ -35,7 +35,7 @@ def test_human_sizes(text: str, value: int | None) -> None:
     assert parse_human_size(text) == value
 
 
-@pytest.mark.parametrize("bad", ["abc", "1.2.3M", "12Q", "M", "-5"])
+@pytest.mark.parametrize("bad", ["abc", "1.2.3M", "12Q", "M", "-5", "9" * 400, "17E", "1Z"])
 def test_human_size_garbage(bad: str) -> None:
     with pytest.raises(ParseError):
         parse_human_size(bad)

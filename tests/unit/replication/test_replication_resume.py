@@ -1,0 +1,170 @@
+"""A destination's resume token is used only when it resumes the planned stream (``toguid``/``toname``
+the planned snapshot, ``fromguid`` its planned base); otherwise the partial receive is discarded only on
+a dataset this replication created, and the reason is in the activity's result and log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zfs_backend.activity.core import ActivityContext
+from zfs_backend.activity.report import ActivityRecord
+from zfs_backend.activity.store import ActivityStore
+from zfs_backend.errors import ReplicationConflict
+from zfs_backend.replication.activity import Replicate
+from zfs_backend.replication.remote import DestinationDataset, DestinationTree
+from zfs_backend.replication.resume import planned_chain, resume_mismatch
+from zfs_backend.zfs.models import Snapshot
+from zfs_backend.zfs.names import parse_dataset, parse_snapshot
+from zfs_backend.zfs.resume_token import encode_resume_token
+
+
+def snap(name: str, guid: int, txg: int) -> Snapshot:
+    return Snapshot(parse_snapshot(name), guid=guid, createtxg=txg, used=0, referenced=1 << 20, creation=0)
+
+
+SRC = [
+    snap("tank/fs@a", 11, 10),
+    snap("tank/fs@b", 12, 20),
+    snap("tank/fs@c", 13, 30),
+    snap("tank/fs@d", 14, 40),
+]
+FS = parse_dataset("tank/fs")
+
+
+def token(toguid: int, toname: str, fromguid: int | None = None, **kw: Any) -> str:
+    pairs: dict[str, Any] = {} if fromguid is None else {"fromguid": fromguid}
+    pairs.update({"object": 5, "offset": 1 << 20, "bytes": 3 << 20, "toguid": toguid, "toname": toname})
+    return encode_resume_token(pairs, **kw)
+
+
+def test_planned_chain() -> None:
+    assert [s.snap for s in planned_chain(SRC, 14, 11, intermediates=False)] == ["d"]
+    assert [s.snap for s in planned_chain(SRC, 14, 11, intermediates=True)] == ["b", "c", "d"]
+    assert [s.snap for s in planned_chain(SRC, 14, None, intermediates=True)] == ["d"]  # full
+    assert planned_chain(SRC, 99, 11, intermediates=False) == []  # the target is gone
+    assert planned_chain(SRC, 14, 99, intermediates=True) == []  # the base is gone
+
+
+@pytest.mark.parametrize("encoding", ["native", "xdr"])
+def test_the_planned_stream_resumes(encoding: str) -> None:
+    chain = planned_chain(SRC, 14, 11, intermediates=False)
+    assert resume_mismatch(token(14, "tank/fs@d", 11, encoding=encoding), FS, chain, 11) is None
+    full = planned_chain(SRC, 14, None, intermediates=False)
+    assert resume_mismatch(token(14, "tank/fs@d", encoding=encoding), FS, full, None) is None
+    assert resume_mismatch(token(14, "tank/fs@d", 0, encoding=encoding), FS, full, None) is None
+    inter = planned_chain(SRC, 14, 11, intermediates=True)  # cut while receiving @c of -I @a..@d
+    assert resume_mismatch(token(13, "tank/fs@c", 12, encoding=encoding), FS, inter, 11) is None
+    assert resume_mismatch(token(12, "tank/fs@b", 11, encoding=encoding), FS, inter, 11) is None
+
+
+@pytest.mark.parametrize(
+    ("tok", "why"),
+    [
+        (token(99, "tank/other@x", 11), "not a snapshot this replication sends"),
+        (token(13, "tank/fs@c", 12), "not a snapshot this replication sends"),  # -i planned: @c is not sent
+        (token(14, "tank/victim@d", 11), "the planned snapshot is tank/fs@d"),
+        (token(14, "tank/fs@d", 12), "the planned base is 11"),
+        (token(14, "tank/fs@d"), "from guid none (full)"),  # a full stream where an increment is planned
+        ("1-abc-def-00", "invalid receive_resume_token"),
+        (token(14, "tank/fs@d", 11)[:-2] + "00", "invalid receive_resume_token"),
+    ],
+)
+def test_any_other_token_is_refused_with_its_reason(tok: str, why: str) -> None:
+    chain = planned_chain(SRC, 14, 11, intermediates=False)
+    reason = resume_mismatch(tok, FS, chain, 11)
+    assert reason is not None and why in reason
+
+
+# -- the activity's restart ------------------------------------------------------------------------
+
+
+class StubReceiver:
+    """The destination as ``begin`` reports it: one top dataset holding ``snaps`` and ``token``."""
+
+    def __init__(self, snaps: list[Snapshot], token: str | None) -> None:
+        self.snaps, self.token = snaps, token
+        self.calls: list[tuple[str, Any]] = []
+        self.aborted = False
+
+    def begin(self, source: str, *, recursive: bool, sent_guids: list[int]) -> DestinationTree:
+        self.calls.append(("begin", source))
+        top = DestinationDataset(snapshots=self.snaps, resume_token=self.token)
+        there = not self.aborted
+        return DestinationTree(
+            node="node2",
+            exists=there,
+            available=1 << 40,
+            resumable_receive=True,
+            datasets={"": top} if there else {},
+        )
+
+    def abort(self, keep_claim: bool = False) -> dict[str, Any]:
+        self.calls.append(("abort", keep_claim))
+        self.aborted = True  # it created the dataset: the receiver's abort removes it
+        return {"restored": True, "actions": [], "left": []}
+
+
+PARAMS = {
+    "snapshot": "tank/fs@d",
+    "source_node": "node1",
+    "destination_node": "node2",
+    "destination": "tank/fs",
+}
+
+
+def _activity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub: StubReceiver, **ks: Any) -> Replicate:
+    monkeypatch.setattr(Replicate, "receiver", property(lambda self: stub))
+    monkeypatch.setattr(Replicate, "_source_tree", lambda self: {"": list(SRC)})
+    store = ActivityStore(tmp_path / "a.db")
+    ctx = ActivityContext(store=store, node="node1")
+    act = Replicate(ActivityRecord(id="act-r", kind="replicate", node="node1", params=PARAMS), ctx)
+    act.persist_new()
+    act.kind_state.update({"target_guid": 14, "base": "a", "base_guid": 11, **ks})
+    return act
+
+
+def test_restart_resumes_its_own_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    own = token(14, "tank/fs@d", 11)
+    stub = StubReceiver([snap("tank/fs@a", 11, 10)], own)
+    act = _activity(tmp_path, monkeypatch, stub, dest_existed=True)
+    assert act._prepare_restart() == own
+    assert ("abort", True) not in stub.calls and "resume_refused" not in act.kind_state
+
+
+def test_restart_resumes_with_a_base_recorded_by_name_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = token(14, "tank/fs@d", 11)
+    stub = StubReceiver([snap("tank/fs@a", 11, 10)], own)
+    act = _activity(tmp_path, monkeypatch, stub, dest_existed=True)
+    del act.kind_state["base_guid"]  # an activity planned before base_guid was recorded
+    assert act._prepare_restart() == own
+
+
+def test_a_foreign_token_on_an_existing_dataset_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    foreign = token(77, "tank/victim@s1", 11)
+    stub = StubReceiver([snap("tank/fs@a", 11, 10)], foreign)
+    act = _activity(tmp_path, monkeypatch, stub, dest_existed=True)
+    with pytest.raises(ReplicationConflict, match="not this replication's") as e:
+        act._prepare_restart()
+    assert "tank/victim@s1" in str(e.value) and "\n" not in str(e.value)
+    assert [c for c in stub.calls if c[0] == "abort"] == []  # nothing discarded
+    assert stub.token == foreign
+    rec = act.ctx.store.get("act-r")
+    assert "tank/victim@s1" in rec.result["resume_refused"]
+
+
+def test_a_foreign_token_on_a_dataset_it_created_is_discarded_and_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub = StubReceiver([], token(14, "tank/fs@d", 12))  # the right snapshot from another base
+    act = _activity(tmp_path, monkeypatch, stub, dest_existed=False, base=None, base_guid=None)
+    assert act._prepare_restart() is None  # no token: a fresh stream
+    assert ("abort", True) in stub.calls  # the receiver's abort: it removes only what it proves its own
+    assert act._current is not None and act._current.full
+    assert "from guid 12" in act.ctx.store.get("act-r").result["resume_refused"]

@@ -1,0 +1,42 @@
+"""Numeric settings from the environment are bounded: one line naming the variable, never a traceback
+nor a 400-digit value echoed back."""
+
+from __future__ import annotations
+
+import pytest
+
+from zfs_backend.cli.main import main
+from zfs_backend.config import load_settings
+from zfs_backend.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ZFS_BACKEND_SSH_PERSIST", "9" * 400),
+        ("ZFS_BACKEND_SSH_PERSIST", "9" * 5000),  # beyond int()'s digit limit
+        ("ZFS_BACKEND_SSH_PERSIST", "-1"),
+        ("ZFS_BACKEND_SSH_PERSIST", "1e3"),
+        ("ZFS_BACKEND_SSH_PERSIST", str(8 * 86400)),
+        ("ZFS_BACKEND_CINDER_PORT_BASE", "70000"),
+    ],
+)
+def test_bad_numbers_refused(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=key) as e:
+        load_settings({key: value})
+    assert len(str(e.value)) < 120
+
+
+def test_good_numbers() -> None:
+    s = load_settings({"ZFS_BACKEND_SSH_PERSIST": "0", "ZFS_BACKEND_CINDER_PORT_BASE": "24000"})
+    assert (s.ssh_persist_s, s.cinder_port_base) == (0, 24000)
+    assert load_settings({}).ssh_persist_s == 600
+
+
+def test_through_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ZFS_BACKEND_SSH_PERSIST", "9" * 400)
+    rc = main(["activity", "list", "--node", "node1"])
+    err = capsys.readouterr().err
+    assert rc == 3 and err.count("\n") == 1 and "ZFS_BACKEND_SSH_PERSIST" in err and "Traceback" not in err
