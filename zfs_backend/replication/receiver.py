@@ -28,8 +28,9 @@ socket), so every check and every change happens on the node that owns the data,
     (cancel, or a final failure) puts the tree back as ``begin`` found it: discards a partial resumable
     receive, rolls existing datasets back to their last snapshot from before (only when every newer
     snapshot is one this replication sent, checked again right before ``rollback -r`` with the dataset
-    unmounted: :meth:`~.head.DestinationHead.guarded_rollback`), destroys datasets that did not exist before and are provably
-    this replication's (every snapshot's GUID is one the source sent, and no other receiver's mark).
+    unmounted: :meth:`~.head.DestinationHead.guarded_rollback`), destroys datasets that did not exist
+    before and are provably this replication's (every snapshot's GUID is one the source sent, and no
+    other receiver's mark).
     What it may not touch (someone else's snapshot or dataset) it leaves, and says so.
 
 Nothing here ever receives with ``-F``: a plain receive refuses a changed destination by itself.
