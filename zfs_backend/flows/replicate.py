@@ -19,11 +19,11 @@ on a failure, put it back as it was. Planned by GUID as the backend plans (full 
 incremental from the newest common snapshot; never ``-F``). Its revert is :func:`undo_delivery` too.
 
 :func:`undo_delivery` (a revert after the transfer finished) discards only what is provably the
-replication's: a dataset it created when it still carries the holder's mark, every snapshot there is one
-the source sent and it has no child; an increment into an existing dataset only through
-:meth:`~..replication.head.DestinationHead.guarded_rollback` (every newer snapshot the source's, the
-head unmoved since, re-checked right before ``rollback -r`` with the dataset unmounted). Anything else is
-kept, and the revert logs why.
+replication's: a dataset it created when it still carries the holder's mark, has no child, its snapshots
+are the source's (or it stayed read-only) and its head holds no later write; an increment into an
+existing dataset only through :meth:`~..replication.head.DestinationHead.guarded_rollback` (every
+newer snapshot the source's, the head unmoved since, re-checked right before ``rollback -r`` with the
+dataset unmounted). Anything else is kept, and the revert logs why.
 
 :func:`replicate_paths` builds both and :func:`link_paths` puts them behind the capability check's
 decider: one of them runs, the other is ignored; the choice is in the logbook.
@@ -156,19 +156,44 @@ def undo_delivery(
         return f"{ds}: gone already"
     snaps = zfs.list_snapshots(ds)
     if created:
-        mark = zfs.get_with_source(ds, RECEIVER_PROP)[0]
-        if mark != holder:
-            why = f"{ds}: kept; it does not carry this replication's mark ({holder})"
-        elif not snaps or not all(s.guid in source_guids for s in snaps):
-            why = f"{ds}: kept; it holds a snapshot the source did not send"
-        elif any(d.name != ds for d in zfs.list_datasets(ds, recursive=True)):
-            why = f"{ds}: kept; it holds datasets this replication did not create"
-        else:
-            zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
-            return f"{ds}: destroyed (created by {holder})"
+        return _destroy_created(zfs, ds, holder, snaps, source_guids)
+    return _roll_back_increment(zfs, ds, snaps, source_guids, delivered)
+
+
+def _destroy_created(
+    zfs: Zfs, ds: DatasetName, holder: str, snaps: list[Any], source_guids: Collection[int]
+) -> str:
+    """A replica the replication created goes only when it carries the holder's mark (the receiver
+    writes it at ``finish`` on what the stream created), has no child, holds snapshots and every one is
+    the source's or it is still read-only as ``finish`` left it (a standby's later increments are then
+    received data too), and its head holds no write after its newest snapshot (checked unmounted)."""
+    mark = zfs.get_with_source(ds, RECEIVER_PROP)[0]
+    frozen = zfs.get_with_source(ds, "readonly")[0] == "on"
+    why = ""
+    if mark != holder:
+        why = f"{ds}: kept; it does not carry this replication's mark ({holder})"
+    elif not snaps:
+        why = f"{ds}: kept; it holds no snapshot (nothing to tell its data from someone's writes)"
+    elif not frozen and not all(s.guid in source_guids for s in snaps):
+        why = f"{ds}: kept; it is writable and holds a snapshot the source did not send"
+    elif any(d.name != ds for d in zfs.list_datasets(ds, recursive=True)):
+        why = f"{ds}: kept; it holds datasets this replication did not create"
+    else:
+        head = DestinationHead(zfs)
+        try:
+            with head.quiet(ds):
+                newest = zfs.list_snapshots(ds)[-1]
+                changes = head.changes(ds, newest)
+                if changes.changed:
+                    why = f"{ds}: kept; it was written to after @{newest.snap} ({changes.detail})"
+                else:
+                    zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
+        except ReplicationConflict as e:
+            why = str(e)
+    if why:
         log.warning("revert: %s", why)
         return why
-    return _roll_back_increment(zfs, ds, snaps, source_guids, delivered)
+    return f"{ds}: destroyed (created by {holder})"
 
 
 def _roll_back_increment(

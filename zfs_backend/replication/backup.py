@@ -15,8 +15,9 @@ the whole chain (full → ... → the backup), every stream's SHA-256 against th
 corrupted one with one line before anything is applied; then each stream in order:
 ``ssh BACKUP_NODE zfs-backend backup-read VOLUME ID`` → relay → ``zfs receive DEST`` (never ``-F``; the
 destination must not exist). Cancel or a final failure destroys the destination, which is provably this
-restore's (it did not exist, and every snapshot it holds has a GUID from the chain). On success the
-restored dataset is marked (``zfs_backend:receiver``) and its ``@backup-*`` snapshots go.
+restore's (it did not exist, it holds snapshots and every one has a GUID from the chain, no child); a
+destination without a snapshot (a partial first stream, or someone's dataset) is left, and said so. On
+success the restored dataset is marked (``zfs_backend:receiver``) and its ``@backup-*`` snapshots go.
 """
 
 from __future__ import annotations
@@ -250,9 +251,10 @@ class Restore(_BackupBase):
         return Endpoint(self._zfs.host, RecvSpec(target=self.destination).argv(dialect_for_recv({})))
 
     def on_restart(self, checkpoint: dict[str, Any]) -> None:
-        held = self._held()
-        if self._zfs.exists(self.destination) and not held:
-            self._remove()  # a partial first stream (zfs-fuse keeps no resumable state)
+        if self._zfs.exists(self.destination) and not self._held():
+            left = self._remove()  # a snapshot-less destination is not provably this restore's
+            if left:
+                raise DatasetExists(f"{self.ctx.node}: {left[0]}")
 
     def next_stream(self) -> bool:
         ks = self.kind_state
@@ -271,12 +273,21 @@ class Restore(_BackupBase):
         self._save(destination=str(self.destination), restored=[e["id"] for e in self.kind_state["chain"]])
 
     def _remove(self) -> list[str]:
-        """Destroy the destination when it is provably this restore's: every snapshot from the chain."""
+        """Destroy the destination when it is provably this restore's: it holds snapshots, every one from
+        the chain (a plain receive of the chain's full stream made it: nobody else's dataset holds those
+        GUIDs), and no child. A destination without a snapshot proves nothing (someone may have created
+        it after the plan): it is left, and said so."""
         if not self._zfs.exists(self.destination):
             return []
         snaps = self._zfs.list_snapshots(self.destination)
+        if not snaps:
+            return [
+                f"{self.destination}: holds no snapshot; nothing proves this restore created it; left alone"
+            ]
         if any(s.guid not in self._guids() for s in snaps):
             return [f"{self.destination}: holds a snapshot this restore did not make; left alone"]
+        if any(d.name != self.destination for d in self._zfs.list_datasets(self.destination, recursive=True)):
+            return [f"{self.destination}: holds datasets this restore did not make; left alone"]
         self._zfs.destroy(self.destination, recursive=True, deadline=30.0, missing_ok=True)
         return []
 

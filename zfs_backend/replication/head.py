@@ -127,7 +127,7 @@ class DestinationHead:
         finally:
             for name in sorted(was, key=lambda n: n.name.count("/")):
                 try:
-                    if not self.zfs.is_mounted(name):
+                    if self.zfs.exists(name) and not self.zfs.is_mounted(name):  # (destroyed inside)
                         self.zfs.mount(name)
                 except ZfsBackendError as e:
                     log.error("%s: could not mount %s again: %s", self.node, name, e)

@@ -121,6 +121,7 @@ def test_the_generic_path_refuses_a_destination_written_to(e: Env, monkeypatch: 
 
 
 def test_the_generic_path_reverts_through_undo_delivery(e: Env, monkeypatch: Any) -> None:
+    _racing(monkeypatch, lambda z, ds: None)
     _stream(e, monkeypatch)
     t = ControllerStream("s")
     out = t.execute(SNAP, "node2", "tank/r")
@@ -142,29 +143,42 @@ def _undo(dst: FakeZfs, *, created: bool, delivered: str = "s2") -> str:
 
 
 @pytest.mark.parametrize(
-    ("snaps", "guids", "mark", "why"),
+    ("snaps", "guids", "mark", "readonly", "why"),
     [
-        (("s1", "s2"), [11, 12], OTHER, "does not carry this replication's mark"),
-        (("s1", "s2"), [11, 12], "-", "does not carry this replication's mark"),
-        ((), [], HOLDER, "snapshot the source did not send"),  # no snapshot: nothing proves it
-        (("s1", "s2", "user"), [11, 12, 99], HOLDER, "snapshot the source did not send"),
+        (("s1", "s2"), [11, 12], OTHER, "on", "does not carry this replication's mark"),
+        (("s1", "s2"), [11, 12], "-", "on", "does not carry this replication's mark"),
+        ((), [], HOLDER, "on", "holds no snapshot"),  # no snapshot: nothing to check its head against
+        (("s1", "s2", "user"), [11, 12, 99], HOLDER, "off", "writable and holds a snapshot"),
     ],
 )
-def test_a_created_replica_is_destroyed_only_with_its_mark_and_only_the_sources_snapshots(
-    snaps: tuple[str, ...], guids: list[int], mark: str, why: str
+def test_a_created_replica_is_destroyed_only_with_its_mark_and_what_proves_its_data(
+    monkeypatch: Any, snaps: tuple[str, ...], guids: list[int], mark: str, readonly: str, why: str
 ) -> None:
+    _racing(monkeypatch, lambda z, ds: None)
     dst = FakeZfs()
-    dst.make("tank/r", *snaps, guids=guids, **{RECEIVER_PROP: (mark, "local")})
+    dst.make("tank/r", *snaps, guids=guids, readonly=(readonly, "local"), **{RECEIVER_PROP: (mark, "local")})
     assert why in _undo(dst, created=True)
     assert "tank/r" in dst.ds and not [c for c in dst.calls if c[0] == "destroy"]
 
 
-def test_a_created_replica_with_its_mark_is_destroyed_unless_it_has_a_child() -> None:
+def test_a_created_replica_written_to_after_the_replication_is_kept(monkeypatch: Any) -> None:
+    _racing(monkeypatch, lambda z, ds: None)
     dst = FakeZfs()
     dst.make("tank/r", "s1", "s2", guids=[11, 12], **{RECEIVER_PROP: (HOLDER, "local")})
+    dst.ds["tank/r"].head = "changed"
+    assert "written to after @s2" in _undo(dst, created=True)
+    assert "tank/r" in dst.ds and not [c for c in dst.calls if c[0] == "destroy"]
+
+
+def test_a_created_replica_with_its_mark_is_destroyed_unless_it_has_a_child(monkeypatch: Any) -> None:
+    _racing(monkeypatch, lambda z, ds: None)
+    dst = FakeZfs()
+    mark = {RECEIVER_PROP: (HOLDER, "local")}
+    dst.make("tank/r", "s1", "s2", "sync", guids=[11, 12, 77], readonly=("on", "local"), **mark)
     dst.make("tank/r/theirs")
     assert "datasets this replication did not create" in _undo(dst, created=True)
     del dst.ds["tank/r/theirs"]
+    # read-only as finish left it: a later snapshot (a standby's increment) is received data too
     assert "destroyed" in _undo(dst, created=True) and "tank/r" not in dst.ds
 
 
