@@ -168,7 +168,10 @@ def _destroy_created(
     the source's or it is still read-only as ``finish`` left it (a standby's later increments are then
     received data too), and its head holds no write after its newest snapshot (checked unmounted)."""
     mark = zfs.get_with_source(ds, RECEIVER_PROP)[0]
-    frozen = zfs.get_with_source(ds, "readonly")[0] == "on"
+    value, source = zfs.get_with_source(ds, "readonly")
+    frozen = (value == "on") != (
+        source == "temporary"
+    )  # zfs-fuse: a mounted read-only one says off/temporary
     why = ""
     if mark != holder:
         why = f"{ds}: kept; it does not carry this replication's mark ({holder})"

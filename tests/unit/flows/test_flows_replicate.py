@@ -182,6 +182,16 @@ def test_a_created_replica_with_its_mark_is_destroyed_unless_it_has_a_child(monk
     assert "destroyed" in _undo(dst, created=True) and "tank/r" not in dst.ds
 
 
+def test_zfs_fuses_temporary_off_is_read_only(monkeypatch: Any) -> None:
+    _racing(monkeypatch, lambda z, ds: None)
+    dst = FakeZfs()
+    mark = {RECEIVER_PROP: (HOLDER, "local")}
+    dst.make("tank/r", "s1", "sync", guids=[11, 77], readonly=("off", "temporary"), **mark)
+    assert "destroyed" in _undo(dst, created=True)
+    dst.make("tank/r", "s1", "sync", guids=[11, 77], readonly=("on", "temporary"), **mark)  # writable
+    assert "writable" in _undo(dst, created=True)
+
+
 # --- undo_delivery: an increment (both paths' revert) ---------------------------------------------------
 
 
