@@ -267,8 +267,9 @@ class Restore(_BackupBase):
         if last not in self._held():
             raise BackupError(f"{self.ctx.node}: {self.destination} does not hold the restored snapshot")
         self._zfs.set(self.destination, RECEIVER_PROP, self.id)
-        for s in self._zfs.list_snapshots(self.destination):
-            if s.snap.startswith(SNAP_PREFIX):
+        chain = self._guids()
+        for s in self._zfs.list_snapshots(self.destination):  # the chain's own (GUID), not a namesake
+            if s.snap.startswith(SNAP_PREFIX) and s.guid in chain:
                 self._zfs.destroy(s.name, deadline=30.0, missing_ok=True)
         self._save(destination=str(self.destination), restored=[e["id"] for e in self.kind_state["chain"]])
 

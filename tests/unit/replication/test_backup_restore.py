@@ -64,3 +64,12 @@ def test_a_restart_never_destroys_a_snapshot_less_destination() -> None:
     with pytest.raises(DatasetExists, match="nothing proves this restore created it"):
         _restore(zfs).on_restart({})
     assert "tank/restored" in zfs.ds and not [c for c in zfs.calls if c[0] == "destroy"]
+
+
+def test_success_drops_only_the_chains_own_snapshots() -> None:
+    zfs = FakeZfs()
+    zfs.make("tank/restored", "backup-b1", "backup-b2", "backup-mine", guids=[11, 12, 99])
+    r = _restore(zfs)
+    r._record = SimpleNamespace(id="act-01M8PC6J46SJJSD1CGAQ7Y88PX")
+    r.on_success()
+    assert [s.snap for s in zfs.ds["tank/restored"].snapshots] == ["backup-mine"]
