@@ -7,8 +7,9 @@ in use and keeps its state: a ZFS snapshot is atomic), then ``zfs send [-i @back
 the stream file of an entry its agent opened). ``incremental``: from the newest complete backup of the
 volume, whose snapshot the dataset must still hold with the same GUID (else: make a full one). On success
 the backup node's agent records the stream's size and SHA-256 in the manifest (``commit``) and older
-``@backup-*`` snapshots of the dataset go (the newest stays: the next incremental's base). Cancel or a
-final failure: the backup node drops the unfinished entry and its partial file; the snapshot goes.
+``@backup-*`` snapshots of the dataset go, each only when its name and GUID are a manifest entry's (the
+newest stays: the next incremental's base). Cancel or a final failure: the backup node drops the
+unfinished entry and its partial file; the snapshot goes when its GUID is the one this backup made.
 
 ``restore`` runs on the node that will hold the restored volume: first the backup node's agent verifies
 the whole chain (full → ... → the backup), every stream's SHA-256 against the manifest, and refuses a
@@ -175,8 +176,11 @@ class Backup(_BackupBase):
             snapshot=f"{SNAP_PREFIX}{self.backup}",
             guid=ks["guid"],
         )
-        for s in self._zfs.list_snapshots(self.dataset):  # the newest stays: the next incremental's base
-            if s.snap.startswith(SNAP_PREFIX) and s.name != self._snap(self.backup):
+        # the newest stays (the next incremental's base); an older one goes only when it is a backup's
+        # own snapshot: its name and GUID are an entry's of this volume's manifest
+        ours = {self._snap(str(e.get("id"))): e.get("guid") for e in self._call("list")}
+        for s in self._zfs.list_snapshots(self.dataset):
+            if s.name != self._snap(self.backup) and s.name in ours and ours[s.name] == s.guid:
                 with contextlib.suppress(ZfsBackendError):
                     self._zfs.destroy(s.name, deadline=30.0, missing_ok=True)
         self._save(backup=entry, backup_node=self.backup_node)
@@ -185,7 +189,9 @@ class Backup(_BackupBase):
         if "estimate" not in self.kind_state:
             return
         report = self._call("abort", backup=self.backup, holder=self.id)
-        self._zfs.destroy(self._snap(self.backup), deadline=30.0, missing_ok=True)
+        snap, guid = self._snap(self.backup), self.kind_state.get("guid")
+        if guid and self._zfs.exists(snap) and self._zfs.get_int(snap, "guid") == int(guid):
+            self._zfs.destroy(snap, deadline=30.0, missing_ok=True)  # the one it made (its GUID)
         self._save(aborted=report, backup_node=self.backup_node)
 
     def on_final_failure(self) -> None:

@@ -1,5 +1,6 @@
 """A restore's cancel, final failure or restart destroys its destination only when it is provably the
-restore's (snapshots, every one from the chain, no child); on the in-memory model of a node's datasets."""
+restore's (snapshots, every one from the chain, no child); a backup drops only its own snapshot and the
+manifest's (name and GUID). On the in-memory model of a node's datasets."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from zfs_backend.errors import DatasetExists
-from zfs_backend.replication.backup import Restore
+from zfs_backend.replication.backup import Backup, Restore
 from zfs_backend.zfs.names import parse_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
@@ -73,3 +74,40 @@ def test_success_drops_only_the_chains_own_snapshots() -> None:
     r._record = SimpleNamespace(id="act-01M8PC6J46SJJSD1CGAQ7Y88PX")
     r.on_success()
     assert [s.snap for s in zfs.ds["tank/restored"].snapshots] == ["backup-mine"]
+
+
+class GuidZfs(FakeZfs):
+    def get_int(self, name: Any, prop: str) -> int | None:
+        if prop == "guid":
+            return next(s.guid for s in self.ds[str(name.dataset)].snapshots if s.name == name)
+        return super().get_int(name, prop)
+
+
+def _backup(zfs: FakeZfs, manifest: list[dict[str, Any]]) -> Any:
+    b: Any = object.__new__(Backup)
+    b._zfs, b.dataset, b.backup, b.backup_node = zfs, parse_dataset("tank/vol"), "b3", "node3"
+    b._record = SimpleNamespace(id="act-01M8PC6J46SJJSD1CGAQ7Y88PX")
+    b.kind_state = {"estimate": 1, "guid": 13}
+    b.saved = {}
+    b._save = lambda **kw: b.saved.update(kw)
+    b._call = lambda verb, **kw: {"list": manifest, "commit": {"id": "b3"}, "abort": {}}[verb]
+    return b
+
+
+def test_a_backup_drops_only_the_manifests_snapshots() -> None:
+    zfs = GuidZfs()
+    zfs.make("tank/vol", "backup-b1", "backup-b2", "backup-x", "backup-b3", guids=[11, 99, 77, 13])
+    manifest = [{"id": "b1", "guid": 11}, {"id": "b2", "guid": 12}, {"id": "b3", "guid": 13}]
+    _backup(zfs, manifest).on_success()
+    # b2's name with another GUID (a namesake) and a snapshot no entry names stay; the newest stays
+    assert [s.snap for s in zfs.ds["tank/vol"].snapshots] == ["backup-b2", "backup-x", "backup-b3"]
+
+
+def test_a_cancelled_backup_drops_its_snapshot_only_when_it_made_it() -> None:
+    zfs = GuidZfs()
+    zfs.make("tank/vol", "backup-b3", guids=[55])  # a namesake, not the one this backup made (GUID 13)
+    _backup(zfs, []).rollback()
+    assert zfs.guids("tank/vol") == [55]
+    zfs.make("tank/vol", "backup-b3", guids=[13])
+    _backup(zfs, []).rollback()
+    assert zfs.guids("tank/vol") == []
