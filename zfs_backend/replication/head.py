@@ -12,7 +12,9 @@ on its own node: :class:`DestinationHead`.
   caller may discard or when the head holds real writes (unless the caller asked to discard them), and
   lists the snapshots again right before ``zfs rollback``: a snapshot made between the check and the
   rollback refuses it too (``rollback -r`` would destroy it unseen). What it discarded is exactly what it
-  returns.
+  returns;
+* :meth:`~DestinationHead.destroy_if_unwritten`: a dataset a stream created (writable until it is marked
+  read-only) goes only when, unmounted, it holds only the expected snapshots and no later write.
 """
 
 from __future__ import annotations
@@ -176,3 +178,20 @@ class DestinationHead:
                 )
             self.zfs.rollback(target.name, destroy_newer=bool(newer))
             return Discarded(tuple(newer), None if changes.clean else changes, size)
+
+    def destroy_if_unwritten(self, ds: DatasetName, may_hold: Collection[int]) -> str | None:
+        """Destroy ``ds`` (a dataset a stream created, writable until it is marked read-only) when,
+        checked with it unmounted, every snapshot it holds is in ``may_hold`` and its head holds no write
+        after the newest; returns why it was left, or None."""
+        try:
+            with self.quiet(ds):
+                snaps = _listed(self.zfs, ds)
+                if not snaps or any(s.guid not in may_hold for s in snaps):
+                    return f"{ds}: its snapshots changed meanwhile; left alone"
+                changes = self.changes(ds, snaps[-1])
+                if changes.changed:
+                    return f"{ds}: written to after @{snaps[-1].snap} ({changes.detail}); left alone"
+                self.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
+        except ReplicationConflict as e:
+            return f"{ds}: {e}; left alone"
+        return None

@@ -392,8 +392,12 @@ class Receiver(StandbyOps):
         if children:
             left.append(f"{ds}: holds datasets this replication did not create; left alone")
             return
-        self.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
-        done.append(f"{ds}: destroyed (created by this replication)")
+        if not snaps:  # a partial receive's state: nothing anyone could have written to
+            self.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
+            done.append(f"{ds}: destroyed (created by this replication)")
+            return
+        why = self.head.destroy_if_unwritten(ds, sent)  # writable until finish: checked unmounted
+        (left if why else done).append(why or f"{ds}: destroyed (created by this replication)")
 
     def status(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.claims.all()]

@@ -340,6 +340,18 @@ def test_abort_rolls_back_only_while_nothing_can_write(zfs: FakeZfs, tmp_path: P
     assert seen and not any(seen) and zfs.guids("tank/r") == [11]
 
 
+def test_abort_keeps_a_new_dataset_written_to_before_the_cancel(rx: Receiver, zfs: FakeZfs) -> None:
+    begin(rx, sent_guids=[11])
+    zfs.make("tank/r", "s1", guids=[11])  # what the stream created: writable until finish
+    zfs.ds["tank/r"].head = "changed"  # somebody wrote into it before the cancel
+    out = rx.abort("tank/r", A)
+    assert "tank/r" in zfs.ds and "written to after @s1" in out["left"][0]
+    begin(rx, dataset="tank/q", sent_guids=[11])
+    zfs.make("tank/q", "s1", guids=[11])
+    zfs.ds["tank/q"].busy = True  # in use: it could be written to while it goes
+    assert "in use" in rx.abort("tank/q", A)["left"][0] and "tank/q" in zfs.ds
+
+
 def test_abort_keeping_the_claim_starts_over(rx: Receiver, zfs: FakeZfs) -> None:
     begin(rx, sent_guids=[11])
     zfs.make("tank/r", "s1", guids=[11])
