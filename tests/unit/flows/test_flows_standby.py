@@ -163,3 +163,53 @@ def test_the_mark_is_recorded_only_for_a_replica_of_this_volume_holding_the_seed
     z = _replica(e, SEED)
     z.ds["tank/vol1"].snapshots[0] = replace(z.ds["tank/vol1"].snapshots[0], guid=99)  # not the seed
     assert _mark(e) is None
+
+
+# --- the create flow's reverts: each destroys only the snapshot it made ---------------------------------
+
+
+class Act:
+    def __init__(self, newest: str) -> None:
+        self.state, self.cancelled, self.newest = "running", False, newest
+
+    def cancel(self) -> None:
+        self.state, self.cancelled = "cancelled", True
+
+    def record(self) -> Any:
+        return type("R", (), {"result": {"newest": {"snapshot": self.newest}}})()
+
+
+def test_a_seed_snapshots_revert_destroys_only_the_snapshot_it_made(env_of: Any) -> None:
+    from zfs_backend.flows.standby_tasks import SeedSnapshot
+
+    e = env_of(None)
+    z = e.drivers["node1"].zfs
+    z.add_snapshot("tank/vol1", "zfs_backend-standby-2", 12)
+    SeedSnapshot("s").revert(
+        "vol1", "node1", ("node1:tank/vol1@zfs_backend-standby-2", "zfs_backend-standby-2")
+    )
+    assert z.guids("tank/vol1") == [11]
+    SeedSnapshot("s").revert("vol1", "node1", None)  # failed before it made one: nothing
+    assert z.guids("tank/vol1") == [11]
+
+
+@pytest.mark.parametrize(
+    ("newest", "left"),
+    [
+        ("zfs_backend-standby-2", [11]),  # the sync's own last snapshot goes
+        ("zfs_backend-standby-1", [11, 12]),  # the base the task was given stays (its maker undoes it)
+        ("users", [11, 12]),  # not a standby snapshot: never
+    ],
+)
+def test_a_syncs_revert_cancels_it_and_destroys_only_its_own_last_snapshot(
+    env_of: Any, newest: str, left: list[int]
+) -> None:
+    from zfs_backend.flows.standby_tasks import StartSync
+
+    e = env_of(None)
+    z = e.drivers["node1"].zfs
+    z.add_snapshot("tank/vol1", newest if newest != "zfs_backend-standby-1" else "other", 12)
+    act = Act(newest)
+    e.agent = lambda node: type("A", (), {"get": lambda self, i: act})()
+    StartSync("s").revert("vol1", "node1", "zfs_backend-standby-1", "act-01M8PC6J46SJJSD1CGAQ7Y88PX")
+    assert act.cancelled and z.guids("tank/vol1") == left
