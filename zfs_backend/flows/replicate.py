@@ -169,9 +169,8 @@ def _destroy_created(
     received data too), and its head holds no write after its newest snapshot (checked unmounted)."""
     mark = zfs.get_with_source(ds, RECEIVER_PROP)[0]
     value, source = zfs.get_with_source(ds, "readonly")
-    frozen = (value == "on") != (
-        source == "temporary"
-    )  # zfs-fuse: a mounted read-only one says off/temporary
+    # zfs-fuse says off/temporary of a mounted read-only dataset: temporary means the opposite persists
+    frozen = (value == "on") != (source == "temporary")
     why = ""
     if mark != holder:
         why = f"{ds}: kept; it does not carry this replication's mark ({holder})"
