@@ -117,7 +117,8 @@ class ReplicaMark(task.Task):
         from ..zfs.names import parse_node_qualified
 
         seed = parse_node_qualified(seed_snapshot).name
-        assert isinstance(seed, SnapshotName)
+        if not isinstance(seed, SnapshotName):
+            raise FlowError(f"the seed {seed_snapshot!r} is not a snapshot")
         src, dst = env().driver(primary), env().driver(standby_node)
         ds = dst._dataset(_model(volume))
         guid = next((s.guid for s in src.zfs.list_snapshots(seed.dataset) if s.name == seed), None)
