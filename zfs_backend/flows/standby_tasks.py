@@ -106,9 +106,10 @@ class StartSync(task.Task):
 class ReplicaMark(task.Task):
     """After the seed replication: the receiver's mark (``zfs_backend:receiver``, the holder that created
     it) on the standby's replica, when the replica is provably this relationship's: it says it was
-    received from this volume's dataset on the primary (``zfs_backend:source``) and holds the seed by
-    GUID. Provides ``replica_mark`` (None: not provably ours, e.g. an existing dataset the seed only
-    incremented); :func:`~.standby.standby_remove` destroys a replica only when it still carries it."""
+    received from this volume's dataset on the primary (``zfs_backend:source``) and holds the seed (by
+    GUID) and nothing older: the seed's full stream created it. Provides ``replica_mark`` (None: not
+    provably ours, e.g. an existing dataset the seed only incremented); :func:`~.standby.standby_remove`
+    destroys a replica only when it still carries it."""
 
     default_provides = "replica_mark"
 
@@ -124,8 +125,10 @@ class ReplicaMark(task.Task):
         guid = next((s.guid for s in src.zfs.list_snapshots(seed.dataset) if s.name == seed), None)
         mark, how = dst.zfs.get_with_source(ds, RECEIVER_PROP)
         source = dst.zfs.get_with_source(ds, SOURCE_PROP)[0]
-        holds_seed = guid is not None and any(s.guid == guid for s in dst.zfs.list_snapshots(ds))
-        if mark in ("-", "") or how != "local" or source != f"{primary}:{seed.dataset}" or not holds_seed:
+        # the seed's full stream created it: it holds the seed and nothing older (an existing replica the
+        # seed only incremented is not provably this relationship's)
+        only_seed = guid is not None and [s.guid for s in dst.zfs.list_snapshots(ds)] == [guid]
+        if mark in ("-", "") or how != "local" or source != f"{primary}:{seed.dataset}" or not only_seed:
             return None
         return mark
 

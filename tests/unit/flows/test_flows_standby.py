@@ -163,6 +163,9 @@ def test_the_mark_is_recorded_only_for_a_replica_of_this_volume_holding_the_seed
     z = _replica(e, SEED)
     z.ds["tank/vol1"].snapshots[0] = replace(z.ds["tank/vol1"].snapshots[0], guid=99)  # not the seed
     assert _mark(e) is None
+    z = _replica(e, SEED)
+    z.ds["tank/vol1"].snapshots.insert(0, replace(z.ds["tank/vol1"].snapshots[0], guid=5, createtxg=1))
+    assert _mark(e) is None  # an older replica the seed only incremented: not provably this one's
 
 
 # --- the create flow's reverts: each destroys only the snapshot it made ---------------------------------
