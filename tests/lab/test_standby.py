@@ -272,6 +272,7 @@ def test_suspend_resume_cancel_and_an_agent_sigkill(
         assert sb.standby_create(lab_settings, vol, "node2", interval_s=1.0).state == "SUCCESS"
         rel = env.service().replication(vol)
         assert rel is not None and rel.activity_id
+        assert str(rel.detail.get("replica_mark", "")).startswith("act-"), rel.detail  # the seed's mark
         act = env.agent("node1").get(rel.activity_id)
 
         def syncs() -> int:
