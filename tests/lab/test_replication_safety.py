@@ -186,6 +186,39 @@ def test_rollback_destination_says_what_it_discarded(
     assert [s for s, _ in listing(dst, ds) or []] == ["s1", "s2"]
 
 
+def test_rollback_destination_discards_nothing_while_the_destination_is_in_use(
+    nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str]
+) -> None:
+    """discard quiets the dataset (unmounts it) before it measures and rolls back: on zfs-fuse a file
+    held open refuses the unmount, and then nothing is discarded (a writer could have written meanwhile)."""
+    src, dst = nodes["node1"], nodes["node2"]
+    ds = new_name(names)
+    write(src, ds, "a", 2)
+    snapshot(src, ds, "s1")
+    assert_success(replicate(lab_settings, f"node1:{ds}@s1", f"node2:{ds}"))
+    open_up(dst, ds)
+    Zfs(dst).set(parse_dataset(ds), "atime", "off")  # reading it (tree, below) leaves no noise to settle
+    write_kib(dst, ds, "mine", 64)
+    snapshot(dst, ds, "mine")
+    snapshot(src, ds, "s2")
+    before = tree(dst, ds)
+    mnt = Zfs(dst).mountpoint(parse_dataset(ds))
+    pidfile = f"/tmp/holder-{ds.rpartition('/')[2]}"
+    hold = ["sh", "-c", 'echo $$ > "$2"; exec 3<"$1/mine"; exec sleep 60', "sh", str(mnt), pidfile]
+    holder = dst.spawn(hold, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while dst.run(["test", "-s", pidfile], check=False).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = refused(lab_settings, f"node1:{ds}@s2", f"node2:{ds}", rollback_destination=True)
+    finally:
+        dst.run(["sh", "-c", 'kill "$(cat "$1")"; rm -f "$1"', "sh", pidfile], check=False)
+        holder.kill()
+        holder.wait()
+    assert "in use" in text, text
+    assert tree(dst, ds) == before  # @mine and its data are still there
+
+
 # --- the destination, between planning and receiving --------------------------------------------------
 
 

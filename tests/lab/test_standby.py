@@ -250,6 +250,12 @@ def test_a_driver_without_snapshot_replicate_takes_the_generic_path(
         time.sleep(3)
         [st] = sb.standby_status(vol)
         assert st["state"] == "running" and st["syncs"] >= 1, st
+        # the controller's stream took the receiver's claim and left its mark: the relationship's own
+        rel = e.service().replication(vol)
+        assert rel is not None and str(rel.detail.get("replica_mark", "")).startswith("act-"), rel.detail
+        out = sb.standby_remove(vol)
+        ds3 = e.driver("node3")._dataset(e.service().get_volume(vol).model())
+        assert out["destroyed"] == f"node3:{ds3}" and not out.get("left"), out
     finally:
         cleanup(e, vol, ["node2", "node3"])
         set_env(old)
@@ -266,6 +272,7 @@ def test_suspend_resume_cancel_and_an_agent_sigkill(
         assert sb.standby_create(lab_settings, vol, "node2", interval_s=1.0).state == "SUCCESS"
         rel = env.service().replication(vol)
         assert rel is not None and rel.activity_id
+        assert str(rel.detail.get("replica_mark", "")).startswith("act-"), rel.detail  # the seed's mark
         act = env.agent("node1").get(rel.activity_id)
 
         def syncs() -> int:

@@ -196,6 +196,8 @@ def _remove(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         Console(highlight=False).print(
-            f"standby of {args.volume} removed ({out.get('destroyed') or 'no replica'})"
+            f"standby of {args.volume} removed ({out.get('destroyed') or 'no replica destroyed'})"
         )
+        if out.get("left"):
+            Console(highlight=False, stderr=True).print(out["left"])
     return 0

@@ -9,7 +9,9 @@
   standby-sync's claim on the standby is **fenced** (the increment in flight rolled back there, the old
   primary's sync shut out of the dataset for good), then the standby is promoted at the newest snapshot
   it holds. Reports that snapshot and the window of data lost: what the primary took after it (its time
-  is in its name, see ``replication.standby``) up to the failover.
+  is in its name, see ``replication.standby``) up to the failover. The head goes back to that snapshot
+  only when it differs by noise: a retried failover finds the standby promoted and written to, and keeps
+  those writes (``kept`` in its answer).
 * :func:`fence_old_primary`: after a forced failover, each volume's copy on the old primary is unexported
   and made read-only when that node answers, so that a client still mounting it there cannot write to a
   copy that is no longer the volume; when it does not answer, that is reported and logged (fence it
@@ -26,8 +28,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ZfsBackendError
+from ..errors import ReplicationConflict, ZfsBackendError
+from ..replication.head import DestinationHead
 from ..replication.standby import snapshot_time
+from ..zfs.models import Snapshot
+from ..zfs.names import DatasetName
 from .errors import VolumeNotFound
 from .models import Volume
 from .nfs import Attachment
@@ -164,7 +169,7 @@ def fail_over(
     if not snaps:
         raise ZfsBackendError(f"{standby.options.node}:{ds} holds no snapshot to promote")
     newest = snaps[-1]
-    standby.zfs.rollback(newest.name)  # the head is the newest received snapshot (it was read-only)
+    kept = _settle_head(standby, ds, newest)
     location = promote(standby, volume, clients, attachments)
     taken = snapshot_time(newest.snap) or float(newest.creation)
     out = {
@@ -174,6 +179,8 @@ def fail_over(
         "lost_window_s": round(max(0.0, t0 - taken), 3),
         "fenced": fenced,
     }
+    if kept:
+        out["kept"] = kept
     log.warning(
         "%s: volume %s promoted at @%s; writes to the old primary after %s (%.1f s before the failover) "
         "are lost",
@@ -184,6 +191,20 @@ def fail_over(
         out["lost_window_s"],
     )
     return out
+
+
+def _settle_head(standby: ZfsNfsDriver, ds: DatasetName, newest: Snapshot) -> str | None:
+    """The standby's head goes back to its newest snapshot only when it differs from it by metadata
+    noise (a read updated atime). Real writes are kept: the standby was promoted already (a retried
+    failover) and clients wrote to it, or someone did; nothing newer than the snapshot is ever destroyed
+    (:meth:`~..replication.head.DestinationHead.guarded_rollback`, checked with the dataset unmounted).
+    Returns why the head was kept, or None."""
+    try:
+        DestinationHead(standby.zfs).guarded_rollback(ds, newest.guid, ())
+    except ReplicationConflict as e:
+        log.warning("failover: %s (writes made after the promotion are the volume's now)", e)
+        return str(e)
+    return None
 
 
 def fence_old_primary(d: ZfsNfsDriver, volumes: Sequence[Volume]) -> dict[str, str]:

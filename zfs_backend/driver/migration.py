@@ -145,8 +145,8 @@ def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendA
         clones.drop_clone_origin(src.zfs, src.options, origin)
     except ZfsBackendError as e:  # the volume lives on dst now; a leftover is only space
         log.error("%s: could not remove the old copy %s: %s", src.options.node, src_ds, e)
-    for s in dst.zfs.list_snapshots(dst_ds):
-        if s.snap.startswith(SNAP_PREFIX):
+    for s in dst.zfs.list_snapshots(dst_ds):  # this migration's own (its id in the name), none else
+        if s.snap.startswith(f"{SNAP_PREFIX}{act.id}-"):
             dst.zfs.destroy(s.name, deadline=float(dst.options.destroy_deadline), missing_ok=True)
     quiesce = switched - float(res["quiesced_at"]) if res.get("quiesced_at") else None
     log.info(

@@ -22,6 +22,7 @@ they were (a sync cancelled by a controlled failover is started again from the l
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import Any
 
 from taskflow import task
@@ -42,11 +43,14 @@ from .standby_tasks import (
     Quiesce,
     RecordFailover,
     RecordStandby,
+    ReplicaMark,
     SeedSnapshot,
     StartSync,
     StopSync,
 )
 from .tasks import CheckCapabilities, MarkBusy, MarkDone
+
+log = logging.getLogger("zfs_backend.flows")
 
 __all__ = [
     "create_flow",
@@ -88,16 +92,17 @@ def create_flow(volume: str) -> graph_flow.Flow:
         provides="sync_activity",
         rebind={"node": "primary", "to_node": "standby_node", "base": "seed_base"},
     )
+    mark = ReplicaMark("replica-mark")
     record = RecordStandby("record")
     done = MarkDone("done")
     g = graph_flow.Flow(f"standby-create-{volume}")
-    g.add(check, busy, names, seed, backend, generic, sync, record, done)
+    g.add(check, busy, names, seed, backend, generic, mark, sync, record, done)
     link_paths(g, check, backend, generic)
     _chain(g, check, busy, names, seed)
     for path in (backend, generic):
         g.link(seed, path)
-        g.link(path, sync)
-    _chain(g, sync, record, done)
+        g.link(path, mark)
+    _chain(g, mark, sync, record, done)
     return g
 
 
@@ -255,10 +260,10 @@ def standby_status(volume: str | None = None) -> list[dict[str, Any]]:
 
 def standby_remove(volume: str) -> dict[str, Any]:
     """End the relationship: cancel the sync (when the primary answers), remove the relationship's own
-    snapshots on the primary (the standby prefix, not held), destroy the replica on the standby (only a
-    replica this project received: it carries the receiver's mark, or a controlled failover made it the
-    standby), drop the record."""
-    from ..driver.errors import VolumeNotFound
+    snapshots on the primary (the standby prefix, not held), destroy the replica on the standby only when
+    it is provably this relationship's: it still carries the mark its seed left (``replica_mark`` in the
+    record, see :class:`~.standby_tasks.ReplicaMark`), or a controlled failover made it the standby (the
+    volume's own former primary). Anything else there is left, and ``left`` says so. Drops the record."""
     from ..replication.wire import RECEIVER_PROP
 
     svc = env().service()
@@ -284,10 +289,18 @@ def standby_remove(volume: str) -> dict[str, Any]:
         ds = d._dataset(vol.model())
         if d.zfs.exists(ds):
             reversed_by_failover = rel.detail.get("forced") is False  # the old primary, now its standby
-            if d.zfs.get_with_source(ds, RECEIVER_PROP)[0] in ("-", "") and not reversed_by_failover:
-                raise VolumeNotFound(f"{rel.standby_node}:{ds} is not a replica made here: left alone")
-            d.exports.remove(ds)
-            d.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
-            out["destroyed"] = f"{rel.standby_node}:{ds}"
+            ours = rel.detail.get("replica_mark")
+            mark = d.zfs.get_with_source(ds, RECEIVER_PROP)[0]
+            if reversed_by_failover or (ours and mark == ours):
+                d.exports.remove(ds)
+                d.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
+                out["destroyed"] = f"{rel.standby_node}:{ds}"
+            else:
+                why = "it carries no mark" if mark in ("-", "") else f"it carries the mark {mark}"
+                out["left"] = (
+                    f"{rel.standby_node}:{ds} left alone: not provably this relationship's replica ({why}, "
+                    f"the relationship's is {ours or 'unknown'})"
+                )
+                log.warning("standby remove: %s", out["left"])
     svc.drop_replication(volume)
     return out

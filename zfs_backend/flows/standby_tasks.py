@@ -26,6 +26,7 @@ __all__ = [
     "Quiesce",
     "RecordFailover",
     "RecordStandby",
+    "ReplicaMark",
     "SeedSnapshot",
     "StartSync",
     "StopSync",
@@ -103,12 +104,49 @@ class StartSync(task.Task):
             d.zfs.destroy(SnapshotName(d._dataset(_model(volume)), newest), missing_ok=True)
 
 
+class ReplicaMark(task.Task):
+    """After the seed replication: the receiver's mark (``zfs_backend:receiver``, the holder that created
+    it) on the standby's replica, when the replica is provably this relationship's: it says it was
+    received from this volume's dataset on the primary (``zfs_backend:source``) and holds the seed (by
+    GUID) and nothing older: the seed's full stream created it. Provides ``replica_mark`` (None: not
+    provably ours, e.g. an existing dataset the seed only incremented); :func:`~.standby.standby_remove`
+    destroys a replica only when it still carries it."""
+
+    default_provides = "replica_mark"
+
+    def execute(self, volume: str, primary: str, standby_node: str, seed_snapshot: str) -> str | None:
+        from ..replication.wire import RECEIVER_PROP, SOURCE_PROP
+        from ..zfs.names import parse_node_qualified
+
+        seed = parse_node_qualified(seed_snapshot).name
+        if not isinstance(seed, SnapshotName):
+            raise FlowError(f"the seed {seed_snapshot!r} is not a snapshot")
+        src, dst = env().driver(primary), env().driver(standby_node)
+        ds = dst._dataset(_model(volume))
+        guid = next((s.guid for s in src.zfs.list_snapshots(seed.dataset) if s.name == seed), None)
+        mark, how = dst.zfs.get_with_source(ds, RECEIVER_PROP)
+        source = dst.zfs.get_with_source(ds, SOURCE_PROP)[0]
+        # the seed's full stream created it: it holds the seed and nothing older (an existing replica the
+        # seed only incremented is not provably this relationship's)
+        only_seed = guid is not None and [s.guid for s in dst.zfs.list_snapshots(ds)] == [guid]
+        if mark in ("-", "") or how != "local" or source != f"{primary}:{seed.dataset}" or not only_seed:
+            return None
+        return mark
+
+
 class RecordStandby(task.Task):
-    """The volume's replication record: ``enabled``, its standby and sync activity. Revert restores the
-    record as it was."""
+    """The volume's replication record: ``enabled``, its standby and sync activity, and in ``detail``
+    the replica's mark (``replica_mark``, see :class:`ReplicaMark`). Revert restores the record as it
+    was."""
 
     def execute(
-        self, volume: str, standby_node: str, sync_activity: str, interval_s: float, max_lag_s: float
+        self,
+        volume: str,
+        standby_node: str,
+        sync_activity: str,
+        interval_s: float,
+        max_lag_s: float,
+        replica_mark: str | None = None,
     ) -> Any:
         svc = env().service()
         old = svc.replication(volume)
@@ -119,7 +157,7 @@ class RecordStandby(task.Task):
             activity_id=sync_activity,
             interval_s=float(interval_s),
             max_lag_s=float(max_lag_s or 0.0),
-            detail={},
+            detail={"replica_mark": replica_mark} if replica_mark else {},
         )
         return None if old is None else old.to_dict()
 

@@ -7,16 +7,18 @@ in use and keeps its state: a ZFS snapshot is atomic), then ``zfs send [-i @back
 the stream file of an entry its agent opened). ``incremental``: from the newest complete backup of the
 volume, whose snapshot the dataset must still hold with the same GUID (else: make a full one). On success
 the backup node's agent records the stream's size and SHA-256 in the manifest (``commit``) and older
-``@backup-*`` snapshots of the dataset go (the newest stays: the next incremental's base). Cancel or a
-final failure: the backup node drops the unfinished entry and its partial file; the snapshot goes.
+``@backup-*`` snapshots of the dataset go, each only when its name and GUID are a manifest entry's (the
+newest stays: the next incremental's base). Cancel or a final failure: the backup node drops the
+unfinished entry and its partial file; the snapshot goes when its GUID is the one this backup made.
 
 ``restore`` runs on the node that will hold the restored volume: first the backup node's agent verifies
 the whole chain (full → ... → the backup), every stream's SHA-256 against the manifest, and refuses a
 corrupted one with one line before anything is applied; then each stream in order:
 ``ssh BACKUP_NODE zfs-backend backup-read VOLUME ID`` → relay → ``zfs receive DEST`` (never ``-F``; the
 destination must not exist). Cancel or a final failure destroys the destination, which is provably this
-restore's (it did not exist, and every snapshot it holds has a GUID from the chain). On success the
-restored dataset is marked (``zfs_backend:receiver``) and its ``@backup-*`` snapshots go.
+restore's (it did not exist, it holds snapshots and every one has a GUID from the chain, no child); a
+destination without a snapshot (a partial first stream, or someone's dataset) is left, and said so. On
+success the restored dataset is marked (``zfs_backend:receiver``) and its ``@backup-*`` snapshots go.
 """
 
 from __future__ import annotations
@@ -177,8 +179,11 @@ class Backup(_BackupBase):
             snapshot=f"{SNAP_PREFIX}{self.backup}",
             guid=ks["guid"],
         )
-        for s in self._zfs.list_snapshots(self.dataset):  # the newest stays: the next incremental's base
-            if s.snap.startswith(SNAP_PREFIX) and s.name != self._snap(self.backup):
+        # the newest stays (the next incremental's base); an older one goes only when it is a backup's
+        # own snapshot: its name and GUID are an entry's of this volume's manifest
+        ours = {self._snap(str(e.get("id"))): e.get("guid") for e in self._call("list")}
+        for s in self._zfs.list_snapshots(self.dataset):
+            if s.name != self._snap(self.backup) and s.name in ours and ours[s.name] == s.guid:
                 with contextlib.suppress(ZfsBackendError):
                     self._zfs.destroy(s.name, deadline=30.0, missing_ok=True)
         self._save(backup=entry, backup_node=self.backup_node)
@@ -187,7 +192,9 @@ class Backup(_BackupBase):
         if "estimate" not in self.kind_state:
             return
         report = self._call("abort", backup=self.backup, holder=self.id)
-        self._zfs.destroy(self._snap(self.backup), deadline=30.0, missing_ok=True)
+        snap, guid = self._snap(self.backup), self.kind_state.get("guid")
+        if guid and self._zfs.exists(snap) and self._zfs.get_int(snap, "guid") == int(guid):
+            self._zfs.destroy(snap, deadline=30.0, missing_ok=True)  # the one it made (its GUID)
         self._save(aborted=report, backup_node=self.backup_node)
 
     def on_final_failure(self) -> None:
@@ -253,9 +260,10 @@ class Restore(_BackupBase):
         return Endpoint(self._zfs.host, RecvSpec(target=self.destination).argv(dialect_for_recv({})))
 
     def on_restart(self, checkpoint: dict[str, Any]) -> None:
-        held = self._held()
-        if self._zfs.exists(self.destination) and not held:
-            self._remove()  # a partial first stream (zfs-fuse keeps no resumable state)
+        if self._zfs.exists(self.destination) and not self._held():
+            left = self._remove()  # a snapshot-less destination is not provably this restore's
+            if left:
+                raise DatasetExists(f"{self.ctx.node}: {left[0]}")
 
     def next_stream(self) -> bool:
         ks = self.kind_state
@@ -268,18 +276,28 @@ class Restore(_BackupBase):
         if last not in self._held():
             raise BackupError(f"{self.ctx.node}: {self.destination} does not hold the restored snapshot")
         self._zfs.set(self.destination, RECEIVER_PROP, self.id)
-        for s in self._zfs.list_snapshots(self.destination):
-            if s.snap.startswith(SNAP_PREFIX):
+        chain = self._guids()
+        for s in self._zfs.list_snapshots(self.destination):  # the chain's own (GUID), not a namesake
+            if s.snap.startswith(SNAP_PREFIX) and s.guid in chain:
                 self._zfs.destroy(s.name, deadline=30.0, missing_ok=True)
         self._save(destination=str(self.destination), restored=[e["id"] for e in self.kind_state["chain"]])
 
     def _remove(self) -> list[str]:
-        """Destroy the destination when it is provably this restore's: every snapshot from the chain."""
+        """Destroy the destination when it is provably this restore's: it holds snapshots, every one from
+        the chain (a plain receive of the chain's full stream made it: nobody else's dataset holds those
+        GUIDs), and no child. A destination without a snapshot proves nothing (someone may have created
+        it after the plan): it is left, and said so."""
         if not self._zfs.exists(self.destination):
             return []
         snaps = self._zfs.list_snapshots(self.destination)
+        if not snaps:
+            return [
+                f"{self.destination}: holds no snapshot; nothing proves this restore created it; left alone"
+            ]
         if any(s.guid not in self._guids() for s in snaps):
             return [f"{self.destination}: holds a snapshot this restore did not make; left alone"]
+        if any(d.name != self.destination for d in self._zfs.list_datasets(self.destination, recursive=True)):
+            return [f"{self.destination}: holds datasets this restore did not make; left alone"]
         self._zfs.destroy(self.destination, recursive=True, deadline=30.0, missing_ok=True)
         return []
 

@@ -18,7 +18,8 @@ socket), so every check and every change happens on the node that owns the data,
     space accounting late, so a fresh write can escape the cheap check in ``begin``).
 ``discard``
     only when the caller asked for ``rollback_destination``: rolls each dataset back to the common base
-    and returns what that discarded (snapshots, bytes).
+    and returns what that discarded (snapshots, bytes), measured with the dataset unmounted (nothing
+    writes between the measure and the rollback; a snapshot made meanwhile refuses it).
 ``finish``
     verifies the received snapshot GUIDs, marks the datasets the stream created as this replication's
     (user properties ``zfs_backend:receiver`` and ``zfs_backend:source``), makes new replicas read-only,
@@ -26,8 +27,10 @@ socket), so every check and every change happens on the node that owns the data,
 ``abort``
     (cancel, or a final failure) puts the tree back as ``begin`` found it: discards a partial resumable
     receive, rolls existing datasets back to their last snapshot from before (only when every newer
-    snapshot is one this replication sent), destroys datasets that did not exist before and are provably
-    this replication's (every snapshot's GUID is one the source sent, and no other receiver's mark).
+    snapshot is one this replication sent, checked again right before ``rollback -r`` with the dataset
+    unmounted: :meth:`~.head.DestinationHead.guarded_rollback`), destroys datasets that did not exist
+    before and are provably this replication's (every snapshot's GUID is one the source sent, and no
+    other receiver's mark).
     What it may not touch (someone else's snapshot or dataset) it leaves, and says so.
 
 Nothing here ever receives with ``-F``: a plain receive refuses a changed destination by itself.
@@ -255,27 +258,25 @@ class Receiver(StandbyOps):
         report: dict[str, Any] = dict(claim.state.get("discarded", {}))
         for rel, guid in sorted(base_guids.items()):
             ds = top if not rel else parse_dataset(f"{top}/{rel}")
-            snaps = self.zfs.list_snapshots(ds)
-            base = next((s for s in snaps if s.guid == int(guid)), None)
-            if base is None:
+            if not any(s.guid == int(guid) for s in self.zfs.list_snapshots(ds)):
                 raise Conflict(DIVERGED, f"{self.node}:{ds} no longer holds the base (GUID {guid})").error()
-            newer = [s for s in snaps if s.createtxg > base.createtxg]
-            changes = self.head.changes(ds, snaps[-1])
-            if not newer and not changes.changed and not changes.noisy:
+            # quiet first (unmounted: nothing writes), then measured, then rolled back: the report is
+            # exactly what went, and a snapshot made meanwhile refuses it (head.guarded_rollback)
+            gone = self.head.guarded_rollback(ds, int(guid), None, discard_writes=True, measure=True)
+            if gone.nothing:
                 continue
             report[rel] = {
-                "snapshots": [s.snap for s in newer],
-                "changes": changes.detail if (changes.changed or changes.noisy) else None,
-                "bytes": self.head.bytes_since(ds, base),
+                "snapshots": [s.snap for s in gone.snapshots],
+                "changes": None if gone.changes is None else gone.changes.detail,
+                "bytes": gone.bytes,
             }
             log.warning(
-                "%s: rolling %s back to @%s on request (discards %s)",
+                "%s: rolled %s back to its base (GUID %s) on request: discarded %s",
                 self.node,
                 ds,
-                base.snap,
-                ", ".join(f"@{s.snap}" for s in newer) or changes.detail,
+                guid,
+                ", ".join(f"@{s.snap}" for s in gone.snapshots) or report[rel]["changes"],
             )
-            self.zfs.rollback(base.name, destroy_newer=bool(newer))
         self.claims.save(claim.with_state(discarded=report))
         return {"discarded": report}
 
@@ -360,30 +361,21 @@ class Receiver(StandbyOps):
         if self.zfs.dialect.resumable_receive and self.zfs.resume_token(ds):
             self.zfs.abort_resumable_receive(ds)
             done.append(f"{ds}: partial receive discarded")
-        snaps = self.zfs.list_snapshots(ds)
-        newer = [s for s in snaps if s.guid not in before and not s.snap.startswith(PROBE_PREFIX)]
+        snaps = [s for s in self.zfs.list_snapshots(ds) if not s.snap.startswith(PROBE_PREFIX)]
+        newer = [s for s in snaps if s.guid not in before]
         if not newer:
-            return
-        foreign = [s for s in newer if s.guid not in sent]
-        if foreign:
-            left.append(f"{ds}: kept as it is; @{foreign[0].snap} was not made by this replication")
             return
         keep = [s for s in snaps if s.guid in before]
         if not keep:
             left.append(f"{ds}: none of its earlier snapshots is left to roll back to")
             return
-        try:
-            with self.head.quiet(ds):
-                if self.head.changes(ds, snaps[-1]).changed:
-                    left.append(f"{ds}: kept as it is; it was written to after @{snaps[-1].snap}")
-                    return
-                self.zfs.rollback(keep[-1].name, destroy_newer=True)
+        try:  # only what this replication sent, checked and re-listed under the quiet lock
+            gone = self.head.guarded_rollback(ds, keep[-1].guid, sent)
         except ReplicationConflict as e:
-            left.append(f"{ds}: kept as it is; {e}")
+            left.append(str(e))
             return
-        done.append(
-            f"{ds}: rolled back to @{keep[-1].snap} (removed {', '.join('@' + s.snap for s in newer)})"
-        )
+        removed = ", ".join("@" + s.snap for s in gone.snapshots) or "nothing"
+        done.append(f"{ds}: rolled back to @{keep[-1].snap} (removed {removed})")
 
     def _remove_created(
         self, ds: DatasetName, holder: str, sent: set[int], done: list[str], left: list[str]
@@ -400,8 +392,12 @@ class Receiver(StandbyOps):
         if children:
             left.append(f"{ds}: holds datasets this replication did not create; left alone")
             return
-        self.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
-        done.append(f"{ds}: destroyed (created by this replication)")
+        if not snaps:  # a partial receive's state: nothing anyone could have written to
+            self.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
+            done.append(f"{ds}: destroyed (created by this replication)")
+            return
+        why = self.head.destroy_if_unwritten(ds, sent)  # writable until finish: checked unmounted
+        (left if why else done).append(why or f"{ds}: destroyed (created by this replication)")
 
     def status(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.claims.all()]

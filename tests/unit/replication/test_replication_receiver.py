@@ -189,8 +189,57 @@ def test_discard_rolls_back_to_the_base_and_says_what_went(rx: Receiver, zfs: Fa
     begin(rx)
     out = rx.discard("tank/r", A, {"": 11})
     assert out["discarded"][""] == {"snapshots": ["mine"], "changes": None, "bytes": 12345}
-    assert zfs.calls[-1] == ("rollback", "tank/r@s1", True)
+    assert zfs.changing()[-1] == ("rollback", "tank/r@s1", True)
     assert zfs.guids("tank/r") == [11]
+
+
+def _racing_receiver(zfs: FakeZfs, tmp_path: Path, clock: Clock, on_check: Any) -> Receiver:
+    """A receiver whose head checks call ``on_check(zfs, dataset)`` first: what happens on the node
+    between a check and the rollback that follows it."""
+
+    def racing_changes(z: Any, ds: Any, snap: Any) -> Any:
+        on_check(zfs, str(ds))
+        return changes(z, ds, snap)
+
+    def racing_bytes(z: Any, ds: Any, base: Any) -> int:
+        on_check(zfs, str(ds))
+        return bytes_since(z, ds, base)
+
+    store = ClaimStore(tmp_path / "race.db", clock=clock)
+    return Receiver(cast(Zfs, zfs), store, ttl=300, changes=racing_changes, bytes_since=racing_bytes)
+
+
+def test_discard_measures_and_rolls_back_only_while_nothing_can_write(
+    zfs: FakeZfs, tmp_path: Path, clock: Clock
+) -> None:
+    seen: list[bool] = []
+    rx = _racing_receiver(zfs, tmp_path, clock, lambda z, ds: seen.append(z.ds[ds].mounted))
+    zfs.make("tank/r", "s1", "mine", guids=[11, 99], readonly=("on", "local"))
+    zfs.ds["tank/r"].head = "changed"
+    begin(rx)
+    seen.clear()  # begin only reports (it discards nothing real)
+    zfs.calls.clear()
+    out = rx.discard("tank/r", A, {"": 11})
+    assert seen and not any(seen)  # every measurement on an unmounted dataset
+    order = [c[0] for c in zfs.calls if c[0] in ("unmount", "rollback", "mount")]
+    assert order == ["unmount", "rollback", "mount"]
+    assert out["discarded"][""]["snapshots"] == ["mine"] and out["discarded"][""]["changes"]
+
+
+def test_discard_refuses_when_a_snapshot_appears_while_it_measures(
+    zfs: FakeZfs, tmp_path: Path, clock: Clock
+) -> None:
+    def snap_once(z: FakeZfs, ds: str) -> None:
+        if "late" not in [s.snap for s in z.ds[ds].snapshots]:
+            z.add_snapshot(ds, "late", 555)
+
+    rx = _racing_receiver(zfs, tmp_path, clock, snap_once)
+    zfs.make("tank/r", "s1", "mine", guids=[11, 99], readonly=("on", "local"))
+    begin(rx)
+    with pytest.raises(ReplicationConflict, match="snapshots changed while it was checked"):
+        rx.discard("tank/r", A, {"": 11})
+    assert zfs.guids("tank/r") == [11, 99, 555]
+    assert not [c for c in zfs.calls if c[0] in ("destroy", "rollback")]
 
 
 # --- finish ------------------------------------------------------------------------------------------
@@ -262,6 +311,45 @@ def test_abort_of_a_new_destination_removes_it_if_and_only_if_it_is_ours(rx: Rec
     zfs.make("tank/r", "x", guids=[99])  # created by somebody else between plan and receive
     out = rx.abort("tank/r", A)
     assert "tank/r" in zfs.ds and out["left"] == ["tank/r: not created by this replication; left alone"]
+
+
+def test_abort_keeps_a_snapshot_made_between_its_check_and_the_rollback(
+    zfs: FakeZfs, tmp_path: Path, clock: Clock
+) -> None:
+    def snap_once(z: FakeZfs, ds: str) -> None:
+        if "user" not in [s.snap for s in z.ds[ds].snapshots]:
+            z.add_snapshot(ds, "user", 777)  # `rollback -r` would destroy it unseen
+
+    rx = _racing_receiver(zfs, tmp_path, clock, snap_once)
+    zfs.make("tank/r", "s1", guids=[11], readonly=("on", "local"))
+    rx.begin("tank/r", A, SRC, sent_guids=[11, 12])
+    zfs.add_snapshot("tank/r", "s2", 12)
+    out = rx.abort("tank/r", A)
+    assert not out["restored"] and "snapshots changed" in out["left"][0]
+    assert zfs.guids("tank/r") == [11, 12, 777]
+    assert not [c for c in zfs.calls if c[0] in ("destroy", "rollback")]
+
+
+def test_abort_rolls_back_only_while_nothing_can_write(zfs: FakeZfs, tmp_path: Path, clock: Clock) -> None:
+    seen: list[bool] = []
+    rx = _racing_receiver(zfs, tmp_path, clock, lambda z, ds: seen.append(z.ds[ds].mounted))
+    zfs.make("tank/r", "s1", guids=[11], readonly=("on", "local"))
+    rx.begin("tank/r", A, SRC, sent_guids=[11, 12])
+    zfs.add_snapshot("tank/r", "s2", 12)
+    assert rx.abort("tank/r", A)["restored"]
+    assert seen and not any(seen) and zfs.guids("tank/r") == [11]
+
+
+def test_abort_keeps_a_new_dataset_written_to_before_the_cancel(rx: Receiver, zfs: FakeZfs) -> None:
+    begin(rx, sent_guids=[11])
+    zfs.make("tank/r", "s1", guids=[11])  # what the stream created: writable until finish
+    zfs.ds["tank/r"].head = "changed"  # somebody wrote into it before the cancel
+    out = rx.abort("tank/r", A)
+    assert "tank/r" in zfs.ds and "written to after @s1" in out["left"][0]
+    begin(rx, dataset="tank/q", sent_guids=[11])
+    zfs.make("tank/q", "s1", guids=[11])
+    zfs.ds["tank/q"].busy = True  # in use: it could be written to while it goes
+    assert "in use" in rx.abort("tank/q", A)["left"][0] and "tank/q" in zfs.ds
 
 
 def test_abort_keeping_the_claim_starts_over(rx: Receiver, zfs: FakeZfs) -> None:
