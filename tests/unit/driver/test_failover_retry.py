@@ -29,7 +29,7 @@ def standby(monkeypatch: Any) -> Any:
     d = SimpleNamespace(zfs=zfs, options=SimpleNamespace(node="node2"), _dataset=lambda v: parse_dataset(DS))
     monkeypatch.setattr(fo, "_fence", lambda *a: [])
     monkeypatch.setattr(
-        fo, "promote", lambda d, v, c: (d.zfs.set(parse_dataset(DS), "readonly", "off"), "loc")[1]
+        fo, "promote", lambda d, v, c, a=None: (d.zfs.set(parse_dataset(DS), "readonly", "off"), "loc")[1]
     )
     monkeypatch.setattr(
         fo, "DestinationHead", lambda z: DestinationHead(z, changes=changes, bytes_since=bytes_since)

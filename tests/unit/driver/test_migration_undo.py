@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zfs_backend.driver.exports_format import Attachment
 from zfs_backend.driver.migration import _undo
 from zfs_backend.replication.wire import RECEIVER_PROP
 from zfs_backend.zfs.names import parse_dataset
@@ -29,7 +30,7 @@ class PropZfs(FakeZfs):
 class Driver:
     zfs: PropZfs = field(default_factory=PropZfs)
     unexported: list[str] = field(default_factory=list)
-    exported: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    exported: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
     def _dataset(self, volume: Any) -> Any:
         return parse_dataset(DS)
@@ -37,8 +38,8 @@ class Driver:
     def _destroy(self, ds: Any) -> None:
         self.zfs.destroy(ds, recursive=True)
 
-    def _export(self, ds: Any, clients: tuple[str, ...]) -> None:
-        self.exported.append((str(ds), clients))
+    def _export(self, ds: Any, clients: tuple[str, ...], attachments: tuple[Any, ...] = ()) -> None:
+        self.exported.append((str(ds), clients + attachments))
 
     @property
     def exports(self) -> Any:
@@ -61,9 +62,10 @@ def _drivers(mark: str) -> tuple[Driver, Driver]:
 def test_an_undone_migration_removes_its_own_copy_and_snapshots() -> None:
     src, dst = _drivers(HOLDER)
     res = {"snapshots": [f"{DS}@migrate-{HOLDER}-0"], "readonly_was": "inherit"}
-    _undo(src, dst, Any, HOLDER, res, True, ("198.18.0.1",))  # type: ignore[arg-type]
+    att = (Attachment("client-198.18.0.1", "198.18.0.1"),)
+    _undo(src, dst, Any, HOLDER, res, True, att)  # type: ignore[arg-type]
     assert DS not in dst.zfs.ds and dst.unexported == [DS]
-    assert src.zfs.guids(DS) == [1] and src.exported == [(DS, ("198.18.0.1",))]
+    assert src.zfs.guids(DS) == [1] and src.exported == [(DS, att)]
 
 
 def test_a_copy_without_the_activitys_mark_is_left() -> None:
