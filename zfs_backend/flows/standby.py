@@ -1,6 +1,12 @@
 """Hot-standby flows: factories TaskFlow re-imports by name to resume a flow (``flow_from_detail``), and
 the functions the CLI calls.
 
+Every activity these flows start in which one node writes into another starts under a grant of the
+destination's agent (``replication.granted``): the seed and final replications (``snapshot_replicate``),
+each sync (:class:`~.standby_tasks.StartSync`: the standby's grant, no expiry). A failover revokes the old
+direction's grant on the old standby (:class:`~.standby_tasks.StopSync`; a forced one in
+``driver.failover.fail_over``); ``standby_remove`` revokes the relationship's.
+
 ``create_flow``
     capabilities (``standby_sync``; the seed's path) → busy (dual state) → a seed snapshot → a full
     replication of it (backend activity, or the controller's stream) → the ``standby-sync`` activity on
@@ -29,6 +35,7 @@ from taskflow.patterns import graph_flow
 
 from ..config import Settings
 from ..errors import FlowError
+from ..replication.granted import revoke_grants
 from ..replication.standby import PREFIX
 from ..zfs.names import validate_node
 from .engine import FlowRun, run_flow
@@ -253,9 +260,10 @@ def standby_status(volume: str | None = None) -> list[dict[str, Any]]:
 
 def standby_remove(volume: str) -> dict[str, Any]:
     """End the relationship: cancel the sync (when the primary answers), remove the relationship's own
-    snapshots on the primary (the standby prefix, not held), destroy the replica on the standby (only a
-    replica this project received: it carries the receiver's mark, or a controlled failover made it the
-    standby), drop the record."""
+    snapshots on the primary (the standby prefix, not held), revoke the primary's grants on the standby's
+    dataset (best effort: logged when the standby does not answer), destroy the replica on the standby
+    (only a replica this project received: it carries the receiver's mark, or a controlled failover made
+    it the standby), drop the record."""
     from ..driver.errors import VolumeNotFound
     from ..replication.wire import RECEIVER_PROP
 
@@ -280,6 +288,7 @@ def standby_remove(volume: str) -> dict[str, Any]:
     if rel.standby_node and rel.standby_node != vol.node:
         d = env().driver(rel.standby_node)
         ds = d._dataset(vol.model())
+        out["revoked"] = revoke_grants(env().agent, rel.standby_node, str(ds), vol.node)
         if d.zfs.exists(ds):
             reversed_by_failover = rel.detail.get("forced") is False  # the old primary, now its standby
             if d.zfs.get_with_source(ds, RECEIVER_PROP)[0] in ("-", "") and not reversed_by_failover:
