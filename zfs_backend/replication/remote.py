@@ -69,12 +69,15 @@ class DestinationTree:
 class RemoteReceiver:
     """``recv.*`` calls for one destination dataset on behalf of one activity."""
 
-    def __init__(self, peer: PeerCaller, dataset: DatasetName, holder: str) -> None:
+    def __init__(self, peer: PeerCaller, dataset: DatasetName, holder: str, grant: str | None = None) -> None:
         self.peer = peer
         self.dataset = dataset
         self.holder = holder
+        self.grant = grant  # the destination's grant for this work: presented on every call
 
     def _call(self, verb: str, **args: Any) -> Any:
+        if self.grant is not None:
+            args["grant"] = self.grant
         return self.peer.call(f"recv.{verb}", dataset=str(self.dataset), holder=self.holder, **args)
 
     def begin(self, source: str, *, recursive: bool, sent_guids: list[int]) -> DestinationTree:

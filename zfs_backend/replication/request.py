@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import InvalidName, UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot, validate_node
 from .ciphers import DEFAULT_CIPHER, validate_cipher
+from .wire import validate_grant
 
 __all__ = ["KIND", "TUNING_PARAMS", "Request"]
 
@@ -51,6 +52,7 @@ _PARAM_KEYS = frozenset(
         "properties",
         "bwlimit_bps",
         "cipher",
+        "grant",
     }
 )
 
@@ -71,6 +73,8 @@ class Request:
     properties: bool = False
     bwlimit_bps: int | None = None
     cipher: str = DEFAULT_CIPHER
+    #: the destination's grant for this work (``replication.grants``), presented on every ``recv.*`` call
+    grant: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.snapshot, SnapshotName) or not isinstance(self.destination, DatasetName):
@@ -79,6 +83,8 @@ class Request:
         validate_node(self.destination_node)
         object.__setattr__(self, "incremental_from", _short_snap(self.incremental_from))
         validate_cipher(self.cipher)
+        if self.grant is not None:
+            validate_grant(self.grant)
         if self.bwlimit_bps is not None and (
             isinstance(self.bwlimit_bps, bool)
             or not isinstance(self.bwlimit_bps, int)
@@ -111,7 +117,7 @@ class Request:
             "properties": self.properties,
             "bwlimit_bps": self.bwlimit_bps,
             "cipher": self.cipher,
-        }
+        } | ({"grant": self.grant} if self.grant is not None else {})
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], *, also: frozenset[str] = frozenset()) -> Request:
@@ -146,5 +152,6 @@ class Request:
             incremental_from=p.get("incremental_from"),
             bwlimit_bps=bw,
             cipher=p.get("cipher") or DEFAULT_CIPHER,
+            grant=p.get("grant"),
             **flags,
         )

@@ -8,7 +8,8 @@ activities) and the destination's receiving end (:mod:`.receiver`, :mod:`.receiv
 * the JSON shapes of a snapshot (:func:`snapshot_to_dict` / :func:`snapshot_from_dict`) and of a head's
   changes (:func:`changes_to_dict`) in the ``recv.*`` ops' answers.
 
-It imports nothing of the receiving end: every side may import it.
+It imports nothing of the receiving end, and no ZFS layer at import time: every side may import it
+(:mod:`.request` does, for :func:`validate_grant`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..zfs.models import Snapshot
-from ..zfs.names import parse_snapshot
 
 if TYPE_CHECKING:
     from ..zfs.changes import HeadChanges
+    from ..zfs.models import Snapshot
 
 __all__ = [
     "RECEIVER_PROP",
@@ -64,6 +64,9 @@ def snapshot_to_dict(s: Snapshot) -> dict[str, Any]:
 
 
 def snapshot_from_dict(d: dict[str, Any]) -> Snapshot:
+    from ..zfs.models import Snapshot  # not at import: request validation loads no ZFS layer
+    from ..zfs.names import parse_snapshot
+
     return Snapshot(
         name=parse_snapshot(str(d["name"])),
         guid=int(d["guid"]),
