@@ -32,6 +32,10 @@ class Settings:
     default ``sqlite:///<home>/flows.db``).
     ``jobboard``: the Redis jobboard flows are posted to for ``zfs-backend conductor`` processes
     (``$ZFS_BACKEND_JOBBOARD``, e.g. ``redis://127.0.0.1:6390/0``); empty: flows run in the command.
+    ``replica_roots``: the datasets replicas from peer nodes may live under (``$ZFS_BACKEND_REPLICA_ROOTS``,
+    comma-separated); a replica lies **strictly** under a root, never a root itself. Empty (unset): this
+    node accepts no work from peers at all (every grant, receive, lock, prune and rollback a peer asks for
+    is refused); the lab and the ansible role set it.
     ``cinder_port_base``: first of the loopback ports of the small Cinder of ``scripts/cinder-up``
     (``$ZFS_BACKEND_CINDER_PORT_BASE``; None: derived from ``lab_network``, see ``zfs_backend.cinderlab``).
     """
@@ -44,6 +48,7 @@ class Settings:
     ssh_persist_s: int = 600
     flow_persistence: str = ""
     jobboard: str = ""
+    replica_roots: tuple[str, ...] = ()
 
     @property
     def flow_db(self) -> str:
@@ -101,7 +106,24 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         flow_persistence=e.get("ZFS_BACKEND_FLOW_DB", ""),
         jobboard=e.get("ZFS_BACKEND_JOBBOARD", ""),
         cinder_port_base=_int(e, "ZFS_BACKEND_CINDER_PORT_BASE", 0) or None,
+        replica_roots=_roots(e.get("ZFS_BACKEND_REPLICA_ROOTS", "")),
     )
+
+
+_ROOT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*(?:/[A-Za-z0-9_.:-]+)*")
+
+
+def _roots(value: str) -> tuple[str, ...]:
+    """``$ZFS_BACKEND_REPLICA_ROOTS``: comma-separated dataset names (checked again by the agent)."""
+    out = []
+    for part in value.split(","):
+        root = part.strip()
+        if not root:
+            continue
+        if not _ROOT.fullmatch(root) or len(root) > 255 or {".", ".."} & set(root.split("/")):
+            raise ConfigError(f"$ZFS_BACKEND_REPLICA_ROOTS: {root[:80]!r} is not a dataset name")
+        out.append(root)
+    return tuple(out)
 
 
 _ENV_LINE = re.compile(r"([A-Z_][A-Z0-9_]*)=(.*)")

@@ -84,10 +84,10 @@ def _command_of(argv: Sequence[str]) -> str | None:
 def _fast_path(argv: Sequence[str]) -> int | None:
     """Commands run by machines, many times, that must not pay even for argparse: the forced command of
     peer keys and the agent bridge (both run once per SSH session on a node)."""
-    if list(argv[:1]) == ["peer-exec"] and len(argv) == 1:
+    if list(argv[:1]) == ["peer-exec"]:
         from ..agent.peer_exec import main as peer_exec
 
-        return peer_exec()
+        return peer_exec(argv=list(argv[1:]))
     if list(argv[:1]) == ["rpc"] and set(argv[1:]) <= {"--peer"}:
         from ..agent.rpc_bridge import rpc_bridge
         from ..config import load_settings

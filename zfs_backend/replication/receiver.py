@@ -42,12 +42,13 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
+from ..errors import DatasetNotFound, NotGranted, ReplicationConflict, UsageError, ZfsBackendError
 from ..zfs.api import Zfs
 from ..zfs.changes import PROBE_PREFIX, HeadChanges, bytes_since, head_changes
 from ..zfs.models import Dataset, Snapshot
 from ..zfs.names import DatasetName, parse_dataset, parse_node_qualified
-from .claims import DEFAULT_TTL_S, Claim, ClaimStore
+from .claims import DEFAULT_TTL_S, Claim, ClaimStore, not_held
+from .grants import GrantStore
 from .head import DestinationHead
 from .plan import DIVERGED, Conflict
 from .receiver_standby import StandbyOps
@@ -86,9 +87,11 @@ class Receiver(StandbyOps):
         ttl: float = DEFAULT_TTL_S,
         changes: Callable[[Zfs, DatasetName, Snapshot], HeadChanges] = head_changes,
         bytes_since: Callable[[Zfs, DatasetName, Snapshot], int] = bytes_since,
+        grants: GrantStore | None = None,
     ) -> None:
         self.zfs = zfs
         self.claims = claims
+        self.grants = grants
         self.ttl = ttl
         self.head = DestinationHead(zfs, changes=changes, bytes_since=bytes_since)  # both injectable
 
@@ -106,19 +109,38 @@ class Receiver(StandbyOps):
         *,
         recursive: bool = False,
         sent_guids: Iterable[int] = (),
+        peer: str | None = None,
+        grant: str | None = None,
     ) -> dict[str, Any]:
+        """``peer``/``grant``: a peer session's begin, admitted by ``authority.PeerAuthority.for_begin``:
+        the grant is bound to ``holder`` and the claim records both (consumed when it is released)."""
         top = parse_dataset(dataset)
         validate_holder(holder)
         if not isinstance(source, str):
             raise UsageError(f"invalid source {source!r}")
         parse_node_qualified(source)
         sent = sorted({int(g) for g in sent_guids})
-        claim, new = self.claims.take(str(top), holder, source, self.ttl)
+        newly_bound = False
+        if peer is not None:
+            mine = self.claims.get(str(top))
+            if mine is not None and mine.holder == holder and mine.state.get("peer") != peer:
+                raise not_held(top, holder)
+            if grant is None or self.grants is None:
+                raise NotGranted(f"{peer} may not receive into {top}: no grant")
+            newly_bound = self.grants.bind(grant, holder)[1]
+        try:
+            claim, new = self.claims.take(str(top), holder, source, self.ttl)
+        except BaseException:
+            if newly_bound and self.grants is not None and grant is not None:
+                self.grants.unbind(grant, holder)
+            raise
         try:
             self._tidy_expired(claim)
             tree = self._tree(top, recursive)
             if new:
                 claim = self._record_before(claim, top, tree, recursive, sent)
+                if peer is not None:
+                    claim = claim.with_state(peer=peer, grant=grant)
             else:
                 claim = claim.with_state(sent=sorted({*claim.state.get("sent", []), *sent}))
             self.claims.save(claim)
@@ -128,7 +150,17 @@ class Receiver(StandbyOps):
             if new:
                 self._restore_read_only(self.claims.get(str(top)) or claim)
                 self.claims.release(str(top), holder)
+                if newly_bound and self.grants is not None and grant is not None:
+                    self.grants.unbind(grant, holder)  # it may be used again, and expire
             raise
+
+    def _drop_claim(self, top: DatasetName | str, claim: Claim) -> bool:
+        """Release the claim; its grant (a peer's) is used up with it."""
+        released = self.claims.release(str(top), claim.holder)
+        g = claim.state.get("grant")
+        if g and self.grants is not None:
+            self.grants.consume(str(g), claim.holder)
+        return released
 
     def _tree(self, top: DatasetName, recursive: bool) -> list[Dataset]:
         try:
@@ -185,7 +217,10 @@ class Receiver(StandbyOps):
                 old.get("dataset"),
                 old.get("holder"),
             )
-            self._restore_read_only(Claim(old["dataset"], old["holder"], "", 0, 0, old.get("state") or {}))
+            gone = Claim(old["dataset"], old["holder"], "", 0, 0, old.get("state") or {})
+            self._restore_read_only(gone)
+            if gone.state.get("grant") and self.grants is not None:
+                self.grants.consume(str(gone.state["grant"]), gone.holder)
         self.claims.save(claim.with_state(expired=[]))
 
     def _report(self, claim: Claim, top: DatasetName, tree: list[Dataset]) -> dict[str, Any]:
@@ -300,6 +335,10 @@ class Receiver(StandbyOps):
             if not any(s.guid == int(guid) for s in self.zfs.list_snapshots(name)):
                 raise ZfsBackendError(f"{self.node}:{name} does not hold the received snapshot (GUID {guid})")
         before = claim.state.get("before", {})
+        for rel, guid in sorted(target_guids.items()):  # received here by this replication: recorded
+            if int(guid) not in set(before.get(rel, [])):
+                name = top if not rel else parse_dataset(f"{top}/{rel}")
+                self.claims.record_received(str(name), [int(guid)], claim.state.get("peer"))
         created = []
         for ds in self.zfs.list_datasets(top, recursive=bool(claim.state.get("recursive"))):
             rel = _rel(top, ds.name)
@@ -312,7 +351,7 @@ class Receiver(StandbyOps):
                 self.zfs.set(ds.name, "readonly", "on")  # children inherit it
         self._restore_read_only(claim)
         self._release_holds(claim)
-        self.claims.release(str(top), holder)
+        self._drop_claim(top, claim)
         return {"verified": True, "created": created, "discarded": claim.state.get("discarded", {})}
 
     def release(self, dataset: str, holder: str) -> dict[str, Any]:
@@ -323,7 +362,7 @@ class Receiver(StandbyOps):
             return {"released": False}
         self._restore_read_only(claim)
         self._release_holds(claim)
-        return {"released": self.claims.release(str(top), holder)}
+        return {"released": self._drop_claim(top, claim)}
 
     def abort(self, dataset: str, holder: str, *, keep_claim: bool = False) -> dict[str, Any]:
         """Put the tree back as ``begin`` found it, as far as it is provably this replication's doing.
@@ -351,7 +390,7 @@ class Receiver(StandbyOps):
         if not keep_claim:
             self._restore_read_only(claim)
             self._release_holds(claim)
-            self.claims.release(str(top), holder)
+            self._drop_claim(top, claim)
         return {"restored": not left, "actions": restored, "left": left}
 
     def _restore_existing(

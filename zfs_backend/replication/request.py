@@ -75,6 +75,7 @@ class Request:
     properties: bool = False
     bwlimit_bps: int | None = None
     cipher: str = DEFAULT_CIPHER
+    #: the destination's grant for this work (``replication.grants``), presented on every ``recv.*`` call
     grant: str | None = None
 
     def __post_init__(self) -> None:
@@ -119,10 +120,7 @@ class Request:
             "properties": self.properties,
             "bwlimit_bps": self.bwlimit_bps,
             "cipher": self.cipher,
-        }
-        if self.grant is not None:
-            p["grant"] = self.grant
-        return p
+        } | ({"grant": self.grant} if self.grant is not None else {})
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], *, also: frozenset[str] = frozenset()) -> Request:

@@ -8,7 +8,8 @@ activities) and the destination's receiving end (:mod:`.receiver`, :mod:`.receiv
 * the JSON shapes of a snapshot (:func:`snapshot_to_dict` / :func:`snapshot_from_dict`) and of a head's
   changes (:func:`changes_to_dict`) in the ``recv.*`` ops' answers.
 
-It imports nothing of the receiving end: every side may import it.
+It imports nothing of the receiving end, and no ZFS layer at import time: every side may import it
+(:mod:`.request` does, for :func:`validate_grant`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..zfs.names import parse_snapshot
 
 if TYPE_CHECKING:
     from ..zfs.changes import HeadChanges
@@ -64,7 +64,8 @@ def snapshot_to_dict(s: Snapshot) -> dict[str, Any]:
 
 
 def snapshot_from_dict(d: dict[str, Any]) -> Snapshot:
-    from ..zfs.models import Snapshot  # lazy: a command line validating a grant id loads no ZFS layer
+    from ..zfs.models import Snapshot  # not at import: request validation loads no ZFS layer
+    from ..zfs.names import parse_snapshot
 
     return Snapshot(
         name=parse_snapshot(str(d["name"])),
