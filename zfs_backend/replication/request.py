@@ -107,7 +107,7 @@ class Request:
 
     def to_params(self) -> dict[str, Any]:
         """The params; ``grant`` only when there is one (the controller adds it at the start)."""
-        p = {
+        return {
             "snapshot": str(self.snapshot),
             "source_node": self.source_node,
             "destination_node": self.destination_node,
