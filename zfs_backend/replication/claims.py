@@ -93,8 +93,9 @@ class ClaimStore:
             )
             # snapshots this node verified it received (not there at begin, there at finish), and from
             # which peer ("": the controller's socket): what a later relationship may prune as its own
+            # (GUIDs are unsigned 64-bit: kept as text, SQLite's INTEGER is signed)
             self._db.execute(
-                "CREATE TABLE IF NOT EXISTS received (dataset TEXT NOT NULL, guid INTEGER NOT NULL, "
+                "CREATE TABLE IF NOT EXISTS received (dataset TEXT NOT NULL, guid TEXT NOT NULL, "
                 "peer TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (dataset, guid))"
             )
         except sqlite3.DatabaseError as e:
@@ -213,7 +214,7 @@ class ClaimStore:
             for g in guids:
                 cur.execute(
                     "INSERT OR REPLACE INTO received VALUES (?,?,?,?)",
-                    (dataset, int(g), peer or "", self._clock()),
+                    (dataset, str(int(g)), peer or "", self._clock()),
                 )
 
     def received_by(self, dataset: str, peer: str | None) -> set[int]:
@@ -227,7 +228,7 @@ class ClaimStore:
     def forget_received(self, dataset: str, guids: list[int]) -> None:
         with self._tx() as cur:
             for g in guids:
-                cur.execute("DELETE FROM received WHERE dataset = ? AND guid = ?", (dataset, int(g)))
+                cur.execute("DELETE FROM received WHERE dataset = ? AND guid = ?", (dataset, str(int(g))))
 
     def expired(self) -> list[Claim]:
         now = self._clock()

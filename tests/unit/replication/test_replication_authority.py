@@ -216,3 +216,12 @@ def test_admission_of_peer_exec_receives(node: Node) -> None:
             node.mgr.admit(peer, {"what": "receive", "dataset": ds})
     with pytest.raises(ProtocolError, match="peer session"):
         node.mgr.admit(None, {"what": "receive", "dataset": "tank/r1"})
+
+
+def test_received_guids_keep_all_64_bits(node: Node) -> None:
+    big = (1 << 64) - 1  # a GUID is unsigned 64-bit; SQLite's INTEGER is signed
+    node.claims.record_received("tank/r1", [big, 5], "node2")
+    assert node.claims.received_by("tank/r1", "node2") == {big, 5}
+    assert node.claims.received_by("tank/r1", "node3") == set()
+    node.claims.forget_received("tank/r1", [big])
+    assert node.claims.received_by("tank/r1", "node2") == {5}
