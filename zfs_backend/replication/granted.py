@@ -21,10 +21,12 @@ restore         backup node     volume                 ``backup`` (ttl a day: a 
                                                        it; revoked when the controller sees its end)
 ==============  ==============  =====================  ==============================================
 
-:func:`start_granted` grants, then starts with the id. Invariants: a grant refused (or the destination's
-agent unreachable) starts nothing, and the error is the agent's type with one line naming what was
-asked; a start refused after the grant was made revokes that grant; a start whose outcome is unknown
-(the connection died) revokes it only once the source's agent shows no activity holding it.
+:func:`start_granted` grants, then starts with the id; the source's session is opened while the
+destination grants (a cold command pays its two SSH set-ups at once, not one after the other).
+Invariants: a grant refused (or the destination's agent unreachable) starts nothing, and the error is
+the agent's type with one line naming what was asked; a start refused after the grant was made, or a
+source that cannot be reached, revokes that grant; a start whose outcome is unknown (the connection
+died) revokes it only once the source's agent shows no activity holding it.
 :func:`revoke_grants` ends a relationship's grants (best effort: an unreachable node is logged, never
 fatal).
 
@@ -60,6 +62,7 @@ __all__ = [
     "GrantRequest",
     "grant_request",
     "obtain_grant",
+    "obtain_node",
     "revoke_grants",
     "start_granted",
 ]
@@ -83,6 +86,8 @@ class AgentNode(Protocol):
     def start(self, kind: str, params: dict[str, Any]) -> BackendActivity: ...
 
     def list(self, state: str | None = None) -> list[Any]: ...
+
+    def ping(self) -> dict[str, Any]: ...
 
     def grant(
         self,
@@ -223,14 +228,18 @@ def grant_request(kind: str, params: Mapping[str, Any], peer: str) -> GrantReque
     raise UsageError(f"kind {kind!r} writes into no other node: it needs no grant")
 
 
+def obtain_node(node_for: Callable[[str], AgentNode], req: GrantRequest) -> AgentNode:
+    """``req.destination``'s agent (one line, its error type, when it cannot be named or reached)."""
+    try:
+        return node_for(req.destination)
+    except ZfsBackendError as e:
+        raise _retyped(e, f"{req.destination}: no grant for {req.peer} to {req.what}: {e}") from None
+
+
 def obtain_grant(node_for: Callable[[str], AgentNode], req: GrantRequest) -> str:
     """Ask ``req.destination``'s agent for the grant; its id. Raises (one line, the agent's error type)
     when it is refused or the agent cannot be reached."""
-    try:
-        node = node_for(req.destination)
-    except ZfsBackendError as e:
-        raise _retyped(e, f"{req.destination}: no grant for {req.peer} to {req.what}: {e}") from None
-    return req.ask(node)
+    return req.ask(obtain_node(node_for, req))
 
 
 def _holds(node: AgentNode, gid: str) -> bool | None:
@@ -261,17 +270,51 @@ def start_granted(
             nodes[name] = node_for(name)
         return nodes[name]
 
-    gid = obtain_grant(reach, req)
+    dest = obtain_node(reach, req)
+    source = reach(peer)
+    # the source's session is opened while the destination grants (a cold one costs an SSH set-up: the two
+    # in parallel, not one after the other); never two calls at once on one session
+    warm = None if source is dest else _WarmUp(source)
     try:
-        return reach(peer).start(kind, {**params, GRANT_PARAM: gid})
+        gid = req.ask(dest)
+    finally:
+        failed = None if warm is None else warm.join()
+    if failed is not None:  # the source cannot be reached: nothing can start, the grant goes
+        revoke_grants(reach, req.destination, grant=gid)
+        raise failed
+    try:
+        return source.start(kind, {**params, GRANT_PARAM: gid})
     except _UNKNOWN_OUTCOME:
         with contextlib.suppress(Exception):
-            if _holds(reach(peer), gid) is False:
+            if _holds(source, gid) is False:
                 revoke_grants(reach, req.destination, grant=gid)
         raise
     except ZfsBackendError:  # refused: nothing started, the grant goes
         revoke_grants(reach, req.destination, grant=gid)
         raise
+
+
+class _WarmUp:
+    """``node.ping()`` on a thread of its own: the session opened (SSH master, forwarded socket) by the time
+    the start is sent. ``join`` returns what it raised, if anything."""
+
+    def __init__(self, node: AgentNode) -> None:
+        import threading
+
+        self.node = node
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="grant-warm-up", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.node.ping()
+        except BaseException as e:  # handed to the caller by join()
+            self.error = e
+
+    def join(self) -> BaseException | None:
+        self._thread.join()
+        return self.error
 
 
 def revoke_grants(

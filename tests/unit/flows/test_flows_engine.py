@@ -70,6 +70,9 @@ class FakeAgent:
         self.grants.append((self.name, "grant.add", {"peer": peer, "allow": list(allow), **kw}))
         return {"grant": f"gr-01M8PC6J46SJJSD1CGAQ7Y88{len(self.grants):02d}", "expires_at": 0.0}
 
+    def ping(self) -> dict[str, Any]:
+        return {"node": self.name}
+
     def revoke_grant(self, grant: str | None = None, **kw: Any) -> int:
         self.grants.append((self.name, "grant.revoke", {"grant": grant, **kw}))
         return 1

@@ -1,6 +1,7 @@
 """Fake agent nodes, as the controller sees them (``zfs_backend.agent.client.Node``), that record every call
-in one shared, ordered log: ``grant.add``, ``grant.revoke``, ``start``, ``list``. For the tests of the
-controller's grants (``replication.granted`` and every path that starts a granted activity)."""
+in one shared, ordered log: ``grant.add``, ``grant.revoke``, ``start``, ``list`` (``ping`` is counted).
+For the tests of the controller's grants (``replication.granted`` and every path that starts a granted
+activity)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ class FakeNode:
         self.start_error: BaseException | None = None
         self.revoke_error: BaseException | None = None
         self.start_goes_through = False
+        self.ping_error: BaseException | None = None
+        self.pings = 0
+        self.on_grant: Any = None  # called first thing in grant() (a test's hook)
         self.acts: dict[str, FakeActivity] = {}
 
     def _log(self, op: str, args: dict[str, Any]) -> None:
@@ -57,6 +61,8 @@ class FakeNode:
         recursive: bool = False,
         ttl_s: float | None = None,
     ) -> dict[str, Any]:
+        if self.on_grant is not None:
+            self.on_grant()
         args = {"peer": peer, "allow": list(allow), "dataset": dataset, "volume": volume}
         self._log("grant.add", {**args, "recursive": recursive, "ttl_s": ttl_s})
         if self.grant_error is not None:
@@ -93,6 +99,13 @@ class FakeNode:
             raise self.start_error
         assert act is not None
         return act
+
+    def ping(self) -> dict[str, Any]:
+        """Not in the log of calls (a session's warm-up): counted in ``pings``."""
+        self.pings += 1
+        if self.ping_error is not None:
+            raise self.ping_error
+        return {"agent": "zfs-backend", "node": self.name}
 
     def list(self, state: str | None = None) -> list[FakeActivity]:
         self._log("list", {})

@@ -215,6 +215,40 @@ def test_a_start_lost_in_transit_revokes_only_when_nothing_started() -> None:
     assert list(nodes.live) == [GRANT.format(1)]
 
 
+def test_the_source_session_opens_while_the_destination_grants() -> None:
+    import threading
+
+    nodes = FakeNodes("node1", "node2")
+    pinged = threading.Event()
+    real_ping = nodes["node1"].ping
+
+    def ping() -> dict[str, Any]:
+        pinged.set()
+        return real_ping()
+
+    nodes["node1"].ping = ping  # type: ignore[method-assign]
+    overlapped: list[bool] = []
+    nodes["node2"].on_grant = lambda: overlapped.append(pinged.wait(30))  # a deadlock guard, not a timing
+    start_granted(nodes, "node1", "replicate", REPL)
+    assert overlapped == [True] and nodes["node1"].pings == 1
+    assert nodes.ops() == [("node2", "grant.add"), ("node1", "start")]
+
+
+def test_a_source_that_cannot_be_reached_starts_nothing_and_revokes() -> None:
+    nodes = FakeNodes("node1", "node2")
+    nodes["node1"].ping_error = AgentUnavailable("node1: ssh: connect to host: No route to host")
+    with pytest.raises(AgentUnavailable, match="No route"):
+        start_granted(nodes, "node1", "migrate", MIGRATE)
+    assert nodes.ops() == [("node2", "grant.add"), ("node2", "grant.revoke")]
+    assert nodes.live == {}
+
+
+def test_within_one_node_one_session_and_no_warm_up() -> None:
+    nodes = FakeNodes("node1")
+    start_granted(nodes, "node1", "replicate", {**REPL, "destination_node": "node1"})
+    assert nodes.ops() == [("node1", "grant.add"), ("node1", "start")] and nodes["node1"].pings == 0
+
+
 def test_a_failed_revoke_does_not_hide_the_refusal(caplog: pytest.LogCaptureFixture) -> None:
     nodes = FakeNodes("node1", "node2")
     nodes["node1"].start_error = AlreadyRunning("a twin runs")
