@@ -63,6 +63,29 @@ def test_a_migration_whose_grant_is_refused_starts_nothing(no_clones: None) -> N
     assert nodes.ops() == [("node2", "grant.add")]
 
 
+# ---- replicate (the driver's snapshot_replicate: ``volume replicate``, Cinder) ------------------------
+
+
+def test_the_drivers_snapshot_replicate_is_granted_by_its_destination(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zfs_backend.driver.models import Snapshot as VolumeSnapshot
+    from zfs_backend.replication import api
+
+    d = fake_driver("node1")
+    d.settings = load_settings({"ZFS_BACKEND_HOME": str(tmp_path)})
+    snap = VolumeSnapshot(id="s1", volume_id=VID, volume_size=1)
+    d.zfs.snaps[str(d._snapshot_name(snap))] = []
+    monkeypatch.setattr(d, "_ensure_remote_parent", lambda node, parent: None)
+    nodes = FakeNodes("node1", "node2")
+    monkeypatch.setattr(api, "_default_node_for", lambda settings: nodes)
+    act = cast(FakeActivity, d.snapshot_replicate(snap, None, "node2"))
+    assert nodes.ops() == [("node2", "grant.add"), ("node1", "start")]
+    [(_, asked)] = nodes.args("grant.add")
+    assert (asked["peer"], asked["dataset"], asked["allow"]) == ("node1", DS, ["create", "increment"])
+    assert act.params["grant"] == GRANT.format(1)
+
+
 # ---- backup and restore (the volume service) -------------------------------------------------------
 
 
