@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotGranted, UsageError
+from ..errors import NotGranted, UsageError, ZfsBackendError
 from ..zfs.names import DatasetName, parse_dataset, validate_node
 from .claims import Claim, ClaimStore, not_held
 from .grants import DEFAULT_GRANT_TTL_S, Grant, GrantStore, under_roots
@@ -164,7 +164,7 @@ class PeerAuthority:
                 continue
             need = "increment" if "" in c.state.get("before", {}) else "create"
             if need in g.allow or (inside and {"create", "increment"} & set(g.allow)):
-                d = self._dialect() if self._dialect is not None else None
+                d = self._probe()
                 return {
                     "dataset": str(ds),
                     "recv_no_mount": bool(d and d.recv_no_mount),
@@ -172,6 +172,14 @@ class PeerAuthority:
                     "dialect": str(d) if d is not None else "",
                 }
         raise NotGranted(f"{peer} holds no granted claim to receive into {ds}")
+
+    def _probe(self) -> Dialect | None:
+        """The node's ZFS dialect; None when it cannot be probed (then nothing is assumed: no ``-u``, no
+        ``-x``, and ``peer-exec`` checks the stream's properties itself)."""
+        try:
+            return self._dialect() if self._dialect is not None else None
+        except ZfsBackendError:
+            return None
 
     # ---------------------------------------------------------------- peer sessions: backups
 
