@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def env(tmp_path: Path) -> tuple[BackupStore, PeerAuthority]:
     return BackupStore(tmp_path / "backups"), auth
 
 
-def op(env: tuple[BackupStore, PeerAuthority], peer: str | None, verb: str, **args: object) -> object:
+def op(env: tuple[BackupStore, PeerAuthority], peer: str | None, verb: str, **args: object) -> Any:
     store, auth = env
     return backup_access.op(store, auth, peer, verb, dict(args))
 
@@ -61,8 +62,8 @@ def test_begin_needs_a_backup_grant_of_this_peer_for_this_volume(env) -> None:
 def test_a_peer_sees_and_reads_only_granted_volumes_or_its_own_entries(env) -> None:
     make_backup(env, "node2", H2, "v1", "b1")
     make_backup(env, "node3", H3, "v3", "b3")
-    assert [e["id"] for e in op(env, "node2", "list")] == ["b1"]  # type: ignore[union-attr]
-    assert [e["id"] for e in op(env, None, "list")] == ["b1", "b3"]  # type: ignore[union-attr]
+    assert [e["id"] for e in op(env, "node2", "list")] == ["b1"]
+    assert [e["id"] for e in op(env, None, "list")] == ["b1", "b3"]
     assert op(env, "node2", "list", volume="v3") == []
     with pytest.raises(NotGranted):
         op(env, "node2", "verify", volume="v3", backup="b3")
@@ -70,7 +71,7 @@ def test_a_peer_sees_and_reads_only_granted_volumes_or_its_own_entries(env) -> N
         backup_access.admit(env[0], env[1], "node2", "backup-read", {"volume": "v3", "backup": "b3"})
     backup_access.admit(env[0], env[1], "node2", "backup-read", {"volume": "v1", "backup": "b1"})  # its own
     backup_grant(env, "node2", "v3")  # a restore of v3 granted to node2
-    assert [e["id"] for e in op(env, "node2", "verify", volume="v3", backup="b3")] == ["b3"]  # type: ignore[union-attr]
+    assert [e["id"] for e in op(env, "node2", "verify", volume="v3", backup="b3")] == ["b3"]
     backup_access.admit(env[0], env[1], "node2", "backup-read", {"volume": "v3", "backup": "b3"})
 
 
