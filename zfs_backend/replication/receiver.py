@@ -46,7 +46,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import DatasetNotFound, NotGranted, UsageError, ZfsBackendError
+from ..errors import AlreadyRunning, DatasetNotFound, NotGranted, UsageError, ZfsBackendError
 from ..zfs.api import Zfs
 from ..zfs.changes import PROBE_PREFIX, HeadChanges, bytes_since, head_changes
 from ..zfs.models import Dataset, Snapshot
@@ -131,9 +131,11 @@ class Receiver(AbortOps, StandbyOps):
             newly_bound = self.grants.bind(grant, holder)[1]
         try:
             claim, new = self.claims.take(str(top), holder, source, self.ttl)
-        except BaseException:
+        except BaseException as e:
             if newly_bound and self.grants is not None and grant is not None:
                 self.grants.unbind(grant, holder)
+            if peer is not None and isinstance(e, AlreadyRunning):  # a peer learns no other holder's id
+                raise AlreadyRunning(f"{top} is being received into by another replication") from None
             raise
         try:
             self._tidy_expired(claim)

@@ -156,6 +156,9 @@ def test_another_peers_claim_is_not_held_for_this_one(node: Node) -> None:
     own = node.grant("node2", "tank/r1", ["increment"])
     with pytest.raises(AlreadyRunning, match="does not hold"):
         node.begin("tank/r1", peer="node2", grant=own)  # node3's holder id, from node2
+    with pytest.raises(AlreadyRunning, match=r"by another replication$"):
+        node.begin("tank/r1", holder=B, peer="node2", grant=own)  # a granted begin names no other holder
+    assert node.grants.get(own).holder is None  # type: ignore[union-attr]
     assert node.claims.get("tank/r1").state["peer"] == "node3"  # type: ignore[union-attr]
 
 
