@@ -10,7 +10,8 @@ Rules (each refusal is one line: ``NotGranted``, or the claim store's "does not 
 
 * ``recv.begin`` needs ``grant``: a live grant of **this** peer, for **this** dataset (strictly under a
   replica root) with the same ``recursive`` flag, allowing ``create`` (the dataset does not exist) or
-  ``increment`` (it does). The claim records the peer and the grant.
+  ``increment`` (it does); a grant already bound to the same holder (its claim's own re-begin: a
+  migrate's next round, a restarted activity) is enough by itself. The claim records peer and grant.
 * every other ``recv.*`` op: the claim on the dataset must be held by the given holder **and** have been
   taken by this peer; otherwise refused exactly as a claim that is not held (no other holder is named).
   ``recv.discard`` also needs ``rollback`` in the claim's grant; ``recv.commit`` with ``prune_prefix``
@@ -123,9 +124,14 @@ class PeerAuthority:
         recursive = bool(args.get("recursive", False))
         if g is None or g.peer != peer or g.dataset != str(top) or g.recursive != recursive:
             raise NotGranted(f"{peer} holds no grant {args['grant']} to receive into {top}")
-        need = "increment" if exists(top) else "create"
-        if need not in g.allow:
-            raise NotGranted(f"grant {g.id} does not allow {need} on {top}")
+        if g.holder is not None and g.holder == validate_holder(args.get("holder")):
+            return g  # its holder again, under the claim it took (a migrate's next round, a restart)
+        if exists(top) and "increment" not in g.allow:
+            raise NotGranted(
+                f"{top} exists: grant {g.id} allows only creating it (a full copy needs a new dataset)"
+            )
+        if not exists(top) and "create" not in g.allow:
+            raise NotGranted(f"{top} does not exist: grant {g.id} allows only receiving into it as it is")
         return g
 
     def held(self, peer: str, verb: str, args: dict[str, Any]) -> Claim:

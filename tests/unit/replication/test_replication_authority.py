@@ -78,8 +78,11 @@ def test_begin_needs_a_grant_of_this_peer_for_this_dataset(node: Node) -> None:
     with pytest.raises(UsageError, match="invalid grant id"):
         node.begin("tank/r1", grant="gr-nope")
     create_only = node.grant("node2", "tank/r1", ["create"])
-    with pytest.raises(NotGranted, match="does not allow increment"):
+    with pytest.raises(NotGranted, match=r"tank/r1 exists: .* allows only creating it"):
         node.begin("tank/r1", grant=create_only)
+    inc_only = node.grant("node2", "tank/r9", ["increment"])
+    with pytest.raises(NotGranted, match="tank/r9 does not exist"):
+        node.begin("tank/r9", grant=inc_only)
     assert node.claims.all() == [] and node.zfs.changing() == []
     node.begin("tank/r1", grant=g)
     claim = node.claims.get("tank/r1")
@@ -228,3 +231,17 @@ def test_received_guids_keep_all_64_bits(node: Node) -> None:
     assert node.claims.received_by("tank/r1", "node3") == set()
     node.claims.forget_received("tank/r1", [big])
     assert node.claims.received_by("tank/r1", "node2") == {5}
+
+
+def test_the_bound_holder_begins_again_whatever_it_created(node: Node) -> None:
+    """A create-only grant, bound by the first begin, lets the same holder begin again after its stream
+    created the dataset (a migrate's next round); nobody else, and nothing after the claim is released."""
+    g = node.grant("node2", "tank/m1", ["create"])
+    node.begin("tank/m1", grant=g)
+    node.zfs.make("tank/m1", "s1", guids=[801])  # the first stream arrived
+    node.begin("tank/m1", grant=g)  # the same holder: its claim's own
+    with pytest.raises(NotGranted):
+        node.begin("tank/m1", holder=B, grant=g)
+    node.recv("finish", dataset="tank/m1", holder=A, target_guids={"": 801})
+    with pytest.raises(NotGranted):
+        node.begin("tank/m1", grant=g)  # consumed
