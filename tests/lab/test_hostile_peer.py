@@ -198,6 +198,10 @@ def peer_ops(target: str, w: dict[str, Any], grant_id: str | None) -> list[tuple
         ("list", {}),
         ("backup.begin", {"volume": w["volume_id"], "backup": "b1", "holder": MADE_UP}),
         ("backup.verify", {"volume": w["volume_id"], "backup": "b1"}),
+        (
+            "backup.commit",
+            {"volume": w["volume_id"], "backup": "b1", "holder": MADE_UP, "snapshot": "s", "guid": 1},
+        ),
         ("peer.admit", {"what": "backup-read", "volume": w["volume_id"], "backup": "b1"}),
     ]
     if grant_id is not None and target != w["r2"]:
@@ -256,13 +260,21 @@ def test_a_hostile_peer_changes_nothing(
             assert_refused(ssh_node1(nodes, cmd, data), (target, cmd))
     # recv.status names no other peer's holder; backup.list shows nothing of others; a forged hello
     # ends the session (the op after it is never answered)
+    abort = ("backup.abort", {"volume": w["volume_id"], "backup": "b1", "holder": MADE_UP})
     answers = rpc(
         nodes,
-        [("recv.status", {}), ("backup.list", {}), ("peer.hello", {"peer": "node3"}), ("recv.status", {})],
+        [
+            ("recv.status", {}),
+            ("backup.list", {}),
+            abort,
+            ("peer.hello", {"peer": "node3"}),
+            ("recv.status", {}),
+        ],
     )
-    assert len(answers) == 3, answers
+    assert len(answers) == 4, answers
     assert answers[0]["result"] == [] and answers[1]["result"] == []
-    assert "second peer.hello" in answers[2]["error"]["message"]
+    assert answers[2]["result"] == {"removed": False}  # nothing of its own to drop: a no-op
+    assert "second peer.hello" in answers[3]["error"]["message"]
     # the granted replica, with what its grant (increment only) does not allow
     r2 = w["r2"]
     begin = {"dataset": r2, "holder": H2, "source": f"node2:{r2}", "recursive": False, "sent_guids": []}
