@@ -251,6 +251,10 @@ def test_a_hostile_peer_changes_nothing(
     w = world
     g_inc = grant(lab_settings, peer="node2", dataset=w["r2"], allow=["increment"])
     before = node_state(n1)
+    # what is compared is there: the user's snapshots and live data, the volume's export, both replicas
+    assert [snap for snap, _g in before[w["user"]][0]] == ["snapshot-s1", "snapshot-s2"]
+    assert "./live" in before[w["user"]][1] and "com.example:owner\talice\tlocal" in before[w["user"]][2]
+    assert w["volume_id"] in before["exports"] and w["r2"] in before and w["r3"] in before
     targets = [w["user"], w["volume"], "tank", w["r3"]]
     for target in targets:
         ops = peer_ops(target, w, g_inc)
