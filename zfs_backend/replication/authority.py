@@ -142,6 +142,11 @@ class PeerAuthority:
         if claim is None or claim.holder != holder or claim.state.get("peer") != peer:
             raise not_held(top, holder)
         self._check_root(top)
+        if not claim.state.get("recursive"):  # a claim on one dataset reaches no dataset inside it
+            rels = [*dict(args.get("base_guids") or {}), *dict(args.get("target_guids") or {})]
+            target = args.get("target")
+            if any(rel != "" for rel in rels) or (target is not None and str(target) != str(top)):
+                raise NotGranted(f"the claim of {holder} covers {top} alone, not the datasets inside it")
         need = {"discard": "rollback"}.get(verb)
         if verb == "commit" and args.get("prune_prefix") is not None:
             need = "prune"

@@ -245,3 +245,17 @@ def test_the_bound_holder_begins_again_whatever_it_created(node: Node) -> None:
     node.recv("finish", dataset="tank/m1", holder=A, target_guids={"": 801})
     with pytest.raises(NotGranted):
         node.begin("tank/m1", grant=g)  # consumed
+
+
+def test_a_claim_on_one_dataset_reaches_nothing_inside_it(node: Node) -> None:
+    node.zfs.make("tank/r1/child", "c1", guids=[901])
+    g = node.grant("node2", "tank/r1", ["increment", "rollback"])
+    node.begin("tank/r1", grant=g)
+    for verb, extra in (
+        ("discard", {"base_guids": {"child": 901}}),
+        ("finish", {"target_guids": {"": 601, "child": 901}}),
+        ("clean", {"target": "tank/r1/child"}),
+    ):
+        with pytest.raises(NotGranted, match="covers tank/r1 alone"):
+            node.recv(verb, dataset="tank/r1", holder=A, **extra)
+    assert all("child" not in str(c) for c in node.zfs.changing())  # nothing done inside
