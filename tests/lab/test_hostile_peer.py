@@ -198,6 +198,10 @@ def peer_ops(target: str, w: dict[str, Any], grant_id: str | None) -> list[tuple
         ("list", {}),
         ("backup.begin", {"volume": w["volume_id"], "backup": "b1", "holder": MADE_UP}),
         ("backup.verify", {"volume": w["volume_id"], "backup": "b1"}),
+        (
+            "backup.commit",
+            {"volume": w["volume_id"], "backup": "b1", "holder": MADE_UP, "snapshot": "s", "guid": 1},
+        ),
         ("peer.admit", {"what": "backup-read", "volume": w["volume_id"], "backup": "b1"}),
     ]
     if grant_id is not None and target != w["r2"]:
@@ -247,6 +251,10 @@ def test_a_hostile_peer_changes_nothing(
     w = world
     g_inc = grant(lab_settings, peer="node2", dataset=w["r2"], allow=["increment"])
     before = node_state(n1)
+    # what is compared is there: the user's snapshots and live data, the volume's export, both replicas
+    assert [snap for snap, _g in before[w["user"]][0]] == ["snapshot-s1", "snapshot-s2"]
+    assert "./live" in before[w["user"]][1] and "com.example:owner\talice\tlocal" in before[w["user"]][2]
+    assert w["volume_id"] in before["exports"] and w["r2"] in before and w["r3"] in before
     targets = [w["user"], w["volume"], "tank", w["r3"]]
     for target in targets:
         ops = peer_ops(target, w, g_inc)
@@ -256,13 +264,21 @@ def test_a_hostile_peer_changes_nothing(
             assert_refused(ssh_node1(nodes, cmd, data), (target, cmd))
     # recv.status names no other peer's holder; backup.list shows nothing of others; a forged hello
     # ends the session (the op after it is never answered)
+    abort = ("backup.abort", {"volume": w["volume_id"], "backup": "b1", "holder": MADE_UP})
     answers = rpc(
         nodes,
-        [("recv.status", {}), ("backup.list", {}), ("peer.hello", {"peer": "node3"}), ("recv.status", {})],
+        [
+            ("recv.status", {}),
+            ("backup.list", {}),
+            abort,
+            ("peer.hello", {"peer": "node3"}),
+            ("recv.status", {}),
+        ],
     )
-    assert len(answers) == 3, answers
+    assert len(answers) == 4, answers
     assert answers[0]["result"] == [] and answers[1]["result"] == []
-    assert "second peer.hello" in answers[2]["error"]["message"]
+    assert answers[2]["result"] == {"removed": False}  # nothing of its own to drop: a no-op
+    assert "second peer.hello" in answers[3]["error"]["message"]
     # the granted replica, with what its grant (increment only) does not allow
     r2 = w["r2"]
     begin = {"dataset": r2, "holder": H2, "source": f"node2:{r2}", "recursive": False, "sent_guids": []}
@@ -303,13 +319,12 @@ def test_the_legitimate_path_replicates_under_a_grant_and_nothing_else(
     names.append(ds)
     write(n2, ds, "f", 2)
     snapshot(n2, ds, "s1")
-    act = replicate(lab_settings, f"node2:{ds}@s1", f"node1:{ds}")  # no grant: refused by node1
-    assert act.wait(120) == "failed"
-    assert "no grant was presented" in str(act.record().error)
-    assert not Zfs(nodes["node1"]).exists(parse_dataset(ds))
+    with pytest.raises(NotGranted, match="no grant was presented"):  # refused by node1 at the start
+        replicate(lab_settings, f"node2:{ds}@s1", f"node1:{ds}")
     g = grant(lab_settings, peer="node3", dataset=ds, allow=["create"])  # another peer's grant
-    act = replicate(lab_settings, f"node2:{ds}@s1", f"node1:{ds}", extra_params={"grant": g})
-    assert act.wait(120) == "failed" and "holds no grant" in str(act.record().error)
+    with pytest.raises(NotGranted, match="holds no grant"):
+        replicate(lab_settings, f"node2:{ds}@s1", f"node1:{ds}", extra_params={"grant": g})
+    assert not Zfs(nodes["node1"]).exists(parse_dataset(ds))
     g = grant(lab_settings, peer="node2", dataset=ds, allow=["create"])
     assert_success(replicate(lab_settings, f"node2:{ds}@s1", f"node1:{ds}", extra_params={"grant": g}))
     assert [s.snap for s in Zfs(nodes["node1"]).list_snapshots(parse_dataset(ds))] == ["s1"]

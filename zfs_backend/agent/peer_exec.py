@@ -41,7 +41,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..zfs.names import parse_dataset, validate_node
+from ..hosts.validate import validate_node_name
+from ..zfs.names import parse_dataset
 
 __all__ = ["REFUSED", "check_stream_head", "main", "parse_request"]
 
@@ -253,7 +254,7 @@ def _peer_of(argv: Sequence[str]) -> str:
     if len(argv) != 2 or argv[0] != "--peer":
         raise Refused("this key's forced command names no peer (peer-exec --peer NODE)")
     try:
-        return validate_node(argv[1])
+        return validate_node_name(argv[1])
     except Exception as e:
         raise Refused(str(e)) from None
 

@@ -17,9 +17,10 @@ Ops and their ``args`` → ``result``:
     shutdown  {}                          → {}          (the agent stops after answering)
 
 The receiving end of replications into this node's datasets (``zfs_backend.replication.receiver``),
-called by the source node's agent; the only ops a peer node may call (on the peer socket):
+called by the source node's agent; the only ops a peer node may call (on the peer socket; ``"grant"``:
+the controller's grant, required of a peer's ``recv.begin``, see below):
 
-    recv.begin    {"dataset", "holder", "source", "recursive", "sent_guids"} → the tree's state
+    recv.begin    {"dataset", "holder", "source", "recursive", "sent_guids", "grant"?} → the tree's state
     recv.clean    {"dataset", "holder", "target"?}         recv.discard {"dataset", "holder", "base_guids"}
     recv.renew    {"dataset", "holder"}                    recv.release {"dataset", "holder"}
     recv.finish   {"dataset", "holder", "target_guids", "readonly_replica"}
@@ -31,8 +32,9 @@ called by the source node's agent; the only ops a peer node may call (on the pee
 A backup node's side of volume backups (``zfs_backend.replication.backupstore``), also open to peers
 (under a backup grant, see ``replication.backup_access``):
 
-    backup.begin  {"volume", "backup", "holder", "parent"?}  backup.commit {"volume", "backup", "holder",
-    backup.abort  {"volume", "backup", "holder"}                            "snapshot", "guid"}
+    backup.begin  {"volume", "backup", "holder", "parent"?, "grant"?}
+    backup.commit {"volume", "backup", "holder", "snapshot", "guid"}
+    backup.abort  {"volume", "backup", "holder"}
     backup.list   {"volume"?} → [entry, ...]                 backup.verify {"volume", "backup"} → chain
 
 The controller's grants of work to peer nodes (``zfs_backend.replication.grants``; the control socket

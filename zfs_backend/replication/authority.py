@@ -10,7 +10,8 @@ Rules (each refusal is one line: ``NotGranted``, or the claim store's "does not 
 
 * ``recv.begin`` needs ``grant``: a live grant of **this** peer, for **this** dataset (strictly under a
   replica root) with the same ``recursive`` flag, allowing ``create`` (the dataset does not exist) or
-  ``increment`` (it does). The claim records the peer and the grant.
+  ``increment`` (it does); a grant already bound to the same holder (its claim's own re-begin: a
+  migrate's next round, a restarted activity) is enough by itself. The claim records peer and grant.
 * every other ``recv.*`` op: the claim on the dataset must be held by the given holder **and** have been
   taken by this peer; otherwise refused exactly as a claim that is not held (no other holder is named).
   ``recv.discard`` also needs ``rollback`` in the claim's grant; ``recv.commit`` with ``prune_prefix``
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotGranted, UsageError
+from ..errors import NotGranted, UsageError, ZfsBackendError
 from ..zfs.names import DatasetName, parse_dataset, validate_node
 from .claims import Claim, ClaimStore, not_held
 from .grants import DEFAULT_GRANT_TTL_S, Grant, GrantStore, under_roots
@@ -123,9 +124,14 @@ class PeerAuthority:
         recursive = bool(args.get("recursive", False))
         if g is None or g.peer != peer or g.dataset != str(top) or g.recursive != recursive:
             raise NotGranted(f"{peer} holds no grant {args['grant']} to receive into {top}")
-        need = "increment" if exists(top) else "create"
-        if need not in g.allow:
-            raise NotGranted(f"grant {g.id} does not allow {need} on {top}")
+        if g.holder is not None and g.holder == validate_holder(args.get("holder")):
+            return g  # its holder again, under the claim it took (a migrate's next round, a restart)
+        if exists(top) and "increment" not in g.allow:
+            raise NotGranted(
+                f"{top} exists: grant {g.id} allows only creating it (a full copy needs a new dataset)"
+            )
+        if not exists(top) and "create" not in g.allow:
+            raise NotGranted(f"{top} does not exist: grant {g.id} allows only receiving into it as it is")
         return g
 
     def held(self, peer: str, verb: str, args: dict[str, Any]) -> Claim:
@@ -136,6 +142,11 @@ class PeerAuthority:
         if claim is None or claim.holder != holder or claim.state.get("peer") != peer:
             raise not_held(top, holder)
         self._check_root(top)
+        if not claim.state.get("recursive"):  # a claim on one dataset reaches no dataset inside it
+            rels = [*dict(args.get("base_guids") or {}), *dict(args.get("target_guids") or {})]
+            target = args.get("target")
+            if any(rel != "" for rel in rels) or (target is not None and str(target) != str(top)):
+                raise NotGranted(f"the claim of {holder} covers {top} alone, not the datasets inside it")
         need = {"discard": "rollback"}.get(verb)
         if verb == "commit" and args.get("prune_prefix") is not None:
             need = "prune"
@@ -164,7 +175,7 @@ class PeerAuthority:
                 continue
             need = "increment" if "" in c.state.get("before", {}) else "create"
             if need in g.allow or (inside and {"create", "increment"} & set(g.allow)):
-                d = self._dialect() if self._dialect is not None else None
+                d = self._probe()
                 return {
                     "dataset": str(ds),
                     "recv_no_mount": bool(d and d.recv_no_mount),
@@ -172,6 +183,14 @@ class PeerAuthority:
                     "dialect": str(d) if d is not None else "",
                 }
         raise NotGranted(f"{peer} holds no granted claim to receive into {ds}")
+
+    def _probe(self) -> Dialect | None:
+        """The node's ZFS dialect; None when it cannot be probed (then nothing is assumed: no ``-u``, no
+        ``-x``, and ``peer-exec`` checks the stream's properties itself)."""
+        try:
+            return self._dialect() if self._dialect is not None else None
+        except ZfsBackendError:
+            return None
 
     # ---------------------------------------------------------------- peer sessions: backups
 

@@ -22,13 +22,17 @@ socket), so every check and every change happens on the node that owns the data,
 ``finish``
     verifies the received snapshot GUIDs, marks the datasets the stream created as this replication's
     (user properties ``zfs_backend:receiver`` and ``zfs_backend:source``), makes new replicas read-only,
-    restores what ``begin`` changed on existing ones, releases the claim.
+    restores what ``begin`` changed on existing ones, releases the claim (and its grant, a peer's), and
+    records the GUIDs it verified as received (what a standby's prune may later remove).
 ``abort``
     (cancel, or a final failure) puts the tree back as ``begin`` found it: discards a partial resumable
     receive, rolls existing datasets back to their last snapshot from before (only when every newer
     snapshot is one this replication sent), destroys datasets that did not exist before and are provably
     this replication's (every snapshot's GUID is one the source sent, and no other receiver's mark).
-    What it may not touch (someone else's snapshot or dataset) it leaves, and says so.
+    What it may not touch (someone else's snapshot or dataset) it leaves, and says so. (In
+    :mod:`.receiver_abort`.)
+
+A peer's calls reach these only through :mod:`.authority` (grants, replica roots, the claim's peer).
 
 Nothing here ever receives with ``-F``: a plain receive refuses a changed destination by itself.
 
@@ -42,7 +46,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import DatasetNotFound, NotGranted, ReplicationConflict, UsageError, ZfsBackendError
+from ..errors import AlreadyRunning, DatasetNotFound, NotGranted, UsageError, ZfsBackendError
 from ..zfs.api import Zfs
 from ..zfs.changes import PROBE_PREFIX, HeadChanges, bytes_since, head_changes
 from ..zfs.models import Dataset, Snapshot
@@ -51,6 +55,7 @@ from .claims import DEFAULT_TTL_S, Claim, ClaimStore, not_held
 from .grants import GrantStore
 from .head import DestinationHead
 from .plan import DIVERGED, Conflict
+from .receiver_abort import AbortOps, _rel
 from .receiver_standby import StandbyOps
 from .wire import RECEIVER_PROP as RECEIVER_PROP
 from .wire import SOURCE_PROP as SOURCE_PROP
@@ -71,11 +76,7 @@ __all__ = [
 log = logging.getLogger("zfs_backend.replication")
 
 
-def _rel(top: DatasetName, ds: DatasetName) -> str:
-    return "" if ds == top else ds.name[len(top.name) + 1 :]
-
-
-class Receiver(StandbyOps):
+class Receiver(AbortOps, StandbyOps):
     """The destination's side of replications into its datasets (see the module doc); a standby's ops
     (``expect``, ``commit``, ``fence``) are in :mod:`.receiver_standby`."""
 
@@ -130,9 +131,11 @@ class Receiver(StandbyOps):
             newly_bound = self.grants.bind(grant, holder)[1]
         try:
             claim, new = self.claims.take(str(top), holder, source, self.ttl)
-        except BaseException:
+        except BaseException as e:
             if newly_bound and self.grants is not None and grant is not None:
                 self.grants.unbind(grant, holder)
+            if peer is not None and isinstance(e, AlreadyRunning):  # a peer learns no other holder's id
+                raise AlreadyRunning(f"{top} is being received into by another replication") from None
             raise
         try:
             self._tidy_expired(claim)
@@ -363,84 +366,6 @@ class Receiver(StandbyOps):
         self._restore_read_only(claim)
         self._release_holds(claim)
         return {"released": self._drop_claim(top, claim)}
-
-    def abort(self, dataset: str, holder: str, *, keep_claim: bool = False) -> dict[str, Any]:
-        """Put the tree back as ``begin`` found it, as far as it is provably this replication's doing.
-        ``keep_claim``: keep the claim and the read-only lock (a restart starting over)."""
-        top = parse_dataset(dataset)
-        claim = self.claims.get(str(top))
-        if claim is None or claim.holder != validate_holder(holder):
-            return {"restored": False, "left": [f"{top}: not claimed by {holder}; nothing touched"]}
-        before: dict[str, list[int]] = claim.state.get("before", {})
-        sent = set(claim.state.get("sent", []))
-        left: list[str] = []
-        restored: list[str] = []
-        tree = self._tree(top, bool(claim.state.get("recursive")))
-        # deepest first: a new child goes before its parent
-        for ds in sorted(tree, key=lambda d: d.name.name.count("/"), reverse=True):
-            rel = _rel(top, ds.name)
-            if rel in before:
-                self._restore_existing(ds.name, set(before[rel]), sent, restored, left)
-            else:
-                self._remove_created(ds.name, holder, sent, restored, left)
-        for name in claim.state.get("discarded", {}):
-            left.append(
-                f"{top}/{name}".rstrip("/") + ": what rollback_destination discarded cannot come back"
-            )
-        if not keep_claim:
-            self._restore_read_only(claim)
-            self._release_holds(claim)
-            self._drop_claim(top, claim)
-        return {"restored": not left, "actions": restored, "left": left}
-
-    def _restore_existing(
-        self, ds: DatasetName, before: set[int], sent: set[int], done: list[str], left: list[str]
-    ) -> None:
-        if self.zfs.dialect.resumable_receive and self.zfs.resume_token(ds):
-            self.zfs.abort_resumable_receive(ds)
-            done.append(f"{ds}: partial receive discarded")
-        snaps = self.zfs.list_snapshots(ds)
-        newer = [s for s in snaps if s.guid not in before and not s.snap.startswith(PROBE_PREFIX)]
-        if not newer:
-            return
-        foreign = [s for s in newer if s.guid not in sent]
-        if foreign:
-            left.append(f"{ds}: kept as it is; @{foreign[0].snap} was not made by this replication")
-            return
-        keep = [s for s in snaps if s.guid in before]
-        if not keep:
-            left.append(f"{ds}: none of its earlier snapshots is left to roll back to")
-            return
-        try:
-            with self.head.quiet(ds):
-                if self.head.changes(ds, snaps[-1]).changed:
-                    left.append(f"{ds}: kept as it is; it was written to after @{snaps[-1].snap}")
-                    return
-                self.zfs.rollback(keep[-1].name, destroy_newer=True)
-        except ReplicationConflict as e:
-            left.append(f"{ds}: kept as it is; {e}")
-            return
-        done.append(
-            f"{ds}: rolled back to @{keep[-1].snap} (removed {', '.join('@' + s.snap for s in newer)})"
-        )
-
-    def _remove_created(
-        self, ds: DatasetName, holder: str, sent: set[int], done: list[str], left: list[str]
-    ) -> None:
-        mark, source = self.zfs.get_with_source(ds, RECEIVER_PROP)
-        snaps = self.zfs.list_snapshots(ds)
-        partial = not snaps and self.zfs.dialect.resumable_receive and bool(self.zfs.resume_token(ds))
-        ours_by_guid = bool(snaps) and all(s.guid in sent for s in snaps)
-        other_mark = mark not in ("-", "", holder) and source in ("local", "received")
-        if other_mark or not (ours_by_guid or partial):
-            left.append(f"{ds}: not created by this replication; left alone")
-            return
-        children = [d for d in self.zfs.list_datasets(ds, recursive=True) if d.name != ds]
-        if children:
-            left.append(f"{ds}: holds datasets this replication did not create; left alone")
-            return
-        self.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
-        done.append(f"{ds}: destroyed (created by this replication)")
 
     def status(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.claims.all()]

@@ -78,8 +78,11 @@ def test_begin_needs_a_grant_of_this_peer_for_this_dataset(node: Node) -> None:
     with pytest.raises(UsageError, match="invalid grant id"):
         node.begin("tank/r1", grant="gr-nope")
     create_only = node.grant("node2", "tank/r1", ["create"])
-    with pytest.raises(NotGranted, match="does not allow increment"):
+    with pytest.raises(NotGranted, match=r"tank/r1 exists: .* allows only creating it"):
         node.begin("tank/r1", grant=create_only)
+    inc_only = node.grant("node2", "tank/r9", ["increment"])
+    with pytest.raises(NotGranted, match="tank/r9 does not exist"):
+        node.begin("tank/r9", grant=inc_only)
     assert node.claims.all() == [] and node.zfs.changing() == []
     node.begin("tank/r1", grant=g)
     claim = node.claims.get("tank/r1")
@@ -156,6 +159,9 @@ def test_another_peers_claim_is_not_held_for_this_one(node: Node) -> None:
     own = node.grant("node2", "tank/r1", ["increment"])
     with pytest.raises(AlreadyRunning, match="does not hold"):
         node.begin("tank/r1", peer="node2", grant=own)  # node3's holder id, from node2
+    with pytest.raises(AlreadyRunning, match=r"by another replication$"):
+        node.begin("tank/r1", holder=B, peer="node2", grant=own)  # a granted begin names no other holder
+    assert node.grants.get(own).holder is None  # type: ignore[union-attr]
     assert node.claims.get("tank/r1").state["peer"] == "node3"  # type: ignore[union-attr]
 
 
@@ -225,3 +231,31 @@ def test_received_guids_keep_all_64_bits(node: Node) -> None:
     assert node.claims.received_by("tank/r1", "node3") == set()
     node.claims.forget_received("tank/r1", [big])
     assert node.claims.received_by("tank/r1", "node2") == {5}
+
+
+def test_the_bound_holder_begins_again_whatever_it_created(node: Node) -> None:
+    """A create-only grant, bound by the first begin, lets the same holder begin again after its stream
+    created the dataset (a migrate's next round); nobody else, and nothing after the claim is released."""
+    g = node.grant("node2", "tank/m1", ["create"])
+    node.begin("tank/m1", grant=g)
+    node.zfs.make("tank/m1", "s1", guids=[801])  # the first stream arrived
+    node.begin("tank/m1", grant=g)  # the same holder: its claim's own
+    with pytest.raises(NotGranted):
+        node.begin("tank/m1", holder=B, grant=g)
+    node.recv("finish", dataset="tank/m1", holder=A, target_guids={"": 801})
+    with pytest.raises(NotGranted):
+        node.begin("tank/m1", grant=g)  # consumed
+
+
+def test_a_claim_on_one_dataset_reaches_nothing_inside_it(node: Node) -> None:
+    node.zfs.make("tank/r1/child", "c1", guids=[901])
+    g = node.grant("node2", "tank/r1", ["increment", "rollback"])
+    node.begin("tank/r1", grant=g)
+    for verb, extra in (
+        ("discard", {"base_guids": {"child": 901}}),
+        ("finish", {"target_guids": {"": 601, "child": 901}}),
+        ("clean", {"target": "tank/r1/child"}),
+    ):
+        with pytest.raises(NotGranted, match="covers tank/r1 alone"):
+            node.recv(verb, dataset="tank/r1", holder=A, **extra)
+    assert all("child" not in str(c) for c in node.zfs.changing())  # nothing done inside
