@@ -13,7 +13,7 @@ kind            grants on       names                  allow
 replicate       destination     dataset (recursive     ``create`` / ``increment`` as the request
                                 as the request)        implies; ``rollback`` only with
                                                        ``rollback_destination``
-migrate         destination     dataset                ``create``, ``increment`` (its own rounds)
+migrate         destination     dataset                ``create``
 standby-sync    the standby     dataset                ``increment``, ``prune``; no expiry (ttl 0):
                                                        revoked when the relationship ends or moves
 backup          backup node     volume                 ``backup``
@@ -177,12 +177,10 @@ def _replicate(p: Mapping[str, Any]) -> GrantRequest:
 
 
 def _migrate(p: Mapping[str, Any], peer: str) -> GrantRequest:
-    """``create``, and ``increment``: every catch-up round and the quiesce begin again (under the same
-    claim) on the dataset the full round created, and the destination checks each begin against the
-    grant (a dataset that exists needs ``increment``). The kind itself refuses a destination that existed
-    before it (``DestinationExistsConflict``)."""
+    """``create`` only: its later rounds begin again as the holder the grant is bound to (the destination
+    lets a bound holder begin again under its claim), and the kind refuses a destination that exists."""
     req = MigrateRequest.from_params(dict(p))
-    return GrantRequest(req.destination_node, peer, ("create", "increment"), dataset=str(req.destination))
+    return GrantRequest(req.destination_node, peer, ("create",), dataset=str(req.destination))
 
 
 def _sync(p: Mapping[str, Any], peer: str) -> GrantRequest:

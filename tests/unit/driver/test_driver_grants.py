@@ -46,7 +46,7 @@ def test_a_migration_is_granted_by_its_destination_first(no_clones: None) -> Non
     [(_, asked)] = nodes.args("grant.add")
     assert (asked["peer"], asked["allow"], asked["dataset"], asked["volume"]) == (
         "node1",
-        ["create", "increment"],
+        ["create"],
         DS,
         None,
     )

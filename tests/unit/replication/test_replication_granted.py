@@ -69,7 +69,7 @@ def test_replicate_asks_what_the_request_implies(extra: dict[str, Any], allow: t
 
 def test_each_kind_asks_its_destination() -> None:
     assert grant_request("migrate", MIGRATE, "node1") == GrantRequest(
-        "node2", "node1", ("create", "increment"), dataset="tank/w/volume-1"
+        "node2", "node1", ("create",), dataset="tank/w/volume-1"
     )
     assert grant_request("standby-sync", SYNC, "node1") == GrantRequest(
         "node2", "node1", ("increment", "prune"), dataset="tank/v/volume-1", ttl_s=0.0
