@@ -35,6 +35,10 @@ class Settings:
     ``jobboard_password``: the file holding its Redis password (``$ZFS_BACKEND_JOBBOARD_PASSWORD_FILE``,
     default ``<home>/jobboard/password``, where ``zfs-backend jobboard up`` writes it; 0600, the caller's
     own: see ``flows.redis_auth``).
+    ``replica_roots``: the datasets replicas from peer nodes may live under (``$ZFS_BACKEND_REPLICA_ROOTS``,
+    comma-separated); a replica lies **strictly** under a root, never a root itself. Empty (unset): this
+    node accepts no work from peers at all (every grant, receive, lock, prune and rollback a peer asks for
+    is refused); the lab and the ansible role set it.
     ``cinder_port_base``: first of the loopback ports of the small Cinder of ``scripts/cinder-up``
     (``$ZFS_BACKEND_CINDER_PORT_BASE``; None: derived from ``lab_network``, see ``zfs_backend.cinderlab``).
     """
@@ -48,6 +52,7 @@ class Settings:
     flow_persistence: str = ""
     jobboard: str = ""
     jobboard_password: Path | None = None
+    replica_roots: tuple[str, ...] = ()
 
     @property
     def jobboard_password_file(self) -> Path:
@@ -110,7 +115,24 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         if e.get("ZFS_BACKEND_JOBBOARD_PASSWORD_FILE")
         else None,
         cinder_port_base=_int(e, "ZFS_BACKEND_CINDER_PORT_BASE", 0, 65535) or None,
+        replica_roots=_roots(e.get("ZFS_BACKEND_REPLICA_ROOTS", "")),
     )
+
+
+_ROOT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*(?:/[A-Za-z0-9_.:-]+)*")
+
+
+def _roots(value: str) -> tuple[str, ...]:
+    """``$ZFS_BACKEND_REPLICA_ROOTS``: comma-separated dataset names (checked again by the agent)."""
+    out = []
+    for part in value.split(","):
+        root = part.strip()
+        if not root:
+            continue
+        if not _ROOT.fullmatch(root) or len(root) > 255 or {".", ".."} & set(root.split("/")):
+            raise ConfigError(f"$ZFS_BACKEND_REPLICA_ROOTS: {root[:80]!r} is not a dataset name")
+        out.append(root)
+    return tuple(out)
 
 
 _ENV_LINE = re.compile(r"([A-Z_][A-Z0-9_]*)=(.*)")

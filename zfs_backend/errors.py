@@ -43,7 +43,8 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
         ├── DestinationExistsConflict     a full copy into a dataset that exists
         ├── UpToDate                      the destination holds the snapshot already
         ├── InsufficientSpace             the destination lacks the space the estimate needs
-        └── AlreadyRunning                the same replication runs, or another receives into the destination
+        ├── AlreadyRunning                the same replication runs, or another receives into the destination
+        └── NotGranted                    a peer asked for work the destination's controller did not grant
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ __all__ = [
     "LabError",
     "MissingDependency",
     "NoCommonBase",
+    "NotGranted",
     "NotRoot",
     "PoolFull",
     "ProtocolError",
@@ -279,3 +281,8 @@ class BackupNotFound(BackupError):
 
 class BackupCorrupt(BackupError):
     """A backup stream file does not match the size and SHA-256 its manifest records."""
+
+
+class NotGranted(ReplicationConflict):
+    """A peer node asked for work no grant of the controller covers (no grant, another peer's, expired,
+    outside the node's replica roots, or an operation the grant does not allow). Nothing was changed."""

@@ -57,6 +57,10 @@ def test_agent_running_answering_and_healthy(hosts):
         assert health["agent"]["pid"] > 0
         kinds = host.run(f"{PREFIX}/bin/python -c 'import zfs_backend.agent'")
         assert kinds.rc == 0
+        pool = _var(host, "zfs_backend_node_pool_name", "tank")
+        assert (
+            f"ZFS_BACKEND_REPLICA_ROOTS={pool}\n" in host.file(ENV_FILE).content_string
+        )  # the role's default
 
     _each(hosts, check)
 
@@ -111,7 +115,8 @@ def test_keys_are_private_and_narrow(hosts):
                 continue
             (line,) = mine
             assert line.startswith(
-                f'restrict,from="{addresses[peer]}",command="{PREFIX}/bin/zfs-backend peer-exec" '
+                f'restrict,from="{addresses[peer]}",'
+                f'command="{PREFIX}/bin/zfs-backend peer-exec --peer {peer}" '
             )
         # the controller's key is a line of its own, without the node keys' restrictions
         assert any(not ln.startswith(("restrict", "#")) for ln in lines), lines

@@ -1,5 +1,5 @@
-"""Numeric settings from the environment are bounded: one line naming the variable, never a traceback
-nor a 400-digit value echoed back."""
+"""Settings read from the environment: numeric ones are bounded (one line naming the variable, never a
+traceback nor a 400-digit value echoed back); the replica roots (what a node lets peers replicate under)."""
 
 from __future__ import annotations
 
@@ -40,3 +40,19 @@ def test_through_the_command_line(
     rc = main(["activity", "list", "--node", "node1"])
     err = capsys.readouterr().err
     assert rc == 3 and err.count("\n") == 1 and "ZFS_BACKEND_SSH_PERSIST" in err and "Traceback" not in err
+
+
+def test_replica_roots_unset_means_none() -> None:
+    assert load_settings({}).replica_roots == ()
+    assert load_settings({"ZFS_BACKEND_REPLICA_ROOTS": " , "}).replica_roots == ()
+
+
+def test_replica_roots_are_comma_separated_datasets() -> None:
+    env = {"ZFS_BACKEND_REPLICA_ROOTS": "tank/replicas, tank/volumes"}
+    assert load_settings(env).replica_roots == ("tank/replicas", "tank/volumes")
+
+
+@pytest.mark.parametrize("bad", ["/tank", "tank/../etc", "-tank", "tank//r", "tank r"])
+def test_a_bad_root_is_refused_in_one_line(bad: str) -> None:
+    with pytest.raises(ConfigError, match="ZFS_BACKEND_REPLICA_ROOTS"):
+        load_settings({"ZFS_BACKEND_REPLICA_ROOTS": bad})

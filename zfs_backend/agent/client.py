@@ -1,6 +1,11 @@
 """The controller side: ``AgentClient`` over a transport (``transport.py``), ``RemoteActivity`` and
 ``Node``.
 
+Grants (issue 19): before the controller starts an activity in which one node writes into another, it
+asks the destination's agent for a grant (``grant``: ``grant.add`` on the control socket, never a peer's
+op) and ends a relationship's grants with ``revoke_grant`` (``grant.revoke``); see
+``zfs_backend.replication.granted``.
+
 Errors come back as the ``zfs_backend.errors`` type the agent raised (``ActivityNotFound``,
 ``InvalidTransition``, …); a dead connection is reopened before the next request, and a read-only
 request (``get``, ``list``, ``wait``, ``ping``) whose answer was lost is sent again once.
@@ -8,8 +13,10 @@ request (``get``, ``list``, ``wait``, ``ping``) whose answer was lost is sent ag
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +91,45 @@ class AgentClient:
             rec = ActivityRecord.from_dict(self.call("wait", id=activity_id, timeout=left))
             if rec.state in TERMINAL or (deadline is not None and time.monotonic() >= deadline):
                 return rec
+
+    def grant(
+        self,
+        peer: str,
+        allow: Sequence[str],
+        *,
+        dataset: str | None = None,
+        volume: str | None = None,
+        recursive: bool = False,
+        ttl_s: float | None = None,
+    ) -> dict[str, Any]:
+        """``grant.add``: let ``peer`` do ``allow`` on ``dataset`` (``recursive``) or on ``volume``'s
+        backups, here; ``ttl_s``: how long it may wait for its first use (None: the agent's default, 0:
+        never expires). Returns ``{"grant": id, "expires_at": ...}``."""
+        args: dict[str, Any] = {"peer": peer, "allow": list(allow)}
+        if dataset is not None:
+            args.update(dataset=dataset, recursive=bool(recursive))
+        if volume is not None:
+            args["volume"] = volume
+        if ttl_s is not None:
+            args["ttl_s"] = float(ttl_s)
+        return dict(self.call("grant.add", **args))
+
+    def revoke_grant(
+        self, grant: str | None = None, *, dataset: str | None = None, peer: str | None = None
+    ) -> int:
+        """``grant.revoke``: the grant ``grant``, or every grant on ``dataset`` (from ``peer``, or any).
+        Returns how many went."""
+        if grant is not None:
+            args: dict[str, Any] = {"grant": grant}
+        else:
+            args = {"dataset": dataset}
+            if peer is not None:
+                args["peer"] = peer
+        return int(dict(self.call("grant.revoke", **args)).get("revoked", 0))
+
+    def grants(self) -> builtins.list[dict[str, Any]]:
+        """``grant.list``: the live grants on this node."""
+        return [dict(g) for g in self.call("grant.list")]
 
     def shutdown(self) -> None:
         self.call("shutdown")
@@ -206,6 +252,25 @@ class Node:
 
     def list(self, state: str | None = None) -> list[RemoteActivity]:
         return [RemoteActivity(self.client, r) for r in self.client.list(state)]
+
+    def grant(
+        self,
+        peer: str,
+        allow: Sequence[str],
+        *,
+        dataset: str | None = None,
+        volume: str | None = None,
+        recursive: bool = False,
+        ttl_s: float | None = None,
+    ) -> dict[str, Any]:
+        """A grant on this node for ``peer`` (see ``AgentClient.grant``)."""
+        c = self.client
+        return c.grant(peer, allow, dataset=dataset, volume=volume, recursive=recursive, ttl_s=ttl_s)
+
+    def revoke_grant(
+        self, grant: str | None = None, *, dataset: str | None = None, peer: str | None = None
+    ) -> int:
+        return self.client.revoke_grant(grant, dataset=dataset, peer=peer)
 
     def get(self, activity_id: str) -> RemoteActivity:
         return RemoteActivity(self.client, self.client.get(activity_id))

@@ -2,10 +2,13 @@
 
 * Sockets: ``Settings.agent_socket`` (default ``/run/zfs-backend/agent.sock``) serves every op;
   ``Settings.peer_socket`` (``peer.sock`` beside it) serves only what peer nodes may ask
-  (``protocol.PEER_OPS``: the receiving end of replications). Both mode 0600 in a directory created
-  0700 (an existing one keeps its mode: the agent never changes the mode of a directory it did not
-  create); a client whose uid is neither root nor the agent's is refused (``SO_PEERCRED``) before any
-  request is read.
+  (``protocol.PEER_OPS``: the receiving end of replications), and only in a **peer session**: its first
+  line must be ``peer.hello`` naming the peer (written by ``peer-exec --peer NODE``, the forced command
+  of that node's key); any op before it, or a second hello, ends the session with one error line. What a
+  peer may then do is ``replication.authority``'s (the controller's grants, the replica roots). Both
+  sockets mode 0600 in a directory created 0700 (an existing one keeps its mode: the agent never
+  changes the mode of a directory it did not create); a client whose uid is neither root nor the
+  agent's is refused (``SO_PEERCRED``) before any request is read.
 * Files: the store, claims, log and lock are created 0600 in directories created 0700
   (``zfs_backend.private``).
 * State: ``Settings.agent_dir / "activities.db"`` (SQLite, see ``activity.store``); log: JSON lines
@@ -41,9 +44,12 @@ from ..errors import AgentUnavailable, ProtocolError, UsageError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
 from ..private import private_dir, private_open
+from ..zfs.names import validate_node
 from .manager import ActivityManager
 from .protocol import (
     BACKUP_OPS,
+    GRANT_OPS,
+    HELLO_OP,
     MAX_LINE,
     MAX_WAIT_S,
     OPS,
@@ -107,6 +113,11 @@ class _Handler(socketserver.StreamRequestHandler):
         if not self.server.peer_allowed(self.connection):
             self._refuse()
             return
+        peer: str | None = None
+        if self.server.hello_required:
+            peer = self._hello()
+            if peer is None:
+                return
         while True:
             line = self.rfile.readline(MAX_LINE + 1)
             if not line:
@@ -117,19 +128,47 @@ class _Handler(socketserver.StreamRequestHandler):
             try:
                 req = decode(line)
                 req_id = req.get("id")
-                result = self.server.dispatch(str(req.get("op", "")), req.get("args") or {})
+                op = str(req.get("op", ""))
+                if op == HELLO_OP and self.server.hello_required:
+                    self._send(response(req_id, error=ProtocolError("a second peer.hello is refused")))
+                    return
+                result = self.server.dispatch(op, req.get("args") or {}, peer=peer)
                 out = response(req_id, result)
             except Exception as e:
                 if not isinstance(e, (ProtocolError, UsageError)) and not hasattr(e, "exit_code"):
                     self.server.log.exception("request failed")
                 out = response(req_id, error=e)
-            try:
-                self.wfile.write(encode(out))
-                self.wfile.flush()
-            except OSError:
+            if not self._send(out):
                 return
             if req_id is not None and out.get("result") == {"shutdown": True}:
                 self.server.request_stop()
+
+    def _send(self, out: dict[str, Any]) -> bool:
+        try:
+            self.wfile.write(encode(out))
+            self.wfile.flush()
+        except OSError:
+            return False
+        return True
+
+    def _hello(self) -> str | None:
+        """A peer session's first line: ``peer.hello`` naming the peer (written by ``peer-exec``, never
+        by the peer). Anything else ends the session with one error line."""
+        line = self.rfile.readline(MAX_LINE + 1)
+        if not line:
+            return None
+        req_id: Any = None
+        try:
+            req = decode(line)
+            req_id = req.get("id")
+            args = req.get("args")
+            if req.get("op") != HELLO_OP or not isinstance(args, dict):
+                raise ProtocolError("a peer session must begin with peer.hello (peer-exec --peer NODE)")
+            peer = validate_node(str(args.get("peer", "")))
+        except Exception as e:
+            self._send(response(req_id, error=e))
+            return None
+        return peer if self._send(response(req_id, {"peer": peer})) else None
 
     def _refuse(self) -> None:
         """Answer "permission denied" and hang up without reading a single request. What the peer sent
@@ -157,11 +196,13 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         log: logging.Logger,
         *,
         ops: frozenset[str] = OPS,
+        hello_required: bool = False,
     ) -> None:
         self.socket_path = socket_path
         self.manager = manager
         self.log = log
         self.ops = ops
+        self.hello_required = hello_required
         self._stopping = threading.Event()
         _prepare_socket_path(socket_path)
         old = os.umask(0o177)
@@ -184,7 +225,9 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self._stopping.set()
             threading.Thread(target=self.shutdown, name="agent-stop", daemon=True).start()
 
-    def dispatch(self, op: str, args: dict[str, Any]) -> Any:
+    def dispatch(self, op: str, args: dict[str, Any], peer: str | None = None) -> Any:
+        """One request; ``peer``: the peer node of a peer session (its ``peer.hello``), None on the
+        controller's socket."""
         if op not in self.ops:
             raise ProtocolError(f"unknown op {op!r}" if op not in OPS else f"op {op!r} is not allowed here")
         if not isinstance(args, dict):
@@ -203,9 +246,15 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if op == "shutdown":
             return {"shutdown": True}
         if op in RECV_OPS:
-            return m.receive(op.removeprefix("recv."), args)
+            return m.receive(op.removeprefix("recv."), args, peer=peer)
         if op in BACKUP_OPS:
-            return m.backup(op.removeprefix("backup."), args)
+            return m.backup(op.removeprefix("backup."), args, peer=peer)
+        if op in GRANT_OPS:
+            if peer is not None:  # never: GRANT_OPS are not PEER_OPS; belt and braces
+                raise ProtocolError(f"op {op!r} is not allowed here")
+            return m.grant(op.removeprefix("grant."), args)
+        if op == "peer.admit":
+            return m.admit(peer, args)
         if op == "start":
             return m.start(str(args.get("kind", "")), args.get("params") or {}).to_dict()
         if op == "list":
@@ -258,8 +307,10 @@ def run_agent(
     exit code (0). For ``zfs-backend agent``. ``test_kinds``: also host the generic ``pipeline`` kind.
     ``metrics_port`` > 0: Prometheus metrics on ``metrics_address:metrics_port`` (``agent.metrics``)."""
     from ..activity.store import ActivityStore
+    from ..replication.authority import PeerAuthority
     from ..replication.backupstore import BackupStore
     from ..replication.claims import ClaimStore
+    from ..replication.grants import GrantStore
     from ..replication.receiver import Receiver
     from ..zfs.api import Zfs
     from .peers import PeerAgents
@@ -271,20 +322,23 @@ def run_agent(
     lock_fd = _single_instance(db.with_name(db.name + ".lock"))
     store = ActivityStore(db)
     claims = ClaimStore(db.with_name("claims.db"))
+    grants = GrantStore(db.with_name("grants.db"))
     name = node or socket.gethostname()
     peers = PeerAgents(settings)
+    zfs = Zfs(LocalHost(name))
     manager = ActivityManager(
         store,
         node=name,
         host_for=host_for,
         log=log,
-        receiver=Receiver(Zfs(LocalHost(name)), claims),
+        receiver=Receiver(zfs, claims, grants=grants),
         peer=peers,
         test_kinds=test_kinds,
         backups=BackupStore(settings.backup_dir),
+        authority=PeerAuthority(grants, claims, settings.replica_roots, dialect=lambda: zfs.dialect),
     )
     server = AgentServer(sock, manager, log)
-    peer_server = AgentServer(peer_sock, manager, log, ops=PEER_OPS)
+    peer_server = AgentServer(peer_sock, manager, log, ops=PEER_OPS, hello_required=True)
     threading.Thread(target=peer_server.serve_forever, args=(0.2,), name="agent-peers", daemon=True).start()
 
     def stop() -> None:
@@ -320,6 +374,7 @@ def run_agent(
         peers.close()
         store.close()
         claims.close()
+        grants.close()
         log.info("agent stopped", extra={"uptime_s": round(time.monotonic() - t0, 1)})
         os.close(lock_fd)
     return 0

@@ -24,8 +24,10 @@ from ..errors import ProtocolError, UsageError
 from ..hosts.base import Host
 from ..replication import activity as _replicate_kind  # noqa: F401 - registers the "replicate" kind
 from ..replication import backup as _backup_kinds  # noqa: F401 - registers "backup" and "restore"
+from ..replication import backup_access as peer_backups
 from ..replication import migrate as _migrate_kind  # noqa: F401 - registers the "migrate" kind
 from ..replication import standby as _standby_kind  # noqa: F401 - registers the "standby-sync" kind
+from ..replication.authority import PeerAuthority
 from ..replication.backupstore import BackupStore
 from ..replication.receiver import Receiver
 
@@ -48,9 +50,11 @@ class ActivityManager:
         peer: Callable[[str], PeerCaller] | None = None,
         test_kinds: bool = False,
         backups: BackupStore | None = None,
+        authority: PeerAuthority | None = None,
     ) -> None:
         self.store = store
         self.backups = backups
+        self.authority = authority
         self.log = log or logging.getLogger("zfs_backend.agent")
         ctx = ActivityContext(store=store, node=node, log=self.log, self_restarting=True, peer=peer)
         if host_for is not None:
@@ -144,15 +148,42 @@ class ActivityManager:
     def kinds(self) -> builtins.list[str]:
         return [k for k in registered_kinds() if self.test_kinds or k not in TEST_KINDS]
 
-    def receive(self, verb: str, args: dict[str, Any]) -> Any:
-        """A ``recv.*`` op: the receiving end of a replication into this node (``replication.receiver``)."""
+    def _authority(self) -> PeerAuthority:
+        if self.authority is None:
+            raise UsageError("this agent grants no work to peers")
+        return self.authority
+
+    def grant(self, verb: str, args: dict[str, Any]) -> Any:
+        """A ``grant.*`` op (the controller's socket only): see ``replication.grants``."""
+        return self._authority().grant_op(verb, args)
+
+    def admit(self, peer: str | None, args: dict[str, Any]) -> Any:
+        """``peer.admit``: may this peer session's ``peer-exec`` run what it was asked?"""
+        if peer is None:
+            raise ProtocolError("peer.admit is asked on a peer session")
+        what = args.get("what")
+        if what == "receive":
+            return self._authority().admit_receive(peer, args.get("dataset"))
+        if what in ("backup-write", "backup-read") and self.backups is not None:
+            return peer_backups.admit(self.backups, self._authority(), peer, str(what), args)
+        raise ProtocolError(f"peer.admit: unknown what {what!r}")
+
+    def receive(self, verb: str, args: dict[str, Any], peer: str | None = None) -> Any:
+        """A ``recv.*`` op: the receiving end of a replication into this node (``replication.receiver``).
+        ``peer``: the session's peer node (None: the controller's socket), checked by the authority."""
         r = self.receiver
         if r is None:
             raise UsageError("this agent does not receive replications")
         try:
             if verb == "status":
-                return r.status()
+                out = r.status()
+                return out if peer is None else self._authority().own_claims(peer, out)
             dataset, holder = args["dataset"], args["holder"]
+            grant = None
+            if peer is not None and verb == "begin":
+                grant = self._authority().for_begin(peer, args, r.zfs.exists).id
+            elif peer is not None:
+                self._authority().held(peer, verb, args)
             if verb == "begin":
                 return r.begin(
                     dataset,
@@ -160,6 +191,8 @@ class ActivityManager:
                     args["source"],
                     recursive=bool(args.get("recursive", False)),
                     sent_guids=[int(g) for g in args.get("sent_guids") or []],
+                    peer=peer,
+                    grant=grant,
                 )
             if verb == "clean":
                 return r.clean(dataset, holder, args.get("target"))
@@ -194,30 +227,15 @@ class ActivityManager:
             raise ProtocolError(f"recv.{verb}: bad arguments: {e}") from None
         raise ProtocolError(f"unknown op recv.{verb}")
 
-    def backup(self, verb: str, args: dict[str, Any]) -> Any:
-        """A ``backup.*`` op: this node as a backup node (``replication.backupstore``)."""
+    def backup(self, verb: str, args: dict[str, Any], peer: str | None = None) -> Any:
+        """A ``backup.*`` op: this node as a backup node (``replication.backupstore``); a peer session's
+        through ``peer_backups`` (grants, and entries the peer wrote)."""
         b = self.backups
         if b is None:
             raise UsageError("this agent keeps no backups")
-        try:
-            if verb == "list":
-                vol = args.get("volume")
-                return b.list(None if vol is None else str(vol))
-            volume, backup = str(args["volume"]), str(args["backup"])
-            if verb == "verify":
-                return b.verify(volume, backup)
-            holder = str(args["holder"])
-            if verb == "begin":
-                parent = args.get("parent")
-                return b.begin(volume, backup, holder, None if parent is None else str(parent))
-            if verb == "commit":
-                snap, guid = str(args["snapshot"]), int(args["guid"])
-                return b.commit(volume, backup, holder, snapshot=snap, guid=guid)
-            if verb == "abort":
-                return b.abort(volume, backup, holder)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ProtocolError(f"backup.{verb}: bad arguments: {e}") from None
-        raise ProtocolError(f"unknown op backup.{verb}")
+        if peer is not None:
+            return peer_backups.op(b, self._authority(), peer, verb, args)
+        return peer_backups.op(b, None, None, verb, args)
 
     def suspend(self, activity_id: str) -> ActivityRecord:
         self._live_or_raise(activity_id, "suspend").suspend()

@@ -3,8 +3,10 @@ receiving end on the destination (``recv.*`` ops, see ``replication.receiver``).
 
 One session per peer, opened on first use and kept for the agent's life (reopened when it dies):
 ``ssh PEER zfs-backend rpc --peer`` over the node's own SSH configuration, multiplexed on a
-ControlMaster. On the peer, the node's narrow key runs only ``zfs-backend peer-exec``, which lets this
-through to the peer socket (replication ops only) and nothing else but ``zfs receive``.
+ControlMaster. On the peer, the node's narrow key runs only ``zfs-backend peer-exec --peer <this node>``,
+which lets this through to the peer socket as a peer session of this node (replication ops only, as far
+as the controller granted this node there) and nothing else but granted ``zfs receive`` and backup
+streams.
 """
 
 from __future__ import annotations

@@ -17,9 +17,10 @@ Ops and their ``args`` → ``result``:
     shutdown  {}                          → {}          (the agent stops after answering)
 
 The receiving end of replications into this node's datasets (``zfs_backend.replication.receiver``),
-called by the source node's agent; the only ops a peer node may call (on the peer socket):
+called by the source node's agent; the only ops a peer node may call (on the peer socket; ``"grant"``:
+the controller's grant, required of a peer's ``recv.begin``, see below):
 
-    recv.begin    {"dataset", "holder", "source", "recursive", "sent_guids"} → the tree's state
+    recv.begin    {"dataset", "holder", "source", "recursive", "sent_guids", "grant"?} → the tree's state
     recv.clean    {"dataset", "holder", "target"?}         recv.discard {"dataset", "holder", "base_guids"}
     recv.renew    {"dataset", "holder"}                    recv.release {"dataset", "holder"}
     recv.finish   {"dataset", "holder", "target_guids", "readonly_replica"}
@@ -28,11 +29,32 @@ called by the source node's agent; the only ops a peer node may call (on the pee
     recv.commit   {"dataset", "holder", "target_guid", "prune_prefix"?}   (hold the new base, prune)
     recv.fence    {"dataset", "holder", "reason"?}         (abort, and shut the holder out for good)
 
-A backup node's side of volume backups (``zfs_backend.replication.backupstore``), also open to peers:
+A backup node's side of volume backups (``zfs_backend.replication.backupstore``), also open to peers
+(under a backup grant, see ``replication.backup_access``):
 
-    backup.begin  {"volume", "backup", "holder", "parent"?}  backup.commit {"volume", "backup", "holder",
-    backup.abort  {"volume", "backup", "holder"}                            "snapshot", "guid"}
+    backup.begin  {"volume", "backup", "holder", "parent"?, "grant"?}
+    backup.commit {"volume", "backup", "holder", "snapshot", "guid"}
+    backup.abort  {"volume", "backup", "holder"}
     backup.list   {"volume"?} → [entry, ...]                 backup.verify {"volume", "backup"} → chain
+
+The controller's grants of work to peer nodes (``zfs_backend.replication.grants``; the control socket
+only, never a peer's):
+
+    grant.add     {"peer", "allow", "dataset", "recursive"?, "ttl_s"?}  or  {"peer", "allow": ["backup"],
+                  "volume", "ttl_s"?}                                   → {"grant": "gr-…", "expires_at"}
+    grant.revoke  {"grant"}  or  {"dataset", "peer"?}                   → {"revoked": n}
+    grant.list    {}                                                    → [grant, …]
+
+Peer sessions (the peer socket, ``zfs_backend.replication.authority``): the first line of every one is
+``peer.hello {"peer": NODE}``, written by ``peer-exec --peer NODE`` (the forced command of that node's
+key) before a byte of the peer's own; the agent refuses any op before it and any second hello. On a
+peer session ``recv.begin`` and ``backup.begin`` carry ``"grant"`` and the other ops are checked against
+the claim's peer; and ``peer-exec`` asks before it runs a stream:
+
+    peer.hello    {"peer"}                                   → {"peer"}
+    peer.admit    {"what": "receive", "dataset"}             → {"dataset", "recv_no_mount", "recv_properties",
+                                                                 "dialect"}
+                  {"what": "backup-write"|"backup-read", "volume", "backup"} → {"volume", "backup"}
 
 Errors carry the class name of a ``zfs_backend.errors`` exception; the client re-raises that type. A
 line that is not a JSON object, or names an unknown op, gets a ``ProtocolError``. A line longer than
@@ -49,6 +71,8 @@ from ..errors import ActivityError, ProtocolError, ZfsBackendError
 
 __all__ = [
     "BACKUP_OPS",
+    "GRANT_OPS",
+    "HELLO_OP",
     "MAX_LINE",
     "OPS",
     "PEER_OPS",
@@ -82,6 +106,10 @@ RECV_OPS = frozenset(
 )
 #: a backup node's side of volume backups (``replication.backupstore``)
 BACKUP_OPS = frozenset({"backup.begin", "backup.commit", "backup.abort", "backup.list", "backup.verify"})
+#: the controller's grants of work to peers (``replication.grants``): never reachable from a peer
+GRANT_OPS = frozenset({"grant.add", "grant.revoke", "grant.list"})
+#: the first line of every peer session, written by ``peer-exec --peer NODE`` (never by the peer)
+HELLO_OP = "peer.hello"
 OPS = frozenset(
     {
         "ping",
@@ -94,17 +122,31 @@ OPS = frozenset(
         "cancel",
         "wait",
         "shutdown",
+        "peer.admit",
         *RECV_OPS,
         *BACKUP_OPS,
+        *GRANT_OPS,
     }
 )
 #: what a peer node may ask (its narrow SSH key reaches only the peer socket): the receiving end of
 #: replications and the backup store; fencing a holder off a dataset is the controller's (a forced
 #: failover), never a peer's
-PEER_OPS = frozenset({"ping", *RECV_OPS, *BACKUP_OPS} - {"recv.fence"})
+PEER_OPS = frozenset({"ping", "peer.admit", *RECV_OPS, *BACKUP_OPS} - {"recv.fence"})
 #: ops that may be re-sent safely when a connection dies with the answer outstanding
 READ_ONLY_OPS = frozenset(
-    {"ping", "kinds", "list", "get", "wait", "recv.status", "recv.renew", "backup.list", "backup.verify"}
+    {
+        "ping",
+        "kinds",
+        "list",
+        "get",
+        "wait",
+        "recv.status",
+        "recv.renew",
+        "backup.list",
+        "backup.verify",
+        "grant.list",
+        "peer.admit",
+    }
 )
 MAX_WAIT_S = 60.0
 

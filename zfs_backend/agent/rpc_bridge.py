@@ -6,6 +6,12 @@ round trip). Bytes are copied both ways unchanged; when stdin reaches EOF the br
 socket and exits once the agent has answered everything. If the agent is not running, the bridge
 answers each request line with an ``AgentUnavailable`` error (so the client gets one clear line),
 and exits 7 at EOF.
+
+``hello`` (``peer-exec --peer NODE`` bridging a peer node to the peer socket): before a single byte of
+the client's is copied, the bridge writes its own ``peer.hello`` line naming the peer and reads the
+agent's answer itself, so the session's identity is the forced command's, never one the peer wrote
+(a second hello from the peer is refused by the agent). A refused hello answers every request line
+with that refusal, as an absent agent does.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..config import Settings
-from ..errors import AgentUnavailable
-from .protocol import decode, encode, response
+from ..errors import AgentUnavailable, ProtocolError
+from .protocol import HELLO_OP, decode, encode, response
 
-__all__ = ["bridge", "rpc_bridge"]
+__all__ = ["bridge", "rpc_bridge", "say_hello"]
 
 BUF = 1 << 16
 
@@ -50,15 +56,40 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def bridge(stdin: BinaryIO, stdout: BinaryIO, socket_path: Path) -> int:
-    """Copy ``stdin`` → agent socket and agent socket → ``stdout`` until both directions end."""
+def say_hello(sock: socket.socket, peer: str) -> bytes:
+    """Open a peer session on ``sock``: write ``peer.hello`` and read the agent's answer. Returns what
+    the agent sent after that answer (nothing, normally). Raises ``AgentUnavailable`` if refused."""
+    sock.sendall(encode({"id": 0, "op": HELLO_OP, "args": {"peer": peer}}))
+    buf = b""
+    while b"\n" not in buf:
+        data = sock.recv(BUF)
+        if not data:
+            raise AgentUnavailable("the agent closed the peer session at its hello")
+        buf += data
+    line, rest = buf.split(b"\n", 1)
+    answer = decode(line)
+    if "error" in answer:
+        err = answer.get("error") or {}
+        raise AgentUnavailable(
+            f"peer session refused: {err.get('message', err) if isinstance(err, dict) else err}"
+        )
+    return rest
+
+
+def bridge(stdin: BinaryIO, stdout: BinaryIO, socket_path: Path, *, hello: str | None = None) -> int:
+    """Copy ``stdin`` → agent socket and agent socket → ``stdout`` until both directions end; with
+    ``hello``, open a peer session for that peer first (see the module doc)."""
     in_fd, out_fd = stdin.fileno(), stdout.fileno()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(socket_path))
-    except OSError as e:
+        early = say_hello(sock, hello) if hello is not None else b""
+    except (OSError, AgentUnavailable, ProtocolError) as e:
         sock.close()
-        return _answer_unavailable(in_fd, out_fd, f"no agent at {socket_path}: {e.strerror or e}")
+        why = f"no agent at {socket_path}: {e.strerror or e}" if isinstance(e, OSError) else str(e)
+        return _answer_unavailable(in_fd, out_fd, why)
+    if early:
+        _write_all(out_fd, early)
     s_fd = sock.fileno()
     reading_stdin = True
     try:

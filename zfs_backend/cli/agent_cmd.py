@@ -77,7 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument(
         "--peer",
         action="store_true",
-        help="use the agent's peer socket (only what peer nodes may ask: replication's receiving end)",
+        help=(
+            "use the agent's peer socket (only what peer nodes may ask; the agent refuses a session that "
+            "does not begin with peer.hello, which only peer-exec --peer NODE writes)"
+        ),
     )
     r.set_defaults(func=lambda args: rpc_bridge(load_settings(), peer=args.peer))
     x = sub.add_parser(
@@ -86,10 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description=(
             "Runs what SSH_ORIGINAL_COMMAND asks if a peer node may: `zfs-backend rpc --peer`, "
             "`zfs receive [-s] [-u] [-o readonly=on] DATASET`, or `zfs-backend backup-write|backup-read "
-            "VOLUME BACKUP` (a backup node's streams). Anything else is refused (exit 126)."
+            "VOLUME BACKUP` (a backup node's streams), as far as the controller granted that peer (the "
+            "agent is asked first). Anything else is refused (exit 126)."
         ),
     )
-    x.set_defaults(func=lambda _args: peer_exec_main())
+    x.add_argument("--peer", metavar="NODE", help="the peer node whose key this is (required)")
+    x.set_defaults(
+        func=lambda args: peer_exec_main(argv=["--peer", args.peer] if args.peer is not None else [])
+    )
 
 
 def _env(args: argparse.Namespace) -> dict[str, str]:

@@ -87,10 +87,10 @@ def _fast_path(argv: Sequence[str]) -> int | None:
     """Commands run by machines, many times, that must not pay even for argparse: the forced command of
     peer keys and the agent bridge (both run once per SSH session on a node), and the volume driver's
     node-side exports change and volume file operations."""
-    if list(argv[:1]) == ["peer-exec"] and len(argv) == 1:
+    if list(argv[:1]) == ["peer-exec"]:
         from ..agent.peer_exec import main as peer_exec
 
-        return peer_exec()
+        return peer_exec(argv=list(argv[1:]))
     if list(argv[:1]) == ["exports-change"] and len(argv) == 1:  # the driver's, once per exports change
         from ..driver.exports_node import main as exports_change
 

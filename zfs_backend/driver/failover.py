@@ -7,11 +7,12 @@
   grants) and back (unexported, read-only).
 * :func:`fail_over`: a forced failover of one volume to its standby, whatever the primary's state: the
   standby-sync's claim on the standby is **fenced** (the increment in flight rolled back there, the old
-  primary's sync shut out of the dataset for good), then the standby is promoted at the newest snapshot
-  it holds. Reports that snapshot and the window of data lost: what the primary took after it (its time
-  is in its name, see ``replication.standby``) up to the failover. The head goes back to that snapshot
-  only when it differs by noise: a retried failover finds the standby promoted and written to, and keeps
-  those writes (``kept`` in its answer).
+  primary's sync shut out of the dataset for good) and every grant on the dataset there is revoked (the
+  replica becomes the volume: no peer writes into it any more; best effort, logged), then the standby is
+  promoted at the newest snapshot it holds. Reports that snapshot and the window of data lost: what the
+  primary took after it (its time is in its name, see ``replication.standby``) up to the failover. The
+  head goes back to that snapshot only when it differs by noise: a retried failover finds the standby
+  promoted and written to, and keeps those writes (``kept`` in its answer).
 * :func:`fence_old_primary`: after a forced failover, each volume's copy on the old primary is unexported
   and made read-only when that node answers, so that a client still mounting it there cannot write to a
   copy that is no longer the volume; when it does not answer, that is reported and logged (fence it
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ReplicationConflict, ZfsBackendError
+from ..replication.granted import revoke_grants
 from ..replication.head import DestinationHead
 from ..replication.standby import snapshot_time
 from ..zfs.models import Snapshot
@@ -142,6 +144,24 @@ def _fence(standby: ZfsNfsDriver, dataset: str, reason: str) -> list[str]:
         node.close()
 
 
+def _revoke_grants(standby: ZfsNfsDriver, dataset: str) -> int | None:
+    """Every grant on ``dataset`` on the standby's node revoked (whoever the peer: the replica is becoming
+    the volume). Best effort: None when its agent did not do it (logged by ``revoke_grants``)."""
+    from ..agent.connect import connect_node
+
+    nodes: list[Any] = []
+
+    def reach(name: str) -> Any:
+        nodes.append(connect_node(name, standby._settings()))
+        return nodes[-1]
+
+    try:
+        return revoke_grants(reach, standby.options.node, dataset)
+    finally:
+        for n in nodes:
+            n.close()
+
+
 def fail_over(
     standby: ZfsNfsDriver,
     volume: Volume,
@@ -165,6 +185,7 @@ def fail_over(
             with connect_node(standby.options.node, standby._settings()) as node:
                 node.client.call("recv.fence", dataset=str(ds), holder=h, reason=reason)
             fenced.append(h)
+    revoked = _revoke_grants(standby, str(ds))
     snaps = standby.zfs.list_snapshots(ds)
     if not snaps:
         raise ZfsBackendError(f"{standby.options.node}:{ds} holds no snapshot to promote")
@@ -178,6 +199,7 @@ def fail_over(
         "snapshot_time": taken,
         "lost_window_s": round(max(0.0, t0 - taken), 3),
         "fenced": fenced,
+        "grants_revoked": revoked,
     }
     if kept:
         out["kept"] = kept

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..activity.handle import BackendActivity
 from ..errors import ActivityError, ZfsBackendError
+from ..replication.granted import start_granted
 from ..replication.migrate import restore_readonly
 from ..replication.migrate_request import KIND, SNAP_PREFIX, MigrateRequest
 from ..replication.wire import RECEIVER_PROP
@@ -77,7 +78,8 @@ def target_parent(host: Any) -> str | None:
 def start(
     src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, *, node_for: Callable[[str], Any], **tuning: Any
 ) -> BackendActivity:
-    """Check the volume can move and start the ``migrate`` activity on the source node's agent."""
+    """Check the volume can move and start the ``migrate`` activity on the source node's agent, under a
+    grant of the destination's agent (``replication.granted``)."""
     ds = src._dataset(volume)
     src._require(ds, f"volume {volume.id}")
     own = [s.snap for s in src.zfs.list_snapshots(ds) if not s.snap.startswith(INTERNAL_SNAP_PREFIXES)]
@@ -91,8 +93,9 @@ def start(
     req = MigrateRequest(dataset=ds, destination_node=dst.options.node, destination=dst._dataset(volume))
     tuning.setdefault("hold_at", "quiesce")  # the controller unexports before the quiesce: see complete()
     params = {**req.to_params(), **tuning}
-    MigrateRequest.from_params(params)  # refuses here what the agent would refuse
-    return node_for(src.options.node).start(KIND, params)  # type: ignore[no-any-return]
+    # refuses here what the agent would refuse; then the destination's agent grants the source node this
+    # migration (create), and the activity starts with the grant's id
+    return start_granted(node_for, src.options.node, KIND, params)
 
 
 def _dest_dataset(rec_result: dict[str, Any]) -> DatasetName:

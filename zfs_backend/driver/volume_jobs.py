@@ -11,6 +11,11 @@ Backups: ``backup_node`` is the ``--backup-node`` given, else the volume node's 
 ``zfs_backend_backup_node``. ``incremental`` builds on the newest complete backup of the volume (whose
 snapshot the volume must still hold). A backup of an in-use volume is taken from a snapshot: the
 volume's status and attachments do not change.
+
+Every job starts under a grant (``replication.granted``): the migration's destination grants the source
+node the new dataset; the backup node grants the node that backs up or restores the volume's backups.
+A restore's grant is revoked when the controller sees the restore end (a backup's is used up by its
+commit or abort).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..activity.handle import BackendActivity
 from ..errors import BackupError, BackupNotFound, InvalidName
 from ..replication.backup import BACKUP_KIND, RESTORE_KIND
+from ..replication.granted import GRANT_PARAM, revoke_grants, start_granted
 from ..zfs.names import validate_node
 from . import layout, migration
 from .models import GIB, Volume, new_id
@@ -147,7 +153,7 @@ def start_backup(
         **tuning,
     }
     try:
-        act = _node(svc, rec.node).start(BACKUP_KIND, params)
+        act = start_granted(lambda n: _node(svc, n), rec.node, BACKUP_KIND, params)
     except BaseException:
         with svc._db() as db:
             db.execute("DELETE FROM backups WHERE id = ?", (bid,))
@@ -215,7 +221,7 @@ def start_restore(
         **tuning,
     }
     try:
-        act = _node(svc, node).start(RESTORE_KIND, params)
+        act = start_granted(lambda n: _node(svc, n), node, RESTORE_KIND, params)
     except BaseException:
         with svc._db() as db:
             db.execute("DELETE FROM volumes WHERE id = ?", (vid,))
@@ -228,6 +234,9 @@ def finish_restore(svc: VolumeService, name: str, act: BackendActivity) -> Any:
     ``available``. A restore that did not succeed leaves no volume (its activity removed the dataset)."""
     rec = svc.get_volume(name)
     state = act.wait(None)
+    params = act.record().params
+    if params.get(GRANT_PARAM):  # a restore never binds its grant: it would wait for its expiry
+        revoke_grants(lambda n: _node(svc, n), str(params["backup_node"]), grant=str(params[GRANT_PARAM]))
     if state != "succeeded":
         with svc._db() as db:
             db.execute("DELETE FROM volumes WHERE id = ?", (rec.id,))

@@ -1,6 +1,12 @@
 """Hot-standby flows: factories TaskFlow re-imports by name to resume a flow (``flow_from_detail``), and
 the functions the CLI calls.
 
+Every activity these flows start in which one node writes into another starts under a grant of the
+destination's agent (``replication.granted``): the seed and final replications (``snapshot_replicate``),
+each sync (:class:`~.standby_tasks.StartSync`: the standby's grant, no expiry). A failover revokes the old
+direction's grant on the old standby (:class:`~.standby_tasks.StopSync`; a forced one in
+``driver.failover.fail_over``); ``standby_remove`` revokes the relationship's.
+
 ``create_flow``
     capabilities (``standby_sync``; the seed's path) → busy (dual state) → a seed snapshot → a full
     replication of it (backend activity, or the controller's stream) → the ``standby-sync`` activity on
@@ -30,6 +36,7 @@ from taskflow.patterns import graph_flow
 
 from ..config import Settings
 from ..errors import FlowError
+from ..replication.granted import revoke_grants
 from ..replication.standby import PREFIX
 from ..zfs.names import validate_node
 from .engine import FlowRun, run_flow
@@ -260,10 +267,12 @@ def standby_status(volume: str | None = None) -> list[dict[str, Any]]:
 
 def standby_remove(volume: str) -> dict[str, Any]:
     """End the relationship: cancel the sync (when the primary answers), remove the relationship's own
-    snapshots on the primary (the standby prefix, not held), destroy the replica on the standby only when
-    it is provably this relationship's: it still carries the mark its seed left (``replica_mark`` in the
-    record, see :class:`~.standby_tasks.ReplicaMark`), or a controlled failover made it the standby (the
-    volume's own former primary). Anything else there is left, and ``left`` says so. Drops the record."""
+    snapshots on the primary (the standby prefix, not held), revoke the primary's grants on the standby's
+    dataset (best effort: logged when the standby does not answer), destroy the replica on the standby
+    only when it is provably this relationship's: it still carries the mark its seed left
+    (``replica_mark`` in the record, see :class:`~.standby_tasks.ReplicaMark`), or a controlled failover
+    made it the standby (the volume's own former primary). Anything else there is left, and ``left`` says
+    so. Drops the record."""
     from ..replication.wire import RECEIVER_PROP
 
     svc = env().service()
@@ -287,6 +296,7 @@ def standby_remove(volume: str) -> dict[str, Any]:
     if rel.standby_node and rel.standby_node != vol.node:
         d = env().driver(rel.standby_node)
         ds = d._dataset(vol.model())
+        out["revoked"] = revoke_grants(env().agent, rel.standby_node, str(ds), vol.node)
         if d.zfs.exists(ds):
             reversed_by_failover = rel.detail.get("forced") is False  # the old primary, now its standby
             ours = rel.detail.get("replica_mark")

@@ -1,9 +1,14 @@
 """The tasks of the hot-standby flows (:mod:`.standby`). Each undoes exactly its own effect in
 ``revert``; each takes plain data from flow storage (names, ids) and reaches nodes through
-:func:`~.env.env` (the volume service, the drivers, the agents)."""
+:func:`~.env.env` (the volume service, the drivers, the agents).
+
+Grants (``replication.granted``): a sync starts under the standby's grant for the primary (``increment``,
+``prune``, no expiry), made by :class:`StartSync`; a sync stopped for good (:class:`StopSync`, a failover:
+the relationship moves) has that grant revoked on its standby, best effort."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -13,6 +18,7 @@ from ..activity.states import TERMINAL
 from ..driver import failover
 from ..driver.nfs import Attachment
 from ..errors import AlreadyRunning, FlowError
+from ..replication.granted import revoke_grants, start_granted
 from ..replication.standby import KIND as SYNC_KIND
 from ..replication.standby import PREFIX
 from ..zfs.names import SnapshotName
@@ -31,6 +37,8 @@ __all__ = [
     "StartSync",
     "StopSync",
 ]
+
+log = logging.getLogger("zfs_backend.flows")
 
 
 def _model(volume: str) -> Any:
@@ -64,8 +72,10 @@ FinalSnapshot = SeedSnapshot
 
 class StartSync(task.Task):
     """Start the ``standby-sync`` activity on ``node``'s agent toward ``to_node``, from the common
-    snapshot ``base``; provides its id. A twin already running (a resumed flow whose start had gone
-    through) is adopted. Revert cancels it (which releases its claim and holds)."""
+    snapshot ``base``, under ``to_node``'s grant for ``node`` (asked for first); provides its id. A twin
+    already running (a resumed flow whose start had gone through) is adopted (the new grant is revoked:
+    the twin holds its own). Revert cancels it (which releases its claim and holds) and revokes the
+    grants of ``node`` on the standby's dataset."""
 
     def execute(
         self, volume: str, node: str, to_node: str, base: str, interval_s: float, max_lag_s: float
@@ -82,7 +92,7 @@ class StartSync(task.Task):
         }
         agent = env().agent(node)
         try:
-            return str(agent.start(SYNC_KIND, params).id)
+            return str(start_granted(env().agent, node, SYNC_KIND, params).id)
         except AlreadyRunning:
             for a in agent.list():
                 rec = a.record()
@@ -90,12 +100,18 @@ class StartSync(task.Task):
                     return str(rec.id)
             raise
 
-    def revert(self, volume: str, node: str, base: str, result: Any, **kwargs: Any) -> None:
+    def revert(self, volume: str, node: str, to_node: str, base: str, result: Any, **kwargs: Any) -> None:
         if not isinstance(result, str):
             return
         act = env().agent(node).get(result)
         if act.state not in TERMINAL:
             act.cancel()
+        try:
+            dest = _dataset(to_node, volume)
+        except Exception as e:  # best effort, as every revocation: the standby may be gone
+            log.warning("volume %s: the grants on %s not revoked: %s", volume, to_node, e)
+        else:
+            revoke_grants(env().agent, to_node, dest, node)
         # the cancel leaves the sync's last own snapshot (the common one) behind: it goes too, unless it
         # is the base this task was given (whoever made that undoes it)
         newest = str(((act.record().result or {}).get("newest") or {}).get("snapshot") or "")
@@ -201,14 +217,17 @@ class Quiesce(task.Task):
 
 class StopSync(task.Task):
     """Cancel the standby-sync (its increment in flight rolled back, claim and holds released; both sides
-    stay at their last common snapshot). Revert starts a new one from that snapshot and records it."""
+    stay at their last common snapshot) and revoke its grant on the standby (the relationship moves:
+    the new direction gets its own). Revert starts a new one from that snapshot (under a new grant) and
+    records it."""
 
-    def execute(self, primary: str, sync_activity: str) -> None:
+    def execute(self, primary: str, standby_node: str, standby_dataset: str, sync_activity: str) -> None:
         act = env().agent(primary).get(sync_activity)
         if act.state not in TERMINAL:
             act.cancel()
         if act.wait(60) != "cancelled" and act.state not in TERMINAL:
             raise FlowError(f"standby-sync {sync_activity} did not stop: {act.state}")
+        revoke_grants(env().agent, standby_node, standby_dataset, primary)
 
     def revert(
         self, volume: str, primary: str, standby_node: str, interval_s: float, max_lag_s: float, **kwargs: Any

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from ..private import private_dir
+from ..zfs.names import validate_node
 from .topology import LabLayout, NodeLayout
 
 __all__ = [
@@ -84,9 +85,13 @@ def ensure_keypair(path: Path, comment: str) -> Path:
 
 def node_key_line(pub: str, node: str, address: str, zfs_backend_bin: str) -> str:
     """A node's own key as its peers accept it: only from that node's address, no pty, forwarding or
-    agent (``restrict``), and only the forced command that lets replication through (``peer-exec``:
-    the agent's peer socket and ``zfs receive``). Never the controller's key."""
-    return f'restrict,from="{address}",command="{zfs_backend_bin} peer-exec" {pub} root@{node}\n'
+    agent (``restrict``), and only the forced command that lets replication through (``peer-exec
+    --peer NODE``: the agent's peer socket as that peer, and granted ``zfs receive``). Never the
+    controller's key."""
+    validate_node(node)
+    return (
+        f'restrict,from="{address}",command="{zfs_backend_bin} peer-exec --peer {node}" {pub} root@{node}\n'
+    )
 
 
 def controller_key_line(pub: str, address: str) -> str:

@@ -87,7 +87,13 @@ def start_services(lay: LabLayout, node: NodeLayout, st: LabState, with_agent: b
     _start_nfs(lay, node, env)
     start_sshd(lay, node)
     if with_agent and not alive(lay, node, "agent"):
-        agent_env = dict(env, ZFS_BACKEND_HOME=NODE_HOME, ZFS_BACKEND_INVENTORY=NODE_INVENTORY)
+        # replicas from peers live under the pool (tank/r…, tank/volumes/volume-…), as the role's default
+        agent_env = dict(
+            env,
+            ZFS_BACKEND_HOME=NODE_HOME,
+            ZFS_BACKEND_INVENTORY=NODE_INVENTORY,
+            ZFS_BACKEND_REPLICA_ROOTS=NODE_POOL,
+        )
         # A killed agent leaves its socket file behind: readiness below must see the new one.
         run_in(lay, node, ["rm", "-f", "/run/zfs-backend/agent.sock"], check=False)
         argv = [st.zfs_backend_bin, "agent", *(["--test-kinds"] if st.test_kinds else [])]

@@ -132,7 +132,7 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
     @property
     def receiver(self) -> RemoteReceiver:
         req = self.request
-        return RemoteReceiver(self.ctx.peer_agent(req.destination_node), req.destination, self.id)
+        return RemoteReceiver(self.ctx.peer_agent(req.destination_node), req.destination, self.id, req.grant)
 
     # -- hosting ----------------------------------------------------------------------------------
     def persist_new(self) -> ActivityRecord:

@@ -9,6 +9,11 @@ no common snapshot, too little space for the estimate, the same replication alre
 replication receiving into the same destination raise a ``ReplicationConflict`` subclass. Every refusal
 comes back from the start call itself and changes nothing.
 
+Before the start, the destination's agent grants the source node this replication (``grant.add`` over
+the controller's own connection: the destination dataset, ``create``/``increment`` as the request
+implies, ``rollback`` only with ``rollback_destination``; see :mod:`.granted`); the grant's id is the
+activity's ``grant`` param. A refused grant starts nothing; a refused start revokes the grant.
+
 Layering note: the agent client sits above this package; it is imported lazily in
 :func:`_default_node_for` only, and callers (the driver, flows, tests) can pass ``node_for``.
 """
@@ -16,7 +21,7 @@ Layering note: the agent client sits above this package; it is imported lazily i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from ..activity.handle import BackendActivity
 from ..activity.relay import MAX_BWLIMIT_BPS
@@ -25,17 +30,10 @@ from ..errors import UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_node_qualified, parse_snapshot
 from ..zfs.parse import ParseError, parse_human_size
 from .ciphers import DEFAULT_CIPHER
-from .request import KIND, TUNING_PARAMS, Request
+from .granted import AgentNode, grant_request, start_granted
+from .request import KIND, Request
 
 __all__ = ["AgentNode", "parse_bwlimit", "snapshot_replicate"]
-
-
-class AgentNode(Protocol):
-    """What ``snapshot_replicate`` needs of a node's agent (``zfs_backend.agent.client.Node``)."""
-
-    def start(self, kind: str, params: dict[str, Any]) -> BackendActivity: ...
-
-    def list(self, state: str | None = None) -> list[Any]: ...
 
 
 def _default_node_for(settings: Settings) -> Callable[[str], AgentNode]:
@@ -135,7 +133,8 @@ def snapshot_replicate(
     destination's snapshots and changes after the common base. ``recursive``: ``send -R``.
     ``properties``: ``send -p``. ``cipher``: OpenSSH cipher (default: ``Settings.ssh_cipher``).
     ``node_for``: how to reach a node's agent (default: inventory + SSH). ``extra_params``: kind
-    tuning (``max_retries``, ``backoff_s``, ``space_check``); anything else is refused.
+    tuning (``max_retries``, ``backoff_s``, ``space_check``); anything else is refused (a ``grant``
+    too: the destination's agent makes it, asked here).
     """
     s = settings or load_settings()
     req = _request(
@@ -153,6 +152,5 @@ def snapshot_replicate(
         cipher=cipher or s.ssh_cipher or DEFAULT_CIPHER,
     )
     params = {**req.to_params(), **(extra_params or {})}
-    Request.from_params(params, also=TUNING_PARAMS)  # refuses what the agent would refuse, before any I/O
-    node = (node_for or _default_node_for(s))(req.source_node)
-    return node.start(KIND, params)
+    grant = grant_request(KIND, params, req.source_node)  # refuses what the agent would, before any I/O
+    return start_granted(node_for or _default_node_for(s), req.source_node, KIND, params, request=grant)

@@ -19,6 +19,9 @@ destination must not exist). Cancel or a final failure destroys the destination,
 restore's (it did not exist, it holds snapshots and every one has a GUID from the chain, no child); a
 destination without a snapshot (a partial first stream, or someone's dataset) is left, and said so. On
 success the restored dataset is marked (``zfs_backend:receiver``) and its ``@backup-*`` snapshots go.
+
+Both kinds take ``grant``: the backup node's grant for the volume (``backup``; the controller asks for it,
+see :mod:`.granted`), carried by every ``backup.*`` call.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
 from .backupstore import validate_backup_id
 from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
 from .upkeep import PERMANENT, dialect_for_recv
-from .wire import RECEIVER_PROP
+from .wire import RECEIVER_PROP, validate_grant
 
 __all__ = ["BACKUP_KIND", "RESTORE_KIND", "SNAP_PREFIX", "Backup", "Restore"]
 
@@ -50,7 +53,7 @@ SNAP_PREFIX = "backup-"
 def _params(p: Any, kind: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(p, dict):
         raise UsageError(f"{kind} params must be a JSON object")
-    unknown = sorted(set(p) - set(required) - set(optional) - {"max_retries", "backoff_s"})
+    unknown = sorted(set(p) - set(required) - set(optional) - {"max_retries", "backoff_s", "grant"})
     if unknown:
         raise UsageError(f"{kind} params {', '.join(map(repr, unknown))} are not accepted")
     for k in required:
@@ -75,6 +78,7 @@ class _BackupBase(PipelineActivity):
         ):
             raise UsageError(f"param 'bwlimit_bps' must be a whole number from 1 to {MAX_BWLIMIT_BPS}")
         self.bwlimit_bps = bw
+        self.grant = None if p.get("grant") is None else validate_grant(p["grant"])
         try:
             self.max_retries = int(p.get("max_retries", self.max_retries))
             self.backoff_s = float(p.get("backoff_s", self.backoff_s))
@@ -86,6 +90,8 @@ class _BackupBase(PipelineActivity):
         self._zfs = Zfs(ctx.host(None))
 
     def _call(self, verb: str, **args: Any) -> Any:
+        if self.grant is not None:
+            args["grant"] = self.grant
         return self.ctx.peer_agent(self.backup_node).call(f"backup.{verb}", volume=self.volume, **args)
 
     def retryable(self, error: str, status: int) -> bool:

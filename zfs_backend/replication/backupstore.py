@@ -9,8 +9,10 @@ Layout under ``Settings.backup_dir`` (``$ZFS_BACKEND_HOME/backups``; directories
 
 An entry: ``id``, ``parent`` (None: a full stream), ``snapshot`` (the source snapshot's short name),
 ``guid`` and ``base_guid`` (the parent's GUID: what an incremental needs on the receiving side),
-``size`` and ``sha256`` of the stream file, ``created_at``, ``state`` (``writing`` or ``complete``) and the
-``holder`` (the backup activity's id) while writing. A restore replays the chain full → ... → backup.
+``size`` and ``sha256`` of the stream file, ``created_at``, ``state`` (``writing`` or ``complete``), the
+``holder`` (the backup activity's id) while writing, and the ``peer`` node that wrote it (None: the
+controller's socket) with its ``grant``. What a peer may see and do: :mod:`.backup_access`. A restore
+replays the chain full → ... → backup.
 
 Who writes what: the node's **agent** (``backup.*`` ops, reached by peers on its peer socket) opens an
 entry (``begin``), checks and records the written file (``commit``: size and SHA-256 computed here, from
@@ -134,8 +136,18 @@ class BackupStore:
 
     # ---------------------------------------------------------------- agent ops
 
-    def begin(self, volume: str, backup: str, holder: str, parent: str | None = None) -> dict[str, Any]:
-        """Open the entry ``backup`` for ``holder`` (again after a restart: its partial file goes)."""
+    def begin(
+        self,
+        volume: str,
+        backup: str,
+        holder: str,
+        parent: str | None = None,
+        *,
+        peer: str | None = None,
+        grant: str | None = None,
+    ) -> dict[str, Any]:
+        """Open the entry ``backup`` for ``holder`` (again after a restart: its partial file goes).
+        ``peer``/``grant``: the peer node writing it and its grant (recorded in the entry)."""
         validate_backup_id(backup)
         _holder(holder)
         if parent is not None:
@@ -162,6 +174,8 @@ class BackupStore:
                     "base_guid": base_guid,
                     "state": "writing",
                     "holder": holder,
+                    "peer": peer,
+                    "grant": grant,
                     "created_at": time.time(),
                 }
                 m["backups"].append(e)

@@ -29,9 +29,14 @@ from ..durable import open_db, transaction
 from ..errors import StoreError
 from .plan import ALREADY_RUNNING, Conflict
 
-__all__ = ["DEFAULT_TTL_S", "Claim", "ClaimStore", "overlaps"]
+__all__ = ["DEFAULT_TTL_S", "Claim", "ClaimStore", "not_held", "overlaps"]
 
 DEFAULT_TTL_S = 300.0
+
+
+def not_held(dataset: object, holder: object) -> Exception:
+    """The refusal of an op on a claim the caller does not hold, as a peer sees it (names nobody else)."""
+    return Conflict(ALREADY_RUNNING, f"{holder} does not hold {dataset}").error()
 
 
 def overlaps(a: str, b: str) -> bool:
@@ -61,6 +66,8 @@ class Claim:
             "source": self.source,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
+            "peer": self.state.get("peer"),
+            "grant": self.state.get("grant"),
         }
 
 
@@ -83,6 +90,13 @@ class ClaimStore:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS fenced (dataset TEXT NOT NULL, holder TEXT NOT NULL, "
                 "at REAL NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (dataset, holder))"
+            )
+            # snapshots this node verified it received (not there at begin, there at finish), and from
+            # which peer ("": the controller's socket): what a later relationship may prune as its own
+            # (GUIDs are unsigned 64-bit: kept as text, SQLite's INTEGER is signed)
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS received (dataset TEXT NOT NULL, guid TEXT NOT NULL, "
+                "peer TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (dataset, guid))"
             )
         except sqlite3.DatabaseError as e:
             raise StoreError(f"claim store {path}: {e}") from e
@@ -194,6 +208,27 @@ class ClaimStore:
                 "SELECT reason FROM fenced WHERE dataset = ? AND holder = ?", (dataset, holder)
             ).fetchone()
         return None if row is None else str(row[0])
+
+    def record_received(self, dataset: str, guids: list[int], peer: str | None) -> None:
+        with self._tx() as cur:
+            for g in guids:
+                cur.execute(
+                    "INSERT OR REPLACE INTO received VALUES (?,?,?,?)",
+                    (dataset, str(int(g)), peer or "", self._clock()),
+                )
+
+    def received_by(self, dataset: str, peer: str | None) -> set[int]:
+        """The GUIDs this node recorded as received into ``dataset`` from ``peer``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT guid FROM received WHERE dataset = ? AND peer = ?", (dataset, peer or "")
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def forget_received(self, dataset: str, guids: list[int]) -> None:
+        with self._tx() as cur:
+            for g in guids:
+                cur.execute("DELETE FROM received WHERE dataset = ? AND guid = ?", (dataset, str(int(g))))
 
     def expired(self) -> list[Claim]:
         now = self._clock()

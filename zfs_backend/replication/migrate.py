@@ -113,7 +113,7 @@ class Migrate(ReceiverUpkeep, PipelineActivity):
     @property
     def receiver(self) -> RemoteReceiver:
         req = self.request
-        return RemoteReceiver(self.ctx.peer_agent(req.destination_node), req.destination, self.id)
+        return RemoteReceiver(self.ctx.peer_agent(req.destination_node), req.destination, self.id, req.grant)
 
     def _source(self) -> str:
         return f"{self.ctx.node}:{self.request.dataset}"

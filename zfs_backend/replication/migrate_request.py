@@ -2,6 +2,8 @@
 
 What the controller (the driver's ``migrate_volume``) builds and the source node's agent validates again
 (``from_params``): any parameter it does not know is refused, the cipher comes from the allowlist.
+``grant``: the id of the grant the destination's agent made for the migration (``create``; the controller
+asks for it, see :mod:`.granted`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from ..activity.relay import MAX_BWLIMIT_BPS
 from ..errors import UsageError
 from ..zfs.names import DatasetName, parse_dataset, validate_node
 from .ciphers import DEFAULT_CIPHER, validate_cipher
+from .wire import validate_grant
 
 __all__ = ["KIND", "PHASES", "SNAP_PREFIX", "MigrateRequest"]
 
@@ -22,7 +25,7 @@ SNAP_PREFIX = "migrate-"
 _TUNING = frozenset({"max_retries", "backoff_s", "space_check"})
 _KEYS = frozenset(
     {"dataset", "destination_node", "destination", "catchup_below", "max_rounds", "hold_at"}
-    | {"bwlimit_bps", "cipher"}
+    | {"bwlimit_bps", "cipher", "grant"}
 )
 DEFAULT_CATCHUP_BELOW = 8 << 20
 DEFAULT_MAX_ROUNDS = 6
@@ -40,9 +43,11 @@ class MigrateRequest:
     hold_at: str | None = None
     bwlimit_bps: int | None = None
     cipher: str = DEFAULT_CIPHER
+    grant: str | None = None
 
     def to_params(self) -> dict[str, Any]:
-        return {
+        """The params; ``grant`` only when there is one (the controller adds it at the start)."""
+        p: dict[str, Any] = {
             "dataset": str(self.dataset),
             "destination_node": self.destination_node,
             "destination": str(self.destination),
@@ -52,6 +57,9 @@ class MigrateRequest:
             "bwlimit_bps": self.bwlimit_bps,
             "cipher": self.cipher,
         }
+        if self.grant is not None:
+            p["grant"] = self.grant
+        return p
 
     @classmethod
     def from_params(cls, p: Any) -> MigrateRequest:
@@ -89,5 +97,6 @@ class MigrateRequest:
             hold_at=hold,
             bwlimit_bps=bw,
             cipher=validate_cipher(p.get("cipher") or DEFAULT_CIPHER),
+            grant=None if p.get("grant") is None else validate_grant(p["grant"]),
             **ints,
         )

@@ -23,15 +23,18 @@ socket), so every check and every change happens on the node that owns the data,
 ``finish``
     verifies the received snapshot GUIDs, marks the datasets the stream created as this replication's
     (user properties ``zfs_backend:receiver`` and ``zfs_backend:source``), makes new replicas read-only,
-    restores what ``begin`` changed on existing ones, releases the claim.
+    restores what ``begin`` changed on existing ones, releases the claim (and its grant, a peer's), and
+    records the GUIDs it verified as received (what a standby's prune may later remove).
 ``abort``
     (cancel, or a final failure) puts the tree back as ``begin`` found it: discards a partial resumable
     receive, rolls existing datasets back to their last snapshot from before (only when every newer
     snapshot is one this replication sent, checked again right before ``rollback -r`` with the dataset
     unmounted: :meth:`~.head.DestinationHead.guarded_rollback`), destroys datasets that did not exist
     before and are provably this replication's (every snapshot's GUID is one the source sent, and no
-    other receiver's mark).
-    What it may not touch (someone else's snapshot or dataset) it leaves, and says so.
+    other receiver's mark, and no write since). What it may not touch (someone else's snapshot or
+    dataset) it leaves, and says so. (In :mod:`.receiver_abort`.)
+
+A peer's calls reach these only through :mod:`.authority` (grants, replica roots, the claim's peer).
 
 Nothing here ever receives with ``-F``: a plain receive refuses a changed destination by itself.
 
@@ -45,14 +48,16 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
+from ..errors import AlreadyRunning, DatasetNotFound, NotGranted, UsageError, ZfsBackendError
 from ..zfs.api import Zfs
 from ..zfs.changes import PROBE_PREFIX, HeadChanges, bytes_since, head_changes
 from ..zfs.models import Dataset, Snapshot
 from ..zfs.names import DatasetName, parse_dataset, parse_node_qualified
-from .claims import DEFAULT_TTL_S, Claim, ClaimStore
+from .claims import DEFAULT_TTL_S, Claim, ClaimStore, not_held
+from .grants import GrantStore
 from .head import DestinationHead
 from .plan import DIVERGED, Conflict
+from .receiver_abort import AbortOps, _rel
 from .receiver_standby import StandbyOps
 from .wire import RECEIVER_PROP as RECEIVER_PROP
 from .wire import SOURCE_PROP as SOURCE_PROP
@@ -73,11 +78,7 @@ __all__ = [
 log = logging.getLogger("zfs_backend.replication")
 
 
-def _rel(top: DatasetName, ds: DatasetName) -> str:
-    return "" if ds == top else ds.name[len(top.name) + 1 :]
-
-
-class Receiver(StandbyOps):
+class Receiver(AbortOps, StandbyOps):
     """The destination's side of replications into its datasets (see the module doc); a standby's ops
     (``expect``, ``commit``, ``fence``) are in :mod:`.receiver_standby`."""
 
@@ -89,9 +90,11 @@ class Receiver(StandbyOps):
         ttl: float = DEFAULT_TTL_S,
         changes: Callable[[Zfs, DatasetName, Snapshot], HeadChanges] = head_changes,
         bytes_since: Callable[[Zfs, DatasetName, Snapshot], int] = bytes_since,
+        grants: GrantStore | None = None,
     ) -> None:
         self.zfs = zfs
         self.claims = claims
+        self.grants = grants
         self.ttl = ttl
         self.head = DestinationHead(zfs, changes=changes, bytes_since=bytes_since)  # both injectable
 
@@ -109,19 +112,40 @@ class Receiver(StandbyOps):
         *,
         recursive: bool = False,
         sent_guids: Iterable[int] = (),
+        peer: str | None = None,
+        grant: str | None = None,
     ) -> dict[str, Any]:
+        """``peer``/``grant``: a peer session's begin, admitted by ``authority.PeerAuthority.for_begin``:
+        the grant is bound to ``holder`` and the claim records both (consumed when it is released)."""
         top = parse_dataset(dataset)
         validate_holder(holder)
         if not isinstance(source, str):
             raise UsageError(f"invalid source {source!r}")
         parse_node_qualified(source)
         sent = sorted({int(g) for g in sent_guids})
-        claim, new = self.claims.take(str(top), holder, source, self.ttl)
+        newly_bound = False
+        if peer is not None:
+            mine = self.claims.get(str(top))
+            if mine is not None and mine.holder == holder and mine.state.get("peer") != peer:
+                raise not_held(top, holder)
+            if grant is None or self.grants is None:
+                raise NotGranted(f"{peer} may not receive into {top}: no grant")
+            newly_bound = self.grants.bind(grant, holder)[1]
+        try:
+            claim, new = self.claims.take(str(top), holder, source, self.ttl)
+        except BaseException as e:
+            if newly_bound and self.grants is not None and grant is not None:
+                self.grants.unbind(grant, holder)
+            if peer is not None and isinstance(e, AlreadyRunning):  # a peer learns no other holder's id
+                raise AlreadyRunning(f"{top} is being received into by another replication") from None
+            raise
         try:
             self._tidy_expired(claim)
             tree = self._tree(top, recursive)
             if new:
                 claim = self._record_before(claim, top, tree, recursive, sent)
+                if peer is not None:
+                    claim = claim.with_state(peer=peer, grant=grant)
             else:
                 claim = claim.with_state(sent=sorted({*claim.state.get("sent", []), *sent}))
             self.claims.save(claim)
@@ -131,7 +155,17 @@ class Receiver(StandbyOps):
             if new:
                 self._restore_read_only(self.claims.get(str(top)) or claim)
                 self.claims.release(str(top), holder)
+                if newly_bound and self.grants is not None and grant is not None:
+                    self.grants.unbind(grant, holder)  # it may be used again, and expire
             raise
+
+    def _drop_claim(self, top: DatasetName | str, claim: Claim) -> bool:
+        """Release the claim; its grant (a peer's) is used up with it."""
+        released = self.claims.release(str(top), claim.holder)
+        g = claim.state.get("grant")
+        if g and self.grants is not None:
+            self.grants.consume(str(g), claim.holder)
+        return released
 
     def _tree(self, top: DatasetName, recursive: bool) -> list[Dataset]:
         try:
@@ -188,7 +222,10 @@ class Receiver(StandbyOps):
                 old.get("dataset"),
                 old.get("holder"),
             )
-            self._restore_read_only(Claim(old["dataset"], old["holder"], "", 0, 0, old.get("state") or {}))
+            gone = Claim(old["dataset"], old["holder"], "", 0, 0, old.get("state") or {})
+            self._restore_read_only(gone)
+            if gone.state.get("grant") and self.grants is not None:
+                self.grants.consume(str(gone.state["grant"]), gone.holder)
         self.claims.save(claim.with_state(expired=[]))
 
     def _report(self, claim: Claim, top: DatasetName, tree: list[Dataset]) -> dict[str, Any]:
@@ -301,6 +338,10 @@ class Receiver(StandbyOps):
             if not any(s.guid == int(guid) for s in self.zfs.list_snapshots(name)):
                 raise ZfsBackendError(f"{self.node}:{name} does not hold the received snapshot (GUID {guid})")
         before = claim.state.get("before", {})
+        for rel, guid in sorted(target_guids.items()):  # received here by this replication: recorded
+            if int(guid) not in set(before.get(rel, [])):
+                name = top if not rel else parse_dataset(f"{top}/{rel}")
+                self.claims.record_received(str(name), [int(guid)], claim.state.get("peer"))
         created = []
         for ds in self.zfs.list_datasets(top, recursive=bool(claim.state.get("recursive"))):
             rel = _rel(top, ds.name)
@@ -313,7 +354,7 @@ class Receiver(StandbyOps):
                 self.zfs.set(ds.name, "readonly", "on")  # children inherit it
         self._restore_read_only(claim)
         self._release_holds(claim)
-        self.claims.release(str(top), holder)
+        self._drop_claim(top, claim)
         return {"verified": True, "created": created, "discarded": claim.state.get("discarded", {})}
 
     def release(self, dataset: str, holder: str) -> dict[str, Any]:
@@ -324,80 +365,7 @@ class Receiver(StandbyOps):
             return {"released": False}
         self._restore_read_only(claim)
         self._release_holds(claim)
-        return {"released": self.claims.release(str(top), holder)}
-
-    def abort(self, dataset: str, holder: str, *, keep_claim: bool = False) -> dict[str, Any]:
-        """Put the tree back as ``begin`` found it, as far as it is provably this replication's doing.
-        ``keep_claim``: keep the claim and the read-only lock (a restart starting over)."""
-        top = parse_dataset(dataset)
-        claim = self.claims.get(str(top))
-        if claim is None or claim.holder != validate_holder(holder):
-            return {"restored": False, "left": [f"{top}: not claimed by {holder}; nothing touched"]}
-        before: dict[str, list[int]] = claim.state.get("before", {})
-        sent = set(claim.state.get("sent", []))
-        left: list[str] = []
-        restored: list[str] = []
-        tree = self._tree(top, bool(claim.state.get("recursive")))
-        # deepest first: a new child goes before its parent
-        for ds in sorted(tree, key=lambda d: d.name.name.count("/"), reverse=True):
-            rel = _rel(top, ds.name)
-            if rel in before:
-                self._restore_existing(ds.name, set(before[rel]), sent, restored, left)
-            else:
-                self._remove_created(ds.name, holder, sent, restored, left)
-        for name in claim.state.get("discarded", {}):
-            left.append(
-                f"{top}/{name}".rstrip("/") + ": what rollback_destination discarded cannot come back"
-            )
-        if not keep_claim:
-            self._restore_read_only(claim)
-            self._release_holds(claim)
-            self.claims.release(str(top), holder)
-        return {"restored": not left, "actions": restored, "left": left}
-
-    def _restore_existing(
-        self, ds: DatasetName, before: set[int], sent: set[int], done: list[str], left: list[str]
-    ) -> None:
-        if self.zfs.dialect.resumable_receive and self.zfs.resume_token(ds):
-            self.zfs.abort_resumable_receive(ds)
-            done.append(f"{ds}: partial receive discarded")
-        snaps = [s for s in self.zfs.list_snapshots(ds) if not s.snap.startswith(PROBE_PREFIX)]
-        newer = [s for s in snaps if s.guid not in before]
-        if not newer:
-            return
-        keep = [s for s in snaps if s.guid in before]
-        if not keep:
-            left.append(f"{ds}: none of its earlier snapshots is left to roll back to")
-            return
-        try:  # only what this replication sent, checked and re-listed under the quiet lock
-            gone = self.head.guarded_rollback(ds, keep[-1].guid, sent)
-        except ReplicationConflict as e:
-            left.append(str(e))
-            return
-        removed = ", ".join("@" + s.snap for s in gone.snapshots) or "nothing"
-        done.append(f"{ds}: rolled back to @{keep[-1].snap} (removed {removed})")
-
-    def _remove_created(
-        self, ds: DatasetName, holder: str, sent: set[int], done: list[str], left: list[str]
-    ) -> None:
-        mark, source = self.zfs.get_with_source(ds, RECEIVER_PROP)
-        snaps = self.zfs.list_snapshots(ds)
-        partial = not snaps and self.zfs.dialect.resumable_receive and bool(self.zfs.resume_token(ds))
-        ours_by_guid = bool(snaps) and all(s.guid in sent for s in snaps)
-        other_mark = mark not in ("-", "", holder) and source in ("local", "received")
-        if other_mark or not (ours_by_guid or partial):
-            left.append(f"{ds}: not created by this replication; left alone")
-            return
-        children = [d for d in self.zfs.list_datasets(ds, recursive=True) if d.name != ds]
-        if children:
-            left.append(f"{ds}: holds datasets this replication did not create; left alone")
-            return
-        if not snaps:  # a partial receive's state: nothing anyone could have written to
-            self.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
-            done.append(f"{ds}: destroyed (created by this replication)")
-            return
-        why = self.head.destroy_if_unwritten(ds, sent)  # writable until finish: checked unmounted
-        (left if why else done).append(why or f"{ds}: destroyed (created by this replication)")
+        return {"released": self._drop_claim(top, claim)}
 
     def status(self) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self.claims.all()]

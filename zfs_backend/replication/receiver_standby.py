@@ -8,15 +8,20 @@ a failure rolls back only the increment in flight, never what earlier ones deliv
 
 ``expect``
     before an increment: the GUID of the snapshot about to be sent joins the claim's ``sent`` set (a
-    cancel may then remove it, and only it) and its ``own`` set (what a prune may remove), and the lease
-    is renewed.
+    cancel may then remove it, and only it) and, when no snapshot with that GUID is on the standby yet,
+    its ``pending`` set; one that is there already joins ``own`` only if this node recorded receiving it
+    from the same peer (``ClaimStore.received_by``: a standby's seed, received by a replication whose
+    ``finish`` verified it). The lease is renewed.
 ``commit``
     after an increment: verifies the standby holds the snapshot (by GUID), holds it (``zfs hold``, tag
     ``zfs_backend:<holder>``, where the ZFS has user holds; zfs-fuse does, though it cannot list them)
     and releases the previous one: the common base is never destroyable while the relationship lives.
-    Records the tree as it is now (what a cancel restores from then on). With ``prune_prefix``, destroys
-    the snapshots older than the new base that are this holder's own: named with the prefix **and** with
-    a GUID the holder announced with ``expect``. Nothing else is ever pruned.
+    Records the tree as it is now (what a cancel restores from then on). A pending GUID now present was
+    **received** by this relationship: it joins the claim's ``own`` set, the only GUIDs a prune may
+    remove (recorded by the destination itself: a snapshot that was not there when it was announced and
+    is there after the stream, never merely a GUID a caller announced). With ``prune_prefix``, destroys
+    the snapshots older than the new base that are this holder's own: named with the prefix **and**
+    received. Nothing else is ever pruned.
 ``fence``
     the standby is promoted without its primary (a forced failover): the increment in flight is rolled
     back as ``abort`` does, the claim and its holds are dropped, and the holder is shut out of the dataset
@@ -80,8 +85,13 @@ class StandbyOps:
         self.claims.renew(str(top), holder)
         new = {int(g) for g in sent_guids}
         sent = sorted({*claim.state.get("sent", []), *new})
-        own = sorted({*claim.state.get("own", []), *new})
-        self.claims.save(claim.with_state(sent=sent, own=own))
+        present = {s.guid for s in self.zfs.list_snapshots(top)}
+        pending = sorted({*claim.state.get("pending", []), *(new - present)})
+        # a snapshot already here is the relationship's own only if this node recorded receiving it
+        # from the same peer (the seed of a standby, received by an earlier replication)
+        adopted = new & present & self.claims.received_by(str(top), claim.state.get("peer"))
+        own = sorted({*claim.state.get("own", []), *adopted})
+        self.claims.save(claim.with_state(sent=sent, pending=pending, own=own))
         return {"sent": len(sent)}
 
     def commit(
@@ -102,7 +112,12 @@ class StandbyOps:
                 if name != str(target.name):
                     self._release_one(name, holder)
             held = [str(target.name)]
+        pending = {int(g) for g in claim.state.get("pending", [])}
         own = {int(g) for g in claim.state.get("own", [])}
+        if target.guid in pending:  # announced before it was here, here now: received by this relationship
+            own.add(target.guid)
+            pending.discard(target.guid)
+            self.claims.record_received(str(top), [target.guid], claim.state.get("peer"))
         pruned = []
         if prefix is not None:
             for s in snaps:
@@ -112,9 +127,15 @@ class StandbyOps:
                     continue
                 self.zfs.destroy(s.name, deadline=10.0, missing_ok=True)
                 pruned.append(s.snap)
+        if pruned:
+            self.claims.forget_received(str(top), [s.guid for s in snaps if s.snap in pruned])
         left = [s.guid for s in snaps if s.snap not in pruned]
         kept_own = sorted(g for g in own if g not in {s.guid for s in snaps if s.snap in pruned})
-        self.claims.save(claim.with_state(before={"": left}, held=held, base=target.guid, own=kept_own))
+        self.claims.save(
+            claim.with_state(
+                before={"": left}, held=held, base=target.guid, own=kept_own, pending=sorted(pending)
+            )
+        )
         return {"verified": True, "held": held, "pruned": pruned}
 
     def fence(self, dataset: str, holder: str, reason: str = "the standby was promoted") -> dict[str, Any]:

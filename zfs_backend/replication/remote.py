@@ -2,9 +2,11 @@
 destination node's agent (see :mod:`.receiver`; the answers' JSON shapes are :mod:`.wire`'s), over the
 session the source's agent keeps to it.
 
-:class:`RemoteReceiver` is bound to one destination dataset and one holder (the activity's id); its
-``begin`` returns a :class:`DestinationTree`: what the destination holds, dataset by dataset
-(relative names, ``""`` for the top), with the exact answer to "did its head change?".
+:class:`RemoteReceiver` is bound to one destination dataset and one holder (the activity's id), and
+to the grant the controller obtained for the activity from the destination's agent (when it has one:
+every call carries it, see :mod:`.granted`); its ``begin`` returns a :class:`DestinationTree`: what the
+destination holds, dataset by dataset (relative names, ``""`` for the top), with the exact answer to
+"did its head change?".
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from ..activity.core import PeerCaller
 from ..zfs.models import Snapshot
 from ..zfs.names import DatasetName
-from .wire import snapshot_from_dict
+from .wire import snapshot_from_dict, validate_grant
 
 __all__ = ["DestinationDataset", "DestinationTree", "RemoteReceiver"]
 
@@ -67,14 +69,17 @@ class DestinationTree:
 
 
 class RemoteReceiver:
-    """``recv.*`` calls for one destination dataset on behalf of one activity."""
+    """``recv.*`` calls for one destination dataset on behalf of one activity, each with its grant."""
 
-    def __init__(self, peer: PeerCaller, dataset: DatasetName, holder: str) -> None:
+    def __init__(self, peer: PeerCaller, dataset: DatasetName, holder: str, grant: str | None = None) -> None:
         self.peer = peer
         self.dataset = dataset
         self.holder = holder
+        self.grant = None if grant is None else validate_grant(grant)
 
     def _call(self, verb: str, **args: Any) -> Any:
+        if self.grant is not None:
+            args["grant"] = self.grant
         return self.peer.call(f"recv.{verb}", dataset=str(self.dataset), holder=self.holder, **args)
 
     def begin(self, source: str, *, recursive: bool, sent_guids: list[int]) -> DestinationTree:

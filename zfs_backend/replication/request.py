@@ -3,6 +3,8 @@
 :class:`Request` is what the controller sends to the source node's agent as the activity's params
 (``to_params``/``from_params``: every name is validated again on the agent, and a parameter it does
 not know is refused: nothing a caller passes chooses how a command runs, e.g. an ``ssh_config``).
+``grant``: the id of the grant the destination's agent made for this replication (the controller asks
+for it, see :mod:`.granted`); the activity presents it on every ``recv.*`` call.
 It imports only name validation: a command line that starts a replication loads no planner, no ZFS
 layer and no transport.
 """
@@ -17,6 +19,7 @@ from ..activity.relay import MAX_BWLIMIT_BPS
 from ..errors import InvalidName, UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot, validate_node
 from .ciphers import DEFAULT_CIPHER, validate_cipher
+from .wire import validate_grant
 
 __all__ = ["KIND", "TUNING_PARAMS", "Request"]
 
@@ -60,6 +63,7 @@ _PARAM_KEYS = frozenset(
         "properties",
         "bwlimit_bps",
         "cipher",
+        "grant",
     }
 )
 
@@ -80,6 +84,8 @@ class Request:
     properties: bool = False
     bwlimit_bps: int | None = None
     cipher: str = DEFAULT_CIPHER
+    #: the destination's grant for this work (``replication.grants``), presented on every ``recv.*`` call
+    grant: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.snapshot, SnapshotName) or not isinstance(self.destination, DatasetName):
@@ -88,6 +94,8 @@ class Request:
         validate_node(self.destination_node)
         object.__setattr__(self, "incremental_from", _short_snap(self.incremental_from))
         validate_cipher(self.cipher)
+        if self.grant is not None:
+            validate_grant(self.grant)
         if self.bwlimit_bps is not None and (
             isinstance(self.bwlimit_bps, bool)
             or not isinstance(self.bwlimit_bps, int)
@@ -107,6 +115,7 @@ class Request:
         return (str(self.snapshot.dataset), self.destination_node, str(self.destination))
 
     def to_params(self) -> dict[str, Any]:
+        """The params; ``grant`` only when there is one (the controller adds it at the start)."""
         return {
             "snapshot": str(self.snapshot),
             "source_node": self.source_node,
@@ -120,7 +129,7 @@ class Request:
             "properties": self.properties,
             "bwlimit_bps": self.bwlimit_bps,
             "cipher": self.cipher,
-        }
+        } | ({"grant": self.grant} if self.grant is not None else {})
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], *, also: frozenset[str] = frozenset()) -> Request:
@@ -155,5 +164,6 @@ class Request:
             incremental_from=p.get("incremental_from"),
             bwlimit_bps=bw,
             cipher=p.get("cipher") or DEFAULT_CIPHER,
+            grant=p.get("grant"),
             **flags,
         )

@@ -11,7 +11,9 @@ prefix **and** a GUID it recorded) are ever pruned; the common base is held on b
 where the ZFS has user holds). A failed sync is retried at the next interval (the status shows the lag
 and the last error); a refusal that cannot heal (fenced, diverged, gone) fails it. ``suspend`` stops
 syncing, ``resume`` carries on, ``cancel`` rolls back the increment in flight, releases the claim and the
-holds, and leaves both sides at the last common snapshot. See ``docs/flows.md``.
+holds, and leaves both sides at the last common snapshot. ``grant``: the standby's grant for this
+relationship (``increment``, ``prune``, no expiry; the controller asks for it, see :mod:`.granted`),
+presented on every ``recv.*`` call. See ``docs/flows.md``.
 """
 
 from __future__ import annotations
@@ -46,13 +48,14 @@ from .remote import RemoteReceiver
 from .standby_stream import IncrementPipe
 from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
 from .upkeep import MODIFIED
+from .wire import validate_grant
 
 __all__ = ["KIND", "PREFIX", "StandbySync", "snapshot_time"]
 
 KIND = "standby-sync"
 PREFIX = "zfs_backend-standby-"
 _PARAMS = frozenset(
-    {"dataset", "destination_node", "destination", "base", "interval_s", "max_lag_s", "cipher"}
+    {"dataset", "destination_node", "destination", "base", "interval_s", "max_lag_s", "cipher", "grant"}
 )
 
 
@@ -98,6 +101,7 @@ class StandbySync(IncrementPipe, LocalActivity):
                 f"standby-sync: the base must be a {PREFIX}* snapshot, not {self.base_snap.snap}"
             )
         self.cipher = validate_cipher(str(p.get("cipher") or DEFAULT_CIPHER))
+        self.grant = None if p.get("grant") is None else validate_grant(p["grant"])
         self._peer = PeerHost(
             self.dest_node, cipher=self.cipher, control_dir=str(load_settings().agent_socket.parent / "ssh")
         )
@@ -115,7 +119,8 @@ class StandbySync(IncrementPipe, LocalActivity):
     @property
     def receiver(self) -> RemoteReceiver:
         if self._receiver is None:
-            self._receiver = RemoteReceiver(self.ctx.peer_agent(self.dest_node), self.dest, self.id)
+            peer = self.ctx.peer_agent(self.dest_node)
+            self._receiver = RemoteReceiver(peer, self.dest, self.id, self.grant)
         return self._receiver
 
     # -- hosting ----------------------------------------------------------------------------------

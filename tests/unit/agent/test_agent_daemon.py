@@ -70,6 +70,20 @@ class Agent:
             "rpc",
         ]
 
+    def peer_exec_argv(self, peer: str, command: str = "zfs-backend rpc --peer") -> list[str]:
+        """What sshd runs for a peer node's key: ``peer-exec --peer NODE`` with the peer's command."""
+        return [
+            "env",
+            f"ZFS_BACKEND_AGENT_SOCKET={self.sock}",
+            f"SSH_ORIGINAL_COMMAND={command}",
+            sys.executable,
+            "-m",
+            "zfs_backend.cli.main",
+            "peer-exec",
+            "--peer",
+            peer,
+        ]
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -278,10 +292,10 @@ def test_test_kinds_only_when_asked(tmp_path):
 
 
 def test_the_peer_socket_answers_only_what_peers_may_ask(agent):
-    peer = Node.local(socket_path=agent.sock.with_name("peer.sock"))
+    peer = Node(AgentClient(CommandTransport(agent.peer_exec_argv("node2"))), "node1")
     assert peer.ping()["agent"] == "zfs-backend"
     assert peer.client.call("recv.status") == []
-    for op in ("list", "kinds", "start", "shutdown"):
+    for op in ("list", "kinds", "start", "shutdown", "grant.add", "grant.list", "recv.fence"):
         with pytest.raises(ProtocolError, match="not allowed here"):
             peer.client.call(op)
     assert stat.S_IMODE(os.stat(agent.sock.with_name("peer.sock")).st_mode) == 0o600

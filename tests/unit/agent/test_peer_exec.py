@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import struct
 import subprocess
 import sys
 
 import pytest
 
-from zfs_backend.agent.peer_exec import REFUSED, Refused, parse_request
+from zfs_backend.agent.peer_exec import (
+    REFUSED,
+    Refused,
+    _receive_argv_for,
+    check_stream_head,
+    parse_request,
+)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +63,7 @@ def test_anything_else_is_refused(command: str | None) -> None:
 
 def test_the_command_refuses_in_one_line_with_126() -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "zfs_backend.cli.main", "peer-exec"],
+        [sys.executable, "-m", "zfs_backend.cli.main", "peer-exec", "--peer", "node2"],
         env={
             "SSH_ORIGINAL_COMMAND": "zfs destroy tank",
             "SSH_CLIENT": "198.18.0.11 4242 22",
@@ -67,3 +76,94 @@ def test_the_command_refuses_in_one_line_with_126() -> None:
     assert r.returncode == REFUSED
     assert r.stderr.count("\n") == 1 and "refused by the peer (198.18.0.11)" in r.stderr
     assert r.stdout == ""
+
+
+MAGIC = 0x2F5BACBAC
+
+
+def begin_record(payload: bytes = b"", order: str = "<", drr_type: int = 0, magic: int = MAGIC) -> bytes:
+    """A ``DRR_BEGIN`` record as ``zfs send`` writes it (312 bytes), followed by its payload."""
+    head = struct.pack(
+        order + "IIQQQIIQQ256s",
+        drr_type,
+        len(payload),
+        magic,
+        1 << 2,
+        1700000000,
+        2,
+        0,
+        77,
+        0,
+        b"tank/src@s1",
+    )
+    assert len(head) == 312
+    return head + payload
+
+
+def xdr_props(**props: str) -> bytes:
+    """Enough of an XDR nvlist (names as length-prefixed strings) to carry property names."""
+    out = b""
+    for k, v in props.items():
+        for s in (k.encode(), v.encode()):
+            out += struct.pack(">I", len(s)) + s + b"\0" * (-len(s) % 4)
+    return out
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_plain_or_property_stream_without_mounts_passes(order: str) -> None:
+    check_stream_head(begin_record(order=order))
+    check_stream_head(begin_record(xdr_props(compression="lz4", **{"zfs_backend:source": "node2:tank/x"})))
+
+
+@pytest.mark.parametrize("prop", ["mountpoint", "sharenfs", "sharesmb"])
+def test_a_stream_that_places_a_mount_or_share_is_refused(prop: str) -> None:
+    with pytest.raises(Refused, match=f"carries '{prop}'"):
+        check_stream_head(begin_record(xdr_props(compression="lz4", **{prop: "/etc"})))
+
+
+@pytest.mark.parametrize(
+    ("head", "why"),
+    [
+        (b"", "too short"),
+        (begin_record(magic=12345), "no BEGIN record"),
+        (begin_record(drr_type=1), "not BEGIN"),
+    ],
+)
+def test_what_is_not_a_stream_is_refused(head: bytes, why: str) -> None:
+    with pytest.raises(Refused, match=why):
+        check_stream_head(head)
+
+
+def test_receive_flags_follow_the_dialect() -> None:
+    openzfs = {"recv_no_mount": True, "recv_properties": True}
+    argv, check = _receive_argv_for(["receive", "-s", "tank/r"], openzfs)
+    assert not check
+    assert argv == ["receive", "-s", "-u", "-x", "mountpoint", "-x", "sharenfs", "-x", "sharesmb", "tank/r"]
+    argv, check = _receive_argv_for(["receive", "tank/r"], {"recv_no_mount": False, "recv_properties": False})
+    assert check and argv == ["receive", "tank/r"]  # zfs-fuse: the stream's head is checked instead
+
+
+def _relay(stream: bytes, tmp_path) -> subprocess.CompletedProcess[bytes]:
+    out = tmp_path / "received"
+    code = (
+        "import sys; from zfs_backend.agent.peer_exec import _relay_receive, Refused\n"
+        "try:\n"
+        f"    sys.exit(_relay_receive('/bin/sh', ['-c', 'cat > {out}']))\n"
+        "except Refused as e:\n"
+        "    print(e, file=sys.stderr); sys.exit(126)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], input=stream, capture_output=True, check=False)
+
+
+def test_the_relay_hands_every_byte_on_after_the_check(tmp_path) -> None:
+    stream = begin_record(xdr_props(compression="lz4")) + os.urandom(3 << 20) + b"end"
+    r = _relay(stream, tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = (tmp_path / "received").read_bytes()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(stream).digest()
+
+
+def test_the_relay_refuses_before_zfs_receive_runs(tmp_path) -> None:
+    r = _relay(begin_record(xdr_props(mountpoint="/etc/cron.d")) + b"x" * 1000, tmp_path)
+    assert r.returncode == 126 and b"mountpoint" in r.stderr
+    assert not (tmp_path / "received").exists()

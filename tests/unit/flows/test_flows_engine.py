@@ -58,11 +58,24 @@ class FakeActivity:
 
 
 class FakeAgent:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "node1", grants: list[tuple[str, str, Any]] | None = None) -> None:
+        self.name = name
         self.acts: dict[str, FakeActivity] = {}
         self.starts = 0
         self.crash_on_wait = False
         self.cancelled: list[str] = []
+        self.grants = grants if grants is not None else []  # (node, op, args), shared by the nodes
+
+    def grant(self, peer: str, allow: list[str], **kw: Any) -> dict[str, Any]:
+        self.grants.append((self.name, "grant.add", {"peer": peer, "allow": list(allow), **kw}))
+        return {"grant": f"gr-01M8PC6J46SJJSD1CGAQ7Y88{len(self.grants):02d}", "expires_at": 0.0}
+
+    def ping(self) -> dict[str, Any]:
+        return {"node": self.name}
+
+    def revoke_grant(self, grant: str | None = None, **kw: Any) -> int:
+        self.grants.append((self.name, "grant.revoke", {"grant": grant, **kw}))
+        return 1
 
     def start(self, kind: str, params: dict[str, Any]) -> FakeActivity:
         for a in self.acts.values():
@@ -110,7 +123,8 @@ class FakeEnv:
     def __init__(self, home: Path, stats: dict[str, Any]) -> None:
         self.settings = load_settings({"ZFS_BACKEND_HOME": str(home)})
         self._stats = stats
-        self.agents = {"node1": FakeAgent()}
+        self.grants: list[tuple[str, str, Any]] = []
+        self.agents = {n: FakeAgent(n, self.grants) for n in ("node1", "node2")}
         self.svc = FakeService()
 
     def stats(self, node: str) -> dict[str, Any]:
@@ -165,6 +179,10 @@ def test_backend_path_reports_progress_and_succeeds(fake: FakeEnv) -> None:
     run = engine.run_flow(fake.settings, sample_flow, {}, STORE, on_progress=lambda *a: seen.append(a))
     assert run.state == "SUCCESS", run.error
     assert fake.agents["node1"].starts == 1
+    [(node, op, args)] = fake.grants  # the destination granted the source, before the start
+    assert (node, op, args["peer"], args["dataset"]) == ("node2", "grant.add", "node1", STORE["dest"])
+    [act] = fake.agents["node1"].acts.values()
+    assert act.params["grant"] == "gr-01M8PC6J46SJJSD1CGAQ7Y8801"
     assert ("rep.await", "PROGRESS", 0.5) in seen
     d = engine.show_flow(fake.settings, run.id)
     states = {a["name"]: a["state"] for a in d["atoms"]}
@@ -192,6 +210,9 @@ def test_a_start_repeated_after_a_crash_adopts_the_running_twin(fake: FakeEnv) -
     first = StartReplicate("s").execute(STORE["snap"], "node2", STORE["dest"])
     again = StartReplicate("s").execute(STORE["snap"], "node2", STORE["dest"])
     assert again == first and fake.agents["node1"].starts == 1
+    # the second start's grant, refused with the start, is revoked: the twin holds its own
+    assert [(n, op) for n, op, _ in fake.grants] == [("node2", "grant.add")] * 2 + [("node2", "grant.revoke")]
+    assert fake.grants[-1][2]["grant"] == "gr-01M8PC6J46SJJSD1CGAQ7Y8802"
 
 
 @pytest.mark.parametrize(

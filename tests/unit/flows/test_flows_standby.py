@@ -90,6 +90,9 @@ class Env:
     def driver(self, node: str) -> Driver:
         return self.drivers[node]
 
+    def agent(self, node: str) -> Any:  # standby_remove revokes the grants there (test_flows_standby_grants)
+        return type("A", (), {"revoke_grant": lambda self, *a, **k: 0})()
+
 
 @pytest.fixture
 def env_of() -> Any:
@@ -214,5 +217,5 @@ def test_a_syncs_revert_cancels_it_and_destroys_only_its_own_last_snapshot(
     z.add_snapshot("tank/vol1", newest if newest != "zfs_backend-standby-1" else "other", 12)
     act = Act(newest)
     e.agent = lambda node: type("A", (), {"get": lambda self, i: act})()
-    StartSync("s").revert("vol1", "node1", "zfs_backend-standby-1", "act-01M8PC6J46SJJSD1CGAQ7Y88PX")
+    StartSync("s").revert("vol1", "node1", "node2", "zfs_backend-standby-1", "act-01M8PC6J46SJJSD1CGAQ7Y88PX")
     assert act.cancelled and z.guids("tank/vol1") == left

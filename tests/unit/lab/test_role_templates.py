@@ -130,3 +130,35 @@ def test_controller_key_lines_are_the_labs():
     assert two == (
         f'from="198.18.10.1,10.0.0.0/8" {pub} a\nfrom="198.18.10.1,10.0.0.0/8" ssh-rsa OTHERAAAA b\n'
     )
+
+
+def test_peer_keys_name_the_peer_and_quote_the_command_safely(lab):
+    nodes, _keys, hostvars = lab
+    got = render(
+        "peer_keys.j2",
+        inventory_hostname=nodes[0].name,
+        zfs_backend_node_peers=[n.name for n in nodes],
+        hostvars=hostvars,
+        zfs_backend_node_key_command='/opt/z "x\\y/bin/zfs-backend peer-exec',
+    )
+    lines = got.splitlines()
+    assert len(lines) == 2
+    for line, peer in zip(lines, nodes[1:], strict=True):
+        assert f'command="/opt/z \\"x\\\\y/bin/zfs-backend peer-exec --peer {peer.name}" ' in line
+        assert line.startswith(f'restrict,from="{peer.address}",')
+
+
+def test_the_agent_environment_names_the_replica_roots():
+    got = render(
+        "agent.env.j2",
+        ansible_managed="managed",
+        zfs_backend_node_home="/var/lib/zfs-backend",
+        zfs_backend_node_config_dir="/etc/zfs-backend",
+        zfs_backend_node_ssh_cipher="aes128-gcm@openssh.com",
+        zfs_backend_node_replica_roots=["tank/replicas", "tank/volumes"],
+    )
+    assert "ZFS_BACKEND_REPLICA_ROOTS=tank/replicas,tank/volumes\n" in got
+    from zfs_backend.config import load_settings
+
+    env = dict(line.split("=", 1) for line in got.splitlines() if line and not line.startswith("#"))
+    assert load_settings(env).replica_roots == ("tank/replicas", "tank/volumes")

@@ -196,3 +196,27 @@ def test_kind_validates_params_before_storing(tmp_path: Path) -> None:
         Replicate(_record("act-x", {**PARAMS, "destination": "tank/a|b"}), ctx)
     assert store.list() == []
     store.close()
+
+
+def test_a_grant_is_a_validated_param_presented_on_every_recv_call() -> None:
+    from zfs_backend.replication.remote import RemoteReceiver
+    from zfs_backend.zfs.names import parse_dataset
+
+    g = "gr-01M8PC6J46SJJSD1CGAQ7Y88PX"
+    req = Request.from_params({**PARAMS, "grant": g})
+    assert req.grant == g and req.to_params()["grant"] == g
+    assert "grant" not in Request.from_params(PARAMS).to_params()
+    with pytest.raises(UsageError, match="invalid grant id"):
+        Request.from_params({**PARAMS, "grant": "gr-../../x"})
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    class Peer:
+        def call(self, op: str, **args: Any) -> Any:
+            calls.append((op, args))
+            return {}
+
+    rr = RemoteReceiver(Peer(), parse_dataset("tank/fs"), "act-01M8PC6J46SJJSD1CGAQ7Y88PX", g)
+    rr.renew()
+    rr.release()
+    rr.commit(5, prune_prefix="zfs_backend-standby-")
+    assert [a["grant"] for _, a in calls] == [g, g, g]

@@ -41,8 +41,9 @@ def rx(zfs: FakeZfs, tmp_path: Path) -> Receiver:
 
 
 def start(rx: Receiver) -> None:
+    rx.claims.record_received("tank/v", [21], None)  # the seeding replication's finish recorded it
     rx.begin("tank/v", A, SRC, sent_guids=[11, 21])
-    rx.expect("tank/v", A, [21])  # the seed, made for this standby, is adopted
+    rx.expect("tank/v", A, [21])  # the seed, made for this standby (received here), is adopted
 
 
 def sync(rx: Receiver, zfs: FakeZfs, snap: str, guid: int) -> dict[str, object]:

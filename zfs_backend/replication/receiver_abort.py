@@ -1,0 +1,117 @@
+"""``abort`` of the receiving end (:class:`~.receiver.Receiver`, mixed in): put the claimed tree back as
+``begin`` found it, as far as it is provably this replication's doing. A partial resumable receive is
+discarded; an existing dataset is rolled back to its last snapshot from before only when every newer
+snapshot is one this replication sent and its head did not change; a dataset that did not exist before
+is destroyed only when it is provably this replication's (every snapshot's GUID is one the source sent,
+or a partial receive, and no other receiver's mark, and no child it did not create). What it may not
+touch it leaves, and says so.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ReplicationConflict
+from ..zfs.changes import PROBE_PREFIX
+from ..zfs.names import DatasetName, parse_dataset
+from .wire import RECEIVER_PROP, validate_holder
+
+if TYPE_CHECKING:
+    from ..zfs.api import Zfs
+    from ..zfs.models import Dataset
+    from .claims import Claim, ClaimStore
+    from .head import DestinationHead
+
+__all__ = ["AbortOps"]
+
+
+def _rel(top: DatasetName, ds: DatasetName) -> str:
+    return "" if ds == top else ds.name[len(top.name) + 1 :]
+
+
+class AbortOps:
+    """Mixed into :class:`~.receiver.Receiver` (which provides the rest)."""
+
+    zfs: Zfs
+    claims: ClaimStore
+    head: DestinationHead
+
+    if TYPE_CHECKING:  # the Receiver's and StandbyOps' (stubs here would shadow StandbyOps' in the MRO)
+
+        def _tree(self, top: DatasetName, recursive: bool) -> list[Dataset]: ...
+        def _restore_read_only(self, claim: Claim) -> None: ...
+        def _release_holds(self, claim: Claim) -> None: ...
+        def _drop_claim(self, top: DatasetName | str, claim: Claim) -> bool: ...
+
+    def abort(self, dataset: str, holder: str, *, keep_claim: bool = False) -> dict[str, Any]:
+        """Put the tree back as ``begin`` found it, as far as it is provably this replication's doing.
+        ``keep_claim``: keep the claim and the read-only lock (a restart starting over)."""
+        top = parse_dataset(dataset)
+        claim = self.claims.get(str(top))
+        if claim is None or claim.holder != validate_holder(holder):
+            return {"restored": False, "left": [f"{top}: not claimed by {holder}; nothing touched"]}
+        before: dict[str, list[int]] = claim.state.get("before", {})
+        sent = set(claim.state.get("sent", []))
+        left: list[str] = []
+        restored: list[str] = []
+        tree = self._tree(top, bool(claim.state.get("recursive")))
+        # deepest first: a new child goes before its parent
+        for ds in sorted(tree, key=lambda d: d.name.name.count("/"), reverse=True):
+            rel = _rel(top, ds.name)
+            if rel in before:
+                self._restore_existing(ds.name, set(before[rel]), sent, restored, left)
+            else:
+                self._remove_created(ds.name, holder, sent, restored, left)
+        for name in claim.state.get("discarded", {}):
+            left.append(
+                f"{top}/{name}".rstrip("/") + ": what rollback_destination discarded cannot come back"
+            )
+        if not keep_claim:
+            self._restore_read_only(claim)
+            self._release_holds(claim)
+            self._drop_claim(top, claim)
+        return {"restored": not left, "actions": restored, "left": left}
+
+    def _restore_existing(
+        self, ds: DatasetName, before: set[int], sent: set[int], done: list[str], left: list[str]
+    ) -> None:
+        if self.zfs.dialect.resumable_receive and self.zfs.resume_token(ds):
+            self.zfs.abort_resumable_receive(ds)
+            done.append(f"{ds}: partial receive discarded")
+        snaps = [s for s in self.zfs.list_snapshots(ds) if not s.snap.startswith(PROBE_PREFIX)]
+        newer = [s for s in snaps if s.guid not in before]
+        if not newer:
+            return
+        keep = [s for s in snaps if s.guid in before]
+        if not keep:
+            left.append(f"{ds}: none of its earlier snapshots is left to roll back to")
+            return
+        try:  # only what this replication sent, checked and re-listed under the quiet lock
+            gone = self.head.guarded_rollback(ds, keep[-1].guid, sent)
+        except ReplicationConflict as e:
+            left.append(str(e))
+            return
+        removed = ", ".join("@" + s.snap for s in gone.snapshots) or "nothing"
+        done.append(f"{ds}: rolled back to @{keep[-1].snap} (removed {removed})")
+
+    def _remove_created(
+        self, ds: DatasetName, holder: str, sent: set[int], done: list[str], left: list[str]
+    ) -> None:
+        mark, source = self.zfs.get_with_source(ds, RECEIVER_PROP)
+        snaps = self.zfs.list_snapshots(ds)
+        partial = not snaps and self.zfs.dialect.resumable_receive and bool(self.zfs.resume_token(ds))
+        ours_by_guid = bool(snaps) and all(s.guid in sent for s in snaps)
+        other_mark = mark not in ("-", "", holder) and source in ("local", "received")
+        if other_mark or not (ours_by_guid or partial):
+            left.append(f"{ds}: not created by this replication; left alone")
+            return
+        children = [d for d in self.zfs.list_datasets(ds, recursive=True) if d.name != ds]
+        if children:
+            left.append(f"{ds}: holds datasets this replication did not create; left alone")
+            return
+        if not snaps:  # a partial receive's state: nothing anyone could have written to
+            self.zfs.destroy(ds, recursive=True, deadline=30.0, missing_ok=True)
+            done.append(f"{ds}: destroyed (created by this replication)")
+            return
+        why = self.head.destroy_if_unwritten(ds, sent)  # writable until finish: checked unmounted
+        (left if why else done).append(why or f"{ds}: destroyed (created by this replication)")
