@@ -118,6 +118,7 @@ class PeerAuthority:
         """The grant that lets ``peer`` begin receiving into ``args['dataset']``, or ``NotGranted``."""
         top = parse_dataset(args["dataset"])
         self._check_root(top)
+        self.claims.refuse_if_fenced(str(top), validate_holder(args.get("holder")))
         if args.get("grant") is None:
             raise NotGranted(f"{peer} may not receive into {top}: no grant was presented")
         g = self.grants.get(validate_grant(args["grant"]))
@@ -140,6 +141,7 @@ class PeerAuthority:
         holder = validate_holder(args["holder"])
         claim = self.claims.get(str(top))
         if claim is None or claim.holder != holder or claim.state.get("peer") != peer:
+            self.claims.refuse_if_fenced(str(top), holder)  # its own fence, told as such
             raise not_held(top, holder)
         self._check_root(top)
         if not claim.state.get("recursive"):  # a claim on one dataset reaches no dataset inside it

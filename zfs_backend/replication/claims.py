@@ -202,6 +202,13 @@ class ClaimStore:
     def fenced(self, dataset: str, holder: str) -> bool:
         return self._fence_reason(dataset, holder) is not None
 
+    def refuse_if_fenced(self, dataset: str, holder: str) -> None:
+        """``AlreadyRunning`` naming the fence when ``holder`` is shut out of ``dataset`` (what its source
+        must be told, before anything else: not "not held")."""
+        reason = self._fence_reason(dataset, holder)
+        if reason is not None:
+            raise Conflict(ALREADY_RUNNING, f"{holder} is fenced off {dataset}: {reason}").error()
+
     def _fence_reason(self, dataset: str, holder: str) -> str | None:
         with self._lock:
             row = self._db.execute(

@@ -259,3 +259,17 @@ def test_a_claim_on_one_dataset_reaches_nothing_inside_it(node: Node) -> None:
         with pytest.raises(NotGranted, match="covers tank/r1 alone"):
             node.recv(verb, dataset="tank/r1", holder=A, **extra)
     assert all("child" not in str(c) for c in node.zfs.changing())  # nothing done inside
+
+
+def test_a_fenced_holder_is_told_it_is_fenced_not_that_it_holds_nothing(node: Node) -> None:
+    """A forced failover fences the standby's sync off the promoted dataset: when its source comes back,
+    every call it makes names the fence (lab: test_standby.py::test_forced_failover_with_the_primary_link_down)."""
+    g = node.grant("node2", "tank/r1", ["increment"])
+    node.begin("tank/r1", grant=g)
+    node.recv("fence", peer=None, dataset="tank/r1", holder=A, reason="tank/r1 was promoted")
+    with pytest.raises(AlreadyRunning, match="fenced off tank/r1: tank/r1 was promoted"):
+        node.recv("renew", dataset="tank/r1", holder=A)
+    with pytest.raises(AlreadyRunning, match="fenced off tank/r1"):
+        node.begin("tank/r1", grant=g)
+    with pytest.raises(AlreadyRunning, match="does not hold"):  # an unfenced stranger learns nothing more
+        node.recv("renew", dataset="tank/r1", holder=B)
