@@ -263,7 +263,7 @@ def test_a_claim_on_one_dataset_reaches_nothing_inside_it(node: Node) -> None:
 
 def test_a_fenced_holder_is_told_it_is_fenced_not_that_it_holds_nothing(node: Node) -> None:
     """A forced failover fences the standby's sync off the promoted dataset: when its source comes back,
-    every call it makes names the fence (lab: test_standby.py::test_forced_failover_with_the_primary_link_down)."""
+    every call it makes names the fence (lab: test_standby.py's forced failover with the link down)."""
     g = node.grant("node2", "tank/r1", ["increment"])
     node.begin("tank/r1", grant=g)
     node.recv("fence", peer=None, dataset="tank/r1", holder=A, reason="tank/r1 was promoted")
