@@ -52,8 +52,13 @@ CLI = [sys.executable, "-m", "zfs_backend.cli.main"]
 # runs on node1; names reach it as positional parameters
 _RAW = (
     's=$(date +%s.%N); if [ -n "$2" ]; then zfs send -i "$2" "$1"; else zfs send "$1"; fi '
-    '| ssh -o BatchMode=yes "$3" zfs recv "$4" || exit 1; e=$(date +%s.%N); echo "$s $e"'
+    '| ssh -o BatchMode=yes -i "$5" "$3" zfs recv "$4" || exit 1; e=$(date +%s.%N); echo "$s $e"'
 )
+# The raw baseline's own key, node1 -> node2: the nodes' own keys reach only ``peer-exec``, which receives
+# only into what the controller granted (issue 19), so a plain ``zfs recv`` needs a key of its own. Offered
+# first (``-i``), accepted from node1's address only, removed again at the end.
+RAW_KEY = "/root/.ssh/zfs_backend_bench_raw"
+RAW_MARK = "zfs-backend-bench-raw"
 
 
 @dataclass
@@ -107,10 +112,23 @@ class Bench:
         got = Zfs(self.dst).get_int(parse_snapshot(snap), "guid")
         assert want == got, f"{snap}: destination GUID {got} != {want}"
 
+    def raw_key_up(self, src_address: str) -> None:
+        """Install the raw baseline's key (see ``RAW_KEY``) on node2 for node1."""
+        self.raw_key_down()
+        self.src.run(["rm", "-f", RAW_KEY, f"{RAW_KEY}.pub"])
+        self.src.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", RAW_MARK, "-f", RAW_KEY])
+        pub = self.src.run(["cat", f"{RAW_KEY}.pub"]).text.strip()
+        line = f'restrict,from="{src_address}" {pub}\n'
+        self.dst.run(["tee", "-a", "/root/.ssh/authorized_keys"], input=line.encode())
+
+    def raw_key_down(self) -> None:
+        self.dst.run(["sed", "-i", f"/ {RAW_MARK}$/d", "/root/.ssh/authorized_keys"], check=False)
+
     # -- the three sides -------------------------------------------------------------------------------
     def raw(self, snap: str, base: str | None = None) -> float:
         dest = snap.split("@")[0]
-        res = self.src.run(["sh", "-c", _RAW, "bench", snap, base or "", DST, dest], timeout=1800)
+        argv = ["sh", "-c", _RAW, "bench", snap, base or "", DST, dest, RAW_KEY]
+        res = self.src.run(argv, timeout=1800)
         s, e = (float(x) for x in res.text.split())
         return e - s
 
@@ -459,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         ("rss", lambda: agent_rss(b, a.big)),
     ]
     try:
+        b.raw_key_up(inv.node(SRC).address)
         for name, step in steps:
             if name in only:
                 con.print(f"{name} …")
@@ -466,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for node in b.agents.values():
             node.close()
+        b.raw_key_down()
         if a.down:
             lab.down()
     out = report(b, a)
