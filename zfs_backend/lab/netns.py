@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -178,18 +179,32 @@ def list_lab_netns(layout: LabLayout) -> list[str]:
     return sorted(n for n in netns.listnetns() if n.startswith(prefix))
 
 
-def delete_lab_network(layout: LabLayout) -> None:
-    """Remove every link and namespace of this lab, found by name. Idempotent."""
+def _delete_lab_links(layout: LabLayout, *, quiet: bool) -> int:
+    """Delete this lab's links in the root namespace (bridge, host ends of veths); how many were there."""
+    found = 0
     with _ipr() as ip:
         for msg in ip.get_links():
             name = msg.get_attr("IFLA_IFNAME") or ""
             if name == layout.bridge or (name.startswith(f"zb{layout.tag}n") and name.endswith("h")):
+                found += 1
                 try:
                     ip.link("del", index=msg["index"])
                 except NetlinkError as e:
-                    log.warning("could not delete link %s: %s", name, e)
+                    if not quiet:
+                        log.warning("could not delete link %s: %s", name, e)
+    return found
+
+
+def delete_lab_network(layout: LabLayout, *, settle_s: float = 5.0) -> None:
+    """Remove every link and namespace of this lab, found by name. Idempotent. A link the kernel was
+    still tearing down (a veth whose peer's namespace was going away) is deleted again once the
+    namespaces are gone, until none is left or ``settle_s`` passed."""
+    _delete_lab_links(layout, quiet=False)
     for name in list_lab_netns(layout):
         try:
             netns.remove(name)
         except OSError as e:
             log.warning("could not remove netns %s: %s", name, e)
+    deadline = time.monotonic() + settle_s
+    while _delete_lab_links(layout, quiet=True) and time.monotonic() < deadline:
+        time.sleep(0.1)
