@@ -5,8 +5,9 @@ grant, with node3's claim live), and a replica granted to node2 with operations 
 Each is refused with one line; afterwards every snapshot (name and GUID), byte (file checksums),
 property (local and received values) and export on node1 is as before: compared, not assumed.
 
-The legitimate path: the controller makes a grant over its own connection to node1's agent and the real
-source agent replicates under it (``extra_params={"grant": ...}``); the grant is consumed with the claim.
+The legitimate path: the controller (``snapshot_replicate``) makes a grant over its own connection to node1's
+agent and the real source agent replicates under it; the grant is consumed with the claim. Started on the
+source's agent without the controller's grant, or with another peer's, it is refused by node1.
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ def rpc(
     return [json.loads(x) for x in r.text.splitlines() if x.strip()]
 
 
+def start_ungranted(settings: Settings, src: str, dst: str, grant: str | None = None) -> Any:
+    """Start ``replicate`` on the source's agent directly, as a controller that never asked the
+    destination would (or with a grant of its own choosing): only the destination's check stands."""
+    from replication_helpers import FAST
+
+    from zfs_backend.replication.api import _request
+    from zfs_backend.replication.request import KIND
+
+    req = _request(src, None, dst, destination=None)
+    params = {**req.to_params(), **FAST, **({"grant": grant} if grant else {})}
+    return _agent(settings, req.source_node).start(KIND, params)
+
+
 def grant(settings: Settings, **args: Any) -> str:
     return str(_agent(settings, "node1").client.call("grant.add", **args)["grant"])
 
@@ -101,7 +115,43 @@ def world(lab: Lab, lab_settings: Settings, nodes: dict[str, SSHHost]) -> Iterat
 
     tag = uuid.uuid4().hex[:8]
     n1, n2, n3 = nodes["node1"], nodes["node2"], nodes["node3"]
-    user = f"tank/u{tag}"
+    user, vol, r2, r3, evil = (
+        f"tank/u{tag}",
+        f"hostile{tag}",
+        f"tank/r{tag}2",
+        f"tank/r{tag}3",
+        f"tank/e{tag}",
+    )
+    try:  # a setup that fails half way is cleaned up as well (it would leave an export behind)
+        yield _world(lab, lab_settings, nodes, tag, user, vol, r2, r3, evil)
+    finally:
+        with contextlib.suppress(Exception):
+            rpc(nodes, [("recv.release", {"dataset": r3, "holder": H3})], "node3")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("ZFS_BACKEND_HOME", str(lab_settings.home))
+            mp.setenv("ZFS_BACKEND_LAB_NETWORK", lab_settings.lab_network)
+            cli_main(["volume", "detach", vol, "--client", lab.node("node3").address])
+            cli_main(["volume", "delete", vol])
+        for host, names in ((n1, [user, r2, r3]), (n2, [r2, evil]), (n3, [r3])):
+            for name in names:
+                with contextlib.suppress(Exception):
+                    Zfs(host).destroy(parse_dataset(name), recursive=True, missing_ok=True, deadline=20)
+
+
+def _world(
+    lab: Lab,
+    lab_settings: Settings,
+    nodes: dict[str, SSHHost],
+    tag: str,
+    user: str,
+    vol: str,
+    r2: str,
+    r3: str,
+    evil: str,
+) -> dict[str, Any]:
+    from zfs_backend.cli.main import main as cli_main
+
+    n1, n2, n3 = nodes["node1"], nodes["node2"], nodes["node3"]
     write(n1, user, "a", 1)
     snapshot(n1, user, "snapshot-s1")
     write(n1, user, "b", 1)
@@ -109,7 +159,6 @@ def world(lab: Lab, lab_settings: Settings, nodes: dict[str, SSHHost]) -> Iterat
     write(n1, user, "live", 1)  # written after the newest snapshot
     Zfs(n1).set(parse_dataset(user), "com.example:owner", "alice")
     # a local volume, attached (exported) to node3
-    vol = f"hostile{tag}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ZFS_BACKEND_HOME", str(lab_settings.home))
         mp.setenv("ZFS_BACKEND_LAB_NETWORK", lab_settings.lab_network)
@@ -123,18 +172,15 @@ def world(lab: Lab, lab_settings: Settings, nodes: dict[str, SSHHost]) -> Iterat
     volume_ds = str(vols[-1].name)
     volume_id = volume_ds.rsplit("volume-", 1)[1]
     # node3's replica on node1, under node3's grant
-    r3 = f"tank/r{tag}3"
     write(n3, r3, "x", 1)
     snapshot(n3, r3, "s1")
-    g = grant(lab_settings, peer="node3", dataset=r3, allow=["create"])
-    assert_success(replicate(lab_settings, f"node3:{r3}@s1", f"node1:{r3}", extra_params={"grant": g}))
+    assert_success(replicate(lab_settings, f"node3:{r3}@s1", f"node1:{r3}"))  # granted by the controller
     # node2's replica on node1, under node2's grant
-    r2 = f"tank/r{tag}2"
     write(n2, r2, "y", 1)
     snapshot(n2, r2, "s1")
-    g = grant(lab_settings, peer="node2", dataset=r2, allow=["create"])
-    assert_success(replicate(lab_settings, f"node2:{r2}@s1", f"node1:{r2}", extra_params={"grant": g}))
-    assert all(x["grant"] != g for x in _agent(lab_settings, "node1").client.call("grant.list"))  # consumed
+    assert_success(replicate(lab_settings, f"node2:{r2}@s1", f"node1:{r2}"))
+    listed = _agent(lab_settings, "node1").client.call("grant.list")
+    assert not [x for x in listed if x.get("dataset") in (r2, r3)]  # consumed with the claims
     # node3 keeps a live claim on its replica (a standby-like relationship)
     g3 = grant(lab_settings, peer="node3", dataset=r3, allow=["increment", "rollback", "prune"], ttl_s=0)
     begin3 = {
@@ -150,7 +196,6 @@ def world(lab: Lab, lab_settings: Settings, nodes: dict[str, SSHHost]) -> Iterat
         in rpc(nodes, [("recv.begin", begin3), ("recv.renew", {"dataset": r3, "holder": H3})], "node3")[0]
     )
     # a stream whose properties place a mount (send -p of a dataset with a local mountpoint)
-    evil = f"tank/e{tag}"
     write(n2, evil, "z", 1)
     Zfs(n2).set(parse_dataset(evil), "mountpoint", f"/tmp/evil{tag}")
     snapshot(n2, evil, "s1")
@@ -165,18 +210,7 @@ def world(lab: Lab, lab_settings: Settings, nodes: dict[str, SSHHost]) -> Iterat
         "plain_stream": n2.run(["zfs", "send", f"{r2}@s1"], timeout=120).stdout,
         "mount_stream": n2.run(["zfs", "send", "-p", f"{evil}@s1"], timeout=120).stdout,
     }
-    yield w
-    with contextlib.suppress(Exception):
-        rpc(nodes, [("recv.release", {"dataset": r3, "holder": H3})], "node3")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZFS_BACKEND_HOME", str(lab_settings.home))
-        mp.setenv("ZFS_BACKEND_LAB_NETWORK", lab_settings.lab_network)
-        cli_main(["volume", "detach", vol, "--client", lab.node("node3").address])
-        cli_main(["volume", "delete", vol])
-    for host, names in ((n1, [user, r2, r3]), (n2, [r2, evil]), (n3, [r3])):
-        for name in names:
-            with contextlib.suppress(Exception):
-                Zfs(host).destroy(parse_dataset(name), recursive=True, missing_ok=True, deadline=20)
+    return w
 
 
 def peer_ops(target: str, w: dict[str, Any], grant_id: str | None) -> list[tuple[str, dict[str, Any]]]:
@@ -320,15 +354,16 @@ def test_the_legitimate_path_replicates_under_a_grant_and_nothing_else(
     write(n2, ds, "f", 2)
     snapshot(n2, ds, "s1")
     with pytest.raises(NotGranted, match="no grant was presented"):  # refused by node1 at the start
-        replicate(lab_settings, f"node2:{ds}@s1", f"node1:{ds}")
+        start_ungranted(lab_settings, f"node2:{ds}@s1", f"node1:{ds}")
     g = grant(lab_settings, peer="node3", dataset=ds, allow=["create"])  # another peer's grant
     with pytest.raises(NotGranted, match="holds no grant"):
-        replicate(lab_settings, f"node2:{ds}@s1", f"node1:{ds}", extra_params={"grant": g})
+        start_ungranted(lab_settings, f"node2:{ds}@s1", f"node1:{ds}", grant=g)
     assert not Zfs(nodes["node1"]).exists(parse_dataset(ds))
-    g = grant(lab_settings, peer="node2", dataset=ds, allow=["create"])
-    assert_success(replicate(lab_settings, f"node2:{ds}@s1", f"node1:{ds}", extra_params={"grant": g}))
+    assert_success(replicate(lab_settings, f"node2:{ds}@s1", f"node1:{ds}"))  # the controller's grant
     assert [s.snap for s in Zfs(nodes["node1"]).list_snapshots(parse_dataset(ds))] == ["s1"]
     listed = _agent(lab_settings, "node1").client.call("grant.list")
-    assert all(x["grant"] != g for x in listed)  # consumed with the claim
+    assert [x["grant"] for x in listed if x.get("dataset") == ds] == [
+        g
+    ]  # node3's unused one alone: ours went
     with pytest.raises(NotGranted):
         grant(lab_settings, peer="node2", dataset="tank", allow=["create"])  # the pool root: never

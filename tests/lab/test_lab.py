@@ -43,7 +43,19 @@ def test_nodes_have_own_hostname_root_and_files(lab: Lab, nodes: dict[str, SSHHo
     assert r.returncode != 0
 
 
-def test_node_to_node_stream_with_checksums(nodes: dict[str, SSHHost]) -> None:
+def test_node_to_node_stream_with_checksums(
+    lab: Lab, lab_settings: Settings, nodes: dict[str, SSHHost]
+) -> None:
+    """node1 streams to node2 over its own SSH client config (strict host keys, its own narrow key): a
+    bare ``zfs recv`` nobody granted is refused by node2's ``peer-exec`` and leaves nothing; the same
+    stream under the controller's grant (``snapshot_replicate``) arrives byte for byte."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
+    from replication_helpers import assert_success, replicate
+
+    if not (lab.state and lab.state.agents):
+        pytest.skip("the lab runs without agents")
     n1, n2 = nodes["node1"], nodes["node2"]
     for n in (n1, n2):
         n.run(
@@ -53,8 +65,12 @@ def test_node_to_node_stream_with_checksums(nodes: dict[str, SSHHost]) -> None:
     n1.run(["dd", "if=/dev/urandom", "of=/tank/lt/data", "bs=1M", "count=16", "status=none"])
     n1.run(["zfs", "snapshot", "tank/lt@s1"])
     want = n1.run(["sha256sum", "/tank/lt/data"]).text.split()[0]
-    # node1 streams to node2 itself, over its own SSH client config (strict host keys)
-    n1.run(["sh", "-c", "zfs send tank/lt@s1 | ssh node2 zfs recv tank/lt-copy"], timeout=120)
+    bare = n1.run(
+        ["sh", "-c", "zfs send tank/lt@s1 | ssh node2 zfs recv tank/lt-copy"], timeout=120, check=False
+    )
+    assert bare.returncode != 0 and "no granted claim" in bare.err_text
+    assert not Zfs(n2).exists(parse_dataset("tank/lt-copy"))
+    assert_success(replicate(lab_settings, "node1:tank/lt@s1", "node2:tank/lt-copy"))
     got = n2.run(["sha256sum", "/tank/lt-copy/data"]).text.split()[0]
     assert got == want
     guid1 = n1.run(["zfs", "get", "-Hp", "-o", "value", "guid", "tank/lt@s1"]).text.strip()
