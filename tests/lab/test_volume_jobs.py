@@ -29,7 +29,7 @@ from zfs_backend.lab import Lab, nfs
 from zfs_backend.zfs import Zfs
 
 sys.path.insert(0, os.path.dirname(__file__))
-from replication_helpers import MiB, new_name, replicate, shaped, snapshot, write
+from replication_helpers import MiB, cli, new_name, replicate, shaped, snapshot, write
 
 pytestmark = pytest.mark.skipif(not nfs.ganesha_available(), reason="nfs-ganesha is not installed")
 BLOCK = 64 << 10
@@ -377,3 +377,49 @@ def test_migration_refused_with_user_snapshots(svc: VolumeService) -> None:
     finally:
         svc.delete_snapshot(name, "s1")
         svc.delete_volume(name)
+
+
+@pytest.mark.parametrize("detach", [False, True], ids=["foreground", "detach"])
+def test_migrate_from_the_command_line(
+    svc: VolumeService, lab: Lab, lab_settings: Settings, detach: bool
+) -> None:
+    """Issue 22: ``zfs-backend volume migrate NAME --to node2`` acts as the controller at the activity's
+    hold before its quiesce (unexport, resume), then switches the export: the volume is on node2 with its
+    data (checksum) and its attachments (grants), and nothing is left on node1. ``--detach`` returns the
+    activity id at once; its child does the same."""
+    name = vname()
+    svc.create_volume(name, 1, "node1")
+    try:
+        fill(svc, name, 24, seek_mib=8)
+        client = lab.layout.controller_address
+        svc.attach(name, {"ip": client})
+        before = file_sha(svc, name)
+        old = svc.driver("node1")._dataset(svc.get_volume(name).model())
+        argv = ["volume", "migrate", name, "--to", "node2"] + (["--detach"] if detach else [])
+        r = cli(lab_settings, *argv)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        if detach:
+            assert r.stdout.strip().startswith("act-"), r.stdout
+            deadline = time.monotonic() + 300
+            while svc.get_volume(name).node != "node2" and time.monotonic() < deadline:
+                time.sleep(0.5)
+        else:
+            assert f"migrated {name} to node2" in r.stdout, r.stdout
+        rec = svc.get_volume(name)
+        assert rec.node == "node2" and rec.status == "in-use", rec
+        d2 = svc.driver("node2")
+        ds = d2._dataset(rec.model())
+        entry = d2.exports.get(ds)
+        assert entry is not None and client in entry.clients, entry
+        assert rec.provider_location == d2._location(ds)
+        assert file_sha(svc, name) == before
+        assert not svc.driver("node1").zfs.exists(old)
+        assert svc.driver("node1").exports.get(old) is None
+        addr, path = rec.provider_location.split(":", 1)
+        with nfs.NfsClient(addr, path) as c:  # writable at its new place, through the grant
+            c.pwrite("/volume", 0, b"x" * BLOCK)
+    finally:
+        try:
+            svc.detach(name)
+        finally:
+            svc.delete_volume(name)
