@@ -6,6 +6,7 @@ agent's metrics scraped during a replication, and ``zfs-backend top`` driven in 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -418,6 +419,60 @@ def test_migrate_from_the_command_line(
         addr, path = rec.provider_location.split(":", 1)
         with nfs.NfsClient(addr, path) as c:  # writable at its new place, through the grant
             c.pwrite("/volume", 0, b"x" * BLOCK)
+    finally:
+        try:
+            svc.detach(name)
+        finally:
+            svc.delete_volume(name)
+
+
+def test_migrate_held_before_its_catchup_from_the_command_line(
+    svc: VolumeService, lab: Lab, lab_settings: Settings
+) -> None:
+    """Issue 22: ``volume migrate --hold-at catchup --detach``: the activity waits before its catch-up for
+    the operator (``activity resume``); its detached controller still unexports the source at the hold
+    before the quiesce (it held only at the catch-up before, and the quiesce then unmounted an exported
+    source), and the volume moves with its data."""
+    from zfs_backend.agent.connect import connect_node
+
+    name = vname()
+    svc.create_volume(name, 1, "node1")
+    try:
+        fill(svc, name, 16)
+        svc.attach(name, {"ip": lab.layout.controller_address})
+        before = file_sha(svc, name)
+        r = cli(
+            lab_settings,
+            "volume",
+            "migrate",
+            name,
+            "--to",
+            "node2",
+            "--hold-at",
+            "catchup",
+            "--detach",
+            "--json",
+        )
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        act_id = json.loads(r.stdout)["id"]
+        with connect_node("node1", lab_settings) as node:
+            act = node.get(act_id)
+            deadline = time.monotonic() + 120
+            while act.state != "suspended" and time.monotonic() < deadline:
+                time.sleep(0.3)
+            rec = act.record()
+            assert rec.state == "suspended" and rec.result["held"] == "catchup", rec
+        assert svc.get_volume(name).node == "node1"
+        r = cli(lab_settings, "activity", "resume", act_id, "--node", "node1")
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 300
+        while svc.get_volume(name).node != "node2" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        rec2 = svc.get_volume(name)
+        assert rec2.node == "node2", rec2
+        assert file_sha(svc, name) == before
+        entry = svc.driver("node2").exports.get(svc.driver("node2")._dataset(rec2.model()))
+        assert entry is not None and lab.layout.controller_address in entry.clients
     finally:
         try:
             svc.detach(name)

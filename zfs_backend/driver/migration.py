@@ -99,7 +99,10 @@ def start(
     if deps:
         raise VolumeBusy(f"volume {volume.id} has dependent clones ({', '.join(str(c) for c, _ in deps)})")
     req = MigrateRequest(dataset=ds, destination_node=dst.options.node, destination=dst._dataset(volume))
-    tuning.setdefault("hold_at", "quiesce")  # the controller unexports before the quiesce: see complete()
+    # the controller unexports before the quiesce (see Switch); an operator's hold before the catch-up
+    # comes first (``catchup+quiesce``): without the second one the activity would unmount an exported source
+    hold = tuning.get("hold_at") or "quiesce"
+    tuning["hold_at"] = "catchup+quiesce" if hold == "catchup" else hold
     params = {**req.to_params(), **tuning}
     # refuses here what the agent would refuse; then the destination's agent grants the source node this
     # migration (create), and the activity starts with the grant's id
