@@ -111,18 +111,22 @@ def assert_success(act: BackendActivity, timeout: float = 120) -> None:
     assert act.status == 0
 
 
-def cli(settings: Settings, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``zfs-backend ARGV`` as a user runs it: its own process, on the test lab's settings; a command that
-    does not return within ``timeout`` fails the test (issue 22: ``volume migrate`` never returned)."""
-    env = dict(
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment of a ``zfs-backend`` command on the test lab's settings."""
+    return dict(
         os.environ,
         ZFS_BACKEND_HOME=str(settings.home),
         ZFS_BACKEND_INVENTORY=str(settings.inventory),
         ZFS_BACKEND_LAB_NETWORK=settings.lab_network,
     )
+
+
+def cli(settings: Settings, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``zfs-backend ARGV`` as a user runs it: its own process, on the test lab's settings; a command that
+    does not return within ``timeout`` fails the test (issue 22: ``volume migrate`` never returned)."""
     return subprocess.run(
         [sys.executable, "-m", "zfs_backend.cli.main", *argv],
-        env=env,
+        env=cli_env(settings),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -30,7 +31,7 @@ from zfs_backend.lab import Lab, nfs
 from zfs_backend.zfs import Zfs
 
 sys.path.insert(0, os.path.dirname(__file__))
-from replication_helpers import MiB, cli, new_name, replicate, shaped, snapshot, write
+from replication_helpers import MiB, cli, cli_env, new_name, replicate, shaped, snapshot, write
 
 pytestmark = pytest.mark.skipif(not nfs.ganesha_available(), reason="nfs-ganesha is not installed")
 BLOCK = 64 << 10
@@ -473,6 +474,52 @@ def test_migrate_held_before_its_catchup_from_the_command_line(
         assert file_sha(svc, name) == before
         entry = svc.driver("node2").exports.get(svc.driver("node2")._dataset(rec2.model()))
         assert entry is not None and lab.layout.controller_address in entry.clients
+    finally:
+        try:
+            svc.detach(name)
+        finally:
+            svc.delete_volume(name)
+
+
+def test_ctrl_c_cancels_a_migration_from_the_command_line(
+    svc: VolumeService, lab: Lab, lab_settings: Settings
+) -> None:
+    """Issue 22: Ctrl-C (SIGINT) in ``volume migrate`` cancels the migration as in ``replicate``: exit 130,
+    the copy on the target gone, the volume where it was, exported to its client and usable."""
+    name = vname()
+    svc.create_volume(name, 1, "node1")
+    try:
+        fill(svc, name, 32)
+        client = lab.layout.controller_address
+        svc.attach(name, {"ip": client})
+        loc = svc.get_volume(name).provider_location
+        d2 = svc.driver("node2")
+        dst = d2._dataset(svc.get_volume(name).model())
+        with shaped(lab, "node1", 2):
+            p = subprocess.Popen(
+                [sys.executable, "-m", "zfs_backend.cli.main", "volume", "migrate", name, "--to", "node2"],
+                env=cli_env(lab_settings),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                deadline = time.monotonic() + 120
+                while not d2.zfs.exists(dst) and time.monotonic() < deadline and p.poll() is None:
+                    time.sleep(0.2)
+                assert p.poll() is None, p.communicate()
+                p.send_signal(signal.SIGINT)
+                out, err = p.communicate(timeout=180)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+        assert p.returncode == 130, (out, err)
+        assert "cancelled" in out, out
+        assert not d2.zfs.exists(dst)
+        assert_usable_on(svc, name, "node1", loc)
+        entry = svc.driver("node1").exports.get(svc.driver("node1")._dataset(svc.get_volume(name).model()))
+        assert entry is not None and client in entry.clients, entry
     finally:
         try:
             svc.detach(name)
