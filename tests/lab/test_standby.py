@@ -350,5 +350,11 @@ def test_failover_back_and_forth_from_the_command_line(
         w.stop()
     try:
         assert w.verify(location(env, vol)) == len(w.acked)
+        r = cli(lab_settings, "standby", "remove", vol, "--json")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert env.service().replication(vol) is None or sb.standby_status(vol) == []
+        old = env.driver("node1")  # the old primary a controlled failover made the standby: removed
+        assert not old.zfs.exists(old._dataset(env.service().get_volume(vol).model()))
+        assert env.service().get_volume(vol).node == "node2"
     finally:
         cleanup(env, vol, ["node1", "node2"])

@@ -5,6 +5,7 @@ agent's metrics scraped during a replication, and ``zfs-backend top`` driven in 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -525,3 +526,29 @@ def test_ctrl_c_cancels_a_migration_from_the_command_line(
             svc.detach(name)
         finally:
             svc.delete_volume(name)
+
+
+def test_backup_and_restore_from_the_command_line(svc: VolumeService, lab_settings: Settings) -> None:
+    """Issue 22: ``volume backup``, ``backup-list`` and ``restore`` as a user runs them: the restored
+    volume holds what the backed-up one held (checksum)."""
+    name = vname()
+    svc.create_volume(name, 1, "node1")
+    restored = f"{name}-r"
+    try:
+        fill(svc, name, 8)
+        want = file_sha(svc, name)
+        r = cli(lab_settings, "volume", "backup", name, "--backup-node", "node3")
+        assert r.returncode == 0 and f"of {name}" in r.stdout, (r.stdout, r.stderr)
+        r = cli(lab_settings, "volume", "backup-list", name, "--json")
+        assert r.returncode == 0, r.stderr
+        [b] = json.loads(r.stdout)
+        assert b["status"] == "available" and b["backup_node"] == "node3", b
+        r = cli(lab_settings, "volume", "restore", b["id"], "--to", restored)
+        assert r.returncode == 0 and f"into {restored}" in r.stdout, (r.stdout, r.stderr)
+        assert file_sha(svc, restored) == want
+        r = cli(lab_settings, "volume", "restore", "no-such-backup", "--to", f"{name}-x")
+        assert r.returncode != 0 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    finally:
+        with contextlib.suppress(Exception):
+            svc.delete_volume(restored)
+        svc.delete_volume(name)
