@@ -12,7 +12,8 @@ reports the median with min and max of wall-clock seconds, timed from the call t
 
 Measures: a full stream (``--full`` MiB), an incremental (``--incr`` MiB changed), an empty
 incremental (the fixed cost, on its own line), ``activity show --node`` and ``--help``, cancel on a
-shaped link until the command returns with the destination rolled back (CLI and API), throughput at
+shaped link until the command returns with the destination rolled back (CLI and API; and from the CLI
+of a full copy, the new dataset gone after), throughput at
 ``--tp`` MiB (API vs raw), bytes that reach the receiving ``zfs recv`` after ``suspend()`` returned
 (read from its ``/proc/PID/io`` on node2, not from the relay), and the agent's RSS over a big stream.
 ``--json FILE`` (``-`` for stdout) writes every sample, for comparison across commits.
@@ -281,6 +282,25 @@ def cancel(b: Bench, repeats: int, mib: int, rate_mib: int) -> None:
                 assert act.record().state == "cancelled", act.record()
                 snaps = [s.snap for s in Zfs(b.dst).list_snapshots(parse_dataset(ds))]
                 assert snaps == ["base"], snaps
+        # a full copy (into a new dataset) cancelled from the command line: the dataset is gone after
+        for _ in range(repeats):
+            b.drop(b.dst, ds)
+            act = snapshot_replicate(
+                f"{SRC}:{ds}@i", None, f"{DST}:{ds}", True, settings=b.settings, node_for=b.node_for
+            )
+            _until(act, 4 * MiB)
+            t0 = time.perf_counter()
+            r = subprocess.run(
+                [*CLI, "activity", "cancel", act.id, "--node", SRC],
+                env=b.env(),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert r.returncode == 0, r.stderr
+            b.add("cancel.full_cli", time.perf_counter() - t0)
+            assert act.record().state == "cancelled", act.record()
+            assert not Zfs(b.dst).exists(parse_dataset(ds)), f"{DST}:{ds} is left after a cancelled full copy"
     finally:
         b.lab.shape(SRC, None)
     b.drop(b.dst, ds)
@@ -412,6 +432,7 @@ def report(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
     add("zfs-backend --help", _secs(s.get("command.help")), None, "")
     add("cancel → rolled back, shaped link: CLI", _secs(s.get("cancel.cli")), None, "≤ 1.0 s")
     add("cancel → rolled back, shaped link: API", _secs(s.get("cancel.api")), None, "")
+    add("cancel of a full copy, shaped link: CLI", _secs(s.get("cancel.full_cli")), None, "≤ 1.0 s")
     sus = s.get("suspend.bytes_at_receiver_3s")
     add("bytes into zfs recv in 3 s after suspend()", f"{sus[0]:.0f} B" if sus else "-", None, "0")
     if s.get("rss.agent_peak"):

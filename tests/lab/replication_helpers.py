@@ -4,6 +4,9 @@ agent session per node for the whole test session."""
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -106,3 +109,26 @@ def assert_success(act: BackendActivity, timeout: float = 120) -> None:
     n, m = act.progress
     assert n == m > 0
     assert act.status == 0
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment of a ``zfs-backend`` command on the test lab's settings."""
+    return dict(
+        os.environ,
+        ZFS_BACKEND_HOME=str(settings.home),
+        ZFS_BACKEND_INVENTORY=str(settings.inventory),
+        ZFS_BACKEND_LAB_NETWORK=settings.lab_network,
+    )
+
+
+def cli(settings: Settings, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``zfs-backend ARGV`` as a user runs it: its own process, on the test lab's settings; a command that
+    does not return within ``timeout`` fails the test (issue 22: ``volume migrate`` never returned)."""
+    return subprocess.run(
+        [sys.executable, "-m", "zfs_backend.cli.main", *argv],
+        env=cli_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

@@ -26,6 +26,7 @@ from zfs_backend.replication.standby import PREFIX
 from zfs_backend.zfs import Zfs, parse_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
+from replication_helpers import cli
 from standby_helpers import MiB, Writer, cleanup, flow_env, location, new_volume
 
 pytestmark = pytest.mark.skipif(
@@ -149,9 +150,11 @@ def test_forced_failover_with_the_primary_link_down(
             assert w.verify(location(env, vol), before=d["snapshot_time"]) > 0
         finally:
             lab.link("node1", True)
-        # the old primary's sync comes back and is refused (fenced): it fails, the promoted volume stays
+        # the old primary's sync comes back and is refused (fenced): it fails, the promoted volume stays.
+        # A peer is refused a fenced claim exactly as a claim it does not hold (docs/replication.md,
+        # "Grants": the refusal names nobody), so its error says "does not hold"
         act = env.agent("node1").get(sync_id)
-        assert act.wait(120) == "failed" and "fenced" in (act.error or ""), act.error
+        assert act.wait(120) == "failed" and "does not hold" in (act.error or ""), act.error
         promoted = env.driver("node3")
         ds = promoted._dataset(env.service().get_volume(vol).model())
         assert not read_only(promoted, ds)
@@ -313,3 +316,47 @@ def _until(fn: Any, timeout: float) -> None:
     while not fn():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
+
+
+def test_failover_back_and_forth_from_the_command_line(
+    env: FlowEnv, client: str, lab_settings: Settings
+) -> None:
+    """Issue 22: ``zfs-backend standby failover`` to node2, back to node1, again to node2 (the second one
+    failed and reverted: the old primary's dataset was not mounted when promoted again). Each time the
+    promoted side is exported to the volume's client and writable, the demoted side is the standby
+    (read-only, unexported, synced the new way round), and every acknowledged write is there."""
+    vol = new_volume(env, "node1", client)
+    w = Writer(lambda: location(env, vol), rate=MiB).start()
+    try:
+        w.wait_for(MiB)
+        r = cli(lab_settings, "standby", "create", vol, "--standby", "node2", "--interval", "2")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        for new, old in (("node2", "node1"), ("node1", "node2"), ("node2", "node1")):
+            w.wait_for((len(w.acked) + 8) * w.block)
+            n_before, t_failover = len(w.acked), time.time()
+            r = cli(lab_settings, "standby", "failover", vol)
+            assert r.returncode == 0, (new, r.stdout, r.stderr)
+            rec = env.service().get_volume(vol)
+            assert rec.node == new and rec.status == "in-use", rec
+            d_new, d_old = env.driver(new), env.driver(old)
+            ds = d_new._dataset(rec.model())
+            entry = d_new.exports.get(ds)
+            assert entry is not None and client in entry.clients, entry
+            assert not read_only(d_new, ds)
+            assert read_only(d_old, ds) and d_old.exports.get(ds) is None
+            [st] = sb.standby_status(vol)
+            assert (st["primary"], st["standby"], st["replication_status"]) == (new, old, "enabled"), st
+            w.wait_for((n_before + 16) * w.block)  # the writer carries on, on the promoted side
+            assert w.verify(location(env, vol), before=t_failover) >= n_before
+    finally:
+        w.stop()
+    try:
+        assert w.verify(location(env, vol)) == len(w.acked)
+        r = cli(lab_settings, "standby", "remove", vol, "--json")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert env.service().replication(vol) is None or sb.standby_status(vol) == []
+        old = env.driver("node1")  # the old primary a controlled failover made the standby: removed
+        assert not old.zfs.exists(old._dataset(env.service().get_volume(vol).model()))
+        assert env.service().get_volume(vol).node == "node2"
+    finally:
+        cleanup(env, vol, ["node1", "node2"])

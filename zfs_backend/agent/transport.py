@@ -74,6 +74,12 @@ class Transport(ABC):
                         ) from None
                     if attempt == 2:
                         raise AgentUnavailable(f"{self.name}: agent unreachable: {e}") from None
+                except BaseException:
+                    # interrupted between the request and its answer (Ctrl-C in a command that follows
+                    # an activity): that answer would be read as the next request's, so the connection
+                    # goes (the next call opens a new one)
+                    self._drop()
+                    raise
         raise AssertionError("unreachable")
 
     def _once(self, line: bytes) -> bytes:

@@ -45,8 +45,11 @@ volume's metadata key ``zfs_backend:activity`` and the running ones into the poo
 Replication v2.1: a volume of a type with ``replication_enabled='<is> True'`` on a backend with
 ``replication_device`` entries is created ``replication_status: enabled``; ``failover_host`` fails such
 volumes over to the standby, after which the backend serves every volume from the standby node (also
-after a restart, from the ``active_backend_id`` Cinder passes). Failing back (``default``) is not
-supported: it is refused, and the old primary is rebuilt as a standby by ``zfs-backend standby``.
+after a restart, from the ``active_backend_id`` Cinder passes). ``failover_host(secondary_id="default")``
+fails back once the configured primary answers (``zfs_backend.driver.failback``: each failed-over
+volume's copy there brought up to date from the standby, then promoted; ``replication_status``
+``enabled`` again, or ``error`` for a volume that could not come back); refused while not failed over
+or while the primary does not answer.
 
 ``migrate_volume`` is passed to the core driver's when it has one (otherwise Cinder's answer for a
 driver without it, ``(False, None)``: Cinder's own host-assisted migration).
@@ -349,9 +352,12 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
     def failover_host(
         self, context: Any, volumes: list[Any], secondary_id: str | None = None, groups: Any = None
     ) -> tuple[str, list[dict[str, Any]], list[Any]]:
-        """Replication v2.1: fail every replicated volume over to ``secondary_id``; Cinder's shapes
-        (updates keyed by Cinder's volume ids, whatever their storage's ``name_id``)."""
+        """Replication v2.1: fail every replicated volume over to ``secondary_id``, or back to the
+        configured primary (``default``: :meth:`_fail_back`); Cinder's shapes (updates keyed by Cinder's
+        volume ids, whatever their storage's ``name_id``)."""
         by_storage = {_storage_id(v): str(v.id) for v in volumes}
+        if secondary_id == "default":
+            return self._fail_back(context, volumes, by_storage)
         with _cinder_errors("failover_host"):
             core = self.core
             if core is None or self._reserve:
@@ -369,6 +375,36 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
         self._active_backend_id = active
         self._reserve = True
         return active, updates, group_updates
+
+    def _fail_back(
+        self, context: Any, volumes: list[Any], by_storage: dict[str, str]
+    ) -> tuple[str, list[dict[str, Any]], list[Any]]:
+        """``failover_host(secondary_id="default")``: every failed-over volume back to the configured
+        primary (:mod:`zfs_backend.driver.failback`: its copy brought up to date from the standby, then
+        promoted); refused when this backend is not failed over, or when the primary does not answer
+        (nothing changed). From the next call on the backend serves from the primary again."""
+        from ..driver.failback import fail_back
+
+        node = self.configuration.safe_get("zfs_backend_node")
+        active = self._active_backend_id
+        if active in (None, "default"):
+            raise exception.InvalidReplicationTarget(reason=f"{node}: not failed over, nothing to fail back")
+        try:
+            primary = self._core_for(node, None)[0]
+            primary.do_setup(context)
+        except Exception as e:  # whatever an unreachable node raises: refused, nothing changed
+            raise exception.InvalidReplicationTarget(
+                reason=f"the primary {node} is not healthy, no failback: {e}"
+            ) from e
+        with _cinder_errors("failover_host (failback)"):
+            standby = self._core_for(node, active)[0]
+            standby.do_setup(context)
+            updates = fail_back(primary, standby, [_volume(v) for v in volumes])
+        for u in updates:
+            u["volume_id"] = by_storage.get(u["volume_id"], u["volume_id"])
+        self._active_backend_id = None
+        self._reserve = True
+        return "default", updates, []
 
     def get_volume_stats(self, refresh: bool = False) -> dict[str, Any]:
         with _cinder_errors("volume stats"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..activity.handle import BackendActivity
@@ -20,7 +21,7 @@ from .render import human_bytes, human_duration, human_rate
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["EXIT_CANCELLED", "follow", "run_in_foreground", "summary_line"]
+__all__ = ["EXIT_CANCELLED", "OnRecord", "follow", "run_in_foreground", "summary_line", "wait_quietly"]
 
 
 def _rate_column() -> Any:
@@ -36,14 +37,29 @@ def _rate_column() -> Any:
     return RateColumn()
 
 
+#: what a command does with every record it sees while it follows an activity (a migration's
+#: controller acts at its hold: ``driver.migration.Switch.at_hold``)
+OnRecord = Callable[[ActivityRecord], None]
+
+
+def _nothing(rec: ActivityRecord) -> None:
+    pass
+
+
 def wait_quietly(
-    act: BackendActivity, *, timeout: float | None = None, interval: float = 0.25
+    act: BackendActivity,
+    *,
+    timeout: float | None = None,
+    interval: float = 0.25,
+    on_record: OnRecord = _nothing,
 ) -> ActivityRecord:
     """Wait for the activity like :func:`follow`, drawing nothing (output not on a terminal)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     rec = act.record()
+    on_record(rec)
     while rec.state not in TERMINAL and (deadline is None or time.monotonic() < deadline):
         rec = act.wait_record(interval)  # returns at once when the activity ends
+        on_record(rec)
     return rec
 
 
@@ -54,8 +70,10 @@ def follow(
     timeout: float | None = None,
     interval: float = 0.25,
     label: str | None = None,
+    on_record: OnRecord = _nothing,
 ) -> ActivityRecord:
-    """Draw the activity's progress until it is terminal or ``timeout`` passes; return the last record."""
+    """Draw the activity's progress until it is terminal or ``timeout`` passes; return the last record.
+    ``on_record`` sees every record, the first and the last too."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -68,6 +86,7 @@ def follow(
 
     deadline = None if timeout is None else time.monotonic() + timeout
     rec = act.record()
+    on_record(rec)
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -88,6 +107,7 @@ def follow(
             if deadline is not None and time.monotonic() >= deadline:
                 break
             rec = act.wait_record(interval)  # returns at once when the activity ends
+            on_record(rec)
     return rec
 
 
@@ -119,11 +139,19 @@ def _avg(done: int, elapsed: float | None) -> float | None:
 EXIT_CANCELLED = 130
 
 
-def run_in_foreground(act: BackendActivity, *, label: str, as_json: bool, detach: bool) -> int:
+def run_in_foreground(
+    act: BackendActivity,
+    *,
+    label: str,
+    as_json: bool,
+    detach: bool,
+    on_record: OnRecord = _nothing,
+) -> int:
     """What ``replicate`` and ``volume replicate`` do with the activity they started: print its id and
     return (``detach``), or follow it with a progress bar where Ctrl-C cancels it (with rollback) and
     says so. The last line (or the JSON record) reports what it cost. Exit code: 0 only on success,
-    130 when cancelled, else the activity's status."""
+    130 when cancelled, else the activity's status. ``on_record``: the command's own part while it
+    follows (see :func:`follow`)."""
     if detach:
         print(json.dumps({"id": act.id, "node": act.node, "kind": act.kind}) if as_json else act.id)
         return 0
@@ -141,7 +169,10 @@ def run_in_foreground(act: BackendActivity, *, label: str, as_json: bool, detach
             print(text, file=stream, flush=True)
 
     try:
-        rec = follow(act, console, label=label) if console is not None else wait_quietly(act)
+        if console is not None:
+            rec = follow(act, console, label=label, on_record=on_record)
+        else:
+            rec = wait_quietly(act, on_record=on_record)
     except KeyboardInterrupt:
         say("interrupted: cancelling, rolling the destination back…", "yellow")
         act.cancel()

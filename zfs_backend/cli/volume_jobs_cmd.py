@@ -2,10 +2,12 @@
 activity, from a terminal. Rendering only; the work is in ``zfs_backend.driver.volume_jobs``.
 
 In the foreground a progress bar follows the activity (Ctrl-C cancels it, with rollback); then the
-controller's part runs (a migration's export switch, a restored volume's export). ``--detach``: a
-migration or a restore goes on in a detached ``zfs-backend`` process of its own (log under
-``$ZFS_BACKEND_HOME/logs``) that does the controller's part at the end; this command prints the activity
-id as soon as it runs and returns. A detached backup needs no controller part: ``backup-list`` records
+controller's part runs (a migration's export switch, a restored volume's export). A migration needs its
+controller while it runs too: it stops before its quiesce for the source to be unexported, which this
+command does while it follows (``driver.migration.Switch.at_hold``). ``--detach``: a migration or a
+restore goes on in a detached ``zfs-backend`` process of its own (log under ``$ZFS_BACKEND_HOME/logs``)
+that does the controller's part, at the hold and at the end; this command prints the activity id as
+soon as it runs and returns. A detached backup needs no controller part: ``backup-list`` records
 its end.
 """
 
@@ -24,11 +26,12 @@ from rich.table import Table
 from ..activity.handle import BackendActivity
 from ..config import load_settings
 from ..driver import volume_jobs as jobs
+from ..driver.migration import MigrationFailed
 from ..driver.service import VolumeService
 from ..errors import UsageError
 from ..private import private_dir, private_open
 from .numbers import whole
-from .progress import EXIT_CANCELLED, run_in_foreground
+from .progress import EXIT_CANCELLED, OnRecord, run_in_foreground, wait_quietly
 from .render import human_bytes
 
 __all__ = ["register_jobs"]
@@ -103,13 +106,17 @@ def _report(args: argparse.Namespace, act: BackendActivity) -> None:
         args.report_fd = None
 
 
-def _follow(args: argparse.Namespace, act: BackendActivity, label: str) -> int:
-    """A detached child only waits (its parent printed the id); a terminal gets the progress bar."""
+def _follow(
+    args: argparse.Namespace, act: BackendActivity, label: str, on_record: OnRecord | None = None
+) -> int:
+    """A detached child only waits (its parent printed the id); a terminal gets the progress bar. Both
+    hand every record to ``on_record`` (the controller's part while the activity runs)."""
+    see = on_record or (lambda rec: None)
     if args.report_fd is not None:
         _report(args, act)
-        act.wait(None)
-        return 0 if act.state == "succeeded" else (act.status or 1)
-    return run_in_foreground(act, label=label, as_json=False, detach=False)
+        rec = wait_quietly(act, on_record=see)
+        return 0 if rec.state == "succeeded" else (rec.status or 1)
+    return run_in_foreground(act, label=label, as_json=False, detach=False, on_record=see)
 
 
 def _run_job(args: argparse.Namespace, what: str, body: Any, *, child: bool = True) -> int:
@@ -132,10 +139,19 @@ def _migrate(args: argparse.Namespace) -> int:
     def body(svc: VolumeService) -> int:
         tuning = {"hold_at": args.hold_at} if args.hold_at else {}
         act = jobs.start_migration(svc, args.name, args.to, **tuning)
-        rc = _follow(args, act, f"migrate {args.name} → {args.to}")
-        if rc == EXIT_CANCELLED or act.state != "succeeded":
+        # this command is the migration's controller: at the hold before the quiesce it unexports the
+        # source and resumes the activity (while the bar is drawn), at the end it switches the export
+        switch = jobs.migration_switch(svc, args.name, args.to, act)
+        rc = _follow(args, act, f"migrate {args.name} → {args.to}", switch.at_hold)
+        if act.state != "succeeded":
+            try:  # the source exported again as it was; MigrationFailed says why
+                jobs.finish_migration(svc, args.name, args.to, act, switch)
+            except MigrationFailed:
+                if rc == EXIT_CANCELLED:
+                    return rc
+                raise
             return rc or 1
-        update = jobs.finish_migration(svc, args.name, args.to, act)
+        update = jobs.finish_migration(svc, args.name, args.to, act, switch)
         if args.json:
             print(json.dumps({"activity": act.to_dict(), **update}))
         else:

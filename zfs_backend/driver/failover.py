@@ -111,13 +111,19 @@ def unquiesce(d: ZfsNfsDriver, volume: Volume, state: dict[str, Any]) -> None:
 def promote(
     d: ZfsNfsDriver, volume: Volume, clients: Sequence[str] = (), attachments: Sequence[Attachment] = ()
 ) -> str:
-    """The replica of ``volume`` on ``d``'s node becomes the volume: writable, exported to
-    ``attachments`` (and the default attachments of ``clients``). Returns its ``provider_location``."""
+    """The replica of ``volume`` on ``d``'s node becomes the volume: writable, mounted, exported to
+    ``attachments`` (and the default attachments of ``clients``). Returns its ``provider_location``.
+
+    A replica that was the primary before (failing back) was unmounted by its :func:`quiesce`, and the
+    increments it received since do not mount it: it is mounted here, before the export (which reads the
+    volume file's owner and mode)."""
     ds = d._dataset(volume)
     d._require(ds, f"the replica of volume {volume.id}")
     d.zfs.inherit(ds, "readonly")
     if d.zfs.get_with_source(ds, "readonly")[0] == "on":  # inherited from a read-only parent
         d.zfs.set(ds, "readonly", "off")
+    if not d.zfs.is_mounted(ds):
+        d.zfs.mount(ds)
     d._export(ds, tuple(clients), tuple(attachments))
     return d._location(ds)
 

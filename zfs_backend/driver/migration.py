@@ -41,7 +41,15 @@ from .nfs import Attachment
 if TYPE_CHECKING:
     from .zfs_nfs import ZfsNfsDriver
 
-__all__ = ["INTERNAL_SNAP_PREFIXES", "MigrationFailed", "complete", "start", "target_node", "target_parent"]
+__all__ = [
+    "INTERNAL_SNAP_PREFIXES",
+    "MigrationFailed",
+    "Switch",
+    "complete",
+    "start",
+    "target_node",
+    "target_parent",
+]
 
 log = logging.getLogger("zfs_backend.driver")
 
@@ -91,7 +99,10 @@ def start(
     if deps:
         raise VolumeBusy(f"volume {volume.id} has dependent clones ({', '.join(str(c) for c, _ in deps)})")
     req = MigrateRequest(dataset=ds, destination_node=dst.options.node, destination=dst._dataset(volume))
-    tuning.setdefault("hold_at", "quiesce")  # the controller unexports before the quiesce: see complete()
+    # the controller unexports before the quiesce (see Switch); an operator's hold before the catch-up
+    # comes first (``catchup+quiesce``): without the second one the activity would unmount an exported source
+    hold = tuning.get("hold_at") or "quiesce"
+    tuning["hold_at"] = "catchup+quiesce" if hold == "catchup" else hold
     params = {**req.to_params(), **tuning}
     # refuses here what the agent would refuse; then the destination's agent grants the source node this
     # migration (create), and the activity starts with the grant's id
@@ -104,15 +115,53 @@ def _dest_dataset(rec_result: dict[str, Any]) -> DatasetName:
     return parse_dataset(str(rec_result["destination"]).split(":", 1)[1])
 
 
+class Switch:
+    """The controller's part of one migration, for a caller that follows the activity itself (the
+    command line: progress bar, Ctrl-C): made as soon as the activity runs (it keeps the source's export
+    to put back or move), :meth:`at_hold` with every record the caller sees (at the hold before the
+    quiesce it unexports the source and resumes the activity), :meth:`finish` once it ends (or to wait
+    for it: it calls :meth:`at_hold` itself)."""
+
+    def __init__(self, src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendActivity) -> None:
+        self.src, self.dst, self.volume, self.act = src, dst, volume, act
+        self.src_ds = src._dataset(volume)
+        self.entry = src.exports.get(self.src_ds)
+        self.unexported = False
+
+    def at_hold(self, rec: Any) -> None:
+        """When the activity stopped before its quiesce: unexport the source (no NFS client can write
+        any more; the grants are kept here) and let it go on. Anything else: nothing."""
+        held = rec.state == "suspended" and rec.result.get("held") == "quiesce"
+        if held and rec.result.get("phase") == "quiesce" and not self.unexported:
+            self.src.exports.remove(self.src_ds)
+            self.unexported = True
+            self.act.resume()
+
+    def wait(self) -> Any:
+        """Wait for the activity to end, acting at its hold; returns the last record."""
+        while True:
+            rec = self.act.wait_record(1.0)
+            if rec.state in ("succeeded", "failed", "cancelled"):
+                return rec
+            self.at_hold(rec)
+
+    def finish(self) -> dict[str, Any]:
+        """Switch the export to ``dst`` and remove the source copy (see :func:`complete`)."""
+        return _switch(self, self.wait())
+
+
 def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendActivity) -> dict[str, Any]:
     """Wait for the activity, then switch the export to ``dst`` and remove the source copy. Returns the
     model update. Raises ``MigrationFailed`` (the volume stays on the source) when the activity did not
     succeed or the switch had to be undone."""
-    src_ds, dst_ds = src._dataset(volume), dst._dataset(volume)
-    entry = src.exports.get(src_ds)
+    return Switch(src, dst, volume, act).finish()
+
+
+def _switch(sw: Switch, rec: Any) -> dict[str, Any]:
+    src, dst, volume, act, entry = sw.src, sw.dst, sw.volume, sw.act, sw.entry
+    src_ds, dst_ds = sw.src_ds, dst._dataset(volume)
     clients = entry.clients if entry is not None else ()
     attachments = entry.attachments if entry is not None else ()
-    rec = _through_quiesce(src, src_ds, act)
     if rec.state != "succeeded":
         if entry is not None:
             src._export(src_ds, (), attachments)  # as it was (the activity gave the source its mount back)
@@ -156,22 +205,6 @@ def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendA
         "%s -> %s: %s moved (quiesce %.2f s)", src.options.node, dst.options.node, volume.id, quiesce or 0.0
     )
     return {"provider_location": dst._location(dst_ds), "quiesce_s": quiesce, "clients": list(clients)}
-
-
-def _through_quiesce(src: ZfsNfsDriver, src_ds: DatasetName, act: BackendActivity) -> Any:
-    """Wait for the activity to end; when it stops before its quiesce, unexport the source (no NFS
-    client can write any more; the grants are kept by the caller) and let it go on. Returns the last
-    record."""
-    unexported = False
-    while True:
-        rec = act.wait_record(1.0)
-        if rec.state in ("succeeded", "failed", "cancelled"):
-            return rec
-        held = rec.state == "suspended" and rec.result.get("held") == "quiesce"
-        if held and rec.result.get("phase") == "quiesce" and not unexported:
-            src.exports.remove(src_ds)
-            unexported = True
-            act.resume()
 
 
 def _mounted(d: ZfsNfsDriver, ds: DatasetName) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "finish_restore",
     "get_backup",
     "list_backups",
+    "migration_switch",
     "start_backup",
     "start_migration",
     "start_restore",
@@ -67,12 +68,26 @@ def start_migration(svc: VolumeService, name: str, to_node: str, **tuning: Any) 
     return migration.start(src, dst, rec.model(), node_for=lambda n: _node(svc, n), **tuning)
 
 
-def finish_migration(svc: VolumeService, name: str, to_node: str, act: BackendActivity) -> dict[str, Any]:
-    """Wait for the migration, switch the export, record the volume on ``to_node``. Returns the update
-    (``provider_location``, ``quiesce_s``)."""
+def migration_switch(svc: VolumeService, name: str, to_node: str, act: BackendActivity) -> migration.Switch:
+    """The controller's part of the migration ``act`` (made as soon as it runs): a caller that follows
+    the activity itself hands it every record (``at_hold``: the unexport at the hold before the quiesce)
+    and then to :func:`finish_migration`."""
     rec = svc.get_volume(name)
-    src, dst = svc.driver(rec.node), svc.driver(to_node)
-    update = migration.complete(src, dst, rec.model(), act)
+    return migration.Switch(svc.driver(rec.node), svc.driver(to_node), rec.model(), act)
+
+
+def finish_migration(
+    svc: VolumeService,
+    name: str,
+    to_node: str,
+    act: BackendActivity,
+    switch: migration.Switch | None = None,
+) -> dict[str, Any]:
+    """Wait for the migration (acting at its hold), switch the export, record the volume on
+    ``to_node``. Returns the update (``provider_location``, ``quiesce_s``). A migration that did not
+    succeed raises ``MigrationFailed`` with the source exported as it was."""
+    rec = svc.get_volume(name)
+    update = (switch or migration_switch(svc, name, to_node, act)).finish()
     with svc._db() as db:
         db.execute(
             "UPDATE volumes SET node = ?, provider_location = ?, updated_at = ? WHERE id = ?",

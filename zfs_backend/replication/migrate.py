@@ -18,12 +18,14 @@ exact change detection, finish/abort). Nothing is ever received with ``-F``. Pha
     driver's ``migrate_volume``) switches the export to the new node and removes the old copy only after
     it checked the new one (``result`` says what to undo: ``readonly_was``, the snapshots).
 
-``hold_at`` (``catchup`` or ``quiesce``): the activity suspends itself before that phase (an operator
-pre-syncs and cuts over later with ``resume``). ``cancel()`` or a final failure, at any phase: the
-destination's ``abort`` destroys the dataset this migration created (provably its own: every snapshot's
-GUID one it sent), the source gets its ``readonly`` back and loses the ``@migrate-<id>-*`` snapshots; the
-volume is where it was, usable. A restart (agent crash, cut link) asks the destination what it holds and
-goes on from the newest snapshot both sides have, as ``replicate`` does.
+``hold_at`` (``catchup``, ``quiesce`` or both: ``catchup+quiesce``): the activity suspends itself before
+that phase, once each (an operator pre-syncs and cuts over later with ``resume``; the driver's controller
+always holds it before the quiesce to unexport the source first). ``cancel()`` or a final failure, at
+any phase: the destination's ``abort`` destroys the dataset this migration created (provably its own:
+every snapshot's GUID one it sent), the source gets its ``readonly`` back and loses the
+``@migrate-<id>-*`` snapshots; the volume is where it was, usable. A restart (agent crash, cut link)
+asks the destination what it holds and goes on from the newest snapshot both sides have, as
+``replicate`` does.
 """
 
 from __future__ import annotations
@@ -279,8 +281,11 @@ class Migrate(ReceiverUpkeep, PipelineActivity):
         ks["phase"] = nxt
         ks["round"] = int(ks["round"]) + 1
         self._save()
-        if self.request.hold_at == nxt and not ks.get("held"):
-            ks["held"] = nxt
+        holds = (self.request.hold_at or "").split("+")
+        done = ks.get("holds_done") or ([ks["held"]] if ks.get("held") else [])
+        if nxt in holds and nxt not in done:
+            ks["held"] = nxt  # the hold it is at (or was at last)
+            ks["holds_done"] = [*done, nxt]
             self._save()
             self._transition(SUSPENDED, verb="suspend", only_from=RUNNING)
         return True

@@ -17,7 +17,7 @@ from ..zfs.names import DatasetName, parse_dataset, validate_node
 from .ciphers import DEFAULT_CIPHER, validate_cipher
 from .wire import validate_grant
 
-__all__ = ["KIND", "PHASES", "SNAP_PREFIX", "MigrateRequest"]
+__all__ = ["HOLDS", "KIND", "PHASES", "SNAP_PREFIX", "MigrateRequest"]
 
 KIND = "migrate"
 PHASES = ("full", "catchup", "quiesce", "done")
@@ -27,6 +27,9 @@ _KEYS = frozenset(
     {"dataset", "destination_node", "destination", "catchup_below", "max_rounds", "hold_at"}
     | {"bwlimit_bps", "cipher", "grant"}
 )
+#: where the activity suspends itself: before the phase named, or before each of both (``catchup+quiesce``:
+#: an operator's pre-sync hold, then the controller's hold before the quiesce)
+HOLDS = (None, "catchup", "quiesce", "catchup+quiesce")
 DEFAULT_CATCHUP_BELOW = 8 << 20
 DEFAULT_MAX_ROUNDS = 6
 
@@ -81,8 +84,10 @@ class MigrateRequest:
                 raise UsageError(f"migrate param {k!r} must be a whole number >= {low}")
             ints[k] = v
         hold = p.get("hold_at")
-        if hold not in (None, "catchup", "quiesce"):
-            raise UsageError("migrate param 'hold_at' must be 'catchup', 'quiesce' or null")
+        if hold not in HOLDS:
+            raise UsageError(
+                "migrate param 'hold_at' must be 'catchup', 'quiesce', 'catchup+quiesce' or null"
+            )
         bw = p.get("bwlimit_bps")
         if bw is not None and (
             isinstance(bw, bool) or not isinstance(bw, int) or not 0 < bw <= MAX_BWLIMIT_BPS

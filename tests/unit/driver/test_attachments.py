@@ -280,9 +280,22 @@ def test_service_takes_over_attachments_of_an_older_version(tmp_path: Path) -> N
 
 
 class Promotable(FakeNode):
-    """A node whose replica can be made writable (``zfs inherit``/``get readonly``)."""
+    """A node whose replica can be made writable (``zfs inherit``/``get readonly``) and mounted (``zfs
+    mount``/``get mounted``); the volume file is there (``stat``) only while it is mounted."""
+
+    def __init__(self, *a: Any, mounted: bool = True, **k: Any) -> None:
+        super().__init__(*a, **k)
+        self.mounted = mounted
 
     def respond(self, argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, str, str]:
+        if argv[:2] == ("zfs", "get") and argv[-2] == "mounted":
+            return 0, f"mounted\t{'yes' if self.mounted else 'no'}\n", ""
+        if argv[:2] == ("zfs", "mount"):
+            self.log.append(argv)
+            self.mounted = True
+            return 0, "", ""
+        if argv[0] == "stat" and not self.mounted:
+            return 1, "", f"stat: cannot statx '{argv[-1]}': No such file or directory"
         if argv[:3] == ("zfs", "inherit", "readonly"):
             self.log.append(argv)
             return 0, "", ""
@@ -305,6 +318,17 @@ def test_promote_exports_the_attachments_it_is_given() -> None:
         ("vm-2", HOST),
     ]
     assert d.terminate_connection(Volume(id="a", size=1), {"ip": HOST, "attachment_id": "vm-1"}) is True
+
+
+def test_promote_mounts_a_replica_that_was_the_primary_before() -> None:
+    """Issue 22: failing back promotes the old primary, unmounted by its quiesce; it is mounted before
+    the export reads its volume file (the second failover failed with ``stat ... No such file``)."""
+    node = Promotable(datasets=("tank/volumes", str(DS_A)), mounted=False)
+    d = driver(node)
+    failover.promote(d, Volume(id="a", size=1), [HOST])
+    assert node.mounted and ("zfs", "mount", str(DS_A)) in node.log
+    entry = d.exports.get(DS_A)
+    assert entry is not None and entry.clients == (HOST,)
 
 
 def test_setup_check_needs_the_nodes_zfs_backend() -> None:

@@ -135,6 +135,40 @@ d.core = Failover()
 rv = objects.Volume(id="new", _name_id="old", size=2, replication_status="enabled")
 out["failover"] = d.failover_host(context.get_admin_context(), [rv], "node2")
 out["serves_from"] = [d._active_backend_id, d._reserve]  # the standby's, set up at the next call
+# failback (secondary_id="default"): refused while the primary does not answer, then done by
+# zfs_backend.driver.failback with cores for the primary and the standby
+import zfs_backend.driver.failback as failback_mod
+
+
+class Core:
+    def __init__(self, node, healthy=True):
+        self.node, self.healthy = node, healthy
+
+    def do_setup(self, ctx):
+        if not self.healthy:
+            raise OSError(f"ssh: connect to host {self.node}: No route to host")
+
+
+cores = {"node1": Core("node1", healthy=False), "node2": Core("node2")}
+d._core_for = lambda node, active: (cores[active or "node1"], active or "node1", None)
+seen = []
+failback_mod.fail_back = lambda p, s, vols: (
+    seen.append([p.node, s.node, [[v.id, v.replication_status] for v in vols]]),
+    [{"volume_id": v.id, "updates": {"replication_status": "enabled"}} for v in vols],
+)[1]
+fv = objects.Volume(id="new", _name_id="old", size=2, replication_status="failed-over")
+try:
+    d.failover_host(context.get_admin_context(), [fv], "default")
+except exception.InvalidReplicationTarget as e:
+    out["failback_unhealthy"] = [type(e).__name__, "not healthy" in str(e), d._active_backend_id, seen[:]]
+cores["node1"].healthy = True
+out["failback"] = d.failover_host(context.get_admin_context(), [fv], "default")
+out["failback_seen"] = seen
+out["failback_serves_from"] = [d._active_backend_id, d._reserve]
+try:
+    d.failover_host(context.get_admin_context(), [fv], "default")
+except exception.InvalidReplicationTarget as e:
+    out["failback_again"] = type(e).__name__
 print(json.dumps(out))
 """
 
@@ -175,6 +209,16 @@ def test_adapter_under_real_cinder() -> None:
         [],
     ]
     assert out["serves_from"] == ["node2", True]
+    # failback: refused while the primary does not answer (nothing changed), then back to the primary
+    assert out["failback_unhealthy"] == ["InvalidReplicationTarget", True, "node2", []]
+    assert out["failback"] == [
+        "default",
+        [{"volume_id": "new", "updates": {"replication_status": "enabled"}}],
+        [],
+    ]
+    assert out["failback_seen"] == [["node1", "node2", [["old", "failed-over"]]]]
+    assert out["failback_serves_from"] == [None, True]
+    assert out["failback_again"] == "InvalidReplicationTarget"  # not failed over any more
     # multiattach: Cinder's own attachments are counted per address; the export stays while any is left
     assert out["shared"] == [True, True, False, False, False]
     assert out["connections"] == [

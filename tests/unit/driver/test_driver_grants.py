@@ -53,6 +53,17 @@ def test_a_migration_is_granted_by_its_destination_first(no_clones: None) -> Non
     assert act.params["grant"] == GRANT.format(1) and act.params["hold_at"] == "quiesce"
 
 
+def test_an_operators_catchup_hold_keeps_the_controllers_quiesce_hold(no_clones: None) -> None:
+    """Issue 22: ``volume migrate --hold-at catchup`` held only there, and the quiesce then unmounted a
+    source still exported; the controller's hold before the quiesce comes after the operator's."""
+    src, dst = fake_driver("node1"), fake_driver("node2")
+    src.zfs.snaps[DS] = []
+    nodes = FakeNodes("node1", "node2")
+    vol = Volume(id=VID, size=1)
+    act = cast(FakeActivity, migration.start(src, dst, vol, node_for=nodes, hold_at="catchup"))
+    assert act.params["hold_at"] == "catchup+quiesce"
+
+
 def test_a_migration_whose_grant_is_refused_starts_nothing(no_clones: None) -> None:
     src, dst = fake_driver("node1"), fake_driver("node2")
     src.zfs.snaps[DS] = []

@@ -25,9 +25,14 @@ GOOD = {
 def test_migrate_params_closed_and_validated() -> None:
     req = MigrateRequest.from_params(GOOD)
     assert MigrateRequest.from_params(req.to_params()) == req
+    both = MigrateRequest.from_params(
+        {**GOOD, "hold_at": "catchup+quiesce"}
+    )  # an operator's, the controller's
+    assert both.hold_at == "catchup+quiesce"
     for bad in (
         {**GOOD, "ssh_config": "/tmp/x"},
         {**GOOD, "hold_at": "never"},
+        {**GOOD, "hold_at": "quiesce+catchup"},
         {**GOOD, "catchup_below": -1},
         {**GOOD, "max_rounds": 0},
         {k: v for k, v in GOOD.items() if k != "destination"},
