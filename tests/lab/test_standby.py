@@ -150,11 +150,9 @@ def test_forced_failover_with_the_primary_link_down(
             assert w.verify(location(env, vol), before=d["snapshot_time"]) > 0
         finally:
             lab.link("node1", True)
-        # the old primary's sync comes back and is refused (fenced): it fails, the promoted volume stays.
-        # A peer is refused a fenced claim exactly as a claim it does not hold (docs/replication.md,
-        # "Grants": the refusal names nobody), so its error says "does not hold"
+        # the old primary's sync comes back and is refused (fenced): it fails, the promoted volume stays
         act = env.agent("node1").get(sync_id)
-        assert act.wait(120) == "failed" and "does not hold" in (act.error or ""), act.error
+        assert act.wait(120) == "failed" and "fenced" in (act.error or ""), act.error
         promoted = env.driver("node3")
         ds = promoted._dataset(env.service().get_volume(vol).model())
         assert not read_only(promoted, ds)
