@@ -58,140 +58,38 @@ driver without it, ``(False, None)``: Cinder's own host-assisted migration).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from cinder import exception  # type: ignore[import-not-found]
 from cinder.volume import driver as cinder_driver  # type: ignore[import-not-found]
-from cinder.volume import volume_utils  # type: ignore[import-not-found]
-from cinder.volume.drivers import remotefs  # type: ignore[import-not-found]
-from oslo_config import cfg  # type: ignore[import-not-found]
 
 from ..config import Settings, load_settings
-from ..driver import NodeOptions, Snapshot, Volume, VolumeBusy
+from ..driver import NodeOptions
 from ..driver import ZfsNfsDriver as _Core
 from ..driver.access import client_address, same_client_count
 from ..driver.return_fence import ReturnFence
-from ..errors import ConfigError, ZfsBackendError
+from ..errors import ConfigError
 from ..hosts.inventory import load_inventory
 from .activities import RUNNING_KEY, ActivityPublisher
+from .convert import (
+    NAS_SECURITY_OPTS,
+    ZFS_BACKEND_OPTS,
+    nas_security,
+    options_devices,
+    replication_targets,
+    replication_update,
+)
+from .convert import attachments as _attachments
+from .convert import cinder_errors as _cinder_errors
+from .convert import loaded as _loaded
+from .convert import snapshot as _snapshot
+from .convert import storage_id as _storage_id
+from .convert import volume as _volume
 
 log = logging.getLogger("zfs_backend.cinder")
 
 __all__ = ["NAS_SECURITY_OPTS", "ZFS_BACKEND_OPTS", "ZfsNfsDriver", "nas_security"]
-
-ZFS_BACKEND_OPTS = [
-    cfg.StrOpt("zfs_backend_node", help="inventory name of the storage node"),
-    cfg.StrOpt("zfs_backend_parent", default="tank/volumes", help="dataset holding the volumes"),
-    cfg.StrOpt("zfs_backend_home", default="/var/lib/zfs-backend", help="zfs_backend state directory"),
-    cfg.StrOpt("zfs_backend_inventory", help="ansible inventory of the nodes (default: HOME/lab/...)"),
-]
-cfg.CONF.register_opts(ZFS_BACKEND_OPTS, group="backend_defaults")
-# Cinder's NAS security options, as its NFS drivers have them (ours: the node's secure_file_* options)
-NAS_SECURITY_OPTIONS = {
-    "nas_secure_file_operations": "secure_file_operations",
-    "nas_secure_file_permissions": "secure_file_permissions",
-}
-NAS_SECURITY_OPTS = [o for o in remotefs.nas_opts if o.name in NAS_SECURITY_OPTIONS]
-
-
-def nas_security(conf: Any) -> dict[str, bool]:
-    """The driver options Cinder's ``nas_secure_*`` set: ``true``/``false`` override, ``auto`` (or unset)
-    keeps the node's option."""
-    out: dict[str, bool] = {}
-    for theirs, ours in NAS_SECURITY_OPTIONS.items():
-        value = str(conf.safe_get(theirs) or "auto").strip().lower()
-        if value not in ("auto", "true", "false"):
-            raise exception.InvalidConfigurationValue(option=theirs, value=value)
-        if value != "auto":
-            out[ours] = value == "true"
-    return out
-
-
-def options_devices(variables: Any, node: str) -> tuple[str, ...]:
-    """The node's own ``zfs_backend_volume_replication_devices`` (when cinder.conf names none)."""
-    return NodeOptions.from_vars(node, variables).replication_devices
-
-
-def _loaded(obj: Any, name: str) -> Any:
-    """``obj.name`` if it is loaded, else None: reading an unset field of a Cinder object would try a
-    lazy load from the database (an error for plain columns)."""
-    is_set = getattr(obj, "obj_attr_is_set", None)
-    if is_set is not None and not is_set(name):
-        return None
-    return getattr(obj, name, None)
-
-
-def _storage_id(v: Any) -> str:
-    """The id the volume's storage is named after: Cinder's ``name_id`` (another volume's id after a
-    migration swapped them; ``volume.name`` is ``volume-<name_id>``), else ``id``."""
-    if hasattr(v, "obj_attr_is_set"):
-        return str(_loaded(v, "_name_id") or v.id)
-    return str(getattr(v, "name_id", None) or v.id)
-
-
-def _attachments(v: Any) -> list[Any]:
-    """Cinder's attachments of volume ``v`` (``volume_attachment``, loaded from the database when the
-    object does not hold them yet; none when it cannot be)."""
-    try:
-        return list(getattr(v, "volume_attachment", None) or [])
-    except Exception:  # an object without a context cannot lazy-load: nothing known, nothing shared
-        return []
-
-
-def _volume(v: Any) -> Volume:
-    return Volume(
-        id=_storage_id(v),
-        size=int(v.size),
-        display_name=_loaded(v, "display_name"),
-        replication_status=_loaded(v, "replication_status"),
-    )
-
-
-def replication_targets(conf: Any) -> tuple[str, ...]:
-    """Cinder's ``replication_device`` entries (``backend_id:node2``, ...): their backend_ids are the
-    inventory names of the nodes the standbys live on."""
-    out = []
-    for dev in conf.safe_get("replication_device") or []:
-        backend_id = dev.get("backend_id") if isinstance(dev, dict) else None
-        if not backend_id:
-            raise exception.InvalidConfigurationValue(option="replication_device", value=dev)
-        out.append(str(backend_id))
-    return tuple(out)
-
-
-def replication_update(volume: Any, targets: tuple[str, ...]) -> dict[str, str]:
-    """The new volume's ``replication_status`` when its type asks for replication
-    (``replication_enabled='<is> True'``): ``enabled`` on a backend with ``replication_device`` entries,
-    as replication v2.1 drivers report it (Cinder's API leaves it unset or ``disabled``); ``{}`` else."""
-    vtype = _loaded(volume, "volume_type")
-    specs = (getattr(vtype, "extra_specs", None) or {}) if vtype is not None else {}
-    if not targets or not volume_utils.is_replicated_spec(specs):
-        return {}
-    return {"replication_status": "enabled"}
-
-
-def _snapshot(s: Any) -> Snapshot:
-    source = getattr(s, "volume", None)  # cinder's Snapshot lazy-loads its volume
-    volume_id = _storage_id(source) if source is not None else str(s.volume_id)
-    return Snapshot(id=str(s.id), volume_id=volume_id, volume_size=int(s.volume_size))
-
-
-@contextmanager
-def _cinder_errors(what: str, busy: Callable[..., Exception] | None = None) -> Iterator[None]:
-    """This project's errors as the Cinder exceptions its volume manager expects."""
-    try:
-        yield
-    except VolumeBusy as e:
-        if busy is None:
-            raise exception.VolumeBackendAPIException(data=f"{what}: {e}") from e
-        raise busy(message=f"{what}: {e}") from e
-    except ConfigError as e:
-        raise exception.VolumeDriverException(message=f"{what}: {e}") from e
-    except ZfsBackendError as e:
-        raise exception.VolumeBackendAPIException(data=f"{what}: {e}") from e
 
 
 class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
