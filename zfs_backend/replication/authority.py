@@ -127,11 +127,14 @@ class PeerAuthority:
             raise NotGranted(f"{peer} holds no grant {args['grant']} to receive into {top}")
         if g.holder is not None and g.holder == validate_holder(args.get("holder")):
             return g  # its holder again, under the claim it took (a migrate's next round, a restart)
-        if exists(top) and "increment" not in g.allow:
-            raise NotGranted(
-                f"{top} exists: grant {g.id} allows only creating it (a full copy needs a new dataset)"
-            )
-        if not exists(top) and "create" not in g.allow:
+        if {"create", "increment"} <= set(g.allow):
+            return g  # either way: no need to ask ZFS whether it exists (a command on the begin's path)
+        if exists(top):
+            if "increment" not in g.allow:
+                raise NotGranted(
+                    f"{top} exists: grant {g.id} allows only creating it (a full copy needs a new dataset)"
+                )
+        elif "create" not in g.allow:
             raise NotGranted(f"{top} does not exist: grant {g.id} allows only receiving into it as it is")
         return g
 
