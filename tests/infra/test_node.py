@@ -185,6 +185,9 @@ def test_replication_between_two_nodes_verified(hosts, deployment):
         )
         assert res.returncode == 0, res.stderr
         want = src.check_output(f"sha256sum {mnt}/data").split()[0]
+        # OpenZFS receives the replica unmounted (recv -u) and read-only: mount it to read it
+        if dst.check_output(f"zfs get -H -o value mounted {fs}") != "yes":
+            dst.check_output(f"zfs mount {fs}")
         got = dst.check_output(f"sha256sum {mnt}/data").split()[0]
         assert got == want
         guid = f"zfs get -H -o value guid {fs}@s1"

@@ -1,15 +1,18 @@
 """Smoke suite on the Vagrant tier's OpenZFS VMs, through the inventory only.
 
 The dialect probe sees OpenZFS 2.x; the typed verbs work there; ``send -nvP`` gives ``m`` within
-1 % of the bytes of the real stream (not byte-exact); a resumable receive cut VM to VM leaves a token,
-``send -t`` finishes it and ``recv -A`` discards one; holds keep a snapshot; an incremental travels
-VM to VM into a read-only replica. The VMs are emulated: small data, generous timeouts, no timing
-assertions.
+1 % of the bytes of the real stream (not byte-exact); a resumable receive cut between two VMs leaves a
+token, ``send -t`` finishes it and ``recv -A`` discards one; holds keep a snapshot; an incremental
+travels between two VMs into a read-only replica. The streams are relayed through the host (the nodes'
+own keys serve only granted work: tests/vagrant/test_replication_openzfs.py runs node to node).
+The VMs are emulated: small data, generous timeouts, no timing assertions.
 """
 
 from __future__ import annotations
 
 import shlex
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,9 @@ from zfs_backend.hosts import SSHHost
 from zfs_backend.replication.estimate import estimate_send
 from zfs_backend.zfs import OPENZFS_2, SendSpec, Zfs, parse_dataset, parse_snapshot, probe
 from zfs_backend.zfs.parse import parse_send_estimate
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: helpers beside the tests
+from vagrant_helpers import relay
 
 T = 600.0  # seconds for any one command on an emulated VM
 MiB = 1 << 20
@@ -100,18 +106,13 @@ def test_holds_keep_a_snapshot(vms: dict[str, SSHHost], scratch: str) -> None:
 
 
 def _cut_send(src: SSHHost, dst_name: str, send: list[str], target: str, limit: int) -> None:
-    """``send | head -c limit | ssh dst zfs recv -s target`` on the source VM: the receive fails."""
-    script = (
-        f"{shlex.join(send)} | head -c {limit} | "
-        f"ssh {shlex.quote(dst_name)} {shlex.quote(shlex.join(['zfs', 'receive', '-s', target]))}"
-    )
-    res = src.run(["sh", "-c", script], timeout=T, check=False)
-    assert res.returncode != 0, "a cut stream must fail the receive"
+    """``send`` cut after ``limit`` bytes into ``zfs recv -s target`` on ``dst``: the receive fails."""
+    rc = relay(src.name, send, dst_name, ["zfs", "receive", "-s", target], limit=limit)
+    assert rc != 0, "a cut stream must fail the receive"
 
 
 def _pipe(src: SSHHost, dst_name: str, send: list[str], recv: list[str]) -> None:
-    script = f"{shlex.join(send)} | ssh {shlex.quote(dst_name)} {shlex.quote(shlex.join(recv))}"
-    src.run(["sh", "-c", script], timeout=T)
+    assert relay(src.name, send, dst_name, recv) == 0
 
 
 def test_resumable_receive_cut_and_resumed(vm_pair: tuple[SSHHost, SSHHost], scratch: str) -> None:
