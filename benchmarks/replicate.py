@@ -147,6 +147,20 @@ class Bench:
         assert r.returncode == 0, r.stderr
         return took
 
+    def cancel_cli(self, activity_id: str) -> float:
+        """``zfs-backend activity cancel ID --node node1`` until it returns (the destination rolled back)."""
+        t0 = time.perf_counter()
+        r = subprocess.run(
+            [*CLI, "activity", "cancel", activity_id, "--node", SRC],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        took = time.perf_counter() - t0
+        assert r.returncode == 0, r.stderr
+        return took
+
     def api(self, snap: str, **kw: Any) -> float:
         dest = snap.split("@")[0]
         t0 = time.perf_counter()
@@ -266,19 +280,12 @@ def cancel(b: Bench, repeats: int, mib: int, rate_mib: int) -> None:
                     f"{SRC}:{ds}@i", None, f"{DST}:{ds}", settings=b.settings, node_for=b.node_for
                 )
                 _until(act, 4 * MiB)
-                t0 = time.perf_counter()
                 if side == "cli":
-                    r = subprocess.run(
-                        [*CLI, "activity", "cancel", act.id, "--node", SRC],
-                        env=b.env(),
-                        capture_output=True,
-                        text=True,
-                        check=False,
-                    )
-                    assert r.returncode == 0, r.stderr
+                    b.add("cancel.cli", b.cancel_cli(act.id))
                 else:
+                    t0 = time.perf_counter()
                     act.cancel()
-                b.add(f"cancel.{side}", time.perf_counter() - t0)
+                    b.add("cancel.api", time.perf_counter() - t0)
                 assert act.record().state == "cancelled", act.record()
                 snaps = [s.snap for s in Zfs(b.dst).list_snapshots(parse_dataset(ds))]
                 assert snaps == ["base"], snaps
@@ -289,16 +296,7 @@ def cancel(b: Bench, repeats: int, mib: int, rate_mib: int) -> None:
                 f"{SRC}:{ds}@i", None, f"{DST}:{ds}", True, settings=b.settings, node_for=b.node_for
             )
             _until(act, 4 * MiB)
-            t0 = time.perf_counter()
-            r = subprocess.run(
-                [*CLI, "activity", "cancel", act.id, "--node", SRC],
-                env=b.env(),
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            assert r.returncode == 0, r.stderr
-            b.add("cancel.full_cli", time.perf_counter() - t0)
+            b.add("cancel.full_cli", b.cancel_cli(act.id))
             assert act.record().state == "cancelled", act.record()
             assert not Zfs(b.dst).exists(parse_dataset(ds)), f"{DST}:{ds} is left after a cancelled full copy"
     finally:

@@ -39,6 +39,11 @@ def not_held(dataset: object, holder: object) -> Exception:
     return Conflict(ALREADY_RUNNING, f"{holder} does not hold {dataset}").error()
 
 
+def _fenced(dataset: object, holder: object, reason: object) -> Exception:
+    """The refusal of a holder shut out of a dataset for good (``ClaimStore.fence``), naming why."""
+    return Conflict(ALREADY_RUNNING, f"{holder} is fenced off {dataset}: {reason}").error()
+
+
 def overlaps(a: str, b: str) -> bool:
     """Whether two dataset names are the same, or one contains the other."""
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
@@ -128,7 +133,7 @@ class ClaimStore:
                 "SELECT reason FROM fenced WHERE dataset = ? AND holder = ?", (dataset, holder)
             ).fetchone()
             if fence is not None:
-                raise Conflict(ALREADY_RUNNING, f"{holder} is fenced off {dataset}: {fence[0]}").error()
+                raise _fenced(dataset, holder, fence[0])
             rows = [self._row(r) for r in cur.execute("SELECT * FROM claims").fetchall()]
             mine = None
             expired: list[dict[str, Any]] = []
@@ -161,9 +166,7 @@ class ClaimStore:
         """The claim ``holder`` has on ``dataset`` (expired or not, as long as nobody took it over)."""
         c = self.get(dataset)
         if c is None or c.holder != holder:
-            reason = self._fence_reason(dataset, holder)
-            if reason is not None:
-                raise Conflict(ALREADY_RUNNING, f"{holder} is fenced off {dataset}: {reason}").error()
+            self.refuse_if_fenced(dataset, holder)
             who = "nobody" if c is None else f"{c.holder} from {c.source}"
             raise Conflict(ALREADY_RUNNING, f"{holder} does not hold {dataset} (held by {who})").error()
         return c
@@ -176,7 +179,7 @@ class ClaimStore:
                 (now + ttl, dataset, holder),
             )
             if cur.rowcount == 0:
-                raise Conflict(ALREADY_RUNNING, f"{holder} does not hold {dataset}").error()
+                raise not_held(dataset, holder)
         return self.held(dataset, holder)
 
     def save(self, claim: Claim) -> None:
@@ -207,7 +210,7 @@ class ClaimStore:
         must be told, before anything else: not "not held")."""
         reason = self._fence_reason(dataset, holder)
         if reason is not None:
-            raise Conflict(ALREADY_RUNNING, f"{holder} is fenced off {dataset}: {reason}").error()
+            raise _fenced(dataset, holder, reason)
 
     def _fence_reason(self, dataset: str, holder: str) -> str | None:
         with self._lock:
