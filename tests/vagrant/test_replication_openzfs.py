@@ -8,7 +8,9 @@ Covered here, each on OpenZFS 2.x: full then incremental then ``--intermediates`
 without a grant refused by the destination VM, then the same replication under the controller's grant;
 suspend that stops the transfer and resume that finishes it (tearing the pipeline down while suspended
 and resuming from the receive token: an xfail, not built yet); cancel, which discards the partial
-receive (``recv -A``) and leaves the destination as it was.
+receive (``recv -A``) and leaves the destination as it was; a resume token whose snapshot the source
+pruned during the retry's backoff, discarded, and the increment sent again from the newest common
+snapshot (``replication/restart.py``).
 
 The VMs are emulated (TCG): small data, ``bwlimit`` to keep a transfer running long enough to act on,
 generous timeouts, no timing assertions.
@@ -376,3 +378,52 @@ def test_cancel_discards_the_partial_receive(
         assert zd.resume_token(parse_dataset(ds)) is None  # recv -A: no partial state kept
     else:
         assert not zd.exists(parse_dataset(ds))  # a cut full receive, aborted, leaves nothing
+
+
+def test_a_token_of_a_pruned_snapshot_falls_back_to_the_newest_common(
+    vm_pair: tuple[SSHHost, SSHHost], settings: Settings, agents: dict[str, Any], names: list[str]
+) -> None:
+    """-I @s1..@s3 cut while receiving @s2 (its ``zfs receive`` killed on the destination); the source
+    prunes @s2 during the backoff; the restart cannot use the token (its snapshot is gone), discards that
+    partial receive (it appeared under the claim) and sends -I @s1..@s3 again: never wedged."""
+    src, dst = vm_pair
+    ds = new_name(names)
+    write(src, ds, "a", 1)
+    snapshot(src, ds, "s1")
+    assert_success(replicate(settings, agents, f"{src.name}:{ds}@s1", f"{dst.name}:{ds}"))
+    write(src, ds, "b", 16)
+    snapshot(src, ds, "s2")
+    write(src, ds, "c", 1)
+    snapshot(src, ds, "s3")
+    act = replicate(
+        settings,
+        agents,
+        f"{src.name}:{ds}@s3",
+        f"{dst.name}:{ds}",
+        intermediates=True,
+        bwlimit="1M",
+        extra_params={"backoff_s": 30.0},
+    )
+    try:
+        wait_for_bytes(act, 2 * MiB)
+        pids = dst.run(["pgrep", "-f", f"zfs (recv|receive) .*{ds}$"], timeout=T, check=False).text.split()
+        assert pids, stream_processes(dst)
+        dst.run(["kill", "-KILL", *pids], timeout=T)
+        zd = Zfs(dst, timeout=T)
+        deadline = time.monotonic() + 60
+        while zd.resume_token(parse_dataset(ds)) is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert zd.resume_token(parse_dataset(ds)) is not None  # the cut left a partial receive of @s2
+        Zfs(src, timeout=T).destroy(parse_snapshot(f"{ds}@s2"), deadline=60.0)  # pruned before the retry
+        assert_success(act)
+    finally:
+        if act.state not in ("succeeded", "failed", "cancelled"):
+            act.cancel()
+            act.wait(T)
+    result = act.record().result
+    assert "not a snapshot this replication sends" in result["resume_refused"]
+    assert "newest common snapshot" in result["resume_discarded"]
+    assert [s for s, _ in listing(dst, ds) or []] == ["s1", "s3"]
+    assert listing(dst, ds) == listing(src, ds)
+    assert checksums(dst, ds) == checksums(src, ds)
+    assert Zfs(dst, timeout=T).resume_token(parse_dataset(ds)) is None

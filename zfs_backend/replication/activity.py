@@ -53,7 +53,7 @@ from .estimate import check_space, estimate_send
 from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
 from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
-from .resume import planned_chain, resume_mismatch
+from .restart import RestartOps, stale_tokens
 from .transport import PeerHost
 from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
 
@@ -90,7 +90,7 @@ def _rel_name(top: DatasetName, ds: DatasetName) -> str:
     return "" if ds == top else ds.name[len(top.name) + 1 :]
 
 
-class Replicate(ReceiverUpkeep, PipelineActivity):
+class Replicate(RestartOps, ReceiverUpkeep, PipelineActivity):
     """The ``replicate`` kind (see the module doc)."""
 
     KIND = KIND
@@ -242,6 +242,7 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
                 "estimate": est.bytes,
                 "estimate_exact": est.exact,
                 "estimate_method": est.method,
+                "stale_tokens": stale_tokens(dst),  # partial receives of an earlier run: dropped first
             }
         )
         self._current = plan
@@ -274,6 +275,10 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
         if token is not None:
             return Endpoint(self._local, self._src.resume_send_argv(token))
         assert self._current is not None
+        stale = self.kind_state.get("stale_tokens")
+        if stale and not self.kind_state.get("stale_dropped"):
+            self._drop_stale(self.receiver, dict(stale), "a partial receive from before this replication")
+            self.kind_state["stale_dropped"] = True
         discard = self.kind_state.get("discard")
         if discard and not self.kind_state.get("discarded_done"):
             report = self.receiver.discard({str(k): int(v) for k, v in discard.items()})
@@ -327,67 +332,16 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
             out["discarded"] = ks["discarded"]
         if ks.get("created"):
             out["created"] = ks["created"]
-        if ks.get("resume_refused"):
-            out["resume_refused"] = ks["resume_refused"]
+        for key in ("resume_refused", "resume_discarded"):
+            if ks.get(key):
+                out[key] = ks[key]
         if ks.get("abort"):
             out["rolled_back"] = ks["abort"].get("actions", [])
             out["left_alone"] = ks["abort"].get("left", [])
         return out
 
-    def _resume_refused(self, token: str, source: list[Snapshot]) -> str | None:
-        """None when ``token`` resumes the planned stream (:mod:`.resume`), else why not."""
-        ks = self.kind_state
-        base_guid = ks.get("base_guid")
-        if base_guid is None and ks.get("base"):  # planned before base_guid was recorded
-            base_guid = next((s.guid for s in source if s.snap == ks["base"]), None)
-        base = None if base_guid is None else int(base_guid)
-        chain = planned_chain(source, int(ks["target_guid"]), base, intermediates=self.request.intermediates)
-        return resume_mismatch(token, self.request.snapshot.dataset, chain, base)
-
     def _send_spec(self, plan: Plan) -> SendSpec:
         return plan.send_spec(recursive=self.request.recursive, properties=self.request.properties)
-
-    def _prepare_restart(self) -> str | None:
-        """Plan the next stream from what the destination holds now (``begin`` again, the same claim).
-        Returns a resume token when the receive can be resumed; sets ``_noop`` when the target is
-        already there."""
-        req, ks = self.request, self.kind_state
-        src = self._source_tree()
-        sent = sorted({s.guid for snaps in src.values() for s in snaps})
-        receiver = self.receiver
-        dst = receiver.begin(
-            f"{self.ctx.node}:{req.snapshot.dataset}", recursive=req.recursive, sent_guids=sent
-        )
-        top = dst.top
-        if top is not None and top.resume_token:
-            refused = self._resume_refused(top.resume_token, src[""])
-            if refused is None:
-                self._current = None
-                return top.resume_token
-            where = f"{req.destination_node}:{req.destination}"
-            ks["resume_refused"] = f"{where}: resume token not used: {refused}"
-            self.ctx.log.warning("activity %s: %s", self.id, ks["resume_refused"])
-            self.ctx.store.save_result(self.id, self._result())
-            if ks.get("dest_existed"):
-                # not provably ours: its partial receive is left as it is (and blocks a new stream)
-                raise ReplicationConflict(
-                    f"on restart, {where} holds a partial receive that is not this replication's "
-                    f"({refused}); left alone (`zfs receive -A {req.destination}` discards it)"
-                )
-            # a dataset this activity created: removed below by the receiver's abort (marks, GUIDs)
-        want = int(ks["target_guid"])
-        if top is not None and any(s.guid == want for s in top.snapshots):
-            self._noop = True  # the last attempt completed before its end was recorded
-            return None
-        if top is not None and not ks.get("dest_existed"):
-            # a partial tree this activity created (zfs-fuse -R): start it over, keeping the claim
-            receiver.abort(keep_claim=True)
-            dst = receiver.begin(
-                f"{self.ctx.node}:{req.snapshot.dataset}", recursive=req.recursive, sent_guids=sent
-            )
-        self._current = self._plan_against(src, dst, restart=True)
-        ks["plan"] = self._current.describe()
-        return None
 
 
 register_kind(KIND, Replicate)

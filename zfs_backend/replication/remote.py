@@ -102,6 +102,9 @@ class RemoteReceiver:
     def release(self) -> dict[str, Any]:
         return dict(self._call("release"))
 
+    def drop_partial(self, tokens: dict[str, str]) -> dict[str, Any]:
+        return dict(self._call("drop_partial", tokens=tokens))
+
     def abort(self, *, keep_claim: bool = False) -> dict[str, Any]:
         return dict(self._call("abort", keep_claim=keep_claim))
 

@@ -1,0 +1,127 @@
+"""The ``replicate`` activity's restart and its resume tokens (mixed into
+:class:`~.activity.Replicate`): what the next attempt sends, from what the destination holds now.
+
+``_prepare_restart`` begins again (the same claim) and then resumes the destination's token when it
+continues the planned stream (:mod:`.resume`); a token it cannot use (its snapshot was pruned on the
+source, another base, another stream, corrupt) never wedges the replication: the destination's
+``drop_partial`` discards that partial receive where it proves it the project's
+(:mod:`.receiver_abort`), and the plan falls back to the newest common snapshot, saying so in the
+activity's events and ``result.resume_discarded``. A partial receive it may not discard refuses the
+restart with one line naming ``zfs receive -A``. ``_drop_stale`` does the same for partial receives a
+new replication finds before its first stream (an earlier, abandoned run of the same relationship).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ReplicationConflict
+from ..zfs.models import Snapshot
+from .plan import Plan
+from .resume import planned_chain, resume_mismatch
+
+if TYPE_CHECKING:
+    from ..activity.core import ActivityContext
+    from .remote import DestinationTree, RemoteReceiver
+    from .request import Request
+
+__all__ = ["RestartOps", "stale_tokens"]
+
+
+def stale_tokens(dst: DestinationTree) -> dict[str, str]:
+    """Every partial receive of the destination tree (relative name -> its token)."""
+    return {rel: d.resume_token for rel, d in dst.datasets.items() if d.resume_token}
+
+
+class RestartOps:
+    """Mixed into :class:`~.activity.Replicate` (which provides the rest)."""
+
+    id: str
+    ctx: ActivityContext
+    request: Request
+    kind_state: dict[str, Any]
+    _current: Plan | None
+    _noop: bool
+
+    if TYPE_CHECKING:
+
+        @property
+        def receiver(self) -> RemoteReceiver: ...
+        def _source_tree(self) -> dict[str, list[Snapshot]]: ...
+        def _plan_against(
+            self, src: dict[str, list[Snapshot]], dst: DestinationTree, *, restart: bool
+        ) -> Plan: ...
+        def _result(self) -> dict[str, Any]: ...
+
+    @property
+    def _where(self) -> str:
+        return f"{self.request.destination_node}:{self.request.destination}"
+
+    def _resume_refused(self, token: str, source: list[Snapshot]) -> str | None:
+        """None when ``token`` resumes the planned stream (:mod:`.resume`), else why not."""
+        ks = self.kind_state
+        base_guid = ks.get("base_guid")
+        if base_guid is None and ks.get("base"):  # planned before base_guid was recorded
+            base_guid = next((s.guid for s in source if s.snap == ks["base"]), None)
+        base = None if base_guid is None else int(base_guid)
+        chain = planned_chain(source, int(ks["target_guid"]), base, intermediates=self.request.intermediates)
+        return resume_mismatch(token, self.request.snapshot.dataset, chain, base)
+
+    def _drop_stale(self, receiver: RemoteReceiver, tokens: dict[str, str], why: str) -> None:
+        """Discard the partial receives of ``tokens`` on the destination (its proofs), and say so; a
+        partial receive it may not discard is a ``ReplicationConflict`` naming it."""
+        report = receiver.drop_partial(tokens)
+        left = [str(x) for x in report.get("left") or []]
+        if left:
+            raise ReplicationConflict(f"{self._where}: {'; '.join(left)}")
+        names = ", ".join(f"{self.request.destination}/{r}".rstrip("/") for r in sorted(tokens))
+        msg = (
+            f"{self._where}: discarded the partial receive of {names} ({why}); "
+            "sending from the newest common snapshot"
+        )
+        self.kind_state["resume_discarded"] = msg
+        self.ctx.store.note(self.id, msg)
+        self.ctx.log.warning("activity %s: %s", self.id, msg)
+        self.ctx.store.save_result(self.id, self._result())
+
+    def _prepare_restart(self) -> str | None:
+        """Plan the next stream from what the destination holds now (``begin`` again, the same claim).
+        Returns a resume token when the receive can be resumed; sets ``_noop`` when the target is
+        already there."""
+        req, ks = self.request, self.kind_state
+        src = self._source_tree()
+        sent = sorted({s.guid for snaps in src.values() for s in snaps})
+        receiver = self.receiver
+        source = f"{self.ctx.node}:{req.snapshot.dataset}"
+        dst = receiver.begin(source, recursive=req.recursive, sent_guids=sent)
+        top, refused = dst.top, None
+        if top is not None and top.resume_token:
+            refused = self._resume_refused(top.resume_token, src[""])
+            if refused is None:
+                self._current = None
+                return top.resume_token
+            ks["resume_refused"] = f"{self._where}: resume token not used: {refused}"
+            self.ctx.log.warning("activity %s: %s", self.id, ks["resume_refused"])
+            self.ctx.store.save_result(self.id, self._result())
+        if ks.get("dest_existed") and stale_tokens(dst):
+            # its own partial receive (or a provably project-made one), unusable: discarded, and the
+            # plan falls back to the newest common snapshot; anything else refuses the restart
+            why = f"resume token not used: {refused}" if top and top.resume_token else "unusable"
+            try:
+                self._drop_stale(receiver, stale_tokens(dst), why)
+            except ReplicationConflict as e:
+                raise ReplicationConflict(f"on restart, {e}") from None
+            dst = receiver.begin(source, recursive=req.recursive, sent_guids=sent)
+            top = dst.top
+        want = int(ks["target_guid"])
+        if top is not None and any(s.guid == want for s in top.snapshots):
+            self._noop = True  # the last attempt completed before its end was recorded
+            return None
+        if top is not None and not ks.get("dest_existed"):
+            # a tree this activity created, partial (zfs-fuse -R) or with a partial receive: the
+            # receiver's abort removes only what it proves its own; then start over, keeping the claim
+            receiver.abort(keep_claim=True)
+            dst = receiver.begin(source, recursive=req.recursive, sent_guids=sent)
+        self._current = self._plan_against(src, dst, restart=True)
+        ks["plan"] = self._current.describe()
+        return None
