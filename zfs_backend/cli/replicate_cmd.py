@@ -8,6 +8,8 @@ import argparse
 
 from ..config import load_settings
 from ..replication import snapshot_replicate
+from ..replication.request import MAX_PARALLEL
+from .numbers import whole
 from .progress import run_in_foreground
 from .render import parse_rate
 
@@ -39,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--recursive", action="store_true", help="replicate the dataset tree (send -R)")
     p.add_argument("--properties", action="store_true", help="carry the dataset properties (send -p)")
+    p.add_argument(
+        "--parallel",
+        metavar="N",
+        type=whole("--parallel", 1, MAX_PARALLEL),
+        default=1,
+        help=f"with --recursive: N datasets of the tree at a time, one stream each (1-{MAX_PARALLEL})",
+    )
     p.add_argument("--cipher", help="OpenSSH cipher for the stream (default aes128-gcm@openssh.com)")
     p.add_argument("--detach", action="store_true", help="print the activity id and return")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -61,6 +70,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         properties=args.properties,
         cipher=args.cipher,
         settings=settings,
+        parallel=getattr(args, "parallel", 1),
     )
     return run_in_foreground(
         act, label=f"{args.source} → {args.destination}", as_json=args.json, detach=args.detach

@@ -18,6 +18,8 @@ first stream
     can be lost. When it is refused as "modified" anyway (a change too fresh for the cheap check), the
     destination's ``clean`` checks that dataset exactly: noise is rolled back and the stream starts
     again; a real change fails the activity as diverged, with nothing discarded.
+``parallel`` > 1 (a recursive tree)
+    one stream per dataset, that many at a time, under the same claim (:mod:`.parallel`).
 restart (``restart_mode = "rerun"``)
     after a cut link, a dead ``ssh``, an agent SIGKILL or a destination restart: ``begin`` again (the same
     claim), then from the resume token where the destination keeps one, or from the newest common
@@ -50,6 +52,7 @@ from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
 from .estimate import check_space, estimate_send
+from .parallel import ParallelStreams, TreeJob, job_specs, tree_estimate, tree_jobs
 from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
 from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
@@ -90,7 +93,7 @@ def _rel_name(top: DatasetName, ds: DatasetName) -> str:
     return "" if ds == top else ds.name[len(top.name) + 1 :]
 
 
-class Replicate(RestartOps, ReceiverUpkeep, PipelineActivity):
+class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
     """The ``replicate`` kind (see the module doc)."""
 
     KIND = KIND
@@ -215,7 +218,10 @@ class Replicate(RestartOps, ReceiverUpkeep, PipelineActivity):
         )
         try:
             plan = self._plan_against(src, dst, restart=False)
-            est = estimate_send(self._src, self._send_spec(plan))
+            if self.parallel_tree:
+                est = tree_estimate(self._src, src, dst, req)
+            else:
+                est = estimate_send(self._src, self._send_spec(plan))
             if self.space_check:
                 check_space(dst.available, est, f"{req.destination_node}:{req.destination}")
         except BaseException:
@@ -275,6 +281,12 @@ class Replicate(RestartOps, ReceiverUpkeep, PipelineActivity):
         if token is not None:
             return Endpoint(self._local, self._src.resume_send_argv(token))
         assert self._current is not None
+        self._first_stream_steps()
+        return Endpoint(self._local, self._src.send_argv(self._send_spec(self._current)))
+
+    def _first_stream_steps(self) -> None:
+        """Before the first stream: an earlier run's partial receives dropped (:mod:`.restart`), then
+        ``rollback_destination``'s discard; each once."""
         stale = self.kind_state.get("stale_tokens")
         if stale and not self.kind_state.get("stale_dropped"):
             self._drop_stale(self.receiver, dict(stale), "a partial receive from before this replication")
@@ -287,7 +299,43 @@ class Replicate(RestartOps, ReceiverUpkeep, PipelineActivity):
             self.ctx.store.save_result(self.id, self._result())
         elif self.request.rollback_destination:
             self.kind_state["discarded_done"] = True
-        return Endpoint(self._local, self._src.send_argv(self._send_spec(self._current)))
+
+    def _tree_streams(self) -> list[tuple[TreeJob, Endpoint, Endpoint]]:
+        """``parallel``: this attempt's streams, one per dataset of the tree still to send
+        (:mod:`.parallel`), planned from what the destination holds now."""
+        req, ks = self.request, self.kind_state
+        src = self._source_tree()
+        sent = sorted({s.guid for snaps in src.values() for s in snaps})
+        receiver, source = self.receiver, f"{self.ctx.node}:{req.snapshot.dataset}"
+        if self._replan or self._current is None:  # a restart: its own cut streams' partial receives go
+            self._replan = False
+            dst = receiver.begin(source, recursive=True, sent_guids=sent)
+            tokens = stale_tokens(dst)
+            if tokens:
+                self._drop_stale(receiver, tokens, "a cut stream of this tree")
+            if any(not d.snapshots and not d.resume_token for d in dst.datasets.values()):
+                receiver.abort(keep_claim=True)  # a cut full receive left an empty dataset: start over
+        else:
+            self._first_stream_steps()
+        dst = receiver.begin(source, recursive=True, sent_guids=sent)
+        self._last_renew = time.monotonic()
+        jobs = tree_jobs(src, dst.datasets, req.snapshot.snap, intermediates=req.intermediates)
+        ks["plan"] = f"{len(jobs)} stream(s) of the tree, {req.parallel} at a time"
+        self._peer.stream_multiplex = int(ks.get("estimate", 0)) < MULTIPLEX_BELOW
+        out = []
+        for job in jobs:
+            send, recv = job_specs(
+                job,
+                str(req.destination),
+                properties=req.properties,
+                resumable=bool(ks.get("resumable")),
+                read_only=bool(ks.get("recv_properties")),
+            )
+            cons = Endpoint(
+                self._peer, recv.argv(dialect_for_recv(ks)), counts_network=not self._peer.stream_multiplex
+            )
+            out.append((job, Endpoint(self._local, self._src.send_argv(send)), cons))
+        return out
 
     def build_consumer(self, offset: int) -> Endpoint:
         if self._noop:

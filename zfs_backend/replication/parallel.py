@@ -1,0 +1,361 @@
+"""Parallel replication of a recursive tree (``parallel`` > 1, mixed into :class:`~.activity.Replicate`).
+
+Instead of one ``zfs send -R`` the tree's datasets are sent one stream each (``zfs send [-i|-I] [-p]
+pool/fs/child@snap | ssh DEST zfs receive dest/child``), up to ``parallel`` at a time, all under the
+one recursive claim ``begin`` took (the destination admits a receive into any dataset inside it), so:
+
+* **plan** (:func:`tree_jobs`, pure): every source dataset holding the target snapshot is a job; one the
+  destination holds (by GUID) is an incremental from its own newest common snapshot (its ``-I``
+  intermediates when asked), one it lacks a full stream of the target snapshot (a dataset new to the
+  destination gets the target snapshot only, where ``send -R`` would bring its older snapshots too); one
+  already holding the target is done. A dataset new to the destination starts only after its parent's
+  stream succeeded (a receive needs the parent); others start in any order;
+* **progress** ``n of m`` is one count over every stream (:class:`RelayGroup` sums the relays; ``m`` the
+  sum of the streams' estimates); ``bwlimit`` is shared: each of the ``parallel`` slots gets its part;
+* **cancel** kills every stream and the destination's ``abort`` restores the whole tree from the claim's
+  record (exactly as for ``send -R``); a stream that fails stops the others, and the restart plans
+  again from what the destination holds: datasets already complete are skipped, partial receives
+  (ours, under the claim) are discarded, and each dataset goes on from its newest common snapshot.
+
+The activity framework runs one stream per attempt; ``_stream`` here runs the attempt's streams instead
+and keeps the framework's view whole: ``_relay`` is the group (pause, abort, count), ``_procs`` every
+live process, ``pids`` every process group a restart must reap.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..activity.procs import kill_process_group
+from ..activity.relay import Relay
+from ..activity.resources import ResourceMonitor
+from ..activity.states import RUNNING, STATUS_FAILED, SUSPENDED
+from ..activity.stream import Endpoint, StreamRun
+from ..zfs.models import RecvSpec, SendSpec, Snapshot
+from ..zfs.names import parse_dataset
+from .estimate import Estimate, estimate_send
+from .plan import UP_TO_DATE, Conflict, Plan, incremental_path
+
+if TYPE_CHECKING:
+    from ..zfs.api import Zfs
+    from .remote import DestinationDataset, DestinationTree
+    from .request import Request
+
+__all__ = ["ParallelStreams", "RelayGroup", "TreeJob", "job_specs", "tree_estimate", "tree_jobs"]
+
+
+@dataclass(frozen=True)
+class TreeJob:
+    """One dataset's stream: ``rel`` (``""``: the top), what to send, and the job it waits for."""
+
+    rel: str
+    plan: Plan
+    after: str | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.plan.full
+
+
+def _parent(rel: str) -> str | None:
+    return None if not rel else rel.rpartition("/")[0]
+
+
+def tree_jobs(
+    source: Mapping[str, Sequence[Snapshot]],
+    destination: Mapping[str, DestinationDataset],
+    target: str,
+    *,
+    intermediates: bool = False,
+    rollback_destination: bool = False,
+) -> list[TreeJob]:
+    """The streams of a tree (relative names; see the module doc), parents first. A dataset whose plan
+    is a conflict (diverged, no common snapshot) raises that conflict's error naming it."""
+    jobs: list[TreeJob] = []
+    new: set[str] = set()
+    for rel in sorted(source, key=lambda r: (r.count("/") if r else -1, r)):
+        snaps = source[rel]
+        if not any(s.snap == target for s in snaps):
+            continue  # a child made after the snapshot: send -R would not carry it either
+        d = destination.get(rel)
+        outcome = incremental_path(
+            snaps,
+            None if d is None else d.snapshots,
+            target,
+            intermediates=intermediates,
+            rollback_destination=rollback_destination,
+            destination_modified=d is not None and d.changed,
+            modified_detail="" if d is None else d.detail,
+        )
+        if isinstance(outcome, Conflict):
+            if outcome.kind == UP_TO_DATE:
+                continue
+            err = outcome.error()
+            raise type(err)(f"{rel or 'the top'}: {outcome.reason}")
+        if d is None:
+            new.add(rel)
+        parent = _parent(rel)
+        jobs.append(TreeJob(rel, outcome, parent if d is None and parent in new else None))
+    return jobs
+
+
+class RelayGroup:
+    """The relays of an attempt's streams as one (what ``PipelineActivity`` asks of its relay): the
+    count over all of them, pause/unpause/abort for every live one and every one added later."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: list[Relay] = []
+        self._done = 0
+        self._paused = False
+        self.aborted = False
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return self._done + sum(r.count for r in self._live)
+
+    def add(self, relay: Relay) -> None:
+        with self._lock:
+            self._live.append(relay)
+            paused, aborted = self._paused, self.aborted
+        if aborted:
+            relay.abort()
+        elif paused:
+            relay.pause()
+
+    def retire(self, relay: Relay) -> None:
+        with self._lock:
+            if relay in self._live:
+                self._live.remove(relay)
+                self._done += relay.count
+
+    def _each(self) -> list[Relay]:
+        with self._lock:
+            return list(self._live)
+
+    def pause(self, wait: float = 0.0) -> bool:
+        with self._lock:
+            self._paused = True
+        return all([r.pause(wait) for r in self._each()])
+
+    def unpause(self) -> None:
+        with self._lock:
+            self._paused = False
+        for r in self._each():
+            r.unpause()
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+        for r in self._each():
+            r.abort()
+
+    def close(self) -> None:
+        for r in self._each():
+            r.close()
+
+
+def _status_of(e: BaseException) -> int:
+    code = getattr(e, "exit_code", None)
+    return code if isinstance(code, int) and code > 0 else STATUS_FAILED
+
+
+class ParallelStreams:
+    """Mixed into :class:`~.activity.Replicate` before ``PipelineActivity`` (see the module doc)."""
+
+    # PipelineActivity's (and Replicate's) own
+    _cond: threading.Condition
+    _abort: str | None
+    _relay: Any
+    _procs: list[Any]
+    _cp: dict[str, Any]
+    _monitor: ResourceMonitor | None
+    _prod_remote: bool
+    _cons_remote: bool
+    build_error: Exception | None
+    consumer_ends_stream: bool
+    kind_state: dict[str, Any]
+
+    if TYPE_CHECKING:
+        from ..activity.report import ActivityRecord
+
+        request: Request
+        _record: ActivityRecord
+        id: str
+
+        def _persist(self) -> None: ...
+        def _tick(self, stop: threading.Event) -> None: ...
+        def _bwlimit(self) -> float | None: ...
+        def _tree_streams(self) -> list[tuple[TreeJob, Endpoint, Endpoint]]: ...
+
+    @property
+    def parallel_tree(self) -> bool:
+        return self.request.recursive and self.request.parallel > 1
+
+    def _stream(self, offset: int) -> tuple[str, str, int]:
+        if not self.parallel_tree:
+            return super()._stream(offset)  # type: ignore[misc,no-any-return]
+        self.build_error = None
+        try:
+            streams = self._tree_streams()
+        except Exception as e:
+            self.build_error = e
+            return "failed", f"cannot build the streams: {e}", _status_of(e)
+        group = RelayGroup()
+        with self._cond:
+            if self._abort is not None or self._record.state not in (RUNNING, SUSPENDED):
+                return ("cancel" if self._abort == "cancel" else "detach"), "", 0
+            if self._record.state == SUSPENDED:
+                group.pause()
+            self._relay, self._procs = group, []
+            self._cp["pids"] = []
+        if self._monitor is None:
+            self._monitor = ResourceMonitor(base=self._record.resources, started_at=self._record.started_at)
+        else:
+            self._monitor.start_attempt()
+        self._prod_remote, self._cons_remote = False, True
+        self._monitor.rate.reset()
+        stop = threading.Event()
+        ticker = threading.Thread(target=self._tick, args=(stop,), name=f"tick-{self.id}", daemon=True)
+        ticker.start()
+        try:
+            error = self._run_streams(streams, group)
+        finally:
+            stop.set()
+            ticker.join()
+            self._persist()
+            with self._cond:
+                self._relay, self._procs = None, []
+        if self._abort is not None:
+            return ("cancel" if self._abort == "cancel" else "detach"), "", 0
+        if error is not None:
+            return "failed", error[0], error[1]
+        self._cp["pids"] = []
+        return "ok", "", 0
+
+    def _run_streams(
+        self, streams: list[tuple[TreeJob, Endpoint, Endpoint]], group: RelayGroup
+    ) -> tuple[str, int] | None:
+        """Run the streams ``parallel`` at a time, each after the one it waits for; the first failure
+        stops the others and is returned."""
+        cv = threading.Condition()
+        pending = list(streams)
+        done: set[str] = set()
+        errors: list[tuple[str, int]] = []
+        per_slot = self._bwlimit()
+        slots = max(1, min(self.request.parallel, len(streams)))
+        if per_slot:
+            per_slot = max(1024.0, per_slot / slots)
+
+        def take() -> tuple[TreeJob, Endpoint, Endpoint] | None:
+            with cv:
+                while True:
+                    if errors or group.aborted or self._abort is not None or not pending:
+                        return None
+                    for item in pending:
+                        if item[0].after is None or item[0].after in done:
+                            pending.remove(item)
+                            return item
+                    cv.wait(0.5)
+
+        def worker() -> None:
+            while (item := take()) is not None:
+                try:
+                    err = self._run_one(item, group, per_slot)
+                except Exception as e:  # never a silent thread death: it fails the attempt
+                    err = (f"{item[0].rel or 'the top'}: {e}", _status_of(e))
+                with cv:
+                    if err is None:
+                        done.add(item[0].rel)
+                    elif not errors:
+                        errors.append(err)
+                    cv.notify_all()
+                if err is not None:
+                    self._stop_all(group)
+
+        threads = [
+            threading.Thread(target=worker, name=f"tree-{self.id}-{i}", daemon=True) for i in range(slots)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return errors[0] if errors else None
+
+    def _stop_all(self, group: RelayGroup) -> None:
+        group.abort()
+        with self._cond:
+            procs = list(self._procs)
+        for p in procs:
+            kill_process_group(p.pid, 0.5)
+
+    def _run_one(
+        self, item: tuple[TreeJob, Endpoint, Endpoint], group: RelayGroup, bwlimit: float | None
+    ) -> tuple[str, int] | None:
+        job, producer, consumer = item
+        name = job.rel or "the top"
+        with StreamRun(producer, consumer, bwlimit_bps=bwlimit) as run:
+            with self._cond:
+                if self._abort is not None or group.aborted:
+                    return (f"{name}: not started (stopped)", STATUS_FAILED)
+                group.add(run.relay)
+                try:
+                    run.start()
+                except Exception as e:
+                    group.retire(run.relay)
+                    return (f"{name}: cannot start the stream: {e}", STATUS_FAILED)
+                self._procs = [*self._procs, *run.procs]
+                self._cp["pids"] = [*self._cp.get("pids", []), *run.pids()]
+            pids = run.pids()
+            mon = self._monitor
+            if mon is not None:
+                mon.add_process(run.procs[0].pid)
+                mon.add_process(run.procs[1].pid, net_sender=consumer.remote and consumer.counts_network)
+            result = run.relay.run()
+            run.relay.close()
+            exits = run.reap(mon.sample if mon is not None else lambda: None)
+            group.retire(run.relay)
+            with self._cond:
+                self._procs = [p for p in self._procs if p not in run.procs]
+            if mon is not None:
+                for (pid, ctime), (_rc, cpu) in zip(pids, exits, strict=False):
+                    if cpu is not None:
+                        mon.add_exited(int(pid), ctime, cpu)
+            failure = run.failure(
+                result, [rc for rc, _ in exits], consumer_ends_stream=self.consumer_ends_stream
+            )
+            return None if failure is None else (f"{name}: {failure[0]}", failure[1])
+
+
+def job_specs(
+    job: TreeJob, destination: str, *, properties: bool, resumable: bool, read_only: bool
+) -> tuple[SendSpec, RecvSpec]:
+    """The send and receive of one job: its dataset's planned stream, into ``destination`` (the top) or
+    its child ``job.rel``; ``read_only``: a full stream of the top is received ``readonly=on``."""
+    plan = job.plan
+    spec = plan.send_spec(recursive=False, properties=properties)
+    target = parse_dataset(destination if not job.rel else f"{destination}/{job.rel}")
+    props = {"readonly": "on"} if read_only and job.full and not job.rel else {}
+    return spec, RecvSpec(target=target, resumable=resumable, set_properties=props)
+
+
+def tree_estimate(zfs: Zfs, src: dict[str, list[Snapshot]], dst: DestinationTree, req: Request) -> Estimate:
+    """``parallel``: the sum of the tree's streams' estimates (:func:`.parallel.tree_jobs`); a
+    dataset's conflict refuses the replication before anything is stored."""
+    jobs = tree_jobs(
+        src,
+        dst.datasets,
+        req.snapshot.snap,
+        intermediates=req.intermediates,
+        rollback_destination=req.rollback_destination,
+    )
+    parts = [estimate_send(zfs, j.plan.send_spec(properties=req.properties)) for j in jobs]
+    return Estimate(
+        sum(p.bytes for p in parts),
+        all(p.exact for p in parts),
+        parts[0].method if parts else "nothing to send",
+    )
