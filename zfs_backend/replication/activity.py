@@ -52,7 +52,7 @@ from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
 from .estimate import check_space, estimate_send
-from .parallel import ParallelStreams, TreeJob, job_specs, tree_estimate, tree_jobs
+from .parallel import ParallelStreams, TreeJob, job_specs, streams_fit, tree_estimate, tree_jobs
 from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
 from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
@@ -218,6 +218,7 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         )
         try:
             plan = self._plan_against(src, dst, restart=False)
+            self.kind_state["parallel_streams"] = streams_fit(src, dst, req.snapshot.snap)
             if self.parallel_tree:
                 est = tree_estimate(self._src, src, dst, req)
             else:
@@ -251,6 +252,8 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
                 "stale_tokens": stale_tokens(dst),  # partial receives of an earlier run: dropped first
             }
         )
+        if req.parallel > 1 and not self.parallel_tree:
+            self.kind_state["plan"] += " (one stream: the destination cannot receive a new dataset unmounted)"
         self._current = plan
 
     def estimate_total(self) -> int:

@@ -17,6 +17,10 @@ one recursive claim ``begin`` took (the destination admits a receive into any da
   again from what the destination holds: datasets already complete are skipped, partial receives
   (ours, under the claim) are discarded, and each dataset goes on from its newest common snapshot.
 
+On a destination that cannot receive unmounted (zfs-fuse: no ``recv -u``), a tree with a dataset new to
+the destination goes as one ``send -R`` (:func:`streams_fit`; the plan says so): only the increments of
+a tree the destination holds whole go one stream per dataset there.
+
 The activity framework runs one stream per attempt; ``_stream`` here runs the attempt's streams instead
 and keeps the framework's view whole: ``_relay`` is the group (pause, abort, count), ``_procs`` every
 live process, ``pids`` every process group a restart must reap.
@@ -44,7 +48,15 @@ if TYPE_CHECKING:
     from .remote import DestinationDataset, DestinationTree
     from .request import Request
 
-__all__ = ["ParallelStreams", "RelayGroup", "TreeJob", "job_specs", "tree_estimate", "tree_jobs"]
+__all__ = [
+    "ParallelStreams",
+    "RelayGroup",
+    "TreeJob",
+    "job_specs",
+    "streams_fit",
+    "tree_estimate",
+    "tree_jobs",
+]
 
 
 @dataclass(frozen=True)
@@ -194,7 +206,13 @@ class ParallelStreams:
 
     @property
     def parallel_tree(self) -> bool:
-        return self.request.recursive and self.request.parallel > 1
+        """One stream per dataset: ``parallel`` > 1, and the plan found the tree fit for it
+        (:func:`streams_fit`; else one ``send -R``, as ``parallel`` 1)."""
+        return (
+            self.request.recursive
+            and self.request.parallel > 1
+            and bool(self.kind_state.get("parallel_streams", True))
+        )
 
     def _stream(self, offset: int) -> tuple[str, str, int]:
         if not self.parallel_tree:
@@ -341,6 +359,17 @@ def job_specs(
     target = parse_dataset(destination if not job.rel else f"{destination}/{job.rel}")
     props = {"readonly": "on"} if read_only and job.full and not job.rel else {}
     return spec, RecvSpec(target=target, resumable=resumable, set_properties=props)
+
+
+def streams_fit(src: Mapping[str, Sequence[Snapshot]], dst: DestinationTree, target: str) -> bool:
+    """Whether the tree may go one stream per dataset: the destination receives unmounted (``recv -u``),
+    or every dataset to send exists there already. Without ``-u`` (zfs-fuse) a new dataset is mounted
+    by its own receive, which removes and makes again its mountpoint directory inside its (mounted)
+    parent: the parent's data would change after its snapshot, and the next replication would find it
+    diverged. One ``send -R`` does not (a new tree arrives whole)."""
+    if dst.recv_no_mount:
+        return True
+    return all(rel in dst.datasets for rel, snaps in src.items() if any(s.snap == target for s in snaps))
 
 
 def tree_estimate(zfs: Zfs, src: dict[str, list[Snapshot]], dst: DestinationTree, req: Request) -> Estimate:

@@ -251,6 +251,7 @@ class Receiver(AbortOps, StandbyOps):
                 "name": str(d),
                 "resumable_receive": d.resumable_receive,
                 "recv_properties": d.recv_properties,
+                "recv_no_mount": d.recv_no_mount,
                 "user_holds": d.user_holds,
             },
             "datasets": {},

@@ -37,6 +37,7 @@ class DestinationTree:
     available: int | None
     resumable_receive: bool = False
     recv_properties: bool = False
+    recv_no_mount: bool = False
     dialect: str = ""
     datasets: dict[str, DestinationDataset] = field(default_factory=dict)
 
@@ -63,6 +64,7 @@ class DestinationTree:
             available=None if avail is None else int(avail),
             resumable_receive=bool(dia.get("resumable_receive")),
             recv_properties=bool(dia.get("recv_properties")),
+            recv_no_mount=bool(dia.get("recv_no_mount")),
             dialect=str(dia.get("name", "")),
             datasets=datasets,
         )
