@@ -10,7 +10,8 @@ suspend that stops the transfer and resume that finishes it (tearing the pipelin
 and resuming from the receive token: an xfail, not built yet); cancel, which discards the partial
 receive (``recv -A``) and leaves the destination as it was; a resume token whose snapshot the source
 pruned during the retry's backoff, discarded, and the increment sent again from the newest common
-snapshot (``replication/restart.py``).
+snapshot (``replication/restart.py``); a compressible dataset sent compressed (``-L -c -e``, both ends
+OpenZFS): the bytes that flow, ``n == m``, fewer than the logical bytes.
 
 The VMs are emulated (TCG): small data, ``bwlimit`` to keep a transfer running long enough to act on,
 generous timeouts, no timing assertions.
@@ -427,3 +428,23 @@ def test_a_token_of_a_pruned_snapshot_falls_back_to_the_newest_common(
     assert listing(dst, ds) == listing(src, ds)
     assert checksums(dst, ds) == checksums(src, ds)
     assert Zfs(dst, timeout=T).resume_token(parse_dataset(ds)) is None
+
+
+def test_a_compressed_dataset_crosses_the_wire_compressed(
+    vm_pair: tuple[SSHHost, SSHHost], settings: Settings, agents: dict[str, Any], names: list[str]
+) -> None:
+    src, dst = vm_pair
+    ds = new_name(names)
+    z = Zfs(src, timeout=T)
+    z.create(parse_dataset(ds), props={"compression": "lz4"})
+    mnt = z.mountpoint(parse_dataset(ds))
+    script = 'yes "a compressible line of text, again and again" | head -c 32M > "$1/text"; sync'
+    src.run(["sh", "-c", script, "sh", str(mnt)], timeout=T)
+    snapshot(src, ds, "s1")
+    logical = z.get_int(parse_snapshot(f"{ds}@s1"), "logicalreferenced")
+    assert logical is not None and logical >= 32 * MiB
+    act = replicate(settings, agents, f"{src.name}:{ds}@s1", f"{dst.name}:{ds}")
+    assert_success(act)
+    n, m = act.progress
+    assert n == m and n < logical // 4, (n, logical)  # -c: the blocks as compressed on disk
+    assert checksums(dst, ds) == checksums(src, ds)

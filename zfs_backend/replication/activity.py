@@ -58,7 +58,7 @@ from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
 from .restart import RestartOps, stale_tokens
 from .transport import PeerHost
-from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
+from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv, stream_flags
 
 __all__ = ["KIND", "TUNING_PARAMS", "Replicate", "running_conflict"]
 
@@ -219,8 +219,9 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         try:
             plan = self._plan_against(src, dst, restart=False)
             self.kind_state["parallel_streams"] = streams_fit(src, dst, req.snapshot.snap)
+            self.kind_state["stream_flags"] = stream_flags(self._src.dialect, dst.stream)
             if self.parallel_tree:
-                est = tree_estimate(self._src, src, dst, req)
+                est = tree_estimate(self._src, src, dst, req, self.kind_state["stream_flags"])
             else:
                 est = estimate_send(self._src, self._send_spec(plan))
             if self.space_check:
@@ -331,6 +332,7 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
                 job,
                 str(req.destination),
                 properties=req.properties,
+                flags=ks.get("stream_flags"),
                 resumable=bool(ks.get("resumable")),
                 read_only=bool(ks.get("recv_properties")),
             )
@@ -392,7 +394,11 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         return out
 
     def _send_spec(self, plan: Plan) -> SendSpec:
-        return plan.send_spec(recursive=self.request.recursive, properties=self.request.properties)
+        return plan.send_spec(
+            recursive=self.request.recursive,
+            properties=self.request.properties,
+            flags=self.kind_state.get("stream_flags"),
+        )
 
 
 register_kind(KIND, Replicate)

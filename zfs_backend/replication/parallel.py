@@ -350,12 +350,18 @@ class ParallelStreams:
 
 
 def job_specs(
-    job: TreeJob, destination: str, *, properties: bool, resumable: bool, read_only: bool
+    job: TreeJob,
+    destination: str,
+    *,
+    properties: bool,
+    resumable: bool,
+    read_only: bool,
+    flags: Mapping[str, bool] | None = None,
 ) -> tuple[SendSpec, RecvSpec]:
     """The send and receive of one job: its dataset's planned stream, into ``destination`` (the top) or
     its child ``job.rel``; ``read_only``: a full stream of the top is received ``readonly=on``."""
     plan = job.plan
-    spec = plan.send_spec(recursive=False, properties=properties)
+    spec = plan.send_spec(recursive=False, properties=properties, flags=flags)
     target = parse_dataset(destination if not job.rel else f"{destination}/{job.rel}")
     props = {"readonly": "on"} if read_only and job.full and not job.rel else {}
     return spec, RecvSpec(target=target, resumable=resumable, set_properties=props)
@@ -372,7 +378,13 @@ def streams_fit(src: Mapping[str, Sequence[Snapshot]], dst: DestinationTree, tar
     return all(rel in dst.datasets for rel, snaps in src.items() if any(s.snap == target for s in snaps))
 
 
-def tree_estimate(zfs: Zfs, src: dict[str, list[Snapshot]], dst: DestinationTree, req: Request) -> Estimate:
+def tree_estimate(
+    zfs: Zfs,
+    src: dict[str, list[Snapshot]],
+    dst: DestinationTree,
+    req: Request,
+    flags: Mapping[str, bool] | None = None,
+) -> Estimate:
     """``parallel``: the sum of the tree's streams' estimates (:func:`.parallel.tree_jobs`); a
     dataset's conflict refuses the replication before anything is stored."""
     jobs = tree_jobs(
@@ -382,7 +394,7 @@ def tree_estimate(zfs: Zfs, src: dict[str, list[Snapshot]], dst: DestinationTree
         intermediates=req.intermediates,
         rollback_destination=req.rollback_destination,
     )
-    parts = [estimate_send(zfs, j.plan.send_spec(properties=req.properties)) for j in jobs]
+    parts = [estimate_send(zfs, j.plan.send_spec(properties=req.properties, flags=flags)) for j in jobs]
     return Estimate(
         sum(p.bytes for p in parts),
         all(p.exact for p in parts),

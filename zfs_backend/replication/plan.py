@@ -102,13 +102,21 @@ class Plan:
     def full(self) -> bool:
         return self.base is None
 
-    def send_spec(self, *, recursive: bool = False, properties: bool = False) -> SendSpec:
+    def send_spec(
+        self, *, recursive: bool = False, properties: bool = False, flags: Mapping[str, bool] | None = None
+    ) -> SendSpec:
+        """``flags``: ``large_blocks``/``compressed``/``embedded`` (``-L -c -e``), where both ends
+        have them."""
+        f = flags or {}
         return SendSpec(
             snapshot=self.target.name,
             incremental_from=None if self.base is None else self.base.name,
             intermediates=self.intermediates and self.base is not None,
             recursive=recursive,
             properties=properties,
+            large_blocks=bool(f.get("large_blocks")),
+            compressed=bool(f.get("compressed")),
+            embedded=bool(f.get("embedded")),
         )
 
     def describe(self) -> str:

@@ -38,6 +38,8 @@ class DestinationTree:
     resumable_receive: bool = False
     recv_properties: bool = False
     recv_no_mount: bool = False
+    #: the destination's ``send_compressed``/``send_large_blocks``/``send_embedded`` (it can receive them)
+    stream: dict[str, bool] = field(default_factory=dict)
     dialect: str = ""
     datasets: dict[str, DestinationDataset] = field(default_factory=dict)
 
@@ -65,6 +67,7 @@ class DestinationTree:
             resumable_receive=bool(dia.get("resumable_receive")),
             recv_properties=bool(dia.get("recv_properties")),
             recv_no_mount=bool(dia.get("recv_no_mount")),
+            stream={k: bool(dia.get(k)) for k in ("send_compressed", "send_large_blocks", "send_embedded")},
             dialect=str(dia.get("name", "")),
             datasets=datasets,
         )

@@ -77,10 +77,12 @@ class PoolCapacity:
 
 @dataclass(frozen=True)
 class SendSpec:
-    """``zfs send [-R] [-D] [-p] [-i|-I base] snapshot``.
+    """``zfs send [-R] [-D] [-p] [-L] [-c] [-e] [-i|-I base] snapshot``.
 
     ``incremental_from``: the base (a snapshot, or a bookmark with ``intermediates=False`` where the
     dialect has bookmarks); ``intermediates`` picks ``-I`` (every snapshot between) over ``-i``.
+    ``large_blocks`` (``-L``), ``compressed`` (``-c``), ``embedded`` (``-e``): the blocks as they are on
+    disk; only where the dialect has them (and the receiving end too: the caller's to check).
     """
 
     snapshot: SnapshotName
@@ -89,6 +91,9 @@ class SendSpec:
     properties: bool = False
     recursive: bool = False
     dedup: bool = False
+    large_blocks: bool = False
+    compressed: bool = False
+    embedded: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.snapshot, SnapshotName):
@@ -115,6 +120,9 @@ class SendSpec:
             flags.append("-D")
         if self.properties:
             flags.append("-p")
+        for on, flag in ((self.large_blocks, "-L"), (self.compressed, "-c"), (self.embedded, "-e")):
+            if on:
+                flags.append(flag)
         return flags
 
     def _tail(self) -> list[str]:
@@ -128,6 +136,13 @@ class SendSpec:
         """The ``zfs send`` argv for ``dialect``."""
         if isinstance(self.incremental_from, BookmarkName) and not dialect.bookmarks:
             raise UnsupportedFeature(f"send from a bookmark: {dialect} has no bookmarks")
+        for on, has, flag in (
+            (self.large_blocks, dialect.send_large_blocks, "-L"),
+            (self.compressed, dialect.send_compressed, "-c"),
+            (self.embedded, dialect.send_embedded, "-e"),
+        ):
+            if on and not has:
+                raise UnsupportedFeature(f"send {flag}: {dialect} has no {flag}")
         return ["zfs", "send", *self._flags(), *self._tail()]
 
     def estimate_argv(self, dialect: Dialect) -> list[str]:

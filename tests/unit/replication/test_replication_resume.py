@@ -281,3 +281,16 @@ def test_a_new_replication_drops_an_earlier_runs_partial_receive_before_its_firs
     zfs.ds["tank/fs"].token = stale
     act.build_producer(0)  # once only
     assert zfs.ds["tank/fs"].token == stale
+
+
+def test_the_stream_keeps_blocks_as_on_disk_where_both_ends_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    act = _activity(tmp_path, monkeypatch, StubReceiver([], None))
+    plan = incremental_path(SRC, None, "d")
+    assert not isinstance(plan, type(None))
+    act.kind_state["stream_flags"] = {"large_blocks": True, "compressed": True, "embedded": True}
+    spec = act._send_spec(plan)  # type: ignore[arg-type]
+    assert spec.large_blocks and spec.compressed and spec.embedded
+    act.kind_state["stream_flags"] = {"large_blocks": False, "compressed": False, "embedded": False}
+    assert not act._send_spec(plan).compressed  # type: ignore[arg-type]
