@@ -51,12 +51,13 @@ from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
+from .cursor import cursor_prefix, keep_cursor, relationship_bookmarks
 from .estimate import check_space, estimate_send
-from .parallel import ParallelStreams, TreeJob, job_specs, streams_fit, tree_estimate, tree_jobs
+from .parallel import ParallelStreams, streams_fit, tree_estimate
 from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
 from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
-from .restart import RestartOps, stale_tokens
+from .restart import MULTIPLEX_BELOW, RestartOps, stale_tokens
 from .transport import PeerHost
 from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv, stream_flags
 
@@ -64,10 +65,6 @@ __all__ = ["KIND", "TUNING_PARAMS", "Replicate", "running_conflict"]
 
 
 _START_LOCK = threading.Lock()
-#: streams up to this size share the SSH master connection to the destination (no handshake, measured
-#: ~0.25 s on the lab, and as fast: one channel on an idle connection); bigger ones get their own
-#: connection, so that several big streams can use several cores for ciphering
-MULTIPLEX_BELOW = 1 << 30
 
 
 def running_conflict(
@@ -133,6 +130,10 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         self._last_renew = time.monotonic()
 
     @property
+    def _cursor(self) -> str:
+        return cursor_prefix(self.request.destination_node, str(self.request.destination))
+
+    @property
     def receiver(self) -> RemoteReceiver:
         req = self.request
         return RemoteReceiver(self.ctx.peer_agent(req.destination_node), req.destination, self.id, req.grant)
@@ -170,6 +171,7 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         req, ks = self.request, self.kind_state
         top = dst.top
         rolled = bool(ks.get("discarded_done")) or not req.rollback_destination
+        src_ds = req.snapshot.dataset
         outcome = incremental_path(
             src[""],
             None if top is None else top.snapshots,
@@ -180,14 +182,15 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
             rollback_destination=not rolled,
             destination_modified=top is not None and top.changed,
             modified_detail="" if top is None else top.detail,
+            bookmarks=() if req.recursive else relationship_bookmarks(self._src, src_ds, self._cursor),
         )
         where = f"{req.destination_node}:{req.destination}"
         if isinstance(outcome, Conflict):
             err = outcome.error()
             raise type(err)(f"{'on restart, ' if restart else ''}{where}: {outcome.reason}")
         discard: dict[str, int] = {}
-        if outcome.rollback_to is not None and outcome.base is not None:
-            discard[""] = outcome.base.guid
+        if outcome.rollback_to is not None and outcome.base_guid is not None:
+            discard[""] = outcome.base_guid
         if req.recursive and outcome.base is not None:
             children = check_children(
                 src,
@@ -240,7 +243,7 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
                 "plan": plan.describe(),
                 "full": plan.full,
                 "base": None if plan.base is None else plan.base.snap,
-                "base_guid": None if plan.base is None else plan.base.guid,
+                "base_guid": plan.base_guid,
                 "target_guid": plan.target.guid,
                 "target_guids": targets,
                 "dest_existed": dst.exists,
@@ -288,60 +291,6 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         self._first_stream_steps()
         return Endpoint(self._local, self._src.send_argv(self._send_spec(self._current)))
 
-    def _first_stream_steps(self) -> None:
-        """Before the first stream: an earlier run's partial receives dropped (:mod:`.restart`), then
-        ``rollback_destination``'s discard; each once."""
-        stale = self.kind_state.get("stale_tokens")
-        if stale and not self.kind_state.get("stale_dropped"):
-            self._drop_stale(self.receiver, dict(stale), "a partial receive from before this replication")
-            self.kind_state["stale_dropped"] = True
-        discard = self.kind_state.get("discard")
-        if discard and not self.kind_state.get("discarded_done"):
-            report = self.receiver.discard({str(k): int(v) for k, v in discard.items()})
-            self.kind_state["discarded"] = report.get("discarded", {})
-            self.kind_state["discarded_done"] = True
-            self.ctx.store.save_result(self.id, self._result())
-        elif self.request.rollback_destination:
-            self.kind_state["discarded_done"] = True
-
-    def _tree_streams(self) -> list[tuple[TreeJob, Endpoint, Endpoint]]:
-        """``parallel``: this attempt's streams, one per dataset of the tree still to send
-        (:mod:`.parallel`), planned from what the destination holds now."""
-        req, ks = self.request, self.kind_state
-        src = self._source_tree()
-        sent = sorted({s.guid for snaps in src.values() for s in snaps})
-        receiver, source = self.receiver, f"{self.ctx.node}:{req.snapshot.dataset}"
-        if self._replan or self._current is None:  # a restart: its own cut streams' partial receives go
-            self._replan = False
-            dst = receiver.begin(source, recursive=True, sent_guids=sent)
-            tokens = stale_tokens(dst)
-            if tokens:
-                self._drop_stale(receiver, tokens, "a cut stream of this tree")
-            if any(not d.snapshots and not d.resume_token for d in dst.datasets.values()):
-                receiver.abort(keep_claim=True)  # a cut full receive left an empty dataset: start over
-        else:
-            self._first_stream_steps()
-        dst = receiver.begin(source, recursive=True, sent_guids=sent)
-        self._last_renew = time.monotonic()
-        jobs = tree_jobs(src, dst.datasets, req.snapshot.snap, intermediates=req.intermediates)
-        ks["plan"] = f"{len(jobs)} stream(s) of the tree, {req.parallel} at a time"
-        self._peer.stream_multiplex = int(ks.get("estimate", 0)) < MULTIPLEX_BELOW
-        out = []
-        for job in jobs:
-            send, recv = job_specs(
-                job,
-                str(req.destination),
-                properties=req.properties,
-                flags=ks.get("stream_flags"),
-                resumable=bool(ks.get("resumable")),
-                read_only=bool(ks.get("recv_properties")),
-            )
-            cons = Endpoint(
-                self._peer, recv.argv(dialect_for_recv(ks)), counts_network=not self._peer.stream_multiplex
-            )
-            out.append((job, Endpoint(self._local, self._src.send_argv(send)), cons))
-        return out
-
     def build_consumer(self, offset: int) -> Endpoint:
         if self._noop:
             return Endpoint(LocalHost(self.ctx.node), ["true"])
@@ -360,6 +309,9 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         targets = {str(k): int(v) for k, v in self.kind_state.get("target_guids", {}).items()}
         report = self.receiver.finish(targets)
         self.kind_state["created"] = report.get("created", [])
+        if not self.request.recursive:  # the source keeps a bookmark of what the destination holds
+            ks = self.kind_state
+            ks["cursor"] = keep_cursor(self._src, self.request.snapshot, int(ks["target_guid"]), self._cursor)
         self.ctx.store.save_result(self.id, self._result())
 
     def rollback(self) -> None:
@@ -385,6 +337,8 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
             out["discarded"] = ks["discarded"]
         if ks.get("created"):
             out["created"] = ks["created"]
+        if ks.get("cursor"):
+            out["cursor"] = ks["cursor"]
         for key in ("resume_refused", "resume_discarded"):
             if ks.get(key):
                 out[key] = ks[key]

@@ -61,6 +61,19 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Bookmark:
+    """A bookmark: what an incremental may be sent from after its snapshot is gone (same ``guid``)."""
+
+    name: BookmarkName
+    guid: int
+    createtxg: int
+
+    @property
+    def mark(self) -> str:
+        return self.name.mark
+
+
+@dataclass(frozen=True)
 class PoolCapacity:
     """Pool space in bytes. From zfs-fuse these are parsed from 3-digit human units (approximate)."""
 

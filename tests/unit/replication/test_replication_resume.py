@@ -120,6 +120,15 @@ class StubReceiver:
         return {"restored": True, "actions": [], "left": []}
 
 
+class NoBookmarks:
+    """The source's ZFS as the planner asks it: a dialect without bookmarks (zfs-fuse)."""
+
+    dialect = OPENZFS_2.__class__(name="no-bookmarks")
+
+    def list_bookmarks(self, dataset: Any) -> list[Any]:
+        return []
+
+
 PARAMS = {
     "snapshot": "tank/fs@d",
     "source_node": "node1",
@@ -134,6 +143,7 @@ def _activity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub: StubReceive
     store = ActivityStore(tmp_path / "a.db")
     ctx = ActivityContext(store=store, node="node1")
     act = Replicate(ActivityRecord(id="act-r", kind="replicate", node="node1", params=PARAMS), ctx)
+    act._src = NoBookmarks()  # type: ignore[assignment]
     act.persist_new()
     act.kind_state.update({"target_guid": 14, "base": "a", "base_guid": 11, **ks})
     return act
@@ -227,6 +237,7 @@ def _cut_in_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, source_dataset
     ctx = ActivityContext(store=ActivityStore(tmp_path / "a.db"), node="node1")
     params = {**PARAMS, "intermediates": True, "snapshot": f"{source_dataset}@d"}
     act = Replicate(ActivityRecord(id=HOLDER, kind="replicate", node="node1", params=params), ctx)
+    act._src = NoBookmarks()  # type: ignore[assignment]
     act.persist_new()
     act.kind_state.update({"target_guid": 14, "base": "a", "base_guid": 11, "dest_existed": True})
     return act, zfs

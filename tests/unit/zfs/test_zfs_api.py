@@ -345,3 +345,16 @@ def test_dialect_probed_lazily_once(scripted_host: Scripted, fuse_table: dict) -
     assert z.dialect == ZFS_FUSE_07
     n = len(host.calls)
     assert z.dialect is z.dialect and len(host.calls) == n
+
+
+def test_bookmarks_are_listed_validated_and_made_only_where_the_dialect_has_them() -> None:
+    from zfs_backend.zfs.listing import read_bookmarks
+    from zfs_backend.zfs.names import parse_dataset
+
+    fs = parse_dataset("tank/fs")
+    text = (
+        "tank/fs#b\t12\t20\ntank/fs#a\t11\t10\ntank/fs#bad name\t1\t1\n"
+        "tank/other#x\t5\t5\ntank/fs#c\tnan\t3\n"
+    )
+    marks = read_bookmarks(text, fs, host="node1")
+    assert [(b.mark, b.guid, b.createtxg) for b in marks] == [("a", 11, 10), ("b", 12, 20)]
