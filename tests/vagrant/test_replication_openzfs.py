@@ -11,7 +11,8 @@ and resuming from the receive token: an xfail, not built yet); cancel, which dis
 receive (``recv -A``) and leaves the destination as it was; a resume token whose snapshot the source
 pruned during the retry's backoff, discarded, and the increment sent again from the newest common
 snapshot (``replication/restart.py``); a compressible dataset sent compressed (``-L -c -e``, both ends
-OpenZFS): the bytes that flow, ``n == m``, fewer than the logical bytes.
+OpenZFS): the bytes that flow, ``n == m``, fewer than the logical bytes; the source's cursor bookmark
+as the base after the source pruned every snapshot the destination holds.
 
 The VMs are emulated (TCG): small data, ``bwlimit`` to keep a transfer running long enough to act on,
 generous timeouts, no timing assertions.
@@ -447,4 +448,32 @@ def test_a_compressed_dataset_crosses_the_wire_compressed(
     assert_success(act)
     n, m = act.progress
     assert n == m and n < logical // 4, (n, logical)  # -c: the blocks as compressed on disk
+    assert checksums(dst, ds) == checksums(src, ds)
+
+
+def test_the_cursor_bookmark_is_the_base_after_the_source_pruned_its_snapshots(
+    vm_pair: tuple[SSHHost, SSHHost], settings: Settings, agents: dict[str, Any], names: list[str]
+) -> None:
+    src, dst = vm_pair
+    ds = new_name(names)
+    write(src, ds, "a", 1)
+    snapshot(src, ds, "s1")
+    assert_success(replicate(settings, agents, f"{src.name}:{ds}@s1", f"{dst.name}:{ds}"))
+    write(src, ds, "b", 1)
+    snapshot(src, ds, "s2")
+    act = replicate(settings, agents, f"{src.name}:{ds}@s2", f"{dst.name}:{ds}")
+    assert_success(act)
+    cursor = act.record().result["cursor"]["cursor"]
+    assert cursor.startswith(f"{ds}#zfs_backend_cursor_")
+    zs = Zfs(src, timeout=T)
+    marks = [b.name.name for b in zs.list_bookmarks(parse_dataset(ds))]
+    assert marks == [cursor]  # the first replication's cursor was dropped
+    for s in ("s1", "s2"):  # the source prunes every snapshot the destination holds
+        zs.destroy(parse_snapshot(f"{ds}@{s}"))
+    write(src, ds, "c", 1)
+    snapshot(src, ds, "s3")
+    act = replicate(settings, agents, f"{src.name}:{ds}@s3", f"{dst.name}:{ds}")
+    assert_success(act)
+    assert act.record().result["plan"] == f"incremental -i #{cursor.partition('#')[2]} {ds}@s3"
+    assert [s for s, _ in listing(dst, ds) or []] == ["s1", "s2", "s3"]
     assert checksums(dst, ds) == checksums(src, ds)
