@@ -125,6 +125,7 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         self._local: Host = ctx.host(None)
         self._src = Zfs(self._local)
         self._current: Plan | None = None
+        self._planned = None
         self._replan = False
         self._noop = False
         self._last_renew = time.monotonic()
@@ -259,6 +260,7 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         if req.parallel > 1 and not self.parallel_tree:
             self.kind_state["plan"] += " (one stream: the destination cannot receive a new dataset unmounted)"
         self._current = plan
+        self._planned = (src, dst) if self.parallel_tree else None
 
     def estimate_total(self) -> int:
         return int(self.kind_state.get("estimate", 0))

@@ -56,6 +56,8 @@ class RestartOps:
     kind_state: dict[str, Any]
     _current: Plan | None
     _noop: bool
+    #: the first attempt's listing of both sides, from ``plan`` (a tree in parallel reuses it)
+    _planned: tuple[dict[str, list[Snapshot]], DestinationTree] | None
     _replan: bool
     _last_renew: float
     _peer: PeerHost
@@ -161,24 +163,38 @@ class RestartOps:
         elif self.request.rollback_destination:
             self.kind_state["discarded_done"] = True
 
+    @staticmethod
+    def _sent(src: dict[str, list[Snapshot]]) -> list[int]:
+        return sorted({s.guid for snaps in src.values() for s in snaps})
+
     def _tree_streams(self) -> list[tuple[TreeJob, Endpoint, Endpoint]]:
         """``parallel``: this attempt's streams, one per dataset of the tree still to send
         (:mod:`.parallel`), planned from what the destination holds now."""
         req, ks = self.request, self.kind_state
-        src = self._source_tree()
-        sent = sorted({s.guid for snaps in src.values() for s in snaps})
+        planned, self._planned = self._planned, None
         receiver, source = self.receiver, f"{self.ctx.node}:{req.snapshot.dataset}"
-        if self._replan or self._current is None:  # a restart: its own cut streams' partial receives go
-            self._replan = False
-            dst = receiver.begin(source, recursive=True, sent_guids=sent)
-            tokens = stale_tokens(dst)
-            if tokens:
-                self._drop_stale(receiver, tokens, "a cut stream of this tree")
-            if any(not d.snapshots and not d.resume_token for d in dst.datasets.values()):
-                receiver.abort(keep_claim=True)  # a cut full receive left an empty dataset: start over
-        else:
+        if planned is not None and not self._replan and self._current is not None:
+            src, dst = planned  # the first attempt, right after the plan: its listing (one begin less)
+            changed = bool(ks.get("stale_tokens") or ks.get("discard"))
             self._first_stream_steps()
-        dst = receiver.begin(source, recursive=True, sent_guids=sent)
+            if changed:
+                dst = receiver.begin(source, recursive=True, sent_guids=self._sent(src))
+            else:
+                receiver.renew()
+        else:
+            src = self._source_tree()
+            dst = receiver.begin(source, recursive=True, sent_guids=self._sent(src))
+            if self._replan or self._current is None:  # a restart: its own cut streams' partials go
+                self._replan = False
+                tokens = stale_tokens(dst)
+                if tokens:
+                    self._drop_stale(receiver, tokens, "a cut stream of this tree")
+                if any(not d.snapshots and not d.resume_token for d in dst.datasets.values()):
+                    receiver.abort(keep_claim=True)  # a cut full receive left an empty dataset
+                if tokens or any(not d.snapshots for d in dst.datasets.values()):
+                    dst = receiver.begin(source, recursive=True, sent_guids=self._sent(src))
+            else:
+                self._first_stream_steps()
         self._last_renew = time.monotonic()
         jobs = tree_jobs(src, dst.datasets, req.snapshot.snap, intermediates=req.intermediates)
         ks["plan"] = f"{len(jobs)} stream(s) of the tree, {req.parallel} at a time"
