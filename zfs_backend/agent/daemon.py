@@ -264,6 +264,10 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             raise ProtocolError(f"op {op!r} needs an activity id")
         if op == "get":
             return m.get(aid).to_dict()
+        if op == "events":
+            return m.events(aid)
+        if op == "set":
+            return m.set(aid, args).to_dict()
         if op == "wait":
             timeout = args.get("timeout")
             t = MAX_WAIT_S if timeout is None else min(float(timeout), MAX_WAIT_S)

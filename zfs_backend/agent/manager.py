@@ -20,7 +20,7 @@ from ..activity.core import ActivityContext, LocalActivity, PeerCaller, kind_fac
 from ..activity.report import ActivityRecord
 from ..activity.states import FAILED, STATUS_FAILED, TERMINAL, check_transition
 from ..activity.store import ActivityStore, new_activity_id
-from ..errors import ProtocolError, UsageError
+from ..errors import InvalidTransition, ProtocolError, UsageError
 from ..hosts.base import Host
 from ..replication import activity as _replicate_kind  # noqa: F401 - registers the "replicate" kind
 from ..replication import backup as _backup_kinds  # noqa: F401 - registers "backup" and "restore"
@@ -249,6 +249,24 @@ class ActivityManager:
         self._live_or_raise(activity_id, "cancel").cancel()
         return self.store.get(activity_id)
 
+    def set(self, activity_id: str, args: dict[str, Any]) -> ActivityRecord:
+        """Change a setting of a live activity (today: ``bwlimit_bps``, null to lift it)."""
+        unknown = sorted(set(args) - {"id", "bwlimit_bps"})
+        if unknown or "bwlimit_bps" not in args:
+            raise UsageError(
+                f"set takes bwlimit_bps (bytes/s or null), not {', '.join(unknown) or 'nothing'}"
+            )
+        act = self._live_or_raise(activity_id, "set")
+        setter = getattr(act, "set_bwlimit", None)
+        if setter is None:
+            raise UsageError(f"activity {activity_id} ({act.kind}) has no bandwidth limit to change")
+        setter(args["bwlimit_bps"])
+        return self.store.get(activity_id)
+
+    def events(self, activity_id: str) -> builtins.list[dict[str, Any]]:
+        self.store.get(activity_id)  # ActivityNotFound
+        return self.store.events(activity_id)
+
     def wait(self, activity_id: str, timeout: float | None = None) -> ActivityRecord:
         with self._lock:
             act = self._live.get(activity_id)
@@ -263,8 +281,11 @@ class ActivityManager:
         if act is not None:
             return act
         rec = self.store.get(activity_id)  # ActivityNotFound
-        target = {"suspend": "suspended", "resume": "running", "cancel": "cancelling"}[verb]
-        check_transition(rec.state, target, activity_id, verb)  # terminal: InvalidTransition
+        if verb == "set" and rec.state in TERMINAL:
+            raise InvalidTransition(f"activity {activity_id} is {rec.state}: nothing to set")
+        target = {"suspend": "suspended", "resume": "running", "cancel": "cancelling"}.get(verb)
+        if target is not None:
+            check_transition(rec.state, target, activity_id, verb)  # terminal: InvalidTransition
         raise UsageError(f"activity {activity_id} is not hosted by this agent")
 
     def _reap(self) -> None:
