@@ -259,6 +259,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return m.start(str(args.get("kind", "")), args.get("params") or {}).to_dict()
         if op == "list":
             return [r.to_dict() for r in m.list(args.get("state"))]
+        if op == "holds":
+            return m.holds(args.get("release_stale", False))
         aid = args.get("id")
         if not isinstance(aid, str) or not aid:
             raise ProtocolError(f"op {op!r} needs an activity id")

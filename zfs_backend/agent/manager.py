@@ -30,6 +30,7 @@ from ..replication import standby as _standby_kind  # noqa: F401 - registers the
 from ..replication.authority import PeerAuthority
 from ..replication.backupstore import BackupStore
 from ..replication.receiver import Receiver
+from .holds import HoldKeeper
 
 #: kinds an agent hosts only when started with ``--test-kinds``: the generic ``pipeline`` runs whatever
 #: argv its params name, which production nodes have no reason to offer
@@ -82,6 +83,7 @@ class ActivityManager:
                     )
                 except Exception:
                     self.log.exception("could not mark %s failed", rec.id)
+                self._release_holds_of(rec.id)
                 continue
             if not rec.self_restarting:
                 self.store.set_self_restarting(rec.id, True)
@@ -274,7 +276,31 @@ class ActivityManager:
             act.wait(timeout)
         return self.store.get(activity_id)
 
+    def holds(self, release_stale: object = False) -> dict[str, Any]:
+        """The project's holds on this node; with ``release_stale``, those no live owner keeps released
+        first (``agent.holds``)."""
+        if not isinstance(release_stale, bool):
+            raise UsageError("holds: release_stale must be true or false")
+        return self._hold_keeper().report(release_stale=release_stale)
+
     # -- helpers ----------------------------------------------------------------------------------
+    def _hold_keeper(self) -> HoldKeeper:
+        if self.receiver is None:
+            raise UsageError("this agent has no ZFS of its own to list holds on")
+        return HoldKeeper(self.receiver.zfs, self.store, self.receiver.claims)
+
+    def _release_holds_of(self, activity_id: str) -> None:
+        """An activity that ended without its own undo (failed at recovery): its holds go now."""
+        if self.receiver is None:
+            return
+        try:
+            for h in self._hold_keeper().release_stale(activity_id):
+                self.log.info("released hold %s on %s of %s", h.tag, h.snapshot, activity_id)
+        except Exception as e:
+            self.log.warning(
+                "holds of %s not released: %s (activity holds --release-stale will)", activity_id, e
+            )
+
     def _live_or_raise(self, activity_id: str, verb: str) -> LocalActivity:
         with self._lock:
             act = self._live.get(activity_id)

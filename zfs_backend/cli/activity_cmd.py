@@ -76,6 +76,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ev.add_argument("id")
     common(ev)
     ev.set_defaults(func=cmd_events)
+    ho = s.add_parser(
+        "holds",
+        help="the project's ZFS holds on a node, and which no live activity owns",
+        description=(
+            "Lists the holds tagged zfs_backend:<activity> on the node's snapshots, each live (its activity "
+            "runs, or its claim's lease holds) or stale. --release-stale releases the stale ones; a live "
+            "hold and any other tag (a user's hold) are never touched."
+        ),
+    )
+    ho.add_argument("--release-stale", action="store_true", help="release the holds no live activity owns")
+    common(ho)
+    ho.set_defaults(func=cmd_holds)
     w = s.add_parser("wait", help="follow an activity to its end; exit code = its status")
     w.add_argument("id")
     w.add_argument(
@@ -186,6 +198,28 @@ def cmd_events(args: argparse.Namespace) -> int:
     for e in events:
         at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(e["at"])))
         print(f"{at}Z  {e['old'] or '-'} -> {e['new']}" + (f"  {e['detail']}" if e.get("detail") else ""))
+    return 0
+
+
+def cmd_holds(args: argparse.Namespace) -> int:
+    with _node(args) as node:
+        report = node.client.holds(release_stale=args.release_stale)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    t = Table(title=f"project holds on {args.node or 'local'} ({report['listing']})")
+    for col in ("snapshot", "tag", "state", "why"):
+        t.add_column(col)
+    for h in report["holds"]:
+        t.add_row(h["snapshot"], h["tag"], "live" if h["live"] else "[red]stale[/]", h["why"])
+    con = Console()
+    con.print(t)
+    for h in report["released"]:
+        con.print(f"released {h['tag']} on {h['snapshot']} ({h['why']})")
+    for u in report["unaccounted"]:
+        con.print(
+            f"{u['snapshot']}: {u['userrefs']} holds, {u['recorded']} of them the project's records know"
+        )
     return 0
 
 

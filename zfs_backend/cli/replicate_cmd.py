@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..activity.live import DEFAULT_STALL_TIMEOUT_S, MAX_STALL_TIMEOUT_S, MIN_STALL_TIMEOUT_S
+from ..activity.limits import DEFAULT_STALL_TIMEOUT_S, MAX_STALL_TIMEOUT_S, MIN_STALL_TIMEOUT_S
 from ..config import load_settings
 from ..replication import snapshot_replicate
 from .numbers import seconds

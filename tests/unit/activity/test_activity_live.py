@@ -8,7 +8,7 @@ import time
 import pytest
 
 from zfs_backend.activity import ActivityContext, ActivityStore, CommandPipeline, new_activity_id
-from zfs_backend.activity.live import parse_bwlimit_setting, parse_stall_timeout
+from zfs_backend.activity.limits import parse_bwlimit_setting, parse_stall_timeout
 from zfs_backend.activity.relay import Relay
 from zfs_backend.errors import InvalidTransition, UsageError
 from zfs_backend.hosts import LocalHost
