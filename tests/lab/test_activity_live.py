@@ -83,7 +83,7 @@ def test_bwlimit_changed_on_a_running_replication(
 ) -> None:
     src, dst = nodes["node1"], nodes["node2"]
     ds = new_name(names)
-    write(src, ds, "a", 40)
+    write(src, ds, "a", 64)
     snapshot(src, ds, "s1")
     out = ok(
         lab_settings, "replicate", f"node1:{ds}@s1", f"node2:{ds}", "--bwlimit", "1M", "--detach", "--json"
@@ -96,10 +96,10 @@ def test_bwlimit_changed_on_a_running_replication(
         said = ok(lab_settings, "activity", "set", aid, "--node", "node1", "--bwlimit", "8M")
         assert "bwlimit 8.0 MiB/s" in said, said
         time.sleep(1.0)  # "within a second"
-        fast = rate_over(lab_settings, aid, 2.0)
         assert send_pids(src) == pids and pids  # the same zfs send: the stream was not restarted
+        fast = rate_over(lab_settings, aid, 2.0)
         assert fast > 2.5 * slow, (slow, fast)
-        assert slow < 1.5 * MiB, slow  # the limit given at the start held
+        assert slow < 2 * MiB, slow  # the limit given at the start held (progress is persisted every 0.5 s)
         ok(lab_settings, "activity", "set", aid, "--node", "node1", "--bwlimit", "none")
         ok(lab_settings, "activity", "wait", aid, "--node", "node1", "--timeout", "120")
     finally:
