@@ -141,3 +141,20 @@ def test_release_stale_of_one_owner_only(env) -> None:
     keeper = HoldKeeper(zfs, store, claims, clock=lambda: NOW)  # type: ignore[arg-type]
     assert [h.owner for h in keeper.release_stale("act-a")] == ["act-a"]
     assert zfs.tags == {"tank/v@s1": [], "tank/v@s2": ["zfs_backend:act-b"]}
+
+
+def test_an_activity_failed_at_recovery_has_its_holds_released(env) -> None:
+    """The agent restarts and cannot carry a standby-sync on (its params no longer load): it is marked
+    failed, and its hold goes with it (no undo of its own ran)."""
+    from types import SimpleNamespace
+
+    from zfs_backend.agent.manager import ActivityManager
+
+    store, claims = env
+    add(store, "act-broken", "running", held="s1")  # params lack what standby-sync needs: refused
+    zfs = HeldZfs(ZFS_FUSE_07, {"tank/v@s1": ["zfs_backend:act-broken", "keepme"]})
+    m = ActivityManager(store, node="node1", receiver=SimpleNamespace(zfs=zfs, claims=claims))  # type: ignore[arg-type]
+    assert m.recover() == []
+    assert store.get("act-broken").state == "failed"
+    assert zfs.tags == {"tank/v@s1": ["keepme"]}
+    assert m.holds()["holds"] == []
