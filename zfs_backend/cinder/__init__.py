@@ -340,13 +340,16 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
             log.warning("fencing the old primary: %s", e)
 
     def migrate_volume(self, context: Any, volume: Any, host: dict[str, Any]) -> tuple[bool, Any]:
-        """The core driver's ``migrate_volume(context, volume, host)`` (Cinder's shape, returning
-        ``(moved, model_update)``) where it has one; else ``(False, None)``, as Cinder's base driver."""
-        migrate = getattr(self._c(), "migrate_volume", None)
-        if migrate is None:
+        """The core driver's migration (Cinder's shape, returning ``(moved, model_update)``) as the
+        migration flow (``flows.migrate.cinder_migrate``: resumable by ``flow resume``) where it has
+        ``migrate_volume``; else ``(False, None)``, as Cinder's base driver."""
+        core = self._c()
+        if getattr(core, "migrate_volume", None) is None:
             return (False, None)
+        from ..flows.migrate import cinder_migrate  # the flow ``volume migrate`` runs too
+
         with _cinder_errors(f"migrate volume {volume.id}"):
-            moved, update = migrate(context, _volume(volume), host)
+            moved, update = cinder_migrate(core, _volume(volume), host)
         return bool(moved), update
 
     def _update_volume_stats(self) -> None:
