@@ -92,7 +92,9 @@ def test_sigkilled_controller_mid_migration_then_flow_resume(
         _until(lambda: _held(lab_settings, act_id, "quiesce"), 300, "the hold before the quiesce")
         assert d1.exports.get(ds1) is not None and svc.get_volume(name).node == "node1"
 
+        t0 = time.monotonic()
         r = cli(lab_settings, "flow", "resume", flow["id"], "--json")
+        print(f"flow resume of the migration: {time.monotonic() - t0:.2f} s")
         assert r.returncode == 0, (r.stdout, r.stderr)
         assert json.loads(r.stdout)["state"] == "SUCCESS", r.stdout
 
