@@ -57,9 +57,14 @@ def _held(settings: Settings, act_id: str, phase: str) -> Any:
     return rec if rec.state == "suspended" and rec.result.get("held") == phase else None
 
 
+@pytest.mark.parametrize("when", ["at-the-hold", "after-the-unexport"])
 def test_sigkilled_controller_mid_migration_then_flow_resume(
-    svc: VolumeService, lab: Lab, lab_settings: Settings
+    svc: VolumeService, lab: Lab, lab_settings: Settings, when: str
 ) -> None:
+    """``at-the-hold``: killed while the activity waits before its catch-up (the operator's hold), then
+    the activity goes on to its hold before the quiesce and waits there for a controller.
+    ``after-the-unexport``: killed as soon as the source is seen unexported (the activity goes on to its
+    end alone; only the saved grants can export the volume on the target)."""
     name = f"f{uuid.uuid4().hex[:8]}"
     svc.create_volume(name, 1, "node1")
     client = lab.layout.controller_address
@@ -72,12 +77,16 @@ def test_sigkilled_controller_mid_migration_then_flow_resume(
         )
         svc.attach(name, {"ip": client})
         before = _sha(svc, name)
-        argv = ["volume", "migrate", name, "--to", "node2", "--hold-at", "catchup", "--detach", "--json"]
+        hold = ["--hold-at", "catchup"] if when == "at-the-hold" else []
+        argv = ["volume", "migrate", name, "--to", "node2", *hold, "--detach", "--json"]
         r = cli(lab_settings, *argv)
         assert r.returncode == 0, (r.stdout, r.stderr)
         started = json.loads(r.stdout)
         act_id, pid = started["id"], started["pid"]
-        _until(lambda: _held(lab_settings, act_id, "catchup"), 120, "the hold before the catch-up")
+        if when == "at-the-hold":
+            _until(lambda: _held(lab_settings, act_id, "catchup"), 120, "the hold before the catch-up")
+        else:
+            _until(lambda: d1.exports.get(ds1) is None, 300, "the source's unexport")
         os.kill(pid, signal.SIGKILL)  # the controller dies mid-migration
         _until(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 30, "the controller's end")
 
@@ -86,11 +95,13 @@ def test_sigkilled_controller_mid_migration_then_flow_resume(
         assert r.returncode == 0, r.stderr
         [flow] = [f for f in json.loads(r.stdout) if f["name"] == f"migrate-{vol_id}"]
         assert flow["state"] == "RUNNING", flow
-        # the operator lets the activity go on: it stops again before its quiesce, for a controller to
-        # unexport the source; nobody does (the source stays exported, the volume on node1)
-        assert cli(lab_settings, "activity", "resume", act_id, "--node", "node1").returncode == 0
-        _until(lambda: _held(lab_settings, act_id, "quiesce"), 300, "the hold before the quiesce")
-        assert d1.exports.get(ds1) is not None and svc.get_volume(name).node == "node1"
+        if when == "at-the-hold":
+            # the operator lets the activity go on: it stops again before its quiesce, for a controller
+            # to unexport the source; nobody does (the source stays exported, the volume on node1)
+            assert cli(lab_settings, "activity", "resume", act_id, "--node", "node1").returncode == 0
+            _until(lambda: _held(lab_settings, act_id, "quiesce"), 300, "the hold before the quiesce")
+            assert d1.exports.get(ds1) is not None
+        assert svc.get_volume(name).node == "node1"
 
         t0 = time.monotonic()
         r = cli(lab_settings, "flow", "resume", flow["id"], "--json")
