@@ -399,7 +399,11 @@ def test_migrate_from_the_command_line(
         before = file_sha(svc, name)
         old = svc.driver("node1")._dataset(svc.get_volume(name).model())
         argv = ["volume", "migrate", name, "--to", "node2"] + (["--detach"] if detach else [])
+        t0 = time.monotonic()
         r = cli(lab_settings, *argv)
+        print(
+            f"volume migrate{' --detach' if detach else ''}: {time.monotonic() - t0:.2f} s {r.stdout[-80:]}"
+        )
         assert r.returncode == 0, (r.stdout, r.stderr)
         if detach:
             assert r.stdout.strip().startswith("act-"), r.stdout
