@@ -6,7 +6,7 @@ increment replicated three ways, in rotating order, wall clock from the call to 
 * **parallel 4**: the same with ``parallel=4``: one stream per dataset, four at a time.
 
 The increment, not the seed: the lab's zfs-fuse cannot receive a new dataset unmounted, so a new tree
-always goes as one ``send -R`` there (``replication/parallel.py:streams_fit``); only a tree the
+always goes as one ``send -R`` there (``replication/tree_plan.py:streams_fit``); only a tree the
 destination holds whole goes one stream per dataset. Before each run every dataset of the destination's
 tree is rolled back to ``@base``; after it the top's and the last child's ``@i`` GUIDs are checked.
 """

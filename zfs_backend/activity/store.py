@@ -309,6 +309,16 @@ class ActivityStore:
             self._record_event(cur, activity_id, old, new, detail or error)
         return self.get(activity_id)
 
+    def note(self, activity_id: str, detail: str) -> None:
+        """An event that changes no state (e.g. the bandwidth limit changed, a stalled stream torn down,
+        a fallback a running activity took by itself): recorded with the current state as both old and
+        new, shown with the others (``activity show``, ``activity events``)."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT state FROM activities WHERE id = ?", (activity_id,)).fetchone()
+            if row is None:
+                raise ActivityNotFound(f"no activity {activity_id}")
+            self._record_event(cur, activity_id, row[0], row[0], detail)
+
     def _record_event(
         self, cur: sqlite3.Cursor, activity_id: str, old: str | None, new: str, detail: str | None
     ) -> None:
@@ -370,15 +380,6 @@ class ActivityStore:
             )
             if cur.rowcount == 0:
                 raise ActivityNotFound(f"no activity {activity_id}")
-
-    def note(self, activity_id: str, detail: str) -> None:
-        """An event that is not a transition (old and new: the current state), e.g. a fallback a
-        running activity took by itself; shown with the others (``activity show``)."""
-        with self._tx() as cur:
-            row = cur.execute("SELECT state FROM activities WHERE id = ?", (activity_id,)).fetchone()
-            if row is None:
-                raise ActivityNotFound(f"no activity {activity_id}")
-            self._record_event(cur, activity_id, row[0], row[0], detail)
 
     def save_checkpoint(self, activity_id: str, checkpoint: dict[str, Any]) -> None:
         with self._tx() as cur:

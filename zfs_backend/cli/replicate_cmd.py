@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..activity.limits import DEFAULT_STALL_TIMEOUT_S, MAX_STALL_TIMEOUT_S, MIN_STALL_TIMEOUT_S
 from ..config import load_settings
 from ..replication import snapshot_replicate
 from ..replication.request import MAX_PARALLEL
-from .numbers import whole
+from .numbers import seconds, whole
 from .progress import run_in_foreground
 from .render import parse_rate
 
@@ -48,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=1,
         help=f"with --recursive: N datasets of the tree at a time, one stream each (1-{MAX_PARALLEL})",
     )
+    p.add_argument(
+        "--stall-timeout",
+        metavar="SECONDS",
+        type=seconds("--stall-timeout", MIN_STALL_TIMEOUT_S, MAX_STALL_TIMEOUT_S),
+        help=f"restart a stream after this long without a byte moved (default {DEFAULT_STALL_TIMEOUT_S:g})",
+    )
     p.add_argument("--cipher", help="OpenSSH cipher for the stream (default aes128-gcm@openssh.com)")
     p.add_argument("--detach", action="store_true", help="print the activity id and return")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -71,6 +78,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         cipher=args.cipher,
         settings=settings,
         parallel=getattr(args, "parallel", 1),
+        extra_params=None if args.stall_timeout is None else {"stall_timeout_s": args.stall_timeout},
     )
     return run_in_foreground(
         act, label=f"{args.source} → {args.destination}", as_json=args.json, detach=args.detach

@@ -53,12 +53,13 @@ from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
 from .cursor import cursor_prefix, keep_cursor, relationship_bookmarks
 from .estimate import check_space, estimate_send
-from .parallel import ParallelStreams, streams_fit, tree_estimate
+from .parallel import ParallelStreams
 from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
 from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
 from .restart import MULTIPLEX_BELOW, RestartOps, stale_tokens
 from .transport import PeerHost
+from .tree_plan import streams_fit, tree_estimate
 from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv, stream_flags
 
 __all__ = ["KIND", "TUNING_PARAMS", "Replicate", "running_conflict"]

@@ -4,22 +4,25 @@ Instead of one ``zfs send -R`` the tree's datasets are sent one stream each (``z
 pool/fs/child@snap | ssh DEST zfs receive dest/child``), up to ``parallel`` at a time, all under the
 one recursive claim ``begin`` took (the destination admits a receive into any dataset inside it), so:
 
-* **plan** (:func:`tree_jobs`, pure): every source dataset holding the target snapshot is a job; one the
-  destination holds (by GUID) is an incremental from its own newest common snapshot (its ``-I``
+* **plan** (:func:`.tree_plan.tree_jobs`, pure): every source dataset holding the target snapshot is a
+  job; one the destination holds (by GUID) is an incremental from its own newest common snapshot (its ``-I``
   intermediates when asked), one it lacks a full stream of the target snapshot (a dataset new to the
   destination gets the target snapshot only, where ``send -R`` would bring its older snapshots too); one
   already holding the target is done. A dataset new to the destination starts only after its parent's
   stream succeeded (a receive needs the parent); others start in any order;
 * **progress** ``n of m`` is one count over every stream (:class:`RelayGroup` sums the relays; ``m`` the
-  sum of the streams' estimates); ``bwlimit`` is shared: each of the ``parallel`` slots gets its part;
+  sum of the streams' estimates); ``bwlimit`` is shared: each of the ``parallel`` slots gets its part,
+  also of a limit changed while the streams run (``activity set --bwlimit``);
+* **stall watchdog**: one live stream with no byte moved for ``stall_timeout_s`` tears every stream of
+  the attempt down (each reports the watchdog's reason first) and the attempt is retried as a failure;
 * **cancel** kills every stream and the destination's ``abort`` restores the whole tree from the claim's
   record (exactly as for ``send -R``); a stream that fails stops the others, and the restart plans
   again from what the destination holds: datasets already complete are skipped, partial receives
   (ours, under the claim) are discarded, and each dataset goes on from its newest common snapshot.
 
 On a destination that cannot receive unmounted (zfs-fuse: no ``recv -u``), a tree with a dataset new to
-the destination goes as one ``send -R`` (:func:`streams_fit`; the plan says so): only the increments of
-a tree the destination holds whole go one stream per dataset there.
+the destination goes as one ``send -R`` (:func:`.tree_plan.streams_fit`; the plan says so): only the
+increments of a tree the destination holds whole go one stream per dataset there.
 
 The activity framework runs one stream per attempt; ``_stream`` here runs the attempt's streams instead
 and keeps the framework's view whole: ``_relay`` is the group (pause, abort, count), ``_procs`` every
@@ -29,8 +32,6 @@ live process, ``pids`` every process group a restart must reap.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..activity.procs import kill_process_group
@@ -38,102 +39,67 @@ from ..activity.relay import Relay
 from ..activity.resources import ResourceMonitor
 from ..activity.states import RUNNING, STATUS_FAILED, SUSPENDED
 from ..activity.stream import Endpoint, StreamRun
-from ..zfs.models import RecvSpec, SendSpec, Snapshot
-from ..zfs.names import parse_dataset
-from .estimate import Estimate, estimate_send
-from .plan import UP_TO_DATE, Conflict, Plan, incremental_path
+from .tree_plan import TreeJob
 
 if TYPE_CHECKING:
-    from ..zfs.api import Zfs
-    from .remote import DestinationDataset, DestinationTree
     from .request import Request
 
-__all__ = [
-    "ParallelStreams",
-    "RelayGroup",
-    "TreeJob",
-    "job_specs",
-    "streams_fit",
-    "tree_estimate",
-    "tree_jobs",
-]
-
-
-@dataclass(frozen=True)
-class TreeJob:
-    """One dataset's stream: ``rel`` (``""``: the top), what to send, and the job it waits for."""
-
-    rel: str
-    plan: Plan
-    after: str | None = None
-
-    @property
-    def full(self) -> bool:
-        return self.plan.full
-
-
-def _parent(rel: str) -> str | None:
-    return None if not rel else rel.rpartition("/")[0]
-
-
-def tree_jobs(
-    source: Mapping[str, Sequence[Snapshot]],
-    destination: Mapping[str, DestinationDataset],
-    target: str,
-    *,
-    intermediates: bool = False,
-    rollback_destination: bool = False,
-) -> list[TreeJob]:
-    """The streams of a tree (relative names; see the module doc), parents first. A dataset whose plan
-    is a conflict (diverged, no common snapshot) raises that conflict's error naming it."""
-    jobs: list[TreeJob] = []
-    new: set[str] = set()
-    for rel in sorted(source, key=lambda r: (r.count("/") if r else -1, r)):
-        snaps = source[rel]
-        if not any(s.snap == target for s in snaps):
-            continue  # a child made after the snapshot: send -R would not carry it either
-        d = destination.get(rel)
-        outcome = incremental_path(
-            snaps,
-            None if d is None else d.snapshots,
-            target,
-            intermediates=intermediates,
-            rollback_destination=rollback_destination,
-            destination_modified=d is not None and d.changed,
-            modified_detail="" if d is None else d.detail,
-        )
-        if isinstance(outcome, Conflict):
-            if outcome.kind == UP_TO_DATE:
-                continue
-            err = outcome.error()
-            raise type(err)(f"{rel or 'the top'}: {outcome.reason}")
-        if d is None:
-            new.add(rel)
-        parent = _parent(rel)
-        jobs.append(TreeJob(rel, outcome, parent if d is None and parent in new else None))
-    return jobs
+__all__ = ["ParallelStreams", "RelayGroup"]
 
 
 class RelayGroup:
-    """The relays of an attempt's streams as one (what ``PipelineActivity`` asks of its relay): the
-    count over all of them, pause/unpause/abort for every live one and every one added later."""
+    """The relays of an attempt's streams as one (what ``PipelineActivity`` and its live controls ask of
+    their relay): the count over all of them, pause/unpause/abort for every live one and every one added
+    later; the bandwidth limit shared by the ``slots`` (each relay gets its part, changed live by
+    ``set_rate``); for the stall watchdog, ``idle_s`` of the idlest live stream (one stalled stream is a
+    stall even while the others move) and ``tear_down`` of every stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots: int = 1, bwlimit_bps: float | None = None) -> None:
         self._lock = threading.Lock()
         self._live: list[Relay] = []
         self._done = 0
         self._paused = False
+        self._slots = max(1, slots)
+        self._rate: float | None = None
         self.aborted = False
+        #: why the streams were torn down (the stall watchdog), None otherwise
+        self.torn_down: str | None = None
+        self.set_rate(bwlimit_bps)
 
     @property
     def count(self) -> int:
         with self._lock:
             return self._done + sum(r.count for r in self._live)
 
+    def _part(self) -> float | None:
+        return None if self._rate is None else max(1024.0, self._rate / self._slots)
+
+    def set_rate(self, bwlimit_bps: float | None) -> None:
+        """The limit of the whole group (bytes/s; None or 0: none), each slot's part applied to every
+        live relay at once and to those added later."""
+        with self._lock:
+            self._rate = float(bwlimit_bps) if bwlimit_bps and bwlimit_bps > 0 else None
+            live, part = list(self._live), self._part()
+        for r in live:
+            r.set_rate(part)
+
+    def idle_s(self) -> float:
+        with self._lock:
+            return max((r.idle_s() for r in self._live), default=0.0)
+
+    def tear_down(self, reason: str) -> None:
+        """Stop every stream for ``reason`` (each reports it first); the caller kills the processes."""
+        with self._lock:
+            self.torn_down = reason
+            self.aborted = True
+        for r in self._each():
+            r.tear_down(reason)
+
     def add(self, relay: Relay) -> None:
         with self._lock:
             self._live.append(relay)
-            paused, aborted = self._paused, self.aborted
+            paused, aborted, part = self._paused, self.aborted, self._part()
+        relay.set_rate(part)
         if aborted:
             relay.abort()
         elif paused:
@@ -223,13 +189,14 @@ class ParallelStreams:
         except Exception as e:
             self.build_error = e
             return "failed", f"cannot build the streams: {e}", _status_of(e)
-        group = RelayGroup()
+        group = RelayGroup(min(self.request.parallel, len(streams)), self._bwlimit())
         with self._cond:
             if self._abort is not None or self._record.state not in (RUNNING, SUSPENDED):
                 return ("cancel" if self._abort == "cancel" else "detach"), "", 0
             if self._record.state == SUSPENDED:
                 group.pause()
             self._relay, self._procs = group, []
+            group.set_rate(self._bwlimit())  # a limit set while the streams were being built
             self._cp["pids"] = []
         if self._monitor is None:
             self._monitor = ResourceMonitor(base=self._record.resources, started_at=self._record.started_at)
@@ -264,10 +231,7 @@ class ParallelStreams:
         pending = list(streams)
         done: set[str] = set()
         errors: list[tuple[str, int]] = []
-        per_slot = self._bwlimit()
         slots = max(1, min(self.request.parallel, len(streams)))
-        if per_slot:
-            per_slot = max(1024.0, per_slot / slots)
 
         def take() -> tuple[TreeJob, Endpoint, Endpoint] | None:
             with cv:
@@ -283,7 +247,7 @@ class ParallelStreams:
         def worker() -> None:
             while (item := take()) is not None:
                 try:
-                    err = self._run_one(item, group, per_slot)
+                    err = self._run_one(item, group)
                 except Exception as e:  # never a silent thread death: it fails the attempt
                     err = (f"{item[0].rel or 'the top'}: {e}", _status_of(e))
                 with cv:
@@ -302,7 +266,11 @@ class ParallelStreams:
             t.start()
         for t in threads:
             t.join()
-        return errors[0] if errors else None
+        if errors:
+            return errors[0]
+        if pending:  # stopped from outside (the watchdog) between two streams: never a success
+            return (group.torn_down or f"{len(pending)} stream(s) not run", STATUS_FAILED)
+        return None
 
     def _stop_all(self, group: RelayGroup) -> None:
         group.abort()
@@ -311,12 +279,12 @@ class ParallelStreams:
         for p in procs:
             kill_process_group(p.pid, 0.5)
 
-    def _run_one(
-        self, item: tuple[TreeJob, Endpoint, Endpoint], group: RelayGroup, bwlimit: float | None
-    ) -> tuple[str, int] | None:
+    def _run_one(self, item: tuple[TreeJob, Endpoint, Endpoint], group: RelayGroup) -> tuple[str, int] | None:
         job, producer, consumer = item
         name = job.rel or "the top"
-        with StreamRun(producer, consumer, bwlimit_bps=bwlimit) as run:
+        with StreamRun(
+            producer, consumer, bwlimit_bps=None
+        ) as run:  # the group gives it its part of the limit
             with self._cond:
                 if self._abort is not None or group.aborted:
                     return (f"{name}: not started (stopped)", STATUS_FAILED)
@@ -347,56 +315,3 @@ class ParallelStreams:
                 result, [rc for rc, _ in exits], consumer_ends_stream=self.consumer_ends_stream
             )
             return None if failure is None else (f"{name}: {failure[0]}", failure[1])
-
-
-def job_specs(
-    job: TreeJob,
-    destination: str,
-    *,
-    properties: bool,
-    resumable: bool,
-    read_only: bool,
-    flags: Mapping[str, bool] | None = None,
-) -> tuple[SendSpec, RecvSpec]:
-    """The send and receive of one job: its dataset's planned stream, into ``destination`` (the top) or
-    its child ``job.rel``; ``read_only``: a full stream of the top is received ``readonly=on``."""
-    plan = job.plan
-    spec = plan.send_spec(recursive=False, properties=properties, flags=flags)
-    target = parse_dataset(destination if not job.rel else f"{destination}/{job.rel}")
-    props = {"readonly": "on"} if read_only and job.full and not job.rel else {}
-    return spec, RecvSpec(target=target, resumable=resumable, set_properties=props)
-
-
-def streams_fit(src: Mapping[str, Sequence[Snapshot]], dst: DestinationTree, target: str) -> bool:
-    """Whether the tree may go one stream per dataset: the destination receives unmounted (``recv -u``),
-    or every dataset to send exists there already. Without ``-u`` (zfs-fuse) a new dataset is mounted
-    by its own receive, which removes and makes again its mountpoint directory inside its (mounted)
-    parent: the parent's data would change after its snapshot, and the next replication would find it
-    diverged. One ``send -R`` does not (a new tree arrives whole)."""
-    if dst.recv_no_mount:
-        return True
-    return all(rel in dst.datasets for rel, snaps in src.items() if any(s.snap == target for s in snaps))
-
-
-def tree_estimate(
-    zfs: Zfs,
-    src: dict[str, list[Snapshot]],
-    dst: DestinationTree,
-    req: Request,
-    flags: Mapping[str, bool] | None = None,
-) -> Estimate:
-    """``parallel``: the sum of the tree's streams' estimates (:func:`.parallel.tree_jobs`); a
-    dataset's conflict refuses the replication before anything is stored."""
-    jobs = tree_jobs(
-        src,
-        dst.datasets,
-        req.snapshot.snap,
-        intermediates=req.intermediates,
-        rollback_destination=req.rollback_destination,
-    )
-    parts = [estimate_send(zfs, j.plan.send_spec(properties=req.properties, flags=flags)) for j in jobs]
-    return Estimate(
-        sum(p.bytes for p in parts),
-        all(p.exact for p in parts),
-        parts[0].method if parts else "nothing to send",
-    )

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from ..activity.stream import Endpoint
 from ..errors import ReplicationConflict
 from ..zfs.models import Snapshot
-from .parallel import TreeJob, job_specs, tree_jobs
 from .plan import Plan
 from .resume import planned_chain, resume_mismatch
+from .tree_plan import TreeJob, job_specs, tree_jobs
 from .upkeep import dialect_for_recv
 
 if TYPE_CHECKING:

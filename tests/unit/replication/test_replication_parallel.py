@@ -1,7 +1,8 @@
-"""``parallel`` replication of a recursive tree (replication.parallel): the plan of the tree's streams
-(pure), the relay group, and the streams run by a pipeline activity with local processes (no ZFS): at
-most ``parallel`` at a time, a new dataset after its parent, one count over all, the first failure
-stopping the others, cancel killing every stream before the rollback."""
+"""``parallel`` replication of a recursive tree (replication.parallel): the relay group, and the streams
+run by a pipeline activity with local processes (no ZFS): at most ``parallel`` at a time, a new dataset
+after its parent, one count over all, the first failure stopping the others, cancel killing every stream
+before the rollback, the live bandwidth limit shared by the slots, the stall watchdog tearing every
+stream down. The tree's plan: test_replication_tree_plan.py."""
 
 from __future__ import annotations
 
@@ -17,76 +18,16 @@ import pytest
 from zfs_backend.activity import ActivityContext, ActivityStore, new_activity_id
 from zfs_backend.activity.pipeline import Endpoint, PipelineActivity
 from zfs_backend.activity.relay import Relay
-from zfs_backend.errors import DestinationDiverged, NoCommonBase
 from zfs_backend.hosts import LocalHost
-from zfs_backend.replication.parallel import ParallelStreams, RelayGroup, TreeJob, job_specs, tree_jobs
+from zfs_backend.replication.parallel import ParallelStreams, RelayGroup
 from zfs_backend.replication.plan import Plan
-from zfs_backend.replication.remote import DestinationDataset
+from zfs_backend.replication.tree_plan import TreeJob
 from zfs_backend.zfs.models import Snapshot
 from zfs_backend.zfs.names import parse_snapshot
 
 
 def snap(name: str, guid: int, txg: int) -> Snapshot:
     return Snapshot(parse_snapshot(name), guid=guid, createtxg=txg, used=0, referenced=1, creation=0)
-
-
-def src_tree() -> dict[str, list[Snapshot]]:
-    tree: dict[str, list[Snapshot]] = {}
-    for i, rel in enumerate(["", "a", "a/x", "b"]):
-        ds = "tank/t" + (f"/{rel}" if rel else "")
-        tree[rel] = [snap(f"{ds}@s1", 100 + i, 10), snap(f"{ds}@s2", 200 + i, 20)]
-    tree["late"] = [snap("tank/t/late@s3", 999, 30)]  # made after @s2: not part of the tree's @s2
-    return tree
-
-
-def test_the_tree_plan_by_dataset() -> None:
-    src = src_tree()
-    dst = {
-        "": DestinationDataset([snap("tank/r@s1", 100, 5)]),
-        "b": DestinationDataset([snap("tank/r/b@s1", 103, 5), snap("tank/r/b@s2", 203, 6)]),  # done
-    }
-    jobs = {j.rel: j for j in tree_jobs(src, dst, "s2", intermediates=True)}
-    assert sorted(jobs) == ["", "a", "a/x"]  # b holds @s2 already; late has no @s2
-    top = jobs[""].plan
-    assert top.base is not None and top.base.guid == 100 and top.intermediates and jobs[""].after is None
-    assert jobs["a"].full and jobs["a"].after is None  # its parent exists on the destination
-    assert jobs["a/x"].full and jobs["a/x"].after == "a"  # new under a new parent: after it
-    assert [j.rel for j in tree_jobs(src, dst, "s2")] == ["", "a", "a/x"]  # -i: the same streams
-
-
-def test_a_new_tree_waits_for_its_top() -> None:
-    jobs = tree_jobs(src_tree(), {}, "s2")
-    assert [(j.rel, j.after, j.full) for j in jobs] == [
-        ("", None, True),
-        ("a", "", True),
-        ("b", "", True),
-        ("a/x", "a", True),
-    ]
-
-
-def test_a_dataset_that_diverged_or_shares_nothing_refuses_the_tree_naming_it() -> None:
-    src = src_tree()
-    changed = {"": DestinationDataset([snap("tank/r@s1", 100, 5)], changed=True, detail="1 file")}
-    with pytest.raises(DestinationDiverged, match=r"^the top: .*1 file"):
-        tree_jobs(src, changed, "s2")
-    foreign = {
-        "": DestinationDataset([snap("tank/r@s1", 100, 5)]),
-        "a": DestinationDataset([snap("tank/r/a@z", 7, 5)]),
-    }
-    with pytest.raises(NoCommonBase, match=r"^a: "):
-        tree_jobs(src, foreign, "s2")
-    ok = tree_jobs(src, changed, "s2", rollback_destination=True)
-    assert ok[0].plan.rollback_to is not None
-
-
-def test_job_specs() -> None:
-    jobs = {j.rel: j for j in tree_jobs(src_tree(), {}, "s2")}
-    send, recv = job_specs(jobs[""], "tank/r", properties=True, resumable=True, read_only=True)
-    assert str(send.snapshot) == "tank/t@s2" and send.properties and not send.recursive
-    assert str(recv.target) == "tank/r" and recv.resumable and dict(recv.set_properties) == {"readonly": "on"}
-    send, recv = job_specs(jobs["a/x"], "tank/r", properties=False, resumable=False, read_only=True)
-    assert str(send.snapshot) == "tank/t/a/x@s2" and str(recv.target) == "tank/r/a/x"
-    assert dict(recv.set_properties) == {}  # a child inherits the top's readonly
 
 
 def test_the_relay_group_counts_all_and_controls_late_ones() -> None:
@@ -118,6 +59,35 @@ def test_the_relay_group_counts_all_and_controls_late_ones() -> None:
         os.close(fd)
 
 
+def test_the_relay_group_shares_its_limit_live_and_tears_every_stream_down() -> None:
+    fds: list[int] = []
+
+    def relay() -> Relay:
+        r, w = os.pipe()
+        fds.extend((r, w))
+        return Relay(r, w, bwlimit_bps=123.0)
+
+    g = RelayGroup(slots=4, bwlimit_bps=8_000_000)
+    a = relay()
+    g.add(a)
+    assert a.bwlimit_bps == 2_000_000  # its slot's part, not the relay's own
+    g.set_rate(4_000_000)  # changed while it runs: every live relay, and the later ones
+    b = relay()
+    g.add(b)
+    assert a.bwlimit_bps == b.bwlimit_bps == 1_000_000
+    g.set_rate(2048)
+    assert a.bwlimit_bps == 1024  # never below the lowest limit a relay takes
+    g.set_rate(None)
+    assert a.bwlimit_bps is None and b.bwlimit_bps is None
+    assert g.idle_s() == 0.0  # nothing running: nothing idle
+    assert g.torn_down is None
+    g.tear_down("stalled: test")
+    assert g.torn_down == a.torn_down == b.torn_down == "stalled: test" and g.aborted
+    assert a.run() == Relay.ABORTED
+    for fd in fds:
+        os.close(fd)
+
+
 # -- the streams, run ---------------------------------------------------------------------------------
 
 
@@ -135,6 +105,8 @@ class Tree(ParallelStreams, PipelineActivity):
         self.out = Path(p["out"])
         self.log = self.out / "log"
         self.rolled_back = False
+        if "stall_s" in p:  # below the smallest stall_timeout_s a request may ask (10 s)
+            self.stall_timeout_s = float(p["stall_s"])
 
     def estimate_total(self) -> int:
         return int(self.params["size"]) * len(self.params["jobs"])
@@ -143,8 +115,9 @@ class Tree(ParallelStreams, PipelineActivity):
         p, out = self.params, []
         for rel, after in p["jobs"]:
             name = rel or "top"
+            pause = 600 if rel == p.get("stall") else p["slow"]  # stall: no byte for a long time
             script = (
-                f"echo start {name} >> {self.log}; sleep {p['slow']}; "
+                f"echo start {name} >> {self.log}; sleep {pause}; "
                 + ("exit 1; " if rel == p.get("fail") else f"head -c {p['size']} /dev/zero; ")
                 + f"echo end {name} >> {self.log}"
             )
@@ -227,3 +200,42 @@ def test_cancel_kills_every_stream_then_rolls_back(ctx: ActivityContext, tmp_pat
     assert act.wait(60) == "cancelled"
     assert act.rolled_back
     assert all(p.poll() is not None for p in procs)
+
+
+def wait_for_procs(act: Tree, n: int) -> list[Any]:
+    deadline = time.monotonic() + 30
+    while len(act._procs) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(act._procs)
+
+
+def test_a_limit_set_while_the_tree_runs_is_shared_by_its_live_streams(
+    ctx: ActivityContext, tmp_path: Path
+) -> None:
+    """``activity set --bwlimit`` on a parallel tree (the group, not one relay: it once raised
+    AttributeError), each live stream getting its slot's part, at once."""
+    act = run_tree(ctx, tmp_path, jobs=[["", None], ["a", None]], parallel=2, slow=30, bwlimit_bps=8_000_000)
+    assert len(wait_for_procs(act, 4)) == 4
+    relays = list(act._relay._live)
+    assert [r.bwlimit_bps for r in relays] == [4_000_000, 4_000_000]
+    act.set_bwlimit(2_000_000)
+    assert [r.bwlimit_bps for r in relays] == [1_000_000, 1_000_000]
+    assert act._cp["bwlimit_bps"] == 2_000_000  # kept for the next attempt
+    act.set_bwlimit(None)
+    assert [r.bwlimit_bps for r in relays] == [None, None]
+    threading.Thread(target=act.cancel, daemon=True).start()
+    assert act.wait(60) == "cancelled"
+
+
+def test_one_stalled_stream_tears_the_tree_down_and_fails_the_attempt(
+    ctx: ActivityContext, tmp_path: Path
+) -> None:
+    """The watchdog reads the idlest live stream: ``b`` sends nothing while the others finish; every
+    stream is torn down, its processes killed, and the attempt fails with the watchdog's reason."""
+    act = run_tree(ctx, tmp_path, jobs=JOBS, stall="b", slow=0.2, stall_s=1.5)
+    procs = wait_for_procs(act, 2)
+    assert act.wait(60) == "failed"
+    error = act.record().error or ""
+    assert "stalled: no byte moved" in error, error
+    assert all(p.poll() is not None for p in procs)
+    assert not [r for w, r in events(act) if w == "end" and r == "b"]
