@@ -463,13 +463,22 @@ def report(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="scripts/bench replicate", description=(__doc__ or "").split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="scripts/bench replicate",
+        description=(__doc__ or "").split("\n")[0],
+        epilog=(
+            "tree (--only tree runs it alone): a recursive tree of --tree small datasets, its increment of "
+            "--tree-mib MiB per dataset replicated three ways in rotating order: raw `zfs send -R -i | ssh "
+            "| zfs recv`, replicate --recursive --parallel 1 (one send -R through the agents) and "
+            "--parallel 4 (one stream per dataset, four at a time); each compared with raw."
+        ),
+    )
     ap.add_argument("--repeats", type=int, default=5, help="runs of each side (default 5)")
     ap.add_argument("--full", type=int, default=256, help="MiB of the full stream (default 256)")
     ap.add_argument("--incr", type=int, default=32, help="MiB changed for the incremental (default 32)")
     ap.add_argument("--tp", type=int, default=512, help="MiB of the throughput run (default 512)")
     ap.add_argument("--big", type=int, default=1024, help="MiB of the agent RSS run (default 1024)")
-    ap.add_argument("--tree", type=int, default=50, help="datasets of the recursive tree (default 50)")
+    ap.add_argument("--tree", type=int, default=50, help="datasets of the tree measure (default 50)")
     ap.add_argument("--tree-mib", type=int, default=1, help="MiB changed per dataset of the tree (default 1)")
     ap.add_argument("--quick", action="store_true", help="3 repeats, 64/16/128/256 MiB")
     ap.add_argument(
@@ -477,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", metavar="FILE", help="write every sample as JSON ('-': stdout)")
     ap.add_argument("--home", default="/var/lib/zfs-backend-bench", help="the benchmark lab's state dir")
-    ap.add_argument("--network", default="198.18.110.0/24")
+    ap.add_argument("--network", default="198.18.110.0/24", help="the benchmark lab's network")
     ap.add_argument("--down", action="store_true", help="take the benchmark lab down afterwards")
     a = ap.parse_args(argv)
     if a.quick:
