@@ -7,7 +7,11 @@ controller's grants (helpers: replication_vm.py; fixtures: conftest.py), each wh
   ``n == m``, fewer than the logical bytes;
 * the source's cursor bookmark as the base after the source pruned every snapshot the destination holds;
 * a new tree with ``parallel`` 3: one stream per dataset (OpenZFS receives unmounted, ``recv -u``), a
-  child after its parent, then its increment the same way; listings and checksums equal.
+  child after its parent, then its increment the same way; listings and checksums equal;
+* ``raw``: an encrypted dataset sent ``-w``, full then incremental: the replica is encrypted and locked
+  (its key is nowhere on the destination), and opens with the same key after a failover (the key file
+  brought there, ``zfs load-key``, mounted: the checksums equal); a dataset that is not encrypted is
+  refused with one line before anything changes.
 
 The VMs are emulated (TCG): small data, generous timeouts, no timing assertions.
 """
@@ -19,7 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from zfs_backend.config import Settings
+from zfs_backend.errors import UsageError
 from zfs_backend.hosts import SSHHost
 from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
 
@@ -163,3 +170,46 @@ def test_a_new_tree_in_parallel_goes_one_stream_per_dataset(
         assert [s for s, _ in listing(dst, ds) or []] == ["s1", "s2"]
         assert listing(dst, ds) == listing(src, ds)
         assert checksums(dst, ds) == checksums(src, ds)
+
+
+def test_an_encrypted_dataset_goes_raw_and_its_replica_opens_with_the_key_after_a_failover(
+    vm_pair: tuple[SSHHost, SSHHost], settings: Settings, agents: dict[str, Any], names: list[str]
+) -> None:
+    src, dst = vm_pair
+    ds = new_name(names)
+    key = f"/var/tmp/{ds.replace('/', '_')}.key"  # a raw 32-byte key, on the source only
+    src.run(["sh", "-c", 'umask 077; head -c 32 /dev/urandom > "$1"', "sh", key], timeout=T)
+    zs, zd = Zfs(src, timeout=T), Zfs(dst, timeout=T)
+    props = {"encryption": "on", "keyformat": "raw", "keylocation": f"file://{key}", "compression": "off"}
+    zs.create(parse_dataset(ds), props=props)
+    write(src, ds, "a", 2)
+    snapshot(src, ds, "s1")
+    act = replicate(settings, agents, f"{src.name}:{ds}@s1", f"{dst.name}:{ds}", raw=True)
+    assert_success(act)
+    got = zd.get(parse_dataset(ds), ["encryption", "keystatus", "mounted"])
+    assert got["encryption"] != "off" and got["keystatus"] == "unavailable", got  # no key there
+    assert got["mounted"] == "no"
+    assert dst.run(["test", "-e", key], timeout=T, check=False).returncode != 0
+    write(src, ds, "b", 1)
+    snapshot(src, ds, "s2")
+    assert_success(replicate(settings, agents, f"{src.name}:{ds}@s2", f"{dst.name}:{ds}", raw=True))
+    assert listing(dst, ds) == listing(src, ds)
+
+    # a failover: the key brought to the destination (here through the controller), loaded, mounted
+    material = src.run(["base64", "-w0", key], timeout=T).text.strip()
+    script = 'umask 077; printf %s "$2" | base64 -d > "$1"'
+    dst.run(["sh", "-c", script, "sh", key, material], timeout=T)
+    try:
+        dst.run(["zfs", "load-key", "-L", f"file://{key}", ds], timeout=T)
+        assert zd.get(parse_dataset(ds), ["keystatus"])["keystatus"] == "available"
+        assert checksums(dst, ds) == checksums(src, ds)
+    finally:
+        dst.run(["rm", "-f", key], timeout=T, check=False)
+        src.run(["rm", "-f", key], timeout=T, check=False)
+
+    plain = new_name(names)
+    write(src, plain, "a", 1)
+    snapshot(src, plain, "s1")
+    with pytest.raises(UsageError, match="not encrypted"):
+        replicate(settings, agents, f"{src.name}:{plain}@s1", f"{dst.name}:{plain}", raw=True)
+    assert not zd.exists(parse_dataset(plain))

@@ -43,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--recursive", action="store_true", help="replicate the dataset tree (send -R)")
     p.add_argument("--properties", action="store_true", help="carry the dataset properties (send -p)")
     p.add_argument(
+        "--raw",
+        action="store_true",
+        help="an encrypted dataset as it is on disk (send -w): the key never leaves the source, the "
+        "replica stays locked until its key is loaded; refused for a dataset that is not encrypted",
+    )
+    p.add_argument(
         "--parallel",
         metavar="N",
         type=whole("--parallel", 1, MAX_PARALLEL),
@@ -78,6 +84,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         cipher=args.cipher,
         settings=settings,
         parallel=getattr(args, "parallel", 1),
+        raw=getattr(args, "raw", False),
         extra_params=None if args.stall_timeout is None else {"stall_timeout_s": args.stall_timeout},
     )
     return run_in_foreground(

@@ -55,6 +55,7 @@ from .cursor import cursor_prefix, keep_cursor, relationship_bookmarks
 from .estimate import check_space, estimate_send
 from .parallel import ParallelStreams
 from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
+from .raw import check_raw_source, raw_flags
 from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
 from .restart import MULTIPLEX_BELOW, RestartOps, stale_tokens
@@ -216,6 +217,8 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
 
     def plan(self) -> None:
         req = self.request
+        if req.raw:  # refused before the destination is asked anything
+            self.kind_state["encryption"] = check_raw_source(self._src, req.snapshot.dataset, self.ctx.node)
         src = self._source_tree()
         sent = sorted({s.guid for snaps in src.values() for s in snaps})
         dst = self.receiver.begin(
@@ -224,7 +227,11 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         try:
             plan = self._plan_against(src, dst, restart=False)
             self.kind_state["parallel_streams"] = streams_fit(src, dst, req.snapshot.snap)
-            self.kind_state["stream_flags"] = stream_flags(self._src.dialect, dst.stream)
+            self.kind_state["stream_flags"] = (
+                raw_flags(dst.stream, f"{req.destination_node} ({dst.dialect})")
+                if req.raw
+                else stream_flags(self._src.dialect, dst.stream)
+            )
             if self.parallel_tree:
                 est = tree_estimate(self._src, src, dst, req, self.kind_state["stream_flags"])
             else:

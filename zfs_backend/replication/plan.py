@@ -115,7 +115,7 @@ class Plan:
         self, *, recursive: bool = False, properties: bool = False, flags: Mapping[str, bool] | None = None
     ) -> SendSpec:
         """``flags``: ``large_blocks``/``compressed``/``embedded`` (``-L -c -e``), where both ends
-        have them."""
+        have them; ``raw`` (``-w``), asked for an encrypted dataset."""
         f = flags or {}
         return SendSpec(
             snapshot=self.target.name,
@@ -132,6 +132,7 @@ class Plan:
             large_blocks=bool(f.get("large_blocks")),
             compressed=bool(f.get("compressed")),
             embedded=bool(f.get("embedded")),
+            raw=bool(f.get("raw")),
         )
 
     def describe(self) -> str:

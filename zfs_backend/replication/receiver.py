@@ -258,6 +258,7 @@ class Receiver(AbortOps, StandbyOps):
                 "send_compressed": d.send_compressed,
                 "send_large_blocks": d.send_large_blocks,
                 "send_embedded": d.send_embedded,
+                "send_raw": d.send_raw,
                 "user_holds": d.user_holds,
             },
             "datasets": {},

@@ -30,6 +30,11 @@ class DestinationDataset:
     resume_token: str | None = None
 
 
+#: what a destination reports it can receive (its own ``zfs send`` flags: a ``zfs`` that can send a
+#: stream can receive it)
+STREAM_KEYS = ("send_compressed", "send_large_blocks", "send_embedded", "send_raw")
+
+
 @dataclass(frozen=True)
 class DestinationTree:
     node: str
@@ -38,7 +43,8 @@ class DestinationTree:
     resumable_receive: bool = False
     recv_properties: bool = False
     recv_no_mount: bool = False
-    #: the destination's ``send_compressed``/``send_large_blocks``/``send_embedded`` (it can receive them)
+    #: the destination's ``send_compressed``/``send_large_blocks``/``send_embedded``/``send_raw`` (it can
+    #: receive them)
     stream: dict[str, bool] = field(default_factory=dict)
     dialect: str = ""
     datasets: dict[str, DestinationDataset] = field(default_factory=dict)
@@ -67,7 +73,7 @@ class DestinationTree:
             resumable_receive=bool(dia.get("resumable_receive")),
             recv_properties=bool(dia.get("recv_properties")),
             recv_no_mount=bool(dia.get("recv_no_mount")),
-            stream={k: bool(dia.get(k)) for k in ("send_compressed", "send_large_blocks", "send_embedded")},
+            stream={k: bool(dia.get(k)) for k in STREAM_KEYS},
             dialect=str(dia.get("name", "")),
             datasets=datasets,
         )

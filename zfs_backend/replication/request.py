@@ -66,6 +66,7 @@ _PARAM_KEYS = frozenset(
         "cipher",
         "grant",
         "parallel",
+        "raw",
     }
 )
 #: the most streams of a recursive tree at once (each is an SSH channel: sshd's MaxSessions is 10)
@@ -92,6 +93,8 @@ class Request:
     grant: str | None = None
     #: a recursive tree's datasets replicated this many at a time, one stream each (1: one ``send -R``)
     parallel: int = 1
+    #: ``zfs send -w``: an encrypted dataset sent as it is on disk, the key never leaving the source
+    raw: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.snapshot, SnapshotName) or not isinstance(self.destination, DatasetName):
@@ -149,6 +152,7 @@ class Request:
             }
             | ({"grant": self.grant} if self.grant is not None else {})
             | ({"parallel": self.parallel} if self.parallel != 1 else {})
+            | ({"raw": True} if self.raw else {})
         )
 
     @classmethod
@@ -168,7 +172,14 @@ class Request:
             if not isinstance(p.get(k), str):
                 raise UsageError(f"replicate param {k!r} is required (a string)")
         flags = {}
-        for k in ("force_full_copy", "intermediates", "rollback_destination", "recursive", "properties"):
+        for k in (
+            "force_full_copy",
+            "intermediates",
+            "rollback_destination",
+            "recursive",
+            "properties",
+            "raw",
+        ):
             v = p.get(k, False)
             if not isinstance(v, bool):
                 raise UsageError(f"replicate param {k!r} must be true or false")

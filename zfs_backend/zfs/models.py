@@ -90,12 +90,14 @@ class PoolCapacity:
 
 @dataclass(frozen=True)
 class SendSpec:
-    """``zfs send [-R] [-D] [-p] [-L] [-c] [-e] [-i|-I base] snapshot``.
+    """``zfs send [-R] [-D] [-p] [-L] [-c] [-e] [-w] [-i|-I base] snapshot``.
 
     ``incremental_from``: the base (a snapshot, or a bookmark with ``intermediates=False`` where the
     dialect has bookmarks); ``intermediates`` picks ``-I`` (every snapshot between) over ``-i``.
     ``large_blocks`` (``-L``), ``compressed`` (``-c``), ``embedded`` (``-e``): the blocks as they are on
     disk; only where the dialect has them (and the receiving end too: the caller's to check).
+    ``raw`` (``-w``): an encrypted dataset's blocks as they are on disk, still encrypted (the key is
+    neither needed nor sent); it implies the other three, which are then not passed.
     """
 
     snapshot: SnapshotName
@@ -107,6 +109,7 @@ class SendSpec:
     large_blocks: bool = False
     compressed: bool = False
     embedded: bool = False
+    raw: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.snapshot, SnapshotName):
@@ -133,6 +136,9 @@ class SendSpec:
             flags.append("-D")
         if self.properties:
             flags.append("-p")
+        if self.raw:
+            flags.append("-w")
+            return flags
         for on, flag in ((self.large_blocks, "-L"), (self.compressed, "-c"), (self.embedded, "-e")):
             if on:
                 flags.append(flag)
@@ -153,6 +159,7 @@ class SendSpec:
             (self.large_blocks, dialect.send_large_blocks, "-L"),
             (self.compressed, dialect.send_compressed, "-c"),
             (self.embedded, dialect.send_embedded, "-e"),
+            (self.raw, dialect.send_raw, "-w"),
         ):
             if on and not has:
                 raise UnsupportedFeature(f"send {flag}: {dialect} has no {flag}")

@@ -142,3 +142,24 @@ def test_send_keeps_blocks_as_on_disk_only_where_the_dialect_can() -> None:
         spec.argv(ZFS_FUSE_07)
     plain = SendSpec(parse_snapshot("tank/fs@b"))
     assert plain.argv(ZFS_FUSE_07) == ["zfs", "send", "tank/fs@b"]
+
+
+def test_a_raw_send_is_w_alone_and_only_where_the_dialect_can() -> None:
+    from zfs_backend.errors import UnsupportedFeature
+    from zfs_backend.zfs.dialect import OPENZFS_2, ZFS_FUSE_07
+    from zfs_backend.zfs.models import SendSpec
+    from zfs_backend.zfs.names import parse_snapshot
+
+    spec = SendSpec(
+        parse_snapshot("tank/fs@b"),
+        parse_snapshot("tank/fs@a"),
+        recursive=True,
+        large_blocks=True,
+        compressed=True,
+        raw=True,
+    )
+    # -w implies -L -c -e: they are not passed beside it
+    assert spec.argv(OPENZFS_2) == ["zfs", "send", "-R", "-w", "-i", "tank/fs@a", "tank/fs@b"]
+    assert spec.estimate_argv(OPENZFS_2)[:7] == ["zfs", "send", "-n", "-v", "-P", "-R", "-w"]
+    with pytest.raises(UnsupportedFeature, match="-w"):
+        SendSpec(parse_snapshot("tank/fs@b"), raw=True).argv(ZFS_FUSE_07)
