@@ -307,10 +307,13 @@ class ParallelStreams:
             group.retire(run.relay)
             with self._cond:
                 self._procs = [p for p in self._procs if p not in run.procs]
+            with self._cond:  # reaped: a restart has nothing of this stream left to kill
+                self._cp["pids"] = [p for p in self._cp.get("pids", []) if p not in pids]
             if mon is not None:
                 for (pid, ctime), (_rc, cpu) in zip(pids, exits, strict=False):
                     if cpu is not None:
                         mon.add_exited(int(pid), ctime, cpu)
+                mon.forget(int(pid) for pid, _ctime in pids)  # sample only the live streams
             failure = run.failure(
                 result, [rc for rc, _ in exits], consumer_ends_stream=self.consumer_ends_stream
             )

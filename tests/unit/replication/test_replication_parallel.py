@@ -178,6 +178,8 @@ def test_the_streams_run_n_at_a_time_parents_first_with_one_count(
         running += 1 if w == "start" else -1
         most = max(most, running)
     assert most <= 2  # never more than parallel (that all run at once: the cancel test)
+    assert act._monitor is not None and act._monitor._roots == []  # each stream forgotten once reaped
+    assert act._cp["pids"] == []
 
 
 def test_the_first_failure_stops_the_others_and_fails_the_attempt(
