@@ -58,6 +58,7 @@ from .protocol import (
     RECV_OPS,
     decode,
     encode,
+    list_window,
     response,
 )
 
@@ -258,7 +259,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if op == "start":
             return m.start(str(args.get("kind", "")), args.get("params") or {}).to_dict()
         if op == "list":
-            return [r.to_dict() for r in m.list(args.get("state"))]
+            limit, since = list_window(args)
+            return [r.to_dict() for r in m.list(args.get("state"), limit=limit, since=since)]
         aid = args.get("id")
         if not isinstance(aid, str) or not aid:
             raise ProtocolError(f"op {op!r} needs an activity id")
@@ -314,6 +316,7 @@ def run_agent(
     from ..replication.receiver import Receiver
     from ..zfs.api import Zfs
     from .peers import PeerAgents
+    from .retention import Pruner, Retention
 
     sock = socket_path or settings.agent_socket
     peer_sock = sock.with_name("peer.sock")
@@ -353,6 +356,8 @@ def run_agent(
 
         metrics, _ = serve_metrics(manager, metrics_address or "127.0.0.1", metrics_port)
     carried = manager.recover()
+    pruner = Pruner(store, Retention.from_settings(settings), log)
+    pruner.start()
     log.info(
         "agent started", extra={"socket": str(sock), "db": str(db), "carried_on": carried, "pid": os.getpid()}
     )
@@ -370,6 +375,7 @@ def run_agent(
                 path.unlink()
         if metrics is not None:
             metrics.shutdown()
+        pruner.stop()
         manager.shutdown()
         peers.close()
         store.close()
