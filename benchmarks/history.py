@@ -9,7 +9,8 @@ alternating node1 and node2 query by query, measured from the controller:
   p50 / p99 over ``--queries`` (goal p99 ≤ 50 ms at 10,000);
 * **API** ``list`` as ``top`` polls it (live, and finished in the last ten minutes): p50 / p99;
 * **CLI** ``zfs-backend activity list --node N`` (table) and ``--json``, wall clock until it exits,
-  ``--repeats`` times each, median [min-max] (goal ≤ 0.3 s at 10,000);
+  ``--repeats`` times each, median [min-max] (goal ≤ 0.3 s at 10,000), beside ``zfs-backend --help``
+  (the command line's fixed cost: Python and its imports, no agent);
 * the whole history in one answer (``list(limit=None)``, what every ``list`` returned before the
   window): its time, or the error when it does not fit in one protocol line;
 * pruning on the node (``ActivityStore.prune`` down to 1,000, what the agent's retention does), once.
@@ -139,14 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         out[name] = {
             n: {"p50_s": pct(v, 50), "p99_s": pct(v, 99), "rows": len(call(nodes[n]))} for n, v in lat.items()
         }
+    helps: list[float] = []
     for name, extra in (("cli_list", []), ("cli_list_json", ["--json"])):
         runs: dict[str, list[float]] = {n: [] for n in sizes}
         for _ in range(a.repeats):
             for n in sizes:
                 runs[n].append(cli(settings, "activity", "list", "--node", n, *extra))
+            helps.append(cli(settings, "--help"))  # the CLI's fixed cost (Python, imports), same moments
         out[name] = {
             n: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v)} for n, v in runs.items()
         }
+    out["cli_help"] = {"median_s": statistics.median(helps), "min_s": min(helps), "max_s": max(helps)}
     whole: dict[str, Any] = {}
     for n in sizes:
         t = time.perf_counter()
@@ -202,6 +206,13 @@ def report(o: dict[str, Any], a: argparse.Namespace) -> None:
             ),
             "≤ 0.3 s",
         )
+    h = o["cli_help"]
+    t.add_row(
+        "CLI zfs-backend --help (fixed cost)",
+        f"{h['median_s']:.3f} [{h['min_s']:.3f}-{h['max_s']:.3f}] s",
+        "",
+        "",
+    )
     w = o["api_whole_history"]
     t.add_row(
         "API whole history (list limit=None)",
