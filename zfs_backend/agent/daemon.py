@@ -44,6 +44,7 @@ from ..errors import AgentUnavailable, ProtocolError, UsageError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
 from ..private import private_dir, private_open
+from ..replication.compress import available_codecs
 from ..zfs.names import validate_node
 from .manager import ActivityManager
 from .protocol import (
@@ -241,6 +242,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 "node": m.ctx.node,
                 "pid": os.getpid(),
                 "active": m.live_count(),
+                "codecs": available_codecs(),
             }
         if op == "kinds":
             return m.kinds()

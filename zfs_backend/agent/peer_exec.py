@@ -16,6 +16,9 @@ replication needs, with every name validated, and nothing else:
   (OpenZFS) ``mountpoint``, ``sharenfs`` and ``sharesmb`` are excluded; elsewhere (zfs-fuse) the stream's
   first record is read here and a stream whose properties name any of them is refused, then the bytes
   are handed on to ``zfs receive`` through a 1 MiB pipe with ``os.splice`` (no slower than a pipe);
+* ``zfs-backend unpack CODEC zfs receive …``: the same receive, of a stream compressed on the wire
+  (``replication.compress``: the codec's fixed argv decompresses stdin first, and the checks above see
+  the decompressed stream);
 * ``zfs-backend backup-write VOLUME BACKUP`` / ``zfs-backend backup-read VOLUME BACKUP`` (a backup node):
   write the stream of a backup this node's agent opened for this peer (a new ``.partial`` file, never over
   an existing one) / read a complete backup's stream of a volume the peer holds a grant for or wrote
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hosts.validate import validate_node_name
+from ..replication.compress import CodecMissing, parse_unpack, start_unpack
 from ..zfs.names import parse_dataset
 
 __all__ = ["REFUSED", "check_stream_head", "main", "parse_request"]
@@ -106,6 +110,17 @@ def parse_request(command: str | None) -> tuple[str, list[str]]:
         return words[1], words[2:]
     if prog == "zfs" and len(words) >= 2 and words[1] in ("receive", "recv"):
         return "zfs", _receive_argv(words[2:])
+    try:
+        unpack = parse_unpack(words)
+    except ValueError as e:
+        raise Refused(str(e)) from None
+    if (
+        unpack is not None
+        and len(unpack[1]) >= 2
+        and unpack[1][0] == "zfs"
+        and unpack[1][1] in ("receive", "recv")
+    ):
+        return f"zfs+{unpack[0]}", _receive_argv(unpack[1][2:])
     raise Refused(f"{' '.join(words[:2])!r} is not allowed for a peer node")
 
 
@@ -274,10 +289,15 @@ def main(environ: dict[str, str] | None = None, argv: Sequence[str] | None = Non
         from ..config import load_settings
 
         settings = load_settings()
-        if what == "zfs":
+        if what == "zfs" or what.startswith("zfs+"):
             admitted = _ask(peer, {"what": "receive", "dataset": req[-1]}, settings.peer_socket)
             zfs = _zfs()
             final, check = _receive_argv_for(req, admitted)
+            if what.startswith("zfs+"):  # compressed on the wire: fd 0 becomes the decompressed stream
+                try:
+                    start_unpack(what.removeprefix("zfs+"))
+                except CodecMissing as e:
+                    raise Refused(str(e)) from None
             if not check:
                 os.execv(zfs, [zfs, *final])  # noqa: S606 - a validated argv, no shell
             return _relay_receive(zfs, final)

@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--recursive", action="store_true", help="replicate the dataset tree (send -R)")
     p.add_argument("--properties", action="store_true", help="carry the dataset properties (send -p)")
     p.add_argument("--cipher", help="OpenSSH cipher for the stream (default aes128-gcm@openssh.com)")
+    p.add_argument(
+        "--compress",
+        action="store_true",
+        help="zstd on the wire (for slow links; costs CPU, nothing gained on data that does not compress)",
+    )
     p.add_argument("--detach", action="store_true", help="print the activity id and return")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_replicate, quick_exit=True)
@@ -60,6 +65,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         recursive=args.recursive,
         properties=args.properties,
         cipher=args.cipher,
+        compress=args.compress,
         settings=settings,
     )
     return run_in_foreground(
