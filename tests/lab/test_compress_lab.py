@@ -1,19 +1,26 @@
-"""``replicate --compress`` on the lab, through the CLI: zstd on the wire, full and incremental, the data
-arrives whole; a destination (or a source) without zstd refuses before anything starts, in one line."""
+"""``replicate --compress`` and ``standby create --compress`` on the lab, through the CLI: zstd on the
+wire, full and incremental, the data arrives whole; a destination (or a source) without zstd refuses
+before anything starts, in one line."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from zfs_backend.config import Settings
+from zfs_backend.flows.env import set_env
 from zfs_backend.hosts import SSHHost
+from zfs_backend.lab import Lab, nfs
 from zfs_backend.zfs import Zfs, parse_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
 from replication_helpers import checksums, cli, new_name, snapshot, write
+from standby_helpers import MiB, Writer, cleanup, flow_env, location, new_volume
 
 
 def _compressible(host: SSHHost, ds: str, file: str, mib: int) -> None:
@@ -76,3 +83,40 @@ def test_a_node_without_zstd_refuses_before_anything_starts(
         assert not Zfs(n2).exists(parse_dataset(ds))  # nothing received
     r = cli(lab_settings, "replicate", f"node1:{ds}@s1", f"node2:{ds}")  # without: as ever
     assert r.returncode == 0, r.stderr
+
+
+def test_standby_syncs_compressed_from_the_command_line(lab: Lab, lab_settings: Settings) -> None:
+    """``standby create --compress``: every sync's stream is zstd on the wire; the standby receives the
+    primary's snapshots (same GUIDs: a receive checks every record), while a writer writes."""
+    if not nfs.ganesha_available():
+        pytest.skip("nfs-ganesha is not installed (scripts/bootstrap installs it)")
+    e = flow_env(lab_settings)
+    old = set_env(e)
+    vol = new_volume(e, "node1", lab.layout.controller_address)
+    w = Writer(lambda: location(e, vol), rate=MiB).start()
+    try:
+        w.wait_for(MiB)
+        r = cli(lab_settings, "standby", "create", vol, "--standby", "node2", "--interval", "1", "--compress")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        rel = e.service().replication(vol)
+        assert rel is not None and rel.activity_id
+        act = e.agent("node1").get(rel.activity_id)
+        assert act.record().params.get("compress") == "zstd"
+        deadline = time.monotonic() + 120
+        while int(act.record().result.get("syncs", 0)) < 3:
+            assert time.monotonic() < deadline and act.state == "running", act.record()
+            time.sleep(0.5)
+        w.stop()
+        synced = act.record().result["newest"]["snapshot"]
+        d1, d2 = e.driver("node1"), e.driver("node2")
+        ds = d1._dataset(e.service().get_volume(vol).model())
+        theirs = {s.snap: s.guid for s in d2.zfs.list_snapshots(ds)}
+        ours = {s.snap: s.guid for s in d1.zfs.list_snapshots(ds)}
+        assert theirs.get(synced) == ours[synced]
+        r = cli(lab_settings, "standby", "remove", vol, "--json")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+    finally:
+        w.stop()
+        cleanup(e, vol, ["node1", "node2"])
+        set_env(old)
+        e.close()

@@ -140,3 +140,21 @@ def test_a_node_without_the_tool_says_so(monkeypatch: pytest.MonkeyPatch) -> Non
         C.codec_argv("zstd", decompress=True)
     with pytest.raises(UsageError, match="cannot compress: zstd is not installed"):
         C.check_codec("zstd", lambda n: _Peer({"codecs": ["zstd"]}), "node2")
+
+
+def _sync(tmp_path: Path, **extra: Any) -> Any:
+    from zfs_backend.activity.core import ActivityContext
+    from zfs_backend.activity.report import ActivityRecord
+    from zfs_backend.activity.store import ActivityStore, new_activity_id
+    from zfs_backend.replication.standby import PREFIX, StandbySync
+
+    params = {"dataset": "tank/v", "destination_node": "node2", "base": f"{PREFIX}1", **extra}
+    rec = ActivityRecord(id=new_activity_id(), kind="standby-sync", node="node1", params=params)
+    return StandbySync(rec, ActivityContext(store=ActivityStore(tmp_path / "a.db"), node="node1"))
+
+
+def test_the_standby_sync_takes_a_codec(tmp_path: Path) -> None:
+    assert _sync(tmp_path).compress is None
+    assert _sync(tmp_path, compress="zstd").compress == "zstd"
+    with pytest.raises(UsageError, match="compress must be one of zstd"):
+        _sync(tmp_path, compress="gzip")
