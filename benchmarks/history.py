@@ -5,8 +5,9 @@ On a lab of its own (node1, node2), node1's agent store is seeded with ``--short
 resources, a result and three events each; the last ten finished in the last ten minutes on both). Then,
 alternating node1 and node2 query by query, measured from the controller:
 
-* **API** ``list`` as ``activity list`` asks it (every live activity and the 100 that finished last):
-  p50 / p99 over ``--queries`` (goal p99 ≤ 50 ms at 10,000);
+* **API** ``list`` as ``activity list`` asks it (every live activity and the 20 that finished last):
+  p50 / p99 over ``--queries`` (goal p99 ≤ 50 ms at 10,000); and with the protocol's default window
+  (100: what costs more is the rows returned, not the history kept);
 * **API** ``list`` as ``top`` polls it (live, and finished in the last ten minutes): p50 / p99;
 * **CLI** ``zfs-backend activity list --node N`` (table) and ``--json``, wall clock until it exits,
   ``--repeats`` times each, median [min-max] (goal ≤ 0.3 s at 10,000), beside ``zfs-backend --help``
@@ -36,6 +37,8 @@ from rich.table import Table
 
 from zfs_backend.agent.client import Node
 from zfs_backend.agent.connect import connect_node
+from zfs_backend.agent.protocol import LIST_LIMIT
+from zfs_backend.cli.activity_cmd import SHOWN
 from zfs_backend.config import Settings, load_settings
 from zfs_backend.errors import ZfsBackendError
 from zfs_backend.hosts import load_inventory
@@ -125,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     nodes: dict[str, Node] = {n: connect_node(n, settings) for n in sizes}
     out: dict[str, Any] = {"sizes": sizes}
     shapes = {
-        "api_list": lambda nd: nd.client.list(),
+        "api_list": lambda nd: nd.client.list(limit=SHOWN),
         "api_top": lambda nd: nd.client.list(since=time.time() - 600, limit=500),
+        "api_default": lambda nd: nd.client.list(),
     }
     for name, call in shapes.items():
         lat: dict[str, list[float]] = {n: [] for n in sizes}
@@ -186,8 +190,13 @@ def report(o: dict[str, Any], a: argparse.Namespace) -> None:
         t.add_column(f"{n}: {o['sizes'][n]}", justify="right")
     t.add_column("goal")
     for key, label, goal in (
-        ("api_list", "API list (the 100 last finished + live) p50 / p99", "p99 ≤ 50 ms"),
-        ("api_top", "API list as top polls (last 10 min) p50 / p99", "p99 ≤ 50 ms"),
+        (
+            "api_list",
+            f"API list as activity list asks (live + {SHOWN} last finished) p50 / p99",
+            "p99 ≤ 50 ms",
+        ),
+        ("api_top", "API list as top polls (live + last 10 min) p50 / p99", "p99 ≤ 50 ms"),
+        ("api_default", f"API list, the protocol's default (live + {LIST_LIMIT}) p50 / p99", ""),
     ):
         t.add_row(
             label,
