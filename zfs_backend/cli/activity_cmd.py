@@ -1,4 +1,7 @@
-"""``zfs-backend activity ...``: list, inspect and steer the backend activities of a node."""
+"""``zfs-backend activity ...``: list, inspect and steer the backend activities of a node.
+
+rich is imported where a table or a bar is drawn: ``--json`` answers load none of it (~30-70 ms here).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from ..activity.report import ActivityRecord
 from ..activity.states import ALL_STATES, TERMINAL
@@ -20,6 +20,9 @@ from ..config import load_settings
 from .numbers import seconds, whole
 from .progress import follow, summary_line
 from .render import human_bytes, human_duration, human_rate
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 #: finished activities ``activity list`` shows by default (a screenful; rendering a table row costs ~2 ms)
 SHOWN = 20
@@ -108,6 +111,8 @@ def _node(args: argparse.Namespace) -> Iterator[Node]:
 
 
 def _table(records: list[ActivityRecord], title: str) -> Table:
+    from rich.table import Table
+
     t = Table(title=title)
     for col in ("id", "kind", "state", "status", "progress", "done / total", "rate", "eta", "elapsed"):
         t.add_column(col)
@@ -141,6 +146,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=2))
         return 0
+    from rich.console import Console
+
     Console().print(_table(records, f"activities on {args.node or 'local'}"))
     if limit is not None and sum(1 for r in records if r.state in TERMINAL) >= limit:
         print(f"(the {limit} that finished last; --limit N or --all for more)")
@@ -156,6 +163,8 @@ def cmd_one(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rec.to_dict(), indent=2))
     elif args.action == "show":
+        from rich.console import Console
+
         Console().print_json(json.dumps(rec.to_dict()))
     else:
         print(f"{rec.id}: {rec.state}")
@@ -163,6 +172,8 @@ def cmd_one(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     con = Console(stderr=True)
     with _node(args) as node:
         act = node.get(args.id)
@@ -181,6 +192,9 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
     with _node(args) as node, Live(console=Console(), auto_refresh=False) as live:
         try:
             while True:

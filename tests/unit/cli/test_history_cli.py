@@ -67,3 +67,18 @@ def test_top_asks_for_what_it_shows() -> None:
     top.key("a")
     top.key("F")  # a state filter: that state's, however old
     assert top.window(now) == {"state": top.state, "limit": SHOWN_LIMIT} and top.state is not None
+
+
+def test_activity_list_json_loads_no_rich() -> None:
+    """``activity list --json`` draws nothing: its start-up (most of its cost) loads no rich."""
+    import subprocess
+
+    code = (
+        "import sys; from zfs_backend.cli.main import build_parser\n"
+        "build_parser('activity').parse_args(['activity', 'list', '--json'])\n"
+        "import zfs_backend.cli.activity_cmd\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "zfs_backend.cli.activity_cmd" in out.split()
+    assert not [m for m in out.split() if m == "rich" or m.startswith("rich.")]
