@@ -124,24 +124,21 @@ class Request:
 
     def to_params(self) -> dict[str, Any]:
         """The params; ``grant`` only when there is one (the controller adds it at the start)."""
-        return (
-            {
-                "snapshot": str(self.snapshot),
-                "source_node": self.source_node,
-                "destination_node": self.destination_node,
-                "destination": str(self.destination),
-                "force_full_copy": self.force_full_copy,
-                "incremental_from": self.incremental_from,
-                "intermediates": self.intermediates,
-                "rollback_destination": self.rollback_destination,
-                "recursive": self.recursive,
-                "properties": self.properties,
-                "bwlimit_bps": self.bwlimit_bps,
-                "cipher": self.cipher,
-            }
-            | ({"grant": self.grant} if self.grant is not None else {})
-            | ({"compress": self.compress} if self.compress else {})
-        )
+        params = {
+            "snapshot": str(self.snapshot),
+            "source_node": self.source_node,
+            "destination_node": self.destination_node,
+            "destination": str(self.destination),
+            "force_full_copy": self.force_full_copy,
+            "incremental_from": self.incremental_from,
+            "intermediates": self.intermediates,
+            "rollback_destination": self.rollback_destination,
+            "recursive": self.recursive,
+            "properties": self.properties,
+            "bwlimit_bps": self.bwlimit_bps,
+            "cipher": self.cipher,
+        } | ({"grant": self.grant} if self.grant is not None else {})
+        return params | ({"compress": self.compress} if self.compress else {})  # absent: any agent takes it
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], *, also: frozenset[str] = frozenset()) -> Request:

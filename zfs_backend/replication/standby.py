@@ -56,18 +56,8 @@ __all__ = ["KIND", "PREFIX", "StandbySync", "snapshot_time"]
 KIND = "standby-sync"
 PREFIX = "zfs_backend-standby-"
 _PARAMS = frozenset(
-    {
-        "dataset",
-        "destination_node",
-        "destination",
-        "base",
-        "interval_s",
-        "max_lag_s",
-        "cipher",
-        "grant",
-        "compress",
-    }
-)
+    {"dataset", "destination_node", "destination", "base", "interval_s", "max_lag_s", "cipher", "grant"}
+) | {"compress"}
 
 
 def snapshot_time(snap: str) -> float | None:
