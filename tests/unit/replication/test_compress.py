@@ -22,7 +22,9 @@ from zfs_backend.replication.request import Request
 sys.path.insert(0, str(Path(__file__).parents[1] / "agent"))  # --import-mode=importlib
 from test_peer_exec import begin_record, xdr_props
 
-needs_zstd = pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd is not installed")
+needs_zstd = pytest.mark.skipif(
+    shutil.which("zstd") is None, reason="needs zstd (Debian package zstd; scripts/bootstrap installs it)"
+)
 PARAMS = {"snapshot": "tank/a@s1", "source_node": "node1", "destination_node": "node2"}
 PARAMS["destination"] = "tank/a"
 
