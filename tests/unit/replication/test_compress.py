@@ -98,16 +98,40 @@ def test_the_head_check_sees_the_decompressed_stream(tmp_path: Path) -> None:
     subprocess.run(C.pack_argv("zstd", ["sh", "-c", f"cat > {wire}"]), input=bad, check=True)
     out = tmp_path / "received"
     code = (
+        "import os, sys; from zfs_backend.agent.peer_exec import _relay_receive, Refused\n"
+        "from zfs_backend.replication.compress import start_unpack\n"
+        "pid = start_unpack('zstd')\n"
+        "try:\n"  # the stand-in keeps what it read only once it read the whole stream, as a receive
+        f"    sys.exit(_relay_receive('/bin/sh', ['-c', 'cat > {out}.part && mv {out}.part {out}'], pid))\n"
+        "except Refused as e:\n"
+        "    print(e, file=sys.stderr)\n"
+        "    try:\n"
+        "        os.waitpid(pid, os.WNOHANG)\n"
+        "    except ChildProcessError:\n"
+        "        sys.exit(126)  # the decompressor was killed and reaped with the receiver\n"
+        "    sys.exit(1)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], input=wire.read_bytes(), capture_output=True)
+    assert r.returncode == 126 and b"mountpoint" in r.stderr, r.stderr
+    assert not out.exists()
+
+
+@needs_zstd
+def test_a_corrupt_compressed_stream_fails_the_receive(tmp_path: Path) -> None:
+    """zstd -d refusing its input (not zstd data) is the relay's status, and the receiver gets nothing
+    it could commit."""
+    out = tmp_path / "received"
+    code = (
         "import sys; from zfs_backend.agent.peer_exec import _relay_receive, Refused\n"
         "from zfs_backend.replication.compress import start_unpack\n"
-        "start_unpack('zstd')\n"
+        "pid = start_unpack('zstd')\n"
         "try:\n"
-        f"    sys.exit(_relay_receive('/bin/sh', ['-c', 'cat > {out}']))\n"
+        f"    sys.exit(_relay_receive('/bin/sh', ['-c', 'cat > {out}.part && mv {out}.part {out}'], pid))\n"
         "except Refused as e:\n"
         "    print(e, file=sys.stderr); sys.exit(126)\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], input=wire.read_bytes(), capture_output=True)
-    assert r.returncode == 126 and b"mountpoint" in r.stderr
+    r = subprocess.run([sys.executable, "-c", code], input=os.urandom(4096), capture_output=True)
+    assert r.returncode != 0
     assert not out.exists()
 
 
