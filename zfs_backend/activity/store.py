@@ -21,7 +21,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -246,9 +246,12 @@ class ActivityStore:
         status: int | None = None,
         error: str | None = None,
         detail: str | None = None,
+        final_resources: Callable[[float], Resources | None] | None = None,
     ) -> ActivityRecord:
         """Move to ``new`` in one transaction, or raise (``InvalidTransition``, ``ActivityNotFound``)
-        leaving the record untouched."""
+        leaving the record untouched. ``final_resources(finished_at)``: for a terminal move, what the
+        activity cost, saved in the same transaction (whoever sees the end sees its final figures;
+        ``None``: the resources stay as they were)."""
         now = time.time()
         with self._tx() as cur:
             row = cur.execute("SELECT state FROM activities WHERE id = ?", (activity_id,)).fetchone()
@@ -280,6 +283,12 @@ class ActivityStore:
                     activity_id,
                 ),
             )
+            res = final_resources(now) if terminal and final_resources is not None else None
+            if res is not None:
+                cur.execute(
+                    "UPDATE activities SET resources = ? WHERE id = ?",
+                    (json.dumps(res.to_dict()), activity_id),
+                )
             self._record_event(cur, activity_id, old, new, detail or error)
         return self.get(activity_id)
 
