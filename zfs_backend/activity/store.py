@@ -293,8 +293,9 @@ class ActivityStore:
         return self.get(activity_id)
 
     def note(self, activity_id: str, detail: str) -> None:
-        """An event that changes no state (e.g. the bandwidth limit changed, a stalled stream torn down):
-        recorded with the current state as both old and new."""
+        """An event that changes no state (e.g. the bandwidth limit changed, a stalled stream torn down,
+        a fallback a running activity took by itself): recorded with the current state as both old and
+        new, shown with the others (``activity show``, ``activity events``)."""
         with self._tx() as cur:
             row = cur.execute("SELECT state FROM activities WHERE id = ?", (activity_id,)).fetchone()
             if row is None:

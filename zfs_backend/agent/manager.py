@@ -213,6 +213,9 @@ class ActivityManager:
                     target_guids={str(k): int(v) for k, v in dict(args["target_guids"]).items()},
                     readonly_replica=bool(args.get("readonly_replica", True)),
                 )
+            if verb == "drop_partial":
+                tokens = {str(k): str(v) for k, v in dict(args["tokens"]).items()}
+                return r.drop_partial(dataset, holder, tokens)
             if verb == "abort":
                 return r.abort(dataset, holder, keep_claim=bool(args.get("keep_claim", False)))
             if verb in ("renew", "release"):

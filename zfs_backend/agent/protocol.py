@@ -33,6 +33,7 @@ the controller's grant, required of a peer's ``recv.begin``, see below):
     recv.renew    {"dataset", "holder"}                    recv.release {"dataset", "holder"}
     recv.finish   {"dataset", "holder", "target_guids", "readonly_replica"}
     recv.abort    {"dataset", "holder"}                    recv.status  {}
+    recv.drop_partial {"dataset", "holder", "tokens"}  (an unusable token's partial receive, if the project's)
     recv.expect   {"dataset", "holder", "sent_guids"}      (a standby's next increment)
     recv.commit   {"dataset", "holder", "target_guid", "prune_prefix"?}   (hold the new base, prune)
     recv.fence    {"dataset", "holder", "reason"?}         (abort, and shut the holder out for good)
@@ -110,6 +111,7 @@ RECV_OPS = frozenset(
         "recv.finish",
         "recv.release",
         "recv.abort",
+        "recv.drop_partial",
         "recv.status",
         "recv.expect",
         "recv.commit",

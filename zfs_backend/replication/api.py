@@ -123,6 +123,8 @@ def snapshot_replicate(
     settings: Settings | None = None,
     node_for: Callable[[str], AgentNode] | None = None,
     extra_params: dict[str, Any] | None = None,
+    parallel: int = 1,
+    raw: bool = False,
 ) -> BackendActivity:
     """Replicate ``snapshot`` of ``source_server`` to ``destination_server``; return the activity.
 
@@ -134,6 +136,9 @@ def snapshot_replicate(
     destination's snapshots and changes after the common base. ``recursive``: ``send -R``.
     ``properties``: ``send -p``. ``cipher``: OpenSSH cipher (default: ``Settings.ssh_cipher``).
     ``compress``: zstd on the wire (``replication.compress``; for slow links and data that compresses).
+    ``parallel``: with ``recursive``, the tree's datasets this many at a time (one stream each).
+    ``raw``: ``send -w``, only of an encrypted dataset (the key never leaves the source, see
+    ``replication.raw``); refused otherwise.
     ``node_for``: how to reach a node's agent (default: inventory + SSH). ``extra_params``: kind
     tuning (``max_retries``, ``backoff_s``, ``space_check``, ``stall_timeout_s``); anything else is
     refused (a ``grant`` too: the destination's agent makes it, asked here).
@@ -153,6 +158,8 @@ def snapshot_replicate(
         properties=properties,
         cipher=cipher or s.ssh_cipher or DEFAULT_CIPHER,
         compress="zstd" if compress else None,
+        parallel=parallel,
+        raw=raw,
     )
     params = {**req.to_params(), **(extra_params or {})}
     grant = grant_request(KIND, params, req.source_node)  # refuses what the agent would, before any I/O

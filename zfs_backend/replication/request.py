@@ -67,8 +67,12 @@ _PARAM_KEYS = frozenset(
         "cipher",
         "compress",
         "grant",
+        "parallel",
+        "raw",
     }
 )
+#: the most streams of a recursive tree at once (each is an SSH channel: sshd's MaxSessions is 10)
+MAX_PARALLEL = 8
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ class Request:
     compress: str | None = None
     #: the destination's grant for this work (``replication.grants``), presented on every ``recv.*`` call
     grant: str | None = None
+    #: a recursive tree's datasets replicated this many at a time, one stream each (1: one ``send -R``)
+    parallel: int = 1
+    #: ``zfs send -w``: an encrypted dataset sent as it is on disk, the key never leaving the source
+    raw: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.snapshot, SnapshotName) or not isinstance(self.destination, DatasetName):
@@ -117,6 +125,16 @@ class Request:
             raise UsageError("intermediates (-I) apply to incremental streams, not to a full copy")
         if self.incremental_from is not None and self.force_full_copy:
             raise UsageError("incremental_from and force_full_copy contradict each other")
+        if (
+            isinstance(self.parallel, bool)
+            or not isinstance(self.parallel, int)
+            or not 1 <= self.parallel <= MAX_PARALLEL
+        ):
+            raise UsageError(
+                f"parallel must be a whole number from 1 to {MAX_PARALLEL}, not {_cut(self.parallel)}"
+            )
+        if self.parallel > 1 and not self.recursive:
+            raise UsageError("parallel applies to a recursive tree (recursive)")
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -125,21 +143,26 @@ class Request:
 
     def to_params(self) -> dict[str, Any]:
         """The params; ``grant`` only when there is one (the controller adds it at the start)."""
-        params = {
-            "snapshot": str(self.snapshot),
-            "source_node": self.source_node,
-            "destination_node": self.destination_node,
-            "destination": str(self.destination),
-            "force_full_copy": self.force_full_copy,
-            "incremental_from": self.incremental_from,
-            "intermediates": self.intermediates,
-            "rollback_destination": self.rollback_destination,
-            "recursive": self.recursive,
-            "properties": self.properties,
-            "bwlimit_bps": self.bwlimit_bps,
-            "cipher": self.cipher,
-        } | ({"grant": self.grant} if self.grant is not None else {})
-        return params | ({"compress": self.compress} if self.compress else {})  # absent: any agent takes it
+        return (
+            {
+                "snapshot": str(self.snapshot),
+                "source_node": self.source_node,
+                "destination_node": self.destination_node,
+                "destination": str(self.destination),
+                "force_full_copy": self.force_full_copy,
+                "incremental_from": self.incremental_from,
+                "intermediates": self.intermediates,
+                "rollback_destination": self.rollback_destination,
+                "recursive": self.recursive,
+                "properties": self.properties,
+                "bwlimit_bps": self.bwlimit_bps,
+                "cipher": self.cipher,
+            }
+            | ({"grant": self.grant} if self.grant is not None else {})
+            | ({"parallel": self.parallel} if self.parallel != 1 else {})
+            | ({"raw": True} if self.raw else {})
+            | ({"compress": self.compress} if self.compress else {})  # absent: any agent takes it
+        )
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], *, also: frozenset[str] = frozenset()) -> Request:
@@ -158,7 +181,14 @@ class Request:
             if not isinstance(p.get(k), str):
                 raise UsageError(f"replicate param {k!r} is required (a string)")
         flags = {}
-        for k in ("force_full_copy", "intermediates", "rollback_destination", "recursive", "properties"):
+        for k in (
+            "force_full_copy",
+            "intermediates",
+            "rollback_destination",
+            "recursive",
+            "properties",
+            "raw",
+        ):
             v = p.get(k, False)
             if not isinstance(v, bool):
                 raise UsageError(f"replicate param {k!r} must be true or false")
@@ -176,5 +206,6 @@ class Request:
             cipher=p.get("cipher") or DEFAULT_CIPHER,
             compress=p.get("compress"),
             grant=p.get("grant"),
+            parallel=p.get("parallel", 1),
             **flags,
         )

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,33 @@ def test_the_standby_sync_takes_a_codec(tmp_path: Path) -> None:
     assert _sync(tmp_path, compress="zstd").compress == "zstd"
     with pytest.raises(UsageError, match="compress must be one of zstd"):
         _sync(tmp_path, compress="gzip")
+
+
+def test_every_stream_of_a_replication_is_packed_when_asked() -> None:
+    """The single stream's consumer and each stream of a parallel tree come from one place
+    (``RestartOps._recv_endpoint``): with ``compress`` packed after the relay and unpacked by the
+    peer's ``peer-exec``; without it the plain receive through the peer."""
+    from types import SimpleNamespace
+
+    from zfs_backend.hosts.local import LocalHost
+    from zfs_backend.replication.restart import RestartOps
+
+    class Peer(LocalHost):
+        stream_multiplex = False
+
+        def stream_argv(self, argv: Sequence[str]) -> list[str]:
+            return ["ssh", "node2", "--", *argv]
+
+    ops = RestartOps()
+    ops._local, ops._peer = LocalHost("node1"), Peer("node2")  # type: ignore[assignment]
+    recv = ["zfs", "receive", "-s", "tank/r"]
+    ops.request = SimpleNamespace(compress="zstd")  # type: ignore[assignment]
+    packed = ops._recv_endpoint(recv)
+    assert packed.host is ops._local
+    assert packed.argv[packed.argv.index("zstd") :] == [
+        *["zstd", "--", "ssh", "node2", "--"],
+        *["zfs-backend", "unpack", "zstd", *recv],
+    ]
+    ops.request = SimpleNamespace(compress=None)  # type: ignore[assignment]
+    plain = ops._recv_endpoint(recv)
+    assert plain.host is ops._peer and plain.argv == recv and plain.counts_network
