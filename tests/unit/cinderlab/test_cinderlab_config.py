@@ -30,7 +30,14 @@ def test_ports_follow_the_lab_network_unless_set(tmp_path: Path) -> None:
     assert default_port_base("198.18.0.0/24") == 23000
     assert default_port_base("198.18.127.0/24") == 24270
     lay = layout(tmp_path, ZFS_BACKEND_LAB_NETWORK="198.18.100.0/24")
-    assert lay.ports.all() == {"cinder-api": 24000, "amqp": 24001, "erlang-dist": 24002, "epmd": 24003}
+    assert lay.ports.all() == {
+        "cinder-api": 24000,
+        "amqp": 24001,
+        "erlang-dist": 24002,
+        "epmd": 24003,
+        "keystone": 24004,
+    }
+    assert lay.auth_url == "http://127.0.0.1:24004/v3"
     assert layout(tmp_path, ZFS_BACKEND_CINDER_PORT_BASE="30000").ports.api == 30000
     assert lay.endpoint == "http://127.0.0.1:24000/v3"
     with pytest.raises(ConfigError):
