@@ -240,6 +240,9 @@ def cinder_conf(
         f"state_path = {lay.root}",
         f"auth_strategy = {'noauth' if service_password is None else 'keystone'}",
         f"api_paste_config = {lay.api_paste}",
+        # the filters each list call accepts (cinder reads /etc/cinder's otherwise, absent here: every
+        # list logged an ERROR and filtered on nothing but the defaults)
+        f"resource_query_filters_file = {lay.api_paste.with_name('resource_filters.json')}",
         f"osapi_volume_listen = {LOOPBACK}",
         f"osapi_volume_listen_port = {lay.ports.api}",
         "osapi_volume_workers = 1",

@@ -53,12 +53,14 @@ RESULTS_SCRIPT = Path(__file__).with_name("tempest_results.py")
 #: client in ``setup_clients`` unconditionally, which tempest's client manager only has with
 #: ``[service_available] glance = True``: without it the whole class errors. So tempest.conf says glance
 #: is there and what would use it is excluded here: tests tagged ``image`` (``@utils.services('image')``)
-#: and the classes that check ``service_available.glance`` themselves.
+#: the classes that check ``service_available.glance`` themselves, and ``test_volume_extend``, which
+#: makes its volume from ``[compute] image_ref`` untagged.
 NEEDS_GLANCE = (
     r"(\[[^]]*\bimage\b[^]]*\]"
     r"|tempest\.api\.volume\.test_image_metadata\."
     r"|cinder_tempest_plugin\.api\.volume\.test_create_from_image\."
-    r"|CreateVolumesFromImageTest)"
+    r"|CreateVolumesFromImageTest"
+    r"|VolumesExtendTest\.test_volume_extend\[)"
 )
 
 

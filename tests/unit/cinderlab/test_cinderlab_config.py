@@ -56,6 +56,10 @@ def test_cinder_conf_one_backend_per_node_on_loopback(tmp_path: Path) -> None:
     assert d["osapi_volume_listen"] == LOOPBACK and d["osapi_volume_listen_port"] == str(lay.ports.api)
     assert d["transport_url"] == f"rabbit://zfs-backend:pw@127.0.0.1:{lay.ports.amqp}/"
     assert d["enabled_backends"] == "zfs-node1,zfs-node2"
+    # cinder's own list filters, not /etc/cinder's (absent: every list call logged an ERROR)
+    assert d["resource_query_filters_file"] == str(
+        tmp_path / "venv" / "etc" / "cinder" / "resource_filters.json"
+    )
     sock = tmp_path / "cinder" / "run" / "mariadb.sock"
     assert conf["database"]["connection"] == (
         f"mysql+pymysql://cinder:dbpw@localhost/cinder?unix_socket={sock}&charset=utf8mb4"
