@@ -39,6 +39,7 @@ __all__ = [
     "REGEX",
     "adapter_methods",
     "features",
+    "skip_table",
     "summary",
     "tempest_conf",
 ]
@@ -174,6 +175,24 @@ def summary(results: list[dict[str, Any]]) -> tuple[int, int, int]:
     return c["success"] + c["xfail"], c["fail"] + c["uxsuccess"], c["skip"]
 
 
+def skip_table(results: list[dict[str, Any]]) -> str:
+    """The skips as a markdown table: reason, how many, which (classes skipped whole show as
+    ``Class (setUpClass)``)."""
+    by: dict[str, list[str]] = {}
+    for r in results:
+        if r["status"] == "skip":
+            tid = str(r["id"]).split("[", 1)[0]
+            if tid.startswith("setUpClass ("):
+                tid = tid[len("setUpClass (") : -1].rsplit(".", 1)[-1] + " (whole class)"
+            else:
+                tid = ".".join(tid.rsplit(".", 2)[-2:])
+            by.setdefault(r["reason"] or "(no reason given)", []).append(tid)
+    rows = ["| skipped | reason (tempest's words) | tests |", "|---|---|---|"]
+    for reason, tests in sorted(by.items(), key=lambda kv: -len(kv[1])):
+        rows.append(f"| {len(tests)} | {reason.replace('|', '/')} | {', '.join(sorted(tests))} |")
+    return "\n".join(rows) + "\n"
+
+
 def _write_private(path: Path, text: str) -> None:
     fd = private_open(path, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(fd, "w") as f:
@@ -247,6 +266,7 @@ def run(argv: list[str] | None = None) -> int:
         subprocess.run(cmd, cwd=work, env=env, check=False)
         found = results(args.venv, work)
         _write_private(work / "results.json", json.dumps(found, indent=1))
+        _write_private(work / "skips.md", skip_table(found))
     except ZfsBackendError as e:
         print(f"tempest: {e}", file=sys.stderr)
         return e.exit_code

@@ -14,6 +14,7 @@ from zfs_backend.cinderlab.tempest import (
     REGEX,
     adapter_methods,
     features,
+    skip_table,
     summary,
     tempest_conf,
 )
@@ -89,3 +90,20 @@ def test_glance_tests_are_excluded_and_nothing_else() -> None:
 def test_summary_counts_an_unexpected_success_as_a_failure() -> None:
     found = [{"status": s} for s in ("success", "success", "skip", "fail", "uxsuccess", "xfail")]
     assert summary(found) == (3, 2, 1)
+
+
+def test_skip_table_groups_by_reason() -> None:
+    found = [
+        {
+            "id": "setUpClass (tempest.api.volume.admin.test_x.BackupTest)",
+            "status": "skip",
+            "reason": "no backup",
+        },
+        {"id": "tempest.api.volume.test_y.YTest.test_a[id-1]", "status": "skip", "reason": "no backup"},
+        {"id": "tempest.api.volume.test_y.YTest.test_b[id-2]", "status": "skip", "reason": "needs nova"},
+        {"id": "tempest.api.volume.test_y.YTest.test_c[id-3]", "status": "success", "reason": ""},
+    ]
+    assert skip_table(found).splitlines()[2:] == [
+        "| 2 | no backup | BackupTest (whole class), YTest.test_a |",
+        "| 1 | needs nova | YTest.test_b |",
+    ]
