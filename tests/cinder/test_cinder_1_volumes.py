@@ -159,17 +159,16 @@ def test_volume_lifecycle_with_data_through_nfs(
     assert node_state(nodes) == state
     # a snapshot with a volume made from it: Cinder's volumes from a snapshot are independent of it, so
     # its delete succeeds (tempest deletes such snapshots and waits for them to go); on the node its data
-    # stays, as the internal @clone-<id>, while the volume made from it lives
+    # stays, destroyed deferred (zfs destroy -d: defer_destroy), while the volume made from it lives
     cinder.call("volume_snapshots.delete", s["id"])
     cinder.wait_gone("volume_snapshots", s["id"])
-    names = cinder_datasets(nodes)[node]
-    assert f"{ds_a}@snapshot-{s['id']}" not in names and f"{ds_a}@clone-{s['id']}" in names
+    assert f"{ds_a}@snapshot-{s['id']}" in cinder_datasets(nodes)[node]
 
     # terminate_connection revokes the grant
     cinder.call("volumes.terminate_connection", a["id"], connector(lab))
     assert node_state(nodes)[node]["exports"][ds_a] == []
 
-    # deletes in dependency order: the volume from the snapshot (its origin, @clone-<snapshot id>, goes
+    # deletes in dependency order: the volume from the snapshot (its origin, destroyed deferred, goes
     # with it), the clone, the volume
     for kind, oid in (("volumes", b["id"]), ("volumes", cl["id"])):
         cinder.call(f"{kind}.delete", oid)

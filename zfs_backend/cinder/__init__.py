@@ -8,7 +8,7 @@ dataclasses by their (identical) field names (a volume's storage by its ``name_i
 ``volume.name``), and this project's errors to Cinder's exceptions
 (``VolumeIsBusy`` / ``SnapshotIsBusy`` for a refused delete, which Cinder's manager handles; a
 snapshot with volumes made from it is not refused but deleted deferred, as Cinder's contract wants:
-renamed to the internal ``@clone-<snapshot id>`` on the node until its last clone goes;
+destroyed deferred on the node (``zfs destroy -d``: ZFS destroys it with its last clone);
 ``InvalidConfigurationValue`` for bad options; ``VolumeBackendAPIException`` for anything else).
 Options, in the backend's section (or ``[backend_defaults]``)::
 
