@@ -12,6 +12,7 @@ from zfs_backend.cinderlab.keystone import Account
 from zfs_backend.cinderlab.tempest import (
     NEEDS_GLANCE,
     REGEX,
+    SUBSETS,
     adapter_methods,
     features,
     skip_table,
@@ -107,3 +108,38 @@ def test_skip_table_groups_by_reason() -> None:
         "| 2 | no backup | BackupTest (whole class), YTest.test_a |",
         "| 1 | needs nova | YTest.test_b |",
     ]
+
+
+def test_the_dependency_tests_run_without_their_image_ones() -> None:
+    """enable_volume_image_dep_tests gates test_volume_from_snapshot_cascade_delete (the deferred snapshot
+    delete, then the volume's: its clone promoted) and the plugin's image ones, which stay excluded."""
+    f = features({"create_volume_from_snapshot"}, ["a"], set())
+    assert f["enable_volume_image_dep_tests"] and f["volume_image_dep_tests"]
+    assert not features(set(), ["a"], set())["enable_volume_image_dep_tests"]
+    image = (
+        "cinder_tempest_plugin.api.volume.test_volume_dependency.VolumeImageDependencyTests"
+        ".test_image_volume_dependencies_1[id-7a9fba78-2e4b-42b1-9898-bb4a60685320,image,volume]"
+    )
+    assert re.search(NEEDS_GLANCE, image)
+
+
+def test_the_ci_subset_is_the_adapters_calls_among_the_volume_tests() -> None:
+    ci = SUBSETS["ci"]
+    run = [
+        "tempest.api.volume.test_volumes_get.VolumesGetTest.test_volume_create_get_update_delete[id-27,smoke]",
+        "tempest.api.volume.test_volumes_clone.VolumesCloneTest.test_create_from_volume[id-1]",
+        "tempest.api.volume.test_volumes_extend.VolumesExtendTest.test_volume_extend_when_volume_has_snapshot[id-4]",
+        "tempest.api.volume.test_volume_delete_cascade.VolumesDeleteCascade.test_volume_from_snapshot_cascade_delete[id-5]",
+        "tempest.api.volume.admin.test_volume_retype.VolumeRetypeWithMigrationTest.test_available_volume_retype[id-6]",
+        "cinder_tempest_plugin.api.volume.test_volume_dependency.VolumeDependencyTests.test_delete_dep_chain[id-7]",
+        "cinder_tempest_plugin.api.volume.test_multiple_volume_from_resource.CreateVolumesFromSnapshotTest.test_x[id-8]",
+        "cinder_tempest_plugin.api.volume.test_multiple_volume_from_resource.CreateVolumesFromSourceVolumeTest.t[id-9]",
+    ]
+    not_run = [
+        "tempest.api.volume.test_volumes_list.VolumesListTestJSON.test_volume_list[id-0b,smoke]",
+        "tempest.api.volume.test_volumes_get.VolumesSummaryTest.test_show_volume_summary[id-10]",
+        "tempest.api.volume.admin.test_volume_retype.VolumeRetypeWithoutMigrationTest.test_x[id-11]",
+        "cinder_tempest_plugin.api.volume.test_multiple_volume_from_resource.CreateVolumesFromImageTest.t[id-12]",
+    ]
+    assert all(re.search(ci, t) and re.search(REGEX, t) for t in run)
+    assert not any(re.search(ci, t) for t in not_run)
