@@ -48,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help=f"restart a stream after this long without a byte moved (default {DEFAULT_STALL_TIMEOUT_S:g})",
     )
     p.add_argument("--cipher", help="OpenSSH cipher for the stream (default aes128-gcm@openssh.com)")
+    p.add_argument(
+        "--compress",
+        action="store_true",
+        help="zstd on the wire (for slow links; costs CPU, nothing gained on data that does not compress)",
+    )
     p.add_argument("--detach", action="store_true", help="print the activity id and return")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_replicate, quick_exit=True)
@@ -68,6 +73,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         recursive=args.recursive,
         properties=args.properties,
         cipher=args.cipher,
+        compress=args.compress,
         settings=settings,
         extra_params=None if args.stall_timeout is None else {"stall_timeout_s": args.stall_timeout},
     )

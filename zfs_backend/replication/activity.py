@@ -49,6 +49,7 @@ from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
+from .compress import check_codec, pack_argv, unpack_argv
 from .estimate import check_space, estimate_send
 from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
 from .remote import DestinationTree, RemoteReceiver
@@ -204,6 +205,8 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
         conflict = running_conflict(self.ctx.store.non_terminal(), self.request, own_id=self.id)
         if conflict is not None:
             raise conflict.error()
+        if self.request.compress:
+            check_codec(self.request.compress, self.ctx.peer_agent, self.request.destination_node)
         super().prepare()
 
     def plan(self) -> None:
@@ -294,9 +297,11 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
         spec = RecvSpec(
             target=self.request.destination, resumable=bool(ks.get("resumable")), set_properties=props
         )
-        return Endpoint(
-            self._peer, spec.argv(dialect_for_recv(ks)), counts_network=not self._peer.stream_multiplex
-        )
+        argv = spec.argv(dialect_for_recv(ks))
+        codec = self.request.compress
+        if codec:  # compressed after the relay (which counts the stream's bytes), unpacked by peer-exec
+            return Endpoint(self._local, pack_argv(codec, self._peer.stream_argv(unpack_argv(codec, argv))))
+        return Endpoint(self._peer, argv, counts_network=not self._peer.stream_multiplex)
 
     def on_success(self) -> None:
         targets = {str(k): int(v) for k, v in self.kind_state.get("target_guids", {}).items()}

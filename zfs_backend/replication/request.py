@@ -19,6 +19,7 @@ from ..activity.relay import MAX_BWLIMIT_BPS
 from ..errors import InvalidName, UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot, validate_node
 from .ciphers import DEFAULT_CIPHER, validate_cipher
+from .compress import validate_codec
 from .wire import validate_grant
 
 __all__ = ["KIND", "TUNING_PARAMS", "Request"]
@@ -64,6 +65,7 @@ _PARAM_KEYS = frozenset(
         "properties",
         "bwlimit_bps",
         "cipher",
+        "compress",
         "grant",
     }
 )
@@ -85,6 +87,8 @@ class Request:
     properties: bool = False
     bwlimit_bps: int | None = None
     cipher: str = DEFAULT_CIPHER
+    #: the stream's codec on the wire (``replication.compress``), None: as ``zfs send`` wrote it
+    compress: str | None = None
     #: the destination's grant for this work (``replication.grants``), presented on every ``recv.*`` call
     grant: str | None = None
 
@@ -95,6 +99,10 @@ class Request:
         validate_node(self.destination_node)
         object.__setattr__(self, "incremental_from", _short_snap(self.incremental_from))
         validate_cipher(self.cipher)
+        try:
+            validate_codec(self.compress)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         if self.grant is not None:
             validate_grant(self.grant)
         if self.bwlimit_bps is not None and (
@@ -117,7 +125,7 @@ class Request:
 
     def to_params(self) -> dict[str, Any]:
         """The params; ``grant`` only when there is one (the controller adds it at the start)."""
-        return {
+        params = {
             "snapshot": str(self.snapshot),
             "source_node": self.source_node,
             "destination_node": self.destination_node,
@@ -131,6 +139,7 @@ class Request:
             "bwlimit_bps": self.bwlimit_bps,
             "cipher": self.cipher,
         } | ({"grant": self.grant} if self.grant is not None else {})
+        return params | ({"compress": self.compress} if self.compress else {})  # absent: any agent takes it
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], *, also: frozenset[str] = frozenset()) -> Request:
@@ -165,6 +174,7 @@ class Request:
             incremental_from=p.get("incremental_from"),
             bwlimit_bps=bw,
             cipher=p.get("cipher") or DEFAULT_CIPHER,
+            compress=p.get("compress"),
             grant=p.get("grant"),
             **flags,
         )
