@@ -62,6 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help=f"restart a stream after this long without a byte moved (default {DEFAULT_STALL_TIMEOUT_S:g})",
     )
     p.add_argument("--cipher", help="OpenSSH cipher for the stream (default aes128-gcm@openssh.com)")
+    p.add_argument(
+        "--compress",
+        action="store_true",
+        help="zstd on the wire (for slow links; costs CPU, nothing gained on data that does not compress)",
+    )
     p.add_argument("--detach", action="store_true", help="print the activity id and return")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_replicate, quick_exit=True)
@@ -82,6 +87,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         recursive=args.recursive,
         properties=args.properties,
         cipher=args.cipher,
+        compress=args.compress,
         settings=settings,
         parallel=getattr(args, "parallel", 1),
         raw=getattr(args, "raw", False),

@@ -51,6 +51,7 @@ from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
+from .compress import check_codec
 from .cursor import cursor_prefix, keep_cursor, relationship_bookmarks
 from .estimate import check_space, estimate_send
 from .parallel import ParallelStreams
@@ -213,6 +214,8 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         conflict = running_conflict(self.ctx.store.non_terminal(), self.request, own_id=self.id)
         if conflict is not None:
             raise conflict.error()
+        if self.request.compress:
+            check_codec(self.request.compress, self.ctx.peer_agent, self.request.destination_node)
         super().prepare()
 
     def plan(self) -> None:
@@ -311,9 +314,7 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         spec = RecvSpec(
             target=self.request.destination, resumable=bool(ks.get("resumable")), set_properties=props
         )
-        return Endpoint(
-            self._peer, spec.argv(dialect_for_recv(ks)), counts_network=not self._peer.stream_multiplex
-        )
+        return self._recv_endpoint(spec.argv(dialect_for_recv(ks)))
 
     def on_success(self) -> None:
         targets = {str(k): int(v) for k, v in self.kind_state.get("target_guids", {}).items()}

@@ -119,6 +119,7 @@ def snapshot_replicate(
     recursive: bool = False,
     properties: bool = False,
     cipher: str | None = None,
+    compress: bool = False,
     settings: Settings | None = None,
     node_for: Callable[[str], AgentNode] | None = None,
     extra_params: dict[str, Any] | None = None,
@@ -134,6 +135,7 @@ def snapshot_replicate(
     ``bwlimit``: bytes/s (int, or ``"20M"``). ``rollback_destination``: allow discarding the
     destination's snapshots and changes after the common base. ``recursive``: ``send -R``.
     ``properties``: ``send -p``. ``cipher``: OpenSSH cipher (default: ``Settings.ssh_cipher``).
+    ``compress``: zstd on the wire (``replication.compress``; for slow links and data that compresses).
     ``parallel``: with ``recursive``, the tree's datasets this many at a time (one stream each).
     ``raw``: ``send -w``, only of an encrypted dataset (the key never leaves the source, see
     ``replication.raw``); refused otherwise.
@@ -155,6 +157,7 @@ def snapshot_replicate(
         recursive=recursive,
         properties=properties,
         cipher=cipher or s.ssh_cipher or DEFAULT_CIPHER,
+        compress="zstd" if compress else None,
         parallel=parallel,
         raw=raw,
     )

@@ -19,6 +19,7 @@ from ..activity.relay import MAX_BWLIMIT_BPS
 from ..errors import InvalidName, UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot, validate_node
 from .ciphers import DEFAULT_CIPHER, validate_cipher
+from .compress import validate_codec
 from .wire import validate_grant
 
 __all__ = ["KIND", "TUNING_PARAMS", "Request"]
@@ -64,6 +65,7 @@ _PARAM_KEYS = frozenset(
         "properties",
         "bwlimit_bps",
         "cipher",
+        "compress",
         "grant",
         "parallel",
         "raw",
@@ -89,6 +91,8 @@ class Request:
     properties: bool = False
     bwlimit_bps: int | None = None
     cipher: str = DEFAULT_CIPHER
+    #: the stream's codec on the wire (``replication.compress``), None: as ``zfs send`` wrote it
+    compress: str | None = None
     #: the destination's grant for this work (``replication.grants``), presented on every ``recv.*`` call
     grant: str | None = None
     #: a recursive tree's datasets replicated this many at a time, one stream each (1: one ``send -R``)
@@ -103,6 +107,10 @@ class Request:
         validate_node(self.destination_node)
         object.__setattr__(self, "incremental_from", _short_snap(self.incremental_from))
         validate_cipher(self.cipher)
+        try:
+            validate_codec(self.compress)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         if self.grant is not None:
             validate_grant(self.grant)
         if self.bwlimit_bps is not None and (
@@ -153,6 +161,7 @@ class Request:
             | ({"grant": self.grant} if self.grant is not None else {})
             | ({"parallel": self.parallel} if self.parallel != 1 else {})
             | ({"raw": True} if self.raw else {})
+            | ({"compress": self.compress} if self.compress else {})  # absent: any agent takes it
         )
 
     @classmethod
@@ -195,6 +204,7 @@ class Request:
             incremental_from=p.get("incremental_from"),
             bwlimit_bps=bw,
             cipher=p.get("cipher") or DEFAULT_CIPHER,
+            compress=p.get("compress"),
             grant=p.get("grant"),
             parallel=p.get("parallel", 1),
             **flags,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..activity.stream import Endpoint
 from ..errors import ReplicationConflict
 from ..zfs.models import Snapshot
+from .compress import pack_argv, unpack_argv
 from .plan import Plan
 from .resume import planned_chain, resume_mismatch
 from .tree_plan import TreeJob, job_specs, tree_jobs
@@ -73,6 +74,14 @@ class RestartOps:
             self, src: dict[str, list[Snapshot]], dst: DestinationTree, *, restart: bool
         ) -> Plan: ...
         def _result(self) -> dict[str, Any]: ...
+
+    def _recv_endpoint(self, argv: list[str]) -> Endpoint:
+        """Where a stream goes: ``zfs receive argv`` through the peer, or, with ``compress``, packed
+        after the relay (which counts the stream's own bytes) and unpacked by the peer's ``peer-exec``."""
+        codec = self.request.compress
+        if codec:
+            return Endpoint(self._local, pack_argv(codec, self._peer.stream_argv(unpack_argv(codec, argv))))
+        return Endpoint(self._peer, argv, counts_network=not self._peer.stream_multiplex)
 
     @property
     def _where(self) -> str:
@@ -209,8 +218,6 @@ class RestartOps:
                 resumable=bool(ks.get("resumable")),
                 read_only=bool(ks.get("recv_properties")),
             )
-            cons = Endpoint(
-                self._peer, recv.argv(dialect_for_recv(ks)), counts_network=not self._peer.stream_multiplex
-            )
+            cons = self._recv_endpoint(recv.argv(dialect_for_recv(ks)))
             out.append((job, Endpoint(self._local, self._src.send_argv(send)), cons))
         return out

@@ -180,14 +180,17 @@ class Zfs:
         *,
         dependents: bool = False,
         missing_ok: bool = False,
+        defer: bool = False,
     ) -> None:
-        """Destroy ``name`` (-r: with children/snapshots; ``dependents`` -R: with clones too).
+        """Destroy ``name`` (-r: with children/snapshots; ``dependents`` -R: with clones too; ``defer``
+        -d: a snapshot with clones is marked ``defer_destroy`` and ZFS destroys it with its last clone).
 
         "dataset is busy" is retried until ``deadline`` seconds have passed: right after a receive,
         zfs-fuse reports busy for about a second. ``missing_ok``: a missing name is not an error.
         """
         _expect(name, DatasetName, SnapshotName, BookmarkName)
-        argv = ["zfs", "destroy", *(["-r"] if recursive else []), *(["-R"] if dependents else []), str(name)]
+        flags = [*(["-r"] if recursive else []), *(["-R"] if dependents else []), *(["-d"] if defer else [])]
+        argv = ["zfs", "destroy", *flags, str(name)]
         start = self._clock()
         delay = 0.05
         attempt = 0

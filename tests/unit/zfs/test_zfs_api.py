@@ -210,6 +210,7 @@ def test_verbs_argv(scripted_host: Scripted) -> None:
         ("zfs", "unmount", "-f", "tank/a"): OK,
         ("zfs", "mount", "tank/a"): OK,
         ("zfs", "destroy", "-R", "tank/a@s1"): OK,
+        ("zfs", "destroy", "-d", "tank/a@s1"): OK,
     }
     z, host = fuse(scripted_host, table)
     z.snapshot(S1, recursive=True)
@@ -221,6 +222,7 @@ def test_verbs_argv(scripted_host: Scripted) -> None:
     z.unmount(A, force=True)
     z.mount(A)
     z.destroy(S1, dependents=True)
+    z.destroy(S1, defer=True)
     assert [c for c in host.calls] == list(table)
     with pytest.raises(UsageError):
         z.rename(S1, parse_snapshot("tank/b@s1"))
