@@ -156,11 +156,21 @@ def setup_root(layout: LabLayout, node: NodeLayout, project_dir: str) -> None:
 
 
 def teardown_ns_files(layout: LabLayout, node: NodeLayout) -> None:
+    """Unmount the node's namespace files (every mount stacked on one: an interrupted ``lab up`` can
+    leave two) and remove them; a file that stays busy is a ``LabError`` naming it, never a traceback."""
     for f in (mount_ns_file(layout, node), uts_ns_file(layout, node)):
-        if _is_mountpoint(f):
+        for _ in range(8):
+            if not _is_mountpoint(f):
+                break
             subprocess.run(["umount", "-l", str(f)], check=False, capture_output=True)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             f.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise LabError(
+                f"{node.name}: cannot remove {f}: {e.strerror} (still mounted? see `findmnt {f}`)"
+            ) from None
 
 
 def _ns_inode(path: str | Path) -> int | None:
