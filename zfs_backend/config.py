@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .node_sockets import PEER_SOCKET_NAME, agent_socket_path
 
 __all__ = ["Settings", "load_env_file", "load_settings"]
 
@@ -85,7 +86,7 @@ class Settings:
 
     @property
     def peer_socket(self) -> Path:
-        return self.agent_socket.with_name("peer.sock")
+        return self.agent_socket.with_name(PEER_SOCKET_NAME)
 
 
 def _int(env: dict[str, str] | os._Environ[str], key: str, default: int, high: int) -> int:
@@ -107,7 +108,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         inventory=Path(e.get("ZFS_BACKEND_INVENTORY", str(home / "lab" / "inventory.yml"))),
         lab_network=e.get("ZFS_BACKEND_LAB_NETWORK", DEFAULT_LAB_NETWORK),
         ssh_cipher=e.get("ZFS_BACKEND_SSH_CIPHER", "aes128-gcm@openssh.com"),
-        agent_socket=Path(e.get("ZFS_BACKEND_AGENT_SOCKET", "/run/zfs-backend/agent.sock")),
+        agent_socket=Path(agent_socket_path(e)),
         ssh_persist_s=_int(e, "ZFS_BACKEND_SSH_PERSIST", 600, 7 * 86400),
         flow_persistence=e.get("ZFS_BACKEND_FLOW_DB", ""),
         jobboard=e.get("ZFS_BACKEND_JOBBOARD", ""),

@@ -1,8 +1,9 @@
 """``cinder migrate`` and ``cinder failover-host`` through the real services: the driver's
 ``migrate_volume`` (a ``migrate`` activity) and ``failover_host`` with ``replication_device``
 (replication v2.1). Both land the volume under the destination backend's own parent dataset
-(``zfs_backend_parent``, not the inventory's default). The failover runs last: it leaves node1's
-backend failed over to node2, serving from there.
+(``zfs_backend_parent``, not the inventory's default). The failover runs last: node1's backend fails
+over to node2, serves from there, fails back (``--backend_id default``) with the bytes written meanwhile
+(checksums), then is frozen (``cinder freeze-host``: a snapshot refused) and thawed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cinder_helpers import (
     STANDBY,
     TIMEOUT,
     Cinder,
+    CinderError,
     backend_of,
     cinder_datasets,
     connect,
@@ -169,11 +171,55 @@ def test_cinder_failover_host_fails_replicated_volumes_over_to_the_standby(
     with mount(conn) as c:
         assert len(c.pread("/volume", 0, 4096)) == 4096
     cinder.call("volumes.terminate_connection", vol["id"], connector(lab))
-    # the backend stays failed over (this test runs last) and deletes from the standby now
+    # written on the standby while failed over, then back (cinder failover-host --backend_id default):
+    # the primary's copy brought up to date from the standby and promoted, the same bytes there
+    with mount(connect(cinder, lab, vol["id"])) as c:
+        c.pwrite("/volume", 1 << 20, os.urandom(2 << 20))
+    cinder.call("volumes.terminate_connection", vol["id"], connector(lab))
+    want = volume_file_sha(nodes[standby], vol["id"])
+    host = f"{HOST}@{backend_name(primary)}"
+    cinder.call("services.failover_host", host, "default")
+    until(
+        "the backend to fail back",
+        lambda: any(
+            s["host"] == host and not s.get("active_backend_id") and s.get("replication_status") == "enabled"
+            for s in cinder.call("services.list", binary="cinder-volume")
+        ),
+    )
+    back = until(
+        "the volume to be enabled again",
+        lambda: (v := cinder.volume(vol["id"]))["replication_status"] == "enabled" and v,
+    )
+    assert back["status"] == "available", back
+    assert volume_file_sha(nodes[primary], vol["id"]) == want  # the data, on the primary again
+    assert ds_name not in node_state(nodes)[standby]["exports"]  # the standby's copy: unexported
+    conn = connect(cinder, lab, vol["id"])
+    address = load_inventory(lab_settings.inventory).node(primary).address
+    assert conn["data"]["export"].startswith(f"{address}:"), conn
+    with mount(conn) as c:  # writable on the primary
+        c.pwrite("/volume", 0, b"z" * 4096)
+    cinder.call("volumes.terminate_connection", vol["id"], connector(lab))
+    # cinder freeze-host: Cinder refuses management of the backend's volumes; thaw-host: allowed again
+    cinder.call("services.freeze_host", host)
+    until(
+        "the backend to be frozen",
+        lambda: any(s["host"] == host and s.get("frozen") for s in cinder.call("services.list")),
+    )
+    try:
+        cinder.call("volume_snapshots.create", vol["id"])
+        refused = None
+    except CinderError as e:
+        refused = e
+    assert refused is not None and refused.code == 400, refused
+    cinder.call("services.thaw_host", host)
+    until(
+        "the backend to be thawed",
+        lambda: any(s["host"] == host and not s.get("frozen") for s in cinder.call("services.list")),
+    )
     cinder.call("volume_snapshots.delete", snap["id"])
     cinder.wait_gone("volume_snapshots", snap["id"])
     cinder.call("volumes.delete", vol["id"])
     cinder.wait_gone("volumes", vol["id"])
-    assert f"{CINDER_PARENT}/volume-{vol['id']}" not in cinder_datasets(nodes)[standby]
-    # the old primary's fenced copy: the test removes it
-    nodes[primary].run(["zfs", "destroy", "-r", ds_name], check=False)
+    assert f"{CINDER_PARENT}/volume-{vol['id']}" not in cinder_datasets(nodes)[primary]
+    # the standby's copy (read-only, unexported: kept by the failback): the test removes it
+    nodes[standby].run(["zfs", "destroy", "-r", ds_name], check=False)

@@ -300,7 +300,9 @@ def test_metrics_scraped_during_a_replication(
 )
 def test_top_in_tmux(lab: Lab, nodes: dict[str, SSHHost], lab_settings: Settings, names: list[str]) -> None:
     src = new_name(names)
-    write(nodes["node1"], src, "f", 24)
+    # 48 MiB at 1 MiB/s: the replication is still running when the keys below reach it on a loaded
+    # machine (24 MiB at 2 MiB/s once finished before the state filter came round to "running")
+    write(nodes["node1"], src, "f", 48)
     snapshot(nodes["node1"], src, "s1")
     session = f"top{uuid.uuid4().hex[:6]}"
     env = (
@@ -325,7 +327,7 @@ def test_top_in_tmux(lab: Lab, nodes: dict[str, SSHHost], lab_settings: Settings
     def keys(*k: str) -> None:
         subprocess.run(["tmux", "send-keys", "-t", session, *k], check=True)
 
-    with shaped(lab, "node1", 2):
+    with shaped(lab, "node1", 1):
         act = replicate(lab_settings, f"node1:{src}@s1", "node2")
         subprocess.run(
             [
@@ -353,6 +355,10 @@ def test_top_in_tmux(lab: Lab, nodes: dict[str, SSHHost], lab_settings: Settings
             until("state=cancelled")
             keys("F", "F", "F", "F")  # cancelling, failed, pending, running
             until("state=running")
+            deadline = time.monotonic() + 60  # the running row in the table (the message names it too)
+            while not any(ln.startswith("│") and act.id[:22] in ln for ln in screen().splitlines()):
+                assert time.monotonic() < deadline, screen()
+                time.sleep(0.3)
             keys("x")
             until("rolls it back)? y/n")
             keys("y")
@@ -399,7 +405,11 @@ def test_migrate_from_the_command_line(
         before = file_sha(svc, name)
         old = svc.driver("node1")._dataset(svc.get_volume(name).model())
         argv = ["volume", "migrate", name, "--to", "node2"] + (["--detach"] if detach else [])
+        t0 = time.monotonic()
         r = cli(lab_settings, *argv)
+        print(
+            f"volume migrate{' --detach' if detach else ''}: {time.monotonic() - t0:.2f} s {r.stdout[-80:]}"
+        )
         assert r.returncode == 0, (r.stdout, r.stderr)
         if detach:
             assert r.stdout.strip().startswith("act-"), r.stdout

@@ -56,3 +56,15 @@ def test_replica_roots_are_comma_separated_datasets() -> None:
 def test_a_bad_root_is_refused_in_one_line(bad: str) -> None:
     with pytest.raises(ConfigError, match="ZFS_BACKEND_REPLICA_ROOTS"):
         load_settings({"ZFS_BACKEND_REPLICA_ROOTS": bad})
+
+
+@pytest.mark.parametrize("env", [{}, {"ZFS_BACKEND_AGENT_SOCKET": "/srv/zb/agent.sock"}])
+def test_the_forced_command_finds_the_peer_socket_where_the_agent_listens(env: dict[str, str]) -> None:
+    """peer-exec reads the socket path without config (node_sockets); both must agree."""
+    from pathlib import Path
+
+    from zfs_backend.node_sockets import agent_socket_path, peer_socket_path
+
+    s = load_settings(env)
+    assert Path(agent_socket_path(env)) == s.agent_socket
+    assert Path(peer_socket_path(env)) == s.peer_socket

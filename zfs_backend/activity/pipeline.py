@@ -6,7 +6,8 @@ persists the counter, the checkpoint and the resources every ``persist_interval_
 the progress a caller sees is always persisted and never goes backwards.
 
 The kind's side of the contract (hooks, tunables) is ``hooks.PipelineHooks``; one stream's processes
-and pipes are ``stream.StreamRun``. This module runs the attempts: retries, suspend, cancel, persistence.
+and pipes are ``stream.StreamRun``; the live bandwidth limit and the stall watchdog are ``live.LiveControls``.
+This module runs the attempts: retries, suspend, cancel, persistence.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from ..errors import ActivityNotFound, ZfsBackendError
 from .core import ActivityContext, LocalActivity
 from .hooks import PipelineHooks
+from .live import LiveControls
 from .procs import kill_process_group, reap_stale
 from .relay import Relay
 from .report import ActivityRecord, Progress, Resources
@@ -42,7 +44,7 @@ from .stream import Endpoint, StreamRun
 __all__ = ["Endpoint", "PipelineActivity"]
 
 
-class PipelineActivity(PipelineHooks, LocalActivity):
+class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
     """Abstract: subclasses provide at least ``build_producer`` and ``build_consumer``."""
 
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
@@ -254,6 +256,7 @@ class PipelineActivity(PipelineHooks, LocalActivity):
                 except (OSError, ZfsBackendError) as e:
                     return "failed", f"cannot start the pipeline: {e}", STATUS_FAILED
                 self._procs, self._relay = run.procs, run.relay
+                run.relay.set_rate(self._bwlimit())  # a limit set while the stream was being built
             self._cp["pids"] = run.pids()
             self._start_monitor(run)
             self._persist()
@@ -286,10 +289,6 @@ class PipelineActivity(PipelineHooks, LocalActivity):
                     mon.add_exited(pid, ctime, cpu)
         return [rc for rc, _cpu in exits]
 
-    def _bwlimit(self) -> float | None:
-        v = self.params.get("bwlimit_bps", self.bwlimit_bps)
-        return float(v) if v else None
-
     def _start_monitor(self, run: StreamRun) -> None:
         procs, prod, cons = run.procs, run.producer, run.consumer
         if self._monitor is None:
@@ -318,6 +317,7 @@ class PipelineActivity(PipelineHooks, LocalActivity):
         while not stop.wait(self.persist_interval_s):
             try:
                 self._persist()
+                self._watch_stall()
                 self.on_tick()
             except Exception:
                 self.ctx.log.exception("activity %s: progress not persisted", self.id)

@@ -9,6 +9,10 @@
   on full pipes and stay); ``pause(wait=…)`` returns once the chunk in flight, if any, has landed.
 * Optional token-bucket bandwidth limit (bytes/s), with chunks small enough to keep it smooth; a limit
   that is not a finite number up to ``MAX_BWLIMIT_BPS`` is refused (``UsageError``), never run.
+  ``set_rate()`` changes (or lifts) it while the relay runs: the next chunk obeys it, the stream goes on.
+* ``idle_s()``: seconds since a byte last moved while the relay ran unpaused (0 when paused, not yet
+  started or finished): what the stall watchdog reads. ``tear_down(reason)`` records why the stream was
+  torn down (the watchdog's words, reported by ``StreamRun.failure``) and stops the relay.
 * ``abort()`` makes the relay stop before its next chunk (cancel, agent shutdown).
 """
 
@@ -52,15 +56,20 @@ class Relay:
     def __init__(self, src: int, dst: int, *, chunk: int = CHUNK, bwlimit_bps: float | None = None) -> None:
         self.src = src
         self.dst = dst
-        if bwlimit_bps is not None and not (math.isfinite(bwlimit_bps) and bwlimit_bps <= MAX_BWLIMIT_BPS):
-            raise UsageError(f"bwlimit must be at most {MAX_BWLIMIT_BPS} bytes/s, not {bwlimit_bps!r}")
-        self.bwlimit_bps = bwlimit_bps if bwlimit_bps and bwlimit_bps > 0 else None
+        self._max_chunk = chunk
+        self._rate_lock = threading.Lock()
+        self.bwlimit_bps: float | None = None
         self.chunk = chunk
-        if self.bwlimit_bps:
-            # ~10 refills per second keeps the rate smooth; never below 4 KiB per move
-            self.chunk = max(4096, min(chunk, int(self.bwlimit_bps / 10)))
+        self._tokens = 0.0
+        self._last_refill = time.monotonic()
+        self.set_rate(bwlimit_bps)
+        self._tokens = float(self.chunk)
         self.count = 0
         self.error: str | None = None
+        #: why the stream was torn down from outside (the stall watchdog), None otherwise
+        self.torn_down: str | None = None
+        self._running = False
+        self._last_move = time.monotonic()
         self._use_splice = hasattr(os, "splice")
         self._gate = threading.Event()
         self._gate.set()
@@ -68,10 +77,31 @@ class Relay:
         self._busy = threading.Condition()
         self._in_flight = False
         self._closed = False
-        self._tokens = float(self.chunk)
-        self._last_refill = time.monotonic()
 
     # -- control (any thread) ---------------------------------------------------------------------
+    def set_rate(self, bwlimit_bps: float | None) -> None:
+        """Set the bandwidth limit (bytes/s; None or 0: none), also while ``run`` moves bytes: the
+        bucket keeps no more than one chunk of the new rate, so a lower limit holds from the next chunk."""
+        if bwlimit_bps is not None and not (math.isfinite(bwlimit_bps) and bwlimit_bps <= MAX_BWLIMIT_BPS):
+            raise UsageError(f"bwlimit must be at most {MAX_BWLIMIT_BPS} bytes/s, not {bwlimit_bps!r}")
+        rate = float(bwlimit_bps) if bwlimit_bps and bwlimit_bps > 0 else None
+        with self._rate_lock:
+            self.bwlimit_bps = rate
+            # ~10 refills per second keeps the rate smooth; never below 4 KiB per move
+            self.chunk = self._max_chunk if rate is None else max(4096, min(self._max_chunk, int(rate / 10)))
+            self._tokens = min(self._tokens, float(self.chunk))
+
+    def idle_s(self) -> float:
+        """Seconds since a byte last moved, counted only while running and not paused."""
+        if not self._running or self.paused:
+            return 0.0
+        return max(0.0, time.monotonic() - self._last_move)
+
+    def tear_down(self, reason: str) -> None:
+        """Stop the relay for ``reason`` (reported as the stream's failure); the caller kills the sides."""
+        self.torn_down = reason
+        self.abort()
+
     def pause(self, wait: float = 0.0) -> bool:
         """Stop moving bytes. With ``wait``, block until no chunk is in flight (True) or the wait ends."""
         self._gate.clear()
@@ -85,6 +115,7 @@ class Relay:
         return True
 
     def unpause(self) -> None:
+        self._last_move = time.monotonic()  # a suspended stream is not a stalled one
         self._gate.set()
 
     @property
@@ -97,6 +128,14 @@ class Relay:
 
     # -- the loop (the relay's thread) ------------------------------------------------------------
     def run(self) -> str:
+        self._last_move = time.monotonic()
+        self._running = True
+        try:
+            return self._loop()
+        finally:
+            self._running = False
+
+    def _loop(self) -> str:
         while True:
             if self._aborted:
                 return self.ABORTED
@@ -120,22 +159,27 @@ class Relay:
             if n == 0:
                 return self.EOF
             self.count += n
-            if self.bwlimit_bps:
-                self._tokens -= n
+            self._last_move = time.monotonic()
+            with self._rate_lock:
+                if self.bwlimit_bps:
+                    self._tokens -= n
 
     def _take_tokens(self) -> int:
-        if not self.bwlimit_bps:
-            return self.chunk
-        now = time.monotonic()
-        self._tokens = min(float(self.chunk), self._tokens + (now - self._last_refill) * self.bwlimit_bps)
-        self._last_refill = now
+        with self._rate_lock:
+            rate, chunk = self.bwlimit_bps, self.chunk
+            if not rate:
+                return chunk
+            now = time.monotonic()
+            self._tokens = min(float(chunk), self._tokens + (now - self._last_refill) * rate)
+            self._last_refill = now
+            tokens = self._tokens
         # Move in batches of ~20 ms worth of bytes (at least 4 KiB): waking up for every few hundred bytes
         # would spin the relay thousands of times a second and starve the agent's other threads.
-        batch = min(self.chunk, max(4096, int(self.bwlimit_bps * 0.02)))
-        if self._tokens < batch:
-            time.sleep(min(0.1, (batch - self._tokens) / self.bwlimit_bps + 0.001))
+        batch = min(chunk, max(4096, int(rate * 0.02)))
+        if tokens < batch:
+            time.sleep(min(0.1, (batch - tokens) / rate + 0.001))
             return 0
-        return int(self._tokens)
+        return int(tokens)
 
     def _move(self, want: int) -> int:
         if self._use_splice:

@@ -309,6 +309,15 @@ class ActivityStore:
             self._record_event(cur, activity_id, old, new, detail or error)
         return self.get(activity_id)
 
+    def note(self, activity_id: str, detail: str) -> None:
+        """An event that changes no state (e.g. the bandwidth limit changed, a stalled stream torn down):
+        recorded with the current state as both old and new."""
+        with self._tx() as cur:
+            row = cur.execute("SELECT state FROM activities WHERE id = ?", (activity_id,)).fetchone()
+            if row is None:
+                raise ActivityNotFound(f"no activity {activity_id}")
+            self._record_event(cur, activity_id, row[0], row[0], detail)
+
     def _record_event(
         self, cur: sqlite3.Cursor, activity_id: str, old: str | None, new: str, detail: str | None
     ) -> None:

@@ -100,7 +100,7 @@ class StreamRun:
         ``consumer_ends_stream``: the consumer knows where its stream ends and may exit before the
         producer's EOF reaches the relay, so a broken write to it is no failure when both exit 0."""
         ended = result == Relay.EOF or (result == Relay.BROKEN and consumer_ends_stream)
-        if ended and rcs == [0, 0]:
+        if ended and rcs == [0, 0] and not self.relay.torn_down:
             return None
         parts = []
         for name, rc, f in (("producer", rcs[0], self._perr), ("consumer", rcs[1], self._cerr)):
@@ -108,6 +108,8 @@ class StreamRun:
                 parts.append(f"{name} exited {rc}" + (f": {t}" if (t := stderr_tail(f)) else ""))
         if result == Relay.BROKEN and self.relay.error:
             parts.append(self.relay.error)
+        if self.relay.torn_down:  # the watchdog's reason first: the exits above are its doing
+            parts.insert(0, self.relay.torn_down)
         status = next((rc for rc in rcs if rc > 0), STATUS_FAILED)
         return "; ".join(parts) or "stream ended early", status
 

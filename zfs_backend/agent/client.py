@@ -83,6 +83,17 @@ class AgentClient:
     def cancel(self, activity_id: str) -> ActivityRecord:
         return ActivityRecord.from_dict(self.call("cancel", id=activity_id))
 
+    def set_bwlimit(self, activity_id: str, bwlimit_bps: int | None) -> ActivityRecord:
+        """Change the bandwidth limit of a running activity (None: no limit)."""
+        return ActivityRecord.from_dict(self.call("set", id=activity_id, bwlimit_bps=bwlimit_bps))
+
+    def events(self, activity_id: str) -> builtins.list[dict[str, Any]]:
+        return list(self.call("events", id=activity_id))
+
+    def holds(self, *, release_stale: bool = False) -> dict[str, Any]:
+        """The project's holds on this node, and those released (with ``release_stale``)."""
+        return dict(self.call("holds", release_stale=release_stale))
+
     def wait(self, activity_id: str, timeout: float | None = None) -> ActivityRecord:
         """Until terminal or ``timeout`` (None: forever), in round trips of at most 60 s."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -203,6 +214,12 @@ class RemoteActivity(BackendActivity):
 
     def cancel(self) -> None:
         self._set(self.client.cancel(self.id))
+
+    def set_bwlimit(self, bwlimit_bps: int | None) -> None:
+        self._set(self.client.set_bwlimit(self.id, bwlimit_bps))
+
+    def events(self) -> list[dict[str, Any]]:
+        return self.client.events(self.id)
 
     def resources(self) -> Resources:
         return self._fresh().resources

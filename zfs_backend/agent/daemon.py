@@ -259,11 +259,17 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return m.start(str(args.get("kind", "")), args.get("params") or {}).to_dict()
         if op == "list":
             return [r.to_dict() for r in m.list(args.get("state"))]
+        if op == "holds":
+            return m.holds(args.get("release_stale", False))
         aid = args.get("id")
         if not isinstance(aid, str) or not aid:
             raise ProtocolError(f"op {op!r} needs an activity id")
         if op == "get":
             return m.get(aid).to_dict()
+        if op == "events":
+            return m.events(aid)
+        if op == "set":
+            return m.set(aid, args).to_dict()
         if op == "wait":
             timeout = args.get("timeout")
             t = MAX_WAIT_S if timeout is None else min(float(timeout), MAX_WAIT_S)

@@ -20,7 +20,7 @@ from ..activity.core import ActivityContext, LocalActivity, PeerCaller, kind_fac
 from ..activity.report import ActivityRecord
 from ..activity.states import FAILED, STATUS_FAILED, TERMINAL, check_transition
 from ..activity.store import ActivityStore, new_activity_id
-from ..errors import ProtocolError, UsageError
+from ..errors import InvalidTransition, ProtocolError, UsageError
 from ..hosts.base import Host
 from ..replication import activity as _replicate_kind  # noqa: F401 - registers the "replicate" kind
 from ..replication import backup as _backup_kinds  # noqa: F401 - registers "backup" and "restore"
@@ -30,6 +30,7 @@ from ..replication import standby as _standby_kind  # noqa: F401 - registers the
 from ..replication.authority import PeerAuthority
 from ..replication.backupstore import BackupStore
 from ..replication.receiver import Receiver
+from .holds import HoldKeeper
 
 #: kinds an agent hosts only when started with ``--test-kinds``: the generic ``pipeline`` runs whatever
 #: argv its params name, which production nodes have no reason to offer
@@ -82,6 +83,7 @@ class ActivityManager:
                     )
                 except Exception:
                     self.log.exception("could not mark %s failed", rec.id)
+                self._release_holds_of(rec.id)
                 continue
             if not rec.self_restarting:
                 self.store.set_self_restarting(rec.id, True)
@@ -249,6 +251,24 @@ class ActivityManager:
         self._live_or_raise(activity_id, "cancel").cancel()
         return self.store.get(activity_id)
 
+    def set(self, activity_id: str, args: dict[str, Any]) -> ActivityRecord:
+        """Change a setting of a live activity (today: ``bwlimit_bps``, null to lift it)."""
+        unknown = sorted(set(args) - {"id", "bwlimit_bps"})
+        if unknown or "bwlimit_bps" not in args:
+            raise UsageError(
+                f"set takes bwlimit_bps (bytes/s or null), not {', '.join(unknown) or 'nothing'}"
+            )
+        act = self._live_or_raise(activity_id, "set")
+        setter = getattr(act, "set_bwlimit", None)
+        if setter is None:
+            raise UsageError(f"activity {activity_id} ({act.kind}) has no bandwidth limit to change")
+        setter(args["bwlimit_bps"])
+        return self.store.get(activity_id)
+
+    def events(self, activity_id: str) -> builtins.list[dict[str, Any]]:
+        self.store.get(activity_id)  # ActivityNotFound
+        return self.store.events(activity_id)
+
     def wait(self, activity_id: str, timeout: float | None = None) -> ActivityRecord:
         with self._lock:
             act = self._live.get(activity_id)
@@ -256,15 +276,42 @@ class ActivityManager:
             act.wait(timeout)
         return self.store.get(activity_id)
 
+    def holds(self, release_stale: object = False) -> dict[str, Any]:
+        """The project's holds on this node; with ``release_stale``, those no live owner keeps released
+        first (``agent.holds``)."""
+        if not isinstance(release_stale, bool):
+            raise UsageError("holds: release_stale must be true or false")
+        return self._hold_keeper().report(release_stale=release_stale)
+
     # -- helpers ----------------------------------------------------------------------------------
+    def _hold_keeper(self) -> HoldKeeper:
+        if self.receiver is None:
+            raise UsageError("this agent has no ZFS of its own to list holds on")
+        return HoldKeeper(self.receiver.zfs, self.store, self.receiver.claims)
+
+    def _release_holds_of(self, activity_id: str) -> None:
+        """An activity that ended without its own undo (failed at recovery): its holds go now."""
+        if self.receiver is None:
+            return
+        try:
+            for h in self._hold_keeper().release_stale(activity_id):
+                self.log.info("released hold %s on %s of %s", h.tag, h.snapshot, activity_id)
+        except Exception as e:
+            self.log.warning(
+                "holds of %s not released: %s (activity holds --release-stale will)", activity_id, e
+            )
+
     def _live_or_raise(self, activity_id: str, verb: str) -> LocalActivity:
         with self._lock:
             act = self._live.get(activity_id)
         if act is not None:
             return act
         rec = self.store.get(activity_id)  # ActivityNotFound
-        target = {"suspend": "suspended", "resume": "running", "cancel": "cancelling"}[verb]
-        check_transition(rec.state, target, activity_id, verb)  # terminal: InvalidTransition
+        if verb == "set" and rec.state in TERMINAL:
+            raise InvalidTransition(f"activity {activity_id} is {rec.state}: nothing to set")
+        target = {"suspend": "suspended", "resume": "running", "cancel": "cancelling"}.get(verb)
+        if target is not None:
+            check_transition(rec.state, target, activity_id, verb)  # terminal: InvalidTransition
         raise UsageError(f"activity {activity_id} is not hosted by this agent")
 
     def _reap(self) -> None:

@@ -38,11 +38,11 @@ import shlex
 import struct
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ..hosts.validate import validate_node_name
-from ..zfs.names import parse_dataset
+from ..node_sockets import peer_socket_path
+from ..zfs.namecheck import check_dataset_name
 
 __all__ = ["REFUSED", "check_stream_head", "main", "parse_request"]
 
@@ -78,10 +78,10 @@ def _receive_argv(args: Sequence[str]) -> list[str]:
     if len(rest) != 1:
         raise Refused("zfs receive takes exactly one dataset")
     try:
-        target = parse_dataset(rest[0])
+        target = check_dataset_name(rest[0])
     except Exception as e:
         raise Refused(str(e)) from None
-    return [*out, str(target)]
+    return [*out, target]
 
 
 def parse_request(command: str | None) -> tuple[str, list[str]]:
@@ -165,7 +165,7 @@ def read_stream_head(fd: int) -> bytes:
     return head
 
 
-def _ask(peer: str, request: dict[str, Any], socket_path: Path) -> dict[str, Any]:
+def _ask(peer: str, request: dict[str, Any], socket_path: str) -> dict[str, Any]:
     """``peer.admit`` on this node's agent, in a peer session of ``peer``. Raises ``Refused``."""
     import json
     import socket
@@ -174,7 +174,7 @@ def _ask(peer: str, request: dict[str, Any], socket_path: Path) -> dict[str, Any
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(socket_path))
+        sock.connect(socket_path)
         rest = say_hello(sock, peer)
         sock.sendall(json.dumps({"id": 1, "op": "peer.admit", "args": request}).encode() + b"\n")
         while b"\n" not in rest:
@@ -209,10 +209,12 @@ def _receive_argv_for(argv: list[str], admitted: dict[str, Any]) -> tuple[list[s
 
 
 def _relay_receive(zfs: str, argv: list[str]) -> int:
-    """Check the stream's first record, then run ``zfs receive`` on it: the head is written into a
-    1 MiB pipe and the rest spliced after it (stdin -> pipe, in the kernel)."""
-    head = read_stream_head(0)
-    check_stream_head(head)
+    """Run ``zfs receive`` on the stream once its first record is checked: the head is written into a
+    1 MiB pipe and the rest spliced after it (stdin -> pipe, in the kernel).
+
+    ``zfs receive`` is started first, reading the empty pipe, while the head is read and checked: its
+    start-up (tens of milliseconds on zfs-fuse) overlaps the stream's first bytes instead of following
+    them. It has read nothing when a refused head kills it, so a refusal leaves no trace on the node."""
     r, w = os.pipe()
     try:
         import fcntl
@@ -227,6 +229,16 @@ def _relay_receive(zfs: str, argv: list[str]) -> int:
         os.close(w)
         os.execv(zfs, [zfs, *argv])  # noqa: S606 - a validated argv, no shell
     os.close(r)
+    try:
+        head = read_stream_head(0)
+        check_stream_head(head)
+    except Refused:
+        import signal
+
+        os.kill(pid, signal.SIGKILL)
+        os.close(w)
+        os.waitpid(pid, 0)
+        raise
     try:
         view = memoryview(head)
         while view:
@@ -267,26 +279,24 @@ def main(environ: dict[str, str] | None = None, argv: Sequence[str] | None = Non
         peer = _peer_of(args)
         what, req = parse_request(env.get("SSH_ORIGINAL_COMMAND"))
         if what == "rpc-peer":
-            from ..config import load_settings
             from .rpc_bridge import bridge
 
-            return bridge(sys.stdin.buffer, sys.stdout.buffer, load_settings().peer_socket, hello=peer)
-        from ..config import load_settings
-
-        settings = load_settings()
+            return bridge(sys.stdin.buffer, sys.stdout.buffer, peer_socket_path(env), hello=peer)
         if what == "zfs":
-            admitted = _ask(peer, {"what": "receive", "dataset": req[-1]}, settings.peer_socket)
+            admitted = _ask(peer, {"what": "receive", "dataset": req[-1]}, peer_socket_path(env))
             zfs = _zfs()
             final, check = _receive_argv_for(req, admitted)
             if not check:
                 os.execv(zfs, [zfs, *final])  # noqa: S606 - a validated argv, no shell
             return _relay_receive(zfs, final)
-        _ask(peer, {"what": what, "volume": req[0], "backup": req[1]}, settings.peer_socket)
+        _ask(peer, {"what": what, "volume": req[0], "backup": req[1]}, peer_socket_path(env))
     except Refused as e:
         client = env.get("SSH_CLIENT", "?").split(" ")[0]
         print(f"zfs-backend peer-exec: refused by the peer ({client}): {e}", file=sys.stderr)
         return REFUSED
-    return _backup(what, req, settings.backup_dir)
+    from ..config import load_settings
+
+    return _backup(what, req, load_settings(dict(env)).backup_dir)
 
 
 def _backup(what: str, ids: list[str], root: object) -> int:

@@ -13,6 +13,10 @@ Ops and their ``args`` → ``result``:
     list      {"state"?: str}             → [record, …]
     get       {"id"}                      → record
     suspend   {"id"}                      → record      (likewise resume, cancel)
+    set       {"id", "bwlimit_bps": int|null} → record  (a running pipeline's limit, at once; null: none)
+    events    {"id"}                      → [{"seq", "at", "old", "new", "detail"}, …]
+    holds     {"release_stale"?: bool}    → {"holds": [hold, …], "released": [hold, …]}  (the project's
+                                            own holds on this node; see ``agent.holds``)
     wait      {"id", "timeout"?: seconds} → record      (returns at terminal or timeout; max 60 s)
     shutdown  {}                          → {}          (the agent stops after answering)
 
@@ -120,6 +124,9 @@ OPS = frozenset(
         "suspend",
         "resume",
         "cancel",
+        "set",
+        "events",
+        "holds",
         "wait",
         "shutdown",
         "peer.admit",
@@ -139,6 +146,7 @@ READ_ONLY_OPS = frozenset(
         "kinds",
         "list",
         "get",
+        "events",
         "wait",
         "recv.status",
         "recv.renew",

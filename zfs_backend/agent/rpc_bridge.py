@@ -21,12 +21,15 @@ import os
 import select
 import socket
 import sys
-from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from ..config import Settings
 from ..errors import AgentUnavailable, ProtocolError
 from .protocol import HELLO_OP, decode, encode, response
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..config import Settings
 
 __all__ = ["bridge", "rpc_bridge", "say_hello"]
 
@@ -76,7 +79,7 @@ def say_hello(sock: socket.socket, peer: str) -> bytes:
     return rest
 
 
-def bridge(stdin: BinaryIO, stdout: BinaryIO, socket_path: Path, *, hello: str | None = None) -> int:
+def bridge(stdin: BinaryIO, stdout: BinaryIO, socket_path: Path | str, *, hello: str | None = None) -> int:
     """Copy ``stdin`` → agent socket and agent socket → ``stdout`` until both directions end; with
     ``hello``, open a peer session for that peer first (see the module doc)."""
     in_fd, out_fd = stdin.fileno(), stdout.fileno()

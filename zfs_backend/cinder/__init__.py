@@ -75,6 +75,7 @@ from .activities import RUNNING_KEY, ActivityPublisher
 from .convert import (
     NAS_SECURITY_OPTS,
     ZFS_BACKEND_OPTS,
+    VolumeBusy,
     nas_security,
     options_devices,
     replication_targets,
@@ -110,6 +111,7 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
         self._active_backend_id: str | None = kwargs.get("active_backend_id") or None
         self._context: Any = None
         self._reserve = False  # failed over: set up for the standby at the next call
+        self._frozen = False  # cinder freeze-host: management operations refused until thaw-host
 
     @staticmethod
     def get_driver_options() -> list[Any]:
@@ -171,6 +173,25 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
             raise exception.VolumeDriverException(message="zfs_backend: do_setup() has not run")
         return self.core
 
+    def freeze_backend(self, context: Any) -> bool:
+        """``cinder freeze-host``: Cinder's API refuses management operations on this backend's volumes
+        and its scheduler places none here; the driver refuses them too (a request queued before the
+        freeze): create, delete, extend, snapshots, clones and migration (``VolumeBusy``: a delete leaves
+        the volume as it was). Attachments, exports and stats go on."""
+        self._frozen = True
+        return True
+
+    def thaw_backend(self, context: Any) -> bool:
+        """``cinder thaw-host``: management operations allowed again."""
+        self._frozen = False
+        return True
+
+    def _m(self, what: str) -> _Core:
+        """The core driver for a management operation: refused while frozen."""
+        if self._frozen:
+            raise VolumeBusy(f"the backend is frozen (cinder thaw-host): {what} refused")
+        return self._c()
+
     def _replicated(self, volume: Any) -> dict[str, str]:
         return replication_update(volume, self._c().options.replication_devices)
 
@@ -180,32 +201,34 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
 
     def create_volume(self, volume: Any) -> dict[str, Any]:
         with _cinder_errors(f"create volume {volume.id}"):
-            return {**self._c().create_volume(_volume(volume)), **self._replicated(volume)}
+            return {**self._m("create").create_volume(_volume(volume)), **self._replicated(volume)}
 
     def delete_volume(self, volume: Any) -> None:
         with _cinder_errors(f"delete volume {volume.id}", exception.VolumeIsBusy):
-            self._c().delete_volume(_volume(volume))
+            self._m("delete").delete_volume(_volume(volume))
 
     def extend_volume(self, volume: Any, new_size: int) -> None:
         with _cinder_errors(f"extend volume {volume.id}"):
-            self._c().extend_volume(_volume(volume), int(new_size))
+            self._m("extend").extend_volume(_volume(volume), int(new_size))
 
     def create_snapshot(self, snapshot: Any) -> dict[str, Any] | None:
         with _cinder_errors(f"create snapshot {snapshot.id}"):
-            return self._c().create_snapshot(_snapshot(snapshot))
+            return self._m("snapshot").create_snapshot(_snapshot(snapshot))
 
     def delete_snapshot(self, snapshot: Any) -> None:
         with _cinder_errors(f"delete snapshot {snapshot.id}", exception.SnapshotIsBusy):
-            self._c().delete_snapshot(_snapshot(snapshot))
+            self._m("snapshot delete").delete_snapshot(_snapshot(snapshot))
 
     def create_volume_from_snapshot(self, volume: Any, snapshot: Any) -> dict[str, Any]:
         with _cinder_errors(f"create volume {volume.id} from snapshot {snapshot.id}"):
-            made = self._c().create_volume_from_snapshot(_volume(volume), _snapshot(snapshot))
+            made = self._m("create from snapshot").create_volume_from_snapshot(
+                _volume(volume), _snapshot(snapshot)
+            )
             return {**made, **self._replicated(volume)}
 
     def create_cloned_volume(self, volume: Any, src_vref: Any) -> dict[str, Any]:
         with _cinder_errors(f"clone volume {src_vref.id} as {volume.id}"):
-            made = self._c().create_cloned_volume(_volume(volume), _volume(src_vref))
+            made = self._m("clone").create_cloned_volume(_volume(volume), _volume(src_vref))
             return {**made, **self._replicated(volume)}
 
     def create_export(self, context: Any, volume: Any, connector: Any) -> dict[str, Any]:
@@ -340,13 +363,17 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
             log.warning("fencing the old primary: %s", e)
 
     def migrate_volume(self, context: Any, volume: Any, host: dict[str, Any]) -> tuple[bool, Any]:
-        """The core driver's ``migrate_volume(context, volume, host)`` (Cinder's shape, returning
-        ``(moved, model_update)``) where it has one; else ``(False, None)``, as Cinder's base driver."""
-        migrate = getattr(self._c(), "migrate_volume", None)
-        if migrate is None:
+        """The core driver's migration (Cinder's shape, returning ``(moved, model_update)``) as the
+        migration flow (``flows.migrate.cinder_migrate``: resumable by ``flow resume``) where it has
+        ``migrate_volume``; else ``(False, None)``, as Cinder's base driver."""
+        core = self._c()
+        if getattr(core, "migrate_volume", None) is None:
             return (False, None)
+        from ..flows.migrate import cinder_migrate  # the flow ``volume migrate`` runs too
+
         with _cinder_errors(f"migrate volume {volume.id}"):
-            moved, update = migrate(context, _volume(volume), host)
+            core = self._m("migrate")
+            moved, update = cinder_migrate(core, _volume(volume), host)
         return bool(moved), update
 
     def _update_volume_stats(self) -> None:

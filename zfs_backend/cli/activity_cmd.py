@@ -19,7 +19,7 @@ from ..agent.connect import connect_node
 from ..config import load_settings
 from .numbers import seconds
 from .progress import follow, summary_line
-from .render import human_bytes, human_duration, human_rate
+from .render import human_bytes, human_duration, human_rate, parse_rate
 
 #: waiting longer than a year for one activity means nothing
 MAX_TIMEOUT_S = 366 * 86400
@@ -61,6 +61,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         sp.add_argument("id")
         common(sp)
         sp.set_defaults(func=cmd_one, action=name)
+    st = s.add_parser("set", help="change a running activity's bandwidth limit (no restart of its stream)")
+    st.add_argument("id")
+    st.add_argument(
+        "--bwlimit",
+        metavar="RATE",
+        required=True,
+        type=bwlimit_setting,
+        help="new limit, e.g. 20M (bytes/s) or 100mbit; 'none' lifts it",
+    )
+    common(st)
+    st.set_defaults(func=cmd_set)
+    ev = s.add_parser("events", help="what happened to an activity (states, limits set, stalls)")
+    ev.add_argument("id")
+    common(ev)
+    ev.set_defaults(func=cmd_events)
+    ho = s.add_parser(
+        "holds",
+        help="the project's ZFS holds on a node, and which no live activity owns",
+        description=(
+            "Lists the holds tagged zfs_backend:<activity> on the node's snapshots, each live (its activity "
+            "runs, or its claim's lease holds) or stale. --release-stale releases the stale ones; a live "
+            "hold and any other tag (a user's hold) are never touched."
+        ),
+    )
+    ho.add_argument("--release-stale", action="store_true", help="release the holds no live activity owns")
+    common(ho)
+    ho.set_defaults(func=cmd_holds)
     w = s.add_parser("wait", help="follow an activity to its end; exit code = its status")
     w.add_argument("id")
     w.add_argument(
@@ -139,6 +166,60 @@ def cmd_one(args: argparse.Namespace) -> int:
         Console().print_json(json.dumps(rec.to_dict()))
     else:
         print(f"{rec.id}: {rec.state}")
+    return 0
+
+
+def bwlimit_setting(text: str) -> int | None:
+    """``--bwlimit`` of ``activity set``: a rate (bytes/s, at least 1 KiB/s) or ``none``."""
+    if text.strip().lower() in ("none", "0", "off", "unlimited"):
+        return None
+    return max(1024, parse_rate(text) // 8)
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    with _node(args) as node:
+        act = node.get(args.id)
+        act.set_bwlimit(args.bwlimit)
+        rec = act.record()
+    if args.json:
+        print(json.dumps(rec.to_dict(), indent=2))
+    else:
+        shown = "none" if args.bwlimit is None else f"{human_rate(args.bwlimit)} ({args.bwlimit} bytes/s)"
+        print(f"{rec.id}: {rec.state}, bwlimit {shown}")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    with _node(args) as node:
+        events = node.get(args.id).events()
+    if args.json:
+        print(json.dumps(events, indent=2))
+        return 0
+    for e in events:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(e["at"])))
+        print(f"{at}Z  {e['old'] or '-'} -> {e['new']}" + (f"  {e['detail']}" if e.get("detail") else ""))
+    return 0
+
+
+def cmd_holds(args: argparse.Namespace) -> int:
+    with _node(args) as node:
+        report = node.client.holds(release_stale=args.release_stale)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    t = Table(title=f"project holds on {args.node or 'local'} ({report['listing']})")
+    for col in ("snapshot", "tag", "state", "why"):
+        t.add_column(col)
+    for h in report["holds"]:
+        t.add_row(h["snapshot"], h["tag"], "live" if h["live"] else "[red]stale[/]", h["why"])
+    con = Console()
+    con.print(t)
+    for h in report["released"]:
+        con.print(f"released {h['tag']} on {h['snapshot']} ({h['why']})")
+    for u in report["unaccounted"]:
+        con.print(
+            f"{u['snapshot']}: {u['userrefs']} holds, {u['recorded']} of them the project's records know"
+        )
     return 0
 
 

@@ -8,16 +8,17 @@ yaml), which matters for commands run in loops (``activity show``) and on nodes 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .. import __version__
 from ..errors import ZfsBackendError
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["build_parser", "main"]
 
@@ -51,6 +52,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s group is imported and registered (the others appear by name and
     help only, which is all the top-level ``--help`` and a mistyped command need)."""
+    import argparse  # here, not at the top: the fast paths below never pay for it
+    import importlib
+
     p = argparse.ArgumentParser(
         prog="zfs-backend",
         description=(
@@ -83,10 +87,16 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+#: fast paths whose process may end without the interpreter's teardown (see ``_quick_exit``): they hold
+#: no files, threads or exit handlers of their own once they return
+_QUICK_FAST_PATHS = ("peer-exec", "rpc")
+
+
 def _fast_path(argv: Sequence[str]) -> int | None:
     """Commands run by machines, many times, that must not pay even for argparse: the forced command of
-    peer keys and the agent bridge (both run once per SSH session on a node), and the volume driver's
-    node-side exports change and volume file operations."""
+    peer keys and the agent bridge (both run once per SSH session on a node: a replication waits for
+    the receiving one to start and to end), and the volume driver's node-side exports change and volume
+    file operations."""
     if list(argv[:1]) == ["peer-exec"]:
         from ..agent.peer_exec import main as peer_exec
 
@@ -124,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else list(argv)
     fast = _fast_path(args_in)
     if fast is not None:
+        if argv is None and args_in[0] in _QUICK_FAST_PATHS:
+            _quick_exit(fast)
         return fast
     parser = build_parser(_command_of(args_in))
     try:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..activity.limits import DEFAULT_STALL_TIMEOUT_S, MAX_STALL_TIMEOUT_S, MIN_STALL_TIMEOUT_S
 from ..config import load_settings
 from ..replication import snapshot_replicate
+from .numbers import seconds
 from .progress import run_in_foreground
 from .render import parse_rate
 
@@ -39,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--recursive", action="store_true", help="replicate the dataset tree (send -R)")
     p.add_argument("--properties", action="store_true", help="carry the dataset properties (send -p)")
+    p.add_argument(
+        "--stall-timeout",
+        metavar="SECONDS",
+        type=seconds("--stall-timeout", MIN_STALL_TIMEOUT_S, MAX_STALL_TIMEOUT_S),
+        help=f"restart a stream after this long without a byte moved (default {DEFAULT_STALL_TIMEOUT_S:g})",
+    )
     p.add_argument("--cipher", help="OpenSSH cipher for the stream (default aes128-gcm@openssh.com)")
     p.add_argument("--detach", action="store_true", help="print the activity id and return")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -61,6 +69,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         properties=args.properties,
         cipher=args.cipher,
         settings=settings,
+        extra_params=None if args.stall_timeout is None else {"stall_timeout_s": args.stall_timeout},
     )
     return run_in_foreground(
         act, label=f"{args.source} → {args.destination}", as_json=args.json, detach=args.detach

@@ -112,12 +112,15 @@ def _create(args: argparse.Namespace) -> int:
         max_lag_s=args.max_lag,
         on_progress=None if args.json else progress_printer(con),
     )
+    aside = run.results.get("set_aside")
     if not args.json and run.state == "SUCCESS":
+        if aside:
+            con.print(f"the old primary's copy is kept as {aside} (compare it, then destroy it)")
         con.print(
             f"standby of {args.volume} on {args.standby} in sync "
             f"(flow {run.id[:8]}, {time.monotonic() - t0:.1f} s)"
         )
-    return print_run(run, args.json)
+    return print_run(run, args.json, {"set_aside": aside} if aside else None)
 
 
 def _failover(args: argparse.Namespace) -> int:

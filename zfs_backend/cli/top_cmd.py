@@ -139,6 +139,15 @@ class Top:
 
         return sorted(out, key=key, reverse=self.reverse)
 
+    def _settle(self, rows: list[tuple[str, ActivityRecord]]) -> None:
+        """Keep the selection on a row that is shown: the first one while following the top (or when
+        the selected row left the view), none when nothing is shown. A key never acts on a row the
+        screen does not show (a filter just changed, the activity aged out)."""
+        if not rows:
+            self.selected = None
+        elif self.on_top or self.selected not in [(n, r.id) for n, r in rows]:
+            self.selected = (rows[0][0], rows[0][1].id)
+
     def _index(self, rows: list[tuple[str, ActivityRecord]]) -> int:
         ids = [(n, r.id) for n, r in rows]
         if self.selected in ids:
@@ -149,8 +158,7 @@ class Top:
         """The screen: the nodes and the last message first (never cut), then as many rows as fit in
         ``height`` lines (0: all), scrolled to keep the selected row in view, then the keys."""
         rows = self.rows()
-        if rows and (self.on_top or self.selected not in [(n, r.id) for n, r in rows]):
-            self.selected = (rows[0][0], rows[0][1].id)
+        self._settle(rows)
         down = [v for v in self.views if v.error is not None]
         shown, start = rows, 0
         if height > 0:
@@ -223,6 +231,7 @@ class Top:
                 self.message = "cancel not confirmed"
             return True
         rows = self.rows()
+        self._settle(rows)
         i = self._index(rows)
         if k == "q":
             return False
@@ -232,6 +241,8 @@ class Top:
         elif k in ("\x1b[B", "j") and rows:
             self.selected = (rows[min(len(rows) - 1, i + 1)][0], rows[min(len(rows) - 1, i + 1)][1].id)
             self.on_top = False
+        elif k in ("s", "r", "x") and self.selected is None:
+            self.message = "nothing selected"
         elif k == "s":
             self.act("suspend")
         elif k == "r":

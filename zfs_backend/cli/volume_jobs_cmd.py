@@ -137,23 +137,25 @@ def _run_job(args: argparse.Namespace, what: str, body: Any, *, child: bool = Tr
 
 def _migrate(args: argparse.Namespace) -> int:
     def body(svc: VolumeService) -> int:
+        from ..flows.migrate import failed, migrate
+
         tuning = {"hold_at": args.hold_at} if args.hold_at else {}
-        act = jobs.start_migration(svc, args.name, args.to, **tuning)
-        # this command is the migration's controller: at the hold before the quiesce it unexports the
-        # source and resumes the activity (while the bar is drawn), at the end it switches the export
-        switch = jobs.migration_switch(svc, args.name, args.to, act)
-        rc = _follow(args, act, f"migrate {args.name} → {args.to}", switch.at_hold)
-        if act.state != "succeeded":
-            try:  # the source exported again as it was; MigrationFailed says why
-                jobs.finish_migration(svc, args.name, args.to, act, switch)
-            except MigrationFailed:
-                if rc == EXIT_CANCELLED:
-                    return rc
-                raise
-            return rc or 1
-        update = jobs.finish_migration(svc, args.name, args.to, act, switch)
+        seen: dict[str, Any] = {}
+
+        def follow(act: BackendActivity, at_hold: OnRecord) -> None:
+            # this command is the migration's controller: the flow hands it the activity to follow; at
+            # the hold before the quiesce ``at_hold`` unexports the source and resumes the activity
+            seen["act"], seen["rc"] = act, _follow(args, act, f"migrate {args.name} → {args.to}", at_hold)
+
+        run = migrate(svc.settings, args.name, args.to, follow=follow, **tuning)
+        if run.state != "SUCCESS":  # reverted: the source exported again as it was
+            if seen.get("rc") == EXIT_CANCELLED:
+                return EXIT_CANCELLED
+            raise failed(run) if "act" in seen else MigrationFailed(run.error or "did not start")
+        update = run.results["update"]
         if args.json:
-            print(json.dumps({"activity": act.to_dict(), **update}))
+            act = seen.get("act")
+            print(json.dumps({"flow": run.id, "activity": act.to_dict() if act else None, **update}))
         else:
             q = update.get("quiesce_s")
             print(

@@ -30,8 +30,10 @@ __all__ = [
 log = logging.getLogger("zfs_backend.driver")
 
 CLONE_SNAP_PREFIX = "clone-"
-#: snapshots the driver's own work takes (clones, backups, migrations): not a user's snapshots
-INTERNAL_SNAP_PREFIXES = (CLONE_SNAP_PREFIX, "backup-", "migrate-")
+#: the snapshot a Cinder failback brings the primary back at (``failback``): the next one's common base
+FAILBACK_SNAP_PREFIX = "zfs_backend-failback-"
+#: snapshots the driver's own work takes (clones, backups, migrations, failbacks): not a user's snapshots
+INTERNAL_SNAP_PREFIXES = (CLONE_SNAP_PREFIX, "backup-", "migrate-", FAILBACK_SNAP_PREFIX)
 
 
 def clone_snapshot(src: DatasetName, volume_id: str) -> SnapshotName:
@@ -54,8 +56,8 @@ def snapshot_clones(zfs: Zfs, parent: DatasetName, snap: SnapshotName) -> list[s
 
 
 def refuse_own_snapshots(zfs: Zfs, ds: DatasetName, volume_id: str) -> None:
-    """A volume with snapshots of its own (not internal ``@clone-``/``@backup-``/``@migrate-`` ones)
-    cannot be deleted."""
+    """A volume with snapshots of its own (not internal ``@clone-``/``@backup-``/``@migrate-``/
+    ``@zfs_backend-failback-`` ones) cannot be deleted."""
     own = [s for s in zfs.list_snapshots(ds) if not s.snap.startswith(INTERNAL_SNAP_PREFIXES)]
     if own:
         raise VolumeBusy(

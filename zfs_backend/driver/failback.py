@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ZfsBackendError
 from ..zfs.names import parse_snapshot
+from .clones import FAILBACK_SNAP_PREFIX
 from .failover import DRIVER_DATA_MAX, UNMOUNT_WAIT_S, promote, quiesce, unquiesce
 from .models import Volume
 from .nfs import Attachment
@@ -43,7 +44,8 @@ __all__ = ["FAILBACK_PREFIX", "fail_back"]
 
 log = logging.getLogger("zfs_backend.driver")
 
-FAILBACK_PREFIX = "zfs_backend-failback-"
+#: internal to the driver (``clones.INTERNAL_SNAP_PREFIXES``): the volume stays deletable and movable
+FAILBACK_PREFIX = FAILBACK_SNAP_PREFIX
 #: how long one volume's catch-up replication may take
 CATCH_UP_S = 3600.0
 

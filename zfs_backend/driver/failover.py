@@ -13,6 +13,9 @@
   primary took after it (its time is in its name, see ``replication.standby``) up to the failover. The
   head goes back to that snapshot only when it differs by noise: a retried failover finds the standby
   promoted and written to, and keeps those writes (``kept`` in its answer).
+* :func:`set_aside`: the old primary's copy, once it answers again, renamed aside (never destroyed) so
+  that the node can take a new seed and become the standby again (``standby create`` after a forced
+  failover: a failback's first step).
 * :func:`fence_old_primary`: after a forced failover, each volume's copy on the old primary is unexported
   and made read-only when that node answers, so that a client still mounting it there cannot write to a
   copy that is no longer the volume; when it does not answer, that is reported and logged (fence it
@@ -50,6 +53,7 @@ __all__ = [
     "peer_driver",
     "promote",
     "quiesce",
+    "set_aside",
     "unquiesce",
 ]
 
@@ -266,6 +270,24 @@ def fence_old_primary(d: ZfsNfsDriver, volumes: Sequence[Volume]) -> dict[str, s
             out[v.id] = f"not fenced: {str(e)[:80]}"
             log.warning("forced failover: volume %s on the old primary %s not fenced: %s", v.id, node, e)
     return out
+
+
+def set_aside(d: ZfsNfsDriver, volume: Volume) -> str | None:
+    """The old primary's copy of ``volume`` after a forced failover, before that node becomes the standby
+    again: unexported, read-only and renamed ``<parent>/diverged-<volume id>-<unix time>``, kept whole (it
+    may hold writes the standby never received: an operator compares and destroys it). Frees the
+    volume's name there for a new seed. Returns the new name, None when the node holds no copy."""
+    ds = d._dataset(volume)
+    if not d.zfs.exists(ds):
+        return None
+    d.exports.remove(ds)
+    d.zfs.set(ds, "readonly", "on")
+    if d.zfs.is_mounted(ds):  # the NFS server lets go of its files asynchronously (see quiesce)
+        d.zfs.unmount(ds, deadline=UNMOUNT_WAIT_S)
+    aside = d.options.parent_dataset.child(f"diverged-{volume.id}-{int(time.time())}")
+    d.zfs.rename(ds, aside)
+    log.warning("%s: the old primary's copy of volume %s kept as %s", d.options.node, volume.id, aside)
+    return str(aside)
 
 
 def peer_driver(d: ZfsNfsDriver, node: str) -> ZfsNfsDriver:

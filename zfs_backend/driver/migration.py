@@ -35,6 +35,7 @@ from ..replication.wire import RECEIVER_PROP
 from ..zfs.names import DatasetName, parse_snapshot
 from . import clones, layout
 from .errors import VolumeBusy
+from .exports_format import ExportEntry
 from .models import GIB, Volume
 from .nfs import Attachment
 
@@ -46,6 +47,7 @@ __all__ = [
     "MigrationFailed",
     "Switch",
     "complete",
+    "resolve_target",
     "start",
     "target_node",
     "target_parent",
@@ -122,10 +124,20 @@ class Switch:
     quiesce it unexports the source and resumes the activity), :meth:`finish` once it ends (or to wait
     for it: it calls :meth:`at_hold` itself)."""
 
-    def __init__(self, src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendActivity) -> None:
+    def __init__(
+        self,
+        src: ZfsNfsDriver,
+        dst: ZfsNfsDriver,
+        volume: Volume,
+        act: BackendActivity,
+        *,
+        entry: ExportEntry | bool | None = True,
+    ) -> None:
+        """``entry``: the source's export as it was before the migration (True: read it now; a flow
+        resumed after its controller died passes the one it saved, the source being unexported since)."""
         self.src, self.dst, self.volume, self.act = src, dst, volume, act
         self.src_ds = src._dataset(volume)
-        self.entry = src.exports.get(self.src_ds)
+        self.entry = src.exports.get(self.src_ds) if entry is True else entry or None
         self.unexported = False
 
     def at_hold(self, rec: Any) -> None:
@@ -148,6 +160,20 @@ class Switch:
     def finish(self) -> dict[str, Any]:
         """Switch the export to ``dst`` and remove the source copy (see :func:`complete`)."""
         return _switch(self, self.wait())
+
+    def switched(self) -> dict[str, Any] | None:
+        """The model update when this migration's switch already happened (a controller that died after
+        it, its flow resumed): the source copy is gone (it is destroyed only after the destination was
+        exported) and the destination is this activity's; its export is made sure of. Else None."""
+        dst_ds = self.dst._dataset(self.volume)
+        if self.src.zfs.exists(self.src_ds) or not self.dst.zfs.exists(dst_ds):
+            return None
+        if self.dst.zfs.get(dst_ds, [RECEIVER_PROP]).get(RECEIVER_PROP) != self.act.id:
+            return None
+        if self.entry is not None and self.dst.exports.get(dst_ds) is None:
+            self.dst._export(dst_ds, (), self.entry.attachments)
+        clients = list(self.entry.clients) if self.entry is not None else []
+        return {"provider_location": self.dst._location(dst_ds), "quiesce_s": None, "clients": clients}
 
 
 def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendActivity) -> dict[str, Any]:
@@ -263,6 +289,14 @@ def _inventory_drivers(
         return d
 
     return {n: str(o.export_address) for n, o in opts.items()}, driver_for
+
+
+def resolve_target(src: ZfsNfsDriver, host: Any) -> str | None:
+    """The node of this driver family Cinder's ``host`` (or a node name) names, None when it names none
+    or the source's own node (Cinder then migrates generically)."""
+    nodes, _ = _inventory_drivers(src, target_parent(host))
+    target = target_node(host, nodes)
+    return None if target == src.options.node else target
 
 
 def migrate_volume(

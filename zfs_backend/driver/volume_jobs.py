@@ -42,6 +42,7 @@ __all__ = [
     "get_backup",
     "list_backups",
     "migration_switch",
+    "record_migration",
     "start_backup",
     "start_migration",
     "start_restore",
@@ -86,14 +87,19 @@ def finish_migration(
     """Wait for the migration (acting at its hold), switch the export, record the volume on
     ``to_node``. Returns the update (``provider_location``, ``quiesce_s``). A migration that did not
     succeed raises ``MigrationFailed`` with the source exported as it was."""
-    rec = svc.get_volume(name)
     update = (switch or migration_switch(svc, name, to_node, act)).finish()
+    record_migration(svc, name, to_node, update["provider_location"])
+    return update
+
+
+def record_migration(svc: VolumeService, name: str, to_node: str, location: str) -> None:
+    """The volume's record after its switch: on ``to_node`` at ``location`` (idempotent)."""
+    rec = svc.get_volume(name)
     with svc._db() as db:
         db.execute(
             "UPDATE volumes SET node = ?, provider_location = ?, updated_at = ? WHERE id = ?",
-            (to_node, update["provider_location"], time.time(), rec.id),
+            (to_node, location, time.time(), rec.id),
         )
-    return update
 
 
 # ---- backup ------------------------------------------------------------------------------------

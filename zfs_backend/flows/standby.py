@@ -19,7 +19,9 @@ direction's grant on the old standby (:class:`~.standby_tasks.StopSync`; a force
     that changes anything: a failure before it reverts without losing a write.
 ``force_failover_flow`` (the primary is unreachable)
     the standby exists → busy → fence and promote the standby at the newest snapshot it holds, reporting
-    the window of data lost → the record (``failed-over``) → status back.
+    the window of data lost → the record (``failed-over``, the old primary named) → status back. Back:
+    ``standby_create`` onto the old primary once it answers sets its copy aside (renamed, kept whole:
+    ``driver.failover.set_aside``) and seeds it anew; it is the standby again, to fail over to either way.
 
 Any failing step reverts the flow: every task undoes its own effect, so primary and standby are left as
 they were (a sync cancelled by a controlled failover is started again from the last common snapshot).
@@ -198,6 +200,19 @@ def standby_create(
     rel = env().service().replication(volume)
     if rel is not None and rel.replication_status in ("enabled", "enabling", "failing-over"):
         raise FlowError(f"volume {volume} already has a standby on {rel.standby_node}")
+    aside = None
+    if (
+        rel is not None
+        and rel.replication_status == "failed-over"
+        and rel.detail.get("old_primary") == standby
+    ):
+        # the old primary of a forced failover becomes the standby again: its copy (which may hold writes
+        # the standby never received) is kept aside whole, and the node takes a new seed
+        from ..driver.failover import set_aside
+
+        for holder in rel.detail.get("fenced") or ():  # its old sync, refused since: stopped for good
+            _stop_quietly(standby, str(holder))
+        aside = set_aside(env().driver(standby), rec.model())
     store = {
         "volume": rec.name,
         "primary": rec.node,
@@ -205,7 +220,20 @@ def standby_create(
         "interval_s": float(interval_s),
         "max_lag_s": float(max_lag_s),
     }
-    return run_flow(settings, create_flow, {"volume": rec.name}, store, on_progress=on_progress)
+    run = run_flow(settings, create_flow, {"volume": rec.name}, store, on_progress=on_progress)
+    if aside is not None:
+        run.results["set_aside"] = f"{standby}:{aside}"
+    return run
+
+
+def _stop_quietly(node: str, activity: str) -> None:
+    try:
+        act = env().agent(node).get(activity)
+        if act.state not in ("succeeded", "failed", "cancelled"):
+            act.cancel()
+            act.wait(60)
+    except Exception as e:  # gone already (an agent keeps a bounded history), or another node's id
+        log.info("%s: %s not stopped: %s", node, activity, e)
 
 
 def standby_failover(

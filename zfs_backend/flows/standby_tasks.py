@@ -301,7 +301,7 @@ class ForcePromote(task.Task):
 
     default_provides = "report"
 
-    def execute(self, volume: str, standby_node: str, sync_activity: str) -> dict[str, Any]:
+    def execute(self, volume: str, primary: str, standby_node: str, sync_activity: str) -> dict[str, Any]:
         svc = env().service()
         atts = [Attachment(i, c) for i, c in svc.attachment_records(volume)]
         out = failover.fail_over(
@@ -309,7 +309,8 @@ class ForcePromote(task.Task):
         )
         svc.relocate(volume, standby_node, out["provider_location"])
         return {k: out[k] for k in ("snapshot", "snapshot_time", "lost_window_s", "fenced")} | {
-            "forced": True
+            "forced": True,
+            "old_primary": primary,  # ``standby create`` onto it sets its copy aside (a failback)
         }
 
     def revert(self, volume: str, primary: str, standby_node: str, **kwargs: Any) -> None:

@@ -133,8 +133,8 @@ def snapshot_replicate(
     destination's snapshots and changes after the common base. ``recursive``: ``send -R``.
     ``properties``: ``send -p``. ``cipher``: OpenSSH cipher (default: ``Settings.ssh_cipher``).
     ``node_for``: how to reach a node's agent (default: inventory + SSH). ``extra_params``: kind
-    tuning (``max_retries``, ``backoff_s``, ``space_check``); anything else is refused (a ``grant``
-    too: the destination's agent makes it, asked here).
+    tuning (``max_retries``, ``backoff_s``, ``space_check``, ``stall_timeout_s``); anything else is
+    refused (a ``grant`` too: the destination's agent makes it, asked here).
     """
     s = settings or load_settings()
     req = _request(

@@ -150,6 +150,9 @@ class Receiver(AbortOps, StandbyOps):
                 claim = claim.with_state(sent=sorted({*claim.state.get("sent", []), *sent}))
             self.claims.save(claim)
             claim = self._lock_read_only(claim, tree)
+            # the report lists the snapshots again, after the lock: on zfs-fuse the lock's remount
+            # flushes pending atime writes, and the head check reads the newest snapshot's ``used``
+            # (one listing for both was tried: test_reading_a_writable_replica_... then fails)
             return self._report(claim, top, tree)
         except BaseException:
             if new:

@@ -24,8 +24,9 @@ from .wire import validate_grant
 __all__ = ["KIND", "TUNING_PARAMS", "Request"]
 
 KIND = "replicate"
-#: params the kind reads besides the request (tests and benchmarks tune retries; never how SSH runs)
-TUNING_PARAMS = frozenset({"max_retries", "backoff_s", "space_check"})
+#: params the kind reads besides the request (tests and benchmarks tune retries; the stall watchdog's
+#: timeout, ``activity.live``; never how SSH runs)
+TUNING_PARAMS = frozenset({"max_retries", "backoff_s", "space_check", "stall_timeout_s"})
 
 
 def _cut(value: object) -> str:

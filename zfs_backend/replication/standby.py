@@ -353,11 +353,12 @@ class StandbySync(IncrementPipe, LocalActivity):
             self._drop_next()
         try:
             self.receiver.abort()
-            held = self._cp.get("held")
-            if held:
-                with contextlib.suppress(ZfsBackendError):
-                    self._zfs.release(SnapshotName(self.dataset, held), hold_tag(self.id))
-                self._cp["held"] = None
+        except ZfsBackendError as e:
+            self._release_local_hold()  # the standby's goes with its claim, or is stale once that lapses
+            self._save()
+            return str(e)
+        try:
+            self._release_local_hold()
             base = self._cp.get("base", {}).get("snap")
             for name in self._cp.get("own", []):
                 if name != base:
@@ -367,6 +368,14 @@ class StandbySync(IncrementPipe, LocalActivity):
         except ZfsBackendError as e:
             return str(e)
         return None
+
+    def _release_local_hold(self) -> None:
+        """Whatever else failed (a release that fails stays recorded for ``activity holds``)."""
+        held = self._cp.get("held")
+        with contextlib.suppress(ZfsBackendError):
+            if held:
+                self._zfs.release(SnapshotName(self.dataset, held), hold_tag(self.id))
+            self._cp["held"] = None
 
     def _fail(self, error: str, status: int) -> None:
         undo = self._undo()

@@ -25,6 +25,7 @@ from .names import (
     BookmarkName,
     DatasetName,
     SnapshotName,
+    parse_snapshot,
     validate_hold_tag,
     validate_pool,
     validate_property,
@@ -273,6 +274,25 @@ class Zfs:
         self._need("holds", "zfs holds")
         res = self._run(["zfs", "holds", "-H", str(snapshot)])
         return sorted(line.split("\t")[1] for line in res.text.splitlines() if line.count("\t") >= 1)
+
+    def held_snapshots(self, root: DatasetName | None = None) -> list[tuple[SnapshotName, int]]:
+        """Snapshots that carry user holds (``userrefs`` > 0) under ``root`` (default: every pool), with
+        their count: readable on zfs-fuse too, which cannot list the tags. A name this project does not
+        accept is skipped (none of its holds are there)."""
+        if root is not None:
+            _expect(root, DatasetName)
+        argv = ["zfs", "list", "-H", "-t", "snapshot", "-o", "name,userrefs"]
+        res = self._run([*argv, "-r", str(root)] if root is not None else argv)
+        out: list[tuple[SnapshotName, int]] = []
+        for line in res.text.splitlines():
+            name, _tab, refs = line.partition("\t")
+            if not refs.strip().isdigit() or int(refs) == 0:
+                continue
+            try:
+                out.append((parse_snapshot(name), int(refs)))
+            except InvalidName:
+                continue
+        return out
 
     def hold(self, snapshot: SnapshotName, tag: str, recursive: bool = False) -> None:
         """``zfs hold``: where the dialect has user holds (zfs-fuse too, although it cannot list them)."""

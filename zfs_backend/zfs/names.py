@@ -26,6 +26,17 @@ from dataclasses import dataclass
 from typing import Union
 
 from ..errors import InvalidName
+from .namecheck import (
+    COMPONENT,
+    MAX_NAME_LEN,
+    MAX_PROPERTY_VALUE_LEN,
+    check_common,
+    check_component,
+    check_dataset_name,
+    fail,
+    quote,
+    validate_pool,
+)
 
 __all__ = [
     "MAX_NAME_LEN",
@@ -45,80 +56,9 @@ __all__ = [
     "validate_property_value",
 ]
 
-MAX_NAME_LEN = 255  # ZFS_MAX_DATASET_NAME_LEN (256) includes the terminating NUL
-MAX_PROPERTY_VALUE_LEN = 8191  # ZAP_MAXVALUELEN (8192) includes the NUL
-
-_COMPONENT = re.compile(r"[A-Za-z0-9_.:-]+")
 _NODE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _NATIVE_PROP = re.compile(r"[a-z][a-z0-9_]*(@[A-Za-z0-9_.:-]+)?")
 _USER_PROP = re.compile(r"[a-z][a-z0-9_:.-]*")
-_RESERVED_POOL_PREFIXES = ("mirror", "raidz", "draid", "spare")
-_RESERVED_POOLS = frozenset({"log"})
-
-
-def _q(text: str) -> str:
-    """The offending input, quoted on one line (ascii() escapes newlines, controls, unicode)."""
-    r = ascii(text)
-    return r if len(r) <= 80 else r[:76] + "...'"
-
-
-def _fail(kind: str, text: str, why: str) -> InvalidName:
-    return InvalidName(f"invalid {kind} name {_q(text)}: {why}")
-
-
-def _check_common(kind: str, text: object, max_len: int = MAX_NAME_LEN) -> str:
-    if not isinstance(text, str):
-        raise InvalidName(f"invalid {kind} name {text!r}: not a string")
-    if not text:
-        raise _fail(kind, text, "empty")
-    if text.startswith("-"):
-        raise _fail(kind, text, "must not start with '-'")
-    if not text.isascii():
-        raise _fail(kind, text, "only ASCII characters are allowed")
-    for ch in text:
-        if ch.isspace() or not ch.isprintable():
-            raise _fail(kind, text, f"contains whitespace or control character {ch!r}")
-    if len(text) > max_len:
-        raise _fail(kind, text, f"longer than {max_len} characters ({len(text)})")
-    return text
-
-
-def _check_component(kind: str, text: str, comp: str, what: str) -> None:
-    if not comp:
-        raise _fail(kind, text, f"empty {what}")
-    if comp in (".", ".."):
-        raise _fail(kind, text, f"{what} must not be '.' or '..'")
-    if "%" in comp:
-        raise _fail(kind, text, "'%' is reserved for internal use")
-    if not _COMPONENT.fullmatch(comp):
-        bad = next(c for c in comp if not _COMPONENT.fullmatch(c))
-        raise _fail(kind, text, f"invalid character {bad!r} in {what} {comp!r}")
-
-
-def _check_pool(kind: str, text: str, pool: str) -> None:
-    _check_component(kind, text, pool, "pool name")
-    if not pool[0].isalpha():
-        raise _fail(kind, text, "pool name must start with a letter")
-    if pool in _RESERVED_POOLS or pool.startswith(_RESERVED_POOL_PREFIXES):
-        raise _fail(kind, text, f"pool name {pool!r} is reserved")
-    if len(pool) >= 2 and pool[0] == "c" and pool[1].isdigit():
-        raise _fail(kind, text, "pool name must not look like a disk (c[0-9]...)")
-
-
-def validate_pool(name: str) -> str:
-    """Return ``name`` if it is a valid pool name."""
-    _check_common("pool", name)
-    if "/" in name or "@" in name or "#" in name:
-        raise _fail("pool", name, "a pool name has no '/', '@' or '#'")
-    _check_pool("pool", name, name)
-    return name
-
-
-def _check_dataset_path(kind: str, text: str, path: str) -> None:
-    parts = path.split("/")
-    _check_pool(kind, text, parts[0])
-    for comp in parts[1:]:
-        _check_component(kind, text, comp, "component")
 
 
 @dataclass(frozen=True, order=True)
@@ -128,10 +68,7 @@ class DatasetName:
     name: str
 
     def __post_init__(self) -> None:
-        _check_common("dataset", self.name)
-        if "@" in self.name or "#" in self.name:
-            raise _fail("dataset", self.name, "a dataset name has no '@' or '#'")
-        _check_dataset_path("dataset", self.name, self.name)
+        check_dataset_name(self.name)
 
     @property
     def pool(self) -> str:
@@ -165,8 +102,8 @@ class DatasetName:
 
 def _check_short(kind: str, full: str, short: str, what: str) -> None:
     if "@" in short or "#" in short:
-        raise _fail(kind, full, "at most one '@' or '#' is allowed")
-    _check_component(kind, full, short, what)
+        raise fail(kind, full, "at most one '@' or '#' is allowed")
+    check_component(kind, full, short, what)
 
 
 @dataclass(frozen=True, order=True)
@@ -182,7 +119,7 @@ class SnapshotName:
         if not isinstance(self.snap, str):
             raise InvalidName(f"invalid snapshot name: {self.snap!r} is not a string")
         full = f"{self.dataset.name}@{self.snap}"
-        _check_common("snapshot", full)
+        check_common("snapshot", full)
         _check_short("snapshot", full, self.snap, "snapshot name")
 
     @property
@@ -210,7 +147,7 @@ class BookmarkName:
         if not isinstance(self.mark, str):
             raise InvalidName(f"invalid bookmark name: {self.mark!r} is not a string")
         full = f"{self.dataset.name}#{self.mark}"
-        _check_common("bookmark", full)
+        check_common("bookmark", full)
         _check_short("bookmark", full, self.mark, "bookmark name")
 
     @property
@@ -230,23 +167,23 @@ def parse_dataset(text: str) -> DatasetName:
 
 def parse_snapshot(text: str) -> SnapshotName:
     """Parse ``pool/fs@snap``."""
-    _check_common("snapshot", text)
+    check_common("snapshot", text)
     if text.count("@") != 1 or "#" in text:
-        raise _fail("snapshot", text, "expected exactly one '@' and no '#'")
+        raise fail("snapshot", text, "expected exactly one '@' and no '#'")
     ds, _, snap = text.partition("@")
     try:
         dataset = DatasetName(ds)
     except InvalidName as e:
-        raise _fail("snapshot", text, str(e).split(": ", 1)[-1]) from None
+        raise fail("snapshot", text, str(e).split(": ", 1)[-1]) from None
     return SnapshotName(dataset, snap)
 
 
 def parse_any(text: str) -> AnyName:
     """Parse a dataset, snapshot (``@``) or bookmark (``#``) name."""
-    _check_common("dataset", text)
+    check_common("dataset", text)
     n_at, n_hash = text.count("@"), text.count("#")
     if n_at + n_hash > 1:
-        raise _fail("dataset", text, "at most one '@' or '#' is allowed")
+        raise fail("dataset", text, "at most one '@' or '#' is allowed")
     if n_at:
         return parse_snapshot(text)
     if n_hash:
@@ -254,7 +191,7 @@ def parse_any(text: str) -> AnyName:
         try:
             dataset = DatasetName(ds)
         except InvalidName as e:
-            raise _fail("bookmark", text, str(e).split(": ", 1)[-1]) from None
+            raise fail("bookmark", text, str(e).split(": ", 1)[-1]) from None
         return BookmarkName(dataset, mark)
     return DatasetName(text)
 
@@ -264,9 +201,9 @@ def validate_node(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidName(f"invalid node name {name!r}: empty or not a string")
     if name.startswith("-"):
-        raise _fail("node", name, "must not start with '-'")
+        raise fail("node", name, "must not start with '-'")
     if not _NODE.fullmatch(name):
-        raise _fail("node", name, "expected [a-z0-9][a-z0-9-]{0,62} (lowercase)")
+        raise fail("node", name, "expected [a-z0-9][a-z0-9-]{0,62} (lowercase)")
     return name
 
 
@@ -289,7 +226,7 @@ class NodeDataset:
 def parse_node_qualified(text: str) -> NodeDataset:
     """Parse ``NODE:pool/fs@snap``. The node is everything before the first ``:``."""
     if not isinstance(text, str) or ":" not in text:
-        raise InvalidName(f"invalid node-qualified name {_q(str(text))}: expected NODE:pool/fs[@snap]")
+        raise InvalidName(f"invalid node-qualified name {quote(str(text))}: expected NODE:pool/fs[@snap]")
     node, _, rest = text.partition(":")
     return NodeDataset(validate_node(node), parse_any(rest))
 
@@ -302,16 +239,16 @@ def validate_property(name: str) -> str:
     """
     if not isinstance(name, str) or not name:
         raise InvalidName(f"invalid property name {name!r}: empty or not a string")
-    _check_common("property", name)
+    check_common("property", name)
     if ":" in name:
         if not _USER_PROP.fullmatch(name):
-            raise _fail("property", name, "user properties are lowercase [a-z][a-z0-9_:.-]*")
+            raise fail("property", name, "user properties are lowercase [a-z][a-z0-9_:.-]*")
     elif "@" in name:
         if not _NATIVE_PROP.fullmatch(name):
-            raise _fail("property", name, "expected name@snapshot")
-        _check_component("property", name, name.partition("@")[2], "snapshot name")
+            raise fail("property", name, "expected name@snapshot")
+        check_component("property", name, name.partition("@")[2], "snapshot name")
     elif not _NATIVE_PROP.fullmatch(name):
-        raise _fail("property", name, "expected [a-z][a-z0-9_]*; user properties need a ':'")
+        raise fail("property", name, "expected [a-z][a-z0-9_]*; user properties need a ':'")
     return name
 
 
@@ -328,7 +265,7 @@ def validate_property_value(prop: str, value: str) -> str:
 
 def validate_hold_tag(tag: str) -> str:
     """Return ``tag`` if it is a safe hold tag (same charset as a name component)."""
-    _check_common("hold tag", tag)
-    if not _COMPONENT.fullmatch(tag):
-        raise _fail("hold tag", tag, "expected [A-Za-z0-9_.:-]+")
+    check_common("hold tag", tag)
+    if not COMPONENT.fullmatch(tag):
+        raise fail("hold tag", tag, "expected [A-Za-z0-9_.:-]+")
     return tag

@@ -295,10 +295,33 @@ def test_the_peer_socket_answers_only_what_peers_may_ask(agent):
     peer = Node(AgentClient(CommandTransport(agent.peer_exec_argv("node2"))), "node1")
     assert peer.ping()["agent"] == "zfs-backend"
     assert peer.client.call("recv.status") == []
-    for op in ("list", "kinds", "start", "shutdown", "grant.add", "grant.list", "recv.fence"):
+    for op in ("list", "kinds", "start", "shutdown", "grant.add", "grant.list", "recv.fence", "set", "holds"):
         with pytest.raises(ProtocolError, match="not allowed here"):
             peer.client.call(op)
     assert stat.S_IMODE(os.stat(agent.sock.with_name("peer.sock")).st_mode) == 0o600
     with pytest.raises(ProtocolError, match="bad arguments"):
         peer.client.call("recv.begin", dataset="tank/x")
     peer.close()
+
+
+def test_set_bwlimit_over_the_socket_and_the_bridge(agent, tmp_path):
+    """``set`` changes a running activity's limit at once (the record's events say so); refused with
+    one typed error for an unknown key, an absurd rate, an unknown or finished activity."""
+    node = Node.local(socket_path=agent.sock)
+    out = tmp_path / "out.bin"
+    act = node.start("pipeline", pipeline_params(out, 24 * MiB, bwlimit_bps=MiB))
+    bridged = Node(AgentClient(CommandTransport(agent.bridge_argv())), "bridge")
+    bridged.get(act.id).set_bwlimit(64 * MiB)
+    assert any(e["detail"] == f"bwlimit set to {64 * MiB} bytes/s" for e in act.events())
+    with pytest.raises(UsageError, match="bwlimit"):
+        node.client.set_bwlimit(act.id, 5)
+    with pytest.raises(UsageError, match="set takes bwlimit_bps"):
+        node.client.call("set", id=act.id, rate=5)
+    with pytest.raises(ActivityNotFound):
+        node.client.set_bwlimit("act-nope", MiB)
+    assert act.wait(60) == "succeeded"
+    assert out.read_bytes() == expected_bytes(24 * MiB)
+    with pytest.raises(InvalidTransition):
+        node.client.set_bwlimit(act.id, MiB)
+    bridged.close()
+    node.close()

@@ -109,6 +109,19 @@ def xdr_props(**props: str) -> bytes:
     return out
 
 
+def test_the_forced_command_starts_without_the_heavy_modules() -> None:
+    """peer-exec runs once per replication stream, which waits for it: its imports (through the
+    command line's entry point, to the receive and the peer session) leave out argparse and
+    dataclasses (inspect, ast), which cost it more than its own work."""
+    code = (
+        "import sys\n"
+        "import zfs_backend.cli.main, zfs_backend.agent.peer_exec, zfs_backend.agent.rpc_bridge\n"
+        "print(sorted(m for m in ('argparse', 'dataclasses', 'inspect', 'pathlib') if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_a_plain_or_property_stream_without_mounts_passes(order: str) -> None:
     check_stream_head(begin_record(order=order))
@@ -144,11 +157,13 @@ def test_receive_flags_follow_the_dialect() -> None:
 
 
 def _relay(stream: bytes, tmp_path) -> subprocess.CompletedProcess[bytes]:
+    """Relay ``stream`` to a stand-in for ``zfs receive`` that keeps what it read only once it read
+    the whole stream (as a receive commits nothing before its END record)."""
     out = tmp_path / "received"
     code = (
         "import sys; from zfs_backend.agent.peer_exec import _relay_receive, Refused\n"
         "try:\n"
-        f"    sys.exit(_relay_receive('/bin/sh', ['-c', 'cat > {out}']))\n"
+        f"    sys.exit(_relay_receive('/bin/sh', ['-c', 'cat > {out}.part && mv {out}.part {out}']))\n"
         "except Refused as e:\n"
         "    print(e, file=sys.stderr); sys.exit(126)\n"
     )
@@ -163,7 +178,11 @@ def test_the_relay_hands_every_byte_on_after_the_check(tmp_path) -> None:
     assert hashlib.sha256(got).digest() == hashlib.sha256(stream).digest()
 
 
-def test_the_relay_refuses_before_zfs_receive_runs(tmp_path) -> None:
+def test_a_refused_stream_reaches_no_receiver(tmp_path) -> None:
+    """The receiver is started before the head is checked (its start-up overlaps the stream's first
+    bytes); a refused head kills it before it read a byte, so it never completes a receive."""
     r = _relay(begin_record(xdr_props(mountpoint="/etc/cron.d")) + b"x" * 1000, tmp_path)
     assert r.returncode == 126 and b"mountpoint" in r.stderr
     assert not (tmp_path / "received").exists()
+    part = tmp_path / "received.part"
+    assert not part.exists() or part.read_bytes() == b""

@@ -275,3 +275,36 @@ def test_replicate_client_loads_only_what_it_needs() -> None:
         "zfs_backend.zfs.api",
     }
     assert loaded & (heavy | agent_side) == set()
+
+
+def test_top_acts_only_on_a_row_it_shows() -> None:
+    """A filter that hides the selected row (or shows no row) leaves nothing selected: ``x``/``s``/``r``
+    never reach an activity that is not on the screen (found in CI: the state filter moved to
+    ``running`` after the replication had finished, and ``x`` asked to cancel the row selected under the
+    previous filter)."""
+    import argparse
+
+    from zfs_backend.activity.report import ActivityRecord
+    from zfs_backend.cli.top_cmd import NodeView, Top
+
+    def rec(i: int, state: str) -> ActivityRecord:
+        return ActivityRecord(
+            id=f"act-{i:03d}", kind="replicate", node="n", state=state, created_at=float(i), finished_at=0.0
+        )
+
+    calls: list[str] = []
+    view = NodeView("node1", records=[rec(1, "cancelled"), rec(2, "succeeded")])
+    top = Top([view], argparse.Namespace(kind=None, state="cancelled", sort="created"))
+    top.act = lambda verb: calls.append(verb)  # type: ignore[method-assign]
+    top.render(20)
+    assert top.selected == ("node1", "act-001")
+    top.state = "running"  # as after F: no running activity any more
+    for k in ("x", "y", "s", "r"):
+        top.key(k)
+    assert calls == [] and top.selected is None and top.confirm is None
+    assert "nothing selected" in top.message
+    top.render(20)
+    assert top.selected is None
+    top.state = "succeeded"  # the key itself (before any render) moves the cursor onto what is shown
+    top.key("s")
+    assert calls == ["suspend"] and top.selected == ("node1", "act-002")

@@ -117,6 +117,30 @@ def attached(*ips):
                  for i, ip in enumerate(ips)]))
 
 
+class Made:
+    class options:
+        replication_devices = ()
+
+    def create_volume(self, v):
+        return {"provider_location": "a:/p"}
+
+    def delete_volume(self, v):
+        out.setdefault("deleted", []).append(v.id)
+
+# cinder freeze-host: management operations refused by the driver too (a delete: VolumeIsBusy, the
+# volume left as it was), until thaw-host
+d.core = Made()
+out["freeze"] = [d.freeze_backend(None)]
+for name, args in (("create_volume", [objects.Volume(id="f1", size=1)]),
+                   ("delete_volume", [objects.Volume(id="f1", size=1)])):
+    try:
+        getattr(d, name)(*args)
+        out["freeze"].append("done")
+    except (exception.VolumeIsBusy, exception.VolumeBackendAPIException) as e:
+        out["freeze"].append([type(e).__name__, "frozen" in str(e)])
+out["freeze"] += [d.thaw_backend(None), d.create_volume(objects.Volume(id="f1", size=1))["provider_location"]]
+d.delete_volume(objects.Volume(id="f1", size=1))
+
 d.core = Connections()
 out["shared"] = [
     # another of Cinder's attachments from the same address: the grant stays, "shared"
@@ -183,6 +207,14 @@ def test_adapter_under_real_cinder() -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["is_volume_driver"] is True and out["version"]
+    assert out["freeze"] == [
+        True,
+        ["VolumeBackendAPIException", True],
+        ["VolumeIsBusy", True],
+        True,
+        "a:/p",
+    ]
+    assert out["deleted"] == ["f1"]  # only after the thaw
     assert out["defaults"] == [None, "tank/volumes", "/var/lib/zfs-backend"]
     assert out["options"] == [
         "zfs_backend_home",

@@ -117,3 +117,20 @@ def test_no_copy_on_the_primary_changes_nothing(steps: list[tuple[Any, ...]]) ->
     vol = Volume(id="v1", size=1, replication_status="failed-over")
     [u] = fb.fail_back(primary, standby, [vol], replicate=lambda *a: Act("succeeded"))
     assert u["updates"]["status"] == "error" and steps == []
+
+
+def test_the_failback_snapshot_is_the_drivers_own(steps: list[tuple[Any, ...]]) -> None:
+    """Found by ``tests/cinder``: the volume a failback brought back could not be deleted ("has 1
+    snapshot(s) (zfs_backend-failback-…)"): that snapshot is internal, as a clone's or a migration's."""
+    from zfs_backend.driver import clones
+
+    primary, standby = node("node1"), node("node2")
+    v = Volume(id="v1", size=1, replication_status="failed-over")
+    fb.fail_back(primary, standby, [v], replicate=lambda *a: Act("succeeded"))
+    [made] = [
+        s for s in standby.zfs.list_snapshots(parse_dataset(DS)) if s.snap.startswith(fb.FAILBACK_PREFIX)
+    ]
+    assert made.snap.startswith(clones.INTERNAL_SNAP_PREFIXES)
+    with pytest.raises(ZfsBackendError) as refused:  # the fake's standby snapshot only, not the failback's
+        clones.refuse_own_snapshots(standby.zfs, parse_dataset(DS), "v1")
+    assert "1 snapshot(s) (zfs_backend-standby-1)" in str(refused.value)

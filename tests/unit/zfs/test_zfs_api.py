@@ -345,3 +345,25 @@ def test_dialect_probed_lazily_once(scripted_host: Scripted, fuse_table: dict) -
     assert z.dialect == ZFS_FUSE_07
     n = len(host.calls)
     assert z.dialect is z.dialect and len(host.calls) == n
+
+
+def test_held_snapshots_reads_userrefs_on_both_dialects(scripted_host: Scripted) -> None:
+    """``userrefs`` is readable where the tags are not (zfs-fuse): snapshots without holds and names the
+    project does not accept are left out; the root is validated before any command."""
+    listing = "tank/a@s1\t2\ntank/a@s2\t0\ntank/a@bad name\t1\ntank/b@s\t1\n"
+    for dialect in (ZFS_FUSE_07, OPENZFS_2):
+        host = scripted_host(
+            {
+                ("zfs", "list", "-H", "-t", "snapshot", "-o", "name,userrefs"): (0, listing, ""),
+                ("zfs", "list", "-H", "-t", "snapshot", "-o", "name,userrefs", "-r", "tank/a"): (
+                    0,
+                    "tank/a@s1\t2\n",
+                    "",
+                ),
+            }
+        )
+        z = Zfs(host, dialect=dialect)
+        assert [(str(s), n) for s, n in z.held_snapshots()] == [("tank/a@s1", 2), ("tank/b@s", 1)]
+        assert [(str(s), n) for s, n in z.held_snapshots(A)] == [("tank/a@s1", 2)]
+        with pytest.raises(UsageError):
+            z.held_snapshots("tank/a")  # type: ignore[arg-type]
