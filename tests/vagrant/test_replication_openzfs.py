@@ -31,7 +31,7 @@ import pytest
 
 from zfs_backend.activity.core import BackendActivity
 from zfs_backend.config import Settings, load_settings
-from zfs_backend.errors import NotGranted
+from zfs_backend.errors import AgentUnavailable, NotGranted
 from zfs_backend.hosts import SSHHost
 from zfs_backend.replication import snapshot_replicate
 from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
@@ -387,6 +387,20 @@ def agent_pid(host: SSHHost) -> int:
     return int(out.strip() or 0)
 
 
+def state_across_restart(act: BackendActivity, timeout: float = T) -> str:
+    """The activity's state once its agent answers again: while systemd restarts it (``RestartSec``, then
+    the agent's start, tens of seconds under TCG) the client's session is lost and a read fails with
+    ``AgentUnavailable``; the next read reconnects to the new agent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return act.state
+        except AgentUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def test_agent_sigkill_mid_transfer_finishes_from_the_token(
     vm_pair: tuple[SSHHost, SSHHost], settings: Settings, agents: dict[str, Any], names: list[str]
 ) -> None:
@@ -403,9 +417,10 @@ def test_agent_sigkill_mid_transfer_finishes_from_the_token(
         pid = agent_pid(src)
         assert pid > 0
         src.run(["kill", "-KILL", str(pid)], timeout=T)
+        state_across_restart(act)  # the new agent answers (it carried the activity on)
         assert act.wait(T) == "succeeded", act.record()
     finally:
-        if act.state not in ("succeeded", "failed", "cancelled"):
+        if state_across_restart(act) not in ("succeeded", "failed", "cancelled"):
             act.cancel()
             act.wait(T)
     assert agent_pid(src) not in (0, pid)  # a new agent finished it
