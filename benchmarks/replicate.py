@@ -10,7 +10,9 @@ reports the median with min and max of wall-clock seconds, timed from the call t
 * **API**: ``snapshot_replicate(...)`` then ``wait()`` in a long-lived controller process (how the
   driver, the flows and cinder-volume use it).
 
-Measures: a full stream (``--full`` MiB), an incremental (``--incr`` MiB changed), an empty
+Measures: a recursive tree of ``--tree`` small datasets, its increment raw (``send -R``) vs
+``--parallel 1`` vs ``--parallel 4`` (``_replicate_tree.py``); a full stream (``--full`` MiB), an
+incremental (``--incr`` MiB changed), an empty
 incremental (the fixed cost, on its own line), ``activity show --node`` and ``--help``, cancel on a
 shaped link until the command returns with the destination rolled back (CLI and API; and from the CLI
 of a full copy, the new dataset gone after), throughput at
@@ -46,6 +48,8 @@ from zfs_backend.hosts import SSHHost, load_inventory
 from zfs_backend.lab import Lab
 from zfs_backend.replication import snapshot_replicate
 from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
+
+from ._replicate_tree import tree, tree_rows
 
 MiB = 1 << 20
 SRC, DST = "node1", "node2"
@@ -426,6 +430,8 @@ def report(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             add(f"{label}: API", _secs(s.get(f"{key}.api")), r, goals[1])
         else:
             add(f"{label}: API", _secs(s.get(f"{key}.api")), _ratio(s, f"{key}.api", f"{key}.raw"), goals[1])
+    for label, key in tree_rows(args.tree, args.tree_mib):
+        add(label, _secs(s.get(key)), _ratio(s, key, "tree.raw") if key != "tree.raw" else None, "")
     add("activity show --node (CLI)", _secs(s.get("command.show")), None, "≤ 0.4 s")
     add("zfs-backend --help", _secs(s.get("command.help")), None, "")
     add("cancel → rolled back, shaped link: CLI", _secs(s.get("cancel.cli")), None, "≤ 1.0 s")
@@ -457,17 +463,30 @@ def report(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="scripts/bench replicate", description=(__doc__ or "").split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="scripts/bench replicate",
+        description=(__doc__ or "").split("\n")[0],
+        epilog=(
+            "tree (--only tree runs it alone): a recursive tree of --tree small datasets, its increment of "
+            "--tree-mib MiB per dataset replicated three ways in rotating order: raw `zfs send -R -i | ssh "
+            "| zfs recv`, replicate --recursive --parallel 1 (one send -R through the agents) and "
+            "--parallel 4 (one stream per dataset, four at a time); each compared with raw."
+        ),
+    )
     ap.add_argument("--repeats", type=int, default=5, help="runs of each side (default 5)")
     ap.add_argument("--full", type=int, default=256, help="MiB of the full stream (default 256)")
     ap.add_argument("--incr", type=int, default=32, help="MiB changed for the incremental (default 32)")
     ap.add_argument("--tp", type=int, default=512, help="MiB of the throughput run (default 512)")
     ap.add_argument("--big", type=int, default=1024, help="MiB of the agent RSS run (default 1024)")
+    ap.add_argument("--tree", type=int, default=50, help="datasets of the tree measure (default 50)")
+    ap.add_argument("--tree-mib", type=int, default=1, help="MiB changed per dataset of the tree (default 1)")
     ap.add_argument("--quick", action="store_true", help="3 repeats, 64/16/128/256 MiB")
-    ap.add_argument("--only", help="comma-separated measures: full,incr,empty,commands,cancel,tp,suspend,rss")
+    ap.add_argument(
+        "--only", help="comma-separated measures: full,incr,empty,commands,cancel,tp,suspend,rss,tree"
+    )
     ap.add_argument("--json", metavar="FILE", help="write every sample as JSON ('-': stdout)")
     ap.add_argument("--home", default="/var/lib/zfs-backend-bench", help="the benchmark lab's state dir")
-    ap.add_argument("--network", default="198.18.110.0/24")
+    ap.add_argument("--network", default="198.18.110.0/24", help="the benchmark lab's network")
     ap.add_argument("--down", action="store_true", help="take the benchmark lab down afterwards")
     a = ap.parse_args(argv)
     if a.quick:
@@ -484,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     lab.up(nodes=2, pool_size=pool, with_agent=True, on_step=lambda m: con.print(f"  {m}"))
     inv = load_inventory(settings.inventory)
     b = Bench(lab, settings, inv.connect(SRC, settings), inv.connect(DST, settings), con)
-    only = set((a.only or "full,incr,empty,commands,cancel,tp,suspend,rss").split(","))
+    only = set((a.only or "full,incr,empty,commands,cancel,tp,suspend,rss,tree").split(","))
     steps: list[tuple[str, Callable[[], None]]] = [
         ("empty", lambda: incremental(b, 0, a.repeats, "empty")),
         ("incr", lambda: incremental(b, a.incr, a.repeats, "incr")),
@@ -494,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         ("tp", lambda: full(b, a.tp, a.repeats, key="tp", sides=("raw", "api"))),
         ("suspend", lambda: suspend_at_receiver(b, 128, 16)),
         ("rss", lambda: agent_rss(b, a.big)),
+        ("tree", lambda: tree(b, a.tree, a.tree_mib, a.repeats, raw_key=RAW_KEY, dst_node=DST)),
     ]
     try:
         b.raw_key_up(inv.node(SRC).address)

@@ -40,6 +40,10 @@ class Settings:
     comma-separated); a replica lies **strictly** under a root, never a root itself. Empty (unset): this
     node accepts no work from peers at all (every grant, receive, lock, prune and rollback a peer asks for
     is refused); the lab and the ansible role set it.
+    ``activity_keep`` / ``activity_keep_days``: the node agent's retention of finished activities
+    (``$ZFS_BACKEND_ACTIVITY_KEEP``, default 10000, at least 1; ``$ZFS_BACKEND_ACTIVITY_KEEP_DAYS``,
+    default 30, at least 1): it keeps the ``activity_keep`` that finished last, and none finished more
+    than ``activity_keep_days`` ago; a non-terminal activity is never pruned (``agent.retention``).
     ``cinder_port_base``: first of the loopback ports of the small Cinder of ``scripts/cinder-up``
     (``$ZFS_BACKEND_CINDER_PORT_BASE``; None: derived from ``lab_network``, see ``zfs_backend.cinderlab``).
     """
@@ -54,6 +58,8 @@ class Settings:
     jobboard: str = ""
     jobboard_password: Path | None = None
     replica_roots: tuple[str, ...] = ()
+    activity_keep: int = 10_000
+    activity_keep_days: int = 30
 
     @property
     def jobboard_password_file(self) -> Path:
@@ -117,7 +123,17 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         else None,
         cinder_port_base=_int(e, "ZFS_BACKEND_CINDER_PORT_BASE", 0, 65535) or None,
         replica_roots=_roots(e.get("ZFS_BACKEND_REPLICA_ROOTS", "")),
+        activity_keep=_positive(e, "ZFS_BACKEND_ACTIVITY_KEEP", 10_000, 100_000_000),
+        activity_keep_days=_positive(e, "ZFS_BACKEND_ACTIVITY_KEEP_DAYS", 30, 36_500),
     )
+
+
+def _positive(env: dict[str, str] | os._Environ[str], key: str, default: int, high: int) -> int:
+    """``$key`` as a whole number from 1 to ``high``."""
+    value = _int(env, key, default, high)
+    if value < 1:
+        raise ConfigError(f"${key} must be a whole number from 1 to {high}, not 0")
+    return value
 
 
 _ROOT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*(?:/[A-Za-z0-9_.:-]+)*")

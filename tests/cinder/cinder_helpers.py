@@ -37,7 +37,8 @@ class CinderError(Exception):
 
 
 class Cinder:
-    """One long-lived python-cinderclient process (API microversion 3.70, noauth admin)."""
+    """One long-lived python-cinderclient process (API microversion 3.70, the admin: keystone's, or
+    noauth's when cinder-up ran with ``--auth noauth``)."""
 
     def __init__(self, lay: CinderLayout) -> None:
         self.lay = lay
@@ -46,7 +47,7 @@ class Cinder:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            env={**os.environ, "PYTHONWARNINGS": "ignore", **auth_env(lay)},
         )
 
     def call(self, what: str, *args: Any, then: tuple[str, Any] | None = None, **kwargs: Any) -> Any:
@@ -146,22 +147,35 @@ class Cinder:
             self.proc.wait(timeout=30)
 
 
+def auth_env(lay: CinderLayout) -> dict[str, str]:
+    """The admin's ``OS_*`` variables when cinder-api runs behind keystone (``credentials.json``), else
+    none (noauth)."""
+    try:
+        creds = json.loads(lay.credentials.read_text())
+    except FileNotFoundError:
+        return {}
+    admin = creds["accounts"]["admin"]
+    return {
+        "OS_AUTH_URL": creds["auth_url"],
+        "OS_USERNAME": admin["username"],
+        "OS_PASSWORD": admin["password"],
+        "OS_PROJECT_NAME": admin["project_name"],
+        "OS_USER_DOMAIN_ID": "default",
+        "OS_PROJECT_DOMAIN_ID": "default",
+        "OS_REGION_NAME": creds["region"],
+    }
+
+
 def cli(lay: CinderLayout, *argv: str) -> subprocess.CompletedProcess[str]:
-    """The ``cinder`` command line as an operator types it (noauth), exit code and output as they are."""
-    base = [
-        str(lay.bin("cinder")),
-        "--os-auth-type",
-        "noauth",
-        "--os-user-id",
-        "admin",
-        "--os-project-id",
-        PROJECT_ID,
-        "--os-endpoint",
-        lay.endpoint,
-        "--os-volume-api-version",
-        "3.70",
-    ]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    """The ``cinder`` command line as an operator types it (authenticated by keystone through the
+    ``OS_*`` variables, or noauth), exit code and output as they are."""
+    auth = auth_env(lay)
+    base = [str(lay.bin("cinder"))]
+    if not auth:
+        base += ["--os-auth-type", "noauth", "--os-user-id", "admin", "--os-project-id", PROJECT_ID]
+        base += ["--os-endpoint", lay.endpoint]
+    base += ["--os-volume-api-version", "3.70"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **auth}
     return subprocess.run([*base, *argv], capture_output=True, text=True, timeout=120, env=env, check=False)
 
 

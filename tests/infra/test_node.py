@@ -136,6 +136,16 @@ def test_project_is_importable_from_opt(hosts):
     _each(hosts, check)
 
 
+def test_zstd_for_compressed_streams(hosts):
+    """``replicate --compress`` needs zstd on both ends; the agent says it has it (``ping``'s codecs)."""
+
+    def check(name, host):
+        assert host.package("zstd").is_installed
+        assert host.run("/usr/bin/zstd --version").rc == 0
+
+    _each(hosts, check)
+
+
 def test_ganesha_serves_nfs(hosts):
     def check(name, host):
         addr = _var(host, "ansible_host", name)

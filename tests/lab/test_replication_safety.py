@@ -358,7 +358,7 @@ def test_two_sources_cannot_receive_into_one_destination(
 
 def test_params_never_choose_how_ssh_runs(lab_settings: Settings, names: list[str]) -> None:
     node = _agent(lab_settings, "node1")
-    count = len(node.client.list())
+    count = len(node.client.list(limit=None))
     params = {
         "snapshot": "tank/x@s1",
         "source_node": "node1",
@@ -370,7 +370,7 @@ def test_params_never_choose_how_ssh_runs(lab_settings: Settings, names: list[st
             node.start("replicate", {**params, **extra})
     with pytest.raises(UsageError):
         node.start("replicate", {**params, "cipher": "none"})
-    assert len(node.client.list()) == count  # nothing stored
+    assert len(node.client.list(limit=None)) == count  # nothing stored
 
 
 def test_node_keys_are_narrow(nodes: dict[str, SSHHost], lab: Lab, lab_settings: Settings) -> None:

@@ -14,10 +14,11 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from zfs_backend.config import load_settings
+from zfs_backend.config import Settings, load_settings
 from zfs_backend.hosts import SSHHost, load_inventory
 from zfs_backend.hosts.inventory import Inventory
 from zfs_backend.zfs import Zfs, parse_dataset
@@ -106,3 +107,46 @@ def scratch(vms: dict[str, SSHHost]) -> Iterator[str]:
                 for tag in z.holds(s.name):
                     z.release(s.name, tag)
         z.destroy(ds, recursive=True, missing_ok=True, deadline=60)
+
+
+# -- the replication tests' fixtures (test_replication_openzfs*.py; their helpers: replication_vm.py) ----
+
+_T = 600.0  # seconds for any one step on an emulated VM
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The controller's settings: the tier's inventory, a home of this module's own."""
+    home = tmp_path_factory.mktemp("controller")
+    env = {
+        **os.environ,
+        "ZFS_BACKEND_HOME": str(home),
+        "ZFS_BACKEND_INVENTORY": os.environ["ZFS_BACKEND_VAGRANT_INVENTORY"],
+    }
+    return load_settings(env)
+
+
+@pytest.fixture(scope="module")
+def agents() -> Iterator[dict[str, Any]]:
+    """One agent session per VM for the module (a session costs an SSH set-up under emulation)."""
+    made: dict[str, Any] = {}
+    yield made
+    for node in made.values():
+        with contextlib.suppress(Exception):
+            node.close()
+
+
+@pytest.fixture
+def names(vms: dict[str, SSHHost]) -> Iterator[list[str]]:
+    """Datasets a test made (on any VM): destroyed on every VM afterwards, resume tokens first."""
+    made: list[str] = []
+    yield made
+    for h in vms.values():
+        z = Zfs(h, timeout=_T)
+        for name in made:
+            ds = parse_dataset(name)
+            with contextlib.suppress(Exception):
+                if z.resume_token(ds) is not None:
+                    z.abort_resumable_receive(ds)
+            with contextlib.suppress(Exception):
+                z.destroy(ds, recursive=True, missing_ok=True, deadline=120)

@@ -9,7 +9,9 @@ without a grant refused by the destination VM, then the same replication under t
 suspend that stops the transfer and resume that finishes it (tearing the pipeline down while suspended
 and resuming from the receive token: an xfail, not built yet); cancel, which discards the partial
 receive (``recv -A``) and leaves the destination as it was; the source's agent SIGKILLed mid-transfer
-(systemd restarts it), after which the activity finishes by itself from the receive token.
+(systemd restarts it), after which the activity finishes by itself from the receive token. The streams
+of issue 21 (``-L -c -e``, bookmarks as bases, the stale-token fallback, a tree in parallel):
+test_replication_openzfs_streams.py.
 
 The VMs are emulated (TCG): small data, ``bwlimit`` to keep a transfer running long enough to act on,
 generous timeouts, no timing assertions.
@@ -17,156 +19,34 @@ generous timeouts, no timing assertions.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from zfs_backend.activity.core import BackendActivity
-from zfs_backend.config import Settings, load_settings
+from zfs_backend.config import Settings
 from zfs_backend.errors import AgentUnavailable, NotGranted
 from zfs_backend.hosts import SSHHost
-from zfs_backend.replication import snapshot_replicate
-from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
+from zfs_backend.zfs import Zfs, parse_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: helpers beside the tests
-
-T = 600.0  # seconds for any one step on an emulated VM
-MiB = 1 << 20
-STREAM_PROCS = r"zfs (send|recv|receive)( |$)"
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """The controller's settings: the tier's inventory, a home of this module's own."""
-    home = tmp_path_factory.mktemp("controller")
-    env = {
-        **os.environ,
-        "ZFS_BACKEND_HOME": str(home),
-        "ZFS_BACKEND_INVENTORY": os.environ["ZFS_BACKEND_VAGRANT_INVENTORY"],
-    }
-    return load_settings(env)
-
-
-@pytest.fixture(scope="module")
-def agents() -> Iterator[dict[str, Any]]:
-    """One agent session per VM for the module (a session costs an SSH set-up under emulation)."""
-    made: dict[str, Any] = {}
-    yield made
-    for node in made.values():
-        with contextlib.suppress(Exception):
-            node.close()
-
-
-@pytest.fixture
-def names(vms: dict[str, SSHHost]) -> Iterator[list[str]]:
-    """Datasets a test made (on any VM): destroyed on every VM afterwards, resume tokens first."""
-    made: list[str] = []
-    yield made
-    for h in vms.values():
-        z = Zfs(h, timeout=T)
-        for name in made:
-            ds = parse_dataset(name)
-            with contextlib.suppress(Exception):
-                if z.resume_token(ds) is not None:
-                    z.abort_resumable_receive(ds)
-            with contextlib.suppress(Exception):
-                z.destroy(ds, recursive=True, missing_ok=True, deadline=120)
-
-
-def new_name(names: list[str]) -> str:
-    n = f"tank/r{uuid.uuid4().hex[:8]}"
-    names.append(n)
-    return n
-
-
-def replicate(settings: Settings, agents: dict[str, Any], src: str, dst: str, **kw: Any) -> BackendActivity:
-    from zfs_backend.agent.connect import connect_node
-
-    def node_for(name: str) -> Any:
-        if name not in agents:
-            agents[name] = connect_node(name, settings)
-        return agents[name]
-
-    extra = {"backoff_s": 1.0, **kw.pop("extra_params", {})}
-    wrap = kw.pop("wrap", None)
-    return snapshot_replicate(
-        src,
-        None,
-        dst,
-        settings=settings,
-        extra_params=extra,
-        node_for=(lambda n: wrap(node_for(n))) if wrap else node_for,
-        **kw,
-    )
-
-
-def write(host: SSHHost, ds: str, file: str, mib: int) -> None:
-    z = Zfs(host, timeout=T)
-    if not z.exists(parse_dataset(ds)):
-        z.create(parse_dataset(ds), props={"compression": "off"})
-    mnt = z.mountpoint(parse_dataset(ds))
-    host.run(
-        ["dd", "if=/dev/urandom", f"of={mnt}/{file}", "bs=1M", f"count={mib}", "conv=fsync", "status=none"],
-        timeout=T,
-    )
-
-
-def snapshot(host: SSHHost, ds: str, snap: str, recursive: bool = False) -> None:
-    Zfs(host, timeout=T).snapshot(parse_snapshot(f"{ds}@{snap}"), recursive=recursive)
-
-
-def checksums(host: SSHHost, ds: str) -> dict[str, str]:
-    """SHA-256 of every file of ``ds``. A replica is received unmounted (``recv -u``) and read-only: it is
-    mounted here to read it (read-only, so reading changes nothing the next incremental would see)."""
-    z = Zfs(host, timeout=T)
-    if not z.exists(parse_dataset(ds)):
-        return {}
-    if z.get(parse_dataset(ds), ["mounted"])["mounted"] != "yes":
-        assert z.get(parse_dataset(ds), ["readonly"])["readonly"] == "on", f"{ds}: writable, unmounted"
-        host.run(["zfs", "mount", ds], timeout=T)
-    mnt = z.mountpoint(parse_dataset(ds))
-    script = 'cd "$1" && find . -xdev -type f | sort | xargs -r sha256sum'  # this dataset's files only
-    out = host.run(["sh", "-c", script, "sh", str(mnt)], timeout=T).text
-    return {line.split()[1]: line.split()[0] for line in out.splitlines() if line}
-
-
-def listing(host: SSHHost, ds: str) -> list[tuple[str, int]] | None:
-    z = Zfs(host, timeout=T)
-    if not z.exists(parse_dataset(ds)):
-        return None
-    return [(s.snap, s.guid) for s in z.list_snapshots(parse_dataset(ds))]
-
-
-def assert_success(act: BackendActivity, timeout: float = T) -> None:
-    assert act.wait(timeout) == "succeeded", act.record().error
-    n, m = act.progress
-    assert n == m > 0, (n, m)  # m starts from send -nvP's estimate, which is not byte-exact here
-    assert act.status == 0
-
-
-def wait_for_bytes(act: BackendActivity, at_least: int, timeout: float = T) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        n, _m = act.progress
-        if n >= at_least:
-            return n
-        assert act.state in ("pending", "running"), (act.state, act.record().error)
-        time.sleep(0.5)
-    raise AssertionError(f"no {at_least} bytes moved in {timeout} s: {act.record()}")
-
-
-def stream_processes(host: SSHHost) -> str:
-    res = host.run(["pgrep", "-a", "-f", STREAM_PROCS], timeout=T, check=False)
-    return res.text.strip()
-
+from replication_vm import (
+    MiB,
+    T,
+    assert_success,
+    checksums,
+    listing,
+    new_name,
+    replicate,
+    snapshot,
+    stream_processes,
+    wait_for_bytes,
+    write,
+)
 
 # --- the happy paths -------------------------------------------------------------------------------
 

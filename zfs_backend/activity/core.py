@@ -245,15 +245,18 @@ class LocalActivity(BackendActivity):
         status: int | None = None,
         error: str | None = None,
         only_from: str | None = None,
+        final_resources: Callable[[float], Resources | None] | None = None,
     ) -> ActivityRecord:
         """Persist and report a move to ``new``. ``only_from``: do nothing (return the current record)
         unless the activity is still in that state, checked under the same lock as the move: the
         worker's own moves must never override a verb a caller applied meanwhile (e.g. a suspend
-        while the worker was planning)."""
+        while the worker was planning). ``final_resources``: see ``ActivityStore.transition``."""
         with self._cond:
             if only_from is not None and self._record.state != only_from:
                 return self._record
-            rec = self.ctx.store.transition(self.id, new, verb=verb, status=status, error=error)
+            rec = self.ctx.store.transition(
+                self.id, new, verb=verb, status=status, error=error, final_resources=final_resources
+            )
             self._record = rec
             self._cond.notify_all()
         self.ctx.log.info(

@@ -199,7 +199,7 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
 
     def _fail_if_possible(self, error: str, status: int) -> None:
         with contextlib.suppress(Exception):
-            self._transition(FAILED, status=status, error=error)
+            self._transition(FAILED, status=status, error=error, final_resources=self._final_resources)
 
     def _fail_for_good(self, error: str, status: int) -> None:
         """Fail after giving the kind its ``on_final_failure`` (whose own failure is added to the error)."""
@@ -342,7 +342,6 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
             more = self.next_stream()
         except Exception as e:
             self._fail_for_good(f"cannot go on: {e}", _status_of(e))
-            self._final_resources()
             return
         if more:
             self._persist()  # the counter of the stream just done, before it becomes the base
@@ -358,8 +357,7 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
             return
         self._persist()
         with contextlib.suppress(Exception):
-            self._transition(SUCCEEDED, status=STATUS_OK)
-        self._final_resources()
+            self._transition(SUCCEEDED, status=STATUS_OK, final_resources=self._final_resources)
 
     def _after_failure(self, error: str, status: int) -> None:
         try:
@@ -370,7 +368,6 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
             self._cp["last_error"] = error
             self._persist()
             self._fail_for_good(str(e), _status_of(e))
-            self._final_resources()
             return
         failures = int(self._cp.get("failures", 0)) + 1
         self._cp["failures"] = failures
@@ -379,7 +376,6 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
         if self.restart_mode == "none" or failures > self.max_retries or not self.retryable(error, status):
             tries = f" after {failures} attempts" if failures > 1 else ""
             self._fail_for_good(f"stream failed{tries}: {error}", status)
-            self._final_resources()
             return
         delay = min(self.backoff_max_s, self.backoff_s * 2 ** (failures - 1))
         self.ctx.log.warning("activity %s: stream failed (%s); retry in %.1f s", self.id, error, delay)
@@ -398,16 +394,19 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
             self._fail_if_possible(f"cancelled, but the rollback failed: {e}", STATUS_FAILED)
             return
         with contextlib.suppress(Exception):
-            self._transition(CANCELLED, status=STATUS_CANCELLED, error="cancelled")
-        self._final_resources()
+            self._transition(
+                CANCELLED, status=STATUS_CANCELLED, error="cancelled", final_resources=self._final_resources
+            )
 
-    def _final_resources(self) -> None:
+    def _final_resources(self, finished_at: float) -> Resources | None:
+        """What the activity cost, as of its end (given to the terminal move: saved with it)."""
         if self._monitor is None:
-            return
-        with contextlib.suppress(Exception), self._cond:
-            res = self._snapshot(sample=False, finished_at=self._record.finished_at or time.time())
-            self.ctx.store.save_resources(self.id, res)
-            self._refresh()
+            return None
+        try:
+            return self._snapshot(sample=False, finished_at=finished_at)
+        except Exception:  # never keeps the activity from ending
+            self.ctx.log.exception("activity %s: final resources", self.id)
+            return None
 
     def _reap_stale(self) -> None:
         reap_stale(self._cp.get("pids", []), self.stale_exit_wait_s)

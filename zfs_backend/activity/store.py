@@ -18,112 +18,33 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from ..durable import open_db, transaction
 from ..errors import ActivityNotFound, StoreError
-from .report import ActivityRecord, Progress, Resources
-from .states import TERMINAL, check_transition, is_terminal
+from .report import ActivityRecord, Resources
+from .schema import COLUMNS as _COLUMNS
+from .schema import MIGRATIONS, SCHEMA_VERSION, new_activity_id
+from .schema import row_to_record as _row_to_record
+from .states import NON_TERMINAL, TERMINAL, check_transition, is_terminal
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "ActivityStore", "new_activity_id"]
+__all__ = ["MIGRATIONS", "PRUNE_BATCH", "SCHEMA_VERSION", "ActivityStore", "new_activity_id"]
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_id_lock = threading.Lock()
-_id_last: list[int] = [0, 0]
-
-
-def new_activity_id(prefix: str = "act-") -> str:
-    """``act-`` + a ULID: 48-bit millisecond time, 80 random bits, Crockford base32.
-
-    Sortable by creation time; strictly increasing within a process (same millisecond: random + 1).
-    """
-    with _id_lock:
-        ms = time.time_ns() // 1_000_000
-        if ms <= _id_last[0]:
-            ms, rnd = _id_last[0], (_id_last[1] + 1) & ((1 << 80) - 1)
-        else:
-            rnd = int.from_bytes(os.urandom(10), "big")
-        _id_last[0], _id_last[1] = ms, rnd
-    value = (ms << 80) | rnd
-    chars = [_CROCKFORD[(value >> (5 * i)) & 31] for i in range(25, -1, -1)]
-    return prefix + "".join(chars)
+#: rows deleted per transaction when pruning: short write transactions, so a running activity's
+#: progress updates never queue long behind the pruner
+PRUNE_BATCH = 500
+_LIVE = tuple(sorted(NON_TERMINAL))
+_DONE = tuple(sorted(TERMINAL))
 
 
-MIGRATIONS: list[tuple[int, list[str]]] = [
-    (
-        1,
-        [
-            """CREATE TABLE activities (
-                id TEXT PRIMARY KEY,
-                kind TEXT NOT NULL,
-                node TEXT NOT NULL,
-                state TEXT NOT NULL,
-                status INTEGER,
-                error TEXT,
-                done INTEGER NOT NULL DEFAULT 0,
-                total INTEGER NOT NULL DEFAULT 0,
-                unit TEXT NOT NULL DEFAULT 'bytes',
-                self_restarting INTEGER NOT NULL DEFAULT 0,
-                created_at REAL NOT NULL,
-                started_at REAL,
-                finished_at REAL,
-                updated_at REAL NOT NULL,
-                resources TEXT NOT NULL DEFAULT '{}',
-                params TEXT NOT NULL DEFAULT '{}',
-                checkpoint TEXT NOT NULL DEFAULT '{}'
-            )""",
-            "CREATE INDEX activities_state ON activities(state)",
-        ],
-    ),
-    (
-        2,
-        [
-            """CREATE TABLE events (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                activity_id TEXT NOT NULL REFERENCES activities(id),
-                at REAL NOT NULL,
-                old_state TEXT,
-                new_state TEXT NOT NULL,
-                detail TEXT
-            )""",
-            "CREATE INDEX events_activity ON events(activity_id, seq)",
-        ],
-    ),
-    (3, ["ALTER TABLE activities ADD COLUMN result TEXT NOT NULL DEFAULT '{}'"]),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-
-_COLUMNS = (
-    "id, kind, node, state, status, error, done, total, unit, self_restarting, "
-    "created_at, started_at, finished_at, resources, params, result"
-)
-
-
-def _row_to_record(row: tuple[Any, ...]) -> ActivityRecord:
-    (aid, kind, node, state, status, error, done, total, unit, sr, cat, sat, fat, res, params, result) = row
-    return ActivityRecord(
-        id=aid,
-        kind=kind,
-        node=node,
-        state=state,
-        status=status,
-        error=error,
-        progress=Progress.view(done, total, unit, state),
-        self_restarting=bool(sr),
-        created_at=cat,
-        started_at=sat,
-        finished_at=fat,
-        resources=Resources.from_dict(json.loads(res)),
-        params=json.loads(params),
-        result=json.loads(result),
-    )
+def _marks(values: tuple[str, ...]) -> str:
+    return ",".join("?" * len(values))
 
 
 class ActivityStore:
@@ -189,20 +110,73 @@ class ActivityStore:
             raise ActivityNotFound(f"no activity {activity_id}")
         return _row_to_record(row)
 
-    def list(self, state: str | Iterable[str] | None = None) -> list[ActivityRecord]:
-        """Records in creation order, optionally only those in ``state`` (a name or several)."""
-        sql = f"SELECT {_COLUMNS} FROM activities"  # noqa: S608 - constant columns
-        args: tuple[str, ...] = ()
-        if state is not None:
-            states = (state,) if isinstance(state, str) else tuple(state)
-            sql += f" WHERE state IN ({','.join('?' * len(states))})"
-            args = states
+    def list(
+        self,
+        state: str | Iterable[str] | None = None,
+        *,
+        limit: int | None = None,
+        finished_since: float | None = None,
+    ) -> list[ActivityRecord]:
+        """Records in creation order, optionally only those in ``state`` (a name or several).
+
+        Every non-terminal record that matches is always returned; of the finished ones, only those
+        finished at or after ``finished_since`` (when given) and, of those, the ``limit`` that finished
+        last (None: all). Each part is one indexed query (``state``, ``finished_at``): the cost follows
+        the rows returned, not the rows kept."""
+        states = None if state is None else ((state,) if isinstance(state, str) else tuple(state))
+        live = _LIVE if states is None else tuple(s for s in states if s not in TERMINAL)
+        done = _DONE if states is None else tuple(s for s in states if s in TERMINAL)
+        rows: builtins.list[tuple[Any, ...]] = []
         with self._lock:
-            rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+            if live:
+                rows += self._db.execute(
+                    f"SELECT {_COLUMNS} FROM activities WHERE state IN ({_marks(live)})",  # noqa: S608
+                    live,
+                ).fetchall()
+            if done and (limit is None or limit > 0):
+                sql = f"SELECT {_COLUMNS} FROM activities WHERE finished_at >= ? "  # noqa: S608
+                sql += f"AND +state IN ({_marks(done)}) ORDER BY finished_at DESC"  # '+': not by state
+                args: tuple[Any, ...] = (-1.0 if finished_since is None else finished_since, *done)
+                if limit is not None:
+                    sql += " LIMIT ?"
+                    args += (int(limit),)
+                rows += self._db.execute(sql, args).fetchall()
+        rows.sort(key=lambda r: str(r[0]))
         return [_row_to_record(r) for r in rows]
 
     def non_terminal(self) -> builtins.list[ActivityRecord]:
-        return [r for r in self.list() if r.state not in TERMINAL]
+        return self.list(_LIVE)
+
+    def count(self) -> dict[str, int]:
+        """How many records in each state (one query over the ``state`` index)."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM activities GROUP BY state").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def prune(self, *, keep: int, max_age_s: float, now: float | None = None) -> int:
+        """Delete finished records (and their events) beyond the ``keep`` that finished last, and those
+        finished more than ``max_age_s`` ago. Never a non-terminal one: the state is checked again in
+        each deleting transaction. Deletes in batches of ``PRUNE_BATCH``; returns how many went."""
+        cutoff = (time.time() if now is None else now) - max_age_s
+        sql_ids = (
+            f"SELECT id FROM activities WHERE state IN ({_marks(_DONE)}) "  # noqa: S608
+            "AND (finished_at IS NULL OR finished_at < ? OR id NOT IN ("
+            f"SELECT id FROM activities WHERE finished_at IS NOT NULL AND +state IN ({_marks(_DONE)}) "
+            "ORDER BY finished_at DESC LIMIT ?)) LIMIT ?"
+        )
+        gone, args = 0, (*_DONE, cutoff, *_DONE, max(0, keep), PRUNE_BATCH)
+        while True:
+            with self._tx() as cur:
+                ids = [r[0] for r in cur.execute(sql_ids, args)]
+                if not ids:
+                    return gone
+                marks = _marks(tuple(ids))
+                cur.execute(f"DELETE FROM events WHERE activity_id IN ({marks})", ids)  # noqa: S608
+                cur.execute(
+                    f"DELETE FROM activities WHERE id IN ({marks}) AND state IN ({_marks(_DONE)})",  # noqa: S608
+                    (*ids, *_DONE),
+                )
+                gone += cur.rowcount
 
     def raw_progress(self, activity_id: str) -> tuple[int, int]:
         """The stored counters, before the contract's view (``done`` may be known while total is 0)."""
@@ -272,9 +246,12 @@ class ActivityStore:
         status: int | None = None,
         error: str | None = None,
         detail: str | None = None,
+        final_resources: Callable[[float], Resources | None] | None = None,
     ) -> ActivityRecord:
         """Move to ``new`` in one transaction, or raise (``InvalidTransition``, ``ActivityNotFound``)
-        leaving the record untouched."""
+        leaving the record untouched. ``final_resources(finished_at)``: for a terminal move, what the
+        activity cost, saved in the same transaction (whoever sees the end sees its final figures;
+        ``None``: the resources stay as they were)."""
         now = time.time()
         with self._tx() as cur:
             row = cur.execute("SELECT state FROM activities WHERE id = ?", (activity_id,)).fetchone()
@@ -306,12 +283,19 @@ class ActivityStore:
                     activity_id,
                 ),
             )
+            res = final_resources(now) if terminal and final_resources is not None else None
+            if res is not None:
+                cur.execute(
+                    "UPDATE activities SET resources = ? WHERE id = ?",
+                    (json.dumps(res.to_dict()), activity_id),
+                )
             self._record_event(cur, activity_id, old, new, detail or error)
         return self.get(activity_id)
 
     def note(self, activity_id: str, detail: str) -> None:
-        """An event that changes no state (e.g. the bandwidth limit changed, a stalled stream torn down):
-        recorded with the current state as both old and new."""
+        """An event that changes no state (e.g. the bandwidth limit changed, a stalled stream torn down,
+        a fallback a running activity took by itself): recorded with the current state as both old and
+        new, shown with the others (``activity show``, ``activity events``)."""
         with self._tx() as cur:
             row = cur.execute("SELECT state FROM activities WHERE id = ?", (activity_id,)).fetchone()
             if row is None:

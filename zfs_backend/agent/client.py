@@ -26,7 +26,7 @@ from ..activity.states import TERMINAL
 from ..config import Settings, load_settings
 from ..errors import ProtocolError
 from ..hosts.base import Host
-from .protocol import MAX_WAIT_S, READ_ONLY_OPS, decode, encode, error_from_payload, request
+from .protocol import LIST_LIMIT, MAX_WAIT_S, READ_ONLY_OPS, decode, encode, error_from_payload, request
 from .transport import ChannelTransport, CommandTransport, Transport, UnixSocketTransport
 
 __all__ = [
@@ -68,8 +68,15 @@ class AgentClient:
     def start(self, kind: str, params: dict[str, Any]) -> ActivityRecord:
         return ActivityRecord.from_dict(self.call("start", kind=kind, params=params))
 
-    def list(self, state: str | None = None) -> list[ActivityRecord]:
-        return [ActivityRecord.from_dict(d) for d in self.call("list", state=state)]
+    def list(
+        self, state: str | None = None, *, limit: int | None = LIST_LIMIT, since: float | None = None
+    ) -> list[ActivityRecord]:
+        """Every non-terminal activity, and of the finished ones (since ``since``, a UNIX time) the
+        ``limit`` that finished last (None: all of them); in creation order."""
+        args: dict[str, Any] = {"state": state, "limit": limit}
+        if since is not None:
+            args["since"] = since
+        return [ActivityRecord.from_dict(d) for d in self.call("list", **args)]
 
     def get(self, activity_id: str) -> ActivityRecord:
         return ActivityRecord.from_dict(self.call("get", id=activity_id))
@@ -267,8 +274,10 @@ class Node:
     def start(self, kind: str, params: dict[str, Any]) -> RemoteActivity:
         return RemoteActivity(self.client, self.client.start(kind, params))
 
-    def list(self, state: str | None = None) -> list[RemoteActivity]:
-        return [RemoteActivity(self.client, r) for r in self.client.list(state)]
+    def list(
+        self, state: str | None = None, *, limit: int | None = LIST_LIMIT, since: float | None = None
+    ) -> list[RemoteActivity]:
+        return [RemoteActivity(self.client, r) for r in self.client.list(state, limit=limit, since=since)]
 
     def grant(
         self,

@@ -44,6 +44,7 @@ from ..errors import AgentUnavailable, ProtocolError, UsageError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
 from ..private import private_dir, private_open
+from ..replication.compress import available_codecs
 from ..zfs.names import validate_node
 from .manager import ActivityManager
 from .protocol import (
@@ -58,6 +59,7 @@ from .protocol import (
     RECV_OPS,
     decode,
     encode,
+    list_window,
     response,
 )
 
@@ -240,6 +242,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 "node": m.ctx.node,
                 "pid": os.getpid(),
                 "active": m.live_count(),
+                "codecs": available_codecs(),
             }
         if op == "kinds":
             return m.kinds()
@@ -258,7 +261,8 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if op == "start":
             return m.start(str(args.get("kind", "")), args.get("params") or {}).to_dict()
         if op == "list":
-            return [r.to_dict() for r in m.list(args.get("state"))]
+            limit, since = list_window(args)
+            return [r.to_dict() for r in m.list(args.get("state"), limit=limit, since=since)]
         if op == "holds":
             return m.holds(args.get("release_stale", False))
         aid = args.get("id")
@@ -320,6 +324,7 @@ def run_agent(
     from ..replication.receiver import Receiver
     from ..zfs.api import Zfs
     from .peers import PeerAgents
+    from .retention import Pruner, Retention
 
     sock = socket_path or settings.agent_socket
     peer_sock = sock.with_name("peer.sock")
@@ -359,6 +364,8 @@ def run_agent(
 
         metrics, _ = serve_metrics(manager, metrics_address or "127.0.0.1", metrics_port)
     carried = manager.recover()
+    pruner = Pruner(store, Retention.from_settings(settings), log)
+    pruner.start()
     log.info(
         "agent started", extra={"socket": str(sock), "db": str(db), "carried_on": carried, "pid": os.getpid()}
     )
@@ -376,6 +383,7 @@ def run_agent(
                 path.unlink()
         if metrics is not None:
             metrics.shutdown()
+        pruner.stop()
         manager.shutdown()
         peers.close()
         store.close()

@@ -143,9 +143,13 @@ class ActivityManager:
             return act.record()
         return self.store.get(activity_id)
 
-    def list(self, state: str | None = None) -> list[ActivityRecord]:
+    def list(
+        self, state: str | None = None, *, limit: int | None = None, since: float | None = None
+    ) -> list[ActivityRecord]:
+        """Every non-terminal record, and the ``limit`` last finished (since ``since``): see
+        ``ActivityStore.list``."""
         self._reap()
-        return self.store.list(state)
+        return self.store.list(state, limit=limit, finished_since=since)
 
     def kinds(self) -> builtins.list[str]:
         return [k for k in registered_kinds() if self.test_kinds or k not in TEST_KINDS]
@@ -209,6 +213,9 @@ class ActivityManager:
                     target_guids={str(k): int(v) for k, v in dict(args["target_guids"]).items()},
                     readonly_replica=bool(args.get("readonly_replica", True)),
                 )
+            if verb == "drop_partial":
+                tokens = {str(k): str(v) for k, v in dict(args["tokens"]).items()}
+                return r.drop_partial(dataset, holder, tokens)
             if verb == "abort":
                 return r.abort(dataset, holder, keep_claim=bool(args.get("keep_claim", False)))
             if verb in ("renew", "release"):

@@ -16,6 +16,9 @@ replication needs, with every name validated, and nothing else:
   (OpenZFS) ``mountpoint``, ``sharenfs`` and ``sharesmb`` are excluded; elsewhere (zfs-fuse) the stream's
   first record is read here and a stream whose properties name any of them is refused, then the bytes
   are handed on to ``zfs receive`` through a 1 MiB pipe with ``os.splice`` (no slower than a pipe);
+* ``zfs-backend unpack CODEC zfs receive …``: the same receive, of a stream compressed on the wire
+  (``replication.compress``: the codec's fixed argv decompresses stdin first, and the checks above see
+  the decompressed stream);
 * ``zfs-backend backup-write VOLUME BACKUP`` / ``zfs-backend backup-read VOLUME BACKUP`` (a backup node):
   write the stream of a backup this node's agent opened for this peer (a new ``.partial`` file, never over
   an existing one) / read a complete backup's stream of a volume the peer holds a grant for or wrote
@@ -42,6 +45,7 @@ from typing import Any
 
 from ..hosts.validate import validate_node_name
 from ..node_sockets import peer_socket_path
+from ..replication.compress import CodecMissing, parse_unpack, start_unpack
 from ..zfs.namecheck import check_dataset_name
 
 __all__ = ["REFUSED", "check_stream_head", "main", "parse_request"]
@@ -106,6 +110,17 @@ def parse_request(command: str | None) -> tuple[str, list[str]]:
         return words[1], words[2:]
     if prog == "zfs" and len(words) >= 2 and words[1] in ("receive", "recv"):
         return "zfs", _receive_argv(words[2:])
+    try:
+        unpack = parse_unpack(words)
+    except ValueError as e:
+        raise Refused(str(e)) from None
+    if (
+        unpack is not None
+        and len(unpack[1]) >= 2
+        and unpack[1][0] == "zfs"
+        and unpack[1][1] in ("receive", "recv")
+    ):
+        return f"zfs+{unpack[0]}", _receive_argv(unpack[1][2:])
     raise Refused(f"{' '.join(words[:2])!r} is not allowed for a peer node")
 
 
@@ -208,13 +223,17 @@ def _receive_argv_for(argv: list[str], admitted: dict[str, Any]) -> tuple[list[s
     return [*flags, target], True
 
 
-def _relay_receive(zfs: str, argv: list[str]) -> int:
+def _relay_receive(zfs: str, argv: list[str], unpacker: int | None = None) -> int:
     """Run ``zfs receive`` on the stream once its first record is checked: the head is written into a
     1 MiB pipe and the rest spliced after it (stdin -> pipe, in the kernel).
 
     ``zfs receive`` is started first, reading the empty pipe, while the head is read and checked: its
     start-up (tens of milliseconds on zfs-fuse) overlaps the stream's first bytes instead of following
-    them. It has read nothing when a refused head kills it, so a refusal leaves no trace on the node."""
+    them. It has read nothing when a refused head kills it, so a refusal leaves no trace on the node.
+
+    ``unpacker``: the pid of the decompressor feeding stdin (``start_unpack``, a stream compressed on the
+    wire), killed with the receiver on a refused head, else reaped at the end: the status is the
+    receive's when it failed, else the decompressor's."""
     r, w = os.pipe()
     try:
         import fcntl
@@ -235,9 +254,13 @@ def _relay_receive(zfs: str, argv: list[str]) -> int:
     except Refused:
         import signal
 
-        os.kill(pid, signal.SIGKILL)
+        for child in (pid, unpacker):
+            if child is not None:
+                os.kill(child, signal.SIGKILL)
         os.close(w)
-        os.waitpid(pid, 0)
+        for child in (pid, unpacker):
+            if child is not None:
+                os.waitpid(child, 0)
         raise
     try:
         view = memoryview(head)
@@ -257,6 +280,15 @@ def _relay_receive(zfs: str, argv: list[str]) -> int:
         pass  # zfs receive gave up: its status says why
     finally:
         os.close(w)
+    code = _status(pid)
+    if unpacker is not None:
+        unpacked = _status(unpacker)
+        return code if code != 0 else unpacked
+    return code
+
+
+def _status(pid: int) -> int:
+    """The exit status of child ``pid`` as a shell gives it (128 + N for a signal N)."""
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code
@@ -282,13 +314,19 @@ def main(environ: dict[str, str] | None = None, argv: Sequence[str] | None = Non
             from .rpc_bridge import bridge
 
             return bridge(sys.stdin.buffer, sys.stdout.buffer, peer_socket_path(env), hello=peer)
-        if what == "zfs":
+        if what == "zfs" or what.startswith("zfs+"):
             admitted = _ask(peer, {"what": "receive", "dataset": req[-1]}, peer_socket_path(env))
             zfs = _zfs()
             final, check = _receive_argv_for(req, admitted)
+            unpacker = None
+            if what.startswith("zfs+"):  # compressed on the wire: fd 0 becomes the decompressed stream
+                try:
+                    unpacker = start_unpack(what.removeprefix("zfs+"))
+                except CodecMissing as e:
+                    raise Refused(str(e)) from None
             if not check:
                 os.execv(zfs, [zfs, *final])  # noqa: S606 - a validated argv, no shell
-            return _relay_receive(zfs, final)
+            return _relay_receive(zfs, final, unpacker)
         _ask(peer, {"what": what, "volume": req[0], "backup": req[1]}, peer_socket_path(env))
     except Refused as e:
         client = env.get("SSH_CLIENT", "?").split(" ")[0]

@@ -10,7 +10,11 @@ Ops and their ``args`` → ``result``:
     ping      {}                          → {"agent": "zfs-backend", "protocol": 1, "node", "pid", "active"}
     kinds     {}                          → ["pipeline", …]
     start     {"kind", "params"}          → record
-    list      {"state"?: str}             → [record, …]
+    list      {"state"?: str, "limit"?: int|null, "since"?: seconds}
+                                          → [record, …] in creation order: every non-terminal one, and
+                                            of the finished ones (those finished at or after "since",
+                                            a UNIX time) the "limit" that finished last (absent:
+                                            LIST_LIMIT; null: all, which may pass MAX_LINE)
     get       {"id"}                      → record
     suspend   {"id"}                      → record      (likewise resume, cancel)
     set       {"id", "bwlimit_bps": int|null} → record  (a running pipeline's limit, at once; null: none)
@@ -29,6 +33,7 @@ the controller's grant, required of a peer's ``recv.begin``, see below):
     recv.renew    {"dataset", "holder"}                    recv.release {"dataset", "holder"}
     recv.finish   {"dataset", "holder", "target_guids", "readonly_replica"}
     recv.abort    {"dataset", "holder"}                    recv.status  {}
+    recv.drop_partial {"dataset", "holder", "tokens"}  (an unusable token's partial receive, if the project's)
     recv.expect   {"dataset", "holder", "sent_guids"}      (a standby's next increment)
     recv.commit   {"dataset", "holder", "target_guid", "prune_prefix"?}   (hold the new base, prune)
     recv.fence    {"dataset", "holder", "reason"?}         (abort, and shut the holder out for good)
@@ -77,6 +82,7 @@ __all__ = [
     "BACKUP_OPS",
     "GRANT_OPS",
     "HELLO_OP",
+    "LIST_LIMIT",
     "MAX_LINE",
     "OPS",
     "PEER_OPS",
@@ -87,12 +93,15 @@ __all__ = [
     "encode",
     "error_from_payload",
     "error_payload",
+    "list_window",
     "request",
     "response",
 ]
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 4 << 20
+#: finished activities a ``list`` returns when its caller names no limit (the live ones: all of them)
+LIST_LIMIT = 100
 RECV_OPS = frozenset(
     {
         "recv.begin",
@@ -102,6 +111,7 @@ RECV_OPS = frozenset(
         "recv.finish",
         "recv.release",
         "recv.abort",
+        "recv.drop_partial",
         "recv.status",
         "recv.expect",
         "recv.commit",
@@ -203,3 +213,14 @@ def error_from_payload(payload: Any) -> ZfsBackendError:
     exc = cls.__new__(cls)  # some carry extra constructor arguments; the message is what travels
     Exception.__init__(exc, message)
     return exc
+
+
+def list_window(args: dict[str, Any]) -> tuple[int | None, float | None]:
+    """A ``list`` op's ``limit`` (absent: ``LIST_LIMIT``; null: all) and ``since``, checked."""
+    limit = args.get("limit", LIST_LIMIT)
+    since = args.get("since")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ProtocolError(f"list: limit must be a whole number >= 0 or null, not {limit!r}")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)):
+        raise ProtocolError(f"list: since must be a UNIX time in seconds, not {since!r}")
+    return limit, None if since is None else float(since)

@@ -6,7 +6,9 @@ imports it. The class subclasses ``cinder.volume.driver.VolumeDriver`` and deleg
 :class:`zfs_backend.driver.ZfsNfsDriver`, converting Cinder's volume/snapshot objects to the driver's
 dataclasses by their (identical) field names (a volume's storage by its ``name_id``, as Cinder's
 ``volume.name``), and this project's errors to Cinder's exceptions
-(``VolumeIsBusy`` / ``SnapshotIsBusy`` for a refused delete, which Cinder's manager handles;
+(``VolumeIsBusy`` / ``SnapshotIsBusy`` for a refused delete, which Cinder's manager handles; a
+snapshot with volumes made from it is not refused but deleted deferred, as Cinder's contract wants:
+destroyed deferred on the node (``zfs destroy -d``: ZFS destroys it with its last clone);
 ``InvalidConfigurationValue`` for bad options; ``VolumeBackendAPIException`` for anything else).
 Options, in the backend's section (or ``[backend_defaults]``)::
 
@@ -217,7 +219,9 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
 
     def delete_snapshot(self, snapshot: Any) -> None:
         with _cinder_errors(f"delete snapshot {snapshot.id}", exception.SnapshotIsBusy):
-            self._m("snapshot delete").delete_snapshot(_snapshot(snapshot))
+            # deferred: Cinder's volumes from a snapshot do not keep it (tempest deletes the snapshot
+            # of a volume it just made from it, and waits for it to go)
+            self._m("snapshot delete").delete_snapshot(_snapshot(snapshot), deferred=True)
 
     def create_volume_from_snapshot(self, volume: Any, snapshot: Any) -> dict[str, Any]:
         with _cinder_errors(f"create volume {volume.id} from snapshot {snapshot.id}"):

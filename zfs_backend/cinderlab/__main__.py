@@ -10,7 +10,8 @@ from pathlib import Path
 from ..config import load_settings
 from ..errors import UsageError, ZfsBackendError
 from .config import PROJECT_ID, CinderLayout
-from .services import down, status, up
+from .keystone import load_accounts
+from .services import AUTH, down, status, up
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NODE:STANDBY",
         help="up: replication_device = backend_id:STANDBY in NODE's backend (Cinder's replication v2.1)",
     )
+    ap.add_argument(
+        "--auth",
+        choices=AUTH,
+        default="keystone",
+        help="up: cinder-api behind keystone (started with it; the default) or noauth",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     lay = CinderLayout(load_settings(), args.venv.resolve())
@@ -49,21 +56,29 @@ def main(argv: list[str] | None = None) -> int:
             pairs = [d.split(":", 1) for d in args.replication_device]
             if any(len(p) != 2 for p in pairs):
                 raise UsageError("--replication-device wants NODE:STANDBY")
-            report = up(lay, purge=args.purge, timeout=args.timeout, replication=dict(pairs))
+            report = up(lay, purge=args.purge, timeout=args.timeout, replication=dict(pairs), auth=args.auth)
             for w in report.warnings:
                 print(f"cinder up: warning: {w}", file=sys.stderr)
             if args.json:
                 print(json.dumps(report.to_dict()))
             else:
                 ports = ", ".join(f"{k} {v}" for k, v in report.ports.items())
-                print(f"cinder is up: {report.endpoint} (noauth); backends {', '.join(report.backends)}")
+                print(f"cinder is up: {report.endpoint} ({args.auth}); backends {', '.join(report.backends)}")
                 print(f"loopback ports: {ports}; state in {lay.root}")
                 print(f"took {report.seconds.get('total')} s ({report.seconds})")
-                print(
-                    f"client: {lay.bin('cinder')} --os-auth-type noauth --os-user-id admin "
-                    f"--os-project-id {PROJECT_ID} --os-endpoint {report.endpoint} "
-                    "--os-volume-api-version 3.70 list"
-                )
+                if load_accounts(lay) is None:
+                    print(
+                        f"client: {lay.bin('cinder')} --os-auth-type noauth --os-user-id admin "
+                        f"--os-project-id {PROJECT_ID} --os-endpoint {report.endpoint} "
+                        "--os-volume-api-version 3.70 list"
+                    )
+                else:
+                    print(
+                        f"client: {lay.bin('cinder')} --os-auth-url {lay.auth_url} --os-username admin "
+                        f"--os-project-name admin --os-user-domain-id default --os-project-domain-id default "
+                        f'--os-password "$(cat {lay.keystone_dir / "admin.password"})" '
+                        "--os-volume-api-version 3.70 list"
+                    )
         elif args.command == "down":
             for line in down(lay, purge=args.purge):
                 print(f"stopped {line}" if not line.startswith(("removed", "(")) else line)

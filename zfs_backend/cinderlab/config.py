@@ -9,7 +9,9 @@ Ports, all on 127.0.0.1, from a base (``$ZFS_BACKEND_CINDER_PORT_BASE``; default
 third octet of the lab network, so the default lab 198.18.0.0/24 gets 23000-23003 and two labs on
 different networks get different ports): base + 0 cinder-api, + 1 AMQP (RabbitMQ), + 2 Erlang
 distribution (RabbitMQ's inter-node port, used by nothing but its own tools), + 3 epmd (Erlang's port
-mapper, started here on loopback instead of the system-wide one on 4369).
+mapper, started here on loopback instead of the system-wide one on 4369), + 4 keystone (its WSGI
+application under gunicorn: the identity service cinder-api authenticates every request with, see
+:mod:`.keystone`; state in ``keystone/``, its database ``keystone`` on the same MariaDB).
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ class Ports:
     base: int
 
     def __post_init__(self) -> None:
-        if not 1024 <= self.base <= 65535 - 3:
-            raise ConfigError(f"cinder port base {self.base} out of range (1024-65532)")
+        if not 1024 <= self.base <= 65535 - 4:
+            raise ConfigError(f"cinder port base {self.base} out of range (1024-65531)")
 
     @property
     def api(self) -> int:
@@ -76,8 +78,18 @@ class Ports:
     def epmd(self) -> int:
         return self.base + 3
 
+    @property
+    def keystone(self) -> int:
+        return self.base + 4
+
     def all(self) -> dict[str, int]:
-        return {"cinder-api": self.api, "amqp": self.amqp, "erlang-dist": self.erlang_dist, "epmd": self.epmd}
+        return {
+            "cinder-api": self.api,
+            "amqp": self.amqp,
+            "erlang-dist": self.erlang_dist,
+            "epmd": self.epmd,
+            "keystone": self.keystone,
+        }
 
 
 def backend_name(node: str) -> str:
@@ -91,6 +103,8 @@ class CinderLayout:
 
     settings: Settings
     venv: Path  # the virtualenv holding cinder (``.venv-cinder``)
+    #: the virtualenv holding keystone and gunicorn (``.venv-keystone``; default: beside ``venv``)
+    keystone_venv: Path | None = None
 
     @property
     def root(self) -> Path:
@@ -152,6 +166,26 @@ class CinderLayout:
     def bin(self, name: str) -> Path:
         return self.venv / "bin" / name
 
+    def keystone_bin(self, name: str) -> Path:
+        venv = self.keystone_venv or self.venv.parent / ".venv-keystone"
+        return venv / "bin" / name
+
+    @property
+    def keystone_dir(self) -> Path:
+        """keystone.conf, its fernet and credential keys (0700)."""
+        return self.root / "keystone"
+
+    @property
+    def auth_url(self) -> str:
+        """Keystone's v3 identity endpoint."""
+        return f"http://{LOOPBACK}:{self.ports.keystone}/v3"
+
+    @property
+    def credentials(self) -> Path:
+        """The accounts ``cinder-up`` made in keystone (0600 JSON: ``admin``, ``member``, ``cinder``),
+        present only while cinder-api runs behind keystone."""
+        return self.root / "credentials.json"
+
     @property
     def api_paste(self) -> Path:
         """The paste pipeline cinder ships (``auth_strategy`` picks its noauth pipeline)."""
@@ -181,9 +215,12 @@ def cinder_conf(
     db_password: str = "",
     stats_interval: int = 10,
     replication: dict[str, str] | None = None,
+    service_password: str | None = None,
 ) -> str:
-    """``cinder.conf``: noauth API on loopback, MariaDB on a unix socket (``db_password``: its ``cinder``
-    user's), RabbitMQ, one backend section per node.
+    """``cinder.conf``: the API on loopback, behind keystone (keystonemiddleware's ``authtoken``, as the
+    ``cinder`` service user with ``service_password``) or, without a ``service_password``, noauth;
+    MariaDB on a unix socket (``db_password``: its ``cinder`` user's), RabbitMQ, one backend section per
+    node.
 
     ``stats_interval``: how often each cinder-volume backend re-reads its node's stats (and publishes
     its volumes' backend activities, see ``zfs_backend.cinder``); also the services' heartbeat.
@@ -201,8 +238,11 @@ def cinder_conf(
         "[DEFAULT]",
         f"host = {HOST}",
         f"state_path = {lay.root}",
-        "auth_strategy = noauth",
+        f"auth_strategy = {'noauth' if service_password is None else 'keystone'}",
         f"api_paste_config = {lay.api_paste}",
+        # the filters each list call accepts (cinder reads /etc/cinder's otherwise, absent here: every
+        # list logged an ERROR and filtered on nothing but the defaults)
+        f"resource_query_filters_file = {lay.api_paste.with_name('resource_filters.json')}",
         f"osapi_volume_listen = {LOOPBACK}",
         f"osapi_volume_listen_port = {lay.ports.api}",
         "osapi_volume_workers = 1",
@@ -233,6 +273,20 @@ def cinder_conf(
         "heartbeat_timeout_threshold = 0",
         "",
     ]
+    if service_password is not None:
+        lines += [
+            "[keystone_authtoken]",
+            f"www_authenticate_uri = {lay.auth_url}",
+            f"auth_url = {lay.auth_url}",
+            "auth_type = password",
+            "user_domain_name = Default",
+            "project_domain_name = Default",
+            "project_name = service",
+            "username = cinder",
+            f"password = {service_password}",
+            "service_token_roles_required = true",
+            "",
+        ]
     for node, backend in zip(nodes, backends, strict=True):
         lines += [
             f"[{backend}]",

@@ -25,6 +25,7 @@ __all__ = [
     "argv",
     "check_prerequisites",
     "ensure_cinder_user",
+    "ensure_database",
     "init",
     "ready",
 ]
@@ -105,13 +106,21 @@ def ready(lay: CinderLayout) -> bool:
 
 def ensure_cinder_user(lay: CinderLayout, password: str) -> None:
     """The socket narrowed to 0600 (MariaDB makes it 0777, in a 0700 directory), Cinder's database and its
-    ``cinder`` user with ``password`` (the SQL goes on stdin, not in an argv anyone can read)."""
+    ``cinder`` user with ``password``."""
     os.chmod(lay.mysql_socket, 0o600)
+    ensure_database(lay, "cinder", password)
+
+
+def ensure_database(lay: CinderLayout, name: str, password: str) -> None:
+    """Database ``name`` and its user ``name`` with ``password`` (the SQL goes on stdin, not in an argv
+    anyone can read). ``name``: one of ours (``cinder``, ``keystone``), never input."""
+    if name not in ("cinder", "keystone"):
+        raise LabError(f"no database {name!r} in the lab's Cinder")
     sql = (
-        "CREATE DATABASE IF NOT EXISTS cinder CHARACTER SET utf8mb4;\n"
-        f"CREATE USER IF NOT EXISTS 'cinder'@'localhost' IDENTIFIED BY '{password}';\n"
-        f"ALTER USER 'cinder'@'localhost' IDENTIFIED BY '{password}';\n"
-        "GRANT ALL PRIVILEGES ON cinder.* TO 'cinder'@'localhost';\n"
+        f"CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4;\n"
+        f"CREATE USER IF NOT EXISTS '{name}'@'localhost' IDENTIFIED BY '{password}';\n"
+        f"ALTER USER '{name}'@'localhost' IDENTIFIED BY '{password}';\n"
+        f"GRANT ALL PRIVILEGES ON {name}.* TO '{name}'@'localhost';\n"
     )
     r = subprocess.run(
         [str(MARIADB), "--no-defaults", f"--socket={lay.mysql_socket}", "--user=root", "--batch"],
@@ -122,4 +131,4 @@ def ensure_cinder_user(lay: CinderLayout, password: str) -> None:
         check=False,
     )
     if r.returncode != 0:
-        raise LabError(f"creating Cinder's database failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+        raise LabError(f"creating the {name} database failed ({r.returncode}): {r.stderr.strip()[-2000:]}")

@@ -1,4 +1,4 @@
-"""Bring the small Cinder up and down: epmd, RabbitMQ, MariaDB, cinder-api, -scheduler, -volume.
+"""Bring the small Cinder up and down: epmd, RabbitMQ, MariaDB, keystone, cinder-api, -scheduler, -volume.
 
 ``up`` is idempotent in effect (it stops what a previous ``up`` left, then starts afresh, keeping the
 database unless ``purge``); a failed ``up`` stops everything it started before raising. ``down`` stops
@@ -28,7 +28,7 @@ from ..errors import LabError, MissingDependency
 from ..hosts.inventory import load_inventory
 from ..hosts.openssh import master_ident, stop_masters
 from ..private import private_dir, private_open
-from . import mariadb, procs
+from . import keystone, mariadb, procs
 from .config import HOST, LOOPBACK, PROJECT_ID, CinderLayout, backend_name, cinder_conf, rabbitmq_conf
 
 __all__ = ["ORDER", "RABBITMQ_SERVER", "UpReport", "api_get", "down", "status", "up"]
@@ -36,7 +36,8 @@ __all__ = ["ORDER", "RABBITMQ_SERVER", "UpReport", "api_get", "down", "status", 
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 EPMD = "epmd"
 # stop order: the API first (no new requests), the broker and its port mapper last
-ORDER = ("cinder-api", "cinder-volume", "cinder-scheduler", "mariadb", "rabbitmq", "epmd")
+ORDER = ("cinder-api", "cinder-volume", "cinder-scheduler", "keystone", "mariadb", "rabbitmq", "epmd")
+AUTH = ("keystone", "noauth")
 SERVICES = ("cinder-api", "cinder-scheduler", "cinder-volume")
 #: how long the scheduler may take to hear from every backend before stuck cinder-volume children are
 #: restarted (it takes ~10 s here)
@@ -102,10 +103,24 @@ def check_prerequisites(lay: CinderLayout) -> None:
     _epmd_bin()
 
 
+_TOKENS: dict[str, tuple[str, str]] = {}  # auth URL -> the admin's (token, project id), while valid
+
+
+def _admin_auth(lay: CinderLayout) -> tuple[str, str]:
+    """(token, project id) of the admin: keystone's when cinder-api runs behind it, else noauth's."""
+    accounts = keystone.load_accounts(lay)
+    if accounts is None:
+        return f"admin:{PROJECT_ID}", PROJECT_ID
+    if lay.auth_url not in _TOKENS:
+        _TOKENS[lay.auth_url] = keystone.token(lay.auth_url, accounts["admin"])
+    return _TOKENS[lay.auth_url]
+
+
 def api_get(lay: CinderLayout, path: str, timeout: float = 10.0) -> Any:
-    """GET ``path`` (under ``/v3/<project>``, or the root for ``""``) as the noauth admin; parsed JSON."""
-    url = f"http://{LOOPBACK}:{lay.ports.api}/" if path == "" else f"{lay.endpoint}/{PROJECT_ID}/{path}"
-    headers = {"X-Auth-Token": f"admin:{PROJECT_ID}", "Accept": "application/json"}
+    """GET ``path`` (under ``/v3/<project>``, or the root for ``""``) as the admin; parsed JSON."""
+    tok, project = _admin_auth(lay)
+    url = f"http://{LOOPBACK}:{lay.ports.api}/" if path == "" else f"{lay.endpoint}/{project}/{path}"
+    headers = {"X-Auth-Token": tok, "Accept": "application/json"}
     req = urllib.request.Request(url, headers=headers)  # noqa: S310 (http on loopback, our own API)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (loopback http, our own API)
@@ -113,13 +128,15 @@ def api_get(lay: CinderLayout, path: str, timeout: float = 10.0) -> Any:
     except urllib.error.HTTPError as e:
         if e.code == 300:  # the versions document
             return json.loads(e.read() or b"null")
+        if e.code == 401:  # the token expired: the next call logs in again
+            _TOKENS.pop(lay.auth_url, None)
         raise
 
 
 def _api_ok(lay: CinderLayout) -> bool:
     try:
         return bool(api_get(lay, "", timeout=5))
-    except (OSError, ValueError):
+    except (OSError, ValueError, LabError):
         return False
 
 
@@ -207,8 +224,13 @@ def _rabbit_env(lay: CinderLayout) -> dict[str, str]:
     }
 
 
-def _write_files(lay: CinderLayout, nodes: list[str], replication: dict[str, str] | None = None) -> str:
-    for d in (lay.root, lay.log_dir, lay.run_dir, lay.lock_dir, lay.rabbit_dir):
+def _write_files(
+    lay: CinderLayout,
+    nodes: list[str],
+    replication: dict[str, str] | None = None,
+    auth: str = "keystone",
+) -> str:
+    for d in (lay.root, lay.log_dir, lay.run_dir, lay.lock_dir, lay.rabbit_dir, lay.keystone_dir):
         private_dir(d)
     password = _password(lay)
     _write_private(lay.rabbit_dir / "rabbitmq.conf", rabbitmq_conf(lay, password))
@@ -217,10 +239,28 @@ def _write_files(lay: CinderLayout, nodes: list[str], replication: dict[str, str
     if not cookie.exists():
         _write_private(cookie, secrets.token_hex(20).upper())
     db_password = _secret(lay.db_secret)
-    _write_private(
-        lay.conf, cinder_conf(lay, nodes, password, db_password=db_password, replication=replication)
+    service_password = None
+    lay.credentials.unlink(missing_ok=True)  # written again once keystone has the accounts
+    if auth == "keystone":
+        service_password = _secret(lay.keystone_dir / "cinder.password")
+        ks_db = _secret(lay.keystone_dir / "db.password")
+        _write_private(lay.keystone_dir / "keystone.conf", keystone.keystone_conf(lay, ks_db))
+        _write_private(lay.keystone_dir / "gunicorn.conf.py", keystone.gunicorn_conf(lay))
+    text = cinder_conf(
+        lay,
+        nodes,
+        password,
+        db_password=db_password,
+        replication=replication,
+        service_password=service_password,
     )
+    _write_private(lay.conf, text)
     return password
+
+
+def _start_keystone(lay: CinderLayout, run: Any, watch: list[Any], timeout: float) -> None:
+    keystone.start(lay, run, watch, timeout, secret=_secret, base_env=_env(lay))
+    _TOKENS.pop(lay.auth_url, None)
 
 
 def _nodes(lay: CinderLayout) -> list[str]:
@@ -235,16 +275,22 @@ def up(
     purge: bool = False,
     timeout: float = 300.0,
     replication: dict[str, str] | None = None,
+    auth: str = "keystone",
 ) -> UpReport:
     """Start the services and wait until the scheduler knows every backend's capacity. ``replication``:
-    node -> standby node (``replication_device`` of the node's backend)."""
+    node -> standby node (``replication_device`` of the node's backend); ``auth``: cinder-api behind
+    keystone (started here) or noauth."""
+    if auth not in AUTH:
+        raise LabError(f"auth {auth!r}: one of {', '.join(AUTH)}")
     check_prerequisites(lay)
+    if auth == "keystone":
+        keystone.check_prerequisites(lay)
     down(lay, purge=purge)
     nodes = _nodes(lay)
     busy = [f"{what} {port}" for what, port in lay.ports.all().items() if not procs.port_free(port)]
     if busy:
         raise LabError(f"loopback ports in use: {', '.join(busy)} (set $ZFS_BACKEND_CINDER_PORT_BASE)")
-    _write_files(lay, nodes, replication)
+    _write_files(lay, nodes, replication, auth)
     backends = [backend_name(n) for n in nodes]
     report = UpReport(lay.endpoint, lay.ports.all(), backends)
     t_all = time.monotonic()
@@ -276,6 +322,10 @@ def up(
             ),
             1,
         )
+        if auth == "keystone":
+            t0 = time.monotonic()
+            _start_keystone(lay, run, [epmd, rabbit, db], timeout)
+            report.seconds["keystone"] = round(time.monotonic() - t0, 1)
         env = _env(lay)
         conf = ["--config-file", str(lay.conf)]
         if not lay.db_synced.exists():
@@ -289,7 +339,7 @@ def up(
             report.seconds["db_sync"] = round(time.monotonic() - t0, 1)
         t0 = time.monotonic()
         services = [run(name, [str(lay.bin(name)), *conf], env) for name in SERVICES]
-        watch = [epmd, rabbit, db, *services]
+        watch = [p for p in started if p[0].name != "db-sync"]
         procs.wait_for("cinder-api", lambda: _api_ok(lay), timeout=timeout, procs=watch, interval=1.0)
         procs.wait_for(
             "cinder services up",

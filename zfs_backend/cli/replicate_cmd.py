@@ -9,7 +9,8 @@ import argparse
 from ..activity.limits import DEFAULT_STALL_TIMEOUT_S, MAX_STALL_TIMEOUT_S, MIN_STALL_TIMEOUT_S
 from ..config import load_settings
 from ..replication import snapshot_replicate
-from .numbers import seconds
+from ..replication.request import MAX_PARALLEL
+from .numbers import seconds, whole
 from .progress import run_in_foreground
 from .render import parse_rate
 
@@ -42,12 +43,30 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--recursive", action="store_true", help="replicate the dataset tree (send -R)")
     p.add_argument("--properties", action="store_true", help="carry the dataset properties (send -p)")
     p.add_argument(
+        "--raw",
+        action="store_true",
+        help="an encrypted dataset as it is on disk (send -w): the key never leaves the source, the "
+        "replica stays locked until its key is loaded; refused for a dataset that is not encrypted",
+    )
+    p.add_argument(
+        "--parallel",
+        metavar="N",
+        type=whole("--parallel", 1, MAX_PARALLEL),
+        default=1,
+        help=f"with --recursive: N datasets of the tree at a time, one stream each (1-{MAX_PARALLEL})",
+    )
+    p.add_argument(
         "--stall-timeout",
         metavar="SECONDS",
         type=seconds("--stall-timeout", MIN_STALL_TIMEOUT_S, MAX_STALL_TIMEOUT_S),
         help=f"restart a stream after this long without a byte moved (default {DEFAULT_STALL_TIMEOUT_S:g})",
     )
     p.add_argument("--cipher", help="OpenSSH cipher for the stream (default aes128-gcm@openssh.com)")
+    p.add_argument(
+        "--compress",
+        action="store_true",
+        help="zstd on the wire (for slow links; costs CPU, nothing gained on data that does not compress)",
+    )
     p.add_argument("--detach", action="store_true", help="print the activity id and return")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_replicate, quick_exit=True)
@@ -68,7 +87,10 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         recursive=args.recursive,
         properties=args.properties,
         cipher=args.cipher,
+        compress=args.compress,
         settings=settings,
+        parallel=getattr(args, "parallel", 1),
+        raw=getattr(args, "raw", False),
         extra_params=None if args.stall_timeout is None else {"stall_timeout_s": args.stall_timeout},
     )
     return run_in_foreground(

@@ -51,6 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="S",
         help="the lag goal, reported by status",
     )
+    c.add_argument(
+        "--compress",
+        action="store_true",
+        help="zstd on the wire for the syncs (slow links; until a failover re-creates the sync)",
+    )
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_create)
     st = s.add_parser("status", help="lag, last sync, activity state, last error")
@@ -110,6 +115,7 @@ def _create(args: argparse.Namespace) -> int:
         args.standby,
         interval_s=args.interval,
         max_lag_s=args.max_lag,
+        compress=args.compress,
         on_progress=None if args.json else progress_printer(con),
     )
     aside = run.results.get("set_aside")

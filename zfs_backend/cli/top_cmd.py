@@ -10,6 +10,10 @@ answers; keys act on the selected row:
     a            also finished activities (default: running ones and those that ended < 10 min ago)
     q            quit
 
+Each poll asks the agent only for what the screen shows (``Top.window``: the live activities and those
+finished in the last ten minutes, or with ``a`` or a state filter the ``SHOWN_LIMIT`` that finished last),
+so a node keeping a long history answers as fast as one with a short one.
+
 Rendering and key handling only: the verbs are the agents' own (``suspend``/``resume``/``cancel``).
 """
 
@@ -24,6 +28,7 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +50,8 @@ __all__ = ["register"]
 
 SORT_KEYS = ("node", "kind", "state", "progress", "rate", "created")
 RECENT_S = 600.0
+#: finished activities asked of each node at most (the screen shows a few dozen rows)
+SHOWN_LIMIT = 500
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -73,9 +80,17 @@ class NodeView:
 
 
 class Poller(threading.Thread):
-    def __init__(self, view: NodeView, settings: Settings, interval: float, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        view: NodeView,
+        settings: Settings,
+        interval: float,
+        stop: threading.Event,
+        window: Callable[[], dict[str, Any]] = dict,
+    ) -> None:
         super().__init__(name=f"top-{view.name}", daemon=True)
         self.view, self.settings, self.interval, self.stop = view, settings, interval, stop
+        self.window = window
 
     def run(self) -> None:
         v = self.view
@@ -84,7 +99,7 @@ class Poller(threading.Thread):
                 with v.lock:
                     if v.node is None:
                         v.node = connect_node(v.name, self.settings)
-                    recs = v.node.client.list()
+                    recs = v.node.client.list(**self.window())
                 v.records, v.error, v.at = recs, None, time.time()
             except Exception as e:
                 v.error = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
@@ -111,6 +126,12 @@ class Top:
         self.start = 0  # the first row on the screen (scrolled only to keep the selection in view)
         self.message = ""
         self.confirm: tuple[str, str] | None = None
+
+    def window(self, now: float | None = None) -> dict[str, Any]:
+        """What a poll asks each agent for (``AgentClient.list``'s arguments): what ``rows()`` may show."""
+        if self.show_all or self.state:
+            return {"state": self.state, "limit": SHOWN_LIMIT}
+        return {"since": (time.time() if now is None else now) - RECENT_S, "limit": SHOWN_LIMIT}
 
     def rows(self) -> list[tuple[str, ActivityRecord]]:
         now = time.time()
@@ -297,9 +318,9 @@ def cmd_top(args: argparse.Namespace) -> int:
     names = args.nodes.split(",") if args.nodes else load_inventory(settings=settings).names
     views = [NodeView(n) for n in names]
     stop = threading.Event()
-    for v in views:
-        Poller(v, settings, args.interval, stop).start()
     top = Top(views, args)
+    for v in views:
+        Poller(v, settings, args.interval, stop, top.window).start()
     fd = sys.stdin.fileno()
     old = termios.tcgetattr(fd) if os.isatty(fd) else None
     try:

@@ -21,6 +21,7 @@ __all__ = [
     "INTERNAL_SNAP_PREFIXES",
     "clone_snapshot",
     "dependents",
+    "destroy_snapshot",
     "drop_clone_origin",
     "promote_dependents",
     "refuse_own_snapshots",
@@ -55,10 +56,32 @@ def snapshot_clones(zfs: Zfs, parent: DatasetName, snap: SnapshotName) -> list[s
     return [str(c) for c, o in dependents(zfs, parent, snap.dataset) if o == snap]
 
 
+def destroy_snapshot(
+    zfs: Zfs, options: NodeOptions, snap: SnapshotName, snapshot_id: str, *, deferred: bool = False
+) -> None:
+    """Destroy a volume's snapshot; a missing one is gone already. While volumes are cloned from it:
+    refused (:class:`VolumeBusy`), or with ``deferred`` (Cinder's contract: a volume made from a snapshot
+    is independent of it, so deleting the snapshot must succeed) destroyed deferred (``zfs destroy -d``:
+    marked ``defer_destroy``, ZFS destroys it with its last clone; a volume whose only snapshots are so
+    marked may be deleted, its clones promoted first). No data is destroyed while a volume uses it.
+    (Renaming it to an internal ``@clone-`` snapshot instead failed on zfs-fuse: a snapshot's rename
+    remounts its clones, busy while exported.)"""
+    if not zfs.exists(snap):
+        return
+    deps = snapshot_clones(zfs, options.parent_dataset, snap)
+    if deps and not deferred:
+        raise VolumeBusy(f"snapshot {snapshot_id} has dependent volumes: {', '.join(deps)}")
+    if deps:
+        log.info("%s: %s has clones (%s): destroyed deferred", options.node, snap, ", ".join(deps))
+    zfs.destroy(snap, defer=bool(deps), deadline=float(options.destroy_deadline))
+
+
 def refuse_own_snapshots(zfs: Zfs, ds: DatasetName, volume_id: str) -> None:
     """A volume with snapshots of its own (not internal ``@clone-``/``@backup-``/``@migrate-``/
-    ``@zfs_backend-failback-`` ones) cannot be deleted."""
+    ``@zfs_backend-failback-`` ones, nor ones destroyed deferred: ``defer_destroy``) cannot be deleted."""
     own = [s for s in zfs.list_snapshots(ds) if not s.snap.startswith(INTERNAL_SNAP_PREFIXES)]
+    # a snapshot deleted deferred (Cinder's delete of one with clones) is gone for its volume's users
+    own = [s for s in own if zfs.get(s.name, ["defer_destroy"]).get("defer_destroy") != "on"]
     if own:
         raise VolumeBusy(
             f"volume {volume_id} has {len(own)} snapshot(s) "

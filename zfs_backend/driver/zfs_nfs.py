@@ -39,7 +39,7 @@ from ..zfs.api import Zfs
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
 from . import access, clones, layout
 from .clones import CLONE_SNAP_PREFIX as CLONE_SNAP_PREFIX  # kept importable from here
-from .errors import InvalidSize, VolumeBusy, VolumeExists, VolumeNotFound
+from .errors import InvalidSize, VolumeExists, VolumeNotFound
 from .layout import SIZE_PROPERTY, VOLUME_FILE, quota_for
 from .models import GIB, Snapshot, Volume, check_size
 from .nfs import Attachment, GaneshaExports
@@ -294,15 +294,11 @@ class ZfsNfsDriver:
         self.zfs.snapshot(snap)
         return None
 
-    def delete_snapshot(self, snapshot: Snapshot) -> None:
-        """Destroy the snapshot; refused while volumes are cloned from it. A missing one is gone already."""
+    def delete_snapshot(self, snapshot: Snapshot, *, deferred: bool = False) -> None:
+        """Destroy the snapshot (a missing one is gone already); while volumes are cloned from it refused,
+        or with ``deferred`` (Cinder's contract) destroyed deferred: :func:`.clones.destroy_snapshot`."""
         snap = self._snapshot_name(snapshot)
-        if not self.zfs.exists(snap):
-            return
-        deps = clones.snapshot_clones(self.zfs, self.options.parent_dataset, snap)
-        if deps:
-            raise VolumeBusy(f"snapshot {snapshot.id} has dependent volumes: {', '.join(deps)}")
-        self.zfs.destroy(snap, deadline=float(self.options.destroy_deadline))
+        clones.destroy_snapshot(self.zfs, self.options, snap, snapshot.id, deferred=deferred)
 
     # ---- exports and connections ---------------------------------------------------------------
 

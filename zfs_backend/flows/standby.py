@@ -187,8 +187,10 @@ def standby_create(
     *,
     interval_s: float = 5.0,
     max_lag_s: float = 0.0,
+    compress: bool = False,
     on_progress: Any = None,
 ) -> FlowRun:
+    """``compress``: the syncs' streams in zstd on the wire (``replication.compress``)."""
     rec = env().service().get_volume(volume)
     validate_node(standby)
     if standby == rec.node:
@@ -219,6 +221,7 @@ def standby_create(
         "standby_node": standby,
         "interval_s": float(interval_s),
         "max_lag_s": float(max_lag_s),
+        "compress": "zstd" if compress else None,
     }
     run = run_flow(settings, create_flow, {"volume": rec.name}, store, on_progress=on_progress)
     if aside is not None:

@@ -78,7 +78,14 @@ class StartSync(task.Task):
     grants of ``node`` on the standby's dataset."""
 
     def execute(
-        self, volume: str, node: str, to_node: str, base: str, interval_s: float, max_lag_s: float
+        self,
+        volume: str,
+        node: str,
+        to_node: str,
+        base: str,
+        interval_s: float,
+        max_lag_s: float,
+        compress: str | None = None,
     ) -> str:
         ds = _dataset(node, volume)
         dest = _dataset(to_node, volume)
@@ -89,7 +96,7 @@ class StartSync(task.Task):
             "base": base,
             "interval_s": float(interval_s),
             "max_lag_s": float(max_lag_s or 0.0),
-        }
+        } | ({"compress": compress} if compress else {})
         agent = env().agent(node)
         try:
             return str(start_granted(env().agent, node, SYNC_KIND, params).id)

@@ -18,6 +18,8 @@ first stream
     can be lost. When it is refused as "modified" anyway (a change too fresh for the cheap check), the
     destination's ``clean`` checks that dataset exactly: noise is rolled back and the stream starts
     again; a real change fails the activity as diverged, with nothing discarded.
+``parallel`` > 1 (a recursive tree)
+    one stream per dataset, that many at a time, under the same claim (:mod:`.parallel`).
 restart (``restart_mode = "rerun"``)
     after a cut link, a dead ``ssh``, an agent SIGKILL or a destination restart: ``begin`` again (the same
     claim), then from the resume token where the destination keeps one, or from the newest common
@@ -49,22 +51,23 @@ from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
+from .compress import check_codec
+from .cursor import cursor_prefix, keep_cursor, relationship_bookmarks
 from .estimate import check_space, estimate_send
+from .parallel import ParallelStreams
 from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
+from .raw import check_raw_source, raw_flags
 from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
-from .resume import planned_chain, resume_mismatch
+from .restart import MULTIPLEX_BELOW, RestartOps, stale_tokens
 from .transport import PeerHost
-from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
+from .tree_plan import streams_fit, tree_estimate
+from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv, stream_flags
 
 __all__ = ["KIND", "TUNING_PARAMS", "Replicate", "running_conflict"]
 
 
 _START_LOCK = threading.Lock()
-#: streams up to this size share the SSH master connection to the destination (no handshake, measured
-#: ~0.25 s on the lab, and as fast: one channel on an idle connection); bigger ones get their own
-#: connection, so that several big streams can use several cores for ciphering
-MULTIPLEX_BELOW = 1 << 30
 
 
 def running_conflict(
@@ -90,7 +93,7 @@ def _rel_name(top: DatasetName, ds: DatasetName) -> str:
     return "" if ds == top else ds.name[len(top.name) + 1 :]
 
 
-class Replicate(ReceiverUpkeep, PipelineActivity):
+class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
     """The ``replicate`` kind (see the module doc)."""
 
     KIND = KIND
@@ -125,9 +128,14 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
         self._local: Host = ctx.host(None)
         self._src = Zfs(self._local)
         self._current: Plan | None = None
+        self._planned = None
         self._replan = False
         self._noop = False
         self._last_renew = time.monotonic()
+
+    @property
+    def _cursor(self) -> str:
+        return cursor_prefix(self.request.destination_node, str(self.request.destination))
 
     @property
     def receiver(self) -> RemoteReceiver:
@@ -167,6 +175,7 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
         req, ks = self.request, self.kind_state
         top = dst.top
         rolled = bool(ks.get("discarded_done")) or not req.rollback_destination
+        src_ds = req.snapshot.dataset
         outcome = incremental_path(
             src[""],
             None if top is None else top.snapshots,
@@ -177,14 +186,15 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
             rollback_destination=not rolled,
             destination_modified=top is not None and top.changed,
             modified_detail="" if top is None else top.detail,
+            bookmarks=() if req.recursive else relationship_bookmarks(self._src, src_ds, self._cursor),
         )
         where = f"{req.destination_node}:{req.destination}"
         if isinstance(outcome, Conflict):
             err = outcome.error()
             raise type(err)(f"{'on restart, ' if restart else ''}{where}: {outcome.reason}")
         discard: dict[str, int] = {}
-        if outcome.rollback_to is not None and outcome.base is not None:
-            discard[""] = outcome.base.guid
+        if outcome.rollback_to is not None and outcome.base_guid is not None:
+            discard[""] = outcome.base_guid
         if req.recursive and outcome.base is not None:
             children = check_children(
                 src,
@@ -204,10 +214,14 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
         conflict = running_conflict(self.ctx.store.non_terminal(), self.request, own_id=self.id)
         if conflict is not None:
             raise conflict.error()
+        if self.request.compress:
+            check_codec(self.request.compress, self.ctx.peer_agent, self.request.destination_node)
         super().prepare()
 
     def plan(self) -> None:
         req = self.request
+        if req.raw:  # refused before the destination is asked anything
+            self.kind_state["encryption"] = check_raw_source(self._src, req.snapshot.dataset, self.ctx.node)
         src = self._source_tree()
         sent = sorted({s.guid for snaps in src.values() for s in snaps})
         dst = self.receiver.begin(
@@ -215,7 +229,16 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
         )
         try:
             plan = self._plan_against(src, dst, restart=False)
-            est = estimate_send(self._src, self._send_spec(plan))
+            self.kind_state["parallel_streams"] = streams_fit(src, dst, req.snapshot.snap)
+            self.kind_state["stream_flags"] = (
+                raw_flags(dst.stream, f"{req.destination_node} ({dst.dialect})")
+                if req.raw
+                else stream_flags(self._src.dialect, dst.stream)
+            )
+            if self.parallel_tree:
+                est = tree_estimate(self._src, src, dst, req, self.kind_state["stream_flags"])
+            else:
+                est = estimate_send(self._src, self._send_spec(plan))
             if self.space_check:
                 check_space(dst.available, est, f"{req.destination_node}:{req.destination}")
         except BaseException:
@@ -232,7 +255,7 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
                 "plan": plan.describe(),
                 "full": plan.full,
                 "base": None if plan.base is None else plan.base.snap,
-                "base_guid": None if plan.base is None else plan.base.guid,
+                "base_guid": plan.base_guid,
                 "target_guid": plan.target.guid,
                 "target_guids": targets,
                 "dest_existed": dst.exists,
@@ -242,9 +265,13 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
                 "estimate": est.bytes,
                 "estimate_exact": est.exact,
                 "estimate_method": est.method,
+                "stale_tokens": stale_tokens(dst),  # partial receives of an earlier run: dropped first
             }
         )
+        if req.parallel > 1 and not self.parallel_tree:
+            self.kind_state["plan"] += " (one stream: the destination cannot receive a new dataset unmounted)"
         self._current = plan
+        self._planned = (src, dst) if self.parallel_tree else None
 
     def estimate_total(self) -> int:
         return int(self.kind_state.get("estimate", 0))
@@ -274,14 +301,7 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
         if token is not None:
             return Endpoint(self._local, self._src.resume_send_argv(token))
         assert self._current is not None
-        discard = self.kind_state.get("discard")
-        if discard and not self.kind_state.get("discarded_done"):
-            report = self.receiver.discard({str(k): int(v) for k, v in discard.items()})
-            self.kind_state["discarded"] = report.get("discarded", {})
-            self.kind_state["discarded_done"] = True
-            self.ctx.store.save_result(self.id, self._result())
-        elif self.request.rollback_destination:
-            self.kind_state["discarded_done"] = True
+        self._first_stream_steps()
         return Endpoint(self._local, self._src.send_argv(self._send_spec(self._current)))
 
     def build_consumer(self, offset: int) -> Endpoint:
@@ -294,14 +314,15 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
         spec = RecvSpec(
             target=self.request.destination, resumable=bool(ks.get("resumable")), set_properties=props
         )
-        return Endpoint(
-            self._peer, spec.argv(dialect_for_recv(ks)), counts_network=not self._peer.stream_multiplex
-        )
+        return self._recv_endpoint(spec.argv(dialect_for_recv(ks)))
 
     def on_success(self) -> None:
         targets = {str(k): int(v) for k, v in self.kind_state.get("target_guids", {}).items()}
         report = self.receiver.finish(targets)
         self.kind_state["created"] = report.get("created", [])
+        if not self.request.recursive:  # the source keeps a bookmark of what the destination holds
+            ks = self.kind_state
+            ks["cursor"] = keep_cursor(self._src, self.request.snapshot, int(ks["target_guid"]), self._cursor)
         self.ctx.store.save_result(self.id, self._result())
 
     def rollback(self) -> None:
@@ -327,67 +348,22 @@ class Replicate(ReceiverUpkeep, PipelineActivity):
             out["discarded"] = ks["discarded"]
         if ks.get("created"):
             out["created"] = ks["created"]
-        if ks.get("resume_refused"):
-            out["resume_refused"] = ks["resume_refused"]
+        if ks.get("cursor"):
+            out["cursor"] = ks["cursor"]
+        for key in ("resume_refused", "resume_discarded"):
+            if ks.get(key):
+                out[key] = ks[key]
         if ks.get("abort"):
             out["rolled_back"] = ks["abort"].get("actions", [])
             out["left_alone"] = ks["abort"].get("left", [])
         return out
 
-    def _resume_refused(self, token: str, source: list[Snapshot]) -> str | None:
-        """None when ``token`` resumes the planned stream (:mod:`.resume`), else why not."""
-        ks = self.kind_state
-        base_guid = ks.get("base_guid")
-        if base_guid is None and ks.get("base"):  # planned before base_guid was recorded
-            base_guid = next((s.guid for s in source if s.snap == ks["base"]), None)
-        base = None if base_guid is None else int(base_guid)
-        chain = planned_chain(source, int(ks["target_guid"]), base, intermediates=self.request.intermediates)
-        return resume_mismatch(token, self.request.snapshot.dataset, chain, base)
-
     def _send_spec(self, plan: Plan) -> SendSpec:
-        return plan.send_spec(recursive=self.request.recursive, properties=self.request.properties)
-
-    def _prepare_restart(self) -> str | None:
-        """Plan the next stream from what the destination holds now (``begin`` again, the same claim).
-        Returns a resume token when the receive can be resumed; sets ``_noop`` when the target is
-        already there."""
-        req, ks = self.request, self.kind_state
-        src = self._source_tree()
-        sent = sorted({s.guid for snaps in src.values() for s in snaps})
-        receiver = self.receiver
-        dst = receiver.begin(
-            f"{self.ctx.node}:{req.snapshot.dataset}", recursive=req.recursive, sent_guids=sent
+        return plan.send_spec(
+            recursive=self.request.recursive,
+            properties=self.request.properties,
+            flags=self.kind_state.get("stream_flags"),
         )
-        top = dst.top
-        if top is not None and top.resume_token:
-            refused = self._resume_refused(top.resume_token, src[""])
-            if refused is None:
-                self._current = None
-                return top.resume_token
-            where = f"{req.destination_node}:{req.destination}"
-            ks["resume_refused"] = f"{where}: resume token not used: {refused}"
-            self.ctx.log.warning("activity %s: %s", self.id, ks["resume_refused"])
-            self.ctx.store.save_result(self.id, self._result())
-            if ks.get("dest_existed"):
-                # not provably ours: its partial receive is left as it is (and blocks a new stream)
-                raise ReplicationConflict(
-                    f"on restart, {where} holds a partial receive that is not this replication's "
-                    f"({refused}); left alone (`zfs receive -A {req.destination}` discards it)"
-                )
-            # a dataset this activity created: removed below by the receiver's abort (marks, GUIDs)
-        want = int(ks["target_guid"])
-        if top is not None and any(s.guid == want for s in top.snapshots):
-            self._noop = True  # the last attempt completed before its end was recorded
-            return None
-        if top is not None and not ks.get("dest_existed"):
-            # a partial tree this activity created (zfs-fuse -R): start it over, keeping the claim
-            receiver.abort(keep_claim=True)
-            dst = receiver.begin(
-                f"{self.ctx.node}:{req.snapshot.dataset}", recursive=req.recursive, sent_guids=sent
-            )
-        self._current = self._plan_against(src, dst, restart=True)
-        ks["plan"] = self._current.describe()
-        return None
 
 
 register_kind(KIND, Replicate)

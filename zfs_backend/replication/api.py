@@ -119,9 +119,12 @@ def snapshot_replicate(
     recursive: bool = False,
     properties: bool = False,
     cipher: str | None = None,
+    compress: bool = False,
     settings: Settings | None = None,
     node_for: Callable[[str], AgentNode] | None = None,
     extra_params: dict[str, Any] | None = None,
+    parallel: int = 1,
+    raw: bool = False,
 ) -> BackendActivity:
     """Replicate ``snapshot`` of ``source_server`` to ``destination_server``; return the activity.
 
@@ -132,6 +135,10 @@ def snapshot_replicate(
     ``bwlimit``: bytes/s (int, or ``"20M"``). ``rollback_destination``: allow discarding the
     destination's snapshots and changes after the common base. ``recursive``: ``send -R``.
     ``properties``: ``send -p``. ``cipher``: OpenSSH cipher (default: ``Settings.ssh_cipher``).
+    ``compress``: zstd on the wire (``replication.compress``; for slow links and data that compresses).
+    ``parallel``: with ``recursive``, the tree's datasets this many at a time (one stream each).
+    ``raw``: ``send -w``, only of an encrypted dataset (the key never leaves the source, see
+    ``replication.raw``); refused otherwise.
     ``node_for``: how to reach a node's agent (default: inventory + SSH). ``extra_params``: kind
     tuning (``max_retries``, ``backoff_s``, ``space_check``, ``stall_timeout_s``); anything else is
     refused (a ``grant`` too: the destination's agent makes it, asked here).
@@ -150,6 +157,9 @@ def snapshot_replicate(
         recursive=recursive,
         properties=properties,
         cipher=cipher or s.ssh_cipher or DEFAULT_CIPHER,
+        compress="zstd" if compress else None,
+        parallel=parallel,
+        raw=raw,
     )
     params = {**req.to_params(), **(extra_params or {})}
     grant = grant_request(KIND, params, req.source_node)  # refuses what the agent would, before any I/O

@@ -148,7 +148,11 @@ class PeerAuthority:
             raise not_held(top, holder)
         self._check_root(top)
         if not claim.state.get("recursive"):  # a claim on one dataset reaches no dataset inside it
-            rels = [*dict(args.get("base_guids") or {}), *dict(args.get("target_guids") or {})]
+            rels = [
+                *dict(args.get("base_guids") or {}),
+                *dict(args.get("target_guids") or {}),
+                *dict(args.get("tokens") or {}),
+            ]
             target = args.get("target")
             if any(rel != "" for rel in rels) or (target is not None and str(target) != str(top)):
                 raise NotGranted(f"the claim of {holder} covers {top} alone, not the datasets inside it")

@@ -10,7 +10,9 @@ Rules (see ``docs/replication.md``):
 * no destination dataset: a full stream (``incremental_from`` is then a conflict);
 * ``force_full_copy``: a full stream into a *new* dataset; an existing destination is a conflict;
 * otherwise the base is the newest source snapshot older than ``target`` whose GUID the destination
-  holds (or ``incremental_from``, which must be such a snapshot); none: a conflict;
+  holds (or ``incremental_from``, which must be such a snapshot); or, when the source's ``bookmarks``
+  hold a newer such GUID (the source pruned the snapshots: a bookmark of what the destination holds),
+  that bookmark (``-i #mark``, never ``-I``); none: a conflict;
 * the destination already holding ``target``'s GUID: a conflict (``up-to-date``);
 * the destination has snapshots newer than its copy of the base, or was modified after it: diverged,
   a conflict unless ``rollback_destination`` (the plan then names what the rollback destroys).
@@ -32,7 +34,7 @@ from ..errors import (
     ReplicationConflict,
     UpToDate,
 )
-from ..zfs.models import SendSpec, Snapshot
+from ..zfs.models import Bookmark, SendSpec, Snapshot
 
 __all__ = [
     "ALREADY_RUNNING",
@@ -92,6 +94,8 @@ class Plan:
     target: Snapshot
     base: Snapshot | None = None
     dest_base: Snapshot | None = None
+    #: the source's bookmark the increment is sent from, where no newer common snapshot is left
+    base_bookmark: Bookmark | None = None
     intermediates: bool = False
     destination_exists: bool = False
     rollback_to: Snapshot | None = None
@@ -100,18 +104,40 @@ class Plan:
 
     @property
     def full(self) -> bool:
-        return self.base is None
+        return self.base is None and self.base_bookmark is None
 
-    def send_spec(self, *, recursive: bool = False, properties: bool = False) -> SendSpec:
+    @property
+    def base_guid(self) -> int | None:
+        b = self.base or self.base_bookmark
+        return None if b is None else b.guid
+
+    def send_spec(
+        self, *, recursive: bool = False, properties: bool = False, flags: Mapping[str, bool] | None = None
+    ) -> SendSpec:
+        """``flags``: ``large_blocks``/``compressed``/``embedded`` (``-L -c -e``), where both ends
+        have them; ``raw`` (``-w``), asked for an encrypted dataset."""
+        f = flags or {}
         return SendSpec(
             snapshot=self.target.name,
-            incremental_from=None if self.base is None else self.base.name,
+            incremental_from=(
+                self.base.name
+                if self.base is not None
+                else None
+                if self.base_bookmark is None
+                else self.base_bookmark.name
+            ),
             intermediates=self.intermediates and self.base is not None,
             recursive=recursive,
             properties=properties,
+            large_blocks=bool(f.get("large_blocks")),
+            compressed=bool(f.get("compressed")),
+            embedded=bool(f.get("embedded")),
+            raw=bool(f.get("raw")),
         )
 
     def describe(self) -> str:
+        if self.base_bookmark is not None:
+            return f"incremental -i #{self.base_bookmark.mark} {self.target.name}"
         if self.base is None:
             return f"full stream of {self.target.name}"
         flag = "-I" if self.intermediates else "-i"
@@ -133,6 +159,7 @@ def incremental_path(
     rollback_destination: bool = False,
     destination_modified: bool = False,
     modified_detail: str = "",
+    bookmarks: Sequence[Bookmark] = (),
 ) -> Plan | Conflict:
     """Plan one dataset's replication (see the module doc).
 
@@ -182,30 +209,27 @@ def incremental_path(
                 NO_COMMON_BASE,
                 f"the destination has no snapshot with the GUID of @{short} (names do not count)",
             )
-    elif common:
-        base = common[-1]
     else:
-        return Conflict(
-            NO_COMMON_BASE,
-            "the destination exists but shares no snapshot (by GUID) with the source; "
-            "replicate into a new dataset (force_full_copy) instead",
+        marks = sorted(
+            (b for b in bookmarks if b.guid in by_guid and b.createtxg < tgt.createtxg),
+            key=lambda b: b.createtxg,
         )
+        if marks and (not common or marks[-1].createtxg > common[-1].createtxg):
+            # the source pruned the snapshots the destination holds, or their newest: its bookmark
+            return _from_bookmark(tgt, marks[-1], by_guid[marks[-1].guid], dst, rollback_destination,
+                                  destination_modified, modified_detail)  # fmt: skip
+        if not common:
+            return Conflict(
+                NO_COMMON_BASE,
+                "the destination exists but shares no snapshot (by GUID) with the source; "
+                "replicate into a new dataset (force_full_copy) instead",
+            )
+        base = common[-1]
     dest_base = by_guid[base.guid]
     newer = tuple(s for s in dst if s.createtxg > dest_base.createtxg)
-    if (newer or destination_modified) and not rollback_destination:
-        what = []
-        if newer:
-            what.append("newer snapshots " + ", ".join(f"@{s.snap}" for s in newer))
-        if destination_modified:
-            what.append(
-                "data changed after its newest snapshot"
-                + (f" ({modified_detail})" if modified_detail else "")
-            )
-        return Conflict(
-            DIVERGED,
-            f"the destination diverged after @{dest_base.snap}: {'; '.join(what)}; nothing was changed "
-            "(rollback_destination would discard it)",
-        )
+    diverged = _diverged(dest_base, newer, rollback_destination, destination_modified, modified_detail)
+    if diverged is not None:
+        return diverged
     return Plan(
         target=tgt,
         base=base,
@@ -215,6 +239,48 @@ def incremental_path(
         rollback_to=dest_base if (newer or destination_modified) else None,
         destroys=newer,
         discards_changes=destination_modified,
+    )
+
+
+def _diverged(
+    dest_base: Snapshot, newer: tuple[Snapshot, ...], rollback: bool, modified: bool, detail: str
+) -> Conflict | None:
+    if not (newer or modified) or rollback:
+        return None
+    what = []
+    if newer:
+        what.append("newer snapshots " + ", ".join(f"@{s.snap}" for s in newer))
+    if modified:
+        what.append("data changed after its newest snapshot" + (f" ({detail})" if detail else ""))
+    return Conflict(
+        DIVERGED,
+        f"the destination diverged after @{dest_base.snap}: {'; '.join(what)}; nothing was changed "
+        "(rollback_destination would discard it)",
+    )
+
+
+def _from_bookmark(
+    tgt: Snapshot,
+    mark: Bookmark,
+    dest_base: Snapshot,
+    dst: Sequence[Snapshot],
+    rollback: bool,
+    modified: bool,
+    detail: str,
+) -> Plan | Conflict:
+    """An increment ``-i #mark``: the destination's copy of the bookmarked snapshot is the base."""
+    newer = tuple(s for s in dst if s.createtxg > dest_base.createtxg)
+    diverged = _diverged(dest_base, newer, rollback, modified, detail)
+    if diverged is not None:
+        return diverged
+    return Plan(
+        target=tgt,
+        base_bookmark=mark,
+        dest_base=dest_base,
+        destination_exists=True,
+        rollback_to=dest_base if (newer or modified) else None,
+        destroys=newer,
+        discards_changes=modified,
     )
 
 

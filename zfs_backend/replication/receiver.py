@@ -25,6 +25,10 @@ socket), so every check and every change happens on the node that owns the data,
     (user properties ``zfs_backend:receiver`` and ``zfs_backend:source``), makes new replicas read-only,
     restores what ``begin`` changed on existing ones, releases the claim (and its grant, a peer's), and
     records the GUIDs it verified as received (what a standby's prune may later remove).
+``drop_partial``
+    a resume token the source refused (its snapshot pruned, another stream): its partial state is
+    discarded where it is provably the project's, so the replication falls back to the newest common
+    snapshot instead of wedging (in :mod:`.receiver_abort`).
 ``abort``
     (cancel, or a final failure) puts the tree back as ``begin`` found it: discards a partial resumable
     receive, rolls existing datasets back to their last snapshot from before (only when every newer
@@ -180,7 +184,15 @@ class Receiver(AbortOps, StandbyOps):
         self, claim: Claim, top: DatasetName, tree: list[Dataset], recursive: bool, sent: list[int]
     ) -> Claim:
         before = {_rel(top, ds.name): [s.guid for s in self.zfs.list_snapshots(ds.name)] for ds in tree}
-        return claim.with_state(before=before, recursive=recursive, sent=sent, readonly={}, discarded={})
+        partial: dict[str, str] = {}  # what drop_partial may not take for its own
+        if self.zfs.dialect.resumable_receive:
+            for ds in tree:
+                tok = self.zfs.resume_token(ds.name)
+                if tok:
+                    partial[_rel(top, ds.name)] = tok
+        return claim.with_state(
+            before=before, recursive=recursive, sent=sent, readonly={}, discarded={}, partial_before=partial
+        )
 
     def _lock_read_only(self, claim: Claim, tree: list[Dataset]) -> Claim:
         """Make each existing dataset of the tree read-only for the claim's life (recording how to undo it).
@@ -242,6 +254,11 @@ class Receiver(AbortOps, StandbyOps):
                 "name": str(d),
                 "resumable_receive": d.resumable_receive,
                 "recv_properties": d.recv_properties,
+                "recv_no_mount": d.recv_no_mount,
+                "send_compressed": d.send_compressed,
+                "send_large_blocks": d.send_large_blocks,
+                "send_embedded": d.send_embedded,
+                "send_raw": d.send_raw,
                 "user_holds": d.user_holds,
             },
             "datasets": {},

@@ -5,16 +5,26 @@ snapshot is one this replication sent and its head did not change; a dataset tha
 is destroyed only when it is provably this replication's (every snapshot's GUID is one the source sent,
 or a partial receive, and no other receiver's mark, and no child it did not create). What it may not
 touch it leaves, and says so.
+
+``drop_partial`` (a resume token the source cannot use: its snapshot was pruned, another base, another
+stream) discards a partial receive's state (``zfs receive -A``) so that the replication can fall back to
+the newest common snapshot, only where it proves the state the project's: the token streams a snapshot
+of the claim's source dataset, and either it appeared under this claim (no other replication can
+receive into a claimed tree) or the dataset is the project's replica of that very source
+(``zfs_backend:source``, set locally by ``finish``, equals the claim's source). ``abort`` discards a
+partial receive under the same proof. Anything else is left, and said so.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ReplicationConflict
+from ..errors import ReplicationConflict, UsageError
 from ..zfs.changes import PROBE_PREFIX
-from ..zfs.names import DatasetName, parse_dataset
-from .wire import RECEIVER_PROP, validate_holder
+from ..zfs.names import DatasetName, parse_dataset, parse_node_qualified
+from ..zfs.parse import ParseError
+from ..zfs.resume_token import decode_resume_token
+from .wire import RECEIVER_PROP, SOURCE_PROP, validate_holder
 
 if TYPE_CHECKING:
     from ..zfs.api import Zfs
@@ -59,6 +69,7 @@ class AbortOps:
         for ds in sorted(tree, key=lambda d: d.name.name.count("/"), reverse=True):
             rel = _rel(top, ds.name)
             if rel in before:
+                self._drop_own_partial(claim, rel, ds.name, restored, left)
                 self._restore_existing(ds.name, set(before[rel]), sent, restored, left)
             else:
                 self._remove_created(ds.name, holder, sent, restored, left)
@@ -72,12 +83,68 @@ class AbortOps:
             self._drop_claim(top, claim)
         return {"restored": not left, "actions": restored, "left": left}
 
+    def drop_partial(self, dataset: str, holder: str, tokens: dict[str, str]) -> dict[str, Any]:
+        """Discard the partial receive named by each ``tokens`` entry (relative name -> the token the
+        source refused), where it is provably the project's (see the module doc). A token that is no
+        longer the dataset's (another receive's since) is left. Returns ``dropped`` (relative names)
+        and ``left`` (one line each)."""
+        top = parse_dataset(dataset)
+        claim = self.claims.held(str(top), validate_holder(holder))
+        recursive = bool(claim.state.get("recursive"))
+        dropped: list[str] = []
+        left: list[str] = []
+        for rel, token in sorted(tokens.items()):
+            if rel and not recursive:
+                raise UsageError(f"the claim of {holder} covers {top} alone, not {top}/{rel}")
+            ds = top if not rel else parse_dataset(f"{top}/{rel}")
+            now = self.zfs.resume_token(ds) if self.zfs.exists(ds) else None
+            if not now or now != token:
+                left.append(f"{ds}: its partial receive is not the one named; left alone")
+                continue
+            why = self._not_ours(claim, rel, ds, token)
+            if why is not None:
+                left.append(f"{ds}: {why}; left alone (`zfs receive -A {ds}` discards it)")
+                continue
+            self.zfs.abort_resumable_receive(ds)
+            dropped.append(rel)
+        return {"dropped": dropped, "left": left}
+
+    def _drop_own_partial(
+        self, claim: Claim, rel: str, ds: DatasetName, done: list[str], left: list[str]
+    ) -> None:
+        """``abort``: a partial resumable receive in ``ds`` is discarded when it is the project's."""
+        token = self.zfs.resume_token(ds) if self.zfs.dialect.resumable_receive else None
+        if not token:
+            return
+        why = self._not_ours(claim, rel, ds, token)
+        if why is not None:
+            left.append(f"{ds}: {why}; left alone")
+            return
+        self.zfs.abort_resumable_receive(ds)
+        done.append(f"{ds}: partial receive discarded")
+
+    def _not_ours(self, claim: Claim, rel: str, ds: DatasetName, token: str) -> str | None:
+        """None when the partial receive of ``token`` in ``ds`` is provably the project's: the token
+        streams a snapshot of the claim's source dataset, and either it appeared under ``claim`` (it is
+        not the one ``begin`` found) or the dataset is the replica of that source (its local mark);
+        else why not."""
+        try:
+            toname = decode_resume_token(token).toname
+        except ParseError as e:
+            return str(e)
+        src_ds = parse_node_qualified(claim.source).name
+        if toname.partition("@")[0] != str(src_ds):
+            return f"a partial receive of {toname}, not of this replication's source {src_ds}"
+        if claim.state.get("partial_before", {}).get(rel) != token:
+            return None
+        mark, where = self.zfs.get_with_source(ds, SOURCE_PROP)
+        if where != "local" or mark != claim.source:
+            return "a partial receive from before this replication, into a dataset not marked as its replica"
+        return None
+
     def _restore_existing(
         self, ds: DatasetName, before: set[int], sent: set[int], done: list[str], left: list[str]
     ) -> None:
-        if self.zfs.dialect.resumable_receive and self.zfs.resume_token(ds):
-            self.zfs.abort_resumable_receive(ds)
-            done.append(f"{ds}: partial receive discarded")
         snaps = [s for s in self.zfs.list_snapshots(ds) if not s.snap.startswith(PROBE_PREFIX)]
         newer = [s for s in snaps if s.guid not in before]
         if not newer:

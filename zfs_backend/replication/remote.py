@@ -30,6 +30,11 @@ class DestinationDataset:
     resume_token: str | None = None
 
 
+#: what a destination reports it can receive (its own ``zfs send`` flags: a ``zfs`` that can send a
+#: stream can receive it)
+STREAM_KEYS = ("send_compressed", "send_large_blocks", "send_embedded", "send_raw")
+
+
 @dataclass(frozen=True)
 class DestinationTree:
     node: str
@@ -37,6 +42,10 @@ class DestinationTree:
     available: int | None
     resumable_receive: bool = False
     recv_properties: bool = False
+    recv_no_mount: bool = False
+    #: the destination's ``send_compressed``/``send_large_blocks``/``send_embedded``/``send_raw`` (it can
+    #: receive them)
+    stream: dict[str, bool] = field(default_factory=dict)
     dialect: str = ""
     datasets: dict[str, DestinationDataset] = field(default_factory=dict)
 
@@ -63,6 +72,8 @@ class DestinationTree:
             available=None if avail is None else int(avail),
             resumable_receive=bool(dia.get("resumable_receive")),
             recv_properties=bool(dia.get("recv_properties")),
+            recv_no_mount=bool(dia.get("recv_no_mount")),
+            stream={k: bool(dia.get(k)) for k in STREAM_KEYS},
             dialect=str(dia.get("name", "")),
             datasets=datasets,
         )
@@ -101,6 +112,9 @@ class RemoteReceiver:
 
     def release(self) -> dict[str, Any]:
         return dict(self._call("release"))
+
+    def drop_partial(self, tokens: dict[str, str]) -> dict[str, Any]:
+        return dict(self._call("drop_partial", tokens=tokens))
 
     def abort(self, *, keep_claim: bool = False) -> dict[str, Any]:
         return dict(self._call("abort", keep_claim=keep_claim))

@@ -19,6 +19,7 @@ from ..activity.relay import MAX_BWLIMIT_BPS
 from ..errors import InvalidName, UsageError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot, validate_node
 from .ciphers import DEFAULT_CIPHER, validate_cipher
+from .compress import validate_codec
 from .wire import validate_grant
 
 __all__ = ["KIND", "TUNING_PARAMS", "Request"]
@@ -64,9 +65,14 @@ _PARAM_KEYS = frozenset(
         "properties",
         "bwlimit_bps",
         "cipher",
+        "compress",
         "grant",
+        "parallel",
+        "raw",
     }
 )
+#: the most streams of a recursive tree at once (each is an SSH channel: sshd's MaxSessions is 10)
+MAX_PARALLEL = 8
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,14 @@ class Request:
     properties: bool = False
     bwlimit_bps: int | None = None
     cipher: str = DEFAULT_CIPHER
+    #: the stream's codec on the wire (``replication.compress``), None: as ``zfs send`` wrote it
+    compress: str | None = None
     #: the destination's grant for this work (``replication.grants``), presented on every ``recv.*`` call
     grant: str | None = None
+    #: a recursive tree's datasets replicated this many at a time, one stream each (1: one ``send -R``)
+    parallel: int = 1
+    #: ``zfs send -w``: an encrypted dataset sent as it is on disk, the key never leaving the source
+    raw: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.snapshot, SnapshotName) or not isinstance(self.destination, DatasetName):
@@ -95,6 +107,10 @@ class Request:
         validate_node(self.destination_node)
         object.__setattr__(self, "incremental_from", _short_snap(self.incremental_from))
         validate_cipher(self.cipher)
+        try:
+            validate_codec(self.compress)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
         if self.grant is not None:
             validate_grant(self.grant)
         if self.bwlimit_bps is not None and (
@@ -109,6 +125,16 @@ class Request:
             raise UsageError("intermediates (-I) apply to incremental streams, not to a full copy")
         if self.incremental_from is not None and self.force_full_copy:
             raise UsageError("incremental_from and force_full_copy contradict each other")
+        if (
+            isinstance(self.parallel, bool)
+            or not isinstance(self.parallel, int)
+            or not 1 <= self.parallel <= MAX_PARALLEL
+        ):
+            raise UsageError(
+                f"parallel must be a whole number from 1 to {MAX_PARALLEL}, not {_cut(self.parallel)}"
+            )
+        if self.parallel > 1 and not self.recursive:
+            raise UsageError("parallel applies to a recursive tree (recursive)")
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -117,20 +143,26 @@ class Request:
 
     def to_params(self) -> dict[str, Any]:
         """The params; ``grant`` only when there is one (the controller adds it at the start)."""
-        return {
-            "snapshot": str(self.snapshot),
-            "source_node": self.source_node,
-            "destination_node": self.destination_node,
-            "destination": str(self.destination),
-            "force_full_copy": self.force_full_copy,
-            "incremental_from": self.incremental_from,
-            "intermediates": self.intermediates,
-            "rollback_destination": self.rollback_destination,
-            "recursive": self.recursive,
-            "properties": self.properties,
-            "bwlimit_bps": self.bwlimit_bps,
-            "cipher": self.cipher,
-        } | ({"grant": self.grant} if self.grant is not None else {})
+        return (
+            {
+                "snapshot": str(self.snapshot),
+                "source_node": self.source_node,
+                "destination_node": self.destination_node,
+                "destination": str(self.destination),
+                "force_full_copy": self.force_full_copy,
+                "incremental_from": self.incremental_from,
+                "intermediates": self.intermediates,
+                "rollback_destination": self.rollback_destination,
+                "recursive": self.recursive,
+                "properties": self.properties,
+                "bwlimit_bps": self.bwlimit_bps,
+                "cipher": self.cipher,
+            }
+            | ({"grant": self.grant} if self.grant is not None else {})
+            | ({"parallel": self.parallel} if self.parallel != 1 else {})
+            | ({"raw": True} if self.raw else {})
+            | ({"compress": self.compress} if self.compress else {})  # absent: any agent takes it
+        )
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any], *, also: frozenset[str] = frozenset()) -> Request:
@@ -149,7 +181,14 @@ class Request:
             if not isinstance(p.get(k), str):
                 raise UsageError(f"replicate param {k!r} is required (a string)")
         flags = {}
-        for k in ("force_full_copy", "intermediates", "rollback_destination", "recursive", "properties"):
+        for k in (
+            "force_full_copy",
+            "intermediates",
+            "rollback_destination",
+            "recursive",
+            "properties",
+            "raw",
+        ):
             v = p.get(k, False)
             if not isinstance(v, bool):
                 raise UsageError(f"replicate param {k!r} must be true or false")
@@ -165,6 +204,8 @@ class Request:
             incremental_from=p.get("incremental_from"),
             bwlimit_bps=bw,
             cipher=p.get("cipher") or DEFAULT_CIPHER,
+            compress=p.get("compress"),
             grant=p.get("grant"),
+            parallel=p.get("parallel", 1),
             **flags,
         )

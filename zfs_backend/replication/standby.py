@@ -43,6 +43,7 @@ from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
 from ..zfs.models import SendSpec
 from ..zfs.names import SnapshotName, parse_dataset, parse_snapshot, validate_node
+from .compress import check_codec, validate_codec
 from .receiver_standby import hold_tag
 from .remote import RemoteReceiver
 from .standby_stream import IncrementPipe
@@ -56,7 +57,7 @@ KIND = "standby-sync"
 PREFIX = "zfs_backend-standby-"
 _PARAMS = frozenset(
     {"dataset", "destination_node", "destination", "base", "interval_s", "max_lag_s", "cipher", "grant"}
-)
+) | {"compress"}
 
 
 def snapshot_time(snap: str) -> float | None:
@@ -92,6 +93,7 @@ class StandbySync(IncrementPipe, LocalActivity):
             self.base_snap = parse_snapshot(f"{self.dataset}@{p['base']}")
             self.interval = float(p.get("interval_s", 5.0))
             self.max_lag = float(p.get("max_lag_s") or 0.0)
+            self.compress = validate_codec(p.get("compress"))
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"bad standby-sync params: {e}") from None
         if not 0.5 <= self.interval <= 86400 or self.max_lag < 0:
@@ -129,6 +131,8 @@ class StandbySync(IncrementPipe, LocalActivity):
         refusal, e.g. another replication receiving there, comes back from the start)."""
         if self._cp.get("claimed"):
             return
+        if self.compress:
+            check_codec(self.compress, self.ctx.peer_agent, self.dest_node)
         base = next((s for s in self._zfs.list_snapshots(self.dataset) if s.name == self.base_snap), None)
         if base is None:
             raise DatasetNotFound(f"{self.ctx.node}: the standby's base {self.base_snap} does not exist")

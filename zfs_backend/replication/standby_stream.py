@@ -26,6 +26,7 @@ from ..zfs.api import Zfs
 from ..zfs.dialect import Dialect
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName
+from .compress import pack_argv, unpack_argv
 from .transport import PeerHost
 
 __all__ = ["IncrementPipe"]
@@ -40,6 +41,8 @@ class IncrementPipe:
     _relay: Relay | None
     _zfs: Zfs
     _peer: PeerHost
+    #: the codec on the wire (``replication.compress``), None: none
+    compress: str | None
     dest: DatasetName
     ctx: Any
     _record: ActivityRecord
@@ -74,7 +77,13 @@ class IncrementPipe:
             enlarge_pipe(w2)
             err: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process
             try:
-                proc = self._peer.spawn(recv, stdin=r2, stdout=subprocess.DEVNULL, stderr=err)
+                if self.compress:  # zstd after the relay, unpacked by the standby's peer-exec
+                    argv = pack_argv(self.compress, self._peer.stream_argv(unpack_argv(self.compress, recv)))
+                    proc = LocalHost(self.ctx.node).spawn(
+                        argv, stdin=r2, stdout=subprocess.DEVNULL, stderr=err
+                    )
+                else:
+                    proc = self._peer.spawn(recv, stdin=r2, stdout=subprocess.DEVNULL, stderr=err)
             except Exception:
                 _close(r2, w2)
                 err.close()

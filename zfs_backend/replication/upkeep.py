@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import psutil
@@ -115,3 +116,17 @@ def dialect_for_recv(ks: dict[str, Any]) -> Dialect:
         resumable_receive=bool(ks.get("resumable")),
         recv_properties=bool(ks.get("recv_properties")),
     )
+
+
+#: ``zfs send`` flags that keep blocks as they are on disk, by the dialect's name for each
+STREAM_FLAGS = {
+    "large_blocks": "send_large_blocks",
+    "compressed": "send_compressed",
+    "embedded": "send_embedded",
+}
+
+
+def stream_flags(source: Dialect, destination: Mapping[str, Any]) -> dict[str, bool]:
+    """``-L``/``-c``/``-e`` where both ends have them: the source's dialect, and the destination's as it
+    reported it in ``begin`` (a ``zfs`` that can send a feature's stream can receive it)."""
+    return {k: bool(getattr(source, d)) and bool(destination.get(d)) for k, d in STREAM_FLAGS.items()}

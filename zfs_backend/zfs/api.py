@@ -19,7 +19,7 @@ from ..hosts.base import DEFAULT_TIMEOUT, CommandResult, Host
 from . import cmd, listing
 from .dialect import Dialect, probe
 from .estimate import estimate_from_space
-from .models import Dataset, PoolCapacity, RecvSpec, SendSpec, Snapshot
+from .models import Bookmark, Dataset, PoolCapacity, RecvSpec, SendSpec, Snapshot
 from .names import (
     AnyName,
     BookmarkName,
@@ -180,14 +180,17 @@ class Zfs:
         *,
         dependents: bool = False,
         missing_ok: bool = False,
+        defer: bool = False,
     ) -> None:
-        """Destroy ``name`` (-r: with children/snapshots; ``dependents`` -R: with clones too).
+        """Destroy ``name`` (-r: with children/snapshots; ``dependents`` -R: with clones too; ``defer``
+        -d: a snapshot with clones is marked ``defer_destroy`` and ZFS destroys it with its last clone).
 
         "dataset is busy" is retried until ``deadline`` seconds have passed: right after a receive,
         zfs-fuse reports busy for about a second. ``missing_ok``: a missing name is not an error.
         """
         _expect(name, DatasetName, SnapshotName, BookmarkName)
-        argv = ["zfs", "destroy", *(["-r"] if recursive else []), *(["-R"] if dependents else []), str(name)]
+        flags = [*(["-r"] if recursive else []), *(["-R"] if dependents else []), *(["-d"] if defer else [])]
+        argv = ["zfs", "destroy", *flags, str(name)]
         start = self._clock()
         delay = 0.05
         attempt = 0
@@ -213,6 +216,21 @@ class Zfs:
     ) -> None:
         _expect(name, SnapshotName)
         self._run(["zfs", "snapshot", *(["-r"] if recursive else []), *_opts(props), str(name)])
+
+    def bookmark(self, snapshot: SnapshotName, mark: BookmarkName) -> None:
+        """``zfs bookmark snapshot dataset#mark`` (OpenZFS)."""
+        _expect(snapshot, SnapshotName)
+        _expect(mark, BookmarkName)
+        self._need("bookmarks", "zfs bookmark")
+        self._run(["zfs", "bookmark", str(snapshot), str(mark)])
+
+    def list_bookmarks(self, dataset: DatasetName) -> list[Bookmark]:
+        """The bookmarks of ``dataset`` itself, sorted by createtxg; none where the dialect has none."""
+        _expect(dataset, DatasetName)
+        if not self.dialect.bookmarks:
+            return []
+        argv = ["zfs", "list", "-Hp", "-t", "bookmark", "-d", "1", "-o", "name,guid,createtxg", str(dataset)]
+        return listing.read_bookmarks(self._run(argv).text, dataset, host=self.host.name)
 
     def rollback(self, snapshot: SnapshotName, destroy_newer: bool = False) -> None:
         """Roll back to ``snapshot``; ``destroy_newer`` (-r) destroys later snapshots."""

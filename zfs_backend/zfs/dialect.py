@@ -63,6 +63,10 @@ class Dialect:
     bookmarks: bool = False
     recv_no_mount: bool = False  # recv -u
     recv_properties: bool = False  # recv -o prop=value / -x prop
+    send_compressed: bool = False  # send -c: blocks as compressed on disk (the receiver keeps them so)
+    send_large_blocks: bool = False  # send -L: records over 128 KiB as they are
+    send_embedded: bool = False  # send -e: embedded-data blocks as they are
+    send_raw: bool = False  # send -w: an encrypted dataset's blocks as on disk (no key needed, none sent)
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}" if self.version else self.name
@@ -84,6 +88,10 @@ OPENZFS_2 = Dialect(
     bookmarks=True,
     recv_no_mount=True,
     recv_properties=True,
+    send_compressed=True,
+    send_large_blocks=True,
+    send_embedded=True,
+    send_raw=True,
 )
 
 ZFS_FUSE_07 = Dialect(name="zfs-fuse", user_holds=True)  # 0.7 has no way to print its version
@@ -192,6 +200,10 @@ def dialect_from_texts(
         bookmarks="bookmark" in zu,
         recv_no_mount="u" in recv,
         recv_properties={"o", "x"} <= recv,
+        send_compressed="c" in send,
+        send_large_blocks="L" in send,
+        send_embedded="e" in send,
+        send_raw="w" in send,
     )
 
 

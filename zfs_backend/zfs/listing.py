@@ -14,8 +14,8 @@ import logging
 from collections.abc import Mapping
 
 from ..errors import InvalidName
-from .models import Dataset, PoolCapacity, Snapshot
-from .names import DatasetName, SnapshotName, parse_dataset, parse_snapshot
+from .models import Bookmark, Dataset, PoolCapacity, Snapshot
+from .names import BookmarkName, DatasetName, SnapshotName, parse_any, parse_dataset, parse_snapshot
 from .parse import ParseError, parse_get, parse_human_size, parse_int, parse_table
 
 __all__ = [
@@ -132,6 +132,24 @@ def read_snapshots(text: str, dataset: DatasetName, *, parsable: bool, host: str
             )
         )
     return sorted(out, key=lambda s: (s.createtxg, s.name.snap))
+
+
+def read_bookmarks(text: str, dataset: DatasetName, *, host: str) -> list[Bookmark]:
+    """``zfs list -Hp -t bookmark -d 1 -o name,guid,createtxg DATASET``: its own bookmarks, by createtxg.
+    A line that does not parse (name, numbers) is skipped with a warning: input from a command."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) != 3 or not parts[0].startswith(f"{dataset}#"):
+            continue
+        try:
+            mark = parse_any(parts[0])
+            if not isinstance(mark, BookmarkName):
+                continue
+            out.append(Bookmark(mark, int(parts[1]), int(parts[2])))
+        except (InvalidName, ValueError) as e:
+            log.warning("%s: skipping a bookmark line %r: %s", host, line[:200], e)
+    return sorted(out, key=lambda b: (b.createtxg, b.mark))
 
 
 def pool_capacity_argv(pool: str, *, exact: bool) -> list[str]:

@@ -61,6 +61,19 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Bookmark:
+    """A bookmark: what an incremental may be sent from after its snapshot is gone (same ``guid``)."""
+
+    name: BookmarkName
+    guid: int
+    createtxg: int
+
+    @property
+    def mark(self) -> str:
+        return self.name.mark
+
+
+@dataclass(frozen=True)
 class PoolCapacity:
     """Pool space in bytes. From zfs-fuse these are parsed from 3-digit human units (approximate)."""
 
@@ -77,10 +90,14 @@ class PoolCapacity:
 
 @dataclass(frozen=True)
 class SendSpec:
-    """``zfs send [-R] [-D] [-p] [-i|-I base] snapshot``.
+    """``zfs send [-R] [-D] [-p] [-L] [-c] [-e] [-w] [-i|-I base] snapshot``.
 
     ``incremental_from``: the base (a snapshot, or a bookmark with ``intermediates=False`` where the
     dialect has bookmarks); ``intermediates`` picks ``-I`` (every snapshot between) over ``-i``.
+    ``large_blocks`` (``-L``), ``compressed`` (``-c``), ``embedded`` (``-e``): the blocks as they are on
+    disk; only where the dialect has them (and the receiving end too: the caller's to check).
+    ``raw`` (``-w``): an encrypted dataset's blocks as they are on disk, still encrypted (the key is
+    neither needed nor sent); it implies the other three, which are then not passed.
     """
 
     snapshot: SnapshotName
@@ -89,6 +106,10 @@ class SendSpec:
     properties: bool = False
     recursive: bool = False
     dedup: bool = False
+    large_blocks: bool = False
+    compressed: bool = False
+    embedded: bool = False
+    raw: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.snapshot, SnapshotName):
@@ -115,6 +136,12 @@ class SendSpec:
             flags.append("-D")
         if self.properties:
             flags.append("-p")
+        if self.raw:
+            flags.append("-w")
+            return flags
+        for on, flag in ((self.large_blocks, "-L"), (self.compressed, "-c"), (self.embedded, "-e")):
+            if on:
+                flags.append(flag)
         return flags
 
     def _tail(self) -> list[str]:
@@ -128,6 +155,14 @@ class SendSpec:
         """The ``zfs send`` argv for ``dialect``."""
         if isinstance(self.incremental_from, BookmarkName) and not dialect.bookmarks:
             raise UnsupportedFeature(f"send from a bookmark: {dialect} has no bookmarks")
+        for on, has, flag in (
+            (self.large_blocks, dialect.send_large_blocks, "-L"),
+            (self.compressed, dialect.send_compressed, "-c"),
+            (self.embedded, dialect.send_embedded, "-e"),
+            (self.raw, dialect.send_raw, "-w"),
+        ):
+            if on and not has:
+                raise UnsupportedFeature(f"send {flag}: {dialect} has no {flag}")
         return ["zfs", "send", *self._flags(), *self._tail()]
 
     def estimate_argv(self, dialect: Dialect) -> list[str]:

@@ -438,3 +438,32 @@ def test_short_estimate_is_revised_upward_never_stuck_at_m(ctx, tmp_path):
     assert all(n <= m for n, m in seen)
     assert act.progress == (real, real)
     assert out.read_bytes() == expected_bytes(real)
+
+
+@pytest.mark.parametrize("end", ["succeeded", "cancelled"])
+def test_the_terminal_record_carries_the_final_resources(ctx, tmp_path, end):
+    """Whoever sees the terminal state sees the final resources with it, in the same transaction: a
+    waiter woken by the move (a remote client's ``wait``) and a later ``get`` agree. (Saved after the
+    move, they differed: an agent test's ``record() == get()`` failed under load.)"""
+    terminal_records = []
+    real = ctx.store.transition
+
+    def transition(activity_id, new, **kw):
+        rec = real(activity_id, new, **kw)
+        if new in ("succeeded", "cancelled", "failed"):
+            terminal_records.append(rec)
+            time.sleep(0.2)  # a waiter reads now
+        return rec
+
+    ctx.store.transition = transition
+    params = pipeline_params(tmp_path / "o", 4 * MiB, bwlimit_bps=8 * MiB if end == "cancelled" else None)
+    act = start(ctx, params)
+    if end == "cancelled":
+        time.sleep(0.2)
+        act.cancel()
+    assert act.wait(20) == end
+    act.join(5)
+    assert len(terminal_records) == 1
+    final = ctx.store.get(act.id)
+    assert terminal_records[0].resources == final.resources
+    assert final.resources.elapsed_s == pytest.approx(final.finished_at - final.started_at, abs=0.05)

@@ -109,17 +109,46 @@ def xdr_props(**props: str) -> bytes:
     return out
 
 
+HEAVY = ("argparse", "dataclasses", "inspect", "pathlib", "subprocess")
+
+
 def test_the_forced_command_starts_without_the_heavy_modules() -> None:
     """peer-exec runs once per replication stream, which waits for it: its imports (through the
     command line's entry point, to the receive and the peer session) leave out argparse and
-    dataclasses (inspect, ast), which cost it more than its own work."""
+    dataclasses (inspect, ast), which cost it more than its own work, and subprocess (~16 ms: the
+    receive is started with fork/execv)."""
     code = (
         "import sys\n"
         "import zfs_backend.cli.main, zfs_backend.agent.peer_exec, zfs_backend.agent.rpc_bridge\n"
-        "print(sorted(m for m in ('argparse', 'dataclasses', 'inspect', 'pathlib') if m in sys.modules))\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
+
+
+def test_the_compressed_form_starts_without_the_heavy_modules(tmp_path) -> None:
+    """The same for a stream compressed on the wire (``zfs-backend unpack zstd zfs receive``): the
+    request parsed and the decompressor started (a stand-in on the codec's path, ``cat``) pull in none
+    of them either, and the decompressed bytes reach the receiver."""
+    tool = tmp_path / "zstd"
+    tool.write_text("#!/bin/sh\nexec cat\n")
+    tool.chmod(0o755)
+    code = (
+        "import os, sys\n"
+        "import zfs_backend.cli.main\n"
+        "from zfs_backend.agent.peer_exec import parse_request, _relay_receive\n"
+        "from zfs_backend.replication import compress\n"
+        f"compress._PATHS = ({str(tmp_path)!r},)\n"
+        "what, argv = parse_request('zfs-backend unpack zstd zfs receive -s tank/r')\n"
+        "assert (what, argv) == ('zfs+zstd', ['receive', '-s', 'tank/r']), (what, argv)\n"
+        "pid = compress.start_unpack('zstd')\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
+        f"sys.exit(_relay_receive('/bin/sh', ['-c', 'cat > {tmp_path}/got'], pid))\n"
+    )
+    stream = begin_record(xdr_props(compression="lz4")) + b"data" * 1000
+    r = subprocess.run([sys.executable, "-c", code], input=stream, capture_output=True, check=False)
+    assert r.returncode == 0 and r.stderr.strip() == b"[]", r.stderr
+    assert (tmp_path / "got").read_bytes() == stream
 
 
 @pytest.mark.parametrize("order", ["<", ">"])

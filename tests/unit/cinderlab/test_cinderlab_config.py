@@ -30,7 +30,14 @@ def test_ports_follow_the_lab_network_unless_set(tmp_path: Path) -> None:
     assert default_port_base("198.18.0.0/24") == 23000
     assert default_port_base("198.18.127.0/24") == 24270
     lay = layout(tmp_path, ZFS_BACKEND_LAB_NETWORK="198.18.100.0/24")
-    assert lay.ports.all() == {"cinder-api": 24000, "amqp": 24001, "erlang-dist": 24002, "epmd": 24003}
+    assert lay.ports.all() == {
+        "cinder-api": 24000,
+        "amqp": 24001,
+        "erlang-dist": 24002,
+        "epmd": 24003,
+        "keystone": 24004,
+    }
+    assert lay.auth_url == "http://127.0.0.1:24004/v3"
     assert layout(tmp_path, ZFS_BACKEND_CINDER_PORT_BASE="30000").ports.api == 30000
     assert lay.endpoint == "http://127.0.0.1:24000/v3"
     with pytest.raises(ConfigError):
@@ -49,6 +56,10 @@ def test_cinder_conf_one_backend_per_node_on_loopback(tmp_path: Path) -> None:
     assert d["osapi_volume_listen"] == LOOPBACK and d["osapi_volume_listen_port"] == str(lay.ports.api)
     assert d["transport_url"] == f"rabbit://zfs-backend:pw@127.0.0.1:{lay.ports.amqp}/"
     assert d["enabled_backends"] == "zfs-node1,zfs-node2"
+    # cinder's own list filters, not /etc/cinder's (absent: every list call logged an ERROR)
+    assert d["resource_query_filters_file"] == str(
+        tmp_path / "venv" / "etc" / "cinder" / "resource_filters.json"
+    )
     sock = tmp_path / "cinder" / "run" / "mariadb.sock"
     assert conf["database"]["connection"] == (
         f"mysql+pymysql://cinder:dbpw@localhost/cinder?unix_socket={sock}&charset=utf8mb4"

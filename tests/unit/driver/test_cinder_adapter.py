@@ -51,8 +51,8 @@ class Busy:
     def delete_volume(self, v):
         raise VolumeBusy("has snapshots")
 
-    def delete_snapshot(self, s):
-        raise VolumeBusy("has clones")
+    def delete_snapshot(self, s, **kw):
+        raise VolumeBusy("busy")
 
 d.core = Busy()
 for name, obj, exc in (("delete_volume", objects.Volume(id="v1", size=1), exception.VolumeIsBusy),

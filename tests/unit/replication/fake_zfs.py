@@ -100,6 +100,14 @@ class FakeZfs:
         default = ("off", "default") if prop == "readonly" else ("-", "-")
         return self._get(name).props.get(prop, default)
 
+    def get(self, name: AnyName, props: list[str]) -> dict[str, str]:
+        """Raw values, as ``zfs get -Hp``: a snapshot has none set here (``defer_destroy`` off)."""
+        if isinstance(name, SnapshotName):
+            if not self.exists(name):
+                raise DatasetNotFound(f"node2: dataset {name} does not exist")
+            return {p: "off" if p == "defer_destroy" else "-" for p in props}
+        return {p: self.get_with_source(name, p)[0] for p in props}
+
     def get_int(self, name: AnyName, prop: str) -> int | None:
         return self._get(name).available if prop == "available" else None
 

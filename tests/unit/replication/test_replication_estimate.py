@@ -37,3 +37,14 @@ def test_fallback_on_zfs_fuse_from_space_accounting() -> None:
 
 def test_needed_space_has_a_margin() -> None:
     assert needed_space(100 * MiB) > 100 * MiB
+
+
+def test_stream_flags_where_both_ends_have_them() -> None:
+    from zfs_backend.replication.upkeep import stream_flags
+    from zfs_backend.zfs.dialect import OPENZFS_2, ZFS_FUSE_07
+
+    both = {"send_compressed": True, "send_large_blocks": True, "send_embedded": True}
+    assert stream_flags(OPENZFS_2, both) == {"large_blocks": True, "compressed": True, "embedded": True}
+    assert not any(stream_flags(ZFS_FUSE_07, both).values())  # the source cannot
+    assert not any(stream_flags(OPENZFS_2, {}).values())  # a destination that did not say (zfs-fuse)
+    assert stream_flags(OPENZFS_2, {**both, "send_compressed": False})["compressed"] is False

@@ -322,6 +322,7 @@ def test_the_cli_replicate_goes_through_the_grant(monkeypatch: pytest.MonkeyPatc
         recursive=False,
         properties=False,
         cipher=None,
+        compress=False,
         stall_timeout=None,
         detach=True,
         json=False,

@@ -18,8 +18,8 @@ from zfs_backend.replication.plan import (
     incremental_path,
 )
 from zfs_backend.zfs.dialect import ZFS_FUSE_07
-from zfs_backend.zfs.models import Snapshot
-from zfs_backend.zfs.names import parse_snapshot
+from zfs_backend.zfs.models import Bookmark, Snapshot
+from zfs_backend.zfs.names import BookmarkName, parse_snapshot
 
 
 def snap(name: str, guid: int, txg: int, used: int = 0, ref: int = 1 << 20) -> Snapshot:
@@ -193,3 +193,50 @@ def test_rollback_destination_names_the_children_to_roll_back() -> None:
         "b": (_child("b", ("b", 31, 5), ("x", 99, 6)), False),
     }
     assert check_children(SRC_TREE, dest, "b", rollback_destination=True) == {"a": 21, "b": 31}
+
+
+# --- bookmarks as bases -------------------------------------------------------------------------------
+
+
+def mark(name: str, guid: int, txg: int) -> Bookmark:
+    from zfs_backend.zfs.names import parse_any
+
+    b = parse_any(name)
+    assert isinstance(b, BookmarkName)
+    return Bookmark(b, guid, txg)
+
+
+def test_a_bookmark_is_the_base_when_the_source_pruned_the_snapshots() -> None:
+    src = [snap("tank/fs@c", 13, 30)]  # @a and @b pruned; the cursor of @b kept
+    marks = [mark("tank/fs#cur_a", 11, 10), mark("tank/fs#cur_b", 12, 20), mark("tank/fs#other", 99, 25)]
+    p = incremental_path(src, dst(("a", 11, 5), ("b", 12, 6)), "c", bookmarks=marks)
+    assert isinstance(p, Plan) and p.base is None and not p.full
+    assert p.base_bookmark is not None and p.base_bookmark.mark == "cur_b" and p.base_guid == 12
+    assert p.dest_base is not None and p.dest_base.snap == "b"
+    spec = p.send_spec(properties=True)
+    assert str(spec.incremental_from) == "tank/fs#cur_b" and not spec.intermediates
+    assert p.describe() == "incremental -i #cur_b tank/fs@c"
+
+
+def test_a_bookmark_newer_than_the_newest_common_snapshot_wins_and_a_snapshot_wins_a_tie() -> None:
+    src = [snap("tank/fs@a", 11, 10), snap("tank/fs@c", 13, 30)]  # @b pruned, its bookmark kept
+    d = dst(("a", 11, 5), ("b", 12, 6))
+    p = incremental_path(src, d, "c", bookmarks=[mark("tank/fs#cur_b", 12, 20)])
+    assert isinstance(p, Plan) and p.base_bookmark is not None and p.base_bookmark.guid == 12
+    p = incremental_path(src, dst(("a", 11, 5)), "c", bookmarks=[mark("tank/fs#cur_a", 11, 10)])
+    assert isinstance(p, Plan) and p.base is not None and p.base.snap == "a"  # -I still possible
+
+
+def test_a_bookmark_the_destination_does_not_hold_is_no_base() -> None:
+    src = [snap("tank/fs@c", 13, 30)]
+    c = incremental_path(src, dst(("x", 77, 5)), "c", bookmarks=[mark("tank/fs#cur_b", 12, 20)])
+    assert isinstance(c, Conflict) and c.kind == NO_COMMON_BASE
+
+
+def test_a_destination_diverged_after_the_bookmarked_snapshot_is_refused() -> None:
+    src = [snap("tank/fs@c", 13, 30)]
+    d = dst(("b", 12, 6), ("theirs", 55, 7))
+    c = incremental_path(src, d, "c", bookmarks=[mark("tank/fs#cur_b", 12, 20)])
+    assert isinstance(c, Conflict) and c.kind == DIVERGED and "@theirs" in c.reason
+    p = incremental_path(src, d, "c", bookmarks=[mark("tank/fs#cur_b", 12, 20)], rollback_destination=True)
+    assert isinstance(p, Plan) and p.rollback_to is not None and [s.snap for s in p.destroys] == ["theirs"]

@@ -375,6 +375,10 @@ def test_partial_resumable_receive_is_discarded(tmp_path: Path, clock: Clock) ->
     rx = Receiver(cast(Zfs, zfs), ClaimStore(tmp_path / "c.db", clock=clock), changes=changes)
     zfs.make("tank/r", "s1", guids=[11], readonly=("on", "local"))
     rx.begin("tank/r", A, SRC, sent_guids=[11, 12])
-    zfs.ds["tank/r"].token = "1-abc"
+    from zfs_backend.zfs.resume_token import encode_resume_token
+
+    # a stream of its source, cut under the claim (one it cannot prove its own is kept: see
+    # test_replication_receiver_partial.py)
+    zfs.ds["tank/r"].token = encode_resume_token({"toguid": 12, "toname": "tank/r@s2", "fromguid": 11})
     out = rx.abort("tank/r", A)
     assert ("receive -A", "tank/r") in zfs.calls and out["restored"]

@@ -30,6 +30,9 @@ def test_request_round_trip() -> None:
     assert Request.from_params(req.to_params()) == req
     assert req.key == ("tank/fs", "node2", "tank/fs")
     assert req.cipher == "aes128-gcm@openssh.com"
+    assert "parallel" not in req.to_params()  # one send -R: the params of before
+    tree = Request.from_params({**PARAMS, "recursive": True, "parallel": 4})
+    assert tree.parallel == 4 and Request.from_params(tree.to_params()) == tree
 
 
 @pytest.mark.parametrize(
@@ -64,6 +67,12 @@ def test_hostile_params_refused(key: str, value: str) -> None:
         {"force_full_copy": True, "intermediates": True},
         {"force_full_copy": True, "incremental_from": "a"},
         {"destination_node": "node1"},
+        {"parallel": 2},  # not recursive
+        {"parallel": 0, "recursive": True},
+        {"parallel": 9, "recursive": True},
+        {"parallel": True, "recursive": True},
+        {"parallel": "4", "recursive": True},
+        {"parallel": 10**400, "recursive": True},
     ],
 )
 def test_bad_options_refused(extra: dict[str, Any]) -> None:

@@ -4,8 +4,9 @@ a dataset this replication created, and the reason is in the activity's result a
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -14,11 +15,19 @@ from zfs_backend.activity.report import ActivityRecord
 from zfs_backend.activity.store import ActivityStore
 from zfs_backend.errors import ReplicationConflict
 from zfs_backend.replication.activity import Replicate
+from zfs_backend.replication.claims import ClaimStore
+from zfs_backend.replication.plan import incremental_path
+from zfs_backend.replication.receiver import SOURCE_PROP, Receiver
 from zfs_backend.replication.remote import DestinationDataset, DestinationTree
 from zfs_backend.replication.resume import planned_chain, resume_mismatch
+from zfs_backend.zfs.api import Zfs
+from zfs_backend.zfs.dialect import OPENZFS_2
 from zfs_backend.zfs.models import Snapshot
 from zfs_backend.zfs.names import parse_dataset, parse_snapshot
 from zfs_backend.zfs.resume_token import encode_resume_token
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
+from fake_zfs import FakeZfs, changes
 
 
 def snap(name: str, guid: int, txg: int) -> Snapshot:
@@ -101,10 +110,23 @@ class StubReceiver:
             datasets={"": top} if there else {},
         )
 
+    def drop_partial(self, tokens: dict[str, str]) -> dict[str, Any]:
+        self.calls.append(("drop_partial", tokens))
+        return {"dropped": [], "left": ["tank/fs: a partial receive of another stream; left alone"]}
+
     def abort(self, keep_claim: bool = False) -> dict[str, Any]:
         self.calls.append(("abort", keep_claim))
         self.aborted = True  # it created the dataset: the receiver's abort removes it
         return {"restored": True, "actions": [], "left": []}
+
+
+class NoBookmarks:
+    """The source's ZFS as the planner asks it: a dialect without bookmarks (zfs-fuse)."""
+
+    dialect = OPENZFS_2.__class__(name="no-bookmarks")
+
+    def list_bookmarks(self, dataset: Any) -> list[Any]:
+        return []
 
 
 PARAMS = {
@@ -121,6 +143,7 @@ def _activity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub: StubReceive
     store = ActivityStore(tmp_path / "a.db")
     ctx = ActivityContext(store=store, node="node1")
     act = Replicate(ActivityRecord(id="act-r", kind="replicate", node="node1", params=PARAMS), ctx)
+    act._src = NoBookmarks()  # type: ignore[assignment]
     act.persist_new()
     act.kind_state.update({"target_guid": 14, "base": "a", "base_guid": 11, **ks})
     return act
@@ -150,9 +173,10 @@ def test_a_foreign_token_on_an_existing_dataset_is_left_alone(
     foreign = token(77, "tank/victim@s1", 11)
     stub = StubReceiver([snap("tank/fs@a", 11, 10)], foreign)
     act = _activity(tmp_path, monkeypatch, stub, dest_existed=True)
-    with pytest.raises(ReplicationConflict, match="not this replication's") as e:
+    with pytest.raises(ReplicationConflict, match=r"on restart, node2:tank/fs: .* left alone") as e:
         act._prepare_restart()
-    assert "tank/victim@s1" in str(e.value) and "\n" not in str(e.value)
+    assert "\n" not in str(e.value)
+    assert ("drop_partial", {"": foreign}) in stub.calls  # the destination decides, on its proofs
     assert [c for c in stub.calls if c[0] == "abort"] == []  # nothing discarded
     assert stub.token == foreign
     rec = act.ctx.store.get("act-r")
@@ -168,3 +192,116 @@ def test_a_foreign_token_on_a_dataset_it_created_is_discarded_and_sent_again(
     assert ("abort", True) in stub.calls  # the receiver's abort: it removes only what it proves its own
     assert act._current is not None and act._current.full
     assert "from guid 12" in act.ctx.store.get("act-r").result["resume_refused"]
+
+
+# -- a token whose snapshot the source pruned: discarded, and the plan falls back by itself ----------
+
+
+class LocalReceiver:
+    """The activity's ``RemoteReceiver`` over a real :class:`Receiver` on the in-memory node model."""
+
+    def __init__(self, rx: Receiver, holder: str) -> None:
+        self.rx, self.holder = rx, holder
+
+    def begin(self, source: str, *, recursive: bool, sent_guids: list[int]) -> DestinationTree:
+        out = self.rx.begin("tank/fs", self.holder, source, recursive=recursive, sent_guids=sent_guids)
+        return DestinationTree.from_dict(out)
+
+    def drop_partial(self, tokens: dict[str, str]) -> dict[str, Any]:
+        return self.rx.drop_partial("tank/fs", self.holder, tokens)
+
+    def abort(self, keep_claim: bool = False) -> dict[str, Any]:
+        return self.rx.abort("tank/fs", self.holder, keep_claim=keep_claim)
+
+    def renew(self) -> None:
+        self.rx.renew("tank/fs", self.holder)
+
+
+HOLDER = "act-01M8PC6J46SJJSD1CGAQ7Y8800"
+
+
+def _cut_in_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, source_dataset: str) -> tuple[Any, Any]:
+    """An -I @a..@d replication cut while receiving @c (the destination holds @a, @b and @c's partial
+    state), then the source pruned @c."""
+    zfs = FakeZfs(OPENZFS_2)
+    zfs.make("tank/fs", "a", "b", guids=[11, 12])
+    rx = Receiver(cast(Zfs, zfs), ClaimStore(tmp_path / "c.db"), changes=changes)
+    recv = LocalReceiver(rx, HOLDER)
+    recv.begin(f"node1:{source_dataset}", recursive=False, sent_guids=[11, 12, 13, 14])
+    zfs.ds["tank/fs"].snapshots = zfs.ds["tank/fs"].snapshots[:1]  # @b came in this stream
+    zfs.add_snapshot("tank/fs", "b", 12)
+    zfs.ds["tank/fs"].token = token(13, f"{source_dataset}@c", 12)
+    pruned = [s for s in SRC if s.snap != "c"]
+    monkeypatch.setattr(Replicate, "receiver", property(lambda self: recv))
+    monkeypatch.setattr(Replicate, "_source_tree", lambda self: {"": list(pruned)})
+    ctx = ActivityContext(store=ActivityStore(tmp_path / "a.db"), node="node1")
+    params = {**PARAMS, "intermediates": True, "snapshot": f"{source_dataset}@d"}
+    act = Replicate(ActivityRecord(id=HOLDER, kind="replicate", node="node1", params=params), ctx)
+    act._src = NoBookmarks()  # type: ignore[assignment]
+    act.persist_new()
+    act.kind_state.update({"target_guid": 14, "base": "a", "base_guid": 11, "dest_existed": True})
+    return act, zfs
+
+
+def test_a_token_of_a_pruned_snapshot_is_discarded_and_the_plan_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    act, zfs = _cut_in_c(tmp_path, monkeypatch, source_dataset="tank/fs")
+    assert act._prepare_restart() is None  # no token: a fresh stream
+    assert ("receive -A", "tank/fs") in zfs.calls and zfs.ds["tank/fs"].token is None
+    assert zfs.guids("tank/fs") == [11, 12]  # what it holds is kept
+    plan = act._current
+    assert plan is not None and plan.base is not None and plan.base.snap == "b"  # the newest common one
+    assert plan.target.snap == "d" and plan.intermediates
+    rec = act.ctx.store.get(HOLDER)
+    assert "not a snapshot this replication sends" in rec.result["resume_refused"]
+    said = rec.result["resume_discarded"]
+    assert "discarded the partial receive of tank/fs" in said and "newest common snapshot" in said
+    assert any(e["detail"] == said for e in act.ctx.store.events(HOLDER))  # in the activity's events
+
+
+def test_a_partial_receive_it_cannot_prove_its_own_refuses_the_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    act, zfs = _cut_in_c(tmp_path, monkeypatch, source_dataset="tank/fs")
+    foreign = token(77, "tank/victim@x", 12)  # a receive outside the project, into the claimed dataset
+    zfs.ds["tank/fs"].token = foreign
+    with pytest.raises(ReplicationConflict, match=r"zfs receive -A tank/fs") as e:
+        act._prepare_restart()
+    assert "\n" not in str(e.value) and "tank/victim@x" in str(e.value)
+    assert zfs.ds["tank/fs"].token == foreign and ("receive -A", "tank/fs") not in zfs.calls
+
+
+def test_a_new_replication_drops_an_earlier_runs_partial_receive_before_its_first_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    act, zfs = _cut_in_c(tmp_path, monkeypatch, source_dataset="tank/fs")
+    stale = zfs.ds["tank/fs"].token
+    zfs.ds["tank/fs"].props[SOURCE_PROP] = ("node1:tank/fs", "local")  # the source's own replica
+    # as if the claim had been taken with the partial receive already there (an abandoned earlier run)
+    claims = act.receiver.rx.claims
+    claims.save(claims.get("tank/fs").with_state(partial_before={"": stale}))
+    act._current = incremental_path(
+        [s for s in SRC if s.snap != "c"], zfs.list_snapshots(FS), "d", intermediates=True
+    )
+    act.kind_state["stale_tokens"] = {"": stale}
+    monkeypatch.setattr(act, "_src", type("Src", (), {"send_argv": lambda self, spec: ["zfs", "send"]})())
+    act.build_producer(0)
+    assert zfs.ds["tank/fs"].token is None and act.kind_state["stale_dropped"]
+    assert "resume_discarded" in act.ctx.store.get(HOLDER).result
+    zfs.ds["tank/fs"].token = stale
+    act.build_producer(0)  # once only
+    assert zfs.ds["tank/fs"].token == stale
+
+
+def test_the_stream_keeps_blocks_as_on_disk_where_both_ends_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    act = _activity(tmp_path, monkeypatch, StubReceiver([], None))
+    plan = incremental_path(SRC, None, "d")
+    assert not isinstance(plan, type(None))
+    act.kind_state["stream_flags"] = {"large_blocks": True, "compressed": True, "embedded": True}
+    spec = act._send_spec(plan)  # type: ignore[arg-type]
+    assert spec.large_blocks and spec.compressed and spec.embedded
+    act.kind_state["stream_flags"] = {"large_blocks": False, "compressed": False, "embedded": False}
+    assert not act._send_spec(plan).compressed  # type: ignore[arg-type]

@@ -210,6 +210,7 @@ def test_verbs_argv(scripted_host: Scripted) -> None:
         ("zfs", "unmount", "-f", "tank/a"): OK,
         ("zfs", "mount", "tank/a"): OK,
         ("zfs", "destroy", "-R", "tank/a@s1"): OK,
+        ("zfs", "destroy", "-d", "tank/a@s1"): OK,
     }
     z, host = fuse(scripted_host, table)
     z.snapshot(S1, recursive=True)
@@ -221,6 +222,7 @@ def test_verbs_argv(scripted_host: Scripted) -> None:
     z.unmount(A, force=True)
     z.mount(A)
     z.destroy(S1, dependents=True)
+    z.destroy(S1, defer=True)
     assert [c for c in host.calls] == list(table)
     with pytest.raises(UsageError):
         z.rename(S1, parse_snapshot("tank/b@s1"))
@@ -345,6 +347,39 @@ def test_dialect_probed_lazily_once(scripted_host: Scripted, fuse_table: dict) -
     assert z.dialect == ZFS_FUSE_07
     n = len(host.calls)
     assert z.dialect is z.dialect and len(host.calls) == n
+
+
+def test_bookmark_listings_are_validated() -> None:
+    from zfs_backend.zfs.listing import read_bookmarks
+    from zfs_backend.zfs.names import parse_dataset
+
+    fs = parse_dataset("tank/fs")
+    text = (
+        "tank/fs#b\t12\t20\ntank/fs#a\t11\t10\ntank/fs#bad name\t1\t1\n"
+        "tank/other#x\t5\t5\ntank/fs#c\tnan\t3\n"
+    )
+    marks = read_bookmarks(text, fs, host="node1")
+    assert [(b.mark, b.guid, b.createtxg) for b in marks] == [("a", 11, 10), ("b", 12, 20)]
+
+
+def test_bookmarks_are_made_and_listed_only_where_the_dialect_has_them(scripted_host: Scripted) -> None:
+    from zfs_backend.errors import UnsupportedFeature
+    from zfs_backend.zfs.names import BookmarkName, parse_dataset, parse_snapshot
+
+    fs, snap = parse_dataset("tank/fs"), parse_snapshot("tank/fs@s")
+    mark = BookmarkName(fs, "m")
+    make = ("zfs", "bookmark", "tank/fs@s", "tank/fs#m")
+    lst = ("zfs", "list", "-Hp", "-t", "bookmark", "-d", "1", "-o", "name,guid,createtxg", "tank/fs")
+    host = scripted_host({make: OK, lst: (0, "tank/fs#m\t7\t3\n", "")})
+    z = Zfs(host, dialect=OPENZFS_2)
+    z.bookmark(snap, mark)
+    assert [(b.mark, b.guid) for b in z.list_bookmarks(fs)] == [("m", 7)]
+    assert host.calls == [make, lst]
+    fuse = scripted_host({})
+    zf = Zfs(fuse, dialect=ZFS_FUSE_07)
+    with pytest.raises(UnsupportedFeature):
+        zf.bookmark(snap, mark)
+    assert zf.list_bookmarks(fs) == [] and fuse.calls == []  # nothing asked of zfs-fuse
 
 
 def test_held_snapshots_reads_userrefs_on_both_dialects(scripted_host: Scripted) -> None:

@@ -53,6 +53,10 @@ def test_zfs_fuse_texts_give_all_flags_false(canned_text: Callable[[str], str]) 
         "bookmarks",
         "recv_no_mount",
         "recv_properties",
+        "send_compressed",
+        "send_large_blocks",
+        "send_embedded",
+        "send_raw",
     ):
         assert getattr(d, flag) is False, flag
 
@@ -68,6 +72,8 @@ def test_openzfs_texts_give_all_flags_true(canned_text: Callable[[str], str]) ->
     )
     assert d.name == "openzfs" and d.version == "2.3.2-2~bpo12+2"
     assert d == OPENZFS_2.__class__(**{**OPENZFS_2.__dict__, "version": d.version})
+    assert d.send_compressed and d.send_large_blocks and d.send_embedded  # send [-DLPbcehnpsVvw]
+    assert d.send_raw  # -w
     assert str(d) == "openzfs 2.3.2-2~bpo12+2"
 
 

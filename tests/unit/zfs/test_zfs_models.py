@@ -120,3 +120,46 @@ def test_recv_spec_validation() -> None:
 def test_pool_capacity_fraction() -> None:
     assert PoolCapacity("p", 1000, 250, 750).fraction_used == 0.25
     assert PoolCapacity("p", 0, 0, 0).fraction_used == 0.0
+
+
+def test_send_keeps_blocks_as_on_disk_only_where_the_dialect_can() -> None:
+    from zfs_backend.errors import UnsupportedFeature
+    from zfs_backend.zfs.dialect import OPENZFS_2, ZFS_FUSE_07
+    from zfs_backend.zfs.models import SendSpec
+    from zfs_backend.zfs.names import parse_snapshot
+
+    spec = SendSpec(
+        parse_snapshot("tank/fs@b"),
+        parse_snapshot("tank/fs@a"),
+        large_blocks=True,
+        compressed=True,
+        embedded=True,
+    )
+    assert spec.argv(OPENZFS_2) == ["zfs", "send", "-L", "-c", "-e", "-i", "tank/fs@a", "tank/fs@b"]
+    # the estimate counts what really flows: the compressed stream
+    assert spec.estimate_argv(OPENZFS_2)[:8] == ["zfs", "send", "-n", "-v", "-P", "-L", "-c", "-e"]
+    with pytest.raises(UnsupportedFeature, match="-L"):
+        spec.argv(ZFS_FUSE_07)
+    plain = SendSpec(parse_snapshot("tank/fs@b"))
+    assert plain.argv(ZFS_FUSE_07) == ["zfs", "send", "tank/fs@b"]
+
+
+def test_a_raw_send_is_w_alone_and_only_where_the_dialect_can() -> None:
+    from zfs_backend.errors import UnsupportedFeature
+    from zfs_backend.zfs.dialect import OPENZFS_2, ZFS_FUSE_07
+    from zfs_backend.zfs.models import SendSpec
+    from zfs_backend.zfs.names import parse_snapshot
+
+    spec = SendSpec(
+        parse_snapshot("tank/fs@b"),
+        parse_snapshot("tank/fs@a"),
+        recursive=True,
+        large_blocks=True,
+        compressed=True,
+        raw=True,
+    )
+    # -w implies -L -c -e: they are not passed beside it
+    assert spec.argv(OPENZFS_2) == ["zfs", "send", "-R", "-w", "-i", "tank/fs@a", "tank/fs@b"]
+    assert spec.estimate_argv(OPENZFS_2)[:7] == ["zfs", "send", "-n", "-v", "-P", "-R", "-w"]
+    with pytest.raises(UnsupportedFeature, match="-w"):
+        SendSpec(parse_snapshot("tank/fs@b"), raw=True).argv(ZFS_FUSE_07)
