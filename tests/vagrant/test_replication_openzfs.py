@@ -8,8 +8,10 @@ Covered here, each on OpenZFS 2.x: full then incremental then ``--intermediates`
 without a grant refused by the destination VM, then the same replication under the controller's grant;
 suspend that stops the transfer and resume that finishes it (tearing the pipeline down while suspended
 and resuming from the receive token: an xfail, not built yet); cancel, which discards the partial
-receive (``recv -A``) and leaves the destination as it was. The streams of issue 21 (``-L -c -e``,
-bookmarks as bases, the stale-token fallback, a tree in parallel): test_replication_openzfs_streams.py.
+receive (``recv -A``) and leaves the destination as it was; the source's agent SIGKILLed mid-transfer
+(systemd restarts it), after which the activity finishes by itself from the receive token. The streams
+of issue 21 (``-L -c -e``, bookmarks as bases, the stale-token fallback, a tree in parallel):
+test_replication_openzfs_streams.py.
 
 The VMs are emulated (TCG): small data, ``bwlimit`` to keep a transfer running long enough to act on,
 generous timeouts, no timing assertions.
@@ -27,7 +29,7 @@ import pytest
 
 from zfs_backend.activity.core import BackendActivity
 from zfs_backend.config import Settings
-from zfs_backend.errors import NotGranted
+from zfs_backend.errors import AgentUnavailable, NotGranted
 from zfs_backend.hosts import SSHHost
 from zfs_backend.zfs import Zfs, parse_dataset
 
@@ -255,3 +257,55 @@ def test_cancel_discards_the_partial_receive(
         assert zd.resume_token(parse_dataset(ds)) is None  # recv -A: no partial state kept
     else:
         assert not zd.exists(parse_dataset(ds))  # a cut full receive, aborted, leaves nothing
+
+
+# --- faults: the activity finishes by itself ---------------------------------------------------------
+
+
+def agent_pid(host: SSHHost) -> int:
+    out = host.run(["systemctl", "show", "-p", "MainPID", "--value", "zfs-backend-agent"], timeout=T).text
+    return int(out.strip() or 0)
+
+
+def state_across_restart(act: BackendActivity, timeout: float = T) -> str:
+    """The activity's state once its agent answers again: while systemd restarts it (``RestartSec``, then
+    the agent's start, tens of seconds under TCG) the client's session is lost and a read fails with
+    ``AgentUnavailable``; the next read reconnects to the new agent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return act.state
+        except AgentUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def test_agent_sigkill_mid_transfer_finishes_from_the_token(
+    vm_pair: tuple[SSHHost, SSHHost], settings: Settings, agents: dict[str, Any], names: list[str]
+) -> None:
+    """The source's agent (the systemd unit, ``Restart=always``, ``KillMode=mixed``: the unit's other
+    processes go with it) SIGKILLed mid-transfer: systemd starts it again and the activity finishes by
+    itself from the destination's receive token, every byte accounted for (``n == m``), data equal."""
+    src, dst = vm_pair
+    ds = new_name(names)
+    write(src, ds, "a", 16)
+    snapshot(src, ds, "s1")
+    act = replicate(settings, agents, f"{src.name}:{ds}@s1", f"{dst.name}:{ds}", bwlimit="1M")
+    try:
+        n0 = wait_for_bytes(act, 2 * MiB)
+        pid = agent_pid(src)
+        assert pid > 0
+        src.run(["kill", "-KILL", str(pid)], timeout=T)
+        state_across_restart(act)  # the new agent answers (it carried the activity on)
+        assert act.wait(T) == "succeeded", act.record()
+    finally:
+        if state_across_restart(act) not in ("succeeded", "failed", "cancelled"):
+            act.cancel()
+            act.wait(T)
+    assert agent_pid(src) not in (0, pid)  # a new agent finished it
+    n, m = act.progress
+    assert n == m >= n0
+    assert checksums(dst, ds) == checksums(src, ds)
+    assert listing(dst, ds) == listing(src, ds)
+    assert Zfs(dst, timeout=T).resume_token(parse_dataset(ds)) is None
