@@ -363,7 +363,7 @@ def test_top_in_tmux(lab: Lab, nodes: dict[str, SSHHost], lab_settings: Settings
             until("rolls it back)? y/n")
             keys("y")
             until(f"cancel: {act.id} on node1 is")
-            assert act.wait(120) == "cancelled"
+            assert act.wait(120) == "cancelled", act.record().error
             lab.link("node3", False)
             try:
                 until("node3:down", timeout=90)

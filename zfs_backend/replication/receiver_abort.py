@@ -4,7 +4,8 @@ discarded; an existing dataset is rolled back to its last snapshot from before o
 snapshot is one this replication sent and its head did not change; a dataset that did not exist before
 is destroyed only when it is provably this replication's (every snapshot's GUID is one the source sent,
 or a partial receive, and no other receiver's mark, and no child it did not create). What it may not
-touch it leaves, and says so.
+touch it leaves, and says so. A new dataset that is gone by the time abort looks at it (a cut full receive
+removes its own as it exits, where there is no resumable state) is as ``begin`` found it.
 
 ``drop_partial`` (a resume token the source cannot use: its snapshot was pruned, another base, another
 stream) discards a partial receive's state (``zfs receive -A``) so that the replication can fall back to
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ReplicationConflict, UsageError
+from ..errors import DatasetNotFound, ReplicationConflict, UsageError
 from ..zfs.changes import PROBE_PREFIX
 from ..zfs.names import DatasetName, parse_dataset, parse_node_qualified
 from ..zfs.parse import ParseError
@@ -68,11 +69,19 @@ class AbortOps:
         # deepest first: a new child goes before its parent
         for ds in sorted(tree, key=lambda d: d.name.name.count("/"), reverse=True):
             rel = _rel(top, ds.name)
-            if rel in before:
-                self._drop_own_partial(claim, rel, ds.name, restored, left)
-                self._restore_existing(ds.name, set(before[rel]), sent, restored, left)
-            else:
-                self._remove_created(ds.name, holder, sent, restored, left)
+            try:
+                if rel in before:
+                    self._drop_own_partial(claim, rel, ds.name, restored, left)
+                    self._restore_existing(ds.name, set(before[rel]), sent, restored, left)
+                else:
+                    self._remove_created(ds.name, holder, sent, restored, left)
+            except DatasetNotFound:
+                if self.zfs.exists(ds.name):
+                    raise  # something else is missing: not ours to guess
+                if rel in before:
+                    left.append(f"{ds.name}: destroyed by someone else while the abort ran")
+                else:  # a cut full receive removes its own new dataset as it exits (no resumable state)
+                    restored.append(f"{ds.name}: gone (its receive ended before the abort reached it)")
         for name in claim.state.get("discarded", {}):
             left.append(
                 f"{top}/{name}".rstrip("/") + ": what rollback_destination discarded cannot come back"

@@ -313,6 +313,29 @@ def test_abort_of_a_new_destination_removes_it_if_and_only_if_it_is_ours(rx: Rec
     assert "tank/r" in zfs.ds and out["left"] == ["tank/r: not created by this replication; left alone"]
 
 
+@pytest.mark.parametrize("step", ["get_with_source", "list_snapshots"])
+def test_abort_of_a_new_destination_that_its_cut_receive_removed_meanwhile(
+    rx: Receiver, zfs: FakeZfs, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """A full receive cut by the cancel removes its own new dataset when it exits (zfs-fuse: no
+    resumable state), which may be between abort's listing and its look at the dataset: gone is as
+    ``begin`` found it, restored, never "cannot open" (a lab test's cancel ended ``failed`` so)."""
+    begin(rx, sent_guids=[11])
+    zfs.make("tank/r", "s1", guids=[11])
+    zfs.ds["tank/r"].snapshots.clear()  # the receive is still writing its first snapshot
+    real = getattr(zfs, step)
+
+    def vanish(name: Any, *a: Any) -> Any:
+        zfs.ds.pop(str(name), None)  # the cut receive exits and cleans up
+        return real(name, *a)
+
+    monkeypatch.setattr(zfs, step, vanish)
+    out = rx.abort("tank/r", A)
+    assert out["restored"] and out["left"] == []
+    assert out["actions"] == ["tank/r: gone (its receive ended before the abort reached it)"]
+    assert rx.claims.get("tank/r") is None
+
+
 def test_abort_keeps_a_snapshot_made_between_its_check_and_the_rollback(
     zfs: FakeZfs, tmp_path: Path, clock: Clock
 ) -> None:
