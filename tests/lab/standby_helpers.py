@@ -139,14 +139,26 @@ def cleanup(e: FlowEnv, volume: str, nodes: list[str]) -> None:
 
         standby_remove(volume)
     rec = svc.get_volume(volume)
-    for node in nodes:
-        with contextlib.suppress(Exception):
-            d = svc.driver(node)
-            ds = d._dataset(rec.model())
-            d.exports.remove(ds)
-            z: Zfs = d.zfs
-            z.destroy(parse_dataset(str(ds)), recursive=True, deadline=30.0, missing_ok=True)
-    with contextlib.suppress(Exception), svc._db() as db:
-        db.execute("DELETE FROM attachments WHERE volume_id = ?", (rec.id,))
-        db.execute("DELETE FROM replication WHERE volume_id = ?", (rec.id,))
-        db.execute("DELETE FROM volumes WHERE id = ?", (rec.id,))
+    errors: list[str] = []
+    for _ in range(3):  # a step that failed (a busy dataset, a locked db) is tried again, then reported
+        errors = []
+        for node in nodes:
+            try:
+                d = svc.driver(node)
+                ds = d._dataset(rec.model())
+                d.exports.remove(ds)
+                z: Zfs = d.zfs
+                z.destroy(parse_dataset(str(ds)), recursive=True, deadline=30.0, missing_ok=True)
+            except Exception as e:
+                errors.append(f"{node}: {e}")
+        try:
+            with svc._db() as db:
+                for table in ("attachments", "volume_attachments", "replication"):
+                    db.execute(f"DELETE FROM {table} WHERE volume_id = ?", (rec.id,))
+                db.execute("DELETE FROM volumes WHERE id = ?", (rec.id,))
+        except Exception as e:
+            errors.append(f"records: {e}")
+        if not errors:
+            return
+        time.sleep(2)
+    raise AssertionError(f"cleanup of {volume} left something: {'; '.join(errors)}")
