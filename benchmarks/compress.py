@@ -15,25 +15,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
-import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from zfs_backend.config import Settings, load_settings
+from zfs_backend.config import load_settings
 from zfs_backend.hosts import load_inventory
 from zfs_backend.lab import Lab
 from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
 
+from ._common import cli, write_json
+
 MiB = 1 << 20
-BIN = str(Path(sys.prefix) / "bin" / "zfs-backend")
 # on node1: SIZE MiB into FILE, compressible (1 KiB random + 3 KiB zeros per 4 KiB) or random
 _FILL = r"""
 import os, sys
@@ -45,20 +42,6 @@ with open(path, "wb") as f:
 _RATIO = (
     'zfs send "$1" > /tmp/bench-stream && zstd -1 -q -c /tmp/bench-stream | wc -c; rm -f /tmp/bench-stream'
 )
-
-
-def cli(settings: Settings, *args: str) -> float:
-    env = {
-        **os.environ,
-        "ZFS_BACKEND_HOME": str(settings.home),
-        "ZFS_BACKEND_LAB_NETWORK": settings.lab_network,
-    }
-    t0 = time.monotonic()
-    r = subprocess.run([BIN, *args], env=env, capture_output=True, text=True, timeout=3600, check=False)
-    took = time.monotonic() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"`zfs-backend {' '.join(args)}` failed: {r.stderr.strip()}")
-    return took
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.down:
         lab.down()
     if a.json:
-        text = json.dumps(out, indent=1)
-        if a.json == "-":
-            print(text)
-        else:
-            Path(a.json).write_text(text + "\n")
+        write_json(a.json, out)
     return 0
 
 

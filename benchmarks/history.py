@@ -23,13 +23,10 @@ for figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -39,14 +36,15 @@ from zfs_backend.agent.client import Node
 from zfs_backend.agent.connect import connect_node
 from zfs_backend.agent.protocol import LIST_LIMIT
 from zfs_backend.cli.activity_cmd import SHOWN
-from zfs_backend.config import Settings, load_settings
+from zfs_backend.config import load_settings
 from zfs_backend.errors import ZfsBackendError
 from zfs_backend.hosts import load_inventory
 from zfs_backend.lab import Lab
 from zfs_backend.lab.node import NODE_HOME
 
+from ._common import cli, write_json
+
 DB = f"{NODE_HOME}/agent/activities.db"
-BIN = str(Path(sys.prefix) / "bin" / "zfs-backend")
 
 # Runs on a node (its root sees this installation): seed N finished activities into the agent's store
 # (which the running agent has open: WAL, one transaction), or prune it and print the seconds it took.
@@ -85,20 +83,6 @@ print(sum(st.count().values()))
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))] if xs else float("nan")
-
-
-def cli(settings: Settings, *args: str) -> float:
-    env = {
-        **os.environ,
-        "ZFS_BACKEND_HOME": str(settings.home),
-        "ZFS_BACKEND_LAB_NETWORK": settings.lab_network,
-    }
-    t0 = time.monotonic()
-    r = subprocess.run([BIN, *args], env=env, capture_output=True, text=True, timeout=600, check=False)
-    took = time.monotonic() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"`zfs-backend {' '.join(args)}` failed: {r.stderr.strip()}")
-    return took
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[float]] = {n: [] for n in sizes}
         for _ in range(a.repeats):
             for n in sizes:
-                runs[n].append(cli(settings, "activity", "list", "--node", n, *extra))
-            helps.append(cli(settings, "--help"))  # the CLI's fixed cost (Python, imports), same moments
+                runs[n].append(cli(settings, "activity", "list", "--node", n, *extra, timeout=600))
+            helps.append(cli(settings, "--help", timeout=600))  # the CLI's fixed cost, same moments
         out[name] = {
             n: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v)} for n, v in runs.items()
         }
@@ -174,11 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.down:
         lab.down()
     if a.json:
-        text = json.dumps(out, indent=1)
-        if a.json == "-":
-            print(text)
-        else:
-            Path(a.json).write_text(text + "\n")
+        write_json(a.json, out)
     return 0
 
 

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -37,6 +35,8 @@ from zfs_backend.flows.env import FlowEnv, set_env
 from zfs_backend.flows.standby import standby_create, standby_remove
 from zfs_backend.hosts import load_inventory
 from zfs_backend.lab import Lab
+
+from ._common import write_json
 
 MiB = 1 << 20
 # On node1: RATE bytes/s of 64 KiB fsynced random writes, round robin over the files, for SECONDS.
@@ -208,11 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.down:
         lab.down()
     if a.json:
-        text = json.dumps({"interval_s": a.interval, "rate_mib_s": a.rate, "runs": results}, indent=1)
-        if a.json == "-":
-            print(text)
-        else:
-            Path(a.json).write_text(text + "\n")
+        write_json(a.json, {"interval_s": a.interval, "rate_mib_s": a.rate, "runs": results})
     return 0
 
 
