@@ -1,10 +1,14 @@
-"""Shared helpers for pipeline tests: a deterministic producer and a dd consumer (argv lists)."""
+"""Shared helpers for pipeline tests: a deterministic producer and a dd consumer (argv lists), and a
+pipeline started on a test context."""
 
 from __future__ import annotations
 
 import random
 import sys
 from pathlib import Path
+from typing import Any
+
+from zfs_backend.activity import ActivityContext, CommandPipeline, new_activity_id
 
 MiB = 1 << 20
 
@@ -57,3 +61,12 @@ def pipeline_params(out: Path, total: int, **extra: object) -> dict[str, object]
     }
     params.update(extra)
     return params
+
+
+def start(ctx: ActivityContext, params: dict[str, Any], cls: Any = CommandPipeline) -> Any:
+    """A ``cls`` activity of ``params``, persisted and started on ``ctx``."""
+    rec = cls.new_record(new_activity_id(), params, ctx)
+    act = cls(rec, ctx)
+    act.persist_new()
+    act.start()
+    return act

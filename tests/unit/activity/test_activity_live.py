@@ -7,29 +7,14 @@ import time
 
 import pytest
 
-from zfs_backend.activity import ActivityContext, ActivityStore, CommandPipeline, new_activity_id
+from zfs_backend.activity import CommandPipeline, new_activity_id
 from zfs_backend.activity.limits import parse_bwlimit_setting, parse_stall_timeout
 from zfs_backend.activity.relay import Relay
 from zfs_backend.errors import InvalidTransition, UsageError
 from zfs_backend.hosts import LocalHost
 
 sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helper importable
-from pipeline_helpers import MiB, expected_bytes, pipeline_params
-
-
-@pytest.fixture
-def ctx(tmp_path):
-    st = ActivityStore(tmp_path / "state" / "activities.db")
-    yield ActivityContext(store=st, node="test")
-    st.close()
-
-
-def start(ctx, params, cls=CommandPipeline):
-    rec = cls.new_record(new_activity_id(), params, ctx)
-    act = cls(rec, ctx)
-    act.persist_new()
-    act.start()
-    return act
+from pipeline_helpers import MiB, expected_bytes, pipeline_params, start
 
 
 def until(cond, timeout=20.0):

@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from zfs_backend.activity import ActivityContext, ActivityStore, CommandPipeline, new_activity_id
+from zfs_backend.activity import ActivityContext, ActivityStore, CommandPipeline
 from zfs_backend.activity.core import kind_factory, register_kind, registered_kinds
 from zfs_backend.activity.pipeline import Endpoint, PipelineActivity
 from zfs_backend.activity.relay import Relay
@@ -15,22 +15,7 @@ from zfs_backend.errors import InvalidTransition, UsageError
 from zfs_backend.hosts import LocalHost
 
 sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helper importable
-from pipeline_helpers import PRODUCER, MiB, expected_bytes, pipeline_params
-
-
-@pytest.fixture
-def ctx(tmp_path):
-    st = ActivityStore(tmp_path / "state" / "activities.db")
-    yield ActivityContext(store=st, node="test")
-    st.close()
-
-
-def start(ctx, params, cls=CommandPipeline):
-    rec = cls.new_record(new_activity_id(), params, ctx)
-    act = cls(rec, ctx)
-    act.persist_new()
-    act.start()
-    return act
+from pipeline_helpers import PRODUCER, MiB, expected_bytes, pipeline_params, start
 
 
 def watch_progress(act, stop):
