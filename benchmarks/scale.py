@@ -95,7 +95,7 @@ def run_n(n: int, a: argparse.Namespace, lab: Lab, e: FlowEnv, con: Console) -> 
         svc.create_volume(v, 1, "node1")
         svc.attach(v, {"ip": client})
     d1 = e.driver("node1")
-    paths = [f"{d1.zfs.mountpoint(d1._dataset(svc.get_volume(v).model()))}/volume" for v in vols]
+    paths = [f"{d1.zfs.mountpoint(d1.dataset_of(svc.get_volume(v).model()))}/volume" for v in vols]
     t0 = time.monotonic()
     for v in vols:
         standby_create(settings, v, "node2", interval_s=a.interval)

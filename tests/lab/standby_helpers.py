@@ -145,14 +145,14 @@ def cleanup(e: FlowEnv, volume: str, nodes: list[str]) -> None:
         for node in nodes:
             try:
                 d = svc.driver(node)
-                ds = d._dataset(rec.model())
+                ds = d.dataset_of(rec.model())
                 d.exports.remove(ds)
                 z: Zfs = d.zfs
                 z.destroy(parse_dataset(str(ds)), recursive=True, deadline=30.0, missing_ok=True)
             except Exception as e:
                 errors.append(f"{node}: {e}")
         try:
-            with svc._db() as db:
+            with svc.transaction() as db:
                 for table in ("attachments", "volume_attachments", "replication"):
                     db.execute(f"DELETE FROM {table} WHERE volume_id = ?", (rec.id,))
                 db.execute("DELETE FROM volumes WHERE id = ?", (rec.id,))

@@ -109,7 +109,7 @@ def test_standby_syncs_compressed_from_the_command_line(lab: Lab, lab_settings: 
         w.stop()
         act.suspend()  # no sync (nor its pruning of old snapshots) while both sides are listed
         d1, d2 = e.driver("node1"), e.driver("node2")
-        ds = d1._dataset(e.service().get_volume(vol).model())
+        ds = d1.dataset_of(e.service().get_volume(vol).model())
         theirs = {s.snap: s.guid for s in d2.zfs.list_snapshots(ds)}
         ours = {s.snap: s.guid for s in d1.zfs.list_snapshots(ds)}
         synced = set(theirs) & set(ours) - {act.record().params["base"]}  # not the (plain) seed's

@@ -44,7 +44,7 @@ def test_fail_over_then_back_to_the_primary(svc: VolumeService, lab: Lab, lab_se
     svc.create_volume(name, 1, "node1")
     d1, d2 = svc.driver("node1"), svc.driver("node2")
     vol = svc.get_volume(name).model()
-    ds = d1._dataset(vol)
+    ds = d1.dataset_of(vol)
     try:
         svc.attach(name, {"ip": client})
         d1.zfs.host.run(["dd", "if=/dev/urandom", f"of={d1.zfs.mountpoint(ds)}/volume", "bs=1M", "count=8"])
@@ -64,12 +64,12 @@ def test_fail_over_then_back_to_the_primary(svc: VolumeService, lab: Lab, lab_se
         failed_over = dataclasses.replace(vol, replication_status="failed-over")
         [u] = fail_back(d1, d2, [failed_over])
         assert u["updates"]["replication_status"] == "enabled", u
-        assert u["updates"]["provider_location"] == d1._location(ds)
+        assert u["updates"]["provider_location"] == d1.location(ds)
         assert sha(d1, ds) == want  # received unmounted (zfs-fuse showed a mounted copy stale after it)
         entry = d1.exports.get(ds)
         assert entry is not None and client in entry.clients
         assert d2.exports.get(ds) is None and d2.zfs.get_with_source(ds, "readonly")[0] == "on"
-        addr, path = d1._location(ds).split(":", 1)
+        addr, path = d1.location(ds).split(":", 1)
         with nfs.NfsClient(addr, path) as c:  # writable on the primary again
             c.pwrite("/volume", 0, b"y" * 65536)
     finally:

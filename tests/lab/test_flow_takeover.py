@@ -55,7 +55,7 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
 def fill(e: FlowEnv, volume: str, mib: int) -> None:
     """``mib`` MiB of random data in the volume's file (written on its node: the seed has work to do)."""
     d = e.driver(e.service().get_volume(volume).node)
-    mnt = d.zfs.mountpoint(d._dataset(e.service().get_volume(volume).model()))
+    mnt = d.zfs.mountpoint(d.dataset_of(e.service().get_volume(volume).model()))
     d.zfs.host.run(
         ["dd", "if=/dev/urandom", f"of={mnt}/volume", "bs=1M", f"count={mib}", "conv=notrunc", "status=none"],
         timeout=300,
@@ -103,7 +103,7 @@ def test_controller_sigkill_mid_seed_then_resume(
 ) -> None:
     vol = new_volume(env, "node1", lab.layout.controller_address)
     model = env.service().get_volume(vol).model()
-    dest = str(env.driver("node2")._dataset(model))
+    dest = str(env.driver("node2").dataset_of(model))
     try:
         fill(env, vol, 32)
         proc = subprocess.Popen(
@@ -157,7 +157,7 @@ def test_conductor_takeover_on_redis(env: FlowEnv, lab: Lab, lab_settings: Setti
     board_env = {"ZFS_BACKEND_JOBBOARD": url, "ZFS_BACKEND_JOBBOARD_PASSWORD_FILE": str(redis.password_file)}
     conductors: dict[str, subprocess.Popen[bytes]] = {}
     vol = new_volume(env, "node1", lab.layout.controller_address)
-    dest = str(env.driver("node2")._dataset(env.service().get_volume(vol).model()))
+    dest = str(env.driver("node2").dataset_of(env.service().get_volume(vol).model()))
     poster = None
     try:
         fill(env, vol, 32)

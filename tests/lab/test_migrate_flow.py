@@ -37,7 +37,7 @@ def svc(lab: Lab, lab_settings: Settings) -> Iterator[VolumeService]:
 def _sha(svc: VolumeService, name: str) -> str:
     rec = svc.get_volume(name)
     d = svc.driver(rec.node)
-    path = f"{d.zfs.mountpoint(d._dataset(rec.model()))}/volume"
+    path = f"{d.zfs.mountpoint(d.dataset_of(rec.model()))}/volume"
     return d.zfs.host.run(["sha256sum", path], timeout=300).text.split()[0]
 
 
@@ -70,7 +70,7 @@ def test_sigkilled_controller_mid_migration_then_flow_resume(
     client = lab.layout.controller_address
     try:
         d1 = svc.driver("node1")
-        ds1 = d1._dataset(svc.get_volume(name).model())
+        ds1 = d1.dataset_of(svc.get_volume(name).model())
         d1.zfs.host.run(
             ["dd", "if=/dev/urandom", f"of={d1.zfs.mountpoint(ds1)}/volume", "bs=1M", "count=16"],
             timeout=300,
@@ -112,11 +112,11 @@ def test_sigkilled_controller_mid_migration_then_flow_resume(
         rec = svc.get_volume(name)
         assert rec.node == "node2" and rec.status == "in-use", rec
         d2 = svc.driver("node2")
-        ds2 = d2._dataset(rec.model())
+        ds2 = d2.dataset_of(rec.model())
         entry = d2.exports.get(ds2)
         assert entry is not None and client in entry.clients, entry
         assert [e for e in d2.exports.entries().values() if e.path == entry.path] == [entry]
-        assert rec.provider_location == d2._location(ds2)
+        assert rec.provider_location == d2.location(ds2)
         assert _sha(svc, name) == before
         assert not d1.zfs.exists(ds1) and d1.exports.get(ds1) is None
         with connect_node("node1", lab_settings) as node:  # the resumed flow re-attached: one activity

@@ -93,7 +93,7 @@ def test_concurrent_processes_lose_no_grant_and_leak_none(
         after = attachments(d)
         assert {k: v for k, v in after.items() if k in want} == want
         assert {k: v for k, v in after.items() if k not in want} == before
-        entry = d.exports.get(d._dataset(shared))
+        entry = d.exports.get(d.dataset_of(shared))
         assert entry is not None and entry.clients == tuple(f"192.0.2.{w + 1}" for w in range(workers))
         leftovers = d.host.run(["ls", "-a", str(Path(d.options.exports_file).parent)]).text.split()  # type: ignore[union-attr]
         assert not [n for n in leftovers if n.endswith(".tmp")]
@@ -140,7 +140,7 @@ def test_two_attachments_of_one_host_through_the_cli(
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "loopback" in bad.stderr
         assert attachments(node1) == before
         assert run("detach", name, "--attachment", "vm-1").returncode == 0
-        entry = node1.exports.get(node1._dataset(rec.model()))
+        entry = node1.exports.get(node1.dataset_of(rec.model()))
         assert entry is not None and entry.clients == (client,)  # vm-2 holds it
         assert svc.get_volume(name).status == "in-use"
         assert run("detach", name, "--attachment", "vm-2").returncode == 0
@@ -172,7 +172,7 @@ def test_a_planted_symlink_is_refused_and_its_target_untouched(
             d.create_export(None, v)  # chown + chmod
         with pytest.raises(UnsafeVolumeFile, match="symbolic link"):
             d.extend_volume(v, 2)  # truncate
-        assert d.zfs.get(d._dataset(v), ["zfs_backend:volume_size"])["zfs_backend:volume_size"] == str(
+        assert d.zfs.get(d.dataset_of(v), ["zfs_backend:volume_size"])["zfs_backend:volume_size"] == str(
             1 << 30
         )
         assert passwd() == target

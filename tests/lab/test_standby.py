@@ -115,7 +115,7 @@ def test_standby_while_writing_lag_then_controlled_failover_loses_nothing(
         assert (st["primary"], st["standby"], st["replication_status"]) == ("node2", "node1", "enabled")
         assert st["state"] == "running" and st["detail"]["forced"] is False
         old = env.driver("node1")
-        ds = old._dataset(rec_vol.model())
+        ds = old.dataset_of(rec_vol.model())
         assert read_only(old, ds) and old.exports.get(ds) is None
     finally:
         cleanup(env, vol, ["node1", "node2"])
@@ -154,7 +154,7 @@ def test_forced_failover_with_the_primary_link_down(
         act = env.agent("node1").get(sync_id)
         assert act.wait(120) == "failed" and "fenced" in (act.error or ""), act.error
         promoted = env.driver("node3")
-        ds = promoted._dataset(env.service().get_volume(vol).model())
+        ds = promoted.dataset_of(env.service().get_volume(vol).model())
         assert not read_only(promoted, ds)
     finally:
         cleanup(env, vol, ["node1", "node3"])
@@ -191,8 +191,8 @@ def test_a_failing_step_reverts_and_leaves_both_sides_as_they_were(
 ) -> None:
     vol = new_volume(env, "node1", client)
     model = env.service().get_volume(vol).model()
-    ds1 = str(env.driver("node1")._dataset(model))
-    ds2 = str(env.driver("node2")._dataset(model))
+    ds1 = str(env.driver("node1").dataset_of(model))
+    ds2 = str(env.driver("node2").dataset_of(model))
     try:
         # create: the last step fails -> no sync, no replica, no seed snapshot; record and status as before
         def boom(*a: Any, **k: Any) -> None:
@@ -216,7 +216,7 @@ def test_a_failing_step_reverts_and_leaves_both_sides_as_they_were(
         # failover: the promotion fails -> the volume is back on node1, exported to the same client and
         # writable; node2 read-only and unexported; a sync running again from node1
         assert sb.standby_create(lab_settings, vol, "node2", interval_s=2.0).state == "SUCCESS"
-        before = env.driver("node1").exports.get(env.driver("node1")._dataset(model))
+        before = env.driver("node1").exports.get(env.driver("node1").dataset_of(model))
         with monkeypatch.context() as m:
             m.setattr(standby_tasks.failover, "promote", boom)
             run = sb.standby_failover(lab_settings, vol)
@@ -224,10 +224,10 @@ def test_a_failing_step_reverts_and_leaves_both_sides_as_they_were(
         rec = env.service().get_volume(vol)
         assert rec.node == "node1" and rec.status == "in-use"
         d1, d2 = env.driver("node1"), env.driver("node2")
-        assert d1.exports.get(d1._dataset(model)) == before
-        assert not read_only(d1, d1._dataset(model))
-        assert d2.exports.get(d2._dataset(model)) is None
-        assert read_only(d2, d2._dataset(model))
+        assert d1.exports.get(d1.dataset_of(model)) == before
+        assert not read_only(d1, d1.dataset_of(model))
+        assert d2.exports.get(d2.dataset_of(model)) is None
+        assert read_only(d2, d2.dataset_of(model))
         [st] = sb.standby_status(vol)
         assert (st["primary"], st["standby"], st["state"]) == ("node1", "node2", "running"), st
         with nfs.NfsClient(*location(env, vol).split(":", 1)) as c:  # writable again
@@ -255,7 +255,7 @@ def test_a_driver_without_snapshot_replicate_takes_the_generic_path(
         rel = e.service().replication(vol)
         assert rel is not None and str(rel.detail.get("replica_mark", "")).startswith("act-"), rel.detail
         out = sb.standby_remove(vol)
-        ds3 = e.driver("node3")._dataset(e.service().get_volume(vol).model())
+        ds3 = e.driver("node3").dataset_of(e.service().get_volume(vol).model())
         assert out["destroyed"] == f"node3:{ds3}" and not out.get("left"), out
     finally:
         cleanup(e, vol, ["node2", "node3"])
@@ -268,7 +268,7 @@ def test_suspend_resume_cancel_and_an_agent_sigkill(
 ) -> None:
     vol = new_volume(env, "node1", client)
     model = env.service().get_volume(vol).model()
-    ds2 = str(env.driver("node2")._dataset(model))
+    ds2 = str(env.driver("node2").dataset_of(model))
     try:
         assert sb.standby_create(lab_settings, vol, "node2", interval_s=1.0).state == "SUCCESS"
         rel = env.service().replication(vol)
@@ -299,7 +299,7 @@ def test_suspend_resume_cancel_and_an_agent_sigkill(
         act.cancel()
         assert act.state == "cancelled"
         assert [c for c in env.agent("node2").client.call("recv.status") if c["dataset"] == ds2] == []
-        ds1 = str(env.driver("node1")._dataset(model))
+        ds1 = str(env.driver("node1").dataset_of(model))
         left1, left2 = snapshots(nodes["node1"], ds1), snapshots(nodes["node2"], ds2)
         assert len(left1) == 1 and left1[-1] in left2
         for host, ds in ((nodes["node1"], ds1), (nodes["node2"], ds2)):
@@ -337,7 +337,7 @@ def test_failover_back_and_forth_from_the_command_line(
             rec = env.service().get_volume(vol)
             assert rec.node == new and rec.status == "in-use", rec
             d_new, d_old = env.driver(new), env.driver(old)
-            ds = d_new._dataset(rec.model())
+            ds = d_new.dataset_of(rec.model())
             entry = d_new.exports.get(ds)
             assert entry is not None and client in entry.clients, entry
             assert not read_only(d_new, ds)
@@ -354,7 +354,7 @@ def test_failover_back_and_forth_from_the_command_line(
         assert r.returncode == 0, (r.stdout, r.stderr)
         assert env.service().replication(vol) is None or sb.standby_status(vol) == []
         old = env.driver("node1")  # the old primary a controlled failover made the standby: removed
-        assert not old.zfs.exists(old._dataset(env.service().get_volume(vol).model()))
+        assert not old.zfs.exists(old.dataset_of(env.service().get_volume(vol).model()))
         assert env.service().get_volume(vol).node == "node2"
     finally:
         cleanup(env, vol, ["node1", "node2"])

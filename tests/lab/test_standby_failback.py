@@ -90,7 +90,7 @@ def test_forced_failover_both_ways_then_a_controlled_one(
             rec = env.service().get_volume(vol)
             assert rec.node == new, rec
             d_new = env.driver(new)
-            ds = d_new._dataset(rec.model())
+            ds = d_new.dataset_of(rec.model())
             entry = d_new.exports.get(ds)
             assert entry is not None and client in entry.clients, entry
             assert not _read_only(d_new, ds) and d_new.zfs.is_mounted(ds)

@@ -52,7 +52,7 @@ def vname() -> str:
 def dataset(svc: VolumeService, name: str) -> tuple[Zfs, Any]:
     rec = svc.get_volume(name)
     d = svc.driver(rec.node)
-    return d.zfs, d._dataset(rec.model())
+    return d.zfs, d.dataset_of(rec.model())
 
 
 def fill(svc: VolumeService, name: str, mib: int, seek_mib: int = 0) -> None:
@@ -168,8 +168,8 @@ def test_migrate_in_use_volume_while_writing(svc: VolumeService, lab: Lab) -> No
             assert hashlib.sha256(c.pread("/volume", off, BLOCK)).hexdigest() == digest, off
     print(f"\nmigrate: quiesce {update['quiesce_s']:.2f} s, {len(w.acked)} blocks, {w.failures} refused")
     z1 = svc.driver("node1").zfs
-    assert not z1.exists(svc.driver("node1")._dataset(rec.model()))
-    assert str(svc.driver("node1")._dataset(rec.model())) not in svc.driver("node1").exports.entries()
+    assert not z1.exists(svc.driver("node1").dataset_of(rec.model()))
+    assert str(svc.driver("node1").dataset_of(rec.model())) not in svc.driver("node1").exports.entries()
     svc.detach(name)
     svc.delete_volume(name)
 
@@ -181,7 +181,7 @@ def test_cancel_migration_in_each_phase(svc: VolumeService, lab: Lab, phase: str
     fill(svc, name, 32)
     loc = svc.get_volume(name).provider_location
     dst_zfs = svc.driver("node2").zfs
-    dst_ds = svc.driver("node2")._dataset(svc.get_volume(name).model())
+    dst_ds = svc.driver("node2").dataset_of(svc.get_volume(name).model())
     try:
         if phase == "full":
             with shaped(lab, "node1", 4):
@@ -403,7 +403,7 @@ def test_migrate_from_the_command_line(
         client = lab.layout.controller_address
         svc.attach(name, {"ip": client})
         before = file_sha(svc, name)
-        old = svc.driver("node1")._dataset(svc.get_volume(name).model())
+        old = svc.driver("node1").dataset_of(svc.get_volume(name).model())
         argv = ["volume", "migrate", name, "--to", "node2"] + (["--detach"] if detach else [])
         t0 = time.monotonic()
         r = cli(lab_settings, *argv)
@@ -421,10 +421,10 @@ def test_migrate_from_the_command_line(
         rec = svc.get_volume(name)
         assert rec.node == "node2" and rec.status == "in-use", rec
         d2 = svc.driver("node2")
-        ds = d2._dataset(rec.model())
+        ds = d2.dataset_of(rec.model())
         entry = d2.exports.get(ds)
         assert entry is not None and client in entry.clients, entry
-        assert rec.provider_location == d2._location(ds)
+        assert rec.provider_location == d2.location(ds)
         assert file_sha(svc, name) == before
         assert not svc.driver("node1").zfs.exists(old)
         assert svc.driver("node1").exports.get(old) is None
@@ -483,7 +483,7 @@ def test_migrate_held_before_its_catchup_from_the_command_line(
         rec2 = svc.get_volume(name)
         assert rec2.node == "node2", rec2
         assert file_sha(svc, name) == before
-        entry = svc.driver("node2").exports.get(svc.driver("node2")._dataset(rec2.model()))
+        entry = svc.driver("node2").exports.get(svc.driver("node2").dataset_of(rec2.model()))
         assert entry is not None and lab.layout.controller_address in entry.clients
     finally:
         try:
@@ -505,7 +505,7 @@ def test_ctrl_c_cancels_a_migration_from_the_command_line(
         svc.attach(name, {"ip": client})
         loc = svc.get_volume(name).provider_location
         d2 = svc.driver("node2")
-        dst = d2._dataset(svc.get_volume(name).model())
+        dst = d2.dataset_of(svc.get_volume(name).model())
         with shaped(lab, "node1", 2):
             p = subprocess.Popen(
                 [sys.executable, "-m", "zfs_backend.cli.main", "volume", "migrate", name, "--to", "node2"],
@@ -529,7 +529,7 @@ def test_ctrl_c_cancels_a_migration_from_the_command_line(
         assert "cancelled" in out, out
         assert not d2.zfs.exists(dst)
         assert_usable_on(svc, name, "node1", loc)
-        entry = svc.driver("node1").exports.get(svc.driver("node1")._dataset(svc.get_volume(name).model()))
+        entry = svc.driver("node1").exports.get(svc.driver("node1").dataset_of(svc.get_volume(name).model()))
         assert entry is not None and client in entry.clients, entry
     finally:
         try:

@@ -53,8 +53,9 @@ volume's copy there brought up to date from the standby, then promoted; ``replic
 ``enabled`` again, or ``error`` for a volume that could not come back); refused while not failed over
 or while the primary does not answer.
 
-``migrate_volume`` is passed to the core driver's when it has one (otherwise Cinder's answer for a
-driver without it, ``(False, None)``: Cinder's own host-assisted migration).
+``migrate_volume`` runs the core driver's migration (:mod:`zfs_backend.driver.migration`) as the migration
+flow; a destination that is not another node of this driver gets Cinder's ``(False, None)``: Cinder's own
+host-assisted migration.
 """
 
 from __future__ import annotations
@@ -290,8 +291,10 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
                 # driver): its options are all a failover needs
                 node = self.configuration.safe_get("zfs_backend_node")
                 core = self._core_for(node, self._active_backend_id)[0]
-            active, updates, group_updates = core.failover_host(
-                context, [_volume(v) for v in volumes], secondary_id, groups
+            from ..driver import failover
+
+            active, updates, group_updates = failover.failover_host(
+                core, [_volume(v) for v in volumes], secondary_id
             )
         for u in updates:
             u["volume_id"] = by_storage.get(u["volume_id"], u["volume_id"])
@@ -367,12 +370,10 @@ class ZfsNfsDriver(cinder_driver.VolumeDriver):  # type: ignore[misc]
             log.warning("fencing the old primary: %s", e)
 
     def migrate_volume(self, context: Any, volume: Any, host: dict[str, Any]) -> tuple[bool, Any]:
-        """The core driver's migration (Cinder's shape, returning ``(moved, model_update)``) as the
-        migration flow (``flows.migrate.cinder_migrate``: resumable by ``flow resume``) where it has
-        ``migrate_volume``; else ``(False, None)``, as Cinder's base driver."""
-        core = self._c()
-        if getattr(core, "migrate_volume", None) is None:
-            return (False, None)
+        """The core driver's migration (:mod:`zfs_backend.driver.migration`, Cinder's shape, returning
+        ``(moved, model_update)``) as the migration flow (``flows.migrate.cinder_migrate``: resumable by
+        ``flow resume``)."""
+        self._c()
         from ..flows.migrate import cinder_migrate  # the flow ``volume migrate`` runs too
 
         with _cinder_errors(f"migrate volume {volume.id}"):

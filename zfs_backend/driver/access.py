@@ -82,12 +82,12 @@ def connect(d: ZfsNfsDriver, volume: Volume, connector: object) -> dict[str, Any
     access to the volume's export; the connection info."""
     client = client_address(connector)
     attachment = attachment_id(connector)
-    ds = d._dataset(volume)
-    d._require(ds, f"volume {volume.id}")
+    ds = d.dataset_of(volume)
+    d.require(ds, f"volume {volume.id}")
     if d.exports.attach(ds, client, attachment) is None:
         raise ConfigError(f"volume {volume.id} is not exported: call create_export first")
     log.info("%s: granted %s access to %s (%s)", d.options.node, client, ds, attachment or "default")
-    return connection_info(d.options, d._location(ds))
+    return connection_info(d.options, d.location(ds))
 
 
 def disconnect(d: ZfsNfsDriver, volume: Volume, connector: object) -> bool:
@@ -96,7 +96,7 @@ def disconnect(d: ZfsNfsDriver, volume: Volume, connector: object) -> bool:
     A ``None`` connector (Cinder's force detach) ends every attachment of every client. Ending what
     was not attached, or of a volume that is gone, is not an error. True when the address stays
     granted through another attachment (Cinder's "shared connection")."""
-    ds = d._dataset(volume)
+    ds = d.dataset_of(volume)
     client = None
     if connector is None:
         ended, revoked = d.exports.detach(ds)

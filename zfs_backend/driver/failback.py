@@ -57,7 +57,7 @@ def _default_replicate(standby: ZfsNfsDriver) -> Replicate:
     from ..replication.api import snapshot_replicate
 
     def replicate(snapshot: str, source: str, destination: str) -> BackendActivity:
-        return snapshot_replicate(snapshot, source, destination, settings=standby._settings())
+        return snapshot_replicate(snapshot, source, destination, settings=standby.settings)
 
     return replicate
 
@@ -111,8 +111,8 @@ def _fail_back_one(
 ) -> tuple[str, str]:
     """One volume (module doc, steps 1-3); returns its new location and the snapshot it came back at.
     Raises with the volume as it was on the standby (exported, writable) when it cannot come back."""
-    ds_p, ds_s = primary._dataset(v), standby._dataset(v)
-    primary._require(ds_p, f"{primary.options.node}'s copy of volume {v.id}")
+    ds_p, ds_s = primary.dataset_of(v), standby.dataset_of(v)
+    primary.require(ds_p, f"{primary.options.node}'s copy of volume {v.id}")
     primary.exports.remove(ds_p)  # fenced already, when it answered then
     if primary.zfs.is_mounted(ds_p):  # received into unmounted, as a standby's copy is; promote mounts
         primary.zfs.unmount(ds_p, deadline=UNMOUNT_WAIT_S)

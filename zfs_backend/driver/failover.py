@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ReplicationConflict, ZfsBackendError
 from ..replication.granted import revoke_grants
@@ -41,9 +41,7 @@ from ..zfs.names import DatasetName
 from .errors import VolumeNotFound
 from .models import Volume
 from .nfs import Attachment
-
-if TYPE_CHECKING:
-    from .zfs_nfs import ZfsNfsDriver
+from .zfs_nfs import ZfsNfsDriver
 
 __all__ = [
     "demote",
@@ -75,8 +73,8 @@ def quiesce(d: ZfsNfsDriver, volume: Volume) -> dict[str, Any]:
     ``zfs set readonly=on``, and the server applies an unexport (SIGHUP) asynchronously; an unmount
     succeeds only once the server closed the volume's files, and nothing writes to an unmounted
     dataset. A volume still busy after ``UNMOUNT_WAIT_S`` is put back as it was (``DatasetBusy``)."""
-    ds = d._dataset(volume)
-    d._require(ds, f"volume {volume.id}")
+    ds = d.dataset_of(volume)
+    d.require(ds, f"volume {volume.id}")
     entry = d.exports.remove(ds)
     value, source = d.zfs.get_with_source(ds, "readonly")
     state: dict[str, Any] = {
@@ -99,7 +97,7 @@ def quiesce(d: ZfsNfsDriver, volume: Volume) -> dict[str, Any]:
 
 def unquiesce(d: ZfsNfsDriver, volume: Volume, state: dict[str, Any]) -> None:
     """Undo :func:`quiesce` with what it returned."""
-    ds = d._dataset(volume)
+    ds = d.dataset_of(volume)
     if state.get("unmounted") and not d.zfs.is_mounted(ds):
         d.zfs.mount(ds)
     value, source = state.get("readonly") or ["off", "default"]
@@ -109,7 +107,7 @@ def unquiesce(d: ZfsNfsDriver, volume: Volume, state: dict[str, Any]) -> None:
         d.zfs.inherit(ds, "readonly")
     if state.get("exported"):
         atts = tuple(Attachment(str(i), str(c)) for i, c in state.get("attachments") or ())
-        d._export(ds, tuple(state.get("clients") or ()), atts)
+        d.export(ds, tuple(state.get("clients") or ()), atts)
 
 
 def promote(
@@ -121,20 +119,20 @@ def promote(
     A replica that was the primary before (failing back) was unmounted by its :func:`quiesce`, and the
     increments it received since do not mount it: it is mounted here, before the export (which reads the
     volume file's owner and mode)."""
-    ds = d._dataset(volume)
-    d._require(ds, f"the replica of volume {volume.id}")
+    ds = d.dataset_of(volume)
+    d.require(ds, f"the replica of volume {volume.id}")
     d.zfs.inherit(ds, "readonly")
     if d.zfs.get_with_source(ds, "readonly")[0] == "on":  # inherited from a read-only parent
         d.zfs.set(ds, "readonly", "off")
     if not d.zfs.is_mounted(ds):
         d.zfs.mount(ds)
-    d._export(ds, tuple(clients), tuple(attachments))
-    return d._location(ds)
+    d.export(ds, tuple(clients), tuple(attachments))
+    return d.location(ds)
 
 
 def demote(d: ZfsNfsDriver, volume: Volume) -> None:
     """Undo :func:`promote`: unexported and read-only again."""
-    ds = d._dataset(volume)
+    ds = d.dataset_of(volume)
     d.exports.remove(ds)
     if d.zfs.exists(ds):
         d.zfs.set(ds, "readonly", "on")
@@ -144,7 +142,7 @@ def _fence(standby: ZfsNfsDriver, dataset: str, reason: str) -> list[str]:
     """Fence every holder of a claim on ``dataset`` on the standby's node (through its agent)."""
     from ..agent.connect import connect_node
 
-    node = connect_node(standby.options.node, standby._settings())
+    node = connect_node(standby.options.node, standby.settings)
     try:
         claims = [c for c in node.client.call("recv.status") if c.get("dataset") == dataset]
         for c in claims:
@@ -162,7 +160,7 @@ def _revoke_grants(standby: ZfsNfsDriver, dataset: str) -> int | None:
     nodes: list[Any] = []
 
     def reach(name: str) -> Any:
-        nodes.append(connect_node(name, standby._settings()))
+        nodes.append(connect_node(name, standby.settings))
         return nodes[-1]
 
     try:
@@ -183,7 +181,7 @@ def fail_over(
     """A forced failover of ``volume`` to ``standby``'s node (see the module doc). ``holders``: the
     standby-sync activities to fence even when they hold no claim right now (the flow knows its own)."""
     t0 = time.time()
-    ds = standby._dataset(volume)
+    ds = standby.dataset_of(volume)
     if not standby.zfs.exists(ds):
         raise VolumeNotFound(f"{standby.options.node} holds no replica of volume {volume.id} ({ds})")
     reason = f"{standby.options.node}:{ds} was promoted by a forced failover"
@@ -192,7 +190,7 @@ def fail_over(
         if h not in fenced:
             from ..agent.connect import connect_node
 
-            with connect_node(standby.options.node, standby._settings()) as node:
+            with connect_node(standby.options.node, standby.settings) as node:
                 node.client.call("recv.fence", dataset=str(ds), holder=h, reason=reason)
             fenced.append(h)
     revoked = _revoke_grants(standby, str(ds))
@@ -246,7 +244,7 @@ def fence_old_primary(d: ZfsNfsDriver, volumes: Sequence[Volume]) -> dict[str, s
     into Cinder's ``replication_driver_data``, 255 characters in all); the whole story goes to the log."""
     node = d.options.node
     try:
-        if d.host is None or d._zfs is None:
+        if not d.is_set_up or d.host is None:
             raise ZfsBackendError("the driver was never set up on it")
         d.host.run(["true"], timeout=FENCE_REACH_S)
     except Exception as e:  # whatever a dead link raises: a fence never fails the failover it follows
@@ -260,7 +258,7 @@ def fence_old_primary(d: ZfsNfsDriver, volumes: Sequence[Volume]) -> dict[str, s
         return {v.id: f"not fenced: {node} did not answer" for v in volumes}
     out: dict[str, str] = {}
     for v in volumes:
-        ds = d._dataset(v)
+        ds = d.dataset_of(v)
         try:
             d.exports.remove(ds)
             if d.zfs.exists(ds):
@@ -277,7 +275,7 @@ def set_aside(d: ZfsNfsDriver, volume: Volume) -> str | None:
     again: unexported, read-only and renamed ``<parent>/diverged-<volume id>-<unix time>``, kept whole (it
     may hold writes the standby never received: an operator compares and destroys it). Frees the
     volume's name there for a new seed. Returns the new name, None when the node holds no copy."""
-    ds = d._dataset(volume)
+    ds = d.dataset_of(volume)
     if not d.zfs.exists(ds):
         return None
     d.exports.remove(ds)
@@ -294,15 +292,7 @@ def peer_driver(d: ZfsNfsDriver, node: str) -> ZfsNfsDriver:
     """A driver for another node of the inventory (the standby's), set up with ``d``'s settings and
     ``d``'s parent dataset: a backend's replicas live under its own parent on the standby (a Cinder
     backend's ``zfs_backend_parent``), whatever the node's inventory default is."""
-    from ..hosts.inventory import load_inventory
-    from .options import NodeOptions
-    from .zfs_nfs import ZfsNfsDriver
-
-    spec = load_inventory(d._settings().inventory).node(node)
-    options = NodeOptions.from_vars(node, spec.vars, spec.address).replace(parent=d.options.parent)
-    peer = ZfsNfsDriver(options, settings=d._settings())
-    peer.do_setup()
-    return peer
+    return ZfsNfsDriver.for_node(d.settings, node, parent=d.options.parent)
 
 
 def failover_host(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..activity.handle import BackendActivity
 from ..errors import ActivityError, ZfsBackendError
@@ -38,9 +38,7 @@ from .errors import VolumeBusy
 from .exports_format import ExportEntry
 from .models import GIB, Volume
 from .nfs import Attachment
-
-if TYPE_CHECKING:
-    from .zfs_nfs import ZfsNfsDriver
+from .zfs_nfs import ZfsNfsDriver
 
 __all__ = [
     "INTERNAL_SNAP_PREFIXES",
@@ -90,8 +88,8 @@ def start(
 ) -> BackendActivity:
     """Check the volume can move and start the ``migrate`` activity on the source node's agent, under a
     grant of the destination's agent (``replication.granted``)."""
-    ds = src._dataset(volume)
-    src._require(ds, f"volume {volume.id}")
+    ds = src.dataset_of(volume)
+    src.require(ds, f"volume {volume.id}")
     own = [s.snap for s in src.zfs.list_snapshots(ds) if not s.snap.startswith(INTERNAL_SNAP_PREFIXES)]
     if own:
         raise VolumeBusy(
@@ -100,7 +98,7 @@ def start(
     deps = clones.dependents(src.zfs, src.options.parent_dataset, ds)
     if deps:
         raise VolumeBusy(f"volume {volume.id} has dependent clones ({', '.join(str(c) for c, _ in deps)})")
-    req = MigrateRequest(dataset=ds, destination_node=dst.options.node, destination=dst._dataset(volume))
+    req = MigrateRequest(dataset=ds, destination_node=dst.options.node, destination=dst.dataset_of(volume))
     # the controller unexports before the quiesce (see Switch); an operator's hold before the catch-up
     # comes first (``catchup+quiesce``): without the second one the activity would unmount an exported source
     hold = tuning.get("hold_at") or "quiesce"
@@ -136,7 +134,7 @@ class Switch:
         """``entry``: the source's export as it was before the migration (True: read it now; a flow
         resumed after its controller died passes the one it saved, the source being unexported since)."""
         self.src, self.dst, self.volume, self.act = src, dst, volume, act
-        self.src_ds = src._dataset(volume)
+        self.src_ds = src.dataset_of(volume)
         self.entry = src.exports.get(self.src_ds) if entry is True else entry or None
         self.unexported = False
 
@@ -165,15 +163,15 @@ class Switch:
         """The model update when this migration's switch already happened (a controller that died after
         it, its flow resumed): the source copy is gone (it is destroyed only after the destination was
         exported) and the destination is this activity's; its export is made sure of. Else None."""
-        dst_ds = self.dst._dataset(self.volume)
+        dst_ds = self.dst.dataset_of(self.volume)
         if self.src.zfs.exists(self.src_ds) or not self.dst.zfs.exists(dst_ds):
             return None
         if self.dst.zfs.get(dst_ds, [RECEIVER_PROP]).get(RECEIVER_PROP) != self.act.id:
             return None
         if self.entry is not None and self.dst.exports.get(dst_ds) is None:
-            self.dst._export(dst_ds, (), self.entry.attachments)
+            self.dst.export(dst_ds, (), self.entry.attachments)
         clients = list(self.entry.clients) if self.entry is not None else []
-        return {"provider_location": self.dst._location(dst_ds), "quiesce_s": None, "clients": clients}
+        return {"provider_location": self.dst.location(dst_ds), "quiesce_s": None, "clients": clients}
 
 
 def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendActivity) -> dict[str, Any]:
@@ -185,12 +183,12 @@ def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendA
 
 def _switch(sw: Switch, rec: Any) -> dict[str, Any]:
     src, dst, volume, act, entry = sw.src, sw.dst, sw.volume, sw.act, sw.entry
-    src_ds, dst_ds = sw.src_ds, dst._dataset(volume)
+    src_ds, dst_ds = sw.src_ds, dst.dataset_of(volume)
     clients = entry.clients if entry is not None else ()
     attachments = entry.attachments if entry is not None else ()
     if rec.state != "succeeded":
         if entry is not None:
-            src._export(src_ds, (), attachments)  # as it was (the activity gave the source its mount back)
+            src.export(src_ds, (), attachments)  # as it was (the activity gave the source its mount back)
         why = rec.error or "no error"
         raise MigrationFailed(
             f"migration {act.id} {rec.state}: {why}; the volume stays on {src.options.node}"
@@ -210,7 +208,7 @@ def _switch(sw: Switch, rec: Any) -> dict[str, Any]:
         for k, v in layout.space_props(size, dst.options.thin).items():
             dst.zfs.set(dst_ds, k, v)
         if entry is not None:
-            dst._export(dst_ds, (), attachments)
+            dst.export(dst_ds, (), attachments)
             exported = True
         switched = time.time()
     except BaseException:
@@ -219,7 +217,7 @@ def _switch(sw: Switch, rec: Any) -> dict[str, Any]:
     origin = src.zfs.get(src_ds, ["origin"]).get("origin", "-")
     src.exports.remove(src_ds)
     try:
-        src._destroy(src_ds)
+        src.destroy_dataset(src_ds)
         clones.drop_clone_origin(src.zfs, src.options, origin)
     except ZfsBackendError as e:  # the volume lives on dst now; a leftover is only space
         log.error("%s: could not remove the old copy %s: %s", src.options.node, src_ds, e)
@@ -230,7 +228,7 @@ def _switch(sw: Switch, rec: Any) -> dict[str, Any]:
     log.info(
         "%s -> %s: %s moved (quiesce %.2f s)", src.options.node, dst.options.node, volume.id, quiesce or 0.0
     )
-    return {"provider_location": dst._location(dst_ds), "quiesce_s": quiesce, "clients": list(clients)}
+    return {"provider_location": dst.location(dst_ds), "quiesce_s": quiesce, "clients": list(clients)}
 
 
 def _mounted(d: ZfsNfsDriver, ds: DatasetName) -> None:
@@ -249,17 +247,17 @@ def _undo(
 ) -> None:
     """Put the volume back on the source: mounted, its own writability and export (``attachments``: its
     grants, None when it was not exported), no copy or export on the destination."""
-    src_ds, dst_ds = src._dataset(volume), dst._dataset(volume)
+    src_ds, dst_ds = src.dataset_of(volume), dst.dataset_of(volume)
     steps: list[Callable[[], object]] = []
     if exported:
         steps.append(lambda: dst.exports.remove(dst_ds))
     if dst.zfs.exists(dst_ds) and dst.zfs.get(dst_ds, [RECEIVER_PROP]).get(RECEIVER_PROP) == holder:
-        steps.append(lambda: dst._destroy(dst_ds))
+        steps.append(lambda: dst.destroy_dataset(dst_ds))
     steps.append(lambda: restore_readonly(src.zfs, src_ds, res.get("readonly_was")))
     if res.get("unmounted"):
         steps.append(lambda: _mounted(src, src_ds))
     if attachments is not None:
-        steps.append(lambda: src._export(src_ds, (), attachments))
+        steps.append(lambda: src.export(src_ds, (), attachments))
     snaps = [parse_snapshot(n) for n in res.get("snapshots", [])]
     for snap in snaps:
         steps.append(lambda s=snap: src.zfs.destroy(s, missing_ok=True))  # type: ignore[misc]
@@ -277,16 +275,14 @@ def _inventory_drivers(
     ``parent`` (the destination backend's own, from Cinder's host) in place of the inventory's."""
     from ..hosts.inventory import load_inventory
     from .options import NodeOptions
-    from .zfs_nfs import ZfsNfsDriver
 
-    inv = load_inventory(src._settings().inventory)
+    inv = load_inventory(src.settings.inventory)
     opts = {n: NodeOptions.from_vars(n, inv.node(n).vars, address=inv.node(n).address) for n in inv.names}
 
     def driver_for(node: str) -> ZfsNfsDriver:
-        o = opts[node] if parent is None else opts[node].replace(parent=parent)
-        d = ZfsNfsDriver(o, settings=src._settings())
-        d.do_setup()
-        return d
+        if parent is None:
+            return ZfsNfsDriver.for_node(src.settings, node)
+        return ZfsNfsDriver.for_node(src.settings, node, parent=parent)
 
     return {n: str(o.export_address) for n, o in opts.items()}, driver_for
 
@@ -321,7 +317,7 @@ def migrate_volume(
         from ..agent.connect import connect_node
 
         def node_for(name: str) -> Any:
-            return connect_node(name, src._settings())
+            return connect_node(name, src.settings)
 
     act = start(src, dst, volume, node_for=node_for, **tuning)
     if on_start is not None:

@@ -24,7 +24,7 @@ class ReplicationRecords:
     """The replication-record methods of :class:`~.service.VolumeService` (which provides the database
     and the volume lookup)."""
 
-    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Cursor]:
         raise NotImplementedError
 
     def get_volume(self, name_or_id: str) -> VolumeRecord:
@@ -32,7 +32,7 @@ class ReplicationRecords:
 
     def replication(self, name: str) -> ReplicationRecord | None:
         rec = self.get_volume(name)
-        with self._db() as db:
+        with self.transaction() as db:
             row = db.execute("SELECT * FROM replication WHERE volume_id = ?", (rec.id,)).fetchone()
         if row is None:
             return None
@@ -41,7 +41,7 @@ class ReplicationRecords:
         return ReplicationRecord(**d)
 
     def replications(self) -> list[ReplicationRecord]:
-        with self._db() as db:
+        with self.transaction() as db:
             ids = [
                 r["volume_id"] for r in db.execute("SELECT volume_id FROM replication ORDER BY updated_at")
             ]
@@ -66,7 +66,7 @@ class ReplicationRecords:
             **({k: getattr(old, k) for k in _FIELDS} if old else {}),
             **fields,
         }
-        with self._db() as db:
+        with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO replication VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -86,5 +86,5 @@ class ReplicationRecords:
 
     def drop_replication(self, name: str) -> None:
         rec = self.get_volume(name)
-        with self._db() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM replication WHERE volume_id = ?", (rec.id,))

@@ -12,29 +12,33 @@ Input is checked before anything is recorded; a record is written ``creating`` b
 called and becomes ``available`` after it. When the driver fails, it has already undone its own
 work on the node, so the record is removed and the error raised: nothing half-created remains. A
 delete that fails leaves the volume ``error_deleting`` (retry with ``delete``).
+
+The database is kept the one way (:mod:`zfs_backend.durable`: WAL, ``synchronous=FULL``, one connection
+per process behind a lock, each change one ``BEGIN IMMEDIATE`` :meth:`VolumeService.transaction`). The
+service is a context manager: leaving it closes the drivers' connections and the database (a later
+call opens it again).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from ..activity.handle import BackendActivity
 from ..config import Settings
+from ..durable import open_db, transaction
 from ..errors import InvalidName
-from ..hosts.inventory import load_inventory
-from ..private import private_sqlite
 from ..zfs.names import validate_node
-from .access import attachment_id, client_address
+from .attachment_records import AttachmentRecords
 from .errors import VolumeBusy, VolumeExists, VolumeNotFound
 from .models import Snapshot, Volume, check_size, new_id
-from .nfs import Attachment, default_attachment, validate_attachment_id
-from .options import NodeOptions
 from .records import (
     SCHEMA,
     ReplicationRecord,
@@ -48,7 +52,7 @@ from .zfs_nfs import ZfsNfsDriver
 __all__ = ["ReplicationRecord", "SnapshotRecord", "VolumeRecord", "VolumeService", "validate_display_name"]
 
 
-class VolumeService(ReplicationRecords):
+class VolumeService(AttachmentRecords, ReplicationRecords):
     """Volumes and snapshots across the inventory's nodes, recorded in ``<home>/volumes.db``."""
 
     def __init__(
@@ -59,22 +63,37 @@ class VolumeService(ReplicationRecords):
     ) -> None:
         self.settings = settings
         self.db_path = db_path or settings.home / "volumes.db"
-        private_sqlite(self.db_path)
         self._driver_for = driver_for
         self._drivers: dict[str, ZfsNfsDriver] = {}
         self._lock = threading.Lock()
-        with self._db() as db:
-            db.executescript(SCHEMA)
+        self._db_lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._conn_pid = 0
+        self._open()
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=30)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _open(self) -> sqlite3.Connection:
+        """The process's connection (opened, and the schema made sure of, on first use after
+        :meth:`close` or in a forked child)."""
+        with self._db_lock:
+            if self._conn is None or self._conn_pid != os.getpid():
+                db = open_db(self.db_path, "volume database")
+                db.row_factory = sqlite3.Row
+                db.executescript(SCHEMA)
+                self._conn, self._conn_pid = db, os.getpid()
+            return self._conn
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Cursor]:
+        """One ``BEGIN IMMEDIATE`` transaction on the volume database (rows as ``sqlite3.Row``):
+        committed when the block ends, rolled back when it raises. Never nested."""
+        return transaction(self._open(), self._db_lock)
+
+    def __enter__(self) -> VolumeService:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     # ---- drivers -------------------------------------------------------------------------------
 
@@ -86,27 +105,29 @@ class VolumeService(ReplicationRecords):
                 if self._driver_for is not None:
                     d = self._driver_for(node)
                 else:
-                    spec = load_inventory(self.settings.inventory).node(node)
-                    opts = NodeOptions.from_vars(node, spec.vars, address=spec.address)
-                    d = ZfsNfsDriver(opts, settings=self.settings)
-                    d.do_setup()
+                    d = ZfsNfsDriver.for_node(self.settings, node)
                 self._drivers[node] = d
             return d
 
     def close(self) -> None:
+        """The drivers' connections to their nodes and the database closed."""
         for d in self._drivers.values():
             if d.host is not None:
                 d.host.close()
         self._drivers.clear()
+        with self._db_lock:
+            if self._conn is not None and self._conn_pid == os.getpid():
+                self._conn.close()
+            self._conn = None
 
     # ---- lookups -------------------------------------------------------------------------------
 
     def list_volumes(self) -> list[VolumeRecord]:
-        with self._db() as db:
+        with self.transaction() as db:
             return [VolumeRecord(**dict(r)) for r in db.execute("SELECT * FROM volumes ORDER BY created_at")]
 
     def get_volume(self, name_or_id: str) -> VolumeRecord:
-        with self._db() as db:
+        with self.transaction() as db:
             row = db.execute(
                 "SELECT * FROM volumes WHERE name = ? OR id = ?", (name_or_id, name_or_id)
             ).fetchone()
@@ -115,11 +136,11 @@ class VolumeService(ReplicationRecords):
         return VolumeRecord(**dict(row))
 
     def list_snapshots(self, volume: str | None = None) -> list[SnapshotRecord]:
-        with self._db() as db:
-            if volume is None:
+        vid = None if volume is None else self.get_volume(volume).id
+        with self.transaction() as db:
+            if vid is None:
                 rows = db.execute("SELECT * FROM snapshots ORDER BY created_at").fetchall()
             else:
-                vid = self.get_volume(volume).id
                 rows = db.execute(
                     "SELECT * FROM snapshots WHERE volume_id = ? ORDER BY created_at", (vid,)
                 ).fetchall()
@@ -127,7 +148,7 @@ class VolumeService(ReplicationRecords):
 
     def get_snapshot(self, volume: str, name: str) -> SnapshotRecord:
         vid = self.get_volume(volume).id
-        with self._db() as db:
+        with self.transaction() as db:
             row = db.execute(
                 "SELECT * FROM snapshots WHERE volume_id = ? AND name = ?", (vid, name)
             ).fetchone()
@@ -142,7 +163,7 @@ class VolumeService(ReplicationRecords):
             values = [status, *extra.values(), time.time(), id_]
         else:
             values = [status, *extra.values(), id_]
-        with self._db() as db:
+        with self.transaction() as db:
             db.execute(f"UPDATE {table} SET {sets} WHERE id = ?", values)  # noqa: S608 - fixed names
 
     # ---- volumes -------------------------------------------------------------------------------
@@ -176,7 +197,7 @@ class VolumeService(ReplicationRecords):
         now = time.time()
         vid = new_id()
         try:
-            with self._db() as db:
+            with self.transaction() as db:
                 db.execute(
                     "INSERT INTO volumes VALUES (?, ?, ?, ?, 'creating', NULL, ?, ?, ?, ?)",
                     (
@@ -201,7 +222,7 @@ class VolumeService(ReplicationRecords):
             else:
                 update = driver.create_volume(model)
         except BaseException:
-            with self._db() as db:
+            with self.transaction() as db:
                 db.execute("DELETE FROM volumes WHERE id = ?", (vid,))
             raise
         self._status("volumes", vid, "available", provider_location=update.get("provider_location"))
@@ -222,7 +243,7 @@ class VolumeService(ReplicationRecords):
         except BaseException:
             self._status("volumes", rec.id, "error_deleting")
             raise
-        with self._db() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM volumes WHERE id = ?", (rec.id,))
 
     def extend_volume(self, name: str, new_size: int) -> VolumeRecord:
@@ -234,7 +255,7 @@ class VolumeService(ReplicationRecords):
         except BaseException:
             self._status("volumes", rec.id, rec.status)
             raise
-        with self._db() as db:
+        with self.transaction() as db:
             db.execute(
                 "UPDATE volumes SET size = ?, updated_at = ? WHERE id = ?", (new_size, time.time(), rec.id)
             )
@@ -248,7 +269,7 @@ class VolumeService(ReplicationRecords):
         validate_display_name(name, "snapshot")
         sid = new_id()
         try:
-            with self._db() as db:
+            with self.transaction() as db:
                 db.execute(
                     "INSERT INTO snapshots VALUES (?, ?, ?, ?, 'creating', ?)",
                     (sid, rec.id, name, rec.size, time.time()),
@@ -259,7 +280,7 @@ class VolumeService(ReplicationRecords):
         try:
             self.driver(rec.node).create_snapshot(snap)
         except BaseException:
-            with self._db() as db:
+            with self.transaction() as db:
                 db.execute("DELETE FROM snapshots WHERE id = ?", (sid,))
             raise
         self._status("snapshots", sid, "available")
@@ -274,78 +295,10 @@ class VolumeService(ReplicationRecords):
         except BaseException:
             self._status("snapshots", snap.id, "available")
             raise
-        with self._db() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM snapshots WHERE id = ?", (snap.id,))
 
-    # ---- attach / stats / replicate --------------------------------------------------------------
-
-    def attachments(self, name: str) -> list[str]:
-        """The client addresses the volume is attached to (each once, first attached first)."""
-        return list(dict.fromkeys(client for _, client in self.attachment_records(name)))
-
-    def attachment_records(self, name: str) -> list[tuple[str, str]]:
-        """The volume's attachments: (attachment id, client address), first attached first."""
-        rec = self.get_volume(name)
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT attachment_id, client FROM volume_attachments WHERE volume_id = ? "
-                "ORDER BY attached_at, attachment_id",
-                (rec.id,),
-            )
-            return [(str(r["attachment_id"]), str(r["client"])) for r in rows]
-
-    def attach(self, name: str, connector: dict[str, Any], attachment: str | None = None) -> dict[str, Any]:
-        """Export (if needed), record attachment ``attachment`` (default: ``connector["attachment_id"]``,
-        else the client's default attachment) of ``connector["ip"]``, grant the address access and
-        return the NFS connection info; the volume becomes ``in-use``. A connector without a valid
-        ``ip``, or a bad attachment id, is refused before anything."""
-        client = client_address(connector)
-        att = attachment if attachment is not None else attachment_id(connector)
-        att = default_attachment(client) if att is None else validate_attachment_id(att)
-        Attachment(att, client)  # an id naming another client's default is refused here
-        rec = self.get_volume(name)
-        d = self.driver(rec.node)
-        d.create_export(None, rec.model(), connector)
-        info = d.initialize_connection(rec.model(), {**connector, "ip": client, "attachment_id": att})
-        with self._db() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO volume_attachments VALUES (?, ?, ?, ?)",
-                (rec.id, att, client, time.time()),
-            )
-            db.execute(
-                "UPDATE volumes SET status = 'in-use', updated_at = ? WHERE id = ?", (time.time(), rec.id)
-            )
-        return info
-
-    def detach(
-        self, name: str, connector: dict[str, Any] | None = None, attachment: str | None = None
-    ) -> list[str]:
-        """End attachments: the one named ``attachment``, else every one of ``connector["ip"]``, else
-        (both None) every one. An address loses access with its last attachment; the volume is
-        ``available`` again when none is left. Returns the clients detached (each once)."""
-        client = client_address(connector) if connector is not None else None
-        att = None if attachment is None else validate_attachment_id(attachment)
-        rec = self.get_volume(name)
-        records = self.attachment_records(rec.id)
-        ending = [(a, c) for a, c in records if (att is None or a == att) and (client is None or c == client)]
-        d = self.driver(rec.node)
-        for a, c in ending:  # by id: another process may be attaching the same client right now
-            d.terminate_connection(rec.model(), {"ip": c, "attachment_id": a})
-            with self._db() as db:
-                db.execute(
-                    "DELETE FROM volume_attachments WHERE volume_id = ? AND attachment_id = ?", (rec.id, a)
-                )
-                left = db.execute(
-                    "SELECT 1 FROM volume_attachments WHERE volume_id = ?", (rec.id,)
-                ).fetchone()
-                if left is None:
-                    db.execute(
-                        "UPDATE volumes SET status = 'available', updated_at = ? WHERE id = ?",
-                        (time.time(), rec.id),
-                    )
-        if client is not None and not ending:  # not recorded here: the node's grant of it still goes
-            d.terminate_connection(rec.model(), {"ip": client})
-        return list(dict.fromkeys(c for _, c in ending)) or ([client] if client is not None else [])
+    # ---- stats / replicate --------------------------------------------------------------
 
     def stats(self, node: str, refresh: bool = True) -> dict[str, Any]:
         return self.driver(node).get_volume_stats(refresh=refresh)
@@ -363,20 +316,24 @@ class VolumeService(ReplicationRecords):
 
     # ---- status, location and replication (what flows change) ----------------------------------
 
-    def set_status(self, name: str, status: str, *, expect: str | None = None) -> VolumeRecord:
+    def set_status(
+        self, name: str, status: str, *, expect: str | None = None, provider_location: str | None = None
+    ) -> VolumeRecord:
         """Move a volume to ``status`` (a flow's busy state and back). ``expect``: only from that status
-        (else ``VolumeBusy``: another flow holds it)."""
+        (else ``VolumeBusy``: another flow holds it). ``provider_location``: recorded with it (a job's
+        new volume, now exported)."""
         rec = self.get_volume(name)
         if expect is not None and rec.status != expect:
             raise VolumeBusy(f"volume {rec.name} is {rec.status}, not {expect}")
-        self._status("volumes", rec.id, status)
+        where = {} if provider_location is None else {"provider_location": provider_location}
+        self._status("volumes", rec.id, status, **where)
         return self.get_volume(rec.id)
 
     def relocate(self, name: str, node: str, provider_location: str | None) -> VolumeRecord:
         """The volume now lives on ``node`` (a failover promoted its standby there)."""
         rec = self.get_volume(name)
         validate_node(node)
-        with self._db() as db:
+        with self.transaction() as db:
             db.execute(
                 "UPDATE volumes SET node = ?, provider_location = ?, updated_at = ? WHERE id = ?",
                 (node, provider_location, time.time(), rec.id),

@@ -94,12 +94,7 @@ def finish_migration(
 
 def record_migration(svc: VolumeService, name: str, to_node: str, location: str) -> None:
     """The volume's record after its switch: on ``to_node`` at ``location`` (idempotent)."""
-    rec = svc.get_volume(name)
-    with svc._db() as db:
-        db.execute(
-            "UPDATE volumes SET node = ?, provider_location = ?, updated_at = ? WHERE id = ?",
-            (to_node, location, time.time(), rec.id),
-        )
+    svc.relocate(name, to_node, location)
 
 
 # ---- backup ------------------------------------------------------------------------------------
@@ -118,7 +113,7 @@ def _backup_node(svc: VolumeService, node: str, given: str | None) -> str:
 
 def list_backups(svc: VolumeService, volume: str | None = None) -> list[BackupRecord]:
     """The backups, those still being made brought up to date from their activity."""
-    with svc._db() as db:
+    with svc.transaction() as db:
         if volume is None:
             rows = db.execute("SELECT * FROM backups ORDER BY created_at").fetchall()
         else:
@@ -138,7 +133,7 @@ def list_backups(svc: VolumeService, volume: str | None = None) -> list[BackupRe
 
 
 def get_backup(svc: VolumeService, backup_id: str) -> BackupRecord:
-    with svc._db() as db:
+    with svc.transaction() as db:
         row = db.execute("SELECT * FROM backups WHERE id = ?", (backup_id,)).fetchone()
     if row is None:
         raise BackupNotFound(f"no backup {ascii(backup_id)[:80]}")
@@ -159,12 +154,12 @@ def start_backup(
             raise BackupNotFound(f"volume {name} has no backup yet: make a full one first")
         parent = done[-1].id
     bid = new_id()
-    with svc._db() as db:
+    with svc.transaction() as db:
         db.execute(
             "INSERT INTO backups VALUES (?, ?, ?, ?, ?, ?, ?, 'creating', NULL, NULL, NULL, ?)",
             (bid, rec.id, rec.name, rec.node, bnode, parent, rec.size, time.time()),
         )
-    ds = svc.driver(rec.node)._dataset(rec.model())
+    ds = svc.driver(rec.node).dataset_of(rec.model())
     params = {
         "dataset": str(ds),
         "volume_id": rec.id,
@@ -176,10 +171,10 @@ def start_backup(
     try:
         act = start_granted(lambda n: _node(svc, n), rec.node, BACKUP_KIND, params)
     except BaseException:
-        with svc._db() as db:
+        with svc.transaction() as db:
             db.execute("DELETE FROM backups WHERE id = ?", (bid,))
         raise
-    with svc._db() as db:
+    with svc.transaction() as db:
         db.execute("UPDATE backups SET activity_id = ? WHERE id = ?", (act.id, bid))
     return get_backup(svc, bid), act
 
@@ -188,7 +183,7 @@ def finish_backup(svc: VolumeService, backup_id: str, act: BackendActivity) -> B
     """Record how the backup ended: ``available`` (with its stream's size and checksum), else gone."""
     act.wait(None)
     rec = act.record()
-    with svc._db() as db:
+    with svc.transaction() as db:
         if rec.state == "succeeded":
             entry = rec.result.get("backup") or {}
             db.execute(
@@ -225,7 +220,7 @@ def start_restore(
     from .errors import VolumeExists
 
     try:
-        with svc._db() as db:
+        with svc.transaction() as db:
             db.execute(
                 "INSERT INTO volumes VALUES (?, ?, ?, ?, 'creating', NULL, NULL, NULL, ?, ?)",
                 (vid, name, node, b.size, now, now),
@@ -238,13 +233,13 @@ def start_restore(
         "volume_id": b.volume_id,
         "backup_id": b.id,
         "backup_node": b.backup_node,
-        "destination": str(d._dataset(Volume(id=vid, size=b.size))),
+        "destination": str(d.dataset_of(Volume(id=vid, size=b.size))),
         **tuning,
     }
     try:
         act = start_granted(lambda n: _node(svc, n), node, RESTORE_KIND, params)
     except BaseException:
-        with svc._db() as db:
+        with svc.transaction() as db:
             db.execute("DELETE FROM volumes WHERE id = ?", (vid,))
         raise
     return name, act
@@ -259,13 +254,13 @@ def finish_restore(svc: VolumeService, name: str, act: BackendActivity) -> Any:
     if params.get(GRANT_PARAM):  # a restore never binds its grant: it would wait for its expiry
         revoke_grants(lambda n: _node(svc, n), str(params["backup_node"]), grant=str(params[GRANT_PARAM]))
     if state != "succeeded":
-        with svc._db() as db:
+        with svc.transaction() as db:
             db.execute("DELETE FROM volumes WHERE id = ?", (rec.id,))
         raise BackupError(f"restore {act.id} {state}: {act.record().error or ''}")
     d = svc.driver(rec.node)
-    ds = d._dataset(rec.model())
+    ds = d.dataset_of(rec.model())
     for k, v in layout.space_props(rec.size * GIB, d.options.thin).items():
         d.zfs.set(ds, k, v)
-    d._export(ds)
-    svc._status("volumes", rec.id, "available", provider_location=d._location(ds))
+    d.export(ds)
+    svc.set_status(rec.id, "available", provider_location=d.location(ds))
     return svc.get_volume(rec.id)

@@ -33,17 +33,18 @@ from typing import Any
 
 from ..activity.handle import BackendActivity
 from ..config import Settings, load_settings
-from ..errors import ConfigError, DatasetNotFound, ZfsBackendError
+from ..errors import ConfigError, ZfsBackendError
 from ..hosts.base import Host
 from ..zfs.api import Zfs
-from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
-from . import access, clones, layout
+from ..zfs.names import DatasetName, SnapshotName, validate_node
+from . import access, clones, layout, remote
 from .clones import CLONE_SNAP_PREFIX as CLONE_SNAP_PREFIX  # kept importable from here
 from .errors import InvalidSize, VolumeExists, VolumeNotFound
 from .layout import SIZE_PROPERTY, VOLUME_FILE, quota_for
 from .models import GIB, Snapshot, Volume, check_size
 from .nfs import Attachment, GaneshaExports
 from .options import NodeOptions
+from .setup_check import check_node
 from .stats import build_stats, read_facts
 
 __all__ = ["SIZE_PROPERTY", "VOLUME_FILE", "ZfsNfsDriver", "quota_for"]
@@ -67,7 +68,7 @@ class ZfsNfsDriver:
     ) -> None:
         self.options = options
         self.host = host
-        self.settings = settings
+        self._settings = settings
         self._activity_kinds = activity_kinds
         self._replicate = replicate
         self._zfs: Zfs | None = None
@@ -75,12 +76,34 @@ class ZfsNfsDriver:
         self._stats: dict[str, Any] = {}
         self._address = options.export_address
 
+    @classmethod
+    def for_node(cls, settings: Settings, node: str, *, setup: bool = True, **changes: Any) -> ZfsNfsDriver:
+        """The one way to build a driver for the inventory node ``node``: its options from its inventory
+        variables and address, ``changes`` (``NodeOptions`` fields: a backend's own ``parent``, ...) in
+        their place; set up (connected, its parent dataset made sure of) unless ``setup`` is False. The
+        volume service, the Cinder adapter, a failover's standby and a migration's destination use it."""
+        from ..hosts.inventory import load_inventory
+
+        validate_node(node)
+        spec = load_inventory(settings.inventory).node(node)
+        options = NodeOptions.from_vars(node, spec.vars, address=spec.address)
+        driver = cls(options.replace(**changes) if changes else options, settings=settings)
+        if setup:
+            driver.do_setup()
+        return driver
+
     # ---- setup ---------------------------------------------------------------------------------
 
-    def _settings(self) -> Settings:
-        if self.settings is None:
-            self.settings = load_settings()
-        return self.settings
+    @property
+    def settings(self) -> Settings:
+        """The settings the driver reaches nodes with (the environment's when none were given)."""
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        self._settings = value
 
     def do_setup(self, context: Any = None) -> None:
         """Connect to the node (inventory + SSH unless a host was given) and make sure the parent
@@ -88,9 +111,9 @@ class ZfsNfsDriver:
         if self.host is None:
             from ..hosts.inventory import load_inventory
 
-            inv = load_inventory(self._settings().inventory)
+            inv = load_inventory(self.settings.inventory)
             spec = inv.node(self.options.node)
-            self.host = inv.connect(self.options.node, self._settings())
+            self.host = inv.connect(self.options.node, self.settings)
             if self._address is None:
                 self._address = spec.address
         if self._address is None:
@@ -111,6 +134,11 @@ class ZfsNfsDriver:
         return self._zfs
 
     @property
+    def is_set_up(self) -> bool:
+        """Whether :meth:`do_setup` ran (a failover's old primary may never have been)."""
+        return self.host is not None and self._zfs is not None
+
+    @property
     def exports(self) -> GaneshaExports:
         if self._exports is None:
             raise ConfigError("the driver is not set up: call do_setup() first")
@@ -119,51 +147,49 @@ class ZfsNfsDriver:
     def check_for_setup_error(self) -> None:
         """The parent is a mounted filesystem, the NFS server is running with our exports file, and the
         node's ``zfs-backend`` (which changes that file and the volume files) runs."""
-        parent = self.options.parent_dataset
-        try:
-            props = self.zfs.get(parent, ["type", "mounted"])
-        except DatasetNotFound:
-            raise ConfigError(f"{self.options.node}: parent dataset {parent} does not exist") from None
-        if props.get("type") != "filesystem" or props.get("mounted") != "yes":
-            raise ConfigError(f"{self.options.node}: {parent} is not a mounted filesystem")
-        if self.exports.server_pid() is None:
-            raise ConfigError(
-                f"{self.options.node}: nfs-ganesha is not running "
-                f"(no live pid in {self.options.ganesha_pid_file})"
-            )
-        self.exports.entries()  # readable
-        res = self.zfs.host.run([self.options.node_bin, "--version"], check=False)
-        if res.returncode != 0:
-            why = (res.err_text.strip().splitlines() or [f"exit {res.returncode}"])[-1]
-            raise ConfigError(f"{self.options.node}: {self.options.node_bin} does not run there: {why}")
-        _ = self.zfs.dialect
+        check_node(self.zfs, self.exports, self.options)
 
-    # ---- names and files ----------------------------------------------------------------------
+    # ---- names, locations and exports (public: failover, migration, flows and jobs use them) ------
 
-    def _dataset(self, volume: Volume) -> DatasetName:
+    def dataset_of(self, volume: Volume) -> DatasetName:
+        """The filesystem of ``volume`` on this node (``<parent>/volume-<id>``)."""
         return layout.volume_dataset(self.options.parent_dataset, volume)
 
-    def _snapshot_name(self, snapshot: Snapshot) -> SnapshotName:
+    def snapshot_of(self, snapshot: Snapshot) -> SnapshotName:
+        """The ZFS snapshot of a volume snapshot on this node."""
         return layout.snapshot_name(self.options.parent_dataset, snapshot)
 
-    def _mountpoint(self, ds: DatasetName) -> str:
+    def mountpoint(self, ds: DatasetName) -> str:
+        """Where ``ds`` is mounted on the node (what its export serves)."""
         return layout.mountpoint(self.zfs, self.options.node, ds)
 
-    def _location(self, ds: DatasetName) -> str:
-        return f"{self._address}:{self._mountpoint(ds)}"
+    def location(self, ds: DatasetName) -> str:
+        """The ``provider_location`` of the volume filesystem ``ds``: ``ADDR:/mountpoint``."""
+        return f"{self._address}:{self.mountpoint(ds)}"
 
-    def _require(self, ds: DatasetName, what: str) -> None:
+    def require(self, ds: DatasetName, what: str) -> None:
+        """``VolumeNotFound`` (naming ``what``) unless ``ds`` exists on the node."""
         if not self.zfs.exists(ds):
             raise VolumeNotFound(f"{what} not found on {self.options.node} ({ds})")
 
-    def _destroy(self, ds: DatasetName) -> None:
+    def export(
+        self, ds: DatasetName, clients: tuple[str, ...] = (), attachments: tuple[Attachment, ...] = ()
+    ) -> None:
+        """The volume file's owner and mode, then the export (granting ``attachments`` and the default
+        attachments of ``clients`` only; an existing export keeps its grants)."""
+        layout.set_file_access(self.zfs, self.options, ds)
+        self.exports.add(ds, self.mountpoint(ds), clients, attachments)
+
+    def destroy_dataset(self, ds: DatasetName) -> None:
+        """``ds`` and everything under it destroyed (gone already: nothing), within the node's
+        ``destroy_deadline``."""
         self.zfs.destroy(ds, recursive=True, deadline=float(self.options.destroy_deadline), missing_ok=True)
 
     def _undo(self, ds: DatasetName, exported: bool, extra: SnapshotName | None = None) -> None:
         """Best-effort rollback of a half-made volume."""
         for step in (
             (lambda: self.exports.remove(ds)) if exported else None,
-            lambda: self._destroy(ds),
+            lambda: self.destroy_dataset(ds),
             (lambda: self.zfs.destroy(extra, missing_ok=True)) if extra is not None else None,
         ):
             if step is None:
@@ -173,14 +199,6 @@ class ZfsNfsDriver:
             except ZfsBackendError as e:
                 log.error("%s: rollback of %s incomplete: %s", self.options.node, ds, e)
 
-    def _export(
-        self, ds: DatasetName, clients: tuple[str, ...] = (), attachments: tuple[Attachment, ...] = ()
-    ) -> None:
-        """The volume file's owner and mode, then the export (granting ``attachments`` and the default
-        attachments of ``clients`` only)."""
-        layout.set_file_access(self.zfs, self.options, ds)
-        self.exports.add(ds, self._mountpoint(ds), clients, attachments)
-
     def _finish_create(
         self, ds: DatasetName, size_bytes: int, grow: bool, extra: SnapshotName | None = None
     ) -> dict[str, Any]:
@@ -189,9 +207,9 @@ class ZfsNfsDriver:
         try:
             if grow:
                 layout.truncate(self.zfs, self.options, ds, size_bytes)
-            self._export(ds)
+            self.export(ds)
             exported = True
-            return {"provider_location": self._location(ds)}
+            return {"provider_location": self.location(ds)}
         except BaseException:
             self._undo(ds, exported, extra)
             raise
@@ -205,7 +223,7 @@ class ZfsNfsDriver:
     def create_volume(self, volume: Volume) -> dict[str, Any]:
         """A new empty volume. Returns ``{"provider_location": "ADDR:/path"}``."""
         size = check_size(volume.size)
-        ds = self._dataset(volume)
+        ds = self.dataset_of(volume)
         self._absent(ds, volume)
         size_bytes = size * GIB
         layout.check_capacity(self.zfs, self.options, size_bytes)
@@ -215,8 +233,8 @@ class ZfsNfsDriver:
     def create_volume_from_snapshot(self, volume: Volume, snapshot: Snapshot) -> dict[str, Any]:
         """A clone of ``snapshot`` of ``volume.size`` GiB (not smaller than the snapshot's volume)."""
         size = check_size(volume.size)
-        snap = self._snapshot_name(snapshot)
-        ds = self._dataset(volume)
+        snap = self.snapshot_of(snapshot)
+        ds = self.dataset_of(volume)
         if size < snapshot.volume_size:
             raise InvalidSize(
                 f"volume size {size} GiB is smaller than the snapshot's {snapshot.volume_size} GiB"
@@ -233,9 +251,9 @@ class ZfsNfsDriver:
     def create_cloned_volume(self, volume: Volume, src_vref: Volume) -> dict[str, Any]:
         """A clone of ``src_vref`` now, through a snapshot ``@clone-<volume id>`` kept for it."""
         size = check_size(volume.size)
-        src = self._dataset(src_vref)
-        ds = self._dataset(volume)
-        self._require(src, f"source volume {src_vref.id}")
+        src = self.dataset_of(src_vref)
+        ds = self.dataset_of(volume)
+        self.require(src, f"source volume {src_vref.id}")
         old = layout.size_bytes(self.zfs, src) or src_vref.size * GIB
         if size * GIB < old:
             raise InvalidSize(f"volume size {size} GiB is smaller than the source's {old / GIB:g} GiB")
@@ -254,8 +272,8 @@ class ZfsNfsDriver:
     def extend_volume(self, volume: Volume, new_size: int) -> None:
         """Grow the ``volume`` file and the quota to ``new_size`` GiB."""
         new = check_size(new_size, "new size")
-        ds = self._dataset(volume)
-        self._require(ds, f"volume {volume.id}")
+        ds = self.dataset_of(volume)
+        self.require(ds, f"volume {volume.id}")
         current = layout.size_bytes(self.zfs, ds) or volume.size * GIB
         if new * GIB <= current:
             raise InvalidSize(
@@ -267,7 +285,7 @@ class ZfsNfsDriver:
     def delete_volume(self, volume: Volume) -> None:
         """Unexport and destroy. A missing volume is already deleted (Cinder's convention). Refused while
         it has snapshots of its own; volumes cloned from it are promoted first."""
-        ds = self._dataset(volume)
+        ds = self.dataset_of(volume)
         if not self.zfs.exists(ds):
             log.info("%s: volume %s is already gone", self.options.node, ds)
             self.exports.remove(ds)
@@ -277,18 +295,18 @@ class ZfsNfsDriver:
         clones.promote_dependents(self.zfs, self.options, ds, volume.id)
         was_exported = self.exports.remove(ds)
         try:
-            self._destroy(ds)
+            self.destroy_dataset(ds)
         except BaseException:
             if was_exported is not None:
-                self.exports.add(ds, self._mountpoint(ds), attachments=was_exported.attachments)
+                self.exports.add(ds, self.mountpoint(ds), attachments=was_exported.attachments)
             raise
         clones.drop_clone_origin(self.zfs, self.options, origin)
 
     # ---- snapshots -----------------------------------------------------------------------------
 
     def create_snapshot(self, snapshot: Snapshot) -> dict[str, Any] | None:
-        snap = self._snapshot_name(snapshot)
-        self._require(snap.dataset, f"volume {snapshot.volume_id}")
+        snap = self.snapshot_of(snapshot)
+        self.require(snap.dataset, f"volume {snapshot.volume_id}")
         if self.zfs.exists(snap):
             raise VolumeExists(f"snapshot {snapshot.id} already exists ({snap})")
         self.zfs.snapshot(snap)
@@ -297,7 +315,7 @@ class ZfsNfsDriver:
     def delete_snapshot(self, snapshot: Snapshot, *, deferred: bool = False) -> None:
         """Destroy the snapshot (a missing one is gone already); while volumes are cloned from it refused,
         or with ``deferred`` (Cinder's contract) destroyed deferred: :func:`.clones.destroy_snapshot`."""
-        snap = self._snapshot_name(snapshot)
+        snap = self.snapshot_of(snapshot)
         clones.destroy_snapshot(self.zfs, self.options, snap, snapshot.id, deferred=deferred)
 
     # ---- exports and connections ---------------------------------------------------------------
@@ -307,17 +325,17 @@ class ZfsNfsDriver:
     ) -> dict[str, Any]:
         """Make sure the volume is exported (idempotent: its grants stay; a new export grants nobody).
         Returns the ``provider_location``."""
-        ds = self._dataset(volume)
-        self._require(ds, f"volume {volume.id}")
-        self._export(ds)
-        return {"provider_location": self._location(ds)}
+        ds = self.dataset_of(volume)
+        self.require(ds, f"volume {volume.id}")
+        self.export(ds)
+        return {"provider_location": self.location(ds)}
 
     def ensure_export(self, context: Any, volume: Volume) -> dict[str, Any]:
         return self.create_export(context, volume, None)
 
     def remove_export(self, context: Any, volume: Volume) -> None:
         """Unexport the volume (its data stays; its grants go)."""
-        self.exports.remove(self._dataset(volume))
+        self.exports.remove(self.dataset_of(volume))
 
     def initialize_connection(self, volume: Volume, connector: dict[str, Any] | None) -> dict[str, Any]:
         """Record an attachment of ``connector["ip"]`` and grant the address read-write access to the
@@ -334,7 +352,7 @@ class ZfsNfsDriver:
         """Unexport the volume only when no attachment of it is left (decided under the node's lock):
         what a caller that cannot know about the other attachments (Cinder's ``remove_export`` after a
         detach) may do. Returns whether it was unexported."""
-        return self.exports.remove_unattached(self._dataset(volume)) is not None
+        return self.exports.remove_unattached(self.dataset_of(volume)) is not None
 
     # ---- stats ---------------------------------------------------------------------------------
 
@@ -344,33 +362,16 @@ class ZfsNfsDriver:
             self._update_volume_stats()
         return dict(self._stats)
 
-    def _kinds(self) -> tuple[str, ...] | None:
-        try:
-            if self._activity_kinds is not None:
-                return tuple(self._activity_kinds())
-            from ..agent.connect import connect_node
-
-            node = connect_node(self.options.node, self._settings())
-            try:
-                return tuple(node.client.kinds())
-            finally:
-                node.close()
-        except ZfsBackendError as e:
-            log.warning("%s: cannot ask the agent for its activity kinds: %s", self.options.node, e)
-            return None
-
     def _update_volume_stats(self) -> None:
-        facts = read_facts(self.zfs, self.options.parent_dataset, self._kinds())
+        facts = read_facts(
+            self.zfs,
+            self.options.parent_dataset,
+            remote.activity_kinds(self.options.node, self.settings, self._activity_kinds),
+        )
         self._stats = build_stats(self.options, facts, self.VERSION, str(self._address))
         self._stats["updated_at"] = time.time()
 
-    # ---- replication and migration -------------------------------------------------------------
-
-    def migrate_volume(self, ctxt: Any, volume: Volume, host: Any, **kw: Any) -> tuple[bool, Any]:
-        """Cinder's driver-assisted migration, as a ``migrate`` backend activity: see :mod:`.migration`."""
-        from .migration import migrate_volume
-
-        return migrate_volume(self, volume, host, **kw)
+    # ---- replication (failover_host and migrate_volume: :mod:`.failover`, :mod:`.migration`) -------
 
     def snapshot_replicate(
         self,
@@ -384,35 +385,14 @@ class ZfsNfsDriver:
     ) -> BackendActivity:
         """Replicate ``snapshot`` from ``source_server`` (default: this node) to the same volume name under
         ``destination_parent`` (default: this driver's parent) on ``destination_server``; returns the
-        backend activity (see ``zfs_backend.replication.api.snapshot_replicate``)."""
-        snap = self._snapshot_name(snapshot)
-        source = validate_node(source_server or self.options.node)
-        dest_node = validate_node(destination_server)
-        dest_parent = parse_dataset(destination_parent or self.options.parent)
-        if not self.zfs.exists(snap):
-            raise VolumeNotFound(f"snapshot {snapshot.id} not found on {self.options.node} ({snap})")
-        dest = dest_parent.child(snap.dataset.components[-1])
-        if self._replicate is None:
-            self._ensure_remote_parent(dest_node, dest_parent)
-            from ..replication.api import snapshot_replicate
-
-            return snapshot_replicate(
-                str(snap), source, f"{dest_node}:{dest}", force_full_copy, settings=self._settings(), **kwargs
-            )
-        return self._replicate(str(snap), source, f"{dest_node}:{dest}", force_full_copy, **kwargs)
-
-    def failover_host(
-        self, context: Any, volumes: list[Volume], secondary_id: str | None = None, groups: Any = None
-    ) -> Any:
-        """Replication v2.1: every replicated volume forced over (:func:`.failover.failover_host`)."""
-        from .failover import failover_host
-
-        return failover_host(self, volumes, secondary_id)
-
-    def _ensure_remote_parent(self, node: str, parent: DatasetName) -> None:
-        from ..hosts.inventory import load_inventory
-
-        with load_inventory(self._settings().inventory).connect(node, self._settings()) as h:
-            z = Zfs(h)
-            if not z.exists(parent):
-                z.create(parent, parents=True)
+        backend activity (:func:`.remote.snapshot_replicate`)."""
+        return remote.snapshot_replicate(
+            self,
+            snapshot,
+            source_server,
+            destination_server,
+            force_full_copy,
+            destination_parent,
+            self._replicate,
+            **kwargs,
+        )

@@ -84,7 +84,7 @@ def _entry(src: Any, ds: Any, saved: list[list[str]] | None) -> ExportEntry | No
     if saved is None:
         return None
     atts = tuple(Attachment(i, c) for i, c in saved)
-    return ExportEntry(ds, 0, src._mountpoint(ds), tuple(sorted({a.client for a in atts})), atts)
+    return ExportEntry(ds, 0, src.mountpoint(ds), tuple(sorted({a.client for a in atts})), atts)
 
 
 class StartMigration(task.Task):
@@ -104,7 +104,7 @@ class StartMigration(task.Task):
     ) -> dict[str, Any]:
         src, dst = _drivers(source_node, source_parent, target_node, target_parent)
         model = Volume(**volume)
-        ds = src._dataset(model)
+        ds = src.dataset_of(model)
         saved = _entry_data(src.exports.get(ds))
         for a in env().agent(source_node).list():
             rec = a.record()
@@ -124,11 +124,11 @@ class StartMigration(task.Task):
             act.cancel()  # rolls the destination back, gives the source its mount and writability back
             act.wait(120)
         src = _drivers(source_node, source_parent, source_node, None)[0]
-        ds = src._dataset(Volume(**volume))
+        ds = src.dataset_of(Volume(**volume))
         if result.get("export") is not None and src.zfs.exists(ds):
             entry = _entry(src, ds, result["export"])
             assert entry is not None
-            src._export(ds, (), entry.attachments)
+            src.export(ds, (), entry.attachments)
 
 
 class MoveVolume(task.Task):
@@ -149,7 +149,7 @@ class MoveVolume(task.Task):
         src, dst = _drivers(source_node, source_parent, target_node, target_parent)
         model = Volume(**volume)
         act = env().agent(migration["node"]).get(migration["activity"])
-        sw = Switch(src, dst, model, act, entry=_entry(src, src._dataset(model), migration.get("export")))
+        sw = Switch(src, dst, model, act, entry=_entry(src, src.dataset_of(model), migration.get("export")))
         done = sw.switched()
         if done is not None:
             return done
@@ -230,7 +230,7 @@ def cinder_migrate(core: Any, model: Volume, host: Any) -> tuple[bool, dict[str,
     target = resolve_target(core, host)
     if target is None:
         return False, None
-    settings = core._settings()
+    settings = core.settings
     if (env().settings.home, env().settings.inventory) != (settings.home, settings.inventory):
         set_env(FlowEnv(settings))
     store = migrate_store(

@@ -79,7 +79,7 @@ class StandbyDataset(task.Task):
 
     def execute(self, volume: str, standby_node: str) -> str:
         d = env().driver(standby_node)
-        return str(d._dataset(env().service().get_volume(volume).model()))
+        return str(d.dataset_of(env().service().get_volume(volume).model()))
 
 
 def _chain(g: graph_flow.Flow, *atoms: Any) -> None:
@@ -320,13 +320,13 @@ def standby_remove(volume: str) -> dict[str, Any]:
     # the relationship's snapshots on the primary (the last common one a cancelled sync leaves, those a
     # failover left): named by the standby's prefix, no longer held by any sync
     d = env().driver(vol.node)
-    for snap in d.zfs.list_snapshots(d._dataset(vol.model())):
+    for snap in d.zfs.list_snapshots(d.dataset_of(vol.model())):
         if snap.snap.startswith(PREFIX) and d.zfs.get(snap.name, ["userrefs"]).get("userrefs") in ("0", "-"):
             d.zfs.destroy(snap.name, missing_ok=True)
             out.setdefault("pruned", []).append(snap.snap)
     if rel.standby_node and rel.standby_node != vol.node:
         d = env().driver(rel.standby_node)
-        ds = d._dataset(vol.model())
+        ds = d.dataset_of(vol.model())
         out["revoked"] = revoke_grants(env().agent, rel.standby_node, str(ds), vol.node)
         if d.zfs.exists(ds):
             reversed_by_failover = rel.detail.get("forced") is False  # the old primary, now its standby

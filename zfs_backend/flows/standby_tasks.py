@@ -46,7 +46,7 @@ def _model(volume: str) -> Any:
 
 
 def _dataset(node: str, volume: str) -> str:
-    return str(env().driver(node)._dataset(_model(volume)))
+    return str(env().driver(node).dataset_of(_model(volume)))
 
 
 class SeedSnapshot(task.Task):
@@ -55,7 +55,7 @@ class SeedSnapshot(task.Task):
 
     def execute(self, volume: str, node: str) -> tuple[str, str]:
         zfs = env().driver(node).zfs
-        ds = env().driver(node)._dataset(_model(volume))
+        ds = env().driver(node).dataset_of(_model(volume))
         snap = SnapshotName(ds, f"{PREFIX}{int(time.time() * 1000)}")
         zfs.snapshot(snap)
         return f"{node}:{snap}", snap.snap
@@ -63,7 +63,7 @@ class SeedSnapshot(task.Task):
     def revert(self, volume: str, node: str, result: Any, **kwargs: Any) -> None:
         if isinstance(result, tuple | list):
             zfs = env().driver(node).zfs
-            ds = env().driver(node)._dataset(_model(volume))
+            ds = env().driver(node).dataset_of(_model(volume))
             zfs.destroy(SnapshotName(ds, str(result[1])), missing_ok=True)
 
 
@@ -124,7 +124,7 @@ class StartSync(task.Task):
         newest = str(((act.record().result or {}).get("newest") or {}).get("snapshot") or "")
         if newest.startswith(PREFIX) and newest != base:
             d = env().driver(node)
-            d.zfs.destroy(SnapshotName(d._dataset(_model(volume)), newest), missing_ok=True)
+            d.zfs.destroy(SnapshotName(d.dataset_of(_model(volume)), newest), missing_ok=True)
 
 
 class ReplicaMark(task.Task):
@@ -145,7 +145,7 @@ class ReplicaMark(task.Task):
         if not isinstance(seed, SnapshotName):
             raise FlowError(f"the seed {seed_snapshot!r} is not a snapshot")
         src, dst = env().driver(primary), env().driver(standby_node)
-        ds = dst._dataset(_model(volume))
+        ds = dst.dataset_of(_model(volume))
         guid = next((s.guid for s in src.zfs.list_snapshots(seed.dataset) if s.name == seed), None)
         mark, how = dst.zfs.get_with_source(ds, RECEIVER_PROP)
         source = dst.zfs.get_with_source(ds, SOURCE_PROP)[0]
@@ -240,9 +240,9 @@ class StopSync(task.Task):
         self, volume: str, primary: str, standby_node: str, interval_s: float, max_lag_s: float, **kwargs: Any
     ) -> None:
         d = env().driver(primary)
-        ds = d._dataset(_model(volume))
+        ds = d.dataset_of(_model(volume))
         standby = env().driver(standby_node)
-        theirs = {s.guid for s in standby.zfs.list_snapshots(standby._dataset(_model(volume)))}
+        theirs = {s.guid for s in standby.zfs.list_snapshots(standby.dataset_of(_model(volume)))}
         common = [s for s in d.zfs.list_snapshots(ds) if s.snap.startswith(PREFIX) and s.guid in theirs]
         if not common:
             raise FlowError(f"volume {volume}: no common snapshot left to restart its standby from")
@@ -271,7 +271,7 @@ class Promote(task.Task):
         rec = svc.get_volume(volume)
         if rec.node != primary:
             old = env().driver(primary)
-            svc.relocate(volume, primary, old._location(old._dataset(rec.model())))
+            svc.relocate(volume, primary, old.location(old.dataset_of(rec.model())))
 
 
 class RecordFailover(task.Task):

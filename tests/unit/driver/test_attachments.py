@@ -167,7 +167,7 @@ def test_remove_and_add_keep_the_attachments() -> None:
     d.initialize_connection(v, {"ip": HOST, "attachment_id": "att-2"})
     removed = d.exports.remove(DS_A)
     assert removed is not None
-    d._export(DS_A, (), removed.attachments)
+    d.export(DS_A, (), removed.attachments)
     assert d.exports.get(DS_A) == removed
 
 

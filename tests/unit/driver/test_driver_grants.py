@@ -86,8 +86,10 @@ def test_the_drivers_snapshot_replicate_is_granted_by_its_destination(
     d = fake_driver("node1")
     d.settings = load_settings({"ZFS_BACKEND_HOME": str(tmp_path)})
     snap = VolumeSnapshot(id="s1", volume_id=VID, volume_size=1)
-    d.zfs.snaps[str(d._snapshot_name(snap))] = []
-    monkeypatch.setattr(d, "_ensure_remote_parent", lambda node, parent: None)
+    d.zfs.snaps[str(d.snapshot_of(snap))] = []
+    from zfs_backend.driver import remote
+
+    monkeypatch.setattr(remote, "ensure_remote_parent", lambda settings, node, parent: None)
     nodes = FakeNodes("node1", "node2")
     monkeypatch.setattr(api, "_default_node_for", lambda settings: nodes)
     act = cast(FakeActivity, d.snapshot_replicate(snap, None, "node2"))
@@ -105,7 +107,7 @@ def svc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Volum
     drivers = {n: fake_driver(n) for n in ("node1", "node2", "node3")}
     s = VolumeService(load_settings({"ZFS_BACKEND_HOME": str(tmp_path)}), driver_for=drivers.__getitem__)
     now = time.time()
-    with s._db() as db:
+    with s.transaction() as db:
         db.execute(
             "INSERT INTO volumes VALUES (?, 'vol1', 'node1', 1, 'available', NULL, NULL, NULL, ?, ?)",
             (VID, now, now),
@@ -142,7 +144,7 @@ def test_a_backup_whose_grant_is_refused_leaves_no_record(svc: tuple[VolumeServi
 
 
 def _available_backup(s: VolumeService) -> str:
-    with s._db() as db:
+    with s.transaction() as db:
         db.execute(
             "INSERT INTO backups VALUES ('b1', ?, 'vol1', 'node1', 'node3', NULL, 1, 'available', NULL, 10, "
             "'00', ?)",
@@ -196,7 +198,7 @@ def standby(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, FakeNodes]:
     nodes = FakeNodes("node1", "node2")
     import zfs_backend.agent.connect as connect
 
-    monkeypatch.setattr(d, "_settings", lambda: None)
+    d.settings = load_settings({"ZFS_BACKEND_HOME": "/nonexistent"})
     monkeypatch.setattr(connect, "connect_node", lambda name, settings: nodes(name))
     monkeypatch.setattr(failover, "_fence", lambda standby, dataset, reason: [])
     monkeypatch.setattr(failover, "promote", lambda d, volume, clients, a=(): "198.18.0.12:/tank/volumes/x")

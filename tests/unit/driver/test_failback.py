@@ -41,8 +41,8 @@ def node(name: str) -> Any:
     return SimpleNamespace(
         zfs=zfs,
         options=SimpleNamespace(node=name),
-        _dataset=lambda v: parse_dataset(DS),
-        _require=require,
+        dataset_of=lambda v: parse_dataset(DS),
+        require=require,
         exports=SimpleNamespace(remove=lambda ds: None),
     )
 

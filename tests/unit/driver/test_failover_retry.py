@@ -26,7 +26,9 @@ VOL: Any = SimpleNamespace(id="v1")
 def standby(monkeypatch: Any) -> Any:
     zfs = FakeZfs()
     zfs.make(DS, "zfs_backend-standby-1", guids=[11], readonly=("on", "local"))
-    d = SimpleNamespace(zfs=zfs, options=SimpleNamespace(node="node2"), _dataset=lambda v: parse_dataset(DS))
+    d = SimpleNamespace(
+        zfs=zfs, options=SimpleNamespace(node="node2"), dataset_of=lambda v: parse_dataset(DS)
+    )
     monkeypatch.setattr(fo, "_fence", lambda *a: [])
     monkeypatch.setattr(
         fo, "promote", lambda d, v, c, a=None: (d.zfs.set(parse_dataset(DS), "readonly", "off"), "loc")[1]

@@ -24,10 +24,10 @@ class Driver:
     exported: list[str] = field(default_factory=list)
     options: Any = field(default_factory=lambda: SimpleNamespace(node="node1"))
 
-    def _dataset(self, volume: Any) -> str:
+    def dataset_of(self, volume: Any) -> str:
         return DS
 
-    def _export(self, ds: Any, clients: Any, attachments: Any = ()) -> None:
+    def export(self, ds: Any, clients: Any, attachments: Any = ()) -> None:
         self.exported.append(str(ds))
 
     @property

@@ -32,13 +32,13 @@ class Driver:
     unexported: list[str] = field(default_factory=list)
     exported: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
-    def _dataset(self, volume: Any) -> Any:
+    def dataset_of(self, volume: Any) -> Any:
         return parse_dataset(DS)
 
-    def _destroy(self, ds: Any) -> None:
+    def destroy_dataset(self, ds: Any) -> None:
         self.zfs.destroy(ds, recursive=True)
 
-    def _export(self, ds: Any, clients: tuple[str, ...], attachments: tuple[Any, ...] = ()) -> None:
+    def export(self, ds: Any, clients: tuple[str, ...], attachments: tuple[Any, ...] = ()) -> None:
         self.exported.append((str(ds), clients + attachments))
 
     @property

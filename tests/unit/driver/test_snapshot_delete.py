@@ -38,7 +38,7 @@ def driver(clones: list[str]) -> Any:
     return SimpleNamespace(
         zfs=Zfs(clones),
         options=SimpleNamespace(node="node1", parent_dataset=PARENT, destroy_deadline=30),
-        _snapshot_name=lambda s: SNAP,
+        snapshot_of=lambda s: SNAP,
     )
 
 

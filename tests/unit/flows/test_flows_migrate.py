@@ -52,16 +52,16 @@ class Driver:
             remove=lambda ds: d.exported.pop(str(ds), None),
         )
 
-    def _dataset(self, volume: Any) -> str:
+    def dataset_of(self, volume: Any) -> str:
         return DS
 
-    def _mountpoint(self, ds: Any) -> str:
+    def mountpoint(self, ds: Any) -> str:
         return f"/{ds}"
 
-    def _location(self, ds: Any) -> str:
+    def location(self, ds: Any) -> str:
         return f"{self.node}:/{ds}"
 
-    def _export(self, ds: Any, clients: Any, attachments: Any) -> None:
+    def export(self, ds: Any, clients: Any, attachments: Any) -> None:
         assert str(ds) not in self.exported, "exported twice"
         self.exported[str(ds)] = tuple(attachments)
 

@@ -50,7 +50,7 @@ class Driver:
     zfs: NodeZfs
     removed: list[str] = field(default_factory=list)
 
-    def _dataset(self, model: Any) -> Any:
+    def dataset_of(self, model: Any) -> Any:
         return parse_dataset("tank/vol1")
 
     @property

@@ -39,7 +39,7 @@ class Env:
         self.svc = VolumeService(self.settings, driver_for=self.drivers.__getitem__)
         self.nodes = FakeNodes("node1", "node2")
         now = time.time()
-        with self.svc._db() as db:
+        with self.svc.transaction() as db:
             db.execute(
                 "INSERT INTO volumes VALUES (?, 'vol1', 'node1', 1, 'in-use', NULL, NULL, NULL, ?, ?)",
                 (VID, now, now),
