@@ -101,7 +101,7 @@ def test_standby_while_writing_lag_then_controlled_failover_loses_nothing(
         rec_vol = env.service().get_volume(vol)
         assert rec_vol.node == "node2" and rec_vol.status == "in-use"
         assert rec_vol.provider_location and rec_vol.provider_location.startswith(
-            env.driver("node2").options.export_address
+            str(env.driver("node2").options.export_address)
         )
         w.wait_for((n_before + 16) * w.block)  # the writer carries on, on node2
     finally:
@@ -353,8 +353,8 @@ def test_failover_back_and_forth_from_the_command_line(
         r = cli(lab_settings, "standby", "remove", vol, "--json")
         assert r.returncode == 0, (r.stdout, r.stderr)
         assert env.service().replication(vol) is None or sb.standby_status(vol) == []
-        old = env.driver("node1")  # the old primary a controlled failover made the standby: removed
-        assert not old.zfs.exists(old.dataset_of(env.service().get_volume(vol).model()))
+        d_old = env.driver("node1")  # the old primary a controlled failover made the standby: removed
+        assert not d_old.zfs.exists(d_old.dataset_of(env.service().get_volume(vol).model()))
         assert env.service().get_volume(vol).node == "node2"
     finally:
         cleanup(env, vol, ["node1", "node2"])

@@ -47,6 +47,7 @@ def _until(fn: Any, timeout: float, what: str) -> None:
 
 def _synced_after(env: FlowEnv, vol: str, t: float) -> bool:
     rel = env.service().replication(vol)
+    assert rel is not None and rel.activity_id is not None
     rec = env.agent(env.service().get_volume(vol).node).get(rel.activity_id).record()
     return float((rec.result.get("newest") or {}).get("taken_at") or 0) > t
 
@@ -97,6 +98,7 @@ def test_forced_failover_both_ways_then_a_controlled_one(
             [st] = sb.standby_status(vol)
             assert st["replication_status"] == "failed-over" and st["detail"]["old_primary"] == old, st
             assert w.verify(location(env, vol)) == len(w.acked)  # all acked before the synced snapshot
+            assert rec.provider_location is not None
             addr, path = rec.provider_location.split(":", 1)
             with nfs.NfsClient(addr, path) as c:  # writable through the grant
                 c.pwrite("/volume", 64 << 20, b"y" * 65536)

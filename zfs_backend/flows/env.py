@@ -1,14 +1,20 @@
 """What a flow's tasks reach, per process: the volume service (records, statuses), a driver per node,
 an agent session per node. Tasks receive only plain data from flow storage (names, ids) and look these
 up here, so a flow resumed by another process (a conductor) finds its own. Tests install a fake with
-:func:`set_env`."""
+:func:`set_env`. Typed (the service, driver and agent imported for the type checker only, made on first
+use), so the type checker sees what the flows do with them."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from ..agent.client import Node
+    from ..driver.service import VolumeService
+    from ..driver.zfs_nfs import ZfsNfsDriver
 
 __all__ = ["FlowEnv", "env", "set_env"]
 
@@ -18,12 +24,12 @@ class FlowEnv:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
-        self._service: Any = None
-        self._agents: dict[str, Any] = {}
+        self._service: VolumeService | None = None
+        self._agents: dict[str, Node] = {}
         self._lock = threading.Lock()
 
-    def service(self) -> Any:
-        """The volume service (``zfs_backend.driver.service.VolumeService``)."""
+    def service(self) -> VolumeService:
+        """The volume service."""
         with self._lock:
             if self._service is None:
                 from ..driver.service import VolumeService
@@ -31,14 +37,15 @@ class FlowEnv:
                 self._service = VolumeService(self.settings)
             return self._service
 
-    def driver(self, node: str) -> Any:
+    def driver(self, node: str) -> ZfsNfsDriver:
+        """The volume service's driver for ``node`` (set up)."""
         return self.service().driver(node)
 
     def stats(self, node: str) -> dict[str, Any]:
         return dict(self.driver(node).get_volume_stats(refresh=True))
 
-    def agent(self, node: str) -> Any:
-        """A session to ``node``'s agent (``zfs_backend.agent.client.Node``), kept for the process."""
+    def agent(self, node: str) -> Node:
+        """A session to ``node``'s agent, kept for the process."""
         with self._lock:
             a = self._agents.get(node)
             if a is None:

@@ -38,8 +38,9 @@ from ..config import Settings
 from ..driver.exports_format import Attachment, ExportEntry
 from ..driver.migration import MigrationFailed, Switch, start
 from ..driver.models import Volume
+from ..driver.zfs_nfs import ZfsNfsDriver
 from ..errors import InvalidName
-from ..zfs.names import validate_node
+from ..zfs.names import DatasetName, validate_node
 from .engine import FlowRun, run_flow
 from .env import env
 
@@ -61,16 +62,14 @@ Follower = Callable[[Any, Callable[[Any], None]], None]
 _FOLLOW: list[Follower] = []  # the command line's, for the run it makes in this process
 
 
-def _drivers(source_node: str, source_parent: str | None, target_node: str, target_parent: str | None) -> Any:
-    def one(node: str, parent: str | None) -> Any:
+def _drivers(
+    source_node: str, source_parent: str | None, target_node: str, target_parent: str | None
+) -> tuple[ZfsNfsDriver, ZfsNfsDriver]:
+    def one(node: str, parent: str | None) -> ZfsNfsDriver:
         d = env().driver(node)
         if parent is None or parent == d.options.parent:
             return d
-        from ..driver.zfs_nfs import ZfsNfsDriver
-
-        other = ZfsNfsDriver(d.options.replace(parent=parent), settings=env().settings)
-        other.do_setup()
-        return other
+        return ZfsNfsDriver.for_node(env().settings, node, parent=parent)
 
     return one(source_node, source_parent), one(target_node, target_parent)
 
@@ -79,7 +78,7 @@ def _entry_data(entry: ExportEntry | None) -> list[list[str]] | None:
     return None if entry is None else [[a.id, a.client] for a in entry.attachments]
 
 
-def _entry(src: Any, ds: Any, saved: list[list[str]] | None) -> ExportEntry | None:
+def _entry(src: ZfsNfsDriver, ds: DatasetName, saved: list[list[str]] | None) -> ExportEntry | None:
     """The source's export as saved in the logbook (its id and path are the source's as now)."""
     if saved is None:
         return None
@@ -219,7 +218,7 @@ def migrate(
     return run_migration(settings, store, follow=follow)
 
 
-def cinder_migrate(core: Any, model: Volume, host: Any) -> tuple[bool, dict[str, Any] | None]:
+def cinder_migrate(core: ZfsNfsDriver, model: Volume, host: Any) -> tuple[bool, dict[str, Any] | None]:
     """Cinder's ``migrate_volume`` through the same flow: ``(False, None)`` when ``host`` is not another
     node of this driver (Cinder's generic migration then), else the volume moved and ``(True,
     {"provider_location": ...})``. Runs on the Cinder driver's settings (its ``zfs_backend_home``: the

@@ -16,6 +16,7 @@ from taskflow import task
 
 from ..activity.states import TERMINAL
 from ..driver import failover
+from ..driver.models import Volume
 from ..driver.nfs import Attachment
 from ..errors import AlreadyRunning, FlowError
 from ..replication.granted import revoke_grants, start_granted
@@ -41,7 +42,7 @@ __all__ = [
 log = logging.getLogger("zfs_backend.flows")
 
 
-def _model(volume: str) -> Any:
+def _model(volume: str) -> Volume:
     return env().service().get_volume(volume).model()
 
 
