@@ -146,8 +146,7 @@ def _volume_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def _create(args: argparse.Namespace) -> int:
-    svc = _service()
-    try:
+    with _service() as svc:
         rec = svc.create_volume(
             args.name,
             args.size,
@@ -155,8 +154,6 @@ def _create(args: argparse.Namespace) -> int:
             snapshot=_split(args.from_snapshot) if args.from_snapshot else None,
             source=args.source,
         )
-    finally:
-        svc.close()
     if args.json:
         _dump(rec.to_dict())
     else:
@@ -165,7 +162,8 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = [r.to_dict() for r in _service().list_volumes()]
+    with _service() as svc:
+        rows = [r.to_dict() for r in svc.list_volumes()]
     if args.json:
         _dump(rows)
     else:
@@ -174,9 +172,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    svc = _service()
-    rec = svc.get_volume(args.name).to_dict()
-    rec["snapshots"] = [s.to_dict() for s in svc.list_snapshots(args.name)]
+    with _service() as svc:
+        rec = svc.get_volume(args.name).to_dict()
+        rec["snapshots"] = [s.to_dict() for s in svc.list_snapshots(args.name)]
     if args.json:
         _dump(rec)
     else:
@@ -188,41 +186,29 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    svc = _service()
-    try:
+    with _service() as svc:
         svc.delete_volume(args.name)
-    finally:
-        svc.close()
     print(f"deleted {args.name}")
     return 0
 
 
 def _extend(args: argparse.Namespace) -> int:
-    svc = _service()
-    try:
+    with _service() as svc:
         rec = svc.extend_volume(args.name, args.size)
-    finally:
-        svc.close()
     print(f"extended {rec.name} to {rec.size} GiB")
     return 0
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    svc = _service()
-    try:
+    with _service() as svc:
         snap = svc.create_snapshot(args.volume, args.snapname)
-    finally:
-        svc.close()
     print(f"created snapshot {args.volume}@{snap.name} ({snap.id})")
     return 0
 
 
 def _snapshot_delete(args: argparse.Namespace) -> int:
-    svc = _service()
-    try:
+    with _service() as svc:
         svc.delete_snapshot(*_split(args.snapshot))
-    finally:
-        svc.close()
     print(f"deleted snapshot {args.snapshot}")
     return 0
 
@@ -239,42 +225,30 @@ def default_client(settings: Settings) -> str:
 def _attach(args: argparse.Namespace) -> int:
     settings = load_settings()
     client = args.client if args.client is not None else default_client(settings)
-    svc = VolumeService(settings)
-    try:
+    with VolumeService(settings) as svc:
         info = svc.attach(args.name, {"ip": client}, attachment=args.attachment)
-    finally:
-        svc.close()
     _dump(info)
     return 0
 
 
 def _detach(args: argparse.Namespace) -> int:
-    svc = _service()
-    try:
+    with _service() as svc:
         connector = None if args.client is None else {"ip": args.client}
         clients = svc.detach(args.name, connector, attachment=args.attachment)
-    finally:
-        svc.close()
     print(f"detached {args.name} from {', '.join(clients) or 'no client'}")
     return 0
 
 
 def _replicate(args: argparse.Namespace) -> int:
     vol, snap = _split(args.snapshot)
-    svc = _service()
-    try:
+    with _service() as svc:
         act = svc.replicate(vol, snap, args.to, args.full)
-    finally:
-        svc.close()
     return run_in_foreground(act, label=f"{args.snapshot} → {args.to}", as_json=args.json, detach=args.detach)
 
 
 def _stats(args: argparse.Namespace) -> int:
-    svc = _service()
-    try:
+    with _service() as svc:
         stats = svc.stats(args.node)
-    finally:
-        svc.close()
     if args.json:
         _dump(stats)
     else:

@@ -122,17 +122,15 @@ def _follow(
 def _run_job(args: argparse.Namespace, what: str, body: Any, *, child: bool = True) -> int:
     if child and args.detach and args.report_fd is None:
         return _detach_child(args, what)
-    svc = VolumeService(load_settings())
-    try:
-        return int(body(svc))
-    except Exception as e:
-        if args.report_fd is not None:
-            os.write(args.report_fd, f"{e}\n".encode())
-            os.close(args.report_fd)
-            args.report_fd = None
-        raise
-    finally:
-        svc.close()
+    with VolumeService(load_settings()) as svc:
+        try:
+            return int(body(svc))
+        except Exception as e:
+            if args.report_fd is not None:
+                os.write(args.report_fd, f"{e}\n".encode())
+                os.close(args.report_fd)
+                args.report_fd = None
+            raise
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -191,11 +189,8 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _backup_list(args: argparse.Namespace) -> int:
-    svc = VolumeService(load_settings())
-    try:
+    with VolumeService(load_settings()) as svc:
         rows = [b.to_dict() for b in jobs.list_backups(svc, args.volume)]
-    finally:
-        svc.close()
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return 0
