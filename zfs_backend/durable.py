@@ -2,7 +2,7 @@
 ``zfs_backend.private``), WAL journal, ``synchronous=FULL`` (a committed change survives a crash and a
 power loss), one connection shared by threads behind a lock, and changes made in ``BEGIN IMMEDIATE``
 transactions (:func:`transaction`), so that a crash leaves either the old state or the new one.
-Used by the activity store and the replication claims."""
+Used by the activity store, the replication claims and grants, and the volume service."""
 
 from __future__ import annotations
 

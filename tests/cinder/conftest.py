@@ -4,10 +4,10 @@ ports come from the test lab's network (``$ZFS_BACKEND_TEST_NETWORK``), so it ca
 Cinder of another lab. Without ``.venv-cinder`` or ``rabbitmq-server`` the tests skip (fail under
 CI).
 
-The modules run in their names' order: ``test_cinder_1_volumes.py`` (everything the driver has today),
-then ``test_cinder_2_migrate_failover.py`` (``cinder migrate`` and ``cinder failover-host``: xfail until the
-core driver has ``migrate_volume`` / ``failover_host``; the failover, its failback and a freeze/thaw of
-node1's backend run last)."""
+The modules run in their names' order: ``test_cinder_1_volumes.py`` (volumes, snapshots, clones,
+attachments, stats), then ``test_cinder_2_migrate_failover.py`` (``cinder migrate`` through the migration
+flow, and ``cinder failover-host`` with ``replication_device``; the failover, its failback and a
+freeze/thaw of node1's backend run last, since they change what the backends serve from)."""
 
 from __future__ import annotations
 

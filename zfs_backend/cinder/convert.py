@@ -1,8 +1,7 @@
-"""What crosses between Cinder and the core driver (:mod:`zfs_backend.cinder`): the backend's options
-(``zfs_backend_*``, and Cinder's NAS security options as its NFS drivers register them), Cinder's
-volume and snapshot objects as the driver's dataclasses (a volume's storage by its ``name_id``), its
-``replication_device`` entries and a new volume's ``replication_status``, and this project's errors as
-the exceptions Cinder's volume manager expects. Needs the ``cinder`` package, as the adapter does."""
+"""What crosses between Cinder and the core driver (:mod:`zfs_backend.cinder.driver`): Cinder's volume and
+snapshot objects as the driver's dataclasses (a volume's storage by its ``name_id``), a new volume's
+``replication_status``, and this project's errors as the exceptions Cinder's volume manager expects. The
+backend's options are :mod:`.options`. Needs the ``cinder`` package, as the adapter does."""
 
 from __future__ import annotations
 
@@ -12,59 +11,19 @@ from typing import Any
 
 from cinder import exception  # type: ignore[import-not-found]
 from cinder.volume import volume_utils  # type: ignore[import-not-found]
-from cinder.volume.drivers import remotefs  # type: ignore[import-not-found]
-from oslo_config import cfg  # type: ignore[import-not-found]
 
-from ..driver import NodeOptions, Snapshot, Volume, VolumeBusy
+from ..driver import Snapshot, Volume, VolumeBusy
 from ..errors import ConfigError, ZfsBackendError
 
 __all__ = [
-    "NAS_SECURITY_OPTIONS",
-    "NAS_SECURITY_OPTS",
-    "ZFS_BACKEND_OPTS",
     "attachments",
     "cinder_errors",
     "loaded",
-    "nas_security",
-    "options_devices",
-    "replication_targets",
     "replication_update",
     "snapshot",
     "storage_id",
     "volume",
 ]
-
-ZFS_BACKEND_OPTS = [
-    cfg.StrOpt("zfs_backend_node", help="inventory name of the storage node"),
-    cfg.StrOpt("zfs_backend_parent", default="tank/volumes", help="dataset holding the volumes"),
-    cfg.StrOpt("zfs_backend_home", default="/var/lib/zfs-backend", help="zfs_backend state directory"),
-    cfg.StrOpt("zfs_backend_inventory", help="ansible inventory of the nodes (default: HOME/lab/...)"),
-]
-cfg.CONF.register_opts(ZFS_BACKEND_OPTS, group="backend_defaults")
-# Cinder's NAS security options, as its NFS drivers have them (ours: the node's secure_file_* options)
-NAS_SECURITY_OPTIONS = {
-    "nas_secure_file_operations": "secure_file_operations",
-    "nas_secure_file_permissions": "secure_file_permissions",
-}
-NAS_SECURITY_OPTS = [o for o in remotefs.nas_opts if o.name in NAS_SECURITY_OPTIONS]
-
-
-def nas_security(conf: Any) -> dict[str, bool]:
-    """The driver options Cinder's ``nas_secure_*`` set: ``true``/``false`` override, ``auto`` (or unset)
-    keeps the node's option."""
-    out: dict[str, bool] = {}
-    for theirs, ours in NAS_SECURITY_OPTIONS.items():
-        value = str(conf.safe_get(theirs) or "auto").strip().lower()
-        if value not in ("auto", "true", "false"):
-            raise exception.InvalidConfigurationValue(option=theirs, value=value)
-        if value != "auto":
-            out[ours] = value == "true"
-    return out
-
-
-def options_devices(variables: Any, node: str) -> tuple[str, ...]:
-    """The node's own ``zfs_backend_volume_replication_devices`` (when cinder.conf names none)."""
-    return NodeOptions.from_vars(node, variables).replication_devices
 
 
 def loaded(obj: Any, name: str) -> Any:
@@ -100,18 +59,6 @@ def volume(v: Any) -> Volume:
         display_name=loaded(v, "display_name"),
         replication_status=loaded(v, "replication_status"),
     )
-
-
-def replication_targets(conf: Any) -> tuple[str, ...]:
-    """Cinder's ``replication_device`` entries (``backend_id:node2``, ...): their backend_ids are the
-    inventory names of the nodes the standbys live on."""
-    out = []
-    for dev in conf.safe_get("replication_device") or []:
-        backend_id = dev.get("backend_id") if isinstance(dev, dict) else None
-        if not backend_id:
-            raise exception.InvalidConfigurationValue(option="replication_device", value=dev)
-        out.append(str(backend_id))
-    return tuple(out)
 
 
 def replication_update(volume: Any, targets: tuple[str, ...]) -> dict[str, str]:

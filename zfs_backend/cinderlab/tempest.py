@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-ADAPTER = ROOT / "zfs_backend" / "cinder" / "__init__.py"
+ADAPTER = ROOT / "zfs_backend" / "cinder" / "driver.py"
 #: the volume API tests of tempest and of the plugin (scenario tests need nova and glance)
 REGEX = r"^(tempest\.api\.volume\.|cinder_tempest_plugin\.api\.volume\.)"
 #: named subsets (``--subset``). ``ci``: the classes that drive the adapter's own calls (create, get,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ from cinder.volume import driver as cinder_driver
 from oslo_config import cfg
 from oslo_utils import importutils
 
-from zfs_backend.cinder import ZfsNfsDriver, _snapshot, _volume
+from zfs_backend.cinder import ZfsNfsDriver
+from zfs_backend.cinder.convert import snapshot as _snapshot, volume as _volume
 from zfs_backend.driver import VolumeBusy
 
 cfg.CONF([], project="cinder", default_config_files=[])
@@ -63,7 +65,7 @@ for name, obj, exc in (("delete_volume", objects.Volume(id="v1", size=1), except
         getattr(d, name)(obj)
     except exc as e:
         out[name] = type(e).__name__
-from zfs_backend.cinder import nas_security
+from zfs_backend.cinder.options import nas_security
 out["nas_default"] = nas_security(conf)
 cfg.CONF.set_override("nas_secure_file_operations", "false", group="zfs1")
 cfg.CONF.set_override("nas_secure_file_permissions", "True", group="zfs1")
@@ -78,10 +80,10 @@ out["migrated"] = [_volume(moved).name, moved.name]
 snap = objects.Snapshot(id="s2", volume_id="new", volume_size=2, volume=moved)
 out["snapshot_of_migrated"] = [_snapshot(snap).volume_id, snap.volume_name]
 # replication v2.1: replication_device entries, failover_host's shapes passed through
-from zfs_backend.cinder import replication_targets
+from zfs_backend.cinder.options import replication_targets
 cfg.CONF.set_override("replication_device", [{"backend_id": "node2"}, {"backend_id": "node3"}], group="zfs1")
 out["replication_targets"] = list(replication_targets(conf))
-from zfs_backend.cinder import replication_update
+from zfs_backend.cinder.convert import replication_update
 rtype = objects.VolumeType(name="r", extra_specs={"replication_enabled": "<is> True"})
 plain = objects.VolumeType(name="p", extra_specs={})
 out["replication_update"] = [
@@ -92,13 +94,15 @@ out["replication_update"] = [
 ]
 
 
-class Failover:
-    def failover_host(self, context, volumes, secondary_id, groups):
-        return secondary_id, [
-            {"volume_id": v.id, "updates": {"replication_status": "failed-over",
-                                            "seen": v.replication_status}}
-            for v in volumes
-        ], []
+class Failover:  # a set-up core driver; the failover itself is zfs_backend.driver.failover's, replaced below
+    pass
+
+
+import zfs_backend.driver.failover as failover_mod
+failover_mod.failover_host = lambda core, volumes, secondary_id: (secondary_id, [
+    {"volume_id": v.id, "updates": {"replication_status": "failed-over", "seen": v.replication_status}}
+    for v in volumes
+], [])
 
 
 class Connections:
@@ -260,3 +264,22 @@ def test_adapter_under_real_cinder() -> None:
         ["terminate", {"ip": "198.18.0.7"}],
         ["release", "m1"],
     ]
+
+
+def test_the_cinder_package_imports_its_parts_without_cinder() -> None:
+    """Issue 24: ``zfs_backend.cinder`` exports only what ``volume_driver=`` names, made on first use, so
+    ``cinder.activities`` (and the package) import without loading ``cinder`` at all."""
+    code = (
+        "import sys, zfs_backend.cinder, zfs_backend.cinder.activities\n"
+        "assert 'cinder' not in sys.modules, 'cinder was imported'\n"
+        "assert zfs_backend.cinder.__all__ == ['ZfsNfsDriver']\n"
+        "try:\n"
+        "    zfs_backend.cinder.ZfsNfsDriver\n"
+        "except ModuleNotFoundError as e:\n"
+        "    print('missing', e.name)\n"
+        "else:\n"
+        "    print('loaded', 'cinder' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() in (["missing", "cinder"], ["loaded", "True"])
