@@ -20,9 +20,9 @@ import pytest
 
 from zfs_backend.config import Settings
 from zfs_backend.flows import standby as sb
-from zfs_backend.flows.engine import list_flows
 from zfs_backend.flows.env import FlowEnv, set_env
 from zfs_backend.flows.redis_server import RedisServer
+from zfs_backend.flows.runs import list_flows
 from zfs_backend.lab import Lab, nfs
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib

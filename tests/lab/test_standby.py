@@ -18,8 +18,8 @@ import pytest
 from zfs_backend.config import Settings
 from zfs_backend.flows import standby as sb
 from zfs_backend.flows import standby_tasks
-from zfs_backend.flows.engine import show_flow
 from zfs_backend.flows.env import FlowEnv, set_env
+from zfs_backend.flows.runs import show_flow
 from zfs_backend.hosts import SSHHost
 from zfs_backend.lab import Lab, nfs
 from zfs_backend.replication.standby import PREFIX

@@ -135,8 +135,6 @@ KNOWN: dict[tuple[str, ...], str] = {
     ("size", "activity.pipeline"): "control",
     ("size", "replication.standby"): "control",
     # checks (this branch, until its own commits fix them)
-    ("cycle", "flows.engine", "flows.jobboard"): "checks",
-    ("private", "flows.engine", "_flow"): "checks",
     ("private", "replication.backup_access", "_dir"): "checks",
     ("private", "replication.backup_access", "_entry"): "checks",
     ("private", "replication.backup_access", "_load"): "checks",
