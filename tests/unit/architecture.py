@@ -135,10 +135,6 @@ KNOWN: dict[tuple[str, ...], str] = {
     ("size", "activity.pipeline"): "control",
     ("size", "replication.standby"): "control",
     # checks (this branch, until its own commits fix them)
-    ("private", "replication.backup_access", "_dir"): "checks",
-    ("private", "replication.backup_access", "_entry"): "checks",
-    ("private", "replication.backup_access", "_load"): "checks",
-    ("private", "replication.receiver", "_rel"): "checks",
     ("size", "cinderlab.services"): "checks",
     # vm: zfs/lzc.py gets its caller on the OpenZFS VMs (issue 20), or goes.
     ("unused", "zfs.lzc"): "vm",
