@@ -1,5 +1,5 @@
 """The rules of the house's shape, read from the source with :mod:`ast` (nothing of ``zfs_backend`` is
-imported): the layer table, the six rules and the ``KNOWN`` list of today's violations that another
+imported): the layer table, the seven rules and the ``KNOWN`` list of today's violations that another
 branch removes. ``test_architecture.py`` runs them; ``docs/architecture.md`` shows the same table.
 
 Rules (each finding is a tuple, the same shape as its ``KNOWN`` entries):
@@ -19,6 +19,9 @@ Rules (each finding is a tuple, the same shape as its ``KNOWN`` entries):
 * ``init``: a package ``__init__.py`` with a statement other than its docstring, imports (also under
   ``if TYPE_CHECKING:``), ``__all__``, ``__version__`` and the ``_lazy`` pattern (``_EXPORTS = {...}``,
   ``__getattr__ = lazy_exports(__name__, _EXPORTS)``). ``(package,)``.
+* ``error``: a public exception class defined outside ``errors`` (the one tree): its base is
+  ``Exception`` or a class of ``errors``. A private one (``_Lost``) that never leaves its module may
+  stay. ``(module, class)``.
 * ``unused``: a module nothing imports (a type-only import in a package ``__init__`` is a re-export,
   not a use), that no sibling loads by name and that ``ENTRY_POINTS`` does not name. ``(module,)``.
 
@@ -136,6 +139,8 @@ KNOWN: dict[tuple[str, ...], str] = {
     ("size", "replication.standby"): "control",
     # checks (this branch, until its own commits fix them)
     ("size", "cinderlab.services"): "checks",
+    # control (owns zfs/stream.py): StreamError never leaves classify_stream; private, or in errors.
+    ("error", "zfs.stream", "StreamError"): "control",
     # vm: zfs/lzc.py gets its caller on the OpenZFS VMs (issue 20), or goes.
     ("unused", "zfs.lzc"): "vm",
 }
@@ -455,6 +460,26 @@ def _loaded_by_name(src: Source) -> Iterator[str]:
             yield f"{package}.{node.value}" if package else node.value
 
 
+def stray_errors(tree: Tree) -> set[tuple[str, ...]]:
+    """Exception classes defined outside ``errors``: a public class whose base is ``Exception`` (or
+    ``BaseException``) or a class of the ``errors`` module. A private one (``_Lost``) is control flow
+    that never leaves its module and may stay."""
+    home = tree.sources.get("errors")
+    tree_names = {"Exception", "BaseException"} | (
+        {n.name for n in home.tree.body if isinstance(n, ast.ClassDef)} if home else set()
+    )
+    found: set[tuple[str, ...]] = set()
+    for src in tree.sources.values():
+        if src.name == "errors":
+            continue
+        for node in ast.walk(src.tree):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                if bases & tree_names:
+                    found.add(("error", src.name, node.name))
+    return found
+
+
 def findings(tree: Tree) -> set[tuple[str, ...]]:
     """Every violation of every rule."""
     return (
@@ -464,4 +489,5 @@ def findings(tree: Tree) -> set[tuple[str, ...]]:
         | oversized(tree)
         | busy_inits(tree)
         | unused(tree)
+        | stray_errors(tree)
     )

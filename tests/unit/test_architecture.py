@@ -167,3 +167,15 @@ def test_unused_fires_on_a_module_nothing_imports() -> None:
         }
     )
     assert arch.unused(tree) == {("unused", "zfs.lzc"), ("unused", "zfs.cmd")}
+
+
+def test_error_fires_on_an_exception_outside_the_tree() -> None:
+    tree = arch.Tree.of(
+        {
+            "errors": "class ZfsBackendError(Exception): ...\nclass LabError(ZfsBackendError): ...\n",
+            "lab.nfs": "from .. import errors\nclass NfsError(errors.LabError): ...\n",
+            "zfs.parse": "class ParseError(Exception):\n    pass\n",
+            "agent.transport": "class _Lost(Exception):\n    pass\nclass Frame:\n    pass\n",
+        }
+    )
+    assert arch.stray_errors(tree) == {("error", "lab.nfs", "NfsError"), ("error", "zfs.parse", "ParseError")}
