@@ -137,8 +137,6 @@ KNOWN: dict[tuple[str, ...], str] = {
     # control: one LocalActivity control surface shrinks the pipeline and the standby kind.
     ("size", "activity.pipeline"): "control",
     ("size", "replication.standby"): "control",
-    # checks (this branch, until its own commits fix them)
-    ("size", "cinderlab.services"): "checks",
     # control (owns zfs/stream.py): StreamError never leaves classify_stream; private, or in errors.
     ("error", "zfs.stream", "StreamError"): "control",
     # vm: zfs/lzc.py gets its caller on the OpenZFS VMs (issue 20), or goes.

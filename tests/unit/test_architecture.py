@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: the r
 import architecture as arch
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
-BRANCHES = {"driver", "rooms", "control", "vm", "checks"}
+BRANCHES = {"driver", "rooms", "control", "vm"}
 
 
 @pytest.fixture(scope="module")
