@@ -15,10 +15,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: polling.py for every test
 
 from zfs_backend.config import Settings, load_settings
 from zfs_backend.hosts import SSHHost, load_inventory

@@ -5,18 +5,24 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
 
     ZfsBackendError                       base; exit 1
     ├── UsageError                        bad input from a user (names, sizes, options); exit 2
-    │   └── InvalidName                   a dataset/snapshot/node/property name failed validation
+    │   ├── InvalidName                   a dataset/snapshot/node/property name failed validation
+    │   ├── PeerRefused                   peer-exec refused a peer node's command; nothing ran
+    │   └── (the volume driver's)         VolumeNotFound, VolumeExists, InvalidSize, InvalidClient,
+    │                                     InvalidAttachment, VolumeBusy: see below
+    ├── UnsafeVolumeFile                  a volume's file is not a regular file; the driver refuses it
     ├── ConfigError                       settings or inventory unreadable or incomplete; exit 3
     ├── LabError                          the simulated lab cannot be brought up / used; exit 4
     │   ├── NotRoot
     │   ├── MissingDependency             a binary or device the lab needs is absent
     │   ├── AddressRangeTaken
-    │   └── UnknownNode                   exit 15
+    │   ├── UnknownNode                   exit 15
+    │   └── NfsError                      a lab NFS client operation failed (mount, open, read, write)
     ├── HostError                         running something on a node failed; exit 5
     │   ├── CommandFailed                 non-zero exit: node, argv, stderr
     │   ├── CommandTimeout
     │   ├── HostUnreachable               cannot connect (network, auth); exit 13
-    │   └── HostKeyMismatch               the node's host key is unknown or changed; exit 14
+    │   ├── HostKeyMismatch               the node's host key is unknown or changed; exit 14
+    │   └── CodecMissing                  a stream codec's tool (zstd) is not installed on the node
     ├── ZfsError                          a zfs/zpool command failed in a known way; exit 6
     │   ├── DatasetNotFound
     │   ├── DatasetExists
@@ -24,13 +30,15 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── PoolFull
     │   ├── DatasetHasDependents          children, newer snapshots or clones stand in the way
     │   ├── DestinationModified           incremental recv refused: target changed since its snapshot
-    │   └── UnsupportedFeature            the node's ZFS dialect lacks it
+    │   ├── UnsupportedFeature            the node's ZFS dialect lacks it
+    │   └── ParseError                    zfs printed something the parser does not understand
     ├── ActivityError                     exit 7
     │   ├── ActivityNotFound              exit 10
     │   ├── InvalidTransition             illegal state change; nothing changed; exit 11
     │   ├── AgentUnavailable              the node agent is down or unreachable; exit 12
     │   ├── StoreError                    the activity store is unreadable or from a newer schema
-    │   └── ProtocolError                 a malformed agent request or response
+    │   ├── ProtocolError                 a malformed agent request or response
+    │   └── MigrationFailed               a volume's migration failed or was cancelled; it stayed put
     ├── FlowError                         a workflow failed (and was reverted), or cannot run; exit 9
     │   ├── FlowNotFound                  no flow with that id in the logbook
     │   └── CapabilityMissing             the driver does not publish what the flow needs
@@ -45,6 +53,26 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
         ├── InsufficientSpace             the destination lacks the space the estimate needs
         ├── AlreadyRunning                the same replication runs, or another receives into the destination
         └── NotGranted                    a peer asked for work the destination's controller did not grant
+
+The volume driver's errors (``zfs_backend.driver.errors`` re-exports them, as ``zfs_backend.driver`` does):
+
+    UsageError
+    ├── VolumeNotFound        no volume (or snapshot) by that name or id
+    ├── VolumeExists          a volume (or snapshot) of that name already exists
+    ├── InvalidSize           size 0, negative, not an integer, or an extend that does not grow
+    ├── InvalidClient         a connector without a valid ``ip``, or a client address that is not one
+    │                         IPv4/IPv6 host address (nothing is granted or revoked)
+    ├── InvalidAttachment     an attachment id that is not one, or one already attached from another
+    │                         client
+    └── VolumeBusy            refused: it has snapshots, dependent clones, or is attached
+    UnsafeVolumeFile          a volume's ``volume`` is not a regular file (a link, FIFO, device a client
+                              planted): the driver's root file operations refuse to touch it
+    PoolFull                  also raised before any command when the volume would not fit (free
+                              space, over-subscription ratio)
+
+Module-private control flow that never leaves its module is not part of the tree (``agent/transport``'s
+``_Lost``, ``replication/standby``'s ``_Permanent``, ``zfs/stream``'s ``StreamError``, which
+``classify_stream`` turns into a reported change).
 """
 
 from __future__ import annotations
@@ -61,6 +89,7 @@ __all__ = [
     "BackupError",
     "BackupNotFound",
     "CapabilityMissing",
+    "CodecMissing",
     "CommandFailed",
     "CommandTimeout",
     "ConfigError",
@@ -77,21 +106,32 @@ __all__ = [
     "HostKeyMismatch",
     "HostUnreachable",
     "InsufficientSpace",
+    "InvalidAttachment",
+    "InvalidClient",
     "InvalidName",
+    "InvalidSize",
     "InvalidTransition",
     "LabError",
+    "MigrationFailed",
     "MissingDependency",
+    "NfsError",
     "NoCommonBase",
     "NotGranted",
     "NotRoot",
+    "ParseError",
+    "PeerRefused",
     "PoolFull",
     "ProtocolError",
     "ReplicationConflict",
     "StoreError",
     "UnknownNode",
+    "UnsafeVolumeFile",
     "UnsupportedFeature",
     "UpToDate",
     "UsageError",
+    "VolumeBusy",
+    "VolumeExists",
+    "VolumeNotFound",
     "ZfsBackendError",
     "ZfsError",
 ]
@@ -109,6 +149,39 @@ class UsageError(ZfsBackendError):
 
 class InvalidName(UsageError):
     """A name failed validation before reaching any command line."""
+
+
+class PeerRefused(UsageError):
+    """peer-exec (a node key's forced command) refused a peer node's command: not what a node key may
+    run, not admitted by this node's agent, or a stream it will not receive. Nothing ran."""
+
+
+class VolumeNotFound(UsageError):
+    pass
+
+
+class VolumeExists(UsageError):
+    pass
+
+
+class InvalidSize(UsageError):
+    pass
+
+
+class VolumeBusy(UsageError):
+    pass
+
+
+class InvalidClient(UsageError):
+    pass
+
+
+class InvalidAttachment(UsageError):
+    pass
+
+
+class UnsafeVolumeFile(ZfsBackendError):
+    pass
 
 
 class ConfigError(ZfsBackendError):
@@ -133,6 +206,10 @@ class AddressRangeTaken(LabError):
 
 class UnknownNode(LabError):
     exit_code = 15
+
+
+class NfsError(LabError):
+    """An NFS client operation of the lab failed (mount, open, read, write)."""
 
 
 class HostError(ZfsBackendError):
@@ -175,6 +252,10 @@ class HostKeyMismatch(HostError):
     exit_code = 14
 
 
+class CodecMissing(HostError):
+    """A stream codec's tool is not installed on this node."""
+
+
 class ZfsError(ZfsBackendError):
     exit_code = 6
 
@@ -207,6 +288,10 @@ class UnsupportedFeature(ZfsError):
     pass
 
 
+class ParseError(ZfsError):
+    """zfs printed something this parser does not understand."""
+
+
 class ActivityError(ZfsBackendError):
     exit_code = 7
 
@@ -229,6 +314,10 @@ class StoreError(ActivityError):
 
 class ProtocolError(ActivityError):
     pass
+
+
+class MigrationFailed(ActivityError):
+    """The migration activity did not succeed (failed or cancelled); the volume stayed where it was."""
 
 
 class FlowError(ZfsBackendError):

@@ -8,10 +8,12 @@ import hashlib
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import polling
+from polling import NotYet, eventually
 
 from zfs_backend.cinderlab.config import CINDER_PARENT, HOST, PROJECT_ID, CinderLayout
 from zfs_backend.driver.nfs import parse_exports
@@ -96,21 +98,21 @@ class Cinder:
     def _wait(
         self, get: Callable[[], dict[str, Any]], states: tuple[str, ...], what: str, timeout: float
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def settled() -> dict[str, Any]:
             obj = get()
             if obj["status"] in states:
                 return obj
             if obj["status"].startswith("error") and not any(s.startswith("error") for s in states):
                 raise AssertionError(f"{what} is {obj['status']}, wanted {states}: {self.messages()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} still {obj['status']} after {timeout:.0f} s, wanted {states}")
-            time.sleep(1.0)
+            raise NotYet(f"{what} still {obj['status']} after {timeout:.0f} s, wanted {states}")
+
+        return eventually(settled, timeout, interval=1.0, retry=NotYet)
 
     def wait_gone(self, kind: str, oid: str, timeout: float = TIMEOUT) -> None:
         """Until ``volumes.get`` / ``volume_snapshots.get`` answers 404."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def gone() -> None:
             try:
                 obj = self.call(f"{kind}.get", oid)
             except CinderError as e:
@@ -119,9 +121,9 @@ class Cinder:
                 raise
             if obj["status"].startswith("error"):
                 raise AssertionError(f"{kind} {oid} is {obj['status']}: {self.messages()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{kind} {oid} still {obj['status']} after {timeout:.0f} s")
-            time.sleep(1.0)
+            raise NotYet(f"{kind} {oid} still {obj['status']} after {timeout:.0f} s")
+
+        eventually(gone, timeout, interval=1.0, retry=NotYet)
 
     def messages(self) -> list[str]:
         """Cinder's user messages (``cinder message-list``), newest first."""
@@ -199,22 +201,10 @@ def cinder_datasets(nodes: dict[str, SSHHost]) -> dict[str, list[str]]:
     return out
 
 
-def eventually(fn: Callable[[], T], timeout: float = 30.0) -> T:
-    """``fn()`` once it stops raising (a grant reaches ganesha after its SIGHUP)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fn()
-        except Exception:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)
-
-
 def mount(conn: dict[str, Any]) -> nfs.NfsClient:
     """An NFSv3 mount (libnfs, from the controller's address) of what ``os-initialize_connection`` said."""
     addr, path = conn["data"]["export"].split(":", 1)
-    return eventually(lambda: nfs.NfsClient(addr, path))
+    return eventually(lambda: nfs.NfsClient(addr, path), 30.0)  # a grant reaches ganesha after its SIGHUP
 
 
 def sha(data: bytes) -> str:
@@ -222,15 +212,8 @@ def sha(data: bytes) -> str:
 
 
 def until(what: str, fn: Callable[[], T | None], timeout: float = TIMEOUT, interval: float = 1.0) -> T:
-    """``fn()``'s first truthy value, polled."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    """:func:`polling.until` with the services' patience (``TIMEOUT``, asked once a second)."""
+    return polling.until(what, fn, timeout, interval=interval)
 
 
 def backend_of(vol: dict[str, Any]) -> str:

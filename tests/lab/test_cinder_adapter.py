@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from polling import eventually
 
 from zfs_backend.config import Settings
 from zfs_backend.driver.nfs import parse_exports
@@ -168,15 +167,3 @@ def exported_clients(host: SSHHost, ds: str) -> list[str] | None:
     """The addresses node's exports file grants ``ds`` (None: not exported)."""
     entry = parse_exports(host.run(["cat", DEFAULT_EXPORTS_FILE]).text)[0].get(ds)
     return None if entry is None else list(entry.clients)
-
-
-def eventually(fn: Callable[[], T], timeout: float = 10.0) -> T:
-    """``fn()`` once it stops raising (the grant reaches ganesha after its SIGHUP)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fn()
-        except Exception:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.1)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from polling import eventually
 
 from zfs_backend.cli.main import main as cli_main
 from zfs_backend.config import Settings
@@ -44,17 +44,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 T = TypeVar("T")
-
-
-def eventually(fn: Callable[[], T], timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fn()
-        except Exception:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.1)
 
 
 def vid() -> str:

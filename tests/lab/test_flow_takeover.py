@@ -11,18 +11,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import until
 
 from zfs_backend.config import Settings
 from zfs_backend.flows import standby as sb
-from zfs_backend.flows.engine import list_flows
 from zfs_backend.flows.env import FlowEnv, set_env
 from zfs_backend.flows.redis_server import RedisServer
+from zfs_backend.flows.runs import list_flows
 from zfs_backend.lab import Lab, nfs
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
@@ -73,16 +73,6 @@ def seed_started(settings: Settings, volume: str) -> dict[str, Any] | None:
     return None
 
 
-def wait_for(fn: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def replications_into(e: FlowEnv, node: str, dataset: str) -> list[Any]:
     return [
         a.record()
@@ -112,7 +102,7 @@ def test_controller_sigkill_mid_seed_then_resume(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        flow = wait_for(lambda: seed_started(lab_settings, vol), 120, "the seed to start")
+        flow = until("the seed to start", lambda: seed_started(lab_settings, vol), 120)
         [rec] = replications_into(env, "node1", dest)
         assert rec.state == "running"
         proc.send_signal(signal.SIGKILL)  # the controller dies mid-seed
@@ -174,7 +164,7 @@ def test_conductor_takeover_on_redis(env: FlowEnv, lab: Lab, lab_settings: Setti
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        wait_for(lambda: seed_started(lab_settings, vol), 120, "a conductor to start the seed")
+        until("a conductor to start the seed", lambda: seed_started(lab_settings, vol), 120)
 
         def owner() -> str | None:
             with backend(board_settings) as be, jobboard(board_settings, be) as board:
@@ -184,7 +174,7 @@ def test_conductor_takeover_on_redis(env: FlowEnv, lab: Lab, lab_settings: Setti
                         return str(who)
             return None
 
-        holder = wait_for(owner, 60, "the job's owner")
+        holder = until("the job's owner", owner, 60)
         assert holder in conductors
         [rec] = replications_into(env, "node1", dest)
         assert rec.state == "running"

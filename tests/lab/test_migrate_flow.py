@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from polling import until
 
 from zfs_backend.agent.connect import connect_node
 from zfs_backend.config import Settings
@@ -39,16 +40,6 @@ def _sha(svc: VolumeService, name: str) -> str:
     d = svc.driver(rec.node)
     path = f"{d.zfs.mountpoint(d.dataset_of(rec.model()))}/volume"
     return d.zfs.host.run(["sha256sum", path], timeout=300).text.split()[0]
-
-
-def _until(fn: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 def _held(settings: Settings, act_id: str, phase: str) -> Any:
@@ -84,11 +75,11 @@ def test_sigkilled_controller_mid_migration_then_flow_resume(
         started = json.loads(r.stdout)
         act_id, pid = started["id"], started["pid"]
         if when == "at-the-hold":
-            _until(lambda: _held(lab_settings, act_id, "catchup"), 120, "the hold before the catch-up")
+            until("the hold before the catch-up", lambda: _held(lab_settings, act_id, "catchup"), 120)
         else:
-            _until(lambda: d1.exports.get(ds1) is None, 300, "the source's unexport")
+            until("the source's unexport", lambda: d1.exports.get(ds1) is None, 300)
         os.kill(pid, signal.SIGKILL)  # the controller dies mid-migration
-        _until(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 30, "the controller's end")
+        until("the controller's end", lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 30)
 
         vol_id = svc.get_volume(name).id
         r = cli(lab_settings, "flow", "list", "--json")
@@ -99,7 +90,7 @@ def test_sigkilled_controller_mid_migration_then_flow_resume(
             # the operator lets the activity go on: it stops again before its quiesce, for a controller
             # to unexport the source; nobody does (the source stays exported, the volume on node1)
             assert cli(lab_settings, "activity", "resume", act_id, "--node", "node1").returncode == 0
-            _until(lambda: _held(lab_settings, act_id, "quiesce"), 300, "the hold before the quiesce")
+            until("the hold before the quiesce", lambda: _held(lab_settings, act_id, "quiesce"), 300)
             assert d1.exports.get(ds1) is not None
         assert svc.get_volume(name).node == "node1"
 

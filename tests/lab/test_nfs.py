@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 import uuid
-from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
+from polling import eventually
 
 from zfs_backend.config import Settings
 from zfs_backend.driver.nfs import GaneshaExports
@@ -26,18 +25,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 T = TypeVar("T")
-
-
-def eventually(fn: Callable[[], T], timeout: float = 10.0) -> T:
-    """``fn()`` once it stops raising (an export appears/disappears right after the server's SIGHUP)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fn()
-        except Exception:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.1)
 
 
 def test_ganesha_and_rpcbind_run_with_explicit_ports(lab: Lab) -> None:

@@ -11,13 +11,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from polling import until
 
 from zfs_backend.config import Settings
 from zfs_backend.driver import NodeOptions, Volume, ZfsNfsDriver
@@ -60,15 +60,6 @@ class Client:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-
-
-def until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Wait for ``check()`` (ganesha applies a SIGHUP asynchronously); fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: not after {timeout:g} s")
-        time.sleep(0.2)
 
 
 def refused(c: Client) -> bool:

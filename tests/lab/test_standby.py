@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import until
 
 from zfs_backend.config import Settings
 from zfs_backend.flows import standby as sb
 from zfs_backend.flows import standby_tasks
-from zfs_backend.flows.engine import show_flow
 from zfs_backend.flows.env import FlowEnv, set_env
+from zfs_backend.flows.runs import show_flow
 from zfs_backend.hosts import SSHHost
 from zfs_backend.lab import Lab, nfs
 from zfs_backend.replication.standby import PREFIX
@@ -279,7 +280,7 @@ def test_suspend_resume_cancel_and_an_agent_sigkill(
         def syncs() -> int:
             return int(act.record().result.get("syncs") or 0)
 
-        wait_for_syncs = lambda n: _until(lambda: syncs() >= n, 120)  # noqa: E731
+        wait_for_syncs = lambda n: until(f"{n} syncs", lambda: syncs() >= n, 120)  # noqa: E731
         wait_for_syncs(2)
         act.suspend()
         assert act.state == "suspended"
@@ -307,13 +308,6 @@ def test_suspend_resume_cancel_and_an_agent_sigkill(
                 assert Zfs(host).get(parse_dataset(ds).snapshot(snap), ["userrefs"])["userrefs"] in ("0", "-")
     finally:
         cleanup(env, vol, ["node1", "node2"])
-
-
-def _until(fn: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not fn():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def test_failover_back_and_forth_from_the_command_line(

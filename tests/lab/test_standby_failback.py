@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import until
 
 from zfs_backend.config import Settings
 from zfs_backend.flows import standby as sb
@@ -36,13 +37,6 @@ def env(lab: Lab, lab_settings: Settings) -> Iterator[FlowEnv]:
     yield e
     set_env(old)
     e.close()
-
-
-def _until(fn: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not fn():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 def _synced_after(env: FlowEnv, vol: str, t: float) -> bool:
@@ -78,7 +72,7 @@ def test_forced_failover_both_ways_then_a_controlled_one(
         for new, old in (("node2", "node1"), ("node1", "node2")):
             w = _write(env, vol, 2 * MiB)
             last = max(at for _, at in w.acked.values())
-            _until(lambda t=last: _synced_after(env, vol, t), 120, "a sync after the last write")
+            until("a sync after the last write", lambda t=last: _synced_after(env, vol, t), 120)
             lab.link(old, False)
             try:
                 t0 = time.monotonic()

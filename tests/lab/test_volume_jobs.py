@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from polling import eventually
 
 from zfs_backend.config import Settings
 from zfs_backend.driver import volume_jobs as jobs
@@ -315,14 +316,13 @@ def test_top_in_tmux(lab: Lab, nodes: dict[str, SSHHost], lab_settings: Settings
             ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
         ).stdout
 
+    def on_screen(text: str) -> str:
+        s = screen()
+        assert text in s, f"{text!r} not on the screen:\n{s}"
+        return s
+
     def until(text: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            s = screen()
-            if text in s:
-                return s
-            time.sleep(0.3)
-        raise AssertionError(f"{text!r} not on the screen:\n{screen()}")
+        return eventually(lambda: on_screen(text), timeout, interval=0.3)
 
     def keys(*k: str) -> None:
         subprocess.run(["tmux", "send-keys", "-t", session, *k], check=True)

@@ -43,9 +43,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import CodecMissing
+from ..errors import PeerRefused as Refused  # the name the tests and this module use
 from ..hosts.validate import validate_node_name
 from ..node_sockets import peer_socket_path
-from ..replication.compress import CodecMissing, parse_unpack, start_unpack
+from ..replication.compress import parse_unpack, start_unpack
 from ..zfs.namecheck import check_dataset_name
 
 __all__ = ["REFUSED", "check_stream_head", "main", "parse_request"]
@@ -62,10 +64,6 @@ _BACKUP_MAGIC = 0x2F5BACBAC
 _RECORD = 312  # sizeof(dmu_replay_record_t)
 _MAX_PAYLOAD = 64 << 20
 _PIPE = 1 << 20
-
-
-class Refused(Exception):
-    pass
 
 
 def _receive_argv(args: Sequence[str]) -> list[str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -145,18 +144,8 @@ def _manage(lay: CinderLayout, base_env: dict[str, str], *args: str, secret: str
     if secret:
         e["OS_BOOTSTRAP_PASSWORD"] = secret
     conf = str(lay.keystone_dir / "keystone.conf")
-    r = subprocess.run(
-        [str(lay.keystone_bin("keystone-manage")), "--config-file", conf, *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env=e,
-        umask=0o077,
-    )
-    if r.returncode != 0:
-        why = (r.stderr or r.stdout).strip()[-2000:]
-        raise LabError(f"keystone-manage {args[0]} failed ({r.returncode}): {why}")
+    argv = [str(lay.keystone_bin("keystone-manage")), "--config-file", conf, *args]
+    procs.run_tool(f"keystone-manage {args[0]}", argv, env=e, timeout=600)
 
 
 def init(lay: CinderLayout, base_env: dict[str, str], admin_password: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import LabError, MissingDependency
 from ..private import private_dir
+from . import procs
 from .config import CinderLayout
 
 __all__ = [
@@ -71,25 +72,15 @@ def init(lay: CinderLayout) -> None:
     if (lay.mysql_dir / "mysql").is_dir():
         return
     private_dir(lay.mysql_dir)
-    r = subprocess.run(
-        [
-            str(MARIADB_INSTALL_DB),
-            "--no-defaults",
-            f"--datadir={lay.mysql_dir}",
-            "--user=root",
-            "--auth-root-authentication-method=socket",
-            "--skip-test-db",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=ENV,
-        umask=0o077,
-    )
-    if r.returncode != 0:
-        why = (r.stderr or r.stdout).strip()[-2000:]
-        raise LabError(f"mariadb-install-db failed ({r.returncode}): {why}")
+    argv = [
+        str(MARIADB_INSTALL_DB),
+        "--no-defaults",
+        f"--datadir={lay.mysql_dir}",
+        "--user=root",
+        "--auth-root-authentication-method=socket",
+        "--skip-test-db",
+    ]
+    procs.run_tool("mariadb-install-db", argv, env=ENV, timeout=300)
 
 
 def ready(lay: CinderLayout) -> bool:

@@ -26,7 +26,18 @@ import psutil
 from ..errors import LabError
 from ..private import private_dir, private_open
 
-__all__ = ["MARKER", "Proc", "marked", "port_free", "read_record", "start", "stop", "tail", "wait_for"]
+__all__ = [
+    "MARKER",
+    "Proc",
+    "marked",
+    "port_free",
+    "read_record",
+    "run_tool",
+    "start",
+    "stop",
+    "tail",
+    "wait_for",
+]
 
 MARKER = "ZFS_BACKEND_CINDER_ROOT"
 
@@ -91,6 +102,18 @@ def start(
     with os.fdopen(out, "w") as f:
         json.dump(rec, f)
     return proc, popen
+
+
+def run_tool(what: str, argv: Sequence[str], *, env: Mapping[str, str], timeout: float) -> None:
+    """Run a setup tool (``mariadb-install-db``, ``keystone-manage ...``) to its end: argv a list,
+    umask 077, output captured; ``LabError`` naming ``what``, its status and the end of its output when
+    it fails."""
+    r = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout, check=False, env=dict(env), umask=0o077
+    )
+    if r.returncode != 0:
+        why = (r.stderr or r.stdout).strip()[-2000:]
+        raise LabError(f"{what} failed ({r.returncode}): {why}")
 
 
 def marked(root: Path) -> list[psutil.Process]:

@@ -9,15 +9,12 @@ every process of this Cinder (see :mod:`.procs`) and the SSH master connections 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
 import shutil
 import signal
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +26,10 @@ from ..hosts.inventory import load_inventory
 from ..hosts.openssh import master_ident, stop_masters
 from ..private import private_dir, private_open
 from . import keystone, mariadb, procs
-from .config import HOST, LOOPBACK, PROJECT_ID, CinderLayout, backend_name, cinder_conf, rabbitmq_conf
+from .api import api_get, api_ok, forget_token, pools_known, services_up
+from .config import LOOPBACK, CinderLayout, backend_name, cinder_conf, rabbitmq_conf
 
+# api_get: re-exported from .api
 __all__ = ["ORDER", "RABBITMQ_SERVER", "UpReport", "api_get", "down", "status", "up"]
 
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -101,68 +100,6 @@ def check_prerequisites(lay: CinderLayout) -> None:
         )
     mariadb.check_prerequisites()
     _epmd_bin()
-
-
-_TOKENS: dict[str, tuple[str, str]] = {}  # auth URL -> the admin's (token, project id), while valid
-
-
-def _admin_auth(lay: CinderLayout) -> tuple[str, str]:
-    """(token, project id) of the admin: keystone's when cinder-api runs behind it, else noauth's."""
-    accounts = keystone.load_accounts(lay)
-    if accounts is None:
-        return f"admin:{PROJECT_ID}", PROJECT_ID
-    if lay.auth_url not in _TOKENS:
-        _TOKENS[lay.auth_url] = keystone.token(lay.auth_url, accounts["admin"])
-    return _TOKENS[lay.auth_url]
-
-
-def api_get(lay: CinderLayout, path: str, timeout: float = 10.0) -> Any:
-    """GET ``path`` (under ``/v3/<project>``, or the root for ``""``) as the admin; parsed JSON."""
-    tok, project = _admin_auth(lay)
-    url = f"http://{LOOPBACK}:{lay.ports.api}/" if path == "" else f"{lay.endpoint}/{project}/{path}"
-    headers = {"X-Auth-Token": tok, "Accept": "application/json"}
-    req = urllib.request.Request(url, headers=headers)  # noqa: S310 (http on loopback, our own API)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (loopback http, our own API)
-            return json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        if e.code == 300:  # the versions document
-            return json.loads(e.read() or b"null")
-        if e.code == 401:  # the token expired: the next call logs in again
-            _TOKENS.pop(lay.auth_url, None)
-        raise
-
-
-def _api_ok(lay: CinderLayout) -> bool:
-    try:
-        return bool(api_get(lay, "", timeout=5))
-    except (OSError, ValueError, LabError):
-        return False
-
-
-def _services_up(lay: CinderLayout, backends: list[str]) -> bool:
-    try:
-        services = api_get(lay, "os-services")["services"]
-    except (OSError, ValueError, KeyError):
-        return False
-    up = {
-        (s["binary"], s["host"]) for s in services if s.get("state") == "up" and s.get("status") == "enabled"
-    }
-    host = HOST
-    want = {("cinder-scheduler", host)} | {("cinder-volume", f"{host}@{b}") for b in backends}
-    return want <= up
-
-
-def _pools_known(lay: CinderLayout, backends: list[str]) -> bool:
-    """The scheduler holds every backend's published capacity (so a create can be placed)."""
-    try:
-        pools = api_get(lay, "scheduler-stats/get_pools?detail=True")["pools"]
-    except (OSError, ValueError, KeyError):
-        return False
-    seen = {p["name"].split("@", 1)[1].split("#", 1)[0] for p in pools if "@" in p["name"]}
-    return set(backends) <= seen and all(
-        float(p.get("capabilities", {}).get("total_capacity_gb") or 0) > 0 for p in pools
-    )
 
 
 def _env(lay: CinderLayout) -> dict[str, str]:
@@ -260,7 +197,7 @@ def _write_files(
 
 def _start_keystone(lay: CinderLayout, run: Any, watch: list[Any], timeout: float) -> None:
     keystone.start(lay, run, watch, timeout, secret=_secret, base_env=_env(lay))
-    _TOKENS.pop(lay.auth_url, None)
+    forget_token(lay)
 
 
 def _nodes(lay: CinderLayout) -> list[str]:
@@ -340,10 +277,10 @@ def up(
         t0 = time.monotonic()
         services = [run(name, [str(lay.bin(name)), *conf], env) for name in SERVICES]
         watch = [p for p in started if p[0].name != "db-sync"]
-        procs.wait_for("cinder-api", lambda: _api_ok(lay), timeout=timeout, procs=watch, interval=1.0)
+        procs.wait_for("cinder-api", lambda: api_ok(lay), timeout=timeout, procs=watch, interval=1.0)
         procs.wait_for(
             "cinder services up",
-            lambda: _services_up(lay, backends),
+            lambda: services_up(lay, backends),
             timeout=timeout,
             procs=watch,
             interval=1.0,
@@ -351,7 +288,7 @@ def up(
         try:
             procs.wait_for(
                 "the scheduler's pools",
-                lambda: _pools_known(lay, backends),
+                lambda: pools_known(lay, backends),
                 timeout=min(timeout, POOLS_FIRST_WAIT_S),
                 procs=watch,
                 interval=1.0,
@@ -369,7 +306,7 @@ def up(
             )
             procs.wait_for(
                 "the scheduler's pools (after restarting stuck cinder-volume children)",
-                lambda: _pools_known(lay, backends),
+                lambda: pools_known(lay, backends),
                 timeout=timeout,
                 procs=watch,
                 interval=1.0,
@@ -406,5 +343,5 @@ def status(lay: CinderLayout) -> dict[str, Any]:
     for name in ORDER:
         rec = procs.read_record(lay.run_dir, name)
         out["processes"][name] = None if rec is None else {"pid": rec.pid, "alive": rec.alive()}
-    out["api"] = _api_ok(lay)
+    out["api"] = api_ok(lay)
     return out

@@ -31,9 +31,9 @@ from typing import Any
 from ..config import load_settings
 from ..errors import LabError, MissingDependency, ZfsBackendError
 from ..private import private_dir, private_open
+from .api import api_get
 from .config import CinderLayout
 from .keystone import REGION, Account, load_accounts
-from .services import api_get
 
 __all__ = [
     "REGEX",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..config import load_settings
-from ..demo import run_demo
 from ..lab.topology import parse_size
+from .demo import run_demo
 
 __all__ = ["register"]
 

@@ -60,7 +60,7 @@ def _dump(obj: object) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from ..flows.engine import list_flows
+    from ..flows.runs import list_flows
 
     flows = list_flows(load_settings())
     if args.json:
@@ -80,7 +80,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from ..flows.engine import show_flow
+    from ..flows.runs import show_flow
 
     f = show_flow(load_settings(), args.id)
     if args.json:

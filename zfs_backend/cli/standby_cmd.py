@@ -94,7 +94,7 @@ def progress_printer(con: Console) -> Any:
 
 
 def print_run(run: Any, as_json: bool, extra: dict[str, Any] | None = None) -> int:
-    from ..flows.engine import raise_for
+    from ..flows.runs import raise_for
 
     if as_json:
         out = {"flow": run.id, "name": run.name, "state": run.state, "error": run.error, **(extra or {})}

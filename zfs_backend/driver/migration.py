@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..activity.handle import BackendActivity
-from ..errors import ActivityError, ZfsBackendError
+from ..errors import MigrationFailed, ZfsBackendError
 from ..replication.granted import start_granted
 from ..replication.migrate import restore_readonly
 from ..replication.migrate_request import KIND, SNAP_PREFIX, MigrateRequest
@@ -54,10 +54,6 @@ __all__ = [
 log = logging.getLogger("zfs_backend.driver")
 
 INTERNAL_SNAP_PREFIXES = clones.INTERNAL_SNAP_PREFIXES
-
-
-class MigrationFailed(ActivityError):
-    """The migration activity did not succeed (failed or cancelled); the volume stayed where it was."""
 
 
 def target_node(host: Any, nodes: dict[str, str]) -> str | None:

@@ -1,5 +1,5 @@
-"""Running flows: in this process, or posted to the jobboard for a conductor; resuming them; reading
-them back from the logbook (``zfs-backend flow list|show|resume``).
+"""Running flows: in this process, or posted to the jobboard for a conductor; resuming them
+(``zfs-backend flow resume``). Reading them back from the logbook is :mod:`.runs`.
 
 A flow is made by a factory (a module-level function TaskFlow re-imports by name); its factory name and
 arguments and its ``store`` (the flow's inputs) are saved in its flow detail before it runs, so that any
@@ -13,30 +13,20 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from taskflow import engines, states, task
 from taskflow.persistence import models
 
 from ..config import Settings
-from ..errors import FlowError, FlowNotFound, ZfsBackendError
+from ..errors import ZfsBackendError
 from .persistence import backend
+from .runs import FlowRun, find_flow
 
-__all__ = ["FlowRun", "describe", "find_flow", "list_flows", "resume_flow", "run_flow"]
+# FlowRun: re-exported, the type run_flow and resume_flow return (defined in .runs with the logbook side).
+__all__ = ["FlowRun", "resume_flow", "run_flow"]
 
 ProgressFn = Callable[[str, str, float], None]  # (atom, state, progress 0..1)
-
-
-@dataclass
-class FlowRun:
-    """What a flow run came to."""
-
-    id: str
-    name: str
-    state: str
-    results: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
 
 
 def _tasks(flow: Any) -> Iterator[Any]:
@@ -64,8 +54,8 @@ def _listen(engine: Any, flow: Any, on_progress: ProgressFn | None) -> None:
         t.notifier.register(task.EVENT_UPDATE_PROGRESS, on_update)
 
 
-def _run_engine(engine: Any, fd: models.FlowDetail, on_progress: ProgressFn | None) -> FlowRun:
-    _listen(engine, engine._flow, on_progress)
+def _run_engine(engine: Any, flow: Any, fd: models.FlowDetail, on_progress: ProgressFn | None) -> FlowRun:
+    _listen(engine, flow, on_progress)
     try:
         engine.run()
     except ZfsBackendError as e:
@@ -105,15 +95,7 @@ def run_flow(
 
             return post_and_wait(settings, be, book, fd, store, wait=wait)
         engine = engines.load(flow, flow_detail=fd, book=book, backend=be, store=store, engine="serial")
-        return _run_engine(engine, fd, on_progress)
-
-
-def find_flow(conn: Any, flow_id: str) -> tuple[models.LogBook, models.FlowDetail]:
-    for book in conn.get_logbooks():
-        for fd in book:
-            if fd.uuid == flow_id or (fd.uuid.startswith(flow_id) and len(flow_id) >= 8):
-                return book, fd
-    raise FlowNotFound(f"no flow {flow_id}")
+        return _run_engine(engine, flow, fd, on_progress)
 
 
 def resume_flow(settings: Settings, flow_id: str, *, on_progress: ProgressFn | None = None) -> FlowRun:
@@ -123,58 +105,8 @@ def resume_flow(settings: Settings, flow_id: str, *, on_progress: ProgressFn | N
         book, fd = find_flow(conn, flow_id)
         if fd.state in (states.SUCCESS, states.REVERTED):
             return FlowRun(fd.uuid, fd.name, str(fd.state))
-        engine = engines.load_from_detail(
-            fd, store=(fd.meta or {}).get("store"), backend=be, book=book, engine="serial"
+        flow = engines.flow_from_detail(fd)  # what engines.load_from_detail does, keeping the flow
+        engine = engines.load(
+            flow, flow_detail=fd, store=(fd.meta or {}).get("store"), backend=be, book=book, engine="serial"
         )
-        return _run_engine(engine, fd, on_progress)
-
-
-def describe(fd: models.FlowDetail) -> dict[str, Any]:
-    """A flow detail as plain data: its state, inputs and atoms (state, progress, result)."""
-    atoms = []
-    for ad in fd:
-        if ad.name.startswith("_TaskFlow_"):
-            continue
-        result = ad.results if ad.state == states.SUCCESS else None
-        atoms.append(
-            {
-                "name": ad.name,
-                "state": ad.state,
-                "intention": ad.intention,
-                "progress": float((ad.meta or {}).get("progress") or 0.0),
-                "result": result if _plain(result) else repr(result),
-                "error": None if ad.failure is None else ad.failure.exception_str,
-            }
-        )
-    meta = fd.meta or {}
-    return {
-        "id": fd.uuid,
-        "name": fd.name,
-        "state": fd.state,
-        "factory": (meta.get("factory") or {}).get("name"),
-        "store": meta.get("store") or {},
-        "created_at": meta.get("created_at"),
-        "atoms": atoms,
-    }
-
-
-def _plain(v: Any) -> bool:
-    return v is None or isinstance(v, str | int | float | bool | list | tuple | dict)
-
-
-def list_flows(settings: Settings) -> list[dict[str, Any]]:
-    with backend(settings) as be, contextlib.closing(be.get_connection()) as conn:
-        out = [describe(fd) for book in conn.get_logbooks() for fd in book]
-    return sorted(out, key=lambda d: d.get("created_at") or 0)
-
-
-def show_flow(settings: Settings, flow_id: str) -> dict[str, Any]:
-    with backend(settings) as be, contextlib.closing(be.get_connection()) as conn:
-        return describe(find_flow(conn, flow_id)[1])
-
-
-def raise_for(run: FlowRun) -> FlowRun:
-    """The run, or a ``FlowError`` saying it did not succeed (and was reverted)."""
-    if run.state != states.SUCCESS:
-        raise FlowError(f"flow {run.id[:8]} {run.name}: {run.state.lower()}: {run.error or 'did not finish'}")
-    return run
+        return _run_engine(engine, flow, fd, on_progress)

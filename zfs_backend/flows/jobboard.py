@@ -28,9 +28,9 @@ from taskflow.listeners import base as listener_base
 
 from ..config import Settings
 from ..errors import ConfigError
-from .engine import FlowRun
 from .persistence import backend
 from .redis_auth import read_password
+from .runs import FlowRun
 
 __all__ = ["DEFAULT_CLAIM_EXPIRY_S", "jobboard", "post_and_wait", "run_conductor"]
 
@@ -94,7 +94,7 @@ def post_and_wait(
             return FlowRun(fd.uuid, fd.name, "POSTED")
         while not job.wait(timeout=5.0):
             pass
-    from .engine import show_flow
+    from .runs import show_flow
 
     d = show_flow(settings, fd.uuid)
     errors = [a["error"] for a in d["atoms"] if a["error"]]

@@ -7,8 +7,9 @@ from .._lazy import lazy_exports
 if TYPE_CHECKING:
     from .base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
     from .fake import FakeHost
-    from .inventory import Inventory, NodeSpec, connect, load_inventory
+    from .inventory import Inventory, connect, load_inventory
     from .local import LocalHost
+    from .node_spec import NodeSpec
     from .paramiko_conn import known_hosts_name
     from .ssh import SSHHost
     from .validate import validate_address, validate_node_name
@@ -37,7 +38,7 @@ _EXPORTS = {
     "Host": "base",
     "Inventory": "inventory",
     "LocalHost": "local",
-    "NodeSpec": "inventory",
+    "NodeSpec": "node_spec",
     "SSHHost": "ssh",
     "check_argv": "base",
     "connect": "inventory",

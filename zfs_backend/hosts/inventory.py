@@ -28,7 +28,7 @@ import json
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -36,30 +36,17 @@ from typing import TYPE_CHECKING, Any
 from ..config import Settings, load_settings
 from ..errors import ConfigError, InvalidName, UnknownNode
 from ..private import private_dir, private_open
+from .node_spec import NodeSpec
 from .validate import validate_address, validate_node_name, validate_user
 
 if TYPE_CHECKING:
     from .ssh import SSHHost
 
-__all__ = ["Inventory", "NodeSpec", "connect", "load_inventory"]
+__all__ = ["Inventory", "NodeSpec", "connect", "load_inventory"]  # NodeSpec: re-exported from .node_spec
 
 _MAX_DEPTH = 32
 #: the parsed inventory kept as JSON in the home, by the SHA-256 of its text (see ``_parse``)
 CACHE_NAME = "inventory.json"
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """How to reach one node. ``vars``: every variable of the node after inheritance (read-only)."""
-
-    name: str
-    address: str
-    port: int
-    user: str
-    key_file: Path
-    known_hosts: Path
-    zfs_backend_bin: str | None = None
-    vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from .paramiko_conn import ParamikoConnection, error_reason, known_hosts_name
 from .validate import validate_address, validate_cipher, validate_node_name, validate_port, validate_user
 
 if TYPE_CHECKING:
-    from .inventory import NodeSpec
+    from .node_spec import NodeSpec
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -131,7 +131,7 @@ class SSHHost(Host):
         settings: Settings | None = None,
         **kwargs: Any,
     ) -> SSHHost:
-        """Build from an inventory :class:`~zfs_backend.hosts.inventory.NodeSpec`; ``kwargs`` override."""
+        """Build from an inventory :class:`~zfs_backend.hosts.node_spec.NodeSpec`; ``kwargs`` override."""
         args: dict[str, Any] = {
             "port": spec.port,
             "user": spec.user,

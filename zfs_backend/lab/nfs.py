@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
-from ..errors import LabError, MissingDependency
+from ..errors import MissingDependency, NfsError
 
 __all__ = [
     "EXPORTS_FILE",
@@ -161,10 +161,6 @@ def ganesha_argv() -> list[str]:
 
 
 # ---- client ------------------------------------------------------------------------------------
-
-
-class NfsError(LabError):
-    """An NFS client operation failed (mount, open, read, write)."""
 
 
 _lib: ctypes.CDLL | None = None

@@ -23,22 +23,16 @@ from .backupstore import BackupStore, validate_backup_id
 __all__ = ["admit", "op"]
 
 
-def _entry(store: BackupStore, volume: str, backup: str) -> dict[str, Any] | None:
-    if not store._dir(volume).is_dir():
-        return None
-    return store._entry(store._load(volume), validate_backup_id(backup))
-
-
 def _may_read(store: BackupStore, auth: PeerAuthority, peer: str, volume: str, backup: str) -> None:
     if volume in auth.granted_volumes(peer):
         return
-    e = _entry(store, volume, backup)
+    e = store.find(volume, backup)
     if e is None or e.get("peer") != peer:
         raise NotGranted(f"{peer} holds no backup grant for volume {volume}")
 
 
 def _writing(store: BackupStore, peer: str, volume: str, backup: str) -> dict[str, Any]:
-    e = _entry(store, volume, backup)
+    e = store.find(volume, backup)
     if e is None or e.get("peer") != peer or e.get("state") != "writing":
         raise BackupNotFound(f"no backup {backup} of volume {volume} is being written by {peer}")
     return e
@@ -68,7 +62,7 @@ def op(
             grant = None
             if peer is not None and auth is not None:
                 g = auth.backup_grant(peer, volume, args.get("grant"))
-                e = _entry(store, volume, backup)
+                e = store.find(volume, backup)
                 if e is not None and e.get("peer") != peer:
                     raise NotGranted(f"backup {backup} of volume {volume} is not {peer}'s")
                 auth.grants.bind(g.id, holder)
@@ -77,7 +71,7 @@ def op(
                 volume, backup, holder, None if parent is None else str(parent), peer=peer, grant=grant
             )
         if verb in ("commit", "abort"):
-            e = _entry(store, volume, backup)
+            e = store.find(volume, backup)
             if peer is not None and verb == "abort" and (e is None or e.get("peer") != peer):
                 return {"removed": False}
             if peer is not None:

@@ -134,6 +134,13 @@ class BackupStore:
     def _entry(manifest: dict[str, Any], backup: str) -> dict[str, Any] | None:
         return next((e for e in manifest["backups"] if e.get("id") == backup), None)
 
+    def find(self, volume: str, backup: str) -> dict[str, Any] | None:
+        """The manifest entry of ``backup`` of ``volume``, or None (also when the store holds nothing of
+        ``volume``: its directory is not made). Both ids validated."""
+        if not self._dir(volume).is_dir():
+            return None
+        return self._entry(self._load(volume), validate_backup_id(backup))
+
     # ---------------------------------------------------------------- agent ops
 
     def begin(

@@ -26,6 +26,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..errors import CodecMissing
+
 __all__ = [
     "CODECS",
     "available_codecs",
@@ -43,10 +45,6 @@ CODECS: dict[str, tuple[list[str], list[str]]] = {
     "zstd": (["-1", "-q", "-c"], ["-d", "-q", "-c"]),
 }
 _PATHS = ("/usr/bin", "/bin", "/usr/local/bin")
-
-
-class CodecMissing(Exception):
-    """The codec's tool is not installed on this node."""
 
 
 def validate_codec(value: object) -> str | None:

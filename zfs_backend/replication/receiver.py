@@ -61,7 +61,7 @@ from .claims import DEFAULT_TTL_S, Claim, ClaimStore, not_held
 from .grants import GrantStore
 from .head import DestinationHead
 from .plan import DIVERGED, Conflict
-from .receiver_abort import AbortOps, _rel
+from .receiver_abort import AbortOps, rel_name
 from .receiver_standby import StandbyOps
 from .wire import RECEIVER_PROP as RECEIVER_PROP
 from .wire import SOURCE_PROP as SOURCE_PROP
@@ -183,13 +183,13 @@ class Receiver(AbortOps, StandbyOps):
     def _record_before(
         self, claim: Claim, top: DatasetName, tree: list[Dataset], recursive: bool, sent: list[int]
     ) -> Claim:
-        before = {_rel(top, ds.name): [s.guid for s in self.zfs.list_snapshots(ds.name)] for ds in tree}
+        before = {rel_name(top, ds.name): [s.guid for s in self.zfs.list_snapshots(ds.name)] for ds in tree}
         partial: dict[str, str] = {}  # what drop_partial may not take for its own
         if self.zfs.dialect.resumable_receive:
             for ds in tree:
                 tok = self.zfs.resume_token(ds.name)
                 if tok:
-                    partial[_rel(top, ds.name)] = tok
+                    partial[rel_name(top, ds.name)] = tok
         return claim.with_state(
             before=before, recursive=recursive, sent=sent, readonly={}, discarded={}, partial_before=partial
         )
@@ -277,7 +277,7 @@ class Receiver(AbortOps, StandbyOps):
             if d.resumable_receive:
                 info["resume_token"] = self.zfs.resume_token(ds.name)
             info["changes"] = changes_to_dict(self.head.settle(ds, snaps))
-            out["datasets"][_rel(top, ds.name)] = info
+            out["datasets"][rel_name(top, ds.name)] = info
             if ds.name == top:
                 out["available"] = ds.available
         return out
@@ -364,7 +364,7 @@ class Receiver(AbortOps, StandbyOps):
                 self.claims.record_received(str(name), [int(guid)], claim.state.get("peer"))
         created = []
         for ds in self.zfs.list_datasets(top, recursive=bool(claim.state.get("recursive"))):
-            rel = _rel(top, ds.name)
+            rel = rel_name(top, ds.name)
             if rel in before:
                 continue
             created.append(rel)

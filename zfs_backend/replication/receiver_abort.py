@@ -33,10 +33,11 @@ if TYPE_CHECKING:
     from .claims import Claim, ClaimStore
     from .head import DestinationHead
 
-__all__ = ["AbortOps"]
+__all__ = ["AbortOps", "rel_name"]
 
 
-def _rel(top: DatasetName, ds: DatasetName) -> str:
+def rel_name(top: DatasetName, ds: DatasetName) -> str:
+    """``ds``'s name below ``top`` (``""`` for ``top`` itself): how a tree's datasets are keyed."""
     return "" if ds == top else ds.name[len(top.name) + 1 :]
 
 
@@ -68,7 +69,7 @@ class AbortOps:
         tree = self._tree(top, bool(claim.state.get("recursive")))
         # deepest first: a new child goes before its parent
         for ds in sorted(tree, key=lambda d: d.name.name.count("/"), reverse=True):
-            rel = _rel(top, ds.name)
+            rel = rel_name(top, ds.name)
             try:
                 if rel in before:
                     self._drop_own_partial(claim, rel, ds.name, restored, left)

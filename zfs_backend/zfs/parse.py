@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import ZfsError
+from ..errors import ParseError  # re-exported: zfs.parse.ParseError, zfs.ParseError
 
 __all__ = [
     "ParseError",
@@ -14,10 +14,6 @@ __all__ = [
     "parse_send_estimate",
     "parse_table",
 ]
-
-
-class ParseError(ZfsError):
-    """zfs printed something this parser does not understand."""
 
 
 #: no ZFS size exceeds 2**64 bytes (16 EiB)

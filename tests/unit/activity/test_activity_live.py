@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+from polling import until
 
 from zfs_backend.activity import CommandPipeline, new_activity_id
 from zfs_backend.activity.limits import parse_bwlimit_setting, parse_stall_timeout
@@ -15,13 +16,6 @@ from zfs_backend.hosts import LocalHost
 
 sys.path.insert(0, os.path.dirname(__file__))  # --import-mode=importlib: make the helper importable
 from pipeline_helpers import MiB, expected_bytes, pipeline_params, start
-
-
-def until(cond, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def rate_over(act, window):
@@ -75,7 +69,11 @@ def test_bwlimit_changes_on_a_running_stream_without_restart(ctx, tmp_path):
     out = tmp_path / "out.bin"
     total = 48 * MiB
     act = start(ctx, pipeline_params(out, total, bwlimit_bps=2 * MiB))
-    until(lambda: act._relay is not None and act._relay.count > 256 * 1024)
+    until(
+        "the relay to move bytes",
+        lambda: act._relay is not None and act._relay.count > 256 * 1024,
+        interval=0.02,
+    )
     pids = [p.pid for p in act._procs]
     slow = rate_over(act, 1.5)
     act.set_bwlimit(16 * MiB)
@@ -97,7 +95,7 @@ def test_bwlimit_changes_on_a_running_stream_without_restart(ctx, tmp_path):
 def test_bwlimit_set_is_kept_for_the_next_attempt(ctx, tmp_path):
     out = tmp_path / "out.bin"
     act = start(ctx, pipeline_params(out, 32 * MiB, bwlimit_bps=1 * MiB))
-    until(lambda: act._relay is not None and act._relay.count > 0)
+    until("the relay to move bytes", lambda: act._relay is not None and act._relay.count > 0, interval=0.02)
     act.set_bwlimit(3 * MiB)
     act.detach()
     again = CommandPipeline(ctx.store.get(act.id), ctx)  # an agent restart
@@ -162,7 +160,7 @@ def test_stalled_stream_torn_down_and_restarted(ctx, tmp_path):
 def test_slow_throttled_and_suspended_streams_are_not_stalled(ctx, tmp_path):
     out, total = tmp_path / "out.bin", 512 * 1024
     act = start(ctx, pipeline_params(out, total, bwlimit_bps=64 * 1024), cls=QuickWatch)
-    until(lambda: act._relay is not None and act._relay.count > 0)
+    until("the relay to move bytes", lambda: act._relay is not None and act._relay.count > 0, interval=0.02)
     act.suspend()
     time.sleep(3 * QuickWatch.stall_timeout_s)  # suspended: no byte, and no stall
     act.resume()

@@ -6,6 +6,7 @@ import time
 
 import psutil
 import pytest
+from polling import until
 
 from zfs_backend.activity import ActivityContext, ActivityStore, CommandPipeline
 from zfs_backend.activity.core import kind_factory, register_kind, registered_kinds
@@ -134,10 +135,12 @@ def test_suspend_moves_no_byte_then_resume(ctx, tmp_path):
     out = tmp_path / "out.bin"
     total = 12 * MiB
     act = start(ctx, pipeline_params(out, total, bwlimit_bps=6 * MiB))
-    deadline = time.monotonic() + 10
-    while act._relay is None or act._relay.count < 2 * MiB:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    until(
+        "2 MiB through the relay",
+        lambda: act._relay is not None and act._relay.count >= 2 * MiB,
+        10,
+        interval=0.02,
+    )
     act.suspend()
     assert act.state == "suspended"
     assert ctx.store.get(act.id).state == "suspended"  # persisted before reported
@@ -169,10 +172,7 @@ def test_cancel_kills_groups_and_rolls_back(ctx, tmp_path):
     out = tmp_path / "out.bin"
     params = pipeline_params(out, 64 * MiB, bwlimit_bps=4 * MiB, rollback={"argv": ["rm", "-f", str(out)]})
     act = start(ctx, params, cls=RollbackPipeline)
-    deadline = time.monotonic() + 10
-    while not act._procs or act.progress[0] == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    until("the pipeline's first bytes", lambda: bool(act._procs) and act.progress[0] > 0, 10, interval=0.05)
     pgids = [p.pid for p in act._procs]
     act.cancel()
     assert act.state == "cancelled"

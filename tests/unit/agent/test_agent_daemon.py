@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from polling import NotYet, eventually, until
 
 from zfs_backend.activity import ActivityStore
 from zfs_backend.agent import AgentClient, CommandTransport, Node, RemoteActivity
@@ -39,21 +40,21 @@ class Agent:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = proc = subprocess.Popen(
             [sys.executable, "-m", "zfs_backend.agent", "run", "--test-kinds"],
             env=self.env,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 15
-        while True:
+
+        def up() -> None:
             try:
                 Node.local(socket_path=self.sock).ping()
-                return
             except AgentUnavailable:
-                assert self.proc.poll() is None, "agent exited"
-                assert time.monotonic() < deadline, "agent did not come up"
-                time.sleep(0.05)
+                assert proc.poll() is None, "agent exited"
+                raise NotYet("agent did not come up") from None
+
+        eventually(up, 15, interval=0.05, retry=NotYet)
 
     def kill(self, sig=signal.SIGKILL) -> None:
         assert self.proc is not None
@@ -151,10 +152,7 @@ def test_sigkill_agent_mid_stream_then_carry_on(agent, tmp_path):
         target=_observe, args=(lambda: Node.local(socket_path=agent.sock), act.id, stop, seen, down)
     )
     t.start()
-    deadline = time.monotonic() + 20
-    while act.progress[0] < 6 * MiB:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    until("6 MiB moved", lambda: act.progress[0] >= 6 * MiB, 20, interval=0.05)
     agent.kill(signal.SIGKILL)
     time.sleep(0.5)
     agent.start()

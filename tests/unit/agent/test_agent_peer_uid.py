@@ -16,11 +16,11 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from polling import NotYet, eventually
 
 from zfs_backend.agent import Node
 from zfs_backend.errors import AgentUnavailable
@@ -51,15 +51,15 @@ def open_agent(root: None, tmp_path: Path) -> Iterator[tuple[Path, subprocess.Po
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def up() -> None:
             try:
                 Node.local(socket_path=sock).ping()
-                break
             except AgentUnavailable:
                 assert proc.poll() is None, "agent exited"
-                assert time.monotonic() < deadline, "agent did not come up"
-                time.sleep(0.05)
+                raise NotYet("agent did not come up") from None
+
+        eventually(up, 30, interval=0.05, retry=NotYet)
         assert stat.S_IMODE(run.stat().st_mode) == 0o755  # the agent did not chmod a directory it found
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         sock.chmod(0o666)

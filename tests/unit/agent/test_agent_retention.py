@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from polling import until
 
 from zfs_backend.activity.report import ActivityRecord
 from zfs_backend.activity.store import ActivityStore, new_activity_id
@@ -53,10 +54,7 @@ def test_the_agent_prunes_at_start_and_lists_a_window(tmp_path: Path) -> None:
     a.start()
     try:
         node = Node.local(socket_path=a.sock)
-        deadline = time.monotonic() + 30
-        while len(node.client.list(limit=None)) > 5:
-            assert time.monotonic() < deadline, "the agent did not prune"
-            time.sleep(0.1)
+        until("the agent to prune", lambda: len(node.client.list(limit=None)) <= 5, 30, interval=0.1)
         assert [r.id for r in node.client.list(limit=None)] == ids[-5:]
         assert [r.id for r in node.client.list(limit=2)] == ids[-2:]
         assert node.client.list(limit=0) == []

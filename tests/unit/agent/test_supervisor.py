@@ -3,10 +3,10 @@
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from polling import until
 
 from zfs_backend.agent import supervisor
 from zfs_backend.config import load_env_file
@@ -24,16 +24,6 @@ def _children(pid: int) -> list[int]:
             except (OSError, ValueError, IndexError):
                 pass
     return out
-
-
-def _wait(probe, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 @pytest.fixture
@@ -60,12 +50,12 @@ def test_start_is_idempotent_and_stop_removes_everything(spec):
     assert oct(spec.pidfile.stat().st_mode & 0o777) == "0o600"
     again = supervisor.start(spec)
     assert (again.started, again.pid) == (False, first.pid)
-    child = _wait(lambda: _children(first.pid), "child started")[0]
-    _wait(lambda: "child m1" in spec.log.read_text(), "child's output in the log")
+    child = until("child started", lambda: _children(first.pid), 30, interval=0.05)[0]
+    until("child's output in the log", lambda: "child m1" in spec.log.read_text(), 30, interval=0.05)
     assert supervisor.stop(spec.pidfile) == first.pid
     assert supervisor.status(spec.pidfile) is None
     assert not spec.pidfile.exists()
-    _wait(lambda: not os.path.exists(f"/proc/{child}") or _zombie(child), "child stopped")
+    until("child stopped", lambda: not os.path.exists(f"/proc/{child}") or _zombie(child), 30, interval=0.05)
     assert supervisor.stop(spec.pidfile) is None
 
 
@@ -79,9 +69,11 @@ def _zombie(pid: int) -> bool:
 
 def test_a_child_that_dies_is_restarted(spec):
     res = supervisor.start(spec)
-    child = _wait(lambda: _children(res.pid), "child started")[0]
+    child = until("child started", lambda: _children(res.pid), 30, interval=0.05)[0]
     os.kill(child, signal.SIGKILL)
-    new = _wait(lambda: [c for c in _children(res.pid) if c != child], "child restarted")[0]
+    new = until("child restarted", lambda: [c for c in _children(res.pid) if c != child], 30, interval=0.05)[
+        0
+    ]
     assert new != child
     assert supervisor.status(spec.pidfile) == res.pid
     assert "restarting in" in spec.log.read_text()

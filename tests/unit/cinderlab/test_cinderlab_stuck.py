@@ -7,10 +7,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
+from polling import until
 
 from zfs_backend.cinderlab.config import CinderLayout
 from zfs_backend.cinderlab.services import _abort_stuck_volume_children
@@ -40,10 +40,12 @@ def test_only_children_without_a_ready_driver_are_aborted(tmp_path: Path) -> Non
             "Starting volume driver ZfsNfsDriver (1.3.0)\n"
         )
         assert _abort_stuck_volume_children(lay, parent.pid) == [stuck]
-        deadline = time.monotonic() + 10
-        while psutil.pid_exists(stuck) and psutil.Process(stuck).status() != psutil.STATUS_ZOMBIE:
-            assert time.monotonic() < deadline, "the stuck child did not get SIGABRT"
-            time.sleep(0.05)
+        until(
+            "the stuck child to get SIGABRT",
+            lambda: not psutil.pid_exists(stuck) or psutil.Process(stuck).status() == psutil.STATUS_ZOMBIE,
+            10,
+            interval=0.05,
+        )
         assert psutil.Process(ready).is_running() and psutil.Process(ready).status() != psutil.STATUS_ZOMBIE
     finally:
         for p in psutil.Process(parent.pid).children():

@@ -13,7 +13,7 @@ from taskflow.patterns import graph_flow
 from zfs_backend.activity.report import ActivityRecord, Progress
 from zfs_backend.config import load_settings
 from zfs_backend.errors import AlreadyRunning
-from zfs_backend.flows import engine
+from zfs_backend.flows import engine, runs
 from zfs_backend.flows.env import set_env
 from zfs_backend.flows.replicate import ControllerStream, link_paths, replicate_paths
 from zfs_backend.flows.tasks import BUSY, CheckCapabilities, MarkBusy, MarkDone
@@ -184,10 +184,10 @@ def test_backend_path_reports_progress_and_succeeds(fake: FakeEnv) -> None:
     [act] = fake.agents["node1"].acts.values()
     assert act.params["grant"] == "gr-01M8PC6J46SJJSD1CGAQ7Y8801"
     assert ("rep.await", "PROGRESS", 0.5) in seen
-    d = engine.show_flow(fake.settings, run.id)
+    d = runs.show_flow(fake.settings, run.id)
     states = {a["name"]: a["state"] for a in d["atoms"]}
     assert states["rep.stream"] == "IGNORE" and states["rep.await"] == "SUCCESS"
-    assert [f["id"] for f in engine.list_flows(fake.settings)] == [run.id]
+    assert [f["id"] for f in runs.list_flows(fake.settings)] == [run.id]
     assert fake.svc.moves == []  # stateless: the volume stayed in-use throughout
 
 
@@ -195,7 +195,7 @@ def test_a_crash_resumes_from_the_logbook_without_a_second_transfer(fake: FakeEn
     fake.agents["node1"].crash_on_wait = True
     with pytest.raises(Crash):
         engine.run_flow(fake.settings, sample_flow, {}, STORE)
-    [flow] = engine.list_flows(fake.settings)
+    [flow] = runs.list_flows(fake.settings)
     assert flow["state"] == "RUNNING"
     start = next(a for a in flow["atoms"] if a["name"] == "rep.start")
     assert start["state"] == "SUCCESS" and start["result"]["activity"].startswith("act-")
@@ -259,5 +259,5 @@ def test_without_snapshot_replicate_the_controller_streams_it(fake: FakeEnv, mon
     assert run.state == "SUCCESS", run.error
     assert calls == [(STORE["snap"], "node2", STORE["dest"])]
     assert fake.agents["node1"].starts == 0
-    states = {a["name"]: a["state"] for a in engine.show_flow(fake.settings, run.id)["atoms"]}
+    states = {a["name"]: a["state"] for a in runs.show_flow(fake.settings, run.id)["atoms"]}
     assert states["rep.start"] == "IGNORE" and states["rep.stream"] == "SUCCESS"

@@ -11,7 +11,7 @@ import pytest
 from zfs_backend.config import load_settings
 from zfs_backend.errors import HostUnreachable, InvalidName, UsageError
 from zfs_backend.hosts import Host, SSHHost, known_hosts_name
-from zfs_backend.hosts.inventory import NodeSpec
+from zfs_backend.hosts.node_spec import NodeSpec
 
 
 def host(**kw: object) -> SSHHost:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from polling import until
 
 from zfs_backend.config import load_settings
 from zfs_backend.errors import CommandFailed, CommandTimeout, HostKeyMismatch, HostUnreachable
@@ -102,13 +103,12 @@ def test_timeout_closes_and_kills(host: SSHHost) -> None:
     assert time.monotonic() - t0 < 3
     assert ei.value.timeout == 0.5
     # the connection still works, and the remote sleep was signalled (best effort "signal" request)
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).stdout
-        if not left:
-            break
-        time.sleep(0.1)
-    assert not left, "remote command survived its timeout"
+    until(
+        "the remote command to end after its timeout",
+        lambda: not subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).stdout,
+        3,
+        interval=0.1,
+    )
     assert host.run(["echo", "after"]).text == "after\n"
 
 
@@ -250,10 +250,7 @@ def test_control_master_reuse(sshd: Sshd) -> None:
         assert check.returncode == 0, check.stderr
     finally:
         h.stop_master()
-    deadline = time.monotonic() + 5
-    while list(cdir.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert list(cdir.iterdir()) == []
+    until("the control directory to empty", lambda: not list(cdir.iterdir()), 5, interval=0.05)
     shutil.rmtree(cdir.parent)
 
 

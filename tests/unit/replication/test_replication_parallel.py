@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from polling import until
 
 from zfs_backend.activity import ActivityContext, ActivityStore, new_activity_id
 from zfs_backend.activity.pipeline import Endpoint, PipelineActivity
@@ -193,9 +193,7 @@ def test_the_first_failure_stops_the_others_and_fails_the_attempt(
 
 def test_cancel_kills_every_stream_then_rolls_back(ctx: ActivityContext, tmp_path: Path) -> None:
     act = run_tree(ctx, tmp_path, jobs=[["", None], ["a", None], ["b", None]], parallel=3, slow=30)
-    deadline = time.monotonic() + 30
-    while len(act._procs) < 6 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until("all three streams up", lambda: len(act._procs) >= 6, 30, interval=0.05)
     procs = list(act._procs)
     assert len(procs) == 6  # all three streams up
     threading.Thread(target=act.cancel, daemon=True).start()
@@ -205,9 +203,7 @@ def test_cancel_kills_every_stream_then_rolls_back(ctx: ActivityContext, tmp_pat
 
 
 def wait_for_procs(act: Tree, n: int) -> list[Any]:
-    deadline = time.monotonic() + 30
-    while len(act._procs) < n and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(f"{n} processes", lambda: len(act._procs) >= n, 30, interval=0.05)
     return list(act._procs)
 
 

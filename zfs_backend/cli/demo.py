@@ -13,15 +13,15 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from .activity.handle import BackendActivity
-from .activity.report import ActivityRecord
-from .cli.progress import follow, summary_line
-from .cli.render import human_bytes, human_duration, human_rate
-from .config import Settings
-from .hosts import SSHHost, load_inventory
-from .lab import Lab, parse_size
-from .replication import snapshot_replicate
-from .zfs import Zfs, parse_dataset, parse_snapshot
+from ..activity.handle import BackendActivity
+from ..activity.report import ActivityRecord
+from ..config import Settings
+from ..hosts import SSHHost, load_inventory
+from ..lab import Lab, parse_size
+from ..replication import snapshot_replicate
+from ..zfs import Zfs, parse_dataset, parse_snapshot
+from .progress import follow, summary_line
+from .render import human_bytes, human_duration, human_rate
 
 __all__ = ["run_demo"]
 

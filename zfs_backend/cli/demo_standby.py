@@ -10,11 +10,11 @@ import time
 
 from rich.console import Console
 
-from .config import Settings
-from .driver.service import VolumeService
-from .flows.env import FlowEnv, set_env
-from .flows.standby import standby_create, standby_failover, standby_remove, standby_status
-from .lab import Lab, nfs
+from ..config import Settings
+from ..driver.service import VolumeService
+from ..flows.env import FlowEnv, set_env
+from ..flows.standby import standby_create, standby_failover, standby_remove, standby_status
+from ..lab import Lab, nfs
 
 __all__ = ["run_standby_demo"]
 
