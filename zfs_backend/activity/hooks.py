@@ -45,7 +45,6 @@ class PipelineHooks:
     backoff_max_s: float = 30.0
     persist_interval_s: float = 0.5
     stale_exit_wait_s: float = 5.0
-    cancel_wait_s: float = 30.0
     bwlimit_bps: float | None = None
     #: the consumer knows where its stream ends (``zfs receive`` reads to the END record) and may exit
     #: before the producer's EOF reaches the relay (a remote producer: ``ssh``): a write to it that
@@ -73,9 +72,6 @@ class PipelineHooks:
 
     def on_success(self) -> None:
         """After the stream completed, before ``succeeded``. Raise to fail the activity."""
-
-    def rollback(self) -> None:
-        """After cancel killed both process groups: undo the activity's effect on the destination."""
 
     def extra_cpu_pids(self) -> list[int]:
         return []

@@ -33,13 +33,12 @@ from ..activity.core import ActivityContext, register_kind
 from ..activity.pipeline import Endpoint, PipelineActivity
 from ..activity.relay import MAX_BWLIMIT_BPS
 from ..activity.report import ActivityRecord
-from ..config import load_settings
 from ..errors import BackupError, BackupNotFound, DatasetExists, DatasetNotFound, UsageError, ZfsBackendError
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
 from .backupstore import validate_backup_id
-from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
+from .transport import DEFAULT_CIPHER, validate_cipher
 from .upkeep import PERMANENT, dialect_for_recv
 from .wire import RECEIVER_PROP, validate_grant
 
@@ -84,8 +83,7 @@ class _BackupBase(PipelineActivity):
             self.backoff_s = float(p.get("backoff_s", self.backoff_s))
         except (TypeError, ValueError) as e:
             raise UsageError(f"bad param: {e}") from e
-        control = str(load_settings().agent_socket.parent / "ssh")
-        self._peer = PeerHost(self.backup_node, cipher=cipher, control_dir=control)
+        self._peer = ctx.peer_host(self.backup_node, cipher)
         super().__init__(record, ctx)
         self._zfs = Zfs(ctx.host(None))
 

@@ -39,7 +39,6 @@ from ..activity.core import ActivityContext, register_kind
 from ..activity.pipeline import Endpoint, PipelineActivity
 from ..activity.report import ActivityRecord
 from ..activity.states import RUNNING, SUSPENDED
-from ..config import load_settings
 from ..errors import (
     DatasetBusy,
     DatasetNotFound,
@@ -56,7 +55,6 @@ from .estimate import Estimate, check_space, estimate_send
 from .migrate_request import KIND, PHASES, SNAP_PREFIX, MigrateRequest
 from .plan import ALREADY_RUNNING, Conflict
 from .remote import RemoteReceiver
-from .transport import PeerHost
 from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
 
 __all__ = ["KIND", "PHASES", "SNAP_PREFIX", "Migrate", "MigrateRequest", "restore_readonly"]
@@ -94,11 +92,7 @@ class Migrate(ReceiverUpkeep, PipelineActivity):
             raise UsageError(f"bad migrate param: {e}") from e
         self.space_check = p.get("space_check", True) is not False
         self.bwlimit_bps = self.request.bwlimit_bps
-        self._peer = PeerHost(
-            self.request.destination_node,
-            cipher=self.request.cipher,
-            control_dir=str(load_settings().agent_socket.parent / "ssh"),
-        )
+        self._peer = ctx.peer_host(self.request.destination_node, self.request.cipher)
         super().__init__(record, ctx)
         self._check_twin()
         self._zfs = Zfs(ctx.host(None))
