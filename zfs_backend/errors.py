@@ -16,7 +16,9 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── CommandFailed                 non-zero exit: node, argv, stderr
     │   ├── CommandTimeout
     │   ├── HostUnreachable               cannot connect (network, auth); exit 13
-    │   └── HostKeyMismatch               the node's host key is unknown or changed; exit 14
+    │   ├── HostKeyMismatch               the node's host key is unknown or changed; exit 14
+    │   ├── PeerRefused                   a stream's peer refused it (auth, cipher, forced command)
+    │   └── StreamFailed                  a send → receive stream broke, for no more specific reason
     ├── ZfsError                          a zfs/zpool command failed in a known way; exit 6
     │   ├── DatasetNotFound
     │   ├── DatasetExists
@@ -24,6 +26,7 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── PoolFull
     │   ├── DatasetHasDependents          children, newer snapshots or clones stand in the way
     │   ├── DestinationModified           incremental recv refused: target changed since its snapshot
+    │   ├── StreamMismatch                recv refused: the stream's base is not the target's newest
     │   └── UnsupportedFeature            the node's ZFS dialect lacks it
     ├── ActivityError                     exit 7
     │   ├── ActivityNotFound              exit 10
@@ -84,10 +87,13 @@ __all__ = [
     "NoCommonBase",
     "NotGranted",
     "NotRoot",
+    "PeerRefused",
     "PoolFull",
     "ProtocolError",
     "ReplicationConflict",
     "StoreError",
+    "StreamFailed",
+    "StreamMismatch",
     "UnknownNode",
     "UnsupportedFeature",
     "UpToDate",
@@ -175,6 +181,16 @@ class HostKeyMismatch(HostError):
     exit_code = 14
 
 
+class PeerRefused(HostError):
+    """The peer a stream goes to refused it: authentication, no common cipher, or its narrow key's
+    forced command said no. Retrying cannot help."""
+
+
+class StreamFailed(HostError):
+    """A send → receive stream ended early or a side of it exited non-zero, for no reason a more
+    specific error names (a cut link, a killed process): another attempt may succeed."""
+
+
 class ZfsError(ZfsBackendError):
     exit_code = 6
 
@@ -201,6 +217,10 @@ class DatasetHasDependents(ZfsError):
 
 class DestinationModified(ZfsError):
     """An incremental receive found the target changed since its most recent snapshot."""
+
+
+class StreamMismatch(ZfsError):
+    """A receive refused an incremental stream: its source is not the destination's newest snapshot."""
 
 
 class UnsupportedFeature(ZfsError):

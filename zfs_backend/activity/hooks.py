@@ -15,6 +15,8 @@ A kind subclasses ``pipeline.PipelineActivity`` and overrides these hooks::
     retryable(error, status)      False: a failed stream is final (e.g. out of space), no retry
     recover_failure(error)        True: the cause was mended, retry now without counting a failure;
                                   raise to fail at once with that error
+                                  (``error``: the stream's typed error, ``zfs.cmd.stream_error``: a
+                                  kind tests its type, never its text)
     on_final_failure()            the activity is about to fail for good (e.g. undo a partial effect)
     on_tick()                     every ``persist_interval_s`` while a stream runs (e.g. renew a lease)
     next_stream()                 after a complete stream: True when the kind has another one to run
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ZfsBackendError
 from .stream import Endpoint
 
 __all__ = ["PipelineHooks"]
@@ -76,11 +79,11 @@ class PipelineHooks:
     def extra_cpu_pids(self) -> list[int]:
         return []
 
-    def retryable(self, error: str, status: int) -> bool:
+    def retryable(self, error: ZfsBackendError, status: int) -> bool:
         """Whether a failed stream is worth another attempt (default: always, up to ``max_retries``)."""
         return True
 
-    def recover_failure(self, error: str) -> bool:
+    def recover_failure(self, error: ZfsBackendError) -> bool:
         """A stream failed with ``error``: True when the kind mended the cause and the next attempt may
         start at once, not counted as a failure. Raise to fail the activity with that error."""
         return False

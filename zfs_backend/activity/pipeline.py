@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from ..errors import ActivityNotFound, ZfsBackendError
+from ..zfs.cmd import stream_error
 from .core import ActivityContext, LocalActivity, status_of
 from .hooks import PipelineHooks
 from .live import LiveControls
@@ -303,8 +304,9 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
             self._transition(SUCCEEDED, status=STATUS_OK, final_resources=self._final_resources)
 
     def _after_failure(self, error: str, status: int) -> None:
+        typed = stream_error(error)  # the hooks test its type, never the text
         try:
-            if self.recover_failure(error):
+            if self.recover_failure(typed):
                 self.ctx.log.info("activity %s: stream failed (%s); mended, starting again", self.id, error)
                 return
         except Exception as e:
@@ -316,7 +318,7 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
         self._cp["failures"] = failures
         self._cp["last_error"] = error
         self._persist()
-        if self.restart_mode == "none" or failures > self.max_retries or not self.retryable(error, status):
+        if self.restart_mode == "none" or failures > self.max_retries or not self.retryable(typed, status):
             tries = f" after {failures} attempts" if failures > 1 else ""
             self._fail_for_good(f"stream failed{tries}: {error}", status)
             return

@@ -276,10 +276,10 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         # pipeline is built, where a failure counts as one more (retried) attempt.
         self._replan = True
 
-    def retryable(self, error: str, status: int) -> bool:
+    def retryable(self, error: ZfsBackendError, status: int) -> bool:
         if isinstance(self.build_error, ReplicationConflict | DatasetNotFound | UsageError):
             return False  # a refusal on restart: the destination diverged, the snapshot is gone, ...
-        return not PERMANENT.search(error)
+        return not isinstance(error, PERMANENT)
 
     def build_producer(self, offset: int) -> Endpoint:
         self._noop = False

@@ -33,7 +33,15 @@ from ..activity.core import ActivityContext, register_kind
 from ..activity.pipeline import Endpoint, PipelineActivity
 from ..activity.relay import MAX_BWLIMIT_BPS
 from ..activity.report import ActivityRecord
-from ..errors import BackupError, BackupNotFound, DatasetExists, DatasetNotFound, UsageError, ZfsBackendError
+from ..errors import (
+    BackupCorrupt,
+    BackupError,
+    BackupNotFound,
+    DatasetExists,
+    DatasetNotFound,
+    UsageError,
+    ZfsBackendError,
+)
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
@@ -92,10 +100,10 @@ class _BackupBase(PipelineActivity):
             args["grant"] = self.grant
         return self.ctx.peer_agent(self.backup_node).call(f"backup.{verb}", volume=self.volume, **args)
 
-    def retryable(self, error: str, status: int) -> bool:
+    def retryable(self, error: ZfsBackendError, status: int) -> bool:
         if isinstance(self.build_error, BackupError | DatasetNotFound | UsageError):
             return False
-        return not PERMANENT.search(error) and "corrupted" not in error
+        return not isinstance(error, (*PERMANENT, BackupCorrupt))
 
     def _save(self, **result: Any) -> None:
         with contextlib.suppress(Exception):

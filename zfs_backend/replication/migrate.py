@@ -288,10 +288,10 @@ class Migrate(ReceiverUpkeep, PipelineActivity):
     def on_restart(self, checkpoint: dict[str, Any]) -> None:
         self._replan = True
 
-    def retryable(self, error: str, status: int) -> bool:
+    def retryable(self, error: ZfsBackendError, status: int) -> bool:
         if isinstance(self.build_error, ReplicationConflict | DatasetNotFound | UsageError):
             return False
-        return not PERMANENT.search(error)
+        return not isinstance(error, PERMANENT)
 
     def on_success(self) -> None:
         ks = self.kind_state

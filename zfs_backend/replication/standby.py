@@ -27,9 +27,19 @@ from typing import Any
 from ..activity.core import ActivityContext, LocalActivity, register_kind, status_of
 from ..activity.report import ActivityRecord, Resources
 from ..activity.states import CANCELLING, PENDING, RUNNING, STATUS_FAILED, SUSPENDED, TERMINAL
-from ..errors import DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
+from ..errors import (
+    DatasetExists,
+    DatasetHasDependents,
+    DatasetNotFound,
+    ReplicationConflict,
+    StreamFailed,
+    StreamMismatch,
+    UsageError,
+    ZfsBackendError,
+)
 from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
+from ..zfs.cmd import modified_target, stream_error
 from ..zfs.models import SendSpec
 from ..zfs.names import SnapshotName, parse_dataset, parse_snapshot, validate_node
 from .compress import check_codec, validate_codec
@@ -37,7 +47,6 @@ from .receiver_standby import hold_tag
 from .remote import RemoteReceiver
 from .standby_stream import IncrementPipe
 from .transport import DEFAULT_CIPHER, validate_cipher
-from .upkeep import MODIFIED
 from .wire import validate_grant
 
 __all__ = ["KIND", "PREFIX", "StandbySync", "snapshot_time"]
@@ -267,13 +276,14 @@ class StandbySync(IncrementPipe, LocalActivity):
             rc, moved, cpu, error = self._pipe(spec)
             if rc == 0:
                 return moved, cpu
-            m = MODIFIED.search(error)
-            if attempt == 1 and m is not None:
-                self.receiver.clean(m.group(1))
+            failure = stream_error(error or "the stream failed")
+            target = modified_target(failure)
+            if attempt == 1 and target is not None:
+                self.receiver.clean(target)
                 continue
-            if "does not match incremental source" in error or "destination has snapshots" in error:
+            if isinstance(failure, StreamMismatch | DatasetHasDependents):  # diverged: cannot heal
                 raise _Permanent(error)
-            raise ZfsBackendError(error or "the stream failed")
+            raise StreamFailed(str(failure))
         raise AssertionError("unreachable")
 
     def _commit(self, snap: str, guid: int) -> None:
@@ -291,11 +301,8 @@ class StandbySync(IncrementPipe, LocalActivity):
         new = SnapshotName(self.dataset, snap)
         tag = hold_tag(self.id)
         if self._zfs.dialect.user_holds and self._cp.get("held") != snap:
-            try:
+            with contextlib.suppress(DatasetExists):  # a restart after the hold, before it was recorded
                 self._zfs.hold(new, tag)
-            except ZfsBackendError as e:
-                if "tag already exists" not in str(e):  # a restart after the hold, before it was recorded
-                    raise
             old = self._cp.get("held")
             if old:
                 with contextlib.suppress(ZfsBackendError):

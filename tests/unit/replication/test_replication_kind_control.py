@@ -15,12 +15,15 @@ from zfs_backend.activity.report import ActivityRecord
 from zfs_backend.activity.states import CANCELLING, FAILED, STATUS_FAILED, SUSPENDED
 from zfs_backend.activity.store import ActivityStore, new_activity_id
 from zfs_backend.config import load_settings
-from zfs_backend.errors import ZfsBackendError
+from zfs_backend.errors import StreamFailed, ZfsBackendError
 from zfs_backend.replication.activity import Replicate
 from zfs_backend.replication.backup import Backup, Restore
 from zfs_backend.replication.migrate import Migrate
 from zfs_backend.replication.standby import PREFIX, StandbySync
 from zfs_backend.replication.transport import PeerHost
+from zfs_backend.zfs.cmd import stream_error
+from zfs_backend.zfs.models import SendSpec
+from zfs_backend.zfs.names import parse_snapshot
 
 SYNC = {"dataset": "tank/v", "destination_node": "node2", "base": f"{PREFIX}1"}
 REPL = {"snapshot": "tank/fs@s1", "source_node": "node1", "destination_node": "node2"}
@@ -133,3 +136,73 @@ def test_every_kind_takes_its_peer_host_from_the_context(
     activity = cls(_rec(kind, params), ctx)
     assert made == [(node, "aes128-gcm@openssh.com")]
     assert activity._peer.name == node
+
+
+MODIFIED = (
+    "consumer exited 1: cannot receive: destination tank/r has been modified | since most recent snapshot"
+)
+PERMANENT_FAILURES = [
+    "consumer exited 1: cannot receive: out of space",
+    "consumer exited 1: most recent snapshot of tank/r does not match incremental source",
+    "consumer exited 1: cannot receive: destination 'tank/r' exists",
+    "producer exited 1: cannot open 'tank/fs@s1': dataset does not exist",
+    "consumer exited 255: Host key verification failed.",
+    "consumer exited 255: node2: Permission denied (publickey).",
+    "consumer exited 1: zfs-backend peer-exec: refused by the peer (node1): not granted",
+]
+PASSING_FAILURES = ["consumer exited 255: Connection closed by 198.18.172.12 port 22", "stream ended early"]
+
+
+@pytest.mark.parametrize(
+    ("cls", "kind", "params"),
+    [(Replicate, "replicate", REPL), (Migrate, "migrate", MIGRATE), (Backup, "backup", BACKUP)],
+)
+def test_kinds_retry_by_the_type_of_the_stream_error(
+    ctx: ActivityContext, cls: Any, kind: str, params: dict[str, Any]
+) -> None:
+    activity = cls(_rec(kind, params), ctx)
+    for message in PERMANENT_FAILURES:
+        assert not activity.retryable(stream_error(message), 1), message
+    for message in PASSING_FAILURES:
+        assert activity.retryable(stream_error(message), 1), message
+    corrupt = stream_error("producer exited 1: stream file is corrupted (sha256 mismatch)")
+    assert activity.retryable(corrupt, 1) is (cls is not Backup)  # only a restore's producer says so
+
+
+class _Cleaning:
+    def __init__(self) -> None:
+        self.cleaned: list[str] = []
+
+    def clean(self, dataset: str) -> None:
+        self.cleaned.append(dataset)
+
+
+def test_a_modified_refusal_is_cleaned_where_the_typed_error_says(
+    ctx: ActivityContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repl = Replicate(_rec("replicate", REPL), ctx)
+    receiver = _Cleaning()
+    monkeypatch.setattr(Replicate, "receiver", property(lambda self: receiver))
+    assert not repl.recover_failure(stream_error(PASSING_FAILURES[0]))
+    assert repl.recover_failure(stream_error(MODIFIED))
+    assert receiver.cleaned == ["tank/r"]
+
+
+def test_the_standby_stream_cleans_a_modified_standby_once_and_refuses_a_diverged_one(
+    ctx: ActivityContext,
+) -> None:
+    sync = StandbySync(_rec("standby-sync", SYNC), ctx)
+    receiver = _Cleaning()
+    sync._receiver = receiver  # type: ignore[assignment]
+    answers = [(1, 0, 0.0, MODIFIED), (0, 42, 0.5, "")]
+    sync._pipe = lambda spec: answers.pop(0)  # type: ignore[method-assign]
+    spec = SendSpec(parse_snapshot("tank/v@s2"), incremental_from=parse_snapshot("tank/v@s1"))
+    assert sync._stream(spec) == (42, 0.5)
+    assert receiver.cleaned == ["tank/r"]
+    answers[:] = [(1, 0, 0.0, PERMANENT_FAILURES[1])]
+    with pytest.raises(Exception, match="does not match incremental source") as refused:
+        sync._stream(spec)
+    assert type(refused.value).__name__ == "_Permanent"
+    answers[:] = [(1, 0, 0.0, PASSING_FAILURES[0])]
+    with pytest.raises(StreamFailed):  # retried at the next interval
+        sync._stream(spec)
