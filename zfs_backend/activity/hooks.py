@@ -31,9 +31,10 @@ checkpoint for the kind's own use (e.g. the snapshots ``plan()`` chose).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ZfsBackendError
+from ..errors import UsageError, ZfsBackendError
 from .stream import Endpoint
 
 __all__ = ["PipelineHooks"]
@@ -53,6 +54,15 @@ class PipelineHooks:
     #: before the producer's EOF reaches the relay (a remote producer: ``ssh``): a write to it that
     #: breaks then is not a failure when both sides exit 0
     consumer_ends_stream: bool = False
+
+    def tune_retries(self, params: Mapping[str, Any], bad: str) -> None:
+        """``max_retries`` and ``backoff_s`` from a kind's params (else its own defaults); a value that is
+        not a number is refused with ``UsageError("{bad}: ...")``."""
+        try:
+            self.max_retries = int(params.get("max_retries", self.max_retries))
+            self.backoff_s = float(params.get("backoff_s", self.backoff_s))
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"{bad}: {e}") from e
 
     # -- hooks ------------------------------------------------------------------------------------
     def plan(self) -> None:

@@ -103,11 +103,7 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
         self.request = Request.from_params(record.params, also=TUNING_PARAMS)
         p = record.params
-        try:
-            self.max_retries = int(p.get("max_retries", self.max_retries))
-            self.backoff_s = float(p.get("backoff_s", self.backoff_s))
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"bad replicate param: {e}") from e
+        self.tune_retries(p, "bad replicate param")
         space_check = p.get("space_check", True)
         if not isinstance(space_check, bool):
             raise UsageError("replicate param 'space_check' must be true or false")

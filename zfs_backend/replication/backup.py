@@ -86,11 +86,7 @@ class _BackupBase(PipelineActivity):
             raise UsageError(f"param 'bwlimit_bps' must be a whole number from 1 to {MAX_BWLIMIT_BPS}")
         self.bwlimit_bps = bw
         self.grant = None if p.get("grant") is None else validate_grant(p["grant"])
-        try:
-            self.max_retries = int(p.get("max_retries", self.max_retries))
-            self.backoff_s = float(p.get("backoff_s", self.backoff_s))
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"bad param: {e}") from e
+        self.tune_retries(p, "bad param")
         self._peer = ctx.peer_host(self.backup_node, cipher)
         super().__init__(record, ctx)
         self._zfs = Zfs(ctx.host(None))

@@ -85,11 +85,7 @@ class Migrate(ReceiverUpkeep, PipelineActivity):
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
         self.request = MigrateRequest.from_params(record.params)
         p = record.params
-        try:
-            self.max_retries = int(p.get("max_retries", self.max_retries))
-            self.backoff_s = float(p.get("backoff_s", self.backoff_s))
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"bad migrate param: {e}") from e
+        self.tune_retries(p, "bad migrate param")
         self.space_check = p.get("space_check", True) is not False
         self.bwlimit_bps = self.request.bwlimit_bps
         self._peer = ctx.peer_host(self.request.destination_node, self.request.cipher)
