@@ -50,15 +50,9 @@ class IncrementPipe:
 
     _next: tuple[subprocess.Popen[bytes], int, IO[bytes]] | None = None
 
-    def _stop_stream(self) -> None:
-        """Abort the increment in flight and the pre-started receiver (the caller holds ``_cond``)."""
-        if self._relay is not None:
-            self._relay.abort()
-        for p in self._procs:
-            kill_process_group(p.pid, grace_s=0.5)
-        self._drop_next()
-
     def _drop_next(self) -> None:
+        """Kill the pre-started receiver, if any (the caller holds ``_cond``; a cancel or detach does,
+        through ``StandbySync._halt``)."""
         nxt, self._next = self._next, None
         if nxt is not None:
             proc, fd, err = nxt
