@@ -6,7 +6,7 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     ZfsBackendError                       base; exit 1
     ├── UsageError                        bad input from a user (names, sizes, options); exit 2
     │   ├── InvalidName                   a dataset/snapshot/node/property name failed validation
-    │   ├── PeerRefused                   peer-exec refused a peer node's command; nothing ran
+    │   ├── PeerCommandRefused            peer-exec refused a peer node's command; nothing ran
     │   └── (the volume driver's)         VolumeNotFound, VolumeExists, InvalidSize, InvalidClient,
     │                                     InvalidAttachment, VolumeBusy: see below
     ├── UnsafeVolumeFile                  a volume's file is not a regular file; the driver refuses it
@@ -22,7 +22,9 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── CommandTimeout
     │   ├── HostUnreachable               cannot connect (network, auth); exit 13
     │   ├── HostKeyMismatch               the node's host key is unknown or changed; exit 14
-    │   └── CodecMissing                  a stream codec's tool (zstd) is not installed on the node
+    │   ├── CodecMissing                  a stream codec's tool (zstd) is not installed on the node
+    │   ├── PeerRefused                   a stream's peer refused it (auth, cipher, forced command)
+    │   └── StreamFailed                  a send → receive stream broke, for no more specific reason
     ├── ZfsError                          a zfs/zpool command failed in a known way; exit 6
     │   ├── DatasetNotFound
     │   ├── DatasetExists
@@ -30,6 +32,7 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── PoolFull
     │   ├── DatasetHasDependents          children, newer snapshots or clones stand in the way
     │   ├── DestinationModified           incremental recv refused: target changed since its snapshot
+    │   ├── StreamMismatch                recv refused: the stream's base is not the target's newest
     │   ├── UnsupportedFeature            the node's ZFS dialect lacks it
     │   └── ParseError                    zfs printed something the parser does not understand
     ├── ActivityError                     exit 7
@@ -119,11 +122,14 @@ __all__ = [
     "NotGranted",
     "NotRoot",
     "ParseError",
+    "PeerCommandRefused",
     "PeerRefused",
     "PoolFull",
     "ProtocolError",
     "ReplicationConflict",
     "StoreError",
+    "StreamFailed",
+    "StreamMismatch",
     "UnknownNode",
     "UnsafeVolumeFile",
     "UnsupportedFeature",
@@ -151,7 +157,7 @@ class InvalidName(UsageError):
     """A name failed validation before reaching any command line."""
 
 
-class PeerRefused(UsageError):
+class PeerCommandRefused(UsageError):
     """peer-exec (a node key's forced command) refused a peer node's command: not what a node key may
     run, not admitted by this node's agent, or a stream it will not receive. Nothing ran."""
 
@@ -256,6 +262,16 @@ class CodecMissing(HostError):
     """A stream codec's tool is not installed on this node."""
 
 
+class PeerRefused(HostError):
+    """The peer a stream goes to refused it: authentication, no common cipher, or its narrow key's
+    forced command said no. Retrying cannot help."""
+
+
+class StreamFailed(HostError):
+    """A send → receive stream ended early or a side of it exited non-zero, for no reason a more
+    specific error names (a cut link, a killed process): another attempt may succeed."""
+
+
 class ZfsError(ZfsBackendError):
     exit_code = 6
 
@@ -282,6 +298,10 @@ class DatasetHasDependents(ZfsError):
 
 class DestinationModified(ZfsError):
     """An incremental receive found the target changed since its most recent snapshot."""
+
+
+class StreamMismatch(ZfsError):
+    """A receive refused an incremental stream: its source is not the destination's newest snapshot."""
 
 
 class UnsupportedFeature(ZfsError):

@@ -12,81 +12,66 @@ Rules every implementation keeps:
 * ``progress`` is the last *persisted* progress, so a crash never makes ``n`` go backwards;
 * an illegal move raises ``InvalidTransition`` and changes nothing.
 
+The control verbs (``suspend``, ``resume``, ``cancel``, ``detach``) are ``LocalActivity``'s, one
+implementation for every kind: each persists its move (and, for ``suspend``, the counters and checkpoint
+through the kind's ``_persist``) and acts on the stream in flight (``_relay``, ``_procs``); a kind says
+only what else must stop (``_halt``), what a cancel undoes (``rollback``) and how to wake its worker
+(``_wake_worker``).
+
 A kind is a ``LocalActivity`` subclass (usually of ``PipelineActivity``) registered with
 ``register_kind(kind, factory)``; ``factory(record, ctx)`` builds the object both for a new activity
-and to carry a stored, non-terminal one on after an agent restart.
+and to carry a stored, non-terminal one on after an agent restart. ``ActivityContext`` gives it the
+node's settings and its peers: ``peer_agent`` (a session to a peer's agent) and ``peer_host`` (the
+peer as a ``Host`` a stream reaches over SSH).
 """
 
 from __future__ import annotations
 
-import logging
-import socket
+import contextlib
+import subprocess
 import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from ..errors import UsageError
-from ..hosts.base import Host
-from ..hosts.local import LocalHost
+from .context import LOCAL_HOST_NAMES, ActivityContext, PeerCaller, PeerHostFactory
 from .handle import BackendActivity
+from .procs import kill_process_group
+from .relay import Relay
 from .report import ActivityRecord, Progress, Resources
-from .states import FAILED, TERMINAL
-from .store import ActivityStore
+from .states import (
+    CANCELLED,
+    CANCELLING,
+    FAILED,
+    RUNNING,
+    STATUS_CANCELLED,
+    STATUS_FAILED,
+    SUSPENDED,
+    TERMINAL,
+)
 
 __all__ = [
+    "LOCAL_HOST_NAMES",
     "ActivityContext",
     "BackendActivity",
     "KindFactory",
     "LocalActivity",
     "PeerCaller",
+    "PeerHostFactory",
     "kind_factory",
     "register_kind",
     "registered_kinds",
+    "status_of",
 ]
 
-LOCAL_HOST_NAMES = frozenset({"", "local", "localhost"})
 
-
-def _default_host_for(name: str) -> Host:
-    if name in LOCAL_HOST_NAMES or name == socket.gethostname():
-        return LocalHost(name or None)
-    raise UsageError(f"unknown host {name!r}: this agent has no way to reach it")
-
-
-class PeerCaller(Protocol):
-    """A session to a peer node's agent (its peer socket): ``call(op, **args)`` returns the result or
-    raises the typed error the peer raised."""
-
-    def call(self, op: str, **args: Any) -> Any: ...
-
-
-def _no_peers(name: str) -> PeerCaller:
-    raise UsageError(f"node {name!r}: this host has no way to reach peer agents")
-
-
-@dataclass
-class ActivityContext:
-    """What a kind needs from whoever hosts it: the store, the node's name, a way to reach hosts."""
-
-    store: ActivityStore
-    node: str = field(default_factory=socket.gethostname)
-    host_for: Callable[[str], Host] = _default_host_for
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("zfs_backend.activity"))
-    #: True when the host carries non-terminal activities on after a restart (the agent)
-    self_restarting: bool = False
-    #: sessions to peer nodes' agents (the agent provides them; none elsewhere)
-    peer: Callable[[str], PeerCaller] | None = None
-
-    def peer_agent(self, name: str) -> PeerCaller:
-        return (self.peer or _no_peers)(name)
-
-    def host(self, name: str | None) -> Host:
-        if not name or name == self.node:
-            return LocalHost(self.node)
-        return self.host_for(name)
+def status_of(e: BaseException) -> int:
+    """The status a failure carries: the error's exit code for this project's errors (e.g. 8 for a
+    replication conflict), else the generic failure status."""
+    code = getattr(e, "exit_code", None)
+    return code if isinstance(code, int) and code > 0 else STATUS_FAILED
 
 
 KindFactory = Callable[[ActivityRecord, ActivityContext], "LocalActivity"]
@@ -119,20 +104,28 @@ def registered_kinds() -> list[str]:
 class LocalActivity(BackendActivity):
     """An activity hosted in this process, persisted in an ``ActivityStore``.
 
-    Subclasses implement ``_run()`` (the worker thread's body) and the control verbs. State moves go
-    through ``_transition``, which persists first and then updates the in-memory copy and wakes
-    waiters. ``start()`` launches the worker; ``detach()`` stops it for a host shutdown, leaving the
-    record non-terminal for the next start to carry on.
+    Subclasses implement ``_run()`` (the worker thread's body); the control verbs are here (see the
+    module doc). State moves go through ``_transition``, which persists first and then updates the
+    in-memory copy and wakes waiters. ``start()`` launches the worker; ``detach()`` stops it for a host
+    shutdown, leaving the record non-terminal for the next start to carry on. The worker publishes the
+    stream in flight as ``_relay`` and ``_procs`` (producer first), under ``_cond``.
     """
 
     KIND: ClassVar[str] = ""
     UNIT: ClassVar[str] = "bytes"
+    #: how long ``cancel()`` waits for the worker to finish cancelling (the rollback included)
+    cancel_wait_s: float = 30.0
+    #: how long a killed process group of the stream in flight gets between SIGTERM and SIGKILL
+    kill_grace_s: float = 2.0
 
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
         self.ctx = ctx
         self._record = record
         self._cond = threading.Condition(threading.RLock())
         self._thread: threading.Thread | None = None
+        self._relay: Relay | None = None
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._abort: str | None = None  # "cancel" | "detach"
 
     @classmethod
     def new_record(cls, activity_id: str, params: dict[str, Any], ctx: ActivityContext) -> ActivityRecord:
@@ -218,8 +211,91 @@ class LocalActivity(BackendActivity):
             self._thread = threading.Thread(target=self._run_guarded, name=f"activity-{self.id}", daemon=True)
             self._thread.start()
 
+    # -- control --------------------------------------------------------------------------------
+    def suspend(self) -> None:
+        """Persisted first; the stream in flight pauses (no byte moves until ``resume``), then the
+        counters and the checkpoint as of the pause are persisted too."""
+        with self._cond:
+            self._transition(SUSPENDED, verb="suspend")
+            relay = self._relay
+            if relay is not None:
+                relay.pause()
+        if relay is not None:
+            relay.pause(wait=2.0)
+        self._persist()
+        self._wake_worker()
+
+    def resume(self) -> None:
+        with self._cond:
+            self._transition(RUNNING, verb="resume")
+            if self._relay is not None:
+                self._relay.unpause()
+        self._wake_worker()
+
+    def cancel(self) -> None:
+        """Persisted first (``cancelling``); the stream in flight is killed, the worker rolls back and
+        ends ``cancelled`` (or ``failed`` when the rollback fails). Waits up to ``cancel_wait_s``."""
+        with self._cond:
+            self._transition(CANCELLING, verb="cancel")
+            self._abort = "cancel"
+            procs = self._halt()
+        for p in procs:
+            kill_process_group(p.pid, grace_s=self.kill_grace_s)
+        self._wake_worker()
+        if self._thread is None:  # not hosted (e.g. never started): finish here
+            self._finish_cancel()
+        self.wait(self.cancel_wait_s)
+
     def detach(self, timeout: float = 10.0) -> None:
-        """Stop working without changing the persisted state (host shutdown)."""
+        """Host shutdown: stop the stream tidily (producer first, then let the consumer drain what it
+        was given), leave the persisted state non-terminal for the next start to carry on."""
+        with self._cond:
+            if self._abort is None:
+                self._abort = "detach"
+            procs = self._halt()
+            self._cond.notify_all()
+        if procs:
+            kill_process_group(procs[0].pid, grace_s=self.kill_grace_s)
+        self._wake_worker()
+        self.join(timeout)
+        for p in procs[1:]:
+            kill_process_group(p.pid, grace_s=0.5)
+
+    # -- what a kind adds to the verbs --------------------------------------------------------------
+    def _halt(self) -> list[subprocess.Popen[bytes]]:
+        """Under ``_cond``, for cancel and detach: stop the relay in flight (and whatever else the kind
+        started); return the processes to kill, producer first."""
+        if self._relay is not None:
+            self._relay.abort()
+        return list(self._procs)
+
+    def _wake_worker(self) -> None:
+        """After a verb: wake a worker that sleeps on something else than ``_cond``."""
+
+    def _persist(self) -> None:
+        """Persist the counters and checkpoint as they are now (a suspend does). Default: nothing."""
+
+    def rollback(self) -> None:
+        """After cancel killed the stream: undo the activity's effect (raise: the rollback failed)."""
+
+    def _final_resources(self, finished_at: float) -> Resources | None:
+        """What the activity cost, saved with its terminal move. Default: what the record holds."""
+        return None
+
+    def _finish_cancel(self) -> None:
+        try:
+            self.rollback()
+        except Exception as e:
+            self._fail_if_possible(f"cancelled, but the rollback failed: {e}", STATUS_FAILED)
+            return
+        with contextlib.suppress(Exception):
+            self._transition(
+                CANCELLED, status=STATUS_CANCELLED, error="cancelled", final_resources=self._final_resources
+            )
+
+    def _fail_if_possible(self, error: str, status: int) -> None:
+        with contextlib.suppress(Exception):
+            self._transition(FAILED, status=status, error=error, final_resources=self._final_resources)
 
     def join(self, timeout: float | None = None) -> None:
         t = self._thread
@@ -270,7 +346,7 @@ class LocalActivity(BackendActivity):
             self._cond.notify_all()
             return self._record
 
-    def _fail_quietly(self, error: str, status: int = 1) -> None:
+    def _fail_quietly(self, error: str, status: int = STATUS_FAILED) -> None:
         try:
             self._transition(FAILED, status=status, error=error)
         except Exception:

@@ -15,6 +15,8 @@ A kind subclasses ``pipeline.PipelineActivity`` and overrides these hooks::
     retryable(error, status)      False: a failed stream is final (e.g. out of space), no retry
     recover_failure(error)        True: the cause was mended, retry now without counting a failure;
                                   raise to fail at once with that error
+                                  (``error``: the stream's typed error, ``zfs.cmd.stream_error``: a
+                                  kind tests its type, never its text)
     on_final_failure()            the activity is about to fail for good (e.g. undo a partial effect)
     on_tick()                     every ``persist_interval_s`` while a stream runs (e.g. renew a lease)
     next_stream()                 after a complete stream: True when the kind has another one to run
@@ -29,8 +31,10 @@ checkpoint for the kind's own use (e.g. the snapshots ``plan()`` chose).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from ..errors import UsageError, ZfsBackendError
 from .stream import Endpoint
 
 __all__ = ["PipelineHooks"]
@@ -45,12 +49,20 @@ class PipelineHooks:
     backoff_max_s: float = 30.0
     persist_interval_s: float = 0.5
     stale_exit_wait_s: float = 5.0
-    cancel_wait_s: float = 30.0
     bwlimit_bps: float | None = None
     #: the consumer knows where its stream ends (``zfs receive`` reads to the END record) and may exit
     #: before the producer's EOF reaches the relay (a remote producer: ``ssh``): a write to it that
     #: breaks then is not a failure when both sides exit 0
     consumer_ends_stream: bool = False
+
+    def tune_retries(self, params: Mapping[str, Any], bad: str) -> None:
+        """``max_retries`` and ``backoff_s`` from a kind's params (else its own defaults); a value that is
+        not a number is refused with ``UsageError("{bad}: ...")``."""
+        try:
+            self.max_retries = int(params.get("max_retries", self.max_retries))
+            self.backoff_s = float(params.get("backoff_s", self.backoff_s))
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"{bad}: {e}") from e
 
     # -- hooks ------------------------------------------------------------------------------------
     def plan(self) -> None:
@@ -74,17 +86,14 @@ class PipelineHooks:
     def on_success(self) -> None:
         """After the stream completed, before ``succeeded``. Raise to fail the activity."""
 
-    def rollback(self) -> None:
-        """After cancel killed both process groups: undo the activity's effect on the destination."""
-
     def extra_cpu_pids(self) -> list[int]:
         return []
 
-    def retryable(self, error: str, status: int) -> bool:
+    def retryable(self, error: ZfsBackendError, status: int) -> bool:
         """Whether a failed stream is worth another attempt (default: always, up to ``max_retries``)."""
         return True
 
-    def recover_failure(self, error: str) -> bool:
+    def recover_failure(self, error: ZfsBackendError) -> bool:
         """A stream failed with ``error``: True when the kind mended the cause and the next attempt may
         start at once, not counted as a failure. Raise to fail the activity with that error."""
         return False

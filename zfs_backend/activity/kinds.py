@@ -76,9 +76,8 @@ class CommandPipeline(PipelineActivity):
         if mode == "offset" and not resumable:
             raise UsageError("restart 'offset' needs resume_argv on both producer and consumer")
         self.restart_mode = mode
+        self.tune_retries(p, "bad pipeline param")
         try:
-            self.max_retries = int(p.get("max_retries", self.max_retries))
-            self.backoff_s = float(p.get("backoff_s", self.backoff_s))
             self._expected = int(p.get("total", 0) or 0)
             bw = p.get("bwlimit_bps")
             if bw is not None and not (0 <= float(bw) <= MAX_BWLIMIT_BPS):  # NaN fails too

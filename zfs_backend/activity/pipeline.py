@@ -7,32 +7,29 @@ the progress a caller sees is always persisted and never goes backwards.
 
 The kind's side of the contract (hooks, tunables) is ``hooks.PipelineHooks``; one stream's processes
 and pipes are ``stream.StreamRun``; the live bandwidth limit and the stall watchdog are ``live.LiveControls``.
-This module runs the attempts: retries, suspend, cancel, persistence.
+This module runs the attempts: retries, persistence, what suspend and cancel mean to a stream; the
+control verbs themselves are ``core.LocalActivity``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import threading
 import time
 from typing import Any
 
 from ..errors import ActivityNotFound, ZfsBackendError
-from .core import ActivityContext, LocalActivity
+from ..zfs.cmd import stream_error
+from .core import ActivityContext, LocalActivity, status_of
 from .hooks import PipelineHooks
 from .live import LiveControls
-from .procs import kill_process_group, reap_stale
-from .relay import Relay
+from .procs import reap_stale
 from .report import ActivityRecord, Progress, Resources
 from .resources import ResourceMonitor
 from .states import (
-    CANCELLED,
     CANCELLING,
-    FAILED,
     PENDING,
     RUNNING,
-    STATUS_CANCELLED,
     STATUS_FAILED,
     STATUS_OK,
     SUCCEEDED,
@@ -57,9 +54,6 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
             self._total = ctx.store.raw_progress(record.id)[1]
             self._delivered = int(self._cp.get("delivered", 0))
         self.kind_state: dict[str, Any] = dict(self._cp.get("kind", {}))
-        self._relay: Relay | None = None
-        self._procs: list[subprocess.Popen[bytes]] = []
-        self._abort: str | None = None  # "cancel" | "detach"
         self._prod_remote = self._cons_remote = False
         self._base = 0
         self._monitor: ResourceMonitor | None = None
@@ -93,53 +87,6 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
     def revise_total(self, total: int) -> None:
         """Raise m (never lowered; never below n): persisted at the next tick."""
         self._total = max(self._total, int(total))
-
-    # -- control ----------------------------------------------------------------------------------
-    def suspend(self) -> None:
-        with self._cond:
-            self._transition(SUSPENDED, verb="suspend")
-            relay = self._relay
-            if relay is not None:
-                relay.pause()
-        if relay is not None:
-            relay.pause(wait=2.0)
-            self._persist()
-
-    def resume(self) -> None:
-        with self._cond:
-            self._transition(RUNNING, verb="resume")
-            if self._relay is not None:
-                self._relay.unpause()
-
-    def cancel(self) -> None:
-        with self._cond:
-            self._transition(CANCELLING, verb="cancel")
-            self._abort = "cancel"
-            if self._relay is not None:
-                self._relay.abort()
-            procs = list(self._procs)
-        for p in procs:
-            kill_process_group(p.pid)
-        if self._thread is None:  # not hosted (e.g. never started): finish here
-            self._finish_cancel()
-        self.wait(self.cancel_wait_s)
-
-    def detach(self, timeout: float = 10.0) -> None:
-        """Agent shutdown: stop the stream tidily (producer first, then let the consumer drain what
-        it was given), persist the counters, leave the state non-terminal."""
-        with self._cond:
-            if self._abort is None:
-                self._abort = "detach"
-            relay = self._relay
-            if relay is not None:
-                relay.abort()
-            procs = list(self._procs)
-            self._cond.notify_all()
-        if procs:
-            kill_process_group(procs[0].pid)
-        self.join(timeout)
-        for p in procs[1:]:
-            kill_process_group(p.pid, grace_s=0.5)
 
     def resources(self) -> Resources:
         if self._monitor is not None and self.state not in TERMINAL:
@@ -188,7 +135,7 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
                 try:
                     self.prepare()
                 except Exception as e:
-                    self._fail_for_good(f"plan failed: {e}", _status_of(e))
+                    self._fail_for_good(f"plan failed: {e}", status_of(e))
                     continue
                 self._persist()
             if state == PENDING:
@@ -196,10 +143,6 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
                     self._transition(RUNNING, verb="start", only_from=PENDING)
                 continue
             self._attempt()
-
-    def _fail_if_possible(self, error: str, status: int) -> None:
-        with contextlib.suppress(Exception):
-            self._transition(FAILED, status=status, error=error, final_resources=self._final_resources)
 
     def _fail_for_good(self, error: str, status: int) -> None:
         """Fail after giving the kind its ``on_final_failure`` (whose own failure is added to the error)."""
@@ -215,7 +158,8 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
         if restarted:
             self._reap_stale()
             if self.restart_mode == "none":
-                self._fail_if_possible("the stream was interrupted and this kind cannot restart it", 1)
+                error = "the stream was interrupted and this kind cannot restart it"
+                self._fail_if_possible(error, STATUS_FAILED)
                 return
             try:
                 self.on_restart(dict(self._cp))
@@ -223,7 +167,7 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
                     delivered = int(self._cp.get("delivered", 0)) - self.streamed
                     offset = max(0, int(self.restart_offset(delivered)))
             except Exception as e:
-                self._fail_for_good(f"restart failed: {e}", _status_of(e))
+                self._fail_for_good(f"restart failed: {e}", status_of(e))
                 return
         self._cp["attempts"] = int(self._cp.get("attempts", 0)) + 1
         self._base = self._delivered = self.streamed + offset
@@ -244,7 +188,7 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
             consumer = self.build_consumer(offset)
         except Exception as e:
             self.build_error = e
-            return "failed", f"cannot build the pipeline: {e}", _status_of(e)
+            return "failed", f"cannot build the pipeline: {e}", status_of(e)
         with StreamRun(producer, consumer, bwlimit_bps=self._bwlimit()) as run:
             with self._cond:
                 if self._abort is not None or self._record.state not in (RUNNING, SUSPENDED):
@@ -341,7 +285,7 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
         try:
             more = self.next_stream()
         except Exception as e:
-            self._fail_for_good(f"cannot go on: {e}", _status_of(e))
+            self._fail_for_good(f"cannot go on: {e}", status_of(e))
             return
         if more:
             self._persist()  # the counter of the stream just done, before it becomes the base
@@ -353,27 +297,28 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
         try:
             self.on_success()
         except Exception as e:
-            self._fail_for_good(f"completion check failed: {e}", _status_of(e))
+            self._fail_for_good(f"completion check failed: {e}", status_of(e))
             return
         self._persist()
         with contextlib.suppress(Exception):
             self._transition(SUCCEEDED, status=STATUS_OK, final_resources=self._final_resources)
 
     def _after_failure(self, error: str, status: int) -> None:
+        typed = stream_error(error)  # the hooks test its type, never the text
         try:
-            if self.recover_failure(error):
+            if self.recover_failure(typed):
                 self.ctx.log.info("activity %s: stream failed (%s); mended, starting again", self.id, error)
                 return
         except Exception as e:
             self._cp["last_error"] = error
             self._persist()
-            self._fail_for_good(str(e), _status_of(e))
+            self._fail_for_good(str(e), status_of(e))
             return
         failures = int(self._cp.get("failures", 0)) + 1
         self._cp["failures"] = failures
         self._cp["last_error"] = error
         self._persist()
-        if self.restart_mode == "none" or failures > self.max_retries or not self.retryable(error, status):
+        if self.restart_mode == "none" or failures > self.max_retries or not self.retryable(typed, status):
             tries = f" after {failures} attempts" if failures > 1 else ""
             self._fail_for_good(f"stream failed{tries}: {error}", status)
             return
@@ -386,17 +331,6 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
                 if left <= 0:
                     break
                 self._cond.wait(min(left, 0.5))
-
-    def _finish_cancel(self) -> None:
-        try:
-            self.rollback()
-        except Exception as e:
-            self._fail_if_possible(f"cancelled, but the rollback failed: {e}", STATUS_FAILED)
-            return
-        with contextlib.suppress(Exception):
-            self._transition(
-                CANCELLED, status=STATUS_CANCELLED, error="cancelled", final_resources=self._final_resources
-            )
 
     def _final_resources(self, finished_at: float) -> Resources | None:
         """What the activity cost, as of its end (given to the terminal move: saved with it)."""
@@ -411,10 +345,3 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
     def _reap_stale(self) -> None:
         reap_stale(self._cp.get("pids", []), self.stale_exit_wait_s)
         self._cp["pids"] = []
-
-
-def _status_of(e: BaseException) -> int:
-    """The status a failure carries: the error's exit code for this project's errors (e.g. 8 for a
-    replication conflict), else the generic failure status."""
-    code = getattr(e, "exit_code", None)
-    return code if isinstance(code, int) and code > 0 else STATUS_FAILED

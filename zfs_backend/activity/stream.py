@@ -3,7 +3,9 @@
 ``StreamRun`` owns what a single attempt creates and must give back: the two pipes, the ``Relay``
 between them, the stderr files of both sides and the two processes. It knows nothing of activity
 states, retries or persistence (``pipeline.PipelineActivity`` does); it starts the sides, reaps them
-with their exact CPU time, and words the failure when the stream did not end cleanly.
+with their exact CPU time, and words the failure when the stream did not end cleanly. Each side is
+started by ``zfs.cmd.spawn_stream``, and the failure's words are typed by ``zfs.cmd.stream_error``
+(in ``PipelineActivity``): argv and stderr of a stream are zfs/cmd.py's, as a command's are.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from types import TracebackType
 from typing import IO
 
 from ..hosts.base import Host
+from ..zfs.cmd import spawn_stream
 from .procs import create_time, kill_process_group, stderr_tail, wait_rusage
 from .relay import Relay, enlarge_pipe
 from .states import STATUS_FAILED
@@ -62,8 +65,8 @@ class StreamRun:
         w1, r2 = self._child_fds
         prod, cons, null = self.producer, self.consumer, subprocess.DEVNULL
         try:
-            self.procs.append(prod.host.spawn(prod.argv, stdin=null, stdout=w1, stderr=self._perr))
-            self.procs.append(cons.host.spawn(cons.argv, stdin=r2, stdout=null, stderr=self._cerr))
+            self.procs.append(spawn_stream(prod.host, prod.argv, stdin=null, stdout=w1, stderr=self._perr))
+            self.procs.append(spawn_stream(cons.host, cons.argv, stdin=r2, stdout=null, stderr=self._cerr))
         except BaseException:
             for p in self.procs:
                 kill_process_group(p.pid, 0.5)

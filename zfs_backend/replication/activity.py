@@ -44,7 +44,6 @@ from ..activity.core import ActivityContext, register_kind
 from ..activity.pipeline import Endpoint, PipelineActivity
 from ..activity.report import ActivityRecord
 from ..activity.states import TERMINAL
-from ..config import load_settings
 from ..errors import DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
@@ -60,7 +59,6 @@ from .raw import check_raw_source, raw_flags
 from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
 from .restart import MULTIPLEX_BELOW, RestartOps, stale_tokens
-from .transport import PeerHost
 from .tree_plan import streams_fit, tree_estimate
 from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv, stream_flags
 
@@ -105,22 +103,14 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
         self.request = Request.from_params(record.params, also=TUNING_PARAMS)
         p = record.params
-        try:
-            self.max_retries = int(p.get("max_retries", self.max_retries))
-            self.backoff_s = float(p.get("backoff_s", self.backoff_s))
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"bad replicate param: {e}") from e
+        self.tune_retries(p, "bad replicate param")
         space_check = p.get("space_check", True)
         if not isinstance(space_check, bool):
             raise UsageError("replicate param 'space_check' must be true or false")
         self.space_check = space_check
         # The stream's ssh (and nothing else) goes to the destination directly, with the node's own
         # SSH configuration; the destination's narrow key lets it run only `zfs receive` there.
-        self._peer = PeerHost(
-            self.request.destination_node,
-            cipher=self.request.cipher,
-            control_dir=str(load_settings().agent_socket.parent / "ssh"),
-        )
+        self._peer = ctx.peer_host(self.request.destination_node, self.request.cipher)
         super().__init__(record, ctx)
         conflict = running_conflict(ctx.store.non_terminal(), self.request, own_id=record.id)
         if conflict is not None:
@@ -282,10 +272,10 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         # pipeline is built, where a failure counts as one more (retried) attempt.
         self._replan = True
 
-    def retryable(self, error: str, status: int) -> bool:
+    def retryable(self, error: ZfsBackendError, status: int) -> bool:
         if isinstance(self.build_error, ReplicationConflict | DatasetNotFound | UsageError):
             return False  # a refusal on restart: the destination diverged, the snapshot is gone, ...
-        return not PERMANENT.search(error)
+        return not isinstance(error, PERMANENT)
 
     def build_producer(self, offset: int) -> Endpoint:
         self._noop = False

@@ -33,13 +33,20 @@ from ..activity.core import ActivityContext, register_kind
 from ..activity.pipeline import Endpoint, PipelineActivity
 from ..activity.relay import MAX_BWLIMIT_BPS
 from ..activity.report import ActivityRecord
-from ..config import load_settings
-from ..errors import BackupError, BackupNotFound, DatasetExists, DatasetNotFound, UsageError, ZfsBackendError
+from ..errors import (
+    BackupCorrupt,
+    BackupError,
+    BackupNotFound,
+    DatasetExists,
+    DatasetNotFound,
+    UsageError,
+    ZfsBackendError,
+)
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
 from .backupstore import validate_backup_id
-from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
+from .transport import DEFAULT_CIPHER, validate_cipher
 from .upkeep import PERMANENT, dialect_for_recv
 from .wire import RECEIVER_PROP, validate_grant
 
@@ -79,13 +86,8 @@ class _BackupBase(PipelineActivity):
             raise UsageError(f"param 'bwlimit_bps' must be a whole number from 1 to {MAX_BWLIMIT_BPS}")
         self.bwlimit_bps = bw
         self.grant = None if p.get("grant") is None else validate_grant(p["grant"])
-        try:
-            self.max_retries = int(p.get("max_retries", self.max_retries))
-            self.backoff_s = float(p.get("backoff_s", self.backoff_s))
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"bad param: {e}") from e
-        control = str(load_settings().agent_socket.parent / "ssh")
-        self._peer = PeerHost(self.backup_node, cipher=cipher, control_dir=control)
+        self.tune_retries(p, "bad param")
+        self._peer = ctx.peer_host(self.backup_node, cipher)
         super().__init__(record, ctx)
         self._zfs = Zfs(ctx.host(None))
 
@@ -94,10 +96,10 @@ class _BackupBase(PipelineActivity):
             args["grant"] = self.grant
         return self.ctx.peer_agent(self.backup_node).call(f"backup.{verb}", volume=self.volume, **args)
 
-    def retryable(self, error: str, status: int) -> bool:
+    def retryable(self, error: ZfsBackendError, status: int) -> bool:
         if isinstance(self.build_error, BackupError | DatasetNotFound | UsageError):
             return False
-        return not PERMANENT.search(error) and "corrupted" not in error
+        return not isinstance(error, (*PERMANENT, BackupCorrupt))
 
     def _save(self, **result: Any) -> None:
         with contextlib.suppress(Exception):

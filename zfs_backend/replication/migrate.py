@@ -39,7 +39,6 @@ from ..activity.core import ActivityContext, register_kind
 from ..activity.pipeline import Endpoint, PipelineActivity
 from ..activity.report import ActivityRecord
 from ..activity.states import RUNNING, SUSPENDED
-from ..config import load_settings
 from ..errors import (
     DatasetBusy,
     DatasetNotFound,
@@ -56,7 +55,6 @@ from .estimate import Estimate, check_space, estimate_send
 from .migrate_request import KIND, PHASES, SNAP_PREFIX, MigrateRequest
 from .plan import ALREADY_RUNNING, Conflict
 from .remote import RemoteReceiver
-from .transport import PeerHost
 from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
 
 __all__ = ["KIND", "PHASES", "SNAP_PREFIX", "Migrate", "MigrateRequest", "restore_readonly"]
@@ -87,18 +85,10 @@ class Migrate(ReceiverUpkeep, PipelineActivity):
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
         self.request = MigrateRequest.from_params(record.params)
         p = record.params
-        try:
-            self.max_retries = int(p.get("max_retries", self.max_retries))
-            self.backoff_s = float(p.get("backoff_s", self.backoff_s))
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"bad migrate param: {e}") from e
+        self.tune_retries(p, "bad migrate param")
         self.space_check = p.get("space_check", True) is not False
         self.bwlimit_bps = self.request.bwlimit_bps
-        self._peer = PeerHost(
-            self.request.destination_node,
-            cipher=self.request.cipher,
-            control_dir=str(load_settings().agent_socket.parent / "ssh"),
-        )
+        self._peer = ctx.peer_host(self.request.destination_node, self.request.cipher)
         super().__init__(record, ctx)
         self._check_twin()
         self._zfs = Zfs(ctx.host(None))
@@ -294,10 +284,10 @@ class Migrate(ReceiverUpkeep, PipelineActivity):
     def on_restart(self, checkpoint: dict[str, Any]) -> None:
         self._replan = True
 
-    def retryable(self, error: str, status: int) -> bool:
+    def retryable(self, error: ZfsBackendError, status: int) -> bool:
         if isinstance(self.build_error, ReplicationConflict | DatasetNotFound | UsageError):
             return False
-        return not PERMANENT.search(error)
+        return not isinstance(error, PERMANENT)
 
     def on_success(self) -> None:
         ks = self.kind_state

@@ -24,31 +24,29 @@ import threading
 import time
 from typing import Any
 
-from ..activity.core import ActivityContext, LocalActivity, register_kind
-from ..activity.relay import Relay
+from ..activity.core import ActivityContext, LocalActivity, register_kind, status_of
 from ..activity.report import ActivityRecord, Resources
-from ..activity.states import (
-    CANCELLED,
-    CANCELLING,
-    FAILED,
-    PENDING,
-    RUNNING,
-    STATUS_CANCELLED,
-    SUSPENDED,
-    TERMINAL,
+from ..activity.states import CANCELLING, PENDING, RUNNING, STATUS_FAILED, SUSPENDED, TERMINAL
+from ..errors import (
+    DatasetExists,
+    DatasetHasDependents,
+    DatasetNotFound,
+    ReplicationConflict,
+    StreamFailed,
+    StreamMismatch,
+    UsageError,
+    ZfsBackendError,
 )
-from ..config import load_settings
-from ..errors import DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
 from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
+from ..zfs.cmd import modified_target, stream_error
 from ..zfs.models import SendSpec
 from ..zfs.names import SnapshotName, parse_dataset, parse_snapshot, validate_node
 from .compress import check_codec, validate_codec
 from .receiver_standby import hold_tag
 from .remote import RemoteReceiver
 from .standby_stream import IncrementPipe
-from .transport import DEFAULT_CIPHER, PeerHost, validate_cipher
-from .upkeep import MODIFIED
+from .transport import DEFAULT_CIPHER, validate_cipher
 from .wire import validate_grant
 
 __all__ = ["KIND", "PREFIX", "StandbySync", "snapshot_time"]
@@ -79,6 +77,8 @@ class StandbySync(IncrementPipe, LocalActivity):
 
     KIND = KIND
     UNIT = "syncs"
+    cancel_wait_s = 60.0
+    kill_grace_s = 0.5
 
     def __init__(self, record: ActivityRecord, ctx: ActivityContext) -> None:
         super().__init__(record, ctx)
@@ -104,18 +104,13 @@ class StandbySync(IncrementPipe, LocalActivity):
             )
         self.cipher = validate_cipher(str(p.get("cipher") or DEFAULT_CIPHER))
         self.grant = None if p.get("grant") is None else validate_grant(p["grant"])
-        self._peer = PeerHost(
-            self.dest_node, cipher=self.cipher, control_dir=str(load_settings().agent_socket.parent / "ssh")
-        )
+        self._peer = ctx.peer_host(self.dest_node, self.cipher)
         self._peer.stream_multiplex = True
         self._zfs = Zfs(LocalHost(ctx.node))
         self._cp: dict[str, Any] = {}
         with contextlib.suppress(ZfsBackendError):
             self._cp = ctx.store.checkpoint(record.id)
-        self._procs: list[subprocess.Popen[bytes]] = []
-        self._relay: Relay | None = None
-        self._abort: str | None = None  # "cancel" | "detach"
-        self._wake = threading.Event()
+        self._woken = threading.Event()
         self._receiver: RemoteReceiver | None = None
 
     @property
@@ -158,36 +153,18 @@ class StandbySync(IncrementPipe, LocalActivity):
             raise DatasetNotFound(f"{self.dest_node}:{self.dest} does not exist: seed the standby first")
         return {"guids": [s.guid for s in tree.top.snapshots], "dialect": tree}
 
-    # -- control ----------------------------------------------------------------------------------
-    def suspend(self) -> None:
-        with self._cond:
-            self._transition(SUSPENDED, verb="suspend")
-            if self._relay is not None:
-                self._relay.pause()
+    # -- control (the verbs are LocalActivity's) ------------------------------------------------
+    def _halt(self) -> list[subprocess.Popen[bytes]]:
+        """The increment in flight stopped, and the pre-started receiver too (see ``IncrementPipe``)."""
+        procs = super()._halt()
+        self._drop_next()
+        return procs
 
-    def resume(self) -> None:
-        with self._cond:
-            self._transition(RUNNING, verb="resume")
-            if self._relay is not None:
-                self._relay.unpause()
-        self._wake.set()
+    def _wake_worker(self) -> None:
+        self._woken.set()
 
-    def cancel(self) -> None:
-        with self._cond:
-            self._transition(CANCELLING, verb="cancel")
-            self._abort = "cancel"
-            self._stop_stream()
-        self._wake.set()
-        if self._thread is None:
-            self._finish_cancel()
-        self.wait(60.0)
-
-    def detach(self, timeout: float = 10.0) -> None:
-        with self._cond:
-            self._abort = self._abort or "detach"
-            self._stop_stream()
-        self._wake.set()
-        self.join(timeout)
+    def _persist(self) -> None:
+        self._save()
 
     # -- the loop ---------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -214,7 +191,7 @@ class StandbySync(IncrementPipe, LocalActivity):
                     ready = True
                 self._sync()
             except (ReplicationConflict, DatasetNotFound, UsageError, _Permanent) as e:
-                self._fail(f"standby sync refused: {e}", getattr(e, "exit_code", 1))
+                self._fail(f"standby sync refused: {e}", status_of(e))
                 return
             except Exception as e:
                 if self._abort is not None:
@@ -231,8 +208,8 @@ class StandbySync(IncrementPipe, LocalActivity):
         return int(self._cp.get("failures", 0))
 
     def _sleep(self, s: float) -> None:
-        self._wake.wait(max(0.01, s))
-        self._wake.clear()
+        self._woken.wait(max(0.01, s))
+        self._woken.clear()
 
     def _carry_on(self) -> None:
         """After a start or a failure: the claim again (the same one), and the newest own snapshot the
@@ -299,13 +276,14 @@ class StandbySync(IncrementPipe, LocalActivity):
             rc, moved, cpu, error = self._pipe(spec)
             if rc == 0:
                 return moved, cpu
-            m = MODIFIED.search(error)
-            if attempt == 1 and m is not None:
-                self.receiver.clean(m.group(1))
+            failure = stream_error(error or "the stream failed")
+            target = modified_target(failure)
+            if attempt == 1 and target is not None:
+                self.receiver.clean(target)
                 continue
-            if "does not match incremental source" in error or "destination has snapshots" in error:
+            if isinstance(failure, StreamMismatch | DatasetHasDependents):  # diverged: cannot heal
                 raise _Permanent(error)
-            raise ZfsBackendError(error or "the stream failed")
+            raise StreamFailed(str(failure))
         raise AssertionError("unreachable")
 
     def _commit(self, snap: str, guid: int) -> None:
@@ -323,11 +301,8 @@ class StandbySync(IncrementPipe, LocalActivity):
         new = SnapshotName(self.dataset, snap)
         tag = hold_tag(self.id)
         if self._zfs.dialect.user_holds and self._cp.get("held") != snap:
-            try:
+            with contextlib.suppress(DatasetExists):  # a restart after the hold, before it was recorded
                 self._zfs.hold(new, tag)
-            except ZfsBackendError as e:
-                if "tag already exists" not in str(e):  # a restart after the hold, before it was recorded
-                    raise
             old = self._cp.get("held")
             if old:
                 with contextlib.suppress(ZfsBackendError):
@@ -342,13 +317,11 @@ class StandbySync(IncrementPipe, LocalActivity):
         self._save(result=False)
 
     # -- the end ----------------------------------------------------------------------------------
-    def _finish_cancel(self) -> None:
+    def rollback(self) -> None:
+        """Cancel: see ``_undo``; what it could not undo fails the activity (``LocalActivity``)."""
         error = self._undo()
         if error:
-            self._fail(f"cancelled, but the rollback failed: {error}", 1)
-            return
-        with contextlib.suppress(Exception):
-            self._transition(CANCELLED, status=STATUS_CANCELLED, error="cancelled")
+            raise ZfsBackendError(error)
 
     def _undo(self) -> str | None:
         """The increment in flight rolled back on the standby, the claim and holds released on both sides,
@@ -383,10 +356,7 @@ class StandbySync(IncrementPipe, LocalActivity):
 
     def _fail(self, error: str, status: int) -> None:
         undo = self._undo()
-        with contextlib.suppress(Exception):
-            self._transition(
-                FAILED, status=status or 1, error=error + (f"; and undoing it: {undo}" if undo else "")
-            )
+        self._fail_if_possible(error + (f"; and undoing it: {undo}" if undo else ""), status or STATUS_FAILED)
 
     def _save(self, *, result: bool = True) -> None:
         """Persist the checkpoint (and, with ``result``, the status report ``standby status`` reads)."""

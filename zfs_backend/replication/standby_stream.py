@@ -23,6 +23,7 @@ from ..activity.report import ActivityRecord
 from ..activity.states import SUSPENDED
 from ..hosts.local import LocalHost
 from ..zfs.api import Zfs
+from ..zfs.cmd import spawn_stream
 from ..zfs.dialect import Dialect
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName
@@ -49,15 +50,9 @@ class IncrementPipe:
 
     _next: tuple[subprocess.Popen[bytes], int, IO[bytes]] | None = None
 
-    def _stop_stream(self) -> None:
-        """Abort the increment in flight and the pre-started receiver (the caller holds ``_cond``)."""
-        if self._relay is not None:
-            self._relay.abort()
-        for p in self._procs:
-            kill_process_group(p.pid, grace_s=0.5)
-        self._drop_next()
-
     def _drop_next(self) -> None:
+        """Kill the pre-started receiver, if any (the caller holds ``_cond``; a cancel or detach does,
+        through ``StandbySync._halt``)."""
         nxt, self._next = self._next, None
         if nxt is not None:
             proc, fd, err = nxt
@@ -79,11 +74,11 @@ class IncrementPipe:
             try:
                 if self.compress:  # zstd after the relay, unpacked by the standby's peer-exec
                     argv = pack_argv(self.compress, self._peer.stream_argv(unpack_argv(self.compress, recv)))
-                    proc = LocalHost(self.ctx.node).spawn(
-                        argv, stdin=r2, stdout=subprocess.DEVNULL, stderr=err
+                    proc = spawn_stream(
+                        LocalHost(self.ctx.node), argv, stdin=r2, stdout=subprocess.DEVNULL, stderr=err
                     )
                 else:
-                    proc = self._peer.spawn(recv, stdin=r2, stdout=subprocess.DEVNULL, stderr=err)
+                    proc = spawn_stream(self._peer, recv, stdin=r2, stdout=subprocess.DEVNULL, stderr=err)
             except Exception:
                 _close(r2, w2)
                 err.close()
@@ -113,8 +108,12 @@ class IncrementPipe:
                 consumer, w2, cerr = self._take_receiver()
                 relay = Relay(r1, w2)
                 try:
-                    producer = LocalHost(self.ctx.node).spawn(
-                        self._zfs.send_argv(spec), stdin=subprocess.DEVNULL, stdout=w1, stderr=perr
+                    producer = spawn_stream(
+                        LocalHost(self.ctx.node),
+                        self._zfs.send_argv(spec),
+                        stdin=subprocess.DEVNULL,
+                        stdout=w1,
+                        stderr=perr,
                     )
                 except Exception:
                     relay.close()

@@ -1,8 +1,8 @@
 """What the kinds that stream into a destination agent's receiver share (``replicate``, ``migrate``; the
 stderr patterns and receive flags also serve ``standby`` and ``backup``).
 
-* ``PERMANENT``: a stream failure that retrying cannot help (no space, a diverged base, a refused key).
-* ``MODIFIED``: a receive refused because the destination changed after its newest snapshot.
+* ``PERMANENT``: the types of a stream failure that retrying cannot help (no space, a diverged base, a
+  refused key), as ``zfs.cmd.stream_error`` types the stream's stderr.
 * ``ReceiverUpkeep``: the hooks of such a kind: a "modified" refusal cleaned by the destination and
   streamed again (at most ``_MAX_CLEANS`` times), the claim renewed while the stream runs, and the node's
   zfs-fuse daemon counted in the activity's CPU.
@@ -13,27 +13,38 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import psutil
 
-from ..errors import ReplicationConflict
+from ..errors import (
+    DatasetExists,
+    DatasetNotFound,
+    HostKeyMismatch,
+    PeerRefused,
+    PoolFull,
+    ReplicationConflict,
+    StreamMismatch,
+    ZfsBackendError,
+)
+from ..zfs.cmd import modified_target
 from ..zfs.dialect import Dialect
 from .remote import RemoteReceiver
 
-__all__ = ["MODIFIED", "PERMANENT", "ReceiverUpkeep", "dialect_for_recv"]
+__all__ = ["PERMANENT", "ReceiverUpkeep", "dialect_for_recv"]
 
-# A stream failure whose stderr says one of these is final: retrying cannot help.
-PERMANENT = re.compile(
-    r"out of space|no space left|does not match incremental source|must specify -F"
-    r"|destination '[^']*' exists|already exists|does not exist|Host key verification failed"
-    r"|no matching cipher|Permission denied|replication conflict|refused by the peer",
-    re.IGNORECASE,
+#: a stream failure of one of these types is final: retrying cannot help
+PERMANENT: tuple[type[ZfsBackendError], ...] = (
+    PoolFull,
+    StreamMismatch,
+    DatasetExists,
+    DatasetNotFound,
+    HostKeyMismatch,
+    PeerRefused,
+    ReplicationConflict,
 )
-MODIFIED = re.compile(r"destination (\S+) has been modified[\s|]+since most recent snapshot", re.IGNORECASE)
 _RENEW_EVERY_S = 60.0
 _MAX_CLEANS = 10
 
@@ -85,18 +96,18 @@ class ReceiverUpkeep:
     def receiver(self) -> RemoteReceiver:
         raise NotImplementedError
 
-    def recover_failure(self, error: str) -> bool:
+    def recover_failure(self, error: ZfsBackendError) -> bool:
         """A receive refused as "modified": have the destination check that dataset exactly. Noise is
         rolled back there and the stream starts again; a real change raises (the activity fails as
         diverged, nothing discarded)."""
-        m = MODIFIED.search(error)
-        if m is None:
+        target = modified_target(error)
+        if target is None:
             return False
         cleans = int(self.kind_state.get("cleans", 0)) + 1
         if cleans > _MAX_CLEANS:
             raise ReplicationConflict(f"the destination keeps changing under the receive: {error}")
         self.kind_state["cleans"] = cleans
-        self.receiver.clean(m.group(1))
+        self.receiver.clean(target)
         self._replan = True
         return True
 

@@ -86,7 +86,7 @@ def _probe_stream(zfs: Zfs, dataset: DatasetName, newest: Snapshot, count: bool)
     zfs.snapshot(probe)
     try:
         argv = ["zfs", "send", "-i", str(newest.name), str(probe)]
-        proc = zfs.host.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = cmd.spawn_stream(zfs.host, argv, stdin=None, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert proc.stdout is not None
             found = classify_stream(proc.stdout.read, newest.creation, stop_early=not count)

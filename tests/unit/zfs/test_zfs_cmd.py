@@ -5,6 +5,7 @@ import logging
 import pytest
 
 from zfs_backend.errors import (
+    BackupCorrupt,
     CommandFailed,
     CommandTimeout,
     DatasetBusy,
@@ -12,9 +13,14 @@ from zfs_backend.errors import (
     DatasetHasDependents,
     DatasetNotFound,
     DestinationModified,
+    HostKeyMismatch,
+    PeerRefused,
     PoolFull,
+    StreamFailed,
+    StreamMismatch,
     UnsupportedFeature,
     UsageError,
+    ZfsBackendError,
     ZfsError,
 )
 from zfs_backend.hosts.base import Host
@@ -154,3 +160,71 @@ def test_missing_binary_from_host() -> None:
     with pytest.raises(CommandFailed):
         cmd.run(host, ["zfs", "list"])
     assert cmd.run(host, ["zfs", "list"], check=False).returncode == 127
+
+
+# a failed stream's message as activity.stream.StreamRun words it (stderr lines joined on " | ")
+STREAM_CASES = [
+    (
+        "consumer exited 1: cannot receive incremental stream: destination tank/r has been modified | "
+        "since most recent snapshot",
+        DestinationModified,
+    ),
+    ("consumer exited 1: cannot receive: out of space", PoolFull),
+    (
+        "consumer exited 1: cannot receive incremental stream: most recent snapshot of tank/r does not "
+        "match incremental source",
+        StreamMismatch,
+    ),
+    (
+        "consumer exited 1: cannot receive new filesystem stream: destination has snapshots",
+        DatasetHasDependents,
+    ),
+    ("consumer exited 255: Host key verification failed.", HostKeyMismatch),
+    ("consumer exited 255: node2: Permission denied (publickey).", PeerRefused),
+    ("consumer exited 255: Unable to negotiate: no matching cipher found", PeerRefused),
+    ("consumer exited 1: zfs-backend peer-exec: refused by the peer (node1): not granted", PeerRefused),
+    ("producer exited 1: backup b1 of volume v: stream file is corrupted (sha256 mismatch)", BackupCorrupt),
+    ("consumer exited 1: cannot receive: destination 'tank/r' exists", DatasetExists),
+    ("producer exited 1: cannot open 'tank/v@s': dataset does not exist", DatasetNotFound),
+    ("consumer exited 255: Connection closed by 198.18.172.12 port 22", StreamFailed),
+    ("stream ended early", StreamFailed),
+]
+
+
+@pytest.mark.parametrize(("message", "etype"), STREAM_CASES)
+def test_one_classifier_types_a_failed_stream(message: str, etype: type[ZfsBackendError]) -> None:
+    err = cmd.stream_error(message)
+    assert type(err) is etype
+    assert str(err) == message  # the whole message: the activity's error says what each side said
+
+
+def test_stream_only_patterns_never_type_a_command() -> None:
+    """What only a stream says (ssh, a receive's refusal of a stream) leaves a command's failure as it was."""
+    for message, etype in STREAM_CASES:
+        if cmd.classify(message, stream=True) is not cmd.classify(message):
+            failure = CommandFailed("n1", ["zfs", "receive", "tank/r"], 1, message)
+            assert cmd.map_failure(failure) is failure, etype
+
+
+def test_the_modified_target_is_read_from_the_typed_error_only() -> None:
+    err = cmd.stream_error(STREAM_CASES[0][0])
+    assert cmd.modified_target(err) == "tank/r"
+    assert (
+        cmd.modified_target(StreamFailed("destination tank/r has been modified since most recent snapshot"))
+        is None
+    )
+
+
+def test_a_stream_side_starts_through_cmd(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[list[str]] = []
+
+    class Spawning(FakeHost):
+        def spawn(self, argv: object, **kw: object) -> object:  # type: ignore[override]
+            started.append(list(argv))  # type: ignore[call-overload]
+            return "proc"
+
+    host = Spawning(lambda argv, stdin: (0, "", ""), name="n1")
+    assert cmd.spawn_stream(host, ["zfs", "send", "tank/v@s"], stdin=None, stdout=None, stderr=None) == "proc"
+    assert started == [["zfs", "send", "tank/v@s"]]
+    with pytest.raises(UsageError):
+        cmd.spawn_stream(host, [], stdin=None, stdout=None, stderr=None)
