@@ -45,9 +45,7 @@ from ..hosts.base import Host
 from ..hosts.local import LocalHost
 from ..private import private_dir, private_open
 from ..replication.compress import available_codecs
-from ..zfs.names import validate_node
-from .manager import ActivityManager
-from .protocol import (
+from ..rpc.protocol import (
     BACKUP_OPS,
     GRANT_OPS,
     HELLO_OP,
@@ -62,6 +60,8 @@ from .protocol import (
     list_window,
     response,
 )
+from ..zfs.names import validate_node
+from .manager import ActivityManager
 
 __all__ = ["AgentServer", "JsonFormatter", "run_agent", "setup_logging"]
 
@@ -317,8 +317,8 @@ def run_agent(
     exit code (0). For ``zfs-backend agent``. ``test_kinds``: also host the generic ``pipeline`` kind.
     ``metrics_port`` > 0: Prometheus metrics on ``metrics_address:metrics_port`` (``agent.metrics``)."""
     from ..activity.store import ActivityStore
+    from ..kinds.backupstore import BackupStore
     from ..replication.authority import PeerAuthority
-    from ..replication.backupstore import BackupStore
     from ..replication.claims import ClaimStore
     from ..replication.grants import GrantStore
     from ..replication.receiver import Receiver

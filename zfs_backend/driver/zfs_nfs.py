@@ -348,7 +348,7 @@ class ZfsNfsDriver:
         try:
             if self._activity_kinds is not None:
                 return tuple(self._activity_kinds())
-            from ..agent.connect import connect_node
+            from ..rpc.connect import connect_node
 
             node = connect_node(self.options.node, self._settings())
             try:

@@ -38,11 +38,11 @@ class FlowEnv:
         return dict(self.driver(node).get_volume_stats(refresh=True))
 
     def agent(self, node: str) -> Any:
-        """A session to ``node``'s agent (``zfs_backend.agent.client.Node``), kept for the process."""
+        """A session to ``node``'s agent (``zfs_backend.rpc.client.Node``), kept for the process."""
         with self._lock:
             a = self._agents.get(node)
             if a is None:
-                from ..agent.connect import connect_node
+                from ..rpc.connect import connect_node
 
                 a = self._agents[node] = connect_node(node, self.settings)
             return a

@@ -1,4 +1,5 @@
-"""Reaching a storage node: one interface (:class:`Host`), local, SSH and fake implementations."""
+"""Reaching a storage node: one interface (:class:`Host`), local, SSH and fake implementations, and
+:class:`PeerHost` (another node as reached from this one with OpenSSH: a replication stream's ``ssh``)."""
 
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ if TYPE_CHECKING:
     from .inventory import Inventory, NodeSpec, connect, load_inventory
     from .local import LocalHost
     from .paramiko_conn import known_hosts_name
+    from .peer import PeerHost
     from .ssh import SSHHost
     from .validate import validate_address, validate_node_name
 
@@ -21,6 +23,7 @@ __all__ = [
     "Inventory",
     "LocalHost",
     "NodeSpec",
+    "PeerHost",
     "SSHHost",
     "check_argv",
     "connect",
@@ -38,6 +41,7 @@ _EXPORTS = {
     "Inventory": "inventory",
     "LocalHost": "local",
     "NodeSpec": "inventory",
+    "PeerHost": "peer",
     "SSHHost": "ssh",
     "check_argv": "base",
     "connect": "inventory",

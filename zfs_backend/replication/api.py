@@ -27,9 +27,9 @@ from ..activity.handle import BackendActivity
 from ..activity.relay import MAX_BWLIMIT_BPS
 from ..config import Settings, load_settings
 from ..errors import UsageError
+from ..hosts.ciphers import DEFAULT_CIPHER
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_node_qualified, parse_snapshot
 from ..zfs.parse import ParseError, parse_human_size
-from .ciphers import DEFAULT_CIPHER
 from .granted import AgentNode, grant_request, start_granted
 from .request import KIND, Request
 
@@ -37,7 +37,7 @@ __all__ = ["AgentNode", "parse_bwlimit", "snapshot_replicate"]
 
 
 def _default_node_for(settings: Settings) -> Callable[[str], AgentNode]:
-    from ..agent.connect import connect_node  # lazy: the agent layer sits above this one
+    from ..rpc.connect import connect_node  # lazy: the agent layer sits above this one
 
     return lambda name: connect_node(name, settings)
 

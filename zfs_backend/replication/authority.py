@@ -93,7 +93,7 @@ class PeerAuthority:
             raise UsageError(f"grant: ttl_s must be a number of seconds (0 = no expiry), not {ttl!r}")
         allow = args.get("allow")
         if args.get("volume") is not None:
-            from .backupstore import validate_backup_id
+            from ..kinds.backupstore import validate_backup_id
 
             if args.get("dataset") is not None:
                 raise UsageError("grant: name a dataset or a volume, not both")

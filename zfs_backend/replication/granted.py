@@ -81,7 +81,7 @@ _UNKNOWN_OUTCOME = (AgentUnavailable, HostError, ProtocolError)
 
 
 class AgentNode(Protocol):
-    """What starting a granted activity needs of a node's agent (``zfs_backend.agent.client.Node``)."""
+    """What starting a granted activity needs of a node's agent (``zfs_backend.rpc.client.Node``)."""
 
     def start(self, kind: str, params: dict[str, Any]) -> BackendActivity: ...
 
@@ -193,7 +193,7 @@ def _sync(p: Mapping[str, Any], peer: str) -> GrantRequest:
 
 
 def _backup(kind: str, p: Mapping[str, Any], peer: str) -> GrantRequest:
-    from .backupstore import validate_backup_id
+    from ..kinds.backupstore import validate_backup_id
 
     if not isinstance(p.get("backup_node"), str) or not isinstance(p.get("volume_id"), str):
         raise UsageError(f"{kind} params 'backup_node' and 'volume_id' are required (strings)")

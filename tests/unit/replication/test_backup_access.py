@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from zfs_backend.errors import BackupNotFound, NotGranted
-from zfs_backend.replication import backup_access
+from zfs_backend.kinds import backup_access
+from zfs_backend.kinds.backupstore import BackupStore, write_stream
 from zfs_backend.replication.authority import PeerAuthority
-from zfs_backend.replication.backupstore import BackupStore, write_stream
 from zfs_backend.replication.claims import ClaimStore
 from zfs_backend.replication.grants import GrantStore
 

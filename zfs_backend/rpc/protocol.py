@@ -38,7 +38,7 @@ the controller's grant, required of a peer's ``recv.begin``, see below):
     recv.commit   {"dataset", "holder", "target_guid", "prune_prefix"?}   (hold the new base, prune)
     recv.fence    {"dataset", "holder", "reason"?}         (abort, and shut the holder out for good)
 
-A backup node's side of volume backups (``zfs_backend.replication.backupstore``), also open to peers
+A backup node's side of volume backups (``zfs_backend.kinds.backupstore``), also open to peers
 (under a backup grant, see ``replication.backup_access``):
 
     backup.begin  {"volume", "backup", "holder", "parent"?, "grant"?}

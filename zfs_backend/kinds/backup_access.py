@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BackupNotFound, NotGranted, ProtocolError
-from .authority import PeerAuthority
+from ..replication.authority import PeerAuthority
 from .backupstore import BackupStore, validate_backup_id
 
 __all__ = ["admit", "op"]
