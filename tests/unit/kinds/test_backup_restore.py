@@ -15,7 +15,7 @@ from zfs_backend.errors import DatasetExists
 from zfs_backend.kinds.backup import Backup, Restore
 from zfs_backend.zfs.names import parse_dataset
 
-sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
+sys.path.insert(0, str(Path(__file__).parents[1] / "replication"))  # --import-mode=importlib
 from fake_zfs import FakeZfs
 
 
