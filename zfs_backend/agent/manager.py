@@ -237,7 +237,7 @@ class ActivityManager:
         raise ProtocolError(f"unknown op recv.{verb}")
 
     def backup(self, verb: str, args: dict[str, Any], peer: str | None = None) -> Any:
-        """A ``backup.*`` op: this node as a backup node (``replication.backupstore``); a peer session's
+        """A ``backup.*`` op: this node as a backup node (``kinds.backupstore``); a peer session's
         through ``peer_backups`` (grants, and entries the peer wrote)."""
         b = self.backups
         if b is None:

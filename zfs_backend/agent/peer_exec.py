@@ -23,7 +23,7 @@ replication needs, with every name validated, and nothing else:
   write the stream of a backup this node's agent opened for this peer (a new ``.partial`` file, never over
   an existing one) / read a complete backup's stream of a volume the peer holds a grant for or wrote
   (failing at the end if its SHA-256 does not match). Both ids are validated; the files are only ever
-  those of ``replication.backupstore`` under the node's backup directory.
+  those of ``kinds.backupstore`` under the node's backup directory.
 
 Without ``--peer NODE`` (an old forced command) everything is refused.
 

@@ -1,4 +1,4 @@
-"""Backups as a peer reaches them (replication.backup_access): begin only under a backup grant of this
+"""Backups as a peer reaches them (kinds.backup_access): begin only under a backup grant of this
 peer for that volume, entries record their writer, list/verify/read only granted volumes or own
 entries, write only an entry the peer opened; the controller's socket keeps the whole store."""
 
