@@ -1,7 +1,7 @@
 """The ``backup.*`` ops and ``peer-exec``'s backup streams, as the controller and as a peer may use them.
 
 The controller's socket (``peer`` None) reaches the whole store (:mod:`.backupstore`). A **peer session**
-(``authority``: :class:`~.authority.PeerAuthority`) reaches only:
+(``authority``: :class:`~zfs_backend.replication.authority.PeerAuthority`) reaches only:
 
 * ``backup.begin``: with a live ``backup`` grant of this peer for that volume (bound to the backup's
   holder; the entry records the peer and the grant, which is consumed by ``commit`` or ``abort``);
