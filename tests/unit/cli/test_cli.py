@@ -272,6 +272,7 @@ def test_replicate_client_loads_only_what_it_needs() -> None:
         "zfs_backend.activity.store",
         "zfs_backend.replication.plan",
         "zfs_backend.hosts.peer",
+        "zfs_backend.kinds.replicate",
         "zfs_backend.zfs.api",
     }
     assert loaded & (heavy | agent_side) == set()
