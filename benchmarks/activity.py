@@ -24,10 +24,10 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from zfs_backend.agent.connect import connect_node
 from zfs_backend.config import load_settings
 from zfs_backend.hosts import load_inventory
 from zfs_backend.lab import Lab
+from zfs_backend.rpc.connect import connect_node
 
 MiB = 1 << 20
 # Runs on node1; the sizes and paths reach it as positional parameters.

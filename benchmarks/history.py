@@ -32,15 +32,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from zfs_backend.agent.client import Node
-from zfs_backend.agent.connect import connect_node
-from zfs_backend.agent.protocol import LIST_LIMIT
 from zfs_backend.cli.activity_cmd import SHOWN
 from zfs_backend.config import load_settings
 from zfs_backend.errors import ZfsBackendError
 from zfs_backend.hosts import load_inventory
 from zfs_backend.lab import Lab
 from zfs_backend.lab.node import NODE_HOME
+from zfs_backend.rpc.client import Node
+from zfs_backend.rpc.connect import connect_node
+from zfs_backend.rpc.protocol import LIST_LIMIT
 
 from ._common import cli, write_json
 

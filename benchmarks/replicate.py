@@ -41,12 +41,12 @@ from rich.table import Table
 
 from zfs_backend.activity.core import BackendActivity
 from zfs_backend.activity.states import TERMINAL
-from zfs_backend.agent.client import Node
-from zfs_backend.agent.connect import connect_node
 from zfs_backend.config import Settings, load_settings
 from zfs_backend.hosts import SSHHost, load_inventory
 from zfs_backend.lab import Lab
 from zfs_backend.replication import snapshot_replicate
+from zfs_backend.rpc.client import Node
+from zfs_backend.rpc.connect import connect_node
 from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
 
 from ._replicate_tree import tree, tree_rows

@@ -29,12 +29,12 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from zfs_backend.agent.connect import connect_node
 from zfs_backend.config import load_settings
 from zfs_backend.flows.env import FlowEnv, set_env
 from zfs_backend.flows.standby import standby_create, standby_remove
 from zfs_backend.hosts import load_inventory
 from zfs_backend.lab import Lab
+from zfs_backend.rpc.connect import connect_node
 
 from ._common import write_json
 

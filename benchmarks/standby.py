@@ -36,10 +36,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from zfs_backend.agent.connect import connect_node
 from zfs_backend.config import Settings, load_settings
 from zfs_backend.driver.service import VolumeService
 from zfs_backend.lab import Lab, nfs
+from zfs_backend.rpc.connect import connect_node
 
 MiB = 1 << 20
 CLI = [sys.executable, "-m", "zfs_backend.cli.main"]

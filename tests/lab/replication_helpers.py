@@ -70,7 +70,7 @@ _AGENTS: dict[str, Any] = {}
 
 def _agent(settings: Settings, name: str) -> Any:
     """One agent session per node for the whole module (saves an SSH + rpc start per call)."""
-    from zfs_backend.agent.connect import connect_node
+    from zfs_backend.rpc.connect import connect_node
 
     if name not in _AGENTS:
         _AGENTS[name] = connect_node(name, settings)

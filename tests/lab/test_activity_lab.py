@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from zfs_backend.agent.client import Node, RemoteActivity
-from zfs_backend.agent.connect import connect_node
 from zfs_backend.config import Settings
 from zfs_backend.errors import ActivityNotFound, InvalidTransition
 from zfs_backend.hosts import SSHHost
 from zfs_backend.lab import Lab
+from zfs_backend.rpc.client import Node, RemoteActivity
+from zfs_backend.rpc.connect import connect_node
 
 MiB = 1 << 20
 

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from zfs_backend.agent.client import Node
-from zfs_backend.agent.connect import connect_node
 from zfs_backend.config import Settings
 from zfs_backend.hosts import SSHHost
 from zfs_backend.lab import Lab
 from zfs_backend.lab.node import NODE_HOME
+from zfs_backend.rpc.client import Node
+from zfs_backend.rpc.connect import connect_node
 
 DB = f"{NODE_HOME}/agent/activities.db"
 DAY = 86400.0

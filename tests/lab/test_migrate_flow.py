@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from polling import until
 
-from zfs_backend.agent.connect import connect_node
 from zfs_backend.config import Settings
 from zfs_backend.driver.service import VolumeService
 from zfs_backend.lab import Lab, nfs
+from zfs_backend.rpc.connect import connect_node
 
 sys.path.insert(0, os.path.dirname(__file__))
 from replication_helpers import cli

@@ -22,8 +22,8 @@ from zfs_backend.flows import standby_tasks
 from zfs_backend.flows.env import FlowEnv, set_env
 from zfs_backend.flows.runs import show_flow
 from zfs_backend.hosts import SSHHost
+from zfs_backend.kinds.standby import PREFIX
 from zfs_backend.lab import Lab, nfs
-from zfs_backend.replication.standby import PREFIX
 from zfs_backend.zfs import Zfs, parse_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib

@@ -445,7 +445,7 @@ def test_migrate_held_before_its_catchup_from_the_command_line(
     the operator (``activity resume``); its detached controller still unexports the source at the hold
     before the quiesce (it held only at the catch-up before, and the quiesce then unmounted an exported
     source), and the volume moves with its data."""
-    from zfs_backend.agent.connect import connect_node
+    from zfs_backend.rpc.connect import connect_node
 
     name = vname()
     svc.create_volume(name, 1, "node1")

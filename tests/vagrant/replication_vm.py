@@ -27,7 +27,7 @@ def new_name(names: list[str]) -> str:
 
 
 def replicate(settings: Settings, agents: dict[str, Any], src: str, dst: str, **kw: Any) -> BackendActivity:
-    from zfs_backend.agent.connect import connect_node
+    from zfs_backend.rpc.connect import connect_node
 
     def node_for(name: str) -> Any:
         if name not in agents:

@@ -1,7 +1,7 @@
 """The base of activities hosted in this process (``LocalActivity``) and the kind registry.
 
 ``LocalActivity`` implements the contract, ``BackendActivity`` (in ``handle``; re-exported here), the
-one interface shared by a local activity and a remote handle (``zfs_backend.agent.client.RemoteActivity``)::
+one interface shared by a local activity and a remote handle (``zfs_backend.rpc.client.RemoteActivity``)::
 
     id, kind, node, progress -> (n, m), self_restarting, state, status, error
     suspend(), resume(), cancel(), resources(), record(), to_dict(), wait(timeout)

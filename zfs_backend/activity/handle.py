@@ -1,6 +1,6 @@
 """The backend-activity contract: ``BackendActivity``, the one handle shared by an activity hosted in
 this process (``zfs_backend.activity.core.LocalActivity``) and a remote one
-(``zfs_backend.agent.client.RemoteActivity``).
+(``zfs_backend.rpc.client.RemoteActivity``).
 
 It lives apart from ``core`` (the store, hosts, the kind registry) so that a client, such as a
 command line that starts one replication and follows it, loads the contract and not the machinery

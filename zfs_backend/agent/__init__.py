@@ -1,8 +1,14 @@
-"""The node agent: hosts activities, persists them, carries them on after a restart; control over a
-root-only unix socket, reached remotely through ``zfs-backend rpc`` over SSH.
+"""The node agent (server): hosts activities, persists them, carries them on after a restart; control
+over a root-only unix socket, reached remotely through ``zfs-backend rpc`` over SSH.
 
-Entry points for the CLI: ``run_agent(settings)`` (``zfs-backend agent``) and ``rpc_bridge(settings)``
-(``zfs-backend rpc``). Client side: ``Node``, ``AgentClient``, ``RemoteActivity``.
+``daemon`` (the sockets and ``run_agent``), ``logs`` (its JSON-lines log), ``manager`` (the activities,
+the receiving end's ops, the grants), ``holds``, ``retention``, ``metrics``, ``peers`` (sessions to peer
+agents), ``peer_exec`` (the forced command of node keys), ``supervisor`` (``agent --daemon`` without
+systemd), ``health`` (``agent --status``).
+
+Entry point for the CLI: ``run_agent(settings)`` (``zfs-backend agent``). The client side (``Node``,
+``AgentClient``, ``RemoteActivity``, ``connect_node``) and ``rpc_bridge`` (``zfs-backend rpc``) are in
+:mod:`zfs_backend.rpc`. Layering: the agent sits above the kinds, the replication core and ``rpc``.
 """
 
 from typing import TYPE_CHECKING
@@ -10,41 +16,13 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .client import (
-        AgentClient,
-        ChannelTransport,
-        CommandTransport,
-        Node,
-        RemoteActivity,
-        UnixSocketTransport,
-    )
     from .daemon import run_agent
     from .manager import ActivityManager
-    from .rpc_bridge import bridge, rpc_bridge
 
-__all__ = [
-    "ActivityManager",
-    "AgentClient",
-    "ChannelTransport",
-    "CommandTransport",
-    "Node",
-    "RemoteActivity",
-    "UnixSocketTransport",
-    "bridge",
-    "rpc_bridge",
-    "run_agent",
-]
+__all__ = ["ActivityManager", "run_agent"]
 
 _EXPORTS = {
     "ActivityManager": "manager",
-    "AgentClient": "client",
-    "ChannelTransport": "client",
-    "CommandTransport": "client",
-    "Node": "client",
-    "RemoteActivity": "client",
-    "UnixSocketTransport": "client",
-    "bridge": "rpc_bridge",
-    "rpc_bridge": "rpc_bridge",
     "run_agent": "daemon",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 
 from ..config import load_settings
+from ..rpc.rpc_bridge import rpc_bridge
 from .daemon import run_agent
-from .rpc_bridge import rpc_bridge
 
 
 def main(argv: list[str] | None = None) -> int:

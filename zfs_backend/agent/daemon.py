@@ -19,20 +19,20 @@
   producer, let its consumer drain what it already received, persist the counters — and leave the
   records non-terminal (``running``/``suspended``/…), so the next start carries them on. Nothing is
   rolled back or marked failed by a shutdown.
+
+Its log (JSON lines) is set up by :mod:`.logs`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import signal
 import socket
 import socketserver
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,9 +45,7 @@ from ..hosts.base import Host
 from ..hosts.local import LocalHost
 from ..private import private_dir, private_open
 from ..replication.compress import available_codecs
-from ..zfs.names import validate_node
-from .manager import ActivityManager
-from .protocol import (
+from ..rpc.protocol import (
     BACKUP_OPS,
     GRANT_OPS,
     HELLO_OP,
@@ -62,50 +60,14 @@ from .protocol import (
     list_window,
     response,
 )
+from ..zfs.names import validate_node
+from .logs import setup_logging
+from .manager import ActivityManager
 
-__all__ = ["AgentServer", "JsonFormatter", "run_agent", "setup_logging"]
+__all__ = ["AgentServer", "run_agent"]
 
-_STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 REFUSED_LINGER_S = 2.0  # how long a refused peer's bytes are discarded before hanging up
 REFUSED_DRAIN = 1 << 20
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, plus any ``extra=`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for k, v in vars(record).items():
-            if k not in _STD_ATTRS and not k.startswith("_"):
-                out[k] = v
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def setup_logging(log_path: Path | None, *, stderr: bool = True) -> logging.Logger:
-    log = logging.getLogger("zfs_backend")
-    log.setLevel(logging.INFO)
-    for h in list(log.handlers):
-        log.removeHandler(h)
-    fmt = JsonFormatter()
-    if log_path is not None:
-        private_dir(log_path.parent)
-        fd = private_open(log_path, os.O_WRONLY | os.O_APPEND)
-        fh = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
-        fh.setFormatter(fmt)
-        log.addHandler(fh)
-    if stderr:
-        sh = logging.StreamHandler(sys.stderr)
-        sh.setFormatter(fmt)
-        log.addHandler(sh)
-    log.propagate = False
-    return logging.getLogger("zfs_backend.agent")
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -317,8 +279,8 @@ def run_agent(
     exit code (0). For ``zfs-backend agent``. ``test_kinds``: also host the generic ``pipeline`` kind.
     ``metrics_port`` > 0: Prometheus metrics on ``metrics_address:metrics_port`` (``agent.metrics``)."""
     from ..activity.store import ActivityStore
+    from ..kinds.backupstore import BackupStore
     from ..replication.authority import PeerAuthority
-    from ..replication.backupstore import BackupStore
     from ..replication.claims import ClaimStore
     from ..replication.grants import GrantStore
     from ..replication.receiver import Receiver

@@ -10,8 +10,8 @@ from ..config import Settings
 from ..errors import ZfsBackendError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
+from ..rpc.client import Node
 from ..zfs import cmd
-from .client import Node
 
 __all__ = ["NodeHealth", "node_health"]
 

@@ -22,13 +22,13 @@ from ..activity.states import FAILED, STATUS_FAILED, TERMINAL, check_transition
 from ..activity.store import ActivityStore, new_activity_id
 from ..errors import InvalidTransition, ProtocolError, UsageError
 from ..hosts.base import Host
-from ..replication import activity as _replicate_kind  # noqa: F401 - registers the "replicate" kind
-from ..replication import backup as _backup_kinds  # noqa: F401 - registers "backup" and "restore"
-from ..replication import backup_access as peer_backups
-from ..replication import migrate as _migrate_kind  # noqa: F401 - registers the "migrate" kind
-from ..replication import standby as _standby_kind  # noqa: F401 - registers the "standby-sync" kind
+from ..kinds import backup as _backup_kinds  # noqa: F401 - registers "backup" and "restore"
+from ..kinds import backup_access as peer_backups
+from ..kinds import migrate as _migrate_kind  # noqa: F401 - registers the "migrate" kind
+from ..kinds import replicate as _replicate_kind  # noqa: F401 - registers the "replicate" kind
+from ..kinds import standby as _standby_kind  # noqa: F401 - registers the "standby-sync" kind
+from ..kinds.backupstore import BackupStore
 from ..replication.authority import PeerAuthority
-from ..replication.backupstore import BackupStore
 from ..replication.receiver import Receiver
 from .holds import HoldKeeper
 
@@ -237,7 +237,7 @@ class ActivityManager:
         raise ProtocolError(f"unknown op recv.{verb}")
 
     def backup(self, verb: str, args: dict[str, Any], peer: str | None = None) -> Any:
-        """A ``backup.*`` op: this node as a backup node (``replication.backupstore``); a peer session's
+        """A ``backup.*`` op: this node as a backup node (``kinds.backupstore``); a peer session's
         through ``peer_backups`` (grants, and entries the peer wrote)."""
         b = self.backups
         if b is None:

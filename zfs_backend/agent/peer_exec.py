@@ -23,7 +23,7 @@ replication needs, with every name validated, and nothing else:
   write the stream of a backup this node's agent opened for this peer (a new ``.partial`` file, never over
   an existing one) / read a complete backup's stream of a volume the peer holds a grant for or wrote
   (failing at the end if its SHA-256 does not match). Both ids are validated; the files are only ever
-  those of ``replication.backupstore`` under the node's backup directory.
+  those of ``kinds.backupstore`` under the node's backup directory.
 
 Without ``--peer NODE`` (an old forced command) everything is refused.
 
@@ -183,7 +183,7 @@ def _ask(peer: str, request: dict[str, Any], socket_path: str) -> dict[str, Any]
     import json
     import socket
 
-    from .rpc_bridge import say_hello
+    from ..rpc.rpc_bridge import say_hello
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -309,7 +309,7 @@ def main(environ: dict[str, str] | None = None, argv: Sequence[str] | None = Non
         peer = _peer_of(args)
         what, req = parse_request(env.get("SSH_ORIGINAL_COMMAND"))
         if what == "rpc-peer":
-            from .rpc_bridge import bridge
+            from ..rpc.rpc_bridge import bridge
 
             return bridge(sys.stdin.buffer, sys.stdout.buffer, peer_socket_path(env), hello=peer)
         if what == "zfs" or what.startswith("zfs+"):
@@ -337,7 +337,7 @@ def main(environ: dict[str, str] | None = None, argv: Sequence[str] | None = Non
 
 def _backup(what: str, ids: list[str], root: object) -> int:
     from ..errors import ZfsBackendError
-    from ..replication.backupstore import BackupStore, read_stream, write_stream
+    from ..kinds.backupstore import BackupStore, read_stream, write_stream
 
     store = BackupStore(str(root))
     try:

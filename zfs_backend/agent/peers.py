@@ -15,9 +15,9 @@ import threading
 
 from ..config import Settings
 from ..hosts.inventory import load_inventory
-from ..replication.transport import PeerHost
-from .client import AgentClient
-from .transport import CommandTransport
+from ..hosts.peer import PeerHost
+from ..rpc.client import AgentClient
+from ..rpc.transport import CommandTransport
 
 __all__ = ["PeerAgents", "peer_rpc_argv"]
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from ..activity.report import ActivityRecord
 from ..activity.states import ALL_STATES, TERMINAL
-from ..agent.client import Node
-from ..agent.connect import connect_node
 from ..config import load_settings
+from ..rpc.client import Node
+from ..rpc.connect import connect_node
 from .numbers import seconds, whole
 from .progress import follow, summary_line
 from .render import human_bytes, human_duration, human_rate, parse_rate

@@ -10,9 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from ..agent import rpc_bridge, run_agent
+from ..agent import run_agent
 from ..agent.peer_exec import main as peer_exec_main
 from ..config import Settings, load_env_file, load_settings
+from ..rpc import rpc_bridge
 from .numbers import PORT_MAX, whole
 
 __all__ = ["register"]

@@ -110,8 +110,8 @@ def _fast_path(argv: Sequence[str]) -> int | None:
 
         return volume_file(argv[1:], sys.stdout)
     if list(argv[:1]) == ["rpc"] and set(argv[1:]) <= {"--peer"}:
-        from ..agent.rpc_bridge import rpc_bridge
         from ..config import load_settings
+        from ..rpc.rpc_bridge import rpc_bridge
 
         return rpc_bridge(load_settings(), peer="--peer" in argv)
     return None

@@ -39,10 +39,10 @@ from rich.text import Text
 
 from ..activity.report import ActivityRecord
 from ..activity.states import ALL_STATES, TERMINAL
-from ..agent.client import Node
-from ..agent.connect import connect_node
 from ..config import Settings, load_settings
 from ..hosts.inventory import load_inventory
+from ..rpc.client import Node
+from ..rpc.connect import connect_node
 from .numbers import seconds
 from .render import human_bytes, human_duration, human_rate
 

@@ -68,7 +68,7 @@ def activity_line(record: ActivityRecord) -> str:
 
 def node_activities(node: str, settings: Settings) -> list[ActivityRecord]:
     """Every activity the node's agent holds (one round trip over the node's SSH master)."""
-    from ..agent.connect import connect_node
+    from ..rpc.connect import connect_node
 
     n = connect_node(node, settings)
     try:

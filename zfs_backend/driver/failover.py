@@ -33,9 +33,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ReplicationConflict, ZfsBackendError
+from ..kinds.standby import snapshot_time
 from ..replication.granted import revoke_grants
 from ..replication.head import DestinationHead
-from ..replication.standby import snapshot_time
 from ..zfs.models import Snapshot
 from ..zfs.names import DatasetName
 from .errors import VolumeNotFound
@@ -140,7 +140,7 @@ def demote(d: ZfsNfsDriver, volume: Volume) -> None:
 
 def _fence(standby: ZfsNfsDriver, dataset: str, reason: str) -> list[str]:
     """Fence every holder of a claim on ``dataset`` on the standby's node (through its agent)."""
-    from ..agent.connect import connect_node
+    from ..rpc.connect import connect_node
 
     node = connect_node(standby.options.node, standby.settings)
     try:
@@ -155,7 +155,7 @@ def _fence(standby: ZfsNfsDriver, dataset: str, reason: str) -> list[str]:
 def _revoke_grants(standby: ZfsNfsDriver, dataset: str) -> int | None:
     """Every grant on ``dataset`` on the standby's node revoked (whoever the peer: the replica is becoming
     the volume). Best effort: None when its agent did not do it (logged by ``revoke_grants``)."""
-    from ..agent.connect import connect_node
+    from ..rpc.connect import connect_node
 
     nodes: list[Any] = []
 
@@ -188,7 +188,7 @@ def fail_over(
     fenced = _fence(standby, str(ds), reason)
     for h in holders:
         if h not in fenced:
-            from ..agent.connect import connect_node
+            from ..rpc.connect import connect_node
 
             with connect_node(standby.options.node, standby.settings) as node:
                 node.client.call("recv.fence", dataset=str(ds), holder=h, reason=reason)

@@ -1,5 +1,5 @@
 """``migrate_volume(ctxt, volume, host)`` in Cinder's shape: move a volume to another node of this backend
-family, while it stays in use, as a ``migrate`` backend activity (``zfs_backend.replication.migrate``),
+family, while it stays in use, as a ``migrate`` backend activity (``zfs_backend.kinds.migrate``),
 then switch its export.
 
 Cinder hands the driver ``host = {"host": "node@backend#pool", "capabilities": {...stats...}}``; the
@@ -28,8 +28,8 @@ from typing import Any
 
 from ..activity.handle import BackendActivity
 from ..errors import MigrationFailed, ZfsBackendError
+from ..kinds.migrate import restore_readonly
 from ..replication.granted import start_granted
-from ..replication.migrate import restore_readonly
 from ..replication.migrate_request import KIND, SNAP_PREFIX, MigrateRequest
 from ..replication.wire import RECEIVER_PROP
 from ..zfs.names import DatasetName, parse_snapshot
@@ -310,7 +310,7 @@ def migrate_volume(
         return False, None
     dst = (driver_for or default_for)(target)
     if node_for is None:
-        from ..agent.connect import connect_node
+        from ..rpc.connect import connect_node
 
         def node_for(name: str) -> Any:
             return connect_node(name, src.settings)

@@ -33,7 +33,7 @@ def activity_kinds(
     try:
         if given is not None:
             return tuple(given())
-        from ..agent.connect import connect_node
+        from ..rpc.connect import connect_node
 
         agent = connect_node(node, settings)
         try:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..activity.handle import BackendActivity
 from ..errors import BackupError, BackupNotFound, InvalidName
-from ..replication.backup import BACKUP_KIND, RESTORE_KIND
+from ..kinds.backup import BACKUP_KIND, RESTORE_KIND
 from ..replication.granted import GRANT_PARAM, revoke_grants, start_granted
 from ..zfs.names import validate_node
 from . import layout, migration
@@ -52,7 +52,7 @@ BACKUP_NODE_VAR = "zfs_backend_backup_node"
 
 
 def _node(svc: VolumeService, name: str) -> Any:
-    from ..agent.connect import connect_node
+    from ..rpc.connect import connect_node
 
     return connect_node(name, svc.settings)
 

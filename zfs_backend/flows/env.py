@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from ..config import Settings, load_settings
 
 if TYPE_CHECKING:
-    from ..agent.client import Node
     from ..driver.service import VolumeService
     from ..driver.zfs_nfs import ZfsNfsDriver
+    from ..rpc.client import Node
 
 __all__ = ["FlowEnv", "env", "set_env"]
 
@@ -49,7 +49,7 @@ class FlowEnv:
         with self._lock:
             a = self._agents.get(node)
             if a is None:
-                from ..agent.connect import connect_node
+                from ..rpc.connect import connect_node
 
                 a = self._agents[node] = connect_node(node, self.settings)
             return a

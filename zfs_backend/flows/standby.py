@@ -38,8 +38,8 @@ from taskflow.patterns import graph_flow
 
 from ..config import Settings
 from ..errors import FlowError
+from ..kinds.standby import PREFIX
 from ..replication.granted import revoke_grants
-from ..replication.standby import PREFIX
 from ..zfs.names import validate_node
 from .engine import FlowRun, run_flow
 from .env import env

@@ -19,9 +19,9 @@ from ..driver import failover
 from ..driver.models import Volume
 from ..driver.nfs import Attachment
 from ..errors import AlreadyRunning, FlowError
+from ..kinds.standby import KIND as SYNC_KIND
+from ..kinds.standby import PREFIX
 from ..replication.granted import revoke_grants, start_granted
-from ..replication.standby import KIND as SYNC_KIND
-from ..replication.standby import PREFIX
 from ..zfs.names import SnapshotName
 from .env import env
 

@@ -1,4 +1,5 @@
-"""Reaching a storage node: one interface (:class:`Host`), local, SSH and fake implementations."""
+"""Reaching a storage node: one interface (:class:`Host`), local, SSH and fake implementations, and
+:class:`PeerHost` (another node as reached from this one with OpenSSH: a replication stream's ``ssh``)."""
 
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ if TYPE_CHECKING:
     from .local import LocalHost
     from .node_spec import NodeSpec
     from .paramiko_conn import known_hosts_name
+    from .peer import PeerHost
     from .ssh import SSHHost
     from .validate import validate_address, validate_node_name
 
@@ -22,6 +24,7 @@ __all__ = [
     "Inventory",
     "LocalHost",
     "NodeSpec",
+    "PeerHost",
     "SSHHost",
     "check_argv",
     "connect",
@@ -39,6 +42,7 @@ _EXPORTS = {
     "Inventory": "inventory",
     "LocalHost": "local",
     "NodeSpec": "node_spec",
+    "PeerHost": "peer",
     "SSHHost": "ssh",
     "check_argv": "base",
     "connect": "inventory",

@@ -14,8 +14,9 @@ the controller's own connection: the destination dataset, ``create``/``increment
 implies, ``rollback`` only with ``rollback_destination``; see :mod:`.granted`); the grant's id is the
 activity's ``grant`` param. A refused grant starts nothing; a refused start revokes the grant.
 
-Layering note: the agent client sits above this package; it is imported lazily in
-:func:`_default_node_for` only, and callers (the driver, flows, tests) can pass ``node_for``.
+Layering note: the agent client (:mod:`zfs_backend.rpc`, below this package) is imported lazily in
+:func:`_default_node_for` only (a caller that passes ``node_for``, as the driver, flows and tests do,
+never loads it).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from ..activity.handle import BackendActivity
 from ..activity.relay import MAX_BWLIMIT_BPS
 from ..config import Settings, load_settings
 from ..errors import UsageError
+from ..hosts.ciphers import DEFAULT_CIPHER
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_node_qualified, parse_snapshot
 from ..zfs.parse import ParseError, parse_human_size
-from .ciphers import DEFAULT_CIPHER
 from .granted import AgentNode, grant_request, start_granted
 from .request import KIND, Request
 
@@ -37,7 +38,7 @@ __all__ = ["AgentNode", "parse_bwlimit", "snapshot_replicate"]
 
 
 def _default_node_for(settings: Settings) -> Callable[[str], AgentNode]:
-    from ..agent.connect import connect_node  # lazy: the agent layer sits above this one
+    from ..rpc.connect import connect_node  # lazy: only when the caller passes no node_for
 
     return lambda name: connect_node(name, settings)
 

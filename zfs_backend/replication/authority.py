@@ -35,7 +35,7 @@ from ..errors import NotGranted, UsageError, ZfsBackendError
 from ..zfs.names import DatasetName, parse_dataset, validate_node
 from .claims import Claim, ClaimStore, not_held
 from .grants import DEFAULT_GRANT_TTL_S, Grant, GrantStore, under_roots
-from .wire import validate_grant, validate_holder
+from .wire import validate_backup_id, validate_grant, validate_holder
 
 if TYPE_CHECKING:
     from ..zfs.dialect import Dialect
@@ -93,8 +93,6 @@ class PeerAuthority:
             raise UsageError(f"grant: ttl_s must be a number of seconds (0 = no expiry), not {ttl!r}")
         allow = args.get("allow")
         if args.get("volume") is not None:
-            from .backupstore import validate_backup_id
-
             if args.get("dataset") is not None:
                 raise UsageError("grant: name a dataset or a volume, not both")
             if list(allow or []) != ["backup"]:

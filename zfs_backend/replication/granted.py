@@ -30,9 +30,9 @@ died) revokes it only once the source's agent shows no activity holding it.
 :func:`revoke_grants` ends a relationship's grants (best effort: an unreachable node is logged, never
 fatal).
 
-Layering: the agent client sits above this package; callers pass ``node_for`` (a node's name → its
-agent ``Node``), as for :func:`.api.snapshot_replicate`. This module imports only params validation: a
-command line that starts a replication loads no planner, no ZFS layer, no transport and no logging.
+Layering: callers pass ``node_for`` (a node's name → its agent ``Node``, :mod:`zfs_backend.rpc`), as
+for :func:`.api.snapshot_replicate`. This module imports only params validation: a command line that
+starts a replication loads no planner, no ZFS layer, no transport and no logging.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from .migrate_request import KIND as MIGRATE_KIND
 from .migrate_request import MigrateRequest
 from .request import KIND as REPLICATE_KIND
 from .request import TUNING_PARAMS, Request
-from .wire import validate_grant
+from .wire import validate_backup_id, validate_grant
 
 __all__ = [
     "BACKUP_KIND",
@@ -81,7 +81,7 @@ _UNKNOWN_OUTCOME = (AgentUnavailable, HostError, ProtocolError)
 
 
 class AgentNode(Protocol):
-    """What starting a granted activity needs of a node's agent (``zfs_backend.agent.client.Node``)."""
+    """What starting a granted activity needs of a node's agent (``zfs_backend.rpc.client.Node``)."""
 
     def start(self, kind: str, params: dict[str, Any]) -> BackendActivity: ...
 
@@ -193,8 +193,6 @@ def _sync(p: Mapping[str, Any], peer: str) -> GrantRequest:
 
 
 def _backup(kind: str, p: Mapping[str, Any], peer: str) -> GrantRequest:
-    from .backupstore import validate_backup_id
-
     if not isinstance(p.get("backup_node"), str) or not isinstance(p.get("volume_id"), str):
         raise UsageError(f"{kind} params 'backup_node' and 'volume_id' are required (strings)")
     return GrantRequest(

@@ -13,8 +13,8 @@ from typing import Any
 
 from ..activity.relay import MAX_BWLIMIT_BPS
 from ..errors import UsageError
+from ..hosts.ciphers import DEFAULT_CIPHER, validate_cipher
 from ..zfs.names import DatasetName, parse_dataset, validate_node
-from .ciphers import DEFAULT_CIPHER, validate_cipher
 from .wire import validate_grant
 
 __all__ = ["HOLDS", "KIND", "PHASES", "SNAP_PREFIX", "MigrateRequest"]

@@ -17,8 +17,8 @@ from typing import Any
 
 from ..activity.relay import MAX_BWLIMIT_BPS
 from ..errors import InvalidName, UsageError
+from ..hosts.ciphers import DEFAULT_CIPHER, validate_cipher
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot, validate_node
-from .ciphers import DEFAULT_CIPHER, validate_cipher
 from .compress import validate_codec
 from .wire import validate_grant
 

@@ -30,10 +30,10 @@ from .upkeep import dialect_for_recv
 if TYPE_CHECKING:
     from ..activity.core import ActivityContext
     from ..hosts.base import Host
+    from ..hosts.peer import PeerHost
     from ..zfs.api import Zfs
     from .remote import DestinationTree, RemoteReceiver
     from .request import Request
-    from .transport import PeerHost
 
 __all__ = ["MULTIPLEX_BELOW", "RestartOps", "stale_tokens"]
 

@@ -5,6 +5,7 @@ activities) and the destination's receiving end (:mod:`.receiver`, :mod:`.receiv
   read back by the controller's flows, the driver and backups;
 * :func:`validate_holder`: a claim's holder is an activity id; :func:`validate_grant`: a grant id (what
   the controller gave the destination's agent for a peer's work, see :mod:`.grants`);
+  :func:`validate_backup_id`: a volume or backup id (a backup grant's volume, a backup node's entries);
 * the JSON shapes of a snapshot (:func:`snapshot_to_dict` / :func:`snapshot_from_dict`) and of a head's
   changes (:func:`changes_to_dict`) in the ``recv.*`` ops' answers.
 
@@ -29,6 +30,7 @@ __all__ = [
     "changes_to_dict",
     "snapshot_from_dict",
     "snapshot_to_dict",
+    "validate_backup_id",
     "validate_grant",
     "validate_holder",
 ]
@@ -37,6 +39,7 @@ RECEIVER_PROP = "zfs_backend:receiver"
 SOURCE_PROP = "zfs_backend:source"
 _HOLDER = re.compile(r"act-[0-9A-HJKMNP-TV-Z]{26}")
 _GRANT = re.compile(r"gr-[0-9A-HJKMNP-TV-Z]{26}")
+_BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def validate_holder(holder: object) -> str:
@@ -79,3 +82,10 @@ def snapshot_from_dict(d: dict[str, Any]) -> Snapshot:
 
 def changes_to_dict(c: HeadChanges) -> dict[str, Any]:
     return {"changed": c.changed, "noisy": c.noisy, "detail": c.detail, "bytes": c.bytes}
+
+
+def validate_backup_id(value: object, what: str = "backup id") -> str:
+    """A volume or backup id: 1-64 of ``[A-Za-z0-9_.-]``, alphanumeric first (UUIDs pass)."""
+    if not isinstance(value, str) or not _BACKUP_ID.fullmatch(value):
+        raise UsageError(f"invalid {what} {ascii(value)[:80]}")
+    return value

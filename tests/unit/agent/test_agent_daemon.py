@@ -14,7 +14,6 @@ import pytest
 from polling import NotYet, eventually, until
 
 from zfs_backend.activity import ActivityStore
-from zfs_backend.agent import AgentClient, CommandTransport, Node, RemoteActivity
 from zfs_backend.agent.manager import ActivityManager
 from zfs_backend.errors import (
     ActivityNotFound,
@@ -23,6 +22,7 @@ from zfs_backend.errors import (
     ProtocolError,
     UsageError,
 )
+from zfs_backend.rpc import AgentClient, CommandTransport, Node, RemoteActivity
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "activity"))  # --import-mode=importlib
 from pipeline_helpers import MiB, expected_bytes, pipeline_params

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from zfs_backend.agent.daemon import _prepare_socket_path, _single_instance, setup_logging
+from zfs_backend.agent.daemon import _prepare_socket_path, _single_instance
+from zfs_backend.agent.logs import setup_logging
 
 
 def mode(p: Path) -> int:

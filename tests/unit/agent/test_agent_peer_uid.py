@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from polling import NotYet, eventually
 
-from zfs_backend.agent import Node
 from zfs_backend.errors import AgentUnavailable
+from zfs_backend.rpc import Node
 
 NOBODY = 65534
 

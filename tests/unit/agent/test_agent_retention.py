@@ -14,11 +14,11 @@ from polling import until
 
 from zfs_backend.activity.report import ActivityRecord
 from zfs_backend.activity.store import ActivityStore, new_activity_id
-from zfs_backend.agent.client import Node
-from zfs_backend.agent.protocol import LIST_LIMIT, list_window
 from zfs_backend.agent.retention import DAY_S, Pruner, Retention
 from zfs_backend.config import load_settings
 from zfs_backend.errors import ConfigError, ProtocolError
+from zfs_backend.rpc.client import Node
+from zfs_backend.rpc.protocol import LIST_LIMIT, list_window
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
 from test_agent_daemon import Agent

@@ -119,7 +119,7 @@ def test_the_forced_command_starts_without_the_heavy_modules() -> None:
     receive is started with fork/execv)."""
     code = (
         "import sys\n"
-        "import zfs_backend.cli.main, zfs_backend.agent.peer_exec, zfs_backend.agent.rpc_bridge\n"
+        "import zfs_backend.cli.main, zfs_backend.agent.peer_exec, zfs_backend.rpc.rpc_bridge\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

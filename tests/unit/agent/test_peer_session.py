@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from zfs_backend.agent import AgentClient, CommandTransport, Node
 from zfs_backend.errors import NotGranted, ProtocolError
+from zfs_backend.rpc import AgentClient, CommandTransport, Node
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
 from test_agent_daemon import Agent

@@ -257,7 +257,7 @@ def test_replicate_client_loads_only_what_it_needs() -> None:
     code = (
         "import sys; from zfs_backend.cli.main import build_parser\n"
         "build_parser('replicate').parse_args(['replicate', 'n1:p/f@s', 'n2:p/f'])\n"
-        "import zfs_backend.agent.connect, zfs_backend.replication.api\n"
+        "import zfs_backend.rpc.connect, zfs_backend.replication.api\n"
         "print(' '.join(sorted(sys.modules)))"
     )
     loaded = set(
@@ -271,7 +271,8 @@ def test_replicate_client_loads_only_what_it_needs() -> None:
         "zfs_backend.activity.core",
         "zfs_backend.activity.store",
         "zfs_backend.replication.plan",
-        "zfs_backend.replication.transport",
+        "zfs_backend.hosts.peer",
+        "zfs_backend.kinds.replicate",
         "zfs_backend.zfs.api",
     }
     assert loaded & (heavy | agent_side) == set()

@@ -196,7 +196,7 @@ def standby(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, FakeNodes]:
     zfs.snaps[DS] = [Snapshot(name=snap, guid=7, createtxg=1, used=0, referenced=0, creation=1)]
     d = fake_driver("node2", zfs)
     nodes = FakeNodes("node1", "node2")
-    import zfs_backend.agent.connect as connect
+    import zfs_backend.rpc.connect as connect
 
     d.settings = load_settings({"ZFS_BACKEND_HOME": "/nonexistent"})
     monkeypatch.setattr(connect, "connect_node", lambda name, settings: nodes(name))

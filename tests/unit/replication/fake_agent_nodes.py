@@ -1,4 +1,4 @@
-"""Fake agent nodes, as the controller sees them (``zfs_backend.agent.client.Node``), that record every call
+"""Fake agent nodes, as the controller sees them (``zfs_backend.rpc.client.Node``), that record every call
 in one shared, ordered log: ``grant.add``, ``grant.revoke``, ``start``, ``list`` (``ping`` is counted).
 For the tests of the controller's grants (``replication.granted`` and every path that starts a granted
 activity)."""

@@ -173,7 +173,7 @@ def _sync(tmp_path: Path, **extra: Any) -> Any:
     from zfs_backend.activity.core import ActivityContext
     from zfs_backend.activity.report import ActivityRecord
     from zfs_backend.activity.store import ActivityStore, new_activity_id
-    from zfs_backend.replication.standby import PREFIX, StandbySync
+    from zfs_backend.kinds.standby import PREFIX, StandbySync
 
     params = {"dataset": "tank/v", "destination_node": "node2", "base": f"{PREFIX}1", **extra}
     rec = ActivityRecord(id=new_activity_id(), kind="standby-sync", node="node1", params=params)

@@ -14,11 +14,11 @@ from zfs_backend.activity.core import ActivityContext
 from zfs_backend.activity.report import ActivityRecord
 from zfs_backend.activity.store import ActivityStore
 from zfs_backend.errors import UsageError
-from zfs_backend.replication.backup import Backup, Restore
+from zfs_backend.kinds.backup import Backup, Restore
+from zfs_backend.kinds.standby import StandbySync
 from zfs_backend.replication.migrate_request import MigrateRequest
 from zfs_backend.replication.remote import RemoteReceiver
 from zfs_backend.replication.request import Request
-from zfs_backend.replication.standby import StandbySync
 from zfs_backend.replication.wire import validate_grant
 from zfs_backend.zfs.names import parse_dataset
 
@@ -143,8 +143,8 @@ def test_remote_receiver_presents_its_grant_on_every_call() -> None:
 def test_kinds_hand_their_grant_to_the_receiver(ctx: ActivityContext) -> None:
     peer = Peer()
     ctx.peer = lambda name: peer
-    from zfs_backend.replication.activity import Replicate
-    from zfs_backend.replication.migrate import Migrate
+    from zfs_backend.kinds.migrate import Migrate
+    from zfs_backend.kinds.replicate import Replicate
 
     assert Replicate(_rec("replicate", {**REPL, "grant": G}), ctx).receiver.grant == G
     assert Migrate(_rec("migrate", {**MIGRATE, "grant": G}), ctx).receiver.grant == G

@@ -83,7 +83,8 @@ def test_each_kind_asks_its_destination() -> None:
 
 
 def test_kind_names_are_the_kinds_own() -> None:
-    from zfs_backend.replication import backup, migrate_request, request, standby
+    from zfs_backend.kinds import backup, standby
+    from zfs_backend.replication import migrate_request, request
 
     assert granted.SYNC_KIND == standby.KIND
     assert (granted.BACKUP_KIND, granted.RESTORE_KIND) == (backup.BACKUP_KIND, backup.RESTORE_KIND)

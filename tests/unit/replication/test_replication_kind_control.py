@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from zfs_backend.replication.transport import PeerHost
 
 from zfs_backend.activity.context import ActivityContext
 from zfs_backend.activity.report import ActivityRecord
@@ -16,11 +17,10 @@ from zfs_backend.activity.states import CANCELLING, FAILED, STATUS_FAILED, SUSPE
 from zfs_backend.activity.store import ActivityStore, new_activity_id
 from zfs_backend.config import load_settings
 from zfs_backend.errors import StreamFailed, ZfsBackendError
-from zfs_backend.replication.activity import Replicate
-from zfs_backend.replication.backup import Backup, Restore
-from zfs_backend.replication.migrate import Migrate
-from zfs_backend.replication.standby import PREFIX, StandbySync
-from zfs_backend.replication.transport import PeerHost
+from zfs_backend.kinds.backup import Backup, Restore
+from zfs_backend.kinds.migrate import Migrate
+from zfs_backend.kinds.replicate import Replicate
+from zfs_backend.kinds.standby import PREFIX, StandbySync
 from zfs_backend.zfs.cmd import stream_error
 from zfs_backend.zfs.models import SendSpec
 from zfs_backend.zfs.names import parse_snapshot

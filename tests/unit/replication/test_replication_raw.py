@@ -16,7 +16,7 @@ from zfs_backend.activity.report import ActivityRecord
 from zfs_backend.activity.store import ActivityStore
 from zfs_backend.cli.main import main
 from zfs_backend.errors import UnsupportedFeature, UsageError
-from zfs_backend.replication.activity import Replicate
+from zfs_backend.kinds.replicate import Replicate
 from zfs_backend.replication.plan import incremental_path
 from zfs_backend.replication.raw import check_raw_source, raw_flags
 from zfs_backend.replication.remote import DestinationTree

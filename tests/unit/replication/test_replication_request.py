@@ -11,11 +11,11 @@ from zfs_backend.activity.core import ActivityContext
 from zfs_backend.activity.report import ActivityRecord
 from zfs_backend.activity.store import ActivityStore
 from zfs_backend.errors import InvalidName, UsageError
+from zfs_backend.hosts.peer import PeerHost
+from zfs_backend.kinds.replicate import Replicate, running_conflict
 from zfs_backend.replication import api
-from zfs_backend.replication.activity import Replicate, running_conflict
 from zfs_backend.replication.plan import AlreadyRunning
 from zfs_backend.replication.request import Request
-from zfs_backend.replication.transport import PeerHost
 
 PARAMS = {
     "snapshot": "tank/fs@s1",

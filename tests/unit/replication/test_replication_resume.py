@@ -14,7 +14,7 @@ from zfs_backend.activity.core import ActivityContext
 from zfs_backend.activity.report import ActivityRecord
 from zfs_backend.activity.store import ActivityStore
 from zfs_backend.errors import ReplicationConflict
-from zfs_backend.replication.activity import Replicate
+from zfs_backend.kinds.replicate import Replicate
 from zfs_backend.replication.claims import ClaimStore
 from zfs_backend.replication.plan import incremental_path
 from zfs_backend.replication.receiver import SOURCE_PROP, Receiver

@@ -48,14 +48,14 @@ from ..errors import (
     ZfsBackendError,
 )
 from ..hosts.local import LocalHost
+from ..replication.estimate import Estimate, check_space, estimate_send
+from ..replication.migrate_request import KIND, PHASES, SNAP_PREFIX, MigrateRequest
+from ..replication.plan import ALREADY_RUNNING, Conflict
+from ..replication.remote import RemoteReceiver
+from ..replication.upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName, SnapshotName
-from .estimate import Estimate, check_space, estimate_send
-from .migrate_request import KIND, PHASES, SNAP_PREFIX, MigrateRequest
-from .plan import ALREADY_RUNNING, Conflict
-from .remote import RemoteReceiver
-from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
 
 __all__ = ["KIND", "PHASES", "SNAP_PREFIX", "Migrate", "MigrateRequest", "restore_readonly"]
 

@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import CommandFailed, CommandTimeout, HostUnreachable, ZfsBackendError
-from ..hosts.base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
-from ..hosts.openssh import ControlConnection, control_dir_ready
-from ..hosts.validate import validate_node_name
+from .base import DEFAULT_TIMEOUT, CommandResult, Host, check_argv
 from .ciphers import CIPHERS, DEFAULT_CIPHER, validate_cipher
+from .openssh import ControlConnection, control_dir_ready
+from .validate import validate_node_name
 
 __all__ = ["CIPHERS", "DEFAULT_CIPHER", "PeerHost", "validate_cipher"]
 

@@ -9,9 +9,9 @@ from typing import IO
 
 import pytest
 
-from zfs_backend.agent.client import AgentClient
-from zfs_backend.agent.protocol import decode, encode
-from zfs_backend.agent.transport import Transport
+from zfs_backend.rpc.client import AgentClient
+from zfs_backend.rpc.protocol import decode, encode
+from zfs_backend.rpc.transport import Transport
 
 
 class Agent(io.RawIOBase):

@@ -38,8 +38,8 @@ the controller's grant, required of a peer's ``recv.begin``, see below):
     recv.commit   {"dataset", "holder", "target_guid", "prune_prefix"?}   (hold the new base, prune)
     recv.fence    {"dataset", "holder", "reason"?}         (abort, and shut the holder out for good)
 
-A backup node's side of volume backups (``zfs_backend.replication.backupstore``), also open to peers
-(under a backup grant, see ``replication.backup_access``):
+A backup node's side of volume backups (``zfs_backend.kinds.backupstore``), also open to peers
+(under a backup grant, see ``kinds.backup_access``):
 
     backup.begin  {"volume", "backup", "holder", "parent"?, "grant"?}
     backup.commit {"volume", "backup", "holder", "snapshot", "guid"}
@@ -118,7 +118,7 @@ RECV_OPS = frozenset(
         "recv.fence",
     }
 )
-#: a backup node's side of volume backups (``replication.backupstore``)
+#: a backup node's side of volume backups (``kinds.backupstore``)
 BACKUP_OPS = frozenset({"backup.begin", "backup.commit", "backup.abort", "backup.list", "backup.verify"})
 #: the controller's grants of work to peers (``replication.grants``): never reachable from a peer
 GRANT_OPS = frozenset({"grant.add", "grant.revoke", "grant.list"})

@@ -42,13 +42,13 @@ from ..errors import (
     UsageError,
     ZfsBackendError,
 )
+from ..hosts.peer import DEFAULT_CIPHER, validate_cipher
+from ..replication.upkeep import PERMANENT, dialect_for_recv
+from ..replication.wire import RECEIVER_PROP, validate_grant
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, validate_node
 from .backupstore import validate_backup_id
-from .transport import DEFAULT_CIPHER, validate_cipher
-from .upkeep import PERMANENT, dialect_for_recv
-from .wire import RECEIVER_PROP, validate_grant
 
 __all__ = ["BACKUP_KIND", "RESTORE_KIND", "SNAP_PREFIX", "Backup", "Restore"]
 
@@ -167,7 +167,7 @@ class Backup(_BackupBase):
         parent = ks.get("parent")
         spec = SendSpec(snap, incremental_from=self._snap(parent) if parent else None)
         if parent:
-            from .estimate import estimate_send
+            from ..replication.estimate import estimate_send
 
             with contextlib.suppress(ZfsBackendError):
                 self.revise_total(estimate_send(self._zfs, spec).bytes)

@@ -1,6 +1,5 @@
 import pytest
 
-from zfs_backend.agent import protocol as P
 from zfs_backend.errors import (
     ActivityError,
     ActivityNotFound,
@@ -8,6 +7,7 @@ from zfs_backend.errors import (
     InvalidTransition,
     ProtocolError,
 )
+from zfs_backend.rpc import protocol as P
 
 
 def test_roundtrip_and_errors():

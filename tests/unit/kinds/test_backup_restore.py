@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from zfs_backend.errors import DatasetExists
-from zfs_backend.replication.backup import Backup, Restore
+from zfs_backend.kinds.backup import Backup, Restore
 from zfs_backend.zfs.names import parse_dataset
 
-sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
+sys.path.insert(0, str(Path(__file__).parents[1] / "replication"))  # --import-mode=importlib
 from fake_zfs import FakeZfs
 
 

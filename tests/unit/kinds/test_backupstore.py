@@ -12,7 +12,7 @@ import pytest
 
 from zfs_backend.agent.peer_exec import Refused, parse_request
 from zfs_backend.errors import AlreadyRunning, BackupCorrupt, BackupError, BackupNotFound, UsageError
-from zfs_backend.replication.backupstore import BackupStore, read_stream, write_stream
+from zfs_backend.kinds.backupstore import BackupStore, read_stream, write_stream
 
 H1 = "act-01M8PGT7V3D9CQNAVHM8MJ3DB5"
 H2 = "act-01M8PGTPC6VKKY56B5E10RJMBV"

@@ -1,4 +1,4 @@
-"""Backups as a peer reaches them (replication.backup_access): begin only under a backup grant of this
+"""Backups as a peer reaches them (kinds.backup_access): begin only under a backup grant of this
 peer for that volume, entries record their writer, list/verify/read only granted volumes or own
 entries, write only an entry the peer opened; the controller's socket keeps the whole store."""
 
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from zfs_backend.errors import BackupNotFound, NotGranted
-from zfs_backend.replication import backup_access
+from zfs_backend.kinds import backup_access
+from zfs_backend.kinds.backupstore import BackupStore, write_stream
 from zfs_backend.replication.authority import PeerAuthority
-from zfs_backend.replication.backupstore import BackupStore, write_stream
 from zfs_backend.replication.claims import ClaimStore
 from zfs_backend.replication.grants import GrantStore
 

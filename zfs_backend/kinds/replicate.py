@@ -47,20 +47,20 @@ from ..activity.states import TERMINAL
 from ..errors import DatasetNotFound, ReplicationConflict, UsageError, ZfsBackendError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
+from ..replication.compress import check_codec
+from ..replication.cursor import cursor_prefix, keep_cursor, relationship_bookmarks
+from ..replication.estimate import check_space, estimate_send
+from ..replication.parallel import ParallelStreams
+from ..replication.plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
+from ..replication.raw import check_raw_source, raw_flags
+from ..replication.remote import DestinationTree, RemoteReceiver
+from ..replication.request import KIND, TUNING_PARAMS, Request
+from ..replication.restart import MULTIPLEX_BELOW, RestartOps, stale_tokens
+from ..replication.tree_plan import streams_fit, tree_estimate
+from ..replication.upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv, stream_flags
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
-from .compress import check_codec
-from .cursor import cursor_prefix, keep_cursor, relationship_bookmarks
-from .estimate import check_space, estimate_send
-from .parallel import ParallelStreams
-from .plan import ALREADY_RUNNING, Conflict, Plan, check_children, incremental_path
-from .raw import check_raw_source, raw_flags
-from .remote import DestinationTree, RemoteReceiver
-from .request import KIND, TUNING_PARAMS, Request
-from .restart import MULTIPLEX_BELOW, RestartOps, stale_tokens
-from .tree_plan import streams_fit, tree_estimate
-from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv, stream_flags
 
 __all__ = ["KIND", "TUNING_PARAMS", "Replicate", "running_conflict"]
 

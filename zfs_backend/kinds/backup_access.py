@@ -1,7 +1,7 @@
 """The ``backup.*`` ops and ``peer-exec``'s backup streams, as the controller and as a peer may use them.
 
 The controller's socket (``peer`` None) reaches the whole store (:mod:`.backupstore`). A **peer session**
-(``authority``: :class:`~.authority.PeerAuthority`) reaches only:
+(``authority``: :class:`~zfs_backend.replication.authority.PeerAuthority`) reaches only:
 
 * ``backup.begin``: with a live ``backup`` grant of this peer for that volume (bound to the backup's
   holder; the entry records the peer and the grant, which is consumed by ``commit`` or ``abort``);
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BackupNotFound, NotGranted, ProtocolError
-from .authority import PeerAuthority
+from ..replication.authority import PeerAuthority
 from .backupstore import BackupStore, validate_backup_id
 
 __all__ = ["admit", "op"]

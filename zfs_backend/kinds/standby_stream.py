@@ -22,13 +22,13 @@ from ..activity.relay import Relay, enlarge_pipe
 from ..activity.report import ActivityRecord
 from ..activity.states import SUSPENDED
 from ..hosts.local import LocalHost
+from ..hosts.peer import PeerHost
+from ..replication.compress import pack_argv, unpack_argv
 from ..zfs.api import Zfs
 from ..zfs.cmd import spawn_stream
 from ..zfs.dialect import Dialect
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName
-from .compress import pack_argv, unpack_argv
-from .transport import PeerHost
 
 __all__ = ["IncrementPipe"]
 

@@ -41,19 +41,12 @@ from typing import IO, Any
 
 from ..errors import AlreadyRunning, BackupCorrupt, BackupError, BackupNotFound, UsageError
 from ..private import private_dir, private_open
+from ..replication.wire import validate_backup_id
 
 __all__ = ["BackupStore", "read_stream", "validate_backup_id", "write_stream"]
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CHUNK = 1 << 20
 _HOLDER = re.compile(r"act-[0-9A-HJKMNP-TV-Z]{26}")
-
-
-def validate_backup_id(value: object, what: str = "backup id") -> str:
-    """A volume or backup id: 1-64 of ``[A-Za-z0-9_.-]``, alphanumeric first (UUIDs pass)."""
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise UsageError(f"invalid {what} {ascii(value)[:80]}")
-    return value
 
 
 def _holder(value: object) -> str:

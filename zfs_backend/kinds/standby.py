@@ -38,16 +38,16 @@ from ..errors import (
     ZfsBackendError,
 )
 from ..hosts.local import LocalHost
+from ..hosts.peer import DEFAULT_CIPHER, validate_cipher
+from ..replication.compress import check_codec, validate_codec
+from ..replication.receiver_standby import hold_tag
+from ..replication.remote import RemoteReceiver
+from ..replication.wire import validate_grant
 from ..zfs.api import Zfs
 from ..zfs.cmd import modified_target, stream_error
 from ..zfs.models import SendSpec
 from ..zfs.names import SnapshotName, parse_dataset, parse_snapshot, validate_node
-from .compress import check_codec, validate_codec
-from .receiver_standby import hold_tag
-from .remote import RemoteReceiver
 from .standby_stream import IncrementPipe
-from .transport import DEFAULT_CIPHER, validate_cipher
-from .wire import validate_grant
 
 __all__ = ["KIND", "PREFIX", "StandbySync", "snapshot_time"]
 
