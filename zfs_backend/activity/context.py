@@ -18,7 +18,7 @@ from ..config import Settings, load_settings
 from ..errors import UsageError
 from ..hosts.base import Host
 from ..hosts.local import LocalHost
-from ..replication.transport import DEFAULT_CIPHER, PeerHost
+from ..hosts.peer import DEFAULT_CIPHER, PeerHost
 from .store import ActivityStore
 
 __all__ = ["LOCAL_HOST_NAMES", "ActivityContext", "PeerCaller", "PeerHostFactory", "ssh_peer_host"]

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from zfs_backend.replication.transport import PeerHost
 
 from zfs_backend.activity.context import ActivityContext
 from zfs_backend.activity.report import ActivityRecord
@@ -17,6 +16,7 @@ from zfs_backend.activity.states import CANCELLING, FAILED, STATUS_FAILED, SUSPE
 from zfs_backend.activity.store import ActivityStore, new_activity_id
 from zfs_backend.config import load_settings
 from zfs_backend.errors import StreamFailed, ZfsBackendError
+from zfs_backend.hosts.peer import PeerHost
 from zfs_backend.kinds.backup import Backup, Restore
 from zfs_backend.kinds.migrate import Migrate
 from zfs_backend.kinds.replicate import Replicate
