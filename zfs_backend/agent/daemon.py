@@ -45,6 +45,7 @@ from ..hosts.base import Host
 from ..hosts.local import LocalHost
 from ..private import private_dir, private_open
 from ..replication.compress import available_codecs
+from ..replication.tls_channel import tls_ready
 from ..zfs.names import validate_node
 from .manager import ActivityManager
 from .protocol import (
@@ -243,6 +244,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 "pid": os.getpid(),
                 "active": m.live_count(),
                 "codecs": available_codecs(),
+                "tls": tls_ready(),
             }
         if op == "kinds":
             return m.kinds()

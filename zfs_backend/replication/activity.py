@@ -60,6 +60,7 @@ from .raw import check_raw_source, raw_flags
 from .remote import DestinationTree, RemoteReceiver
 from .request import KIND, TUNING_PARAMS, Request
 from .restart import MULTIPLEX_BELOW, RestartOps, stale_tokens
+from .tls_channel import check_tls
 from .transport import PeerHost
 from .tree_plan import streams_fit, tree_estimate
 from .upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv, stream_flags
@@ -216,6 +217,8 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
             raise conflict.error()
         if self.request.compress:
             check_codec(self.request.compress, self.ctx.peer_agent, self.request.destination_node)
+        if self.request.transport == "tls":
+            check_tls(self.ctx.node, self.ctx.peer_agent, self.request.destination_node)
         super().prepare()
 
     def plan(self) -> None:
