@@ -83,7 +83,7 @@ class RestartOps:
         if self.request.transport == "tls":
             node = self.request.destination_node
             ssh = self._peer.stream_argv(recv_argv(argv), multiplex=True)
-            return Endpoint(self._local, send_argv(node, ssh))
+            return Endpoint(self._local, send_argv(node, ssh), counts_network=False)
         codec = self.request.compress
         if codec:
             return Endpoint(self._local, pack_argv(codec, self._peer.stream_argv(unpack_argv(codec, argv))))

@@ -4,7 +4,7 @@ certificates, for trusted storage networks; the control plane stays on SSH.
 One stream, one listener, one connection::
 
     source (the activity's consumer)                     destination (peer-exec, under the grant)
-    tls_channel send DEST -- ssh DEST "zfs-backend tls-recv zfs receive …"
+    tls_send DEST -- ssh DEST "zfs-backend tls-recv zfs receive …"
                                              ─ssh─▶  peer.admit (the grant, as for any receive)
                                                      listen on ADDR:ephemeral, one-time token
                        ◀─ "zfs-backend-tls ADDR PORT TOKEN" on the SSH channel ─

@@ -114,14 +114,12 @@ def send(node: str, ssh_argv: Sequence[str], env: Mapping[str, str] | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zfs_backend.replication.tls_channel send NODE -- SSH_ARGV…``"""
+    """``python -m zfs_backend.replication.tls_send NODE -- SSH_ARGV…``"""
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 4 or args[0] != "send" or args[2] != "--":
-        print(
-            "usage: python -m zfs_backend.replication.tls_channel send NODE -- SSH_ARGV...", file=sys.stderr
-        )
+    if len(args) < 3 or args[1] != "--":
+        print("usage: python -m zfs_backend.replication.tls_send NODE -- SSH_ARGV...", file=sys.stderr)
         return 2
-    return send(args[1], args[3:])
+    return send(args[0], args[2:])
 
 
 if __name__ == "__main__":
