@@ -44,6 +44,9 @@ class Settings:
     (``$ZFS_BACKEND_ACTIVITY_KEEP``, default 10000, at least 1; ``$ZFS_BACKEND_ACTIVITY_KEEP_DAYS``,
     default 30, at least 1): it keeps the ``activity_keep`` that finished last, and none finished more
     than ``activity_keep_days`` ago; a non-terminal activity is never pruned (``agent.retention``).
+    ``replication_transport``: how replication streams cross between nodes by default
+    (``$ZFS_BACKEND_REPLICATION_TRANSPORT``: ``ssh``, the default, or ``tls``, the TLS data channel
+    between the nodes' certificates, see ``replication.tls_channel``).
     ``cinder_port_base``: first of the loopback ports of the small Cinder of ``scripts/cinder-up``
     (``$ZFS_BACKEND_CINDER_PORT_BASE``; None: derived from ``lab_network``, see ``zfs_backend.cinderlab``).
     """
@@ -60,6 +63,7 @@ class Settings:
     replica_roots: tuple[str, ...] = ()
     activity_keep: int = 10_000
     activity_keep_days: int = 30
+    replication_transport: str = "ssh"
 
     @property
     def jobboard_password_file(self) -> Path:
@@ -125,7 +129,16 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         replica_roots=_roots(e.get("ZFS_BACKEND_REPLICA_ROOTS", "")),
         activity_keep=_positive(e, "ZFS_BACKEND_ACTIVITY_KEEP", 10_000, 100_000_000),
         activity_keep_days=_positive(e, "ZFS_BACKEND_ACTIVITY_KEEP_DAYS", 30, 36_500),
+        replication_transport=_transport(e.get("ZFS_BACKEND_REPLICATION_TRANSPORT", "")),
     )
+
+
+def _transport(value: str) -> str:
+    """``$ZFS_BACKEND_REPLICATION_TRANSPORT``: ``ssh`` (default) or ``tls``."""
+    value = value.strip() or "ssh"
+    if value not in ("ssh", "tls"):
+        raise ConfigError(f"$ZFS_BACKEND_REPLICATION_TRANSPORT must be ssh or tls, not {value[:20]!r}")
+    return value
 
 
 def _positive(env: dict[str, str] | os._Environ[str], key: str, default: int, high: int) -> int:

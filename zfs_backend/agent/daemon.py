@@ -45,6 +45,7 @@ from ..hosts.base import Host
 from ..hosts.local import LocalHost
 from ..private import private_dir, private_open
 from ..replication.compress import available_codecs
+from ..replication.tls_channel import tls_ready
 from ..rpc.protocol import (
     BACKUP_OPS,
     GRANT_OPS,
@@ -205,6 +206,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 "pid": os.getpid(),
                 "active": m.live_count(),
                 "codecs": available_codecs(),
+                "tls": tls_ready(),
             }
         if op == "kinds":
             return m.kinds()

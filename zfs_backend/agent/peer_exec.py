@@ -19,6 +19,9 @@ replication needs, with every name validated, and nothing else:
 * ``zfs-backend unpack CODEC zfs receive …``: the same receive, of a stream compressed on the wire
   (``replication.compress``: the codec's fixed argv decompresses stdin first, and the checks above see
   the decompressed stream);
+* ``zfs-backend tls-recv zfs receive …``: the same receive, admitted the same way, whose stream arrives
+  over the TLS data channel instead of the SSH channel (``replication.tls_channel``: a one-shot listener,
+  the client's certificate must name this peer, a one-time token; fd 0 becomes the stream);
 * ``zfs-backend backup-write VOLUME BACKUP`` / ``zfs-backend backup-read VOLUME BACKUP`` (a backup node):
   write the stream of a backup this node's agent opened for this peer (a new ``.partial`` file, never over
   an existing one) / read a complete backup's stream of a volume the peer holds a grant for or wrote
@@ -48,6 +51,7 @@ from ..errors import PeerCommandRefused as Refused  # the name the tests and thi
 from ..hosts.validate import validate_node_name
 from ..node_sockets import peer_socket_path
 from ..replication.compress import parse_unpack, start_unpack
+from ..replication.tls_channel import ChannelRefused, parse_tls_recv
 from ..zfs.namecheck import check_dataset_name
 
 __all__ = ["REFUSED", "check_stream_head", "main", "parse_request"]
@@ -108,6 +112,14 @@ def parse_request(command: str | None) -> tuple[str, list[str]]:
         return words[1], words[2:]
     if prog == "zfs" and len(words) >= 2 and words[1] in ("receive", "recv"):
         return "zfs", _receive_argv(words[2:])
+    over_tls = parse_tls_recv(words)
+    if (
+        over_tls is not None
+        and len(over_tls) >= 2
+        and over_tls[0] == "zfs"
+        and over_tls[1] in ("receive", "recv")
+    ):
+        return "zfs@tls", _receive_argv(over_tls[2:])
     try:
         unpack = parse_unpack(words)
     except ValueError as e:
@@ -312,12 +324,19 @@ def main(environ: dict[str, str] | None = None, argv: Sequence[str] | None = Non
             from ..rpc.rpc_bridge import bridge
 
             return bridge(sys.stdin.buffer, sys.stdout.buffer, peer_socket_path(env), hello=peer)
-        if what == "zfs" or what.startswith("zfs+"):
+        if what == "zfs" or what.startswith(("zfs+", "zfs@")):
             admitted = _ask(peer, {"what": "receive", "dataset": req[-1]}, peer_socket_path(env))
             zfs = _zfs()
             final, check = _receive_argv_for(req, admitted)
             unpacker = None
-            if what.startswith("zfs+"):  # compressed on the wire: fd 0 becomes the decompressed stream
+            if what == "zfs@tls":  # over the TLS channel: fd 0 becomes the stream (its pump's pid)
+                from ..replication.tls_channel import serve
+
+                try:
+                    unpacker = serve(peer, env)
+                except ChannelRefused as e:
+                    raise Refused(str(e)) from None
+            elif what.startswith("zfs+"):  # compressed on the wire: fd 0 becomes the decompressed stream
                 try:
                     unpacker = start_unpack(what.removeprefix("zfs+"))
                 except CodecMissing as e:

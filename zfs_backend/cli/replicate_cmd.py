@@ -67,6 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="zstd on the wire (for slow links; costs CPU, nothing gained on data that does not compress)",
     )
+    p.add_argument(
+        "--transport",
+        choices=("ssh", "tls"),
+        help="how the stream crosses: ssh (default, $ZFS_BACKEND_REPLICATION_TRANSPORT) or tls (mutual TLS "
+        "between the nodes' certificates, for trusted storage networks; the control stays on ssh)",
+    )
     p.add_argument("--detach", action="store_true", help="print the activity id and return")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_replicate, quick_exit=True)
@@ -91,6 +97,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         settings=settings,
         parallel=getattr(args, "parallel", 1),
         raw=getattr(args, "raw", False),
+        transport=getattr(args, "transport", None),
         extra_params=None if args.stall_timeout is None else {"stall_timeout_s": args.stall_timeout},
     )
     return run_in_foreground(

@@ -56,6 +56,7 @@ from ..replication.raw import check_raw_source, raw_flags
 from ..replication.remote import DestinationTree, RemoteReceiver
 from ..replication.request import KIND, TUNING_PARAMS, Request
 from ..replication.restart import MULTIPLEX_BELOW, RestartOps, stale_tokens
+from ..replication.tls_channel import check_tls
 from ..replication.tree_plan import streams_fit, tree_estimate
 from ..replication.upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv, stream_flags
 from ..zfs.api import Zfs
@@ -206,6 +207,8 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
             raise conflict.error()
         if self.request.compress:
             check_codec(self.request.compress, self.ctx.peer_agent, self.request.destination_node)
+        if self.request.transport == "tls":
+            check_tls(self.ctx.node, self.ctx.peer_agent, self.request.destination_node)
         super().prepare()
 
     def plan(self) -> None:

@@ -22,7 +22,7 @@ from ..config import Settings
 from ..errors import LabError, MissingDependency, NotRoot, UnknownNode
 from ..hosts.openssh import master_ident, stop_masters
 from ..private import private_dir
-from . import access, deploy, netns, nfs
+from . import access, deploy, netns, nfs, tls
 from .node import (
     NODE_POOL,
     enter_argv,
@@ -220,6 +220,8 @@ class Lab:
             say(f"network {self.layout.network} on bridge {self.layout.bridge}")
             netns.create_bridge(self.layout)
             access.provision(self.layout, plan, st.zfs_backend_bin, HOST_KEY, bare=provision)
+            if not provision:  # the TLS data channel's certificates (the role installs its own)
+                tls.install_certs(self.layout, plan)
             self._parallel(plan, lambda n: self._bring_up_node(n, st, say, st.agents))
             access.write_inventory(
                 self.layout.inventory,

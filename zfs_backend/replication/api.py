@@ -126,6 +126,7 @@ def snapshot_replicate(
     extra_params: dict[str, Any] | None = None,
     parallel: int = 1,
     raw: bool = False,
+    transport: str | None = None,
 ) -> BackendActivity:
     """Replicate ``snapshot`` of ``source_server`` to ``destination_server``; return the activity.
 
@@ -140,6 +141,8 @@ def snapshot_replicate(
     ``parallel``: with ``recursive``, the tree's datasets this many at a time (one stream each).
     ``raw``: ``send -w``, only of an encrypted dataset (the key never leaves the source, see
     ``replication.raw``); refused otherwise.
+    ``transport``: ``ssh`` or ``tls`` (the TLS data channel between the nodes' certificates, for trusted
+    storage networks; ``replication.tls_channel``); default ``Settings.replication_transport``.
     ``node_for``: how to reach a node's agent (default: inventory + SSH). ``extra_params``: kind
     tuning (``max_retries``, ``backoff_s``, ``space_check``, ``stall_timeout_s``); anything else is
     refused (a ``grant`` too: the destination's agent makes it, asked here).
@@ -161,6 +164,7 @@ def snapshot_replicate(
         compress="zstd" if compress else None,
         parallel=parallel,
         raw=raw,
+        transport=transport or s.replication_transport,
     )
     params = {**req.to_params(), **(extra_params or {})}
     grant = grant_request(KIND, params, req.source_node)  # refuses what the agent would, before any I/O

@@ -22,7 +22,7 @@ from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot
 from .compress import validate_codec
 from .wire import validate_grant
 
-__all__ = ["KIND", "TUNING_PARAMS", "Request"]
+__all__ = ["KIND", "TRANSPORTS", "TUNING_PARAMS", "Request"]
 
 KIND = "replicate"
 #: params the kind reads besides the request (tests and benchmarks tune retries; the stall watchdog's
@@ -69,8 +69,12 @@ _PARAM_KEYS = frozenset(
         "grant",
         "parallel",
         "raw",
+        "transport",
     }
 )
+#: how the stream crosses between the nodes: over the SSH channel, or the TLS data channel
+#: (``replication.tls_channel``; the control plane stays on SSH either way)
+TRANSPORTS = ("ssh", "tls")
 #: the most streams of a recursive tree at once (each is an SSH channel: sshd's MaxSessions is 10)
 MAX_PARALLEL = 8
 
@@ -99,6 +103,8 @@ class Request:
     parallel: int = 1
     #: ``zfs send -w``: an encrypted dataset sent as it is on disk, the key never leaving the source
     raw: bool = False
+    #: ``ssh`` (the stream inside the SSH session) or ``tls`` (the TLS data channel, ``tls_channel``)
+    transport: str = "ssh"
 
     def __post_init__(self) -> None:
         if not isinstance(self.snapshot, SnapshotName) or not isinstance(self.destination, DatasetName):
@@ -133,6 +139,12 @@ class Request:
             raise UsageError(
                 f"parallel must be a whole number from 1 to {MAX_PARALLEL}, not {_cut(self.parallel)}"
             )
+        if self.transport not in TRANSPORTS:
+            raise UsageError(f"transport must be one of {', '.join(TRANSPORTS)}, not {_cut(self.transport)}")
+        if self.transport == "tls" and self.compress:
+            raise UsageError(
+                "compress is for slow links over ssh; the tls transport sends the stream as it is"
+            )
         if self.parallel > 1 and not self.recursive:
             raise UsageError("parallel applies to a recursive tree (recursive)")
 
@@ -162,6 +174,7 @@ class Request:
             | ({"parallel": self.parallel} if self.parallel != 1 else {})
             | ({"raw": True} if self.raw else {})
             | ({"compress": self.compress} if self.compress else {})  # absent: any agent takes it
+            | ({"transport": self.transport} if self.transport != "ssh" else {})
         )
 
     @classmethod
@@ -207,5 +220,6 @@ class Request:
             compress=p.get("compress"),
             grant=p.get("grant"),
             parallel=p.get("parallel", 1),
+            transport=p.get("transport", "ssh"),
             **flags,
         )

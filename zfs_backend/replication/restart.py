@@ -24,6 +24,7 @@ from ..zfs.models import Snapshot
 from .compress import pack_argv, unpack_argv
 from .plan import Plan
 from .resume import planned_chain, resume_mismatch
+from .tls_channel import recv_argv, send_argv
 from .tree_plan import TreeJob, job_specs, tree_jobs
 from .upkeep import dialect_for_recv
 
@@ -77,7 +78,12 @@ class RestartOps:
 
     def _recv_endpoint(self, argv: list[str]) -> Endpoint:
         """Where a stream goes: ``zfs receive argv`` through the peer, or, with ``compress``, packed
-        after the relay (which counts the stream's own bytes) and unpacked by the peer's ``peer-exec``."""
+        after the relay (which counts the stream's own bytes) and unpacked by the peer's ``peer-exec``;
+        with the ``tls`` transport, sent over the TLS data channel the peer's ``peer-exec`` opens."""
+        if self.request.transport == "tls":
+            node = self.request.destination_node
+            ssh = self._peer.stream_argv(recv_argv(argv), multiplex=True)
+            return Endpoint(self._local, send_argv(node, ssh), counts_network=False)
         codec = self.request.compress
         if codec:
             return Endpoint(self._local, pack_argv(codec, self._peer.stream_argv(unpack_argv(codec, argv))))

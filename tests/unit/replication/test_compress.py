@@ -205,13 +205,13 @@ def test_every_stream_of_a_replication_is_packed_when_asked() -> None:
     ops = RestartOps()
     ops._local, ops._peer = LocalHost("node1"), Peer("node2")  # type: ignore[assignment]
     recv = ["zfs", "receive", "-s", "tank/r"]
-    ops.request = SimpleNamespace(compress="zstd")  # type: ignore[assignment]
+    ops.request = SimpleNamespace(compress="zstd", transport="ssh")  # type: ignore[assignment]
     packed = ops._recv_endpoint(recv)
     assert packed.host is ops._local
     assert packed.argv[packed.argv.index("zstd") :] == [
         *["zstd", "--", "ssh", "node2", "--"],
         *["zfs-backend", "unpack", "zstd", *recv],
     ]
-    ops.request = SimpleNamespace(compress=None)  # type: ignore[assignment]
+    ops.request = SimpleNamespace(compress=None, transport="ssh")  # type: ignore[assignment]
     plain = ops._recv_endpoint(recv)
     assert plain.host is ops._peer and plain.argv == recv and plain.counts_network
