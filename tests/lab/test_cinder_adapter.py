@@ -102,8 +102,9 @@ def test_real_cinder_loads_and_drives_the_adapter(
             vol, snap = created["volume"], created["snapshot"]
             ds = f"{PARENT}/{vol['name']}"
 
-            # Loaded by cinder's importutils from the class path, a real cinder VolumeDriver.
-            assert created["driver_class"] == "zfs_backend.cinder.ZfsNfsDriver"
+            # Loaded by cinder's importutils from the class path cinder.conf names (the package's
+            # zfs_backend.cinder.ZfsNfsDriver, re-exported from cinder/driver.py), a real VolumeDriver.
+            assert created["driver_class"] == "zfs_backend.cinder.driver.ZfsNfsDriver"
             assert "cinder.volume.driver.VolumeDriver" in created["bases"]
             assert created["monkey_patched"] is True  # as under cinder-volume (eventlet)
             assert created["config_node"] == NODE and created["config_parent"] == PARENT
