@@ -84,6 +84,7 @@ PURPOSE = {
 # Modules reached from outside the package's imports: not ``unused``.
 ENTRY_POINTS = {
     "cli.main": "the zfs-backend console script (pyproject.toml)",
+    "cinder.driver": "cinder-volume (volume_driver=zfs_backend.cinder.ZfsNfsDriver; the driver branch)",
     "cinderlab.tempest": "scripts/tempest",
     "cinderlab.tempest_results": "run as a script by cinderlab.tempest, in tempest's virtualenv",
     "hosts.fake": "FakeHost, the Host of the unit tests",
@@ -136,7 +137,7 @@ KNOWN: dict[tuple[str, ...], str] = {
     ("size", "agent.daemon"): "rooms",
     # control: one LocalActivity control surface shrinks the pipeline and the standby kind.
     ("size", "activity.pipeline"): "control",
-    ("size", "replication.standby"): "control",
+    ("size", "replication.standby"): "control",  # kinds.standby once rooms moves it
     # control (owns zfs/stream.py): StreamError never leaves classify_stream; private, or in errors.
     ("error", "zfs.stream", "StreamError"): "control",
     # vm: zfs/lzc.py gets its caller on the OpenZFS VMs (issue 20), or goes.
