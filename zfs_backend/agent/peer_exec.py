@@ -43,11 +43,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import CodecMissing
 from ..errors import PeerExecRefused as Refused  # the name the tests and this module use
 from ..hosts.validate import validate_node_name
 from ..node_sockets import peer_socket_path
-from ..replication.compress import parse_unpack, start_unpack
+from ..replication.compress import CodecMissing, parse_unpack, start_unpack
 from ..zfs.namecheck import check_dataset_name
 
 __all__ = ["REFUSED", "check_stream_head", "main", "parse_request"]
