@@ -6,7 +6,7 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     ZfsBackendError                       base; exit 1
     ├── UsageError                        bad input from a user (names, sizes, options); exit 2
     │   ├── InvalidName                   a dataset/snapshot/node/property name failed validation
-    │   ├── PeerCommandRefused            peer-exec refused a peer node's command; nothing ran
+    │   ├── PeerExecRefused               peer-exec refused a peer node's command; nothing ran
     │   └── (the volume driver's)         VolumeNotFound, VolumeExists, InvalidSize, InvalidClient,
     │                                     InvalidAttachment, VolumeBusy: see below
     ├── UnsafeVolumeFile                  a volume's file is not a regular file; the driver refuses it
@@ -122,7 +122,7 @@ __all__ = [
     "NotGranted",
     "NotRoot",
     "ParseError",
-    "PeerCommandRefused",
+    "PeerExecRefused",
     "PeerRefused",
     "PoolFull",
     "ProtocolError",
@@ -157,7 +157,7 @@ class InvalidName(UsageError):
     """A name failed validation before reaching any command line."""
 
 
-class PeerCommandRefused(UsageError):
+class PeerExecRefused(UsageError):
     """peer-exec (a node key's forced command) refused a peer node's command: not what a node key may
     run, not admitted by this node's agent, or a stream it will not receive. Nothing ran."""
 

@@ -7,10 +7,11 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+
+from polling import NotYet, eventually
 
 from zfs_backend.activity.core import BackendActivity
 from zfs_backend.config import Settings
@@ -85,14 +86,15 @@ def replicate(settings: Settings, src: str, dst: str, **kw: Any) -> BackendActiv
 
 
 def wait_for_bytes(act: BackendActivity, at_least: int, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def moved() -> int:
         n, _m = act.progress
         if n >= at_least:
             return n
         assert act.state in ("pending", "running"), (act.state, act.error)
-        time.sleep(0.1)
-    raise AssertionError(f"no {at_least} bytes moved in {timeout} s: {act.record()}")
+        raise NotYet(f"no {at_least} bytes moved in {timeout} s: {act.record()}")
+
+    return eventually(moved, timeout, interval=0.1, retry=NotYet)
 
 
 @contextlib.contextmanager

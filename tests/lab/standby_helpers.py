@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from polling import until
+
 from zfs_backend.config import Settings
 from zfs_backend.driver.service import VolumeService
 from zfs_backend.flows.env import FlowEnv
@@ -44,10 +46,12 @@ class Writer:
         self._thread.join(60)
 
     def wait_for(self, nbytes: int, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.acked) * self.block < nbytes:
-            assert time.monotonic() < deadline, f"the writer acknowledged only {len(self.acked)} blocks"
-            time.sleep(0.1)
+        until(
+            f"the writer to have {nbytes} bytes acknowledged",
+            lambda: len(self.acked) * self.block >= nbytes,
+            timeout,
+            interval=0.1,
+        )
 
     def _client(self) -> nfs.NfsClient | None:
         addr, path = self.locate().split(":", 1)

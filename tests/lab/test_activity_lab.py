@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from polling import NotYet, eventually
 
 from zfs_backend.config import Settings
 from zfs_backend.errors import ActivityNotFound, InvalidTransition
@@ -65,11 +66,13 @@ def _params(src: str, dst: str, size: int, bwlimit: int | None = None) -> dict[s
 
 
 def _wait_progress(act: RemoteActivity, at_least: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while act.progress[0] < at_least:
-        assert act.state in ("pending", "running"), act.record().to_dict()
-        assert time.monotonic() < deadline, "no progress"
-        time.sleep(0.1)
+
+    def progressed() -> None:
+        if act.progress[0] < at_least:
+            assert act.state in ("pending", "running"), act.record().to_dict()
+            raise NotYet("no progress")
+
+    eventually(progressed, timeout, interval=0.1, retry=NotYet)
 
 
 def _wait_done(act: RemoteActivity, timeout: float = 120.0) -> list[tuple[int, int]]:

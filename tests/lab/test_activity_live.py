@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from polling import NotYet, eventually
 
 from zfs_backend.config import Settings
 from zfs_backend.hosts import SSHHost
@@ -72,10 +73,12 @@ def send_pids(src: SSHHost) -> set[str]:
 
 
 def wait_bytes(settings: Settings, aid: str, at_least: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while done_bytes(settings, aid) < at_least:
-        assert time.monotonic() < deadline, record(settings, aid)
-        time.sleep(0.2)
+
+    def moved() -> None:
+        if done_bytes(settings, aid) < at_least:
+            raise NotYet(str(record(settings, aid)))
+
+    eventually(moved, timeout, interval=0.2, retry=NotYet)
 
 
 def test_bwlimit_changed_on_a_running_replication(

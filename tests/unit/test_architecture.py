@@ -4,6 +4,7 @@ table the check uses, and each rule fires on a small bad example."""
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -179,3 +180,10 @@ def test_error_fires_on_an_exception_outside_the_tree() -> None:
         }
     )
     assert arch.stray_errors(tree) == {("error", "lab.nfs", "NfsError"), ("error", "zfs.parse", "ParseError")}
+
+
+def test_the_check_imports_nothing_of_the_package() -> None:
+    tree = ast.parse(Path(arch.__file__).read_text(encoding="utf-8"))
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in imported if m.startswith("zfs_backend")]

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import CodecMissing
-from ..errors import PeerCommandRefused as Refused  # the name the tests and this module use
+from ..errors import PeerExecRefused as Refused  # the name the tests and this module use
 from ..hosts.validate import validate_node_name
 from ..node_sockets import peer_socket_path
 from ..replication.compress import parse_unpack, start_unpack

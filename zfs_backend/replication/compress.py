@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import CodecMissing
+from ..errors import CodecMissing  # re-exported: peer_exec imports it from here
 
 __all__ = [
     "CODECS",
