@@ -6,6 +6,8 @@ the destination destroyed between runs):
 
 * ``local``: ``zfs send | zfs recv`` on node1 itself (into another dataset of its pool), the ceiling the
   issue names (run over the controller's SSH command, as a user would);
+* ``pipe``: node1's ``zfs send`` piped into node2's ``zfs recv`` on the host (``zfs-backend lab exec``,
+  no network, no agent, no cipher): what two nodes' ZFS cost without any wire;
 * ``ssh``: ``zfs-backend replicate node1:… node2:…`` as today (the stream inside SSH, aes128-gcm);
 * ``tls``: the same with ``--transport tls`` (the stream on the TLS data channel, the control on SSH).
 
@@ -33,10 +35,10 @@ from zfs_backend.hosts import load_inventory
 from zfs_backend.lab import Lab
 from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
 
-from ._common import cli, write_json
+from ._common import BIN, cli, write_json
 
 MiB = 1 << 20
-SIDES = ("local", "ssh", "tls")
+SIDES = ("local", "pipe", "ssh", "tls")
 # on node1: the TLS pump alone, loopback, with node1's own files on both ends
 _PUMP = r"""
 import os, sys, threading, time
@@ -51,6 +53,7 @@ th = threading.Thread(target=lambda: box.update(s=T.accept(lst, ctx, "node1", wa
 th.start()
 cli = S.connect("node1", "127.0.0.1", lst.port, lst.token, T.DEFAULT_TLS_DIR)
 th.join()
+cipher = cli.cipher()[0]
 src_r, src_w = os.pipe(); dst_r, dst_w = os.pipe()
 def feed():
     block = memoryview(os.urandom(1 << 20)); left = total
@@ -67,7 +70,7 @@ t0 = time.monotonic()
 for t in ts: t.start()
 S.pump_from_fd(src_r, cli)
 for t in ts: t.join()
-print(time.monotonic() - t0, cli.cipher()[0] if cli.cipher() else "?")
+print(time.monotonic() - t0, cipher)
 """
 
 
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     local_dst, remote_dst = parse_dataset("tank/bench-local"), parse_dataset("tank/bench-dst")
     runs: dict[str, list[float]] = {s: [] for s in SIDES}
     for i in range(a.repeats):
-        order = SIDES[i % 3 :] + SIDES[: i % 3]
+        order = SIDES[i % len(SIDES) :] + SIDES[: i % len(SIDES)]
         for side in order:
             zfs, dst = (z1, local_dst) if side == "local" else (z2, remote_dst)
             with contextlib.suppress(Exception):
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                     ["sh", "-c", 'zfs send "$1" | zfs recv "$2"', "sh", f"{src}@s1", str(dst)], timeout=1800
                 )
                 took = time.monotonic() - t0
+            elif side == "pipe":
+                took = _pipe(settings.home, a.network, f"{src}@s1", str(dst))
             else:
                 extra = ["--transport", "tls"] if side == "tls" else []
                 took = cli(settings, "replicate", f"node1:{src}@s1", f"node2:{dst}", *extra)
@@ -122,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         out[side] = {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "runs_s": v}
     out["tls_vs_local"] = out["local"]["median_s"] / out["tls"]["median_s"]
     out["tls_vs_ssh"] = out["ssh"]["median_s"] / out["tls"]["median_s"]
+    out["tls_vs_pipe"] = out["pipe"]["median_s"] / out["tls"]["median_s"]
     if a.pump:
         r = n1.run([sys.executable, "-c", _PUMP, "1024"], timeout=600, check=False)
         if r.returncode == 0:
@@ -135,6 +141,25 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         write_json(a.json, out)
     return 0
+
+
+def _pipe(home: Any, network: str, snap: str, dst: str) -> float:
+    """node1's ``zfs send`` into node2's ``zfs recv`` through a pipe on the host; its wall clock."""
+    import subprocess
+
+    env = {**os.environ, "ZFS_BACKEND_HOME": str(home), "ZFS_BACKEND_LAB_NETWORK": network}
+    t0 = time.monotonic()
+    send = subprocess.Popen(
+        [BIN, "lab", "exec", "node1", "--", "zfs", "send", snap], stdout=subprocess.PIPE, env=env
+    )
+    recv = subprocess.run(
+        [BIN, "lab", "exec", "node2", "--", "zfs", "recv", dst], stdin=send.stdout, env=env, check=False
+    )
+    assert send.stdout is not None
+    send.stdout.close()
+    if send.wait() != 0 or recv.returncode != 0:
+        raise SystemExit(f"the pipe side failed: send {send.returncode}, recv {recv.returncode}")
+    return time.monotonic() - t0
 
 
 def report(o: dict[str, Any]) -> None:
@@ -152,7 +177,8 @@ def report(o: dict[str, Any]) -> None:
         )
     Console().print(t)
     Console().print(
-        f"tls = {o['tls_vs_local']:.2f}x local (goal ≥ 0.9x), {o['tls_vs_ssh']:.2f}x ssh (goal ≥ 1.8x)"
+        f"tls = {o['tls_vs_local']:.2f}x local (goal ≥ 0.9x), {o['tls_vs_ssh']:.2f}x ssh (goal ≥ 1.8x), "
+        f"{o['tls_vs_pipe']:.2f}x the bare cross-node pipe"
     )
     if "pump" in o:
         Console().print(f"TLS pump alone on node1: {o['pump']}")

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ZfsBackendError
 from ..private import private_dir, private_open
 from .validate import validate_node_name
 
@@ -195,3 +195,28 @@ def cert_node_names(cert_pem: bytes) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return list(san.value.get_values_for_type(x509.DNSName))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m zfs_backend.hosts.pki --ca DIR --out DIR NODE…``: issue each NODE a key and certificate
+    from the CA in ``--ca`` (made if missing) into ``OUT/NODE/`` (what the ansible role's
+    ``zfs_backend_node_tls_source`` points at)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: python -m zfs_backend.hosts.pki --ca DIR --out DIR NODE..."
+    if len(args) < 5 or args[0] != "--ca" or args[2] != "--out":
+        print(usage, file=sys.stderr)
+        return 2
+    ca, out, nodes = Path(args[1]), Path(args[3]), args[4:]
+    try:
+        for node in nodes:
+            write_node_files(out / validate_node_name(node), issue_node(ca, node))
+    except (ZfsBackendError, ValueError, OSError) as e:
+        print(f"zfs_backend.hosts.pki: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

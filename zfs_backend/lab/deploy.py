@@ -153,6 +153,8 @@ def role_vars(lay: LabLayout, pool_size: int, provisioned: bool) -> dict[str, ob
         "zfs_backend_node_pool_files": [f"{POOL_DIR}/tank.img"],
         "zfs_backend_node_pool_file_size": str(pool_size),
         "zfs_backend_node_wheelhouse": str(lay.state_dir / "wheelhouse"),
+        # each node's TLS files, issued by the lab's CA (lab/tls.py): <dir>/<node>/{ca,node}.pem, node.key
+        "zfs_backend_node_tls_source": str(lay.state_dir / "pki" / "nodes"),
     }
 
 

@@ -220,8 +220,8 @@ class Lab:
             say(f"network {self.layout.network} on bridge {self.layout.bridge}")
             netns.create_bridge(self.layout)
             access.provision(self.layout, plan, st.zfs_backend_bin, HOST_KEY, bare=provision)
-            if not provision:  # the TLS data channel's certificates (the role installs its own)
-                tls.install_certs(self.layout, plan)
+            # the TLS data channel's certificates (for the role to install when it provisions the nodes)
+            tls.install_certs(self.layout, plan, for_role=provision)
             self._parallel(plan, lambda n: self._bring_up_node(n, st, say, st.agents))
             access.write_inventory(
                 self.layout.inventory,

@@ -5,7 +5,8 @@ files 0600), where the node's agent and ``peer-exec`` look by default (``replica
 
 A node's certificate is issued once and kept across ``lab up`` runs of the same lab directory (its node
 directory persists); the CA is made once per lab. Lab nodes provisioned by the ansible role
-(``lab up --provision``) get theirs from the role instead.
+(``lab up --provision``) get theirs from the role, which copies what the lab issued into
+``<lab>/pki/nodes/<node>/`` (the role's ``zfs_backend_node_tls_source``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from ..hosts.pki import CA_CERT, NODE_CERT, NODE_KEY, issue_node, write_node_files
 from .topology import LabLayout, NodeLayout
 
-__all__ = ["NODE_TLS_DIR", "ca_dir", "install_certs", "node_tls_dir"]
+__all__ = ["NODE_TLS_DIR", "ca_dir", "install_certs", "node_tls_dir", "role_source"]
 
 #: where a node keeps its TLS files (inside its root filesystem): ``tls_channel.DEFAULT_TLS_DIR``
 NODE_TLS_DIR = "etc/zfs-backend/tls"
@@ -31,12 +32,19 @@ def node_tls_dir(node: NodeLayout) -> Path:
     return node.upper / NODE_TLS_DIR
 
 
-def install_certs(lay: LabLayout, plan: list[NodeLayout]) -> None:
-    """Issue every node of ``plan`` a certificate from the lab's CA and install it (kept when the node
-    already holds a pair from this CA)."""
+def role_source(lay: LabLayout) -> Path:
+    """Where the lab leaves each node's files for the ansible role (``<lab>/pki/nodes/<node>/``: the
+    role's ``zfs_backend_node_tls_source``) when the role provisions the nodes."""
+    return ca_dir(lay) / "nodes"
+
+
+def install_certs(lay: LabLayout, plan: list[NodeLayout], *, for_role: bool = False) -> None:
+    """Issue every node of ``plan`` a certificate from the lab's CA and install it in the node (kept when
+    the node already holds a pair from this CA); ``for_role``: leave them for the ansible role to install
+    instead (:func:`role_source`)."""
     ca = ca_dir(lay)
     for node in plan:
-        target = node_tls_dir(node)
+        target = role_source(lay) / node.name if for_role else node_tls_dir(node)
         ca_pem = (ca / CA_CERT).read_bytes() if (ca / CA_CERT).exists() else None
         if (
             ca_pem is not None

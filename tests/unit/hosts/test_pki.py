@@ -48,3 +48,12 @@ def test_a_bad_node_name_is_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(InvalidName):
         pki.issue_node(tmp_path / "pki", bad)
     assert not (tmp_path / "pki").exists()  # refused before the CA is even made
+
+
+def test_the_command_issues_files_for_the_role(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert pki.main(["--ca", str(tmp_path / "ca"), "--out", str(out), "node1", "node2"]) == 0
+    assert pki.cert_node_names((out / "node2" / pki.NODE_CERT).read_bytes()) == ["node2"]
+    assert pki.main(["--ca", str(tmp_path / "ca"), "--out", str(out), "Bad_Name"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert pki.main(["node1"]) == 2
