@@ -146,6 +146,28 @@ def test_zstd_for_compressed_streams(hosts):
     _each(hosts, check)
 
 
+def test_tls_files_are_private_and_name_the_node(hosts):
+    """With ``zfs_backend_node_tls_source`` (the lab sets it to what its CA issued), each node holds its
+    TLS data channel's files (``replicate --transport tls``), private, its certificate naming it."""
+    if not any(_var(h, "zfs_backend_node_tls_source", "") for h in hosts.values()):
+        pytest.skip("the inventory gives no zfs_backend_node_tls_source (no TLS files deployed)")
+
+    def check(name, host):
+        d = host.file("/etc/zfs-backend/tls")
+        assert d.is_directory and d.user == "root" and d.mode == 0o700, oct(d.mode)
+        for f in ("ca.pem", "node.pem", "node.key"):
+            fh = host.file(f"/etc/zfs-backend/tls/{f}")
+            assert fh.exists and fh.user == "root" and fh.mode == 0o600, f"{f}: {oct(fh.mode)}"
+        code = (
+            "from zfs_backend.hosts.pki import cert_node_names; "
+            "print(cert_node_names(open('/etc/zfs-backend/tls/node.pem', 'rb').read()))"
+        )
+        out = host.check_output(f"{PREFIX}/bin/python -c {json.dumps(code)}")
+        assert out.strip() == repr([host.ansible.get_variables()["inventory_hostname"]]), out
+
+    _each(hosts, check)
+
+
 def test_ganesha_serves_nfs(hosts):
     def check(name, host):
         addr = _var(host, "ansible_host", name)
