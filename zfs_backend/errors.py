@@ -21,9 +21,11 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── CommandFailed                 non-zero exit: node, argv, stderr
     │   ├── CommandTimeout
     │   ├── HostUnreachable               cannot connect (network, auth); exit 13
+    │   │   └── ForwardRefused            the node's SSH master will not forward its agent's socket
     │   ├── HostKeyMismatch               the node's host key is unknown or changed; exit 14
     │   ├── CodecMissing                  a stream codec's tool (zstd) is not installed on the node
     │   ├── PeerRefused                   a stream's peer refused it (auth, cipher, forced command)
+    │   ├── ChannelRefused                a stream's TLS data channel could not be opened or was refused
     │   └── StreamFailed                  a send → receive stream broke, for no more specific reason
     ├── ZfsError                          a zfs/zpool command failed in a known way; exit 6
     │   ├── DatasetNotFound
@@ -33,6 +35,7 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     │   ├── DatasetHasDependents          children, newer snapshots or clones stand in the way
     │   ├── DestinationModified           incremental recv refused: target changed since its snapshot
     │   ├── StreamMismatch                recv refused: the stream's base is not the target's newest
+    │   ├── HoldNotFound                  the snapshot holds no such tag; nothing changed
     │   ├── UnsupportedFeature            the node's ZFS dialect lacks it
     │   └── ParseError                    zfs printed something the parser does not understand
     ├── ActivityError                     exit 7
@@ -92,6 +95,7 @@ __all__ = [
     "BackupError",
     "BackupNotFound",
     "CapabilityMissing",
+    "ChannelRefused",
     "CodecMissing",
     "CommandFailed",
     "CommandTimeout",
@@ -105,6 +109,8 @@ __all__ = [
     "DestinationModified",
     "FlowError",
     "FlowNotFound",
+    "ForwardRefused",
+    "HoldNotFound",
     "HostError",
     "HostKeyMismatch",
     "HostUnreachable",
@@ -267,6 +273,15 @@ class PeerRefused(HostError):
     forced command said no. Retrying cannot help."""
 
 
+class ForwardRefused(HostUnreachable):
+    """The node's SSH master is up but will not forward its agent's unix socket (e.g. sshd's
+    ``AllowStreamLocalForwarding no``): the agent is reached through a command instead."""
+
+
+class ChannelRefused(HostError):
+    """A stream's TLS data channel could not be opened, or either end refused it (one line)."""
+
+
 class StreamFailed(HostError):
     """A send → receive stream ended early or a side of it exited non-zero, for no reason a more
     specific error names (a cut link, a killed process): another attempt may succeed."""
@@ -286,6 +301,10 @@ class DatasetExists(ZfsError):
 
 class DatasetBusy(ZfsError):
     pass
+
+
+class HoldNotFound(ZfsError):
+    """``zfs release``: the snapshot holds no such tag (already released); nothing changed."""
 
 
 class PoolFull(ZfsError):

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..activity.states import TERMINAL
-from ..errors import ActivityNotFound, ZfsBackendError
+from ..errors import ActivityNotFound, HoldNotFound, ZfsBackendError
 from ..zfs.names import SnapshotName, parse_snapshot
 
 if TYPE_CHECKING:
@@ -174,9 +174,10 @@ class HoldKeeper:
     def _release(self, h: Hold) -> bool:
         try:
             self.zfs.release(parse_snapshot(h.snapshot), h.tag)
+        except HoldNotFound:
+            return False
         except ZfsBackendError as e:
-            if "no such tag" not in str(e):
-                log.warning("hold %s on %s not released: %s", h.tag, h.snapshot, e)
+            log.warning("hold %s on %s not released: %s", h.tag, h.snapshot, e)
             return False
         log.info("stale hold %s on %s released (%s)", h.tag, h.snapshot, h.why)
         with contextlib.suppress(ActivityNotFound):  # the records stop saying it is there

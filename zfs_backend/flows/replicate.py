@@ -52,6 +52,7 @@ from ..replication.plan import Conflict, incremental_path
 from ..replication.remote import RemoteReceiver
 from ..replication.wire import RECEIVER_PROP
 from ..zfs.api import Zfs
+from ..zfs.cmd import spawn_stream
 from ..zfs.models import RecvSpec
 from ..zfs.names import DatasetName, parse_dataset, parse_node_qualified
 from .env import env
@@ -312,8 +313,8 @@ class ControllerStream(task.Task):
         with tempfile.TemporaryFile() as perr, tempfile.TemporaryFile() as cerr:
             try:
                 procs = [
-                    src.host.spawn(send, stdin=subprocess.DEVNULL, stdout=w1, stderr=perr),
-                    dst.host.spawn(recv, stdin=r2, stdout=subprocess.DEVNULL, stderr=cerr),
+                    spawn_stream(src.host, send, stdin=subprocess.DEVNULL, stdout=w1, stderr=perr),
+                    spawn_stream(dst.host, recv, stdin=r2, stdout=subprocess.DEVNULL, stderr=cerr),
                 ]
             finally:
                 for fd in (w1, r2):

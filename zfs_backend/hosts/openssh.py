@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HostUnreachable, UsageError
+from ..errors import ForwardRefused, HostUnreachable, UsageError
 from ..private import private_dir
 from .base import check_argv
 
@@ -215,7 +215,7 @@ class ControlConnection:
             res = self._ctl("forward", "-L", f"{local}:{remote_socket}")
         if res.returncode != 0:
             why = res.stderr.decode(errors="replace").strip().splitlines()
-            raise HostUnreachable(
+            raise ForwardRefused(
                 f"{self.name}: cannot forward the agent socket: {why[-1] if why else res.returncode}"
             )
         return local

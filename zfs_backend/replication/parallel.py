@@ -34,6 +34,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ..activity.core import status_of
 from ..activity.procs import kill_process_group
 from ..activity.relay import Relay
 from ..activity.resources import ResourceMonitor
@@ -137,11 +138,6 @@ class RelayGroup:
             r.close()
 
 
-def _status_of(e: BaseException) -> int:
-    code = getattr(e, "exit_code", None)
-    return code if isinstance(code, int) and code > 0 else STATUS_FAILED
-
-
 class ParallelStreams:
     """Mixed into :class:`~.activity.Replicate` before ``PipelineActivity`` (see the module doc)."""
 
@@ -188,7 +184,7 @@ class ParallelStreams:
             streams = self._tree_streams()
         except Exception as e:
             self.build_error = e
-            return "failed", f"cannot build the streams: {e}", _status_of(e)
+            return "failed", f"cannot build the streams: {e}", status_of(e)
         group = RelayGroup(min(self.request.parallel, len(streams)), self._bwlimit())
         with self._cond:
             if self._abort is not None or self._record.state not in (RUNNING, SUSPENDED):
@@ -249,7 +245,7 @@ class ParallelStreams:
                 try:
                     err = self._run_one(item, group)
                 except Exception as e:  # never a silent thread death: it fails the attempt
-                    err = (f"{item[0].rel or 'the top'}: {e}", _status_of(e))
+                    err = (f"{item[0].rel or 'the top'}: {e}", status_of(e))
                 with cv:
                     if err is None:
                         done.add(item[0].rel)

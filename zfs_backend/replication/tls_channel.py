@@ -34,7 +34,8 @@ The source's side is :mod:`.tls_send`. Files: ``ca.pem``, ``node.pem``, ``node.k
 ``$ZFS_BACKEND_TLS_DIR`` (default ``/etc/zfs-backend/tls``), issued by the controller's CA
 (:mod:`zfs_backend.hosts.pki`). The listener's address is ``$ZFS_BACKEND_TLS_ADDRESS`` when set, else
 the address the SSH session reached (``SSH_CONNECTION``): the storage network the nodes already use.
-This module is imported by ``peer-exec`` on every stream: its top imports only ``os`` and ``sys``.
+This module is imported by ``peer-exec`` on every stream: its top imports only ``os``, ``sys`` and
+``errors`` (which peer-exec loads anyway).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from ..errors import ChannelRefused
 
 if TYPE_CHECKING:
     import ssl
@@ -73,10 +76,6 @@ CHUNK = 1 << 20
 ACCEPT_TIMEOUT_S = 30.0
 _TOKEN_HEX = 64
 _FILES = ("ca.pem", "node.pem", "node.key")
-
-
-class ChannelRefused(Exception):
-    """The channel cannot be opened or was refused (one line)."""
 
 
 def tls_dir(env: Mapping[str, str] | None = None) -> str:

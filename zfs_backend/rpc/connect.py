@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import IO
 
 from ..config import Settings
-from ..errors import AgentUnavailable, HostUnreachable
+from ..errors import AgentUnavailable, ForwardRefused, HostUnreachable
 from ..hosts.inventory import NodeSpec, load_inventory
 from ..hosts.openssh import ControlConnection, OpenSSHTarget
 from .client import AgentClient, Node
@@ -59,11 +59,11 @@ class ForwardedTransport(UnixSocketTransport):
             pass  # no master yet, or it went away: set it up again, once
         try:
             self.path = self.conn.forward(self.remote_socket)
-        except HostUnreachable as e:
-            if "forward" not in str(e):
-                raise AgentUnavailable(f"{self.name}: {e}") from None
+        except ForwardRefused:
             self._use_fallback = True
             return self._fallback._open()
+        except HostUnreachable as e:
+            raise AgentUnavailable(f"{self.name}: {e}") from None
         return super()._open()
 
     def _dead(self) -> bool:

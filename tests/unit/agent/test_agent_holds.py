@@ -11,7 +11,7 @@ import pytest
 from zfs_backend.activity import ActivityStore
 from zfs_backend.activity.report import ActivityRecord
 from zfs_backend.agent.holds import HoldKeeper
-from zfs_backend.errors import ZfsBackendError
+from zfs_backend.errors import HoldNotFound
 from zfs_backend.replication.claims import ClaimStore
 from zfs_backend.zfs.dialect import OPENZFS_2, ZFS_FUSE_07, Dialect
 from zfs_backend.zfs.names import SnapshotName, parse_snapshot
@@ -37,7 +37,7 @@ class HeldZfs:
     def release(self, snapshot: SnapshotName, tag: str, recursive: bool = False) -> None:
         tags = self.tags.get(str(snapshot), [])
         if tag not in tags:
-            raise ZfsBackendError(f"cannot release '{tag}' from '{snapshot}': no such tag on this dataset")
+            raise HoldNotFound(f"cannot release '{tag}' from '{snapshot}': no such tag on this dataset")
         tags.remove(tag)
         self.released.append((str(snapshot), tag))
 

@@ -13,6 +13,7 @@ from zfs_backend.errors import (
     DatasetHasDependents,
     DatasetNotFound,
     DestinationModified,
+    HoldNotFound,
     HostKeyMismatch,
     PeerRefused,
     PoolFull,
@@ -228,3 +229,13 @@ def test_a_stream_side_starts_through_cmd(monkeypatch: pytest.MonkeyPatch) -> No
     assert started == [["zfs", "send", "tank/v@s"]]
     with pytest.raises(UsageError):
         cmd.spawn_stream(host, [], stdin=None, stdout=None, stderr=None)
+
+
+def test_a_release_of_a_tag_not_held_is_typed() -> None:
+    failure = CommandFailed(
+        "n1",
+        ["zfs", "release", "zb-x", "tank/v@s"],
+        1,
+        "cannot release hold from snapshot 'tank/v@s': no such tag on this dataset",
+    )
+    assert isinstance(cmd.map_failure(failure), HoldNotFound)
