@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from polling import NotYet, eventually
+from polling import NotYet, eventually, until
 
 from zfs_backend.config import Settings
 from zfs_backend.hosts import SSHHost
@@ -131,10 +131,13 @@ def test_stall_watchdog_restarts_a_blackholed_stream(
         wait_bytes(lab_settings, aid, 2 * MiB)
         lab.link("node2", False)
         try:
-            deadline = time.monotonic() + 60
-            while not any((e["detail"] or "").startswith("stalled") for e in events(lab_settings, aid)):
-                assert time.monotonic() < deadline, events(lab_settings, aid)
-                time.sleep(0.5)
+
+            def has_stalled() -> None:
+                got = events(lab_settings, aid)
+                if not any((e["detail"] or "").startswith("stalled") for e in got):
+                    raise NotYet(str(got))
+
+            eventually(has_stalled, 60, interval=0.5, retry=NotYet)
         finally:
             lab.link("node2", True)
         ok(lab_settings, "activity", "set", aid, "--node", "node1", "--bwlimit", "none")
@@ -184,12 +187,13 @@ def test_holds_of_crashed_and_failed_standby_sync(
         replicate(lab_settings, f"node1:{ds}@zfs_backend-standby-1", f"node2:{ds}").wait(120) == "succeeded"
     )
     aid = start_sync(lab_settings, ds)
-    deadline = time.monotonic() + 60
-    while not (
-        project_holds(holds(lab_settings, "node1"), aid) and project_holds(holds(lab_settings, "node2"), aid)
-    ):
-        assert time.monotonic() < deadline, (holds(lab_settings, "node1"), holds(lab_settings, "node2"))
-        time.sleep(0.5)
+
+    def held_both() -> None:
+        h1, h2 = holds(lab_settings, "node1"), holds(lab_settings, "node2")
+        if not (project_holds(h1, aid) and project_holds(h2, aid)):
+            raise NotYet(str((h1, h2)))
+
+    eventually(held_both, 60, interval=0.5, retry=NotYet)
     # the crash: SIGKILL the agent; the supervisor starts it again and it carries the sync on
     lab.restart_service("node1", "agent", hard=True)
     time.sleep(3)
@@ -210,10 +214,12 @@ def test_holds_of_crashed_and_failed_standby_sync(
     Zfs(dst).hold(held, "keepme")  # a user's hold: never listed, never released
     try:
         assert holds(lab_settings, "node2", "--release-stale")["released"] == []  # the lease still runs
-        deadline = time.monotonic() + 330  # the claim's lease (300 s) lapses: the primary never renews it
-        while project_holds(holds(lab_settings, "node2"), aid)[0]["live"]:
-            assert time.monotonic() < deadline
-            time.sleep(5)
+        until(  # the claim's lease (300 s) lapses: the primary never renews it
+            "the standby's hold to go stale",
+            lambda: not project_holds(holds(lab_settings, "node2"), aid)[0]["live"],
+            330,
+            interval=5,
+        )
         report = holds(lab_settings, "node2", "--release-stale")
         assert [h["tag"] for h in report["released"]] == [f"zfs_backend:{aid}"], report
         assert project_holds(report, aid) == []

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from polling import NotYet, eventually
 
 from zfs_backend.config import Settings
 from zfs_backend.flows.env import set_env
@@ -102,10 +102,14 @@ def test_standby_syncs_compressed_from_the_command_line(lab: Lab, lab_settings: 
         assert rel is not None and rel.activity_id
         act = e.agent("node1").get(rel.activity_id)
         assert act.record().params.get("compress") == "zstd"
-        deadline = time.monotonic() + 120
-        while int(act.record().result.get("syncs", 0)) < 3:
-            assert time.monotonic() < deadline and act.state == "running", act.record()
-            time.sleep(0.5)
+
+        def synced_thrice() -> None:
+            rec = act.record()
+            if int(rec.result.get("syncs", 0)) < 3:
+                assert act.state == "running", rec
+                raise NotYet(str(rec))
+
+        eventually(synced_thrice, 120, interval=0.5, retry=NotYet)
         w.stop()
         act.suspend()  # no sync (nor its pruning of old snapshots) while both sides are listed
         d1, d2 = e.driver("node1"), e.driver("node2")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from zfs_backend.lab import Lab
 from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
-from replication_helpers import MiB, _agent, checksums, cli, listing, new_name, shaped, write
+from replication_helpers import MiB, _agent, checksums, cli, listing, new_name, shaped, wait_for_bytes, write
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,11 +64,7 @@ def test_a_parallel_tree_cancelled_mid_way_is_restored_and_a_rerun_completes(
         r = cli(lab_settings, "replicate", f"node1:{top}@s2", f"node2:{top}", *argv, "--detach")
         assert r.returncode == 0, r.stderr
         act = _agent(lab_settings, "node1").get(json.loads(r.stdout)["id"])
-        deadline = time.monotonic() + 120
-        while act.progress[0] < 4 * MiB and time.monotonic() < deadline:
-            assert act.state in ("pending", "running"), act.record()
-            time.sleep(0.2)
-        assert act.progress[0] >= 4 * MiB, act.record()
+        wait_for_bytes(act, 4 * MiB, timeout=120)
         c = cli(lab_settings, "activity", "cancel", act.id, "--node", "node1")
         assert c.returncode == 0, c.stderr
         assert act.wait(120) == "cancelled", act.record()
@@ -106,10 +101,7 @@ def test_the_limit_of_a_running_parallel_tree_changes_live(
     assert r.returncode == 0, r.stderr
     act = _agent(lab_settings, "node1").get(json.loads(r.stdout)["id"])
     try:
-        deadline = time.monotonic() + 120
-        while act.progress[0] < MiB and time.monotonic() < deadline:
-            assert act.state in ("pending", "running"), act.record()
-            time.sleep(0.2)
+        wait_for_bytes(act, MiB, timeout=120)
         s = cli(lab_settings, "activity", "set", act.id, "--node", "node1", "--bwlimit", "64M")
         assert s.returncode == 0 and "Traceback" not in s.stderr, (s.stdout, s.stderr)
         assert act.wait(180) == "succeeded", act.record()

@@ -13,12 +13,12 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from polling import NotYet, eventually
 
 from zfs_backend.errors import (
     DatasetExists,
@@ -110,16 +110,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     host = NsHost(daemon.pid)
     pool = "zt" + secrets.token_hex(3)
     try:
-        deadline = time.monotonic() + 15
-        while True:
+
+        def answers() -> None:
             if daemon.poll() is not None:
                 err = daemon.stderr.read().decode() if daemon.stderr else ""
                 pytest.fail(f"zfs-fuse exited {daemon.returncode}: {err}")
-            if host.run(["zpool", "list"], check=False).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                pytest.fail("zfs-fuse did not answer within 15 s")
-            time.sleep(0.2)
+            if host.run(["zpool", "list"], check=False).returncode != 0:
+                raise NotYet("zfs-fuse did not answer within 15 s")
+
+        eventually(answers, 15, interval=0.2, retry=NotYet)
         host.run(["zpool", "create", "-f", "-m", str(mnt / pool), pool, str(img)])
         yield Env(host, Zfs(host), pool, mnt)
     finally:
