@@ -7,8 +7,7 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     ├── UsageError                        bad input from a user (names, sizes, options); exit 2
     │   ├── InvalidName                   a dataset/snapshot/node/property name failed validation
     │   ├── PeerExecRefused               peer-exec refused a peer node's command; nothing ran
-    │   └── (the volume driver's)         VolumeNotFound, VolumeExists, InvalidSize, InvalidClient,
-    │                                     InvalidAttachment, VolumeBusy: see below
+    │   └── (the driver's)   VolumeNotFound, VolumeExists, InvalidSize, InvalidClient, InvalidAttachment, VolumeBusy
     ├── UnsafeVolumeFile                  a volume's file is not a regular file; the driver refuses it
     ├── ConfigError                       settings or inventory unreadable or incomplete; exit 3
     ├── LabError                          the simulated lab cannot be brought up / used; exit 4
@@ -60,25 +59,8 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
         ├── AlreadyRunning                the same replication runs, or another receives into the destination
         └── NotGranted                    a peer asked for work the destination's controller did not grant
 
-The volume driver's errors (``zfs_backend.driver.errors`` re-exports them, as ``zfs_backend.driver`` does):
-
-    UsageError
-    ├── VolumeNotFound        no volume (or snapshot) by that name or id
-    ├── VolumeExists          a volume (or snapshot) of that name already exists
-    ├── InvalidSize           size 0, negative, not an integer, or an extend that does not grow
-    ├── InvalidClient         a connector without a valid ``ip``, or a client address that is not one
-    │                         IPv4/IPv6 host address (nothing is granted or revoked)
-    ├── InvalidAttachment     an attachment id that is not one, or one already attached from another
-    │                         client
-    └── VolumeBusy            refused: it has snapshots, dependent clones, or is attached
-    UnsafeVolumeFile          a volume's ``volume`` is not a regular file (a link, FIFO, device a client
-                              planted): the driver's root file operations refuse to touch it
-    PoolFull                  also raised before any command when the volume would not fit (free
-                              space, over-subscription ratio)
-
-Module-private control flow that never leaves its module is not part of the tree (``agent/transport``'s
-``_Lost``, ``replication/standby``'s ``_Permanent``, ``zfs/stream``'s ``StreamError``, which
-``classify_stream`` turns into a reported change).
+The volume driver's errors say what they refuse on their classes (``driver.errors`` re-exports them).
+Control flow private to a module (``_Lost``, ``_Permanent``, ``_StreamError``) is not part of the tree.
 """
 
 from __future__ import annotations
@@ -169,31 +151,33 @@ class PeerExecRefused(UsageError):
 
 
 class VolumeNotFound(UsageError):
-    pass
+    """No volume (or snapshot) by that name or id."""
 
 
 class VolumeExists(UsageError):
-    pass
+    """A volume (or snapshot) of that name already exists."""
 
 
 class InvalidSize(UsageError):
-    pass
+    """Size 0, negative, not an integer, or an extend that does not grow."""
 
 
 class VolumeBusy(UsageError):
-    pass
+    """Refused: the volume has snapshots, dependent clones, or is attached."""
 
 
 class InvalidClient(UsageError):
-    pass
+    """A connector without a valid ``ip``, or a client address that is not one host address
+    (nothing is granted or revoked)."""
 
 
 class InvalidAttachment(UsageError):
-    pass
+    """An attachment id that is not one, or one already attached from another client."""
 
 
 class UnsafeVolumeFile(ZfsBackendError):
-    pass
+    """A volume's ``volume`` is not a regular file (a link, FIFO, device a client planted): the
+    driver's root file operations refuse to touch it."""
 
 
 class ConfigError(ZfsBackendError):

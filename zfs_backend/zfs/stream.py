@@ -32,7 +32,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["RECORD_SIZE", "StreamChanges", "StreamError", "classify_stream"]
+__all__ = ["RECORD_SIZE", "StreamChanges", "classify_stream"]
 
 RECORD_SIZE = 312
 DRR_BEGIN, DRR_OBJECT, DRR_FREEOBJECTS, DRR_WRITE, DRR_FREE, DRR_END = 0, 1, 2, 3, 4, 5
@@ -44,7 +44,7 @@ _U32X2 = struct.Struct("<II")
 _DATA_TYPES = {DRR_WRITE: "WRITE", DRR_WRITE_BYREF: "WRITE_BYREF", DRR_SPILL: "SPILL"}
 
 
-class StreamError(Exception):
+class _StreamError(Exception):
     """The stream cannot be read as a zfs-fuse 0.7 send stream."""
 
 
@@ -100,7 +100,7 @@ def _skip(read: Reader, n: int) -> None:
     while n > 0:
         b = read(min(n, 1 << 20))
         if not b:
-            raise StreamError("the stream ends inside a record's payload")
+            raise _StreamError("the stream ends inside a record's payload")
         n -= len(b)
 
 
@@ -114,7 +114,7 @@ def classify_stream(read: Reader, since: int, *, stop_early: bool = True) -> Str
     out = StreamChanges()
     try:
         _classify(read, since, stop_early, out)
-    except StreamError as e:
+    except _StreamError as e:
         out.note(str(e))
     return out
 
@@ -126,15 +126,15 @@ def _classify(read: Reader, since: int, stop_early: bool, out: StreamChanges) ->
         if not rec:
             return
         if len(rec) < RECORD_SIZE:
-            raise StreamError("the stream ends inside a record")
+            raise _StreamError("the stream ends inside a record")
         out.records += 1
         rtype, payload = _U32X2.unpack_from(rec, 0)
         if rtype == DRR_BEGIN:
             magic, versioninfo = struct.unpack_from("<QQ", rec, 8)
             if magic != BEGIN_MAGIC:
-                raise StreamError("not a zfs send stream (bad magic)")
+                raise _StreamError("not a zfs send stream (bad magic)")
             if versioninfo >> 2:
-                raise StreamError(f"stream features {versioninfo >> 2:#x} are not understood")
+                raise _StreamError(f"stream features {versioninfo >> 2:#x} are not understood")
             _skip(read, payload)
             depth += 1
         elif rtype == DRR_END:
@@ -146,7 +146,7 @@ def _classify(read: Reader, since: int, stop_early: bool, out: StreamChanges) ->
             obj, _otype, bonustype, _blksz, bonuslen = struct.unpack_from("<QIIII", rec, 8)
             bonus = _read_exact(read, (bonuslen + 7) & ~7)
             if len(bonus) < ((bonuslen + 7) & ~7):
-                raise StreamError("the stream ends inside a bonus buffer")
+                raise _StreamError("the stream ends inside a bonus buffer")
             if bonustype == DMU_OT_ZNODE and bonuslen >= _ZNODE_TIMES.size:
                 t = _ZNODE_TIMES.unpack_from(bonus, 0)
                 mtime, ctime, crtime = t[2], t[4], t[6]
@@ -173,6 +173,6 @@ def _classify(read: Reader, since: int, stop_early: bool, out: StreamChanges) ->
         elif rtype in (DRR_FREE, DRR_FREEOBJECTS):
             pass
         else:
-            raise StreamError(f"unknown record type {rtype}")
+            raise _StreamError(f"unknown record type {rtype}")
         if stop_early and out.reasons:
             return
