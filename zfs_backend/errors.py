@@ -7,7 +7,7 @@ one-line message fit for a CLI; ``exit_code`` is what the CLI exits with.
     ├── UsageError                        bad input from a user (names, sizes, options); exit 2
     │   ├── InvalidName                   a dataset/snapshot/node/property name failed validation
     │   ├── PeerExecRefused               peer-exec refused a peer node's command; nothing ran
-    │   └── (the driver's)   VolumeNotFound, VolumeExists, InvalidSize, InvalidClient, InvalidAttachment, VolumeBusy
+    │   └── VolumeNotFound, VolumeExists, InvalidSize, InvalidClient, InvalidAttachment, VolumeBusy
     ├── UnsafeVolumeFile                  a volume's file is not a regular file; the driver refuses it
     ├── ConfigError                       settings or inventory unreadable or incomplete; exit 3
     ├── LabError                          the simulated lab cannot be brought up / used; exit 4
