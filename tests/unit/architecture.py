@@ -72,7 +72,7 @@ PURPOSE = {
     "driver": "the ZFS/NFS volume driver, its NFS exports and the controller's volume service",
     "agent": "the node agent (server): hosts, persists and resumes every kind of activity",
     "kinds": "the activity kinds built on the core: replicate, standby, backup, migrate",
-    "replication": "the send -> receive core: plan, estimate, restart, wire, receiver, claims, grants, the TLS channel",
+    "replication": "the send -> receive core: plan, restart, wire, receiver, claims, grants, TLS channel",
     "rpc": "the agent protocol: client, transports (unix socket, SSH), remote activity handles",
     "activity": "the activity contract, state machine, SQLite store, byte-stream pipeline",
     "zfs": "typed zfs/zpool commands on any host: names, listings, the one place zfs runs",
