@@ -37,3 +37,6 @@ def relay(src: str, send: list[str], dst: str, recv: list[str], *, limit: int | 
             sender.kill()
         sender.wait(timeout=600)
     return receiver.wait(timeout=600)
+
+
+CONTROLLER_ADDRESS = "198.18.10.1"  # the host on the nodes' network (scripts/vagrant-tier: $NODE_NET.1)

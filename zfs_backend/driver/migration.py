@@ -200,6 +200,7 @@ def _switch(sw: Switch, rec: Any) -> dict[str, Any]:
         if dst.zfs.get(dst_ds, [RECEIVER_PROP]).get(RECEIVER_PROP) != act.id:
             raise MigrationFailed(f"{dst.options.node}:{dst_ds} is not marked as made by {act.id}")
         dst.zfs.inherit(dst_ds, "readonly")
+        _mounted(dst, dst_ds)  # OpenZFS receives unmounted (peer-exec's `recv -u`); the export needs it
         size = layout.size_bytes(src.zfs, src_ds) or volume.size * GIB
         for k, v in layout.space_props(size, dst.options.thin).items():
             dst.zfs.set(dst_ds, k, v)

@@ -4,7 +4,9 @@ Every command goes through :func:`zfs_backend.zfs.cmd.run` (the chokepoint) and 
 validated names (:mod:`~zfs_backend.zfs.names`). Output is read in exact bytes: ``-p`` where the
 dialect has it, else ``zfs get -Hp`` (zfs-fuse's ``zfs list`` has no ``-p``), and ``zpool list``
 human units on zfs-fuse (approximate, flagged ``exact=False``); the listings' argv and parsing are
-in :mod:`~zfs_backend.zfs.listing`.
+in :mod:`~zfs_backend.zfs.listing`. On this machine (a ``LocalHost``, e.g. a node's agent) where pyzfs is
+importable, existence, single snapshots, holds and bookmarks go through ``libzfs_core`` instead
+(:mod:`~zfs_backend.zfs.lzc`; ``lzc=False`` forces the CLI), with the same typed results and errors.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..errors import DatasetBusy, DatasetNotFound, InvalidName, UnsupportedFeature, UsageError
 from ..hosts.base import DEFAULT_TIMEOUT, CommandResult, Host
-from . import cmd, listing
+from . import cmd, listing, lzc
 from .dialect import Dialect, probe
 from .estimate import estimate_from_space
 from .models import Bookmark, Dataset, PoolCapacity, RecvSpec, SendSpec, Snapshot
@@ -64,8 +66,10 @@ class Zfs:
         timeout: float | None = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        lzc: bool | None = None,
     ) -> None:
         self.host = host
+        self._lzc = lzc
         self._dialect = dialect
         self.timeout = timeout
         self._clock = clock
@@ -73,6 +77,14 @@ class Zfs:
 
     def __repr__(self) -> str:
         return f"Zfs({self.host!r})"
+
+    @property
+    def lzc(self) -> bool:
+        """Whether existence, snapshots, holds and bookmarks go through libzfs_core (``lzc`` given, or
+        :func:`.lzc.usable_for` the host: importable, and the host is this machine)."""
+        if self._lzc is None:
+            self._lzc = lzc.usable_for(self.host)
+        return self._lzc
 
     @property
     def dialect(self) -> Dialect:
@@ -107,6 +119,8 @@ class Zfs:
 
     def exists(self, name: AnyName) -> bool:
         _expect(name, DatasetName, SnapshotName, BookmarkName)
+        if self.lzc and not isinstance(name, BookmarkName):  # lzc_exists says False for a bookmark
+            return lzc.exists(name)
         try:
             self._run(["zfs", "get", "-H", "-o", "value", "type", str(name)])
         except DatasetNotFound:
@@ -215,6 +229,8 @@ class Zfs:
         self, name: SnapshotName, recursive: bool = False, props: Mapping[str, str] | None = None
     ) -> None:
         _expect(name, SnapshotName)
+        if self.lzc and not recursive and not props:
+            return lzc.snapshot([name])
         self._run(["zfs", "snapshot", *(["-r"] if recursive else []), *_opts(props), str(name)])
 
     def bookmark(self, snapshot: SnapshotName, mark: BookmarkName) -> None:
@@ -222,6 +238,8 @@ class Zfs:
         _expect(snapshot, SnapshotName)
         _expect(mark, BookmarkName)
         self._need("bookmarks", "zfs bookmark")
+        if self.lzc:
+            return lzc.bookmark(snapshot, mark)
         self._run(["zfs", "bookmark", str(snapshot), str(mark)])
 
     def list_bookmarks(self, dataset: DatasetName) -> list[Bookmark]:
@@ -229,6 +247,8 @@ class Zfs:
         _expect(dataset, DatasetName)
         if not self.dialect.bookmarks:
             return []
+        if self.lzc:
+            return lzc.list_bookmarks(dataset)
         argv = ["zfs", "list", "-Hp", "-t", "bookmark", "-d", "1", "-o", "name,guid,createtxg", str(dataset)]
         return listing.read_bookmarks(self._run(argv).text, dataset, host=self.host.name)
 
@@ -290,6 +310,8 @@ class Zfs:
         """The hold tags on ``snapshot``."""
         _expect(snapshot, SnapshotName)
         self._need("holds", "zfs holds")
+        if self.lzc:
+            return lzc.holds(snapshot)
         res = self._run(["zfs", "holds", "-H", str(snapshot)])
         return sorted(line.split("\t")[1] for line in res.text.splitlines() if line.count("\t") >= 1)
 
@@ -316,11 +338,15 @@ class Zfs:
         """``zfs hold``: where the dialect has user holds (zfs-fuse too, although it cannot list them)."""
         _expect(snapshot, SnapshotName)
         self._need("user_holds", "zfs hold")
+        if self.lzc and not recursive:
+            return lzc.hold(snapshot, validate_hold_tag(tag))
         self._run(["zfs", "hold", *(["-r"] if recursive else []), validate_hold_tag(tag), str(snapshot)])
 
     def release(self, snapshot: SnapshotName, tag: str, recursive: bool = False) -> None:
         _expect(snapshot, SnapshotName)
         self._need("user_holds", "zfs release")
+        if self.lzc and not recursive:
+            return lzc.release(snapshot, validate_hold_tag(tag))
         self._run(["zfs", "release", *(["-r"] if recursive else []), validate_hold_tag(tag), str(snapshot)])
 
     # ---------------------------------------------------------------- send / receive

@@ -5,7 +5,9 @@ reading a file counts as a modification (atime). Before anything discards such a
 tells the two apart, exactly, on the node itself:
 
 * OpenZFS: ``written`` (bytes written since the newest snapshot) is 0 for an untouched head; otherwise
-  ``zfs diff`` lists the changed files (it does not report atime-only changes). No output: noise.
+  ``zfs diff`` lists the changed files (it does not report atime-only changes). No output: noise. An
+  unmounted head cannot be diffed (OpenZFS refuses); nothing reads it either, so ``written`` > 0 there
+  is a change.
 * zfs-fuse 0.7 (no ``written``, no ``diff``): a temporary snapshot of the head and
   ``zfs send -i @newest @probe`` read by :func:`~zfs_backend.zfs.stream.classify_stream`; the probe
   snapshot is destroyed afterwards. Costs ~0.1 s (three zfs commands) on the lab.
@@ -59,9 +61,17 @@ def head_changes(zfs: Zfs, dataset: DatasetName, newest: Snapshot, *, count: boo
         if written == 0:
             return CLEAN
         if zfs.dialect.diff:
-            res = cmd.run(
-                zfs.host, ["zfs", "diff", "-H", str(newest.name), str(dataset)], timeout=zfs.timeout
-            )
+            try:
+                res = cmd.run(
+                    zfs.host, ["zfs", "diff", "-H", str(newest.name), str(dataset)], timeout=zfs.timeout
+                )
+            except ZfsBackendError as e:
+                # OpenZFS diffs mounted datasets only ("Cannot diff an unmounted snapshot"). Unmounted,
+                # nothing reads the head (no atime noise): what was written is a change.
+                if "unmounted" not in str(e):
+                    raise
+                detail = f"{written} bytes written after @{newest.snap} (unmounted: not diffed)"
+                return HeadChanges(True, False, detail, written or 0)
             lines = [ln for ln in res.text.splitlines() if ln.strip()]
             if not lines:
                 return HeadChanges(False, True, "metadata only (atime)", written or 0)

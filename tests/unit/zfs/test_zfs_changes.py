@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
+
+from zfs_backend.errors import ZfsBackendError
 from zfs_backend.hosts.fake import FakeHost
 from zfs_backend.zfs.api import Zfs
 from zfs_backend.zfs.changes import PROBE_PREFIX, head_changes
@@ -20,13 +23,13 @@ DS = parse_dataset("tank/r")
 BASE = Snapshot(parse_snapshot("tank/r@s1"), guid=1, createtxg=10, used=0, referenced=1 << 20, creation=SINCE)
 
 
-def openzfs(written: str, diff: str) -> tuple[Zfs, FakeHost]:
+def openzfs(written: str, diff: str, diff_rc: int = 0, diff_err: str = "") -> tuple[Zfs, FakeHost]:
     def reply(argv: tuple[str, ...], _stdin: bytes | None) -> tuple[int, str, str]:
         if argv[:2] == ("zfs", "get"):
             return 0, f"written\t{written}\n", ""
         if argv[:2] == ("zfs", "diff"):
             assert argv[2:] == ("-H", "tank/r@s1", "tank/r")
-            return 0, diff, ""
+            return diff_rc, diff, diff_err
         return 99, "", f"unexpected {argv}"
 
     host = FakeHost(reply)
@@ -50,6 +53,24 @@ def test_openzfs_diff_lines_are_real_changes() -> None:
     got = head_changes(z, DS, BASE)
     assert got.changed and got.bytes == 524288
     assert got.detail == "M /tank/r/ and 1 more"
+
+
+def test_openzfs_an_unmounted_head_with_writes_is_a_real_change_without_a_diff() -> None:
+    """OpenZFS 2.3.2 (the Vagrant tier) diffs only a mounted dataset: discard unmounts the destination
+    before it measures, and ``zfs diff`` then exits 1 "Cannot diff an unmounted snapshot" (an explicit
+    ``--rollback-destination`` failed on it). Unmounted, nothing reads it (no atime noise): what was
+    written is a change, counted from ``written``, never passed for noise."""
+    err = "Cannot diff an unmounted snapshot: operation not applicable to datasets of this type\n"
+    z, _ = openzfs("12288", "", diff_rc=1, diff_err=err)
+    got = head_changes(z, DS, BASE)
+    assert got.changed and not got.noisy and got.bytes == 12288
+    assert got.detail == "12288 bytes written after @s1 (unmounted: not diffed)"
+
+
+def test_openzfs_another_diff_failure_is_not_taken_for_a_change() -> None:
+    z, _ = openzfs("12288", "", diff_rc=1, diff_err="cannot open 'tank/r': dataset does not exist\n")
+    with pytest.raises(ZfsBackendError, match="does not exist"):
+        head_changes(z, DS, BASE)
 
 
 class StreamHost(FakeHost):
