@@ -100,10 +100,7 @@ STDLIB_UNDERSCORE = frozenset(
 # Today's violations that another branch removes: (rule, *finding) -> the branch that owns the fix.
 # Exact modules, edges and names, never a pattern. The lead empties this after merging; an entry that
 # no longer occurs fails the test too (remove it), so the list only shrinks.
-KNOWN: dict[tuple[str, ...], str] = {
-    # vm: zfs/lzc.py gets its caller on the OpenZFS VMs (issue 20), or goes.
-    ("unused", "zfs.lzc"): "vm",
-}
+KNOWN: dict[tuple[str, ...], str] = {}
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:

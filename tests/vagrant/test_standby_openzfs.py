@@ -50,7 +50,7 @@ def env(settings: Settings) -> Iterator[FlowEnv]:
 
 def _read_only(env: FlowEnv, node: str, vol: str) -> bool:
     d = env.driver(node)
-    return d.zfs.get(d._dataset(env.service().get_volume(vol).model()), ["readonly"])["readonly"] == "on"
+    return d.zfs.get(d.dataset_of(env.service().get_volume(vol).model()), ["readonly"])["readonly"] == "on"
 
 
 def test_standby_under_a_writer_failover_and_back_loses_no_acknowledged_write(
@@ -81,7 +81,7 @@ def test_standby_under_a_writer_failover_and_back_loses_no_acknowledged_write(
             assert st["detail"]["forced"] is False
             assert (
                 _read_only(env, old, vol)
-                and env.driver(old).exports.get(env.driver(old)._dataset(rec.model())) is None
+                and env.driver(old).exports.get(env.driver(old).dataset_of(rec.model())) is None
             )
     finally:
         w.stop()
@@ -109,7 +109,7 @@ def test_the_standby_base_is_held_on_both_sides_until_the_standby_is_removed(
         rel = env.service().replication(vol)
         assert rel is not None and rel.activity_id
         tag = hold_tag(rel.activity_id)
-        ds = env.driver(first.name)._dataset(env.service().get_volume(vol).model())
+        ds = env.driver(first.name).dataset_of(env.service().get_volume(vol).model())
         # the sync activity syncs once as it starts (after `create` returned), then every hour: wait for
         # that first sync and for both sides to hold the same snapshot (nothing moves it afterwards)
         zs = [Zfs(host, timeout=600) for host in (first, second)]

@@ -48,16 +48,16 @@ class Driver:
             node=self.node, thin=True, destroy_deadline=1.0, parent_dataset=parse_dataset("tank/volumes")
         )
 
-    def _dataset(self, volume: Any) -> Any:
+    def dataset_of(self, volume: Any) -> Any:
         return parse_dataset(DS)
 
-    def _destroy(self, ds: Any) -> None:
+    def destroy_dataset(self, ds: Any) -> None:
         self.zfs.destroy(ds, recursive=True)
 
-    def _export(self, ds: Any, clients: Any, attachments: Any = ()) -> None:
+    def export(self, ds: Any, clients: Any = (), attachments: Any = ()) -> None:
         self.exported_mounted.append(self.zfs.is_mounted(ds))
 
-    def _location(self, ds: Any) -> str:
+    def location(self, ds: Any) -> str:
         return f"{self.node}:/{ds}"
 
     @property
