@@ -8,8 +8,8 @@ Over ``--duration`` seconds, measured from the controller:
 * **lag** of every volume every 0.5 s (the age of the newest snapshot its standby holds, from one
   ``list`` of node1's live activities): p50 / p99 / max over all volumes (goal: p99 ≤ interval + 1 s);
 * a sync's duration, p99 over every sync of every volume;
-* each agent's CPU seconds per minute (itself and the children it reaped: ``zfs send``, ``ssh``, …) and
-  its peak RSS;
+* each agent's CPU seconds per minute (itself and the children it reaped: ``zfs send``, ``ssh``, …), the
+  same per sync, and its peak RSS;
 * the processes in each node (its mount namespace), and of those ``ssh`` and ``sshd`` (connections).
 
 Then the standbys and volumes go, and the next N starts. ``--json FILE`` (``-``: stdout) writes every
@@ -164,6 +164,8 @@ def run_n(n: int, a: argparse.Namespace, lab: Lab, e: FlowEnv, con: Console) -> 
         "syncs": len(durs),
         "written_bytes": written[0] if written else 0,
         "agent_cpu_s_per_min": cpu,
+        # the agents' CPU per sync: flat in N means the cost grows with the number of syncs, not bytes
+        "agent_cpu_ms_per_sync": {k: 1000 * v * minutes / max(1, len(durs)) for k, v in cpu.items()},
         "agent_rss_bytes": rss,
         "node_processes": procs,
     }
@@ -219,6 +221,7 @@ def report(results: list[dict[str, Any]], a: argparse.Namespace) -> None:
         "lag p50 / p99 / max",
         "sync p99",
         "agent CPU s/min (node1, node2)",
+        "agent CPU ms/sync",
         "agent RSS MiB",
         "node1 procs / ssh / sshd",
         "node2 procs / ssh / sshd",
@@ -231,6 +234,7 @@ def report(results: list[dict[str, Any]], a: argparse.Namespace) -> None:
             f"{r['lag_p50_s']:.2f} / {r['lag_p99_s']:.2f} / {r['lag_max_s']:.2f} s",
             f"{r['sync_p99_s']:.2f} s",
             f"{c['node1']:.1f}, {c['node2']:.1f}",
+            ", ".join(f"{r['agent_cpu_ms_per_sync'][k]:.0f}" for k in ("node1", "node2")),
             f"{m['node1'] / MiB:.0f}, {m['node2'] / MiB:.0f}",
             *(
                 f"{p[k].get('processes', 0)} / {p[k].get('ssh', 0)} / {p[k].get('sshd', 0)}"

@@ -318,10 +318,12 @@ class ActivityStore:
         *,
         resources: Resources | None = None,
         checkpoint: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
     ) -> tuple[int, int]:
         """Persist counters (monotone: ``done`` never decreases; a nonzero ``total`` never below
-        ``done`` nor below its previous value), optionally with resources and the checkpoint, in one
-        transaction. Returns the stored raw ``(done, total)``."""
+        ``done`` nor below its previous value), optionally with resources, the checkpoint and the result
+        (as :meth:`save_result`, also once terminal), in one transaction. Returns the stored raw
+        ``(done, total)``."""
         with self._tx() as cur:
             row = cur.execute(
                 "SELECT done, total, state FROM activities WHERE id = ?", (activity_id,)
@@ -329,6 +331,11 @@ class ActivityStore:
             if row is None:
                 raise ActivityNotFound(f"no activity {activity_id}")
             old_done, old_total, state = int(row[0]), int(row[1]), row[2]
+            if result is not None:
+                cur.execute(
+                    "UPDATE activities SET result = ?, updated_at = ? WHERE id = ?",
+                    (json.dumps(result, sort_keys=True), time.time(), activity_id),
+                )
             if is_terminal(state):
                 return old_done, old_total
             new_done = max(old_done, int(done))

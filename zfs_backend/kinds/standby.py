@@ -4,16 +4,17 @@ A replication that never ends (progress ``0 of 0``). Seeded by a full ``replicat
 ``zfs_backend-standby-<ms>`` snapshot (the ``base`` param); then every ``interval_s``: a snapshot named
 with the time it was taken (a forced failover reads the data-loss window from it), ``recv.expect`` on
 the standby, ``zfs send -i BASE SNAP`` → relay → ``ssh STANDBY zfs receive`` (never ``-F``; see
-:mod:`.standby_stream`), ``recv.commit`` (verified by GUID and held there), published, then pruned on
-both sides and the new base held here. Everything on the standby goes through its receiving end
-(:mod:`.receiver_standby`) under one claim held for the activity's life; only its own snapshots (the
-prefix **and** a GUID it recorded) are ever pruned; the common base is held on both sides (``zfs hold``
-where the ZFS has user holds). A failed sync is retried at the next interval (the status shows the lag
-and the last error); a refusal that cannot heal (fenced, diverged, gone) fails it. ``suspend`` stops
-syncing, ``resume`` carries on, ``cancel`` rolls back the increment in flight, releases the claim and the
-holds, and leaves both sides at the last common snapshot. ``grant``: the standby's grant for this
-relationship (``increment``, ``prune``, no expiry; the controller asks for it, see :mod:`.granted`),
-presented on every ``recv.*`` call. See ``docs/flows.md``.
+:mod:`.standby_stream`), ``recv.commit`` (verified by GUID and held there, the standby's older own
+snapshots pruned in the same call), published, then the new base held here and the older own snapshots
+pruned here. Everything on the standby goes through its receiving end (:mod:`.receiver_standby`) under
+one claim held for the activity's life; only its own snapshots (the prefix **and** a GUID it recorded)
+are ever pruned; the common base is held on both sides (``zfs hold`` where the ZFS has user holds). A
+failed sync is retried at the next interval (the status shows the lag and the last error); a refusal
+that cannot heal (fenced, diverged, gone) fails it. ``suspend`` stops syncing, ``resume`` carries on,
+``cancel`` rolls back the increment in flight, releases the claim and the holds, and leaves both sides
+at the last common snapshot. ``grant``: the standby's grant for this relationship (``increment``,
+``prune``, no expiry; the controller asks for it, see :mod:`.granted`), presented on every ``recv.*``
+call. See ``docs/flows.md``.
 """
 
 from __future__ import annotations
@@ -244,7 +245,9 @@ class StandbySync(IncrementPipe, LocalActivity):
         t2 = time.time()
         moved, cpu = self._stream(SendSpec(snap, incremental_from=base))
         t3 = time.time()
-        self._commit(snap.snap, guid)  # the standby holds it now: published at once (the lag ends here)
+        # verified and held there, the standby's older own snapshots pruned in the same call (one round
+        # trip and one listing of the standby, not two); published at once (the lag ends here)
+        self._commit(snap.snap, guid, prune=True)
         t4 = time.time()
         self._cp.update(
             syncs=int(self._cp.get("syncs", 0)) + 1,
@@ -265,7 +268,6 @@ class StandbySync(IncrementPipe, LocalActivity):
             last_error=None,
         )
         self._save()
-        self.receiver.commit(guid, prune_prefix=PREFIX)  # the standby's older own snapshots, off the clock
         self._local_base(snap.snap)
         self._start_receiver()  # the next increment's receiving side, ready before it is needed
 
@@ -286,10 +288,11 @@ class StandbySync(IncrementPipe, LocalActivity):
             raise StreamFailed(str(failure))
         raise AssertionError("unreachable")
 
-    def _commit(self, snap: str, guid: int) -> None:
-        """The standby holds ``snap``: verified and held there; it is the base from now on (pruning and the
-        primary's side follow once it is published)."""
-        self.receiver.commit(guid)
+    def _commit(self, snap: str, guid: int, *, prune: bool = False) -> None:
+        """The standby holds ``snap``: verified and held there (with ``prune``, its own snapshots before it
+        pruned there too); it is the base from now on (the primary's side follows once it is
+        published)."""
+        self.receiver.commit(guid, prune_prefix=PREFIX if prune else None)
         taken = self._cp.get("taken", {})
         self._cp.update(
             base={"snap": snap, "guid": guid},
@@ -366,9 +369,14 @@ class StandbySync(IncrementPipe, LocalActivity):
             net_bytes_sent=int(self._cp.get("total_bytes", 0)),
             cpu_s=float(self._cp.get("cpu_s", 0.0)),
         )
-        self.ctx.store.update_progress(self.id, 0, 0, resources=res, checkpoint=dict(self._cp))
-        if result:
-            self.ctx.store.save_result(self.id, self.status_report())
+        self.ctx.store.update_progress(
+            self.id,
+            0,
+            0,
+            resources=res,
+            checkpoint=dict(self._cp),
+            result=self.status_report() if result else None,
+        )  # one transaction (one fsync) for all of it
         with self._cond:
             if self._record.state not in TERMINAL:
                 self._refresh()

@@ -19,7 +19,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -182,12 +182,32 @@ class ClaimStore:
                 raise not_held(dataset, holder)
         return self.held(dataset, holder)
 
-    def save(self, claim: Claim) -> None:
+    def save(
+        self,
+        claim: Claim,
+        *,
+        renew_ttl: float | None = None,
+        received: Iterable[int] = (),
+        forget: Iterable[int] = (),
+    ) -> None:
+        """The claim's state, in one transaction with (optionally) its lease renewed (as :meth:`renew`:
+        refused when the holder no longer holds it, nothing written) and GUIDs recorded as received from
+        its peer or forgotten (as :meth:`record_received` / :meth:`forget_received`): a standby's
+        ``expect`` and ``commit`` cost one durable write each."""
         with self._tx() as cur:
+            if renew_ttl is not None:
+                cur.execute(
+                    "UPDATE claims SET expires_at = ? WHERE dataset = ? AND holder = ?",
+                    (self._clock() + renew_ttl, claim.dataset, claim.holder),
+                )
+                if cur.rowcount == 0:
+                    raise not_held(claim.dataset, claim.holder)
             cur.execute(
                 "UPDATE claims SET state = ? WHERE dataset = ? AND holder = ?",
                 (json.dumps(claim.state, sort_keys=True), claim.dataset, claim.holder),
             )
+            self._received(cur, claim.dataset, received, claim.state.get("peer"))
+            self._forget(cur, claim.dataset, forget)
 
     def release(self, dataset: str, holder: str) -> bool:
         with self._tx() as cur:
@@ -221,11 +241,14 @@ class ClaimStore:
 
     def record_received(self, dataset: str, guids: list[int], peer: str | None) -> None:
         with self._tx() as cur:
-            for g in guids:
-                cur.execute(
-                    "INSERT OR REPLACE INTO received VALUES (?,?,?,?)",
-                    (dataset, str(int(g)), peer or "", self._clock()),
-                )
+            self._received(cur, dataset, guids, peer)
+
+    def _received(self, cur: sqlite3.Cursor, dataset: str, guids: Iterable[int], peer: str | None) -> None:
+        for g in guids:
+            cur.execute(
+                "INSERT OR REPLACE INTO received VALUES (?,?,?,?)",
+                (dataset, str(int(g)), peer or "", self._clock()),
+            )
 
     def received_by(self, dataset: str, peer: str | None) -> set[int]:
         """The GUIDs this node recorded as received into ``dataset`` from ``peer``."""
@@ -237,8 +260,12 @@ class ClaimStore:
 
     def forget_received(self, dataset: str, guids: list[int]) -> None:
         with self._tx() as cur:
-            for g in guids:
-                cur.execute("DELETE FROM received WHERE dataset = ? AND guid = ?", (dataset, str(int(g))))
+            self._forget(cur, dataset, guids)
+
+    @staticmethod
+    def _forget(cur: sqlite3.Cursor, dataset: str, guids: Iterable[int]) -> None:
+        for g in guids:
+            cur.execute("DELETE FROM received WHERE dataset = ? AND guid = ?", (dataset, str(int(g))))
 
     def expired(self) -> list[Claim]:
         now = self._clock()

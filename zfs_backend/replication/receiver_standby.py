@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError, ZfsBackendError
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot
+from .claims import DEFAULT_TTL_S
 from .wire import validate_holder
 
 if TYPE_CHECKING:
@@ -82,7 +83,6 @@ class StandbyOps:
 
     def expect(self, dataset: str, holder: str, sent_guids: list[int]) -> dict[str, Any]:
         top, claim = self._held_claim(dataset, holder)
-        self.claims.renew(str(top), holder)
         new = {int(g) for g in sent_guids}
         sent = sorted({*claim.state.get("sent", []), *new})
         present = {s.guid for s in self.zfs.list_snapshots(top)}
@@ -91,7 +91,8 @@ class StandbyOps:
         # from the same peer (the seed of a standby, received by an earlier replication)
         adopted = new & present & self.claims.received_by(str(top), claim.state.get("peer"))
         own = sorted({*claim.state.get("own", []), *adopted})
-        self.claims.save(claim.with_state(sent=sent, pending=pending, own=own))
+        # the lease renewed with the state, in one durable write
+        self.claims.save(claim.with_state(sent=sent, pending=pending, own=own), renew_ttl=DEFAULT_TTL_S)
         return {"sent": len(sent)}
 
     def commit(
@@ -114,10 +115,11 @@ class StandbyOps:
             held = [str(target.name)]
         pending = {int(g) for g in claim.state.get("pending", [])}
         own = {int(g) for g in claim.state.get("own", [])}
+        received = []
         if target.guid in pending:  # announced before it was here, here now: received by this relationship
             own.add(target.guid)
             pending.discard(target.guid)
-            self.claims.record_received(str(top), [target.guid], claim.state.get("peer"))
+            received.append(target.guid)
         pruned = []
         if prefix is not None:
             for s in snaps:
@@ -127,14 +129,17 @@ class StandbyOps:
                     continue
                 self.zfs.destroy(s.name, deadline=10.0, missing_ok=True)
                 pruned.append(s.snap)
-        if pruned:
-            self.claims.forget_received(str(top), [s.guid for s in snaps if s.snap in pruned])
+        gone = [s.guid for s in snaps if s.snap in pruned]
         left = [s.guid for s in snaps if s.snap not in pruned]
-        kept_own = sorted(g for g in own if g not in {s.guid for s in snaps if s.snap in pruned})
+        kept_own = sorted(g for g in own if g not in gone)
+        # one durable write: the state, the GUID received (a crash before it leaves it pending, recorded
+        # by the commit retried), the pruned ones forgotten
         self.claims.save(
             claim.with_state(
                 before={"": left}, held=held, base=target.guid, own=kept_own, pending=sorted(pending)
-            )
+            ),
+            received=received,
+            forget=gone,
         )
         return {"verified": True, "held": held, "pruned": pruned}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -104,3 +104,36 @@ def test_a_fenced_holder_never_comes_back(rx: Receiver, zfs: FakeZfs) -> None:
     with pytest.raises(AlreadyRunning, match="fenced off tank/v: promoted"):
         rx.expect("tank/v", A, [24])
     rx.begin("tank/v", B, "node3:tank/v")  # another holder may (a new standby relationship)
+
+
+def test_expect_and_commit_are_one_durable_write_each(
+    rx: Receiver, zfs: FakeZfs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease renewed with the state; the GUID received and the pruned ones forgotten with it."""
+    start(rx)
+    sync(rx, zfs, f"{P}2", 22)
+    real = rx.claims._tx
+    writes: list[int] = []
+
+    def tx() -> Any:
+        writes.append(1)
+        return real()
+
+    monkeypatch.setattr(rx.claims, "_tx", tx)
+    before = rx.status()[0]["expires_at"]
+    rx.claims._clock = lambda: 10**10  # type: ignore[method-assign]
+    rx.expect("tank/v", A, [23])
+    assert len(writes) == 1 and rx.status()[0]["expires_at"] > before
+    zfs.add_snapshot("tank/v", f"{P}3", 23)
+    out = rx.commit("tank/v", A, 23, prune_prefix=P)
+    assert len(writes) == 2 and out["pruned"] == [f"{P}2"]
+    assert rx.claims.received_by("tank/v", None) == {23}  # recorded; the pruned 22 (and 21) forgotten
+
+
+def test_an_expect_from_a_holder_whose_claim_went_writes_nothing(rx: Receiver, zfs: FakeZfs) -> None:
+    start(rx)
+    claim = rx.claims.held("tank/v", A)
+    rx.claims.release("tank/v", A)
+    with pytest.raises(ZfsBackendError):
+        rx.claims.save(claim.with_state(sent=[99]), renew_ttl=300)
+    assert rx.status() == []

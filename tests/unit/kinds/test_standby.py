@@ -1,0 +1,110 @@
+"""What one ``standby-sync`` sync costs (kinds.standby): two calls to the standby's receiving end
+(``recv.expect`` before the stream, one ``recv.commit`` after it that verifies, holds and prunes), and
+the status report written with the checkpoint in one store write, never in a write of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zfs_backend.activity.context import ActivityContext
+from zfs_backend.activity.report import ActivityRecord
+from zfs_backend.activity.store import ActivityStore, new_activity_id
+from zfs_backend.kinds.standby import PREFIX, StandbySync
+from zfs_backend.zfs.models import SendSpec
+
+SYNC = {"dataset": "tank/v", "destination_node": "node2", "base": f"{PREFIX}1"}
+
+
+class _Standby:
+    """The standby's agent: records the calls, answers as its receiving end would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def call(self, op: str, **args: Any) -> Any:
+        self.calls.append((op, args))
+        return {"verified": True, "held": [], "pruned": []} if op == "recv.commit" else {}
+
+
+@pytest.fixture
+def standby() -> _Standby:
+    return _Standby()
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, standby: _Standby) -> Iterator[ActivityContext]:
+    store = ActivityStore(tmp_path / "a.db")
+    yield ActivityContext(store=store, node="node1", peer=lambda name: standby)
+    store.close()
+
+
+def _sync(ctx: ActivityContext, monkeypatch: pytest.MonkeyPatch) -> tuple[StandbySync, list[str]]:
+    rec = ActivityRecord(id=new_activity_id(), kind="standby-sync", node="node1", params=SYNC)
+    s = StandbySync(rec, ctx)
+    s._cp.update(base={"snap": f"{PREFIX}1", "guid": 21}, own=[f"{PREFIX}1"])
+    ctx.store.insert(s.record(), checkpoint=dict(s._cp))
+    done: list[str] = []
+    monkeypatch.setattr(s._zfs, "snapshot", lambda snap: done.append(f"snapshot {snap}"))
+    monkeypatch.setattr(s._zfs, "get_int", lambda snap, prop: 22)
+
+    def stream(spec: SendSpec) -> tuple[int, float]:
+        done.append(f"stream {spec.snapshot}")
+        return 4096, 0.01
+
+    monkeypatch.setattr(s, "_stream", stream)
+    monkeypatch.setattr(s, "_local_base", lambda snap: done.append(f"local base {snap}"))
+    monkeypatch.setattr(s, "_start_receiver", lambda: done.append("next receiver"))
+    return s, done
+
+
+def test_a_sync_is_one_expect_and_one_commit_that_prunes(
+    ctx: ActivityContext, standby: _Standby, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, done = _sync(ctx, monkeypatch)
+    s._sync()
+    assert [op for op, _ in standby.calls] == ["recv.expect", "recv.commit"]
+    expect, commit = (args for _, args in standby.calls)
+    assert expect["sent_guids"] == [22]
+    assert commit["target_guid"] == 22 and commit["prune_prefix"] == PREFIX
+    snap = done[0].removeprefix("snapshot ")
+    name = snap.split("@")[1]
+    assert snap.startswith(f"tank/v@{PREFIX}")
+    assert done == [f"snapshot {snap}", f"stream {snap}", f"local base {name}", "next receiver"]
+    assert s._cp["base"] == {"snap": name, "guid": 22}
+
+
+def test_a_carry_on_commit_does_not_prune(ctx: ActivityContext, standby: _Standby) -> None:
+    rec = ActivityRecord(id=new_activity_id(), kind="standby-sync", node="node1", params=SYNC)
+    s = StandbySync(rec, ctx)
+    s._commit(f"{PREFIX}1", 21)
+    args = {"dataset": "tank/v", "holder": rec.id, "target_guid": 21, "prune_prefix": None}
+    assert standby.calls == [("recv.commit", args)]
+
+
+def test_the_status_report_is_written_with_the_checkpoint(
+    ctx: ActivityContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, _done = _sync(ctx, monkeypatch)
+    writes: list[str] = []
+
+    def counted(name: str) -> Callable[..., Any]:
+        real = getattr(ctx.store, name)
+
+        def call(*a: Any, **kw: Any) -> Any:
+            writes.append(name)
+            return real(*a, **kw)
+
+        return call
+
+    for name in ("update_progress", "save_result", "save_checkpoint"):
+        monkeypatch.setattr(ctx.store, name, counted(name))
+    s._sync()
+    assert "save_result" not in writes and "save_checkpoint" not in writes
+    rec = ctx.store.get(s.id)
+    assert rec.result is not None and rec.result["syncs"] == 1
+    assert rec.result["last_sync"]["bytes"] == 4096
+    assert ctx.store.checkpoint(s.id)["syncs"] == 1
