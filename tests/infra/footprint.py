@@ -45,6 +45,17 @@ SKIP = (
 )
 
 
+# What marks a directory as another zfs-backend home (a controller's state: another test run's or another
+# engineer's lab, wherever its --home put it). The default home is still scanned (beside its lab): a role
+# task run on the controller by mistake would write its agent's state there.
+HOME_MARKS = ("lab/nodes", "lab/ssh", "volumes.db", "flows.db")
+DEFAULT_HOME = "/var/lib/zfs-backend"
+
+
+def _other_home(path: str) -> bool:
+    return path != DEFAULT_HOME and any(os.path.exists(os.path.join(path, mark)) for mark in HOME_MARKS)
+
+
 def controller_changes(since: float, allowed: Path) -> list[str]:
     """Paths on the controller, outside ``allowed``, modified after ``since`` and named like the role's
     files (the machine is shared: unrelated changes by others are not the role's)."""
@@ -57,7 +68,12 @@ def controller_changes(since: float, allowed: Path) -> list[str]:
             keep = []
             for d in dirnames:
                 full = os.path.join(dirpath, d)
-                if full.startswith(SKIP) or full.startswith(str(allowed)) or os.path.ismount(full):
+                if (
+                    full.startswith(SKIP)
+                    or full.startswith(str(allowed))
+                    or os.path.ismount(full)
+                    or _other_home(full)
+                ):
                     continue
                 keep.append(d)
             dirnames[:] = keep
