@@ -146,12 +146,14 @@ def run_in_foreground(
     as_json: bool,
     detach: bool,
     on_record: OnRecord = _nothing,
+    interrupted: bool = False,
 ) -> int:
     """What ``replicate`` and ``volume replicate`` do with the activity they started: print its id and
     return (``detach``), or follow it with a progress bar where Ctrl-C cancels it (with rollback) and
     says so. The last line (or the JSON record) reports what it cost. Exit code: 0 only on success,
     130 when cancelled, else the activity's status. ``on_record``: the command's own part while it
-    follows (see :func:`follow`)."""
+    follows (see :func:`follow`). ``interrupted``: Ctrl-C came before the activity could be followed
+    (a command that defers it while it starts the activity): cancel it at once, as Ctrl-C would."""
     if detach:
         print(json.dumps({"id": act.id, "node": act.node, "kind": act.kind}) if as_json else act.id)
         return 0
@@ -169,6 +171,8 @@ def run_in_foreground(
             print(text, file=stream, flush=True)
 
     try:
+        if interrupted:
+            raise KeyboardInterrupt
         if console is not None:
             rec = follow(act, console, label=label, on_record=on_record)
         else:

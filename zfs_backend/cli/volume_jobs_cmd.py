@@ -14,10 +14,14 @@ its end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -107,7 +111,12 @@ def _report(args: argparse.Namespace, act: BackendActivity) -> None:
 
 
 def _follow(
-    args: argparse.Namespace, act: BackendActivity, label: str, on_record: OnRecord | None = None
+    args: argparse.Namespace,
+    act: BackendActivity,
+    label: str,
+    on_record: OnRecord | None = None,
+    *,
+    interrupted: bool = False,
 ) -> int:
     """A detached child only waits (its parent printed the id); a terminal gets the progress bar. Both
     hand every record to ``on_record`` (the controller's part while the activity runs)."""
@@ -116,7 +125,43 @@ def _follow(
         _report(args, act)
         rec = wait_quietly(act, on_record=see)
         return 0 if rec.state == "succeeded" else (rec.status or 1)
-    return run_in_foreground(act, label=label, as_json=False, detach=False, on_record=see)
+    return run_in_foreground(
+        act, label=label, as_json=False, detach=False, on_record=see, interrupted=interrupted
+    )
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[dict[str, bool]]:
+    """Ctrl-C noted, not raised, while a flow starts its activity and while it switches after it: a
+    KeyboardInterrupt inside the flow's engine would stop it between tasks, neither reverted nor done
+    (an activity left running, a switch half made). ``following()`` lets Ctrl-C through while the
+    activity is followed, where it cancels it with rollback. Main thread only (signal handlers)."""
+    state = {"pending": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state  # signals reach the main thread only: nothing to defer here
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        state["pending"] = True
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _following() -> Iterator[None]:
+    """Inside :func:`_sigint_deferred`: Ctrl-C raises again (the progress bar cancels on it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    deferring = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, deferring)
 
 
 def _run_job(args: argparse.Namespace, what: str, body: Any, *, child: bool = True) -> int:
@@ -142,12 +187,21 @@ def _migrate(args: argparse.Namespace) -> int:
 
         def follow(act: BackendActivity, at_hold: OnRecord) -> None:
             # this command is the migration's controller: the flow hands it the activity to follow; at
-            # the hold before the quiesce ``at_hold`` unexports the source and resumes the activity
-            seen["act"], seen["rc"] = act, _follow(args, act, f"migrate {args.name} → {args.to}", at_hold)
+            # the hold before the quiesce ``at_hold`` unexports the source and resumes the activity. A
+            # Ctrl-C before this point cancels it here, as one while it is followed does.
+            seen["act"] = act
+            with _following():
+                seen["rc"] = _follow(
+                    args, act, f"migrate {args.name} → {args.to}", at_hold, interrupted=sigint["pending"]
+                )
 
-        run = migrate(svc.settings, args.name, args.to, follow=follow, **tuning)
+        with _sigint_deferred() as sigint:
+            run = migrate(svc.settings, args.name, args.to, follow=follow, **tuning)
         if run.state != "SUCCESS":  # reverted: the source exported again as it was
             if seen.get("rc") == EXIT_CANCELLED:
+                return EXIT_CANCELLED
+            if sigint["pending"] and "act" not in seen:
+                print(f"interrupted: {args.name} stays where it was")
                 return EXIT_CANCELLED
             raise failed(run) if "act" in seen else MigrationFailed(run.error or "did not start")
         update = run.results["update"]
