@@ -61,7 +61,8 @@ class _Svc:
 
 
 class _Run:
-    state, error, results, id = "REVERTED", "cancelled", {}, "flow-1"
+    state, error, id = "REVERTED", "cancelled", "flow-1"
+    results: dict[str, Any] = {}
 
 
 def _args() -> argparse.Namespace:
