@@ -1,7 +1,9 @@
-"""What several benchmarks share: the command line timed as a user runs it, and the ``--json`` output."""
+"""What several benchmarks share: a two-node lab of their own, the command line timed as a user runs it,
+and the ``--json`` output."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -10,7 +12,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zfs_backend.config import Settings
+from zfs_backend.config import Settings, load_settings
+from zfs_backend.hosts import load_inventory
+from zfs_backend.hosts.base import Host
+from zfs_backend.lab import Lab
+
+
+def lab_options(ap: argparse.ArgumentParser, home: str, network: str) -> None:
+    """``--home``, ``--network``, ``--down``, ``--json``: the options of a benchmark on a lab of its own."""
+    ap.add_argument("--home", default=home, help="the benchmark lab's state dir")
+    ap.add_argument("--network", default=network)
+    ap.add_argument("--down", action="store_true", help="take the lab down at the end")
+    ap.add_argument("--json", help="write the figures to FILE (- for stdout)")
+
+
+def two_node_lab(a: argparse.Namespace, pool_size: int) -> tuple[Settings, Lab, Host, Host]:
+    """The benchmark's lab (``a.home``, ``a.network``) up with node1 and node2, and a host for each."""
+    settings = load_settings({**os.environ, "ZFS_BACKEND_HOME": a.home, "ZFS_BACKEND_LAB_NETWORK": a.network})
+    lab = Lab(settings)
+    lab.up(nodes=2, pool_size=pool_size)
+    inv = load_inventory(settings.inventory)
+    return settings, lab, inv.connect("node1", settings), inv.connect("node2", settings)
+
 
 #: the checkout's own command line (the benchmark's virtualenv)
 BIN = str(Path(sys.prefix) / "bin" / "zfs-backend")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
 from typing import Any
@@ -23,12 +22,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from zfs_backend.config import load_settings
-from zfs_backend.hosts import load_inventory
-from zfs_backend.lab import Lab
 from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
 
-from ._common import cli, write_json
+from ._common import cli, lab_options, two_node_lab, write_json
 
 MiB = 1 << 20
 # on node1: SIZE MiB into FILE, compressible (1 KiB random + 3 KiB zeros per 4 KiB) or random
@@ -49,19 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-mib", type=int, default=256, help="each dataset's data (default 256)")
     ap.add_argument("--mbit", type=float, default=100.0, help="node1's link in Mbit/s (default 100)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each side (default 3)")
-    ap.add_argument(
-        "--home", default="/var/lib/zfs-backend-bench-compress", help="the benchmark lab's state dir"
-    )
-    ap.add_argument("--network", default="198.18.113.0/24")
-    ap.add_argument("--down", action="store_true", help="take the lab down at the end")
-    ap.add_argument("--json", help="write the figures to FILE (- for stdout)")
+    lab_options(ap, "/var/lib/zfs-backend-bench-compress", "198.18.113.0/24")
     a = ap.parse_args(argv)
     con = Console(stderr=True)
-    settings = load_settings({**os.environ, "ZFS_BACKEND_HOME": a.home, "ZFS_BACKEND_LAB_NETWORK": a.network})
-    lab = Lab(settings)
-    lab.up(nodes=2, pool_size=max(1 << 30, 3 * a.size_mib * MiB))
-    inv = load_inventory(settings.inventory)
-    n1, n2 = inv.connect("node1", settings), inv.connect("node2", settings)
+    settings, lab, n1, n2 = two_node_lab(a, max(1 << 30, 3 * a.size_mib * MiB))
     z1, z2 = Zfs(n1), Zfs(n2)
     out: dict[str, Any] = {"size_mib": a.size_mib, "mbit": a.mbit}
     for kind in ("compressible", "random"):
