@@ -32,7 +32,7 @@ from replication_helpers import cli
 from test_volume_jobs import dataset, file_sha, fill
 from vagrant_helpers import CONTROLLER_ADDRESS
 
-# a volume life, backup, restore, migrate under TCG, 3.5-6 min: only with ZFS_BACKEND_VAGRANT_SLOW=1
+# a volume life, backup, restore, migrate under TCG, 3.5-6 min: `slow` (SLOW=0 leaves it out)
 pytestmark = pytest.mark.slow
 
 T = 900.0

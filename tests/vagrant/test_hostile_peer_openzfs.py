@@ -43,7 +43,7 @@ from test_hostile_peer import (
 )
 from vagrant_helpers import CONTROLLER_ADDRESS
 
-# its world and two node states under TCG, ~3 min: only with ZFS_BACKEND_VAGRANT_SLOW=1 (conftest.py)
+# its world and two node states under TCG, ~3 min: `slow` (left out by hand with ZFS_BACKEND_VAGRANT_SLOW=0)
 pytestmark = pytest.mark.slow
 
 

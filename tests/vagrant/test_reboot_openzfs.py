@@ -26,7 +26,7 @@ from zfs_backend.zfs import Zfs, parse_dataset
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: helpers beside the tests
 from replication_vm import MiB, T, checksums, listing, new_name, replicate, snapshot, wait_for_bytes, write
 
-# a VM reboot under TCG, ~3 min: only with ZFS_BACKEND_VAGRANT_SLOW=1 (conftest.py)
+# a VM reboot under TCG, ~3 min: `slow` (left out by hand with ZFS_BACKEND_VAGRANT_SLOW=0; conftest.py)
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
