@@ -1,11 +1,14 @@
 """Ctrl-C (SIGINT) in ``replicate`` and ``volume replicate`` as a user runs them, on the lab: exit 130, the
 activity cancelled (not left running), the destination rolled back (a full stream's dataset gone). Once
-while the transfer is followed, once as soon as the agent shows the activity — the command may not be
-following it yet: a Ctrl-C then said "interrupted" and left it running before ``cli.sigint``
-(``volume migrate``'s Ctrl-C: ``test_volume_migrate_cli.py``)."""
+while the transfer is followed, once as soon as the agent lists the activity. The race ``cli.sigint``
+closes (a Ctrl-C after the agent's answer to the start, before the command follows the activity) is
+narrower than a test can aim at from outside: these pass without the fix too, the unit tests
+(``tests/unit/cli/test_replicate_sigint.py``) hit it. ``volume migrate``'s Ctrl-C:
+``test_volume_jobs_cli.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -118,6 +121,8 @@ def test_ctrl_c_as_volume_replicate_starts_cancels_it(
         assert act is not None and act.wait(60) == "cancelled", act.record()
         assert not _exists(nodes["node2"], ds)
     finally:
+        with contextlib.suppress(Exception):
+            svc.delete_snapshot(name, "s1")
         svc.delete_volume(name)
 
 
