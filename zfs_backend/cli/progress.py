@@ -7,6 +7,7 @@ not pay its import (~0.1 s of a command's fixed cost).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -17,11 +18,20 @@ from ..activity.handle import BackendActivity
 from ..activity.report import ActivityRecord
 from ..activity.states import TERMINAL
 from .render import human_bytes, human_duration, human_rate
+from .sigint import Deferral, deferred
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["EXIT_CANCELLED", "OnRecord", "follow", "run_in_foreground", "summary_line", "wait_quietly"]
+__all__ = [
+    "EXIT_CANCELLED",
+    "OnRecord",
+    "follow",
+    "run_in_foreground",
+    "start_and_follow",
+    "summary_line",
+    "wait_quietly",
+]
 
 
 def _rate_column() -> Any:
@@ -146,15 +156,16 @@ def run_in_foreground(
     as_json: bool,
     detach: bool,
     on_record: OnRecord = _nothing,
-    interrupted: bool = False,
+    sigint: Deferral | None = None,
 ) -> int:
     """What ``replicate`` and ``volume replicate`` do with the activity they started: print its id and
     return (``detach``), or follow it with a progress bar where Ctrl-C cancels it (with rollback) and
     says so. The last line (or the JSON record) reports what it cost. Exit code: 0 only on success,
     130 when cancelled, else the activity's status. ``on_record``: the command's own part while it
-    follows (see :func:`follow`). ``interrupted``: Ctrl-C came before the activity could be followed
-    (a command that defers it while it starts the activity): cancel it at once, as Ctrl-C would."""
-    if detach:
+    follows (see :func:`follow`). ``sigint``: the command deferred Ctrl-C while it started the activity
+    (``cli.sigint``); one noted then cancels it at once, as Ctrl-C while it is followed does (with
+    ``detach`` too: the user stopped the command before it could return)."""
+    if detach and not (sigint is not None and sigint.pending):
         print(json.dumps({"id": act.id, "node": act.node, "kind": act.kind}) if as_json else act.id)
         return 0
     stream = sys.stderr if as_json else sys.stdout
@@ -171,12 +182,11 @@ def run_in_foreground(
             print(text, file=stream, flush=True)
 
     try:
-        if interrupted:
-            raise KeyboardInterrupt
-        if console is not None:
-            rec = follow(act, console, label=label, on_record=on_record)
-        else:
-            rec = wait_quietly(act, on_record=on_record)
+        with contextlib.nullcontext() if sigint is None else sigint.raising():
+            if console is not None:
+                rec = follow(act, console, label=label, on_record=on_record)
+            else:
+                rec = wait_quietly(act, on_record=on_record)
     except KeyboardInterrupt:
         say("interrupted: cancelling, rolling the destination back…", "yellow")
         act.cancel()
@@ -190,6 +200,15 @@ def run_in_foreground(
         return EXIT_CANCELLED
     _final(rec, as_json, say)
     return 0 if rec.state == "succeeded" else (rec.status or 1)
+
+
+def start_and_follow(start: Callable[[], BackendActivity], *, label: str, as_json: bool, detach: bool) -> int:
+    """``start()`` an activity and :func:`run_in_foreground` it, Ctrl-C deferred while it starts: once
+    started, a Ctrl-C cancels it whenever it came (``cli.sigint``). A start that raises raises (nothing
+    started), whether or not Ctrl-C came meanwhile."""
+    with deferred() as sigint:
+        act = start()
+        return run_in_foreground(act, label=label, as_json=as_json, detach=detach, sigint=sigint)
 
 
 def _final(rec: ActivityRecord, as_json: bool, say: Any) -> None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..activity.handle import BackendActivity
 from ..activity.limits import DEFAULT_STALL_TIMEOUT_S, MAX_STALL_TIMEOUT_S, MIN_STALL_TIMEOUT_S
 from ..config import load_settings
 from ..replication import snapshot_replicate
 from ..replication.request import MAX_PARALLEL
 from .numbers import seconds, whole
-from .progress import run_in_foreground
+from .progress import start_and_follow
 from .render import parse_rate
 
 __all__ = ["register"]
@@ -81,25 +82,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def cmd_replicate(args: argparse.Namespace) -> int:
     settings = load_settings()
     bw = None if args.bwlimit is None else max(1024, parse_rate(args.bwlimit) // 8)
-    act = snapshot_replicate(
-        args.source,
-        None,
-        args.destination,
-        args.full,
-        incremental_from=args.incremental_from,
-        intermediates=args.intermediates,
-        bwlimit=bw,
-        rollback_destination=args.rollback_destination,
-        recursive=args.recursive,
-        properties=args.properties,
-        cipher=args.cipher,
-        compress=args.compress,
-        settings=settings,
-        parallel=getattr(args, "parallel", 1),
-        raw=getattr(args, "raw", False),
-        transport=getattr(args, "transport", None),
-        extra_params=None if args.stall_timeout is None else {"stall_timeout_s": args.stall_timeout},
-    )
-    return run_in_foreground(
-        act, label=f"{args.source} → {args.destination}", as_json=args.json, detach=args.detach
-    )
+
+    def start() -> BackendActivity:
+        return snapshot_replicate(
+            args.source,
+            None,
+            args.destination,
+            args.full,
+            incremental_from=args.incremental_from,
+            intermediates=args.intermediates,
+            bwlimit=bw,
+            rollback_destination=args.rollback_destination,
+            recursive=args.recursive,
+            properties=args.properties,
+            cipher=args.cipher,
+            compress=args.compress,
+            settings=settings,
+            parallel=getattr(args, "parallel", 1),
+            raw=getattr(args, "raw", False),
+            transport=getattr(args, "transport", None),
+            extra_params=None if args.stall_timeout is None else {"stall_timeout_s": args.stall_timeout},
+        )
+
+    # Ctrl-C while the agents grant and start it is noted, and cancels it as soon as it is followed
+    label = f"{args.source} → {args.destination}"
+    return start_and_follow(start, label=label, as_json=args.json, detach=args.detach)

@@ -12,13 +12,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..activity.handle import BackendActivity
 from ..config import Settings, load_settings
 from ..driver.errors import InvalidSize
 from ..driver.models import check_size
 from ..driver.service import VolumeService
 from ..errors import UsageError
 from ..lab import Lab
-from .progress import run_in_foreground
+from .progress import start_and_follow
 
 __all__ = ["default_client", "parse_size_gib", "register"]
 
@@ -241,9 +242,14 @@ def _detach(args: argparse.Namespace) -> int:
 
 def _replicate(args: argparse.Namespace) -> int:
     vol, snap = _split(args.snapshot)
-    with _service() as svc:
-        act = svc.replicate(vol, snap, args.to, args.full)
-    return run_in_foreground(act, label=f"{args.snapshot} → {args.to}", as_json=args.json, detach=args.detach)
+
+    def start() -> BackendActivity:
+        with _service() as svc:
+            return svc.replicate(vol, snap, args.to, args.full)
+
+    # Ctrl-C while the agents grant and start it is noted, and cancels it as soon as it is followed
+    label = f"{args.snapshot} → {args.to}"
+    return start_and_follow(start, label=label, as_json=args.json, detach=args.detach)
 
 
 def _stats(args: argparse.Namespace) -> int:

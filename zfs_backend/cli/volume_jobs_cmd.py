@@ -14,14 +14,10 @@ its end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -37,6 +33,7 @@ from ..private import private_dir, private_open
 from .numbers import whole
 from .progress import EXIT_CANCELLED, OnRecord, run_in_foreground, wait_quietly
 from .render import human_bytes
+from .sigint import Deferral, deferred
 
 __all__ = ["register_jobs"]
 
@@ -116,52 +113,20 @@ def _follow(
     label: str,
     on_record: OnRecord | None = None,
     *,
-    interrupted: bool = False,
+    sigint: Deferral | None = None,
 ) -> int:
     """A detached child only waits (its parent printed the id); a terminal gets the progress bar. Both
-    hand every record to ``on_record`` (the controller's part while the activity runs)."""
+    hand every record to ``on_record`` (the controller's part while the activity runs). ``sigint``: Ctrl-C
+    was deferred while the activity started (``cli.sigint``): on a terminal it cancels the activity, now
+    or when it comes. A detached child (its own session: no terminal's Ctrl-C reaches it) keeps a SIGINT
+    noted and does its part to the end (``zfs-backend activity cancel`` stops it, with rollback): a
+    KeyboardInterrupt inside the flow would stop it between tasks, neither reverted nor done."""
     see = on_record or (lambda rec: None)
     if args.report_fd is not None:
         _report(args, act)
         rec = wait_quietly(act, on_record=see)
         return 0 if rec.state == "succeeded" else (rec.status or 1)
-    return run_in_foreground(
-        act, label=label, as_json=False, detach=False, on_record=see, interrupted=interrupted
-    )
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[dict[str, bool]]:
-    """Ctrl-C noted, not raised, while a flow starts its activity and while it switches after it: a
-    KeyboardInterrupt inside the flow's engine would stop it between tasks, neither reverted nor done
-    (an activity left running, a switch half made). ``following()`` lets Ctrl-C through while the
-    activity is followed, where it cancels it with rollback. Main thread only (signal handlers)."""
-    state = {"pending": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield state  # signals reach the main thread only: nothing to defer here
-        return
-
-    def note(signum: int, frame: Any) -> None:
-        state["pending"] = True
-
-    previous = signal.signal(signal.SIGINT, note)
-    try:
-        yield state
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def _following() -> Iterator[None]:
-    """Inside :func:`_sigint_deferred`: Ctrl-C raises again (the progress bar cancels on it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    deferring = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, deferring)
+    return run_in_foreground(act, label=label, as_json=False, detach=False, on_record=see, sigint=sigint)
 
 
 def _run_job(args: argparse.Namespace, what: str, body: Any, *, child: bool = True) -> int:
@@ -190,17 +155,14 @@ def _migrate(args: argparse.Namespace) -> int:
             # the hold before the quiesce ``at_hold`` unexports the source and resumes the activity. A
             # Ctrl-C before this point cancels it here, as one while it is followed does.
             seen["act"] = act
-            with _following():
-                seen["rc"] = _follow(
-                    args, act, f"migrate {args.name} → {args.to}", at_hold, interrupted=sigint["pending"]
-                )
+            seen["rc"] = _follow(args, act, f"migrate {args.name} → {args.to}", at_hold, sigint=sigint)
 
-        with _sigint_deferred() as sigint:
+        with deferred() as sigint:
             run = migrate(svc.settings, args.name, args.to, follow=follow, **tuning)
         if run.state != "SUCCESS":  # reverted: the source exported again as it was
             if seen.get("rc") == EXIT_CANCELLED:
                 return EXIT_CANCELLED
-            if sigint["pending"] and "act" not in seen:
+            if sigint.pending and "act" not in seen:
                 print(f"interrupted: {args.name} stays where it was")
                 return EXIT_CANCELLED
             raise failed(run) if "act" in seen else MigrationFailed(run.error or "did not start")
@@ -221,15 +183,16 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _backup(args: argparse.Namespace) -> int:
     def body(svc: VolumeService) -> int:
-        rec, act = jobs.start_backup(
-            svc, args.name, incremental=args.incremental, backup_node=args.backup_node
-        )
-        if args.detach:
-            print(json.dumps({"backup": rec.id, "id": act.id}) if args.json else f"{rec.id} {act.id}")
-            return 0
-        label = f"backup {args.name} → {rec.backup_node}"
-        rc = run_in_foreground(act, label=label, as_json=False, detach=False)
-        done = jobs.finish_backup(svc, rec.id, act)
+        with deferred() as sigint:  # a Ctrl-C while it starts cancels it as soon as it is followed
+            rec, act = jobs.start_backup(
+                svc, args.name, incremental=args.incremental, backup_node=args.backup_node
+            )
+            if args.detach and not sigint.pending:
+                print(json.dumps({"backup": rec.id, "id": act.id}) if args.json else f"{rec.id} {act.id}")
+                return 0
+            label = f"backup {args.name} → {rec.backup_node}"
+            rc = run_in_foreground(act, label=label, as_json=False, detach=False, sigint=sigint)
+            done = jobs.finish_backup(svc, rec.id, act)
         if args.json:
             print(json.dumps(done.to_dict()))
         elif done.status == "available":
@@ -268,12 +231,13 @@ def _backup_list(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     def body(svc: VolumeService) -> int:
-        name, act = jobs.start_restore(svc, args.backup, to=args.to, node=args.node)
-        rc = _follow(args, act, f"restore {args.backup} → {name}")
-        if act.state != "succeeded":
-            jobs.finish_restore(svc, name, act)  # raises the one-line error, drops the record
-            return rc or 1
-        rec = jobs.finish_restore(svc, name, act)
+        with deferred() as sigint:  # a Ctrl-C while it starts cancels it as soon as it is followed
+            name, act = jobs.start_restore(svc, args.backup, to=args.to, node=args.node)
+            rc = _follow(args, act, f"restore {args.backup} → {name}", sigint=sigint)
+            if act.state != "succeeded":
+                jobs.finish_restore(svc, name, act)  # raises the one-line error, drops the record
+                return rc or 1
+            rec = jobs.finish_restore(svc, name, act)
         if args.json:
             print(json.dumps(rec.to_dict()))
         else:

@@ -28,6 +28,9 @@ class AttachmentRecords:
     def transaction(self) -> AbstractContextManager[sqlite3.Cursor]:
         raise NotImplementedError
 
+    def reading(self) -> AbstractContextManager[sqlite3.Cursor]:
+        raise NotImplementedError
+
     def get_volume(self, name_or_id: str) -> VolumeRecord:
         raise NotImplementedError
 
@@ -41,7 +44,7 @@ class AttachmentRecords:
     def attachment_records(self, name: str) -> list[tuple[str, str]]:
         """The volume's attachments: (attachment id, client address), first attached first."""
         rec = self.get_volume(name)
-        with self.transaction() as db:
+        with self.reading() as db:
             rows = db.execute(
                 "SELECT attachment_id, client FROM volume_attachments WHERE volume_id = ? "
                 "ORDER BY attached_at, attachment_id",

@@ -1,6 +1,8 @@
-"""``migrate_volume(ctxt, volume, host)`` in Cinder's shape: move a volume to another node of this backend
-family, while it stays in use, as a ``migrate`` backend activity (``zfs_backend.kinds.migrate``),
-then switch its export.
+"""The core driver's migration: move a volume to another node of this backend family, while it stays in
+use, as a ``migrate`` backend activity (``zfs_backend.kinds.migrate``), then switch its export. The
+migration flow (``flows.migrate``) runs it, for ``volume migrate`` and for Cinder's ``migrate_volume``
+alike (journaled, resumable by ``flow resume``): :func:`start` the activity, the controller's part
+:class:`Switch`, and :func:`resolve_target`, the node Cinder's ``host`` names.
 
 Cinder hands the driver ``host = {"host": "node@backend#pool", "capabilities": {...stats...}}``; the
 driver answers ``(False, None)`` when the target is not one of its nodes (Cinder then falls back to its
@@ -44,7 +46,6 @@ __all__ = [
     "INTERNAL_SNAP_PREFIXES",
     "MigrationFailed",
     "Switch",
-    "complete",
     "resolve_target",
     "start",
     "target_node",
@@ -152,7 +153,9 @@ class Switch:
             self.at_hold(rec)
 
     def finish(self) -> dict[str, Any]:
-        """Switch the export to ``dst`` and remove the source copy (see :func:`complete`)."""
+        """Wait for the activity, then switch the export to ``dst`` and remove the source copy. Returns the
+        model update. Raises ``MigrationFailed`` (the volume stays on the source) when the activity did
+        not succeed or the switch had to be undone."""
         return _switch(self, self.wait())
 
     def switched(self) -> dict[str, Any] | None:
@@ -168,13 +171,6 @@ class Switch:
             self.dst.export(dst_ds, (), self.entry.attachments)
         clients = list(self.entry.clients) if self.entry is not None else []
         return {"provider_location": self.dst.location(dst_ds), "quiesce_s": None, "clients": clients}
-
-
-def complete(src: ZfsNfsDriver, dst: ZfsNfsDriver, volume: Volume, act: BackendActivity) -> dict[str, Any]:
-    """Wait for the activity, then switch the export to ``dst`` and remove the source copy. Returns the
-    model update. Raises ``MigrationFailed`` (the volume stays on the source) when the activity did not
-    succeed or the switch had to be undone."""
-    return Switch(src, dst, volume, act).finish()
 
 
 def _switch(sw: Switch, rec: Any) -> dict[str, Any]:
@@ -265,59 +261,18 @@ def _undo(
             log.error("%s: undoing the migration of %s: %s", src.options.node, volume.id, e)
 
 
-def _inventory_drivers(
-    src: ZfsNfsDriver, parent: str | None = None
-) -> tuple[dict[str, str], Callable[[str], ZfsNfsDriver]]:
-    """Export address per inventory node, and a driver for a node: its inventory options, with
-    ``parent`` (the destination backend's own, from Cinder's host) in place of the inventory's."""
+def _export_addresses(src: ZfsNfsDriver) -> dict[str, str]:
+    """Export address per inventory node."""
     from ..hosts.inventory import load_inventory
     from .options import NodeOptions
 
     inv = load_inventory(src.settings.inventory)
     opts = {n: NodeOptions.from_vars(n, inv.node(n).vars, address=inv.node(n).address) for n in inv.names}
-
-    def driver_for(node: str) -> ZfsNfsDriver:
-        if parent is None:
-            return ZfsNfsDriver.for_node(src.settings, node)
-        return ZfsNfsDriver.for_node(src.settings, node, parent=parent)
-
-    return {n: str(o.export_address) for n, o in opts.items()}, driver_for
+    return {n: str(o.export_address) for n, o in opts.items()}
 
 
 def resolve_target(src: ZfsNfsDriver, host: Any) -> str | None:
     """The node of this driver family Cinder's ``host`` (or a node name) names, None when it names none
     or the source's own node (Cinder then migrates generically)."""
-    nodes, _ = _inventory_drivers(src, target_parent(host))
-    target = target_node(host, nodes)
+    target = target_node(host, _export_addresses(src))
     return None if target == src.options.node else target
-
-
-def migrate_volume(
-    src: ZfsNfsDriver,
-    volume: Volume,
-    host: Any,
-    *,
-    driver_for: Callable[[str], ZfsNfsDriver] | None = None,
-    node_for: Callable[[str], Any] | None = None,
-    on_start: Callable[[BackendActivity], None] | None = None,
-    **tuning: Any,
-) -> tuple[bool, dict[str, Any] | None]:
-    """Cinder's ``migrate_volume``: ``(False, None)`` when ``host`` is not another node of this driver,
-    else the volume moved and ``(True, {"provider_location": ...})``. ``on_start`` sees the activity as
-    soon as it runs (a progress display, or Ctrl-C → cancel)."""
-    nodes, default_for = _inventory_drivers(src, target_parent(host))
-    target = target_node(host, nodes)
-    if target is None or target == src.options.node:
-        return False, None
-    dst = (driver_for or default_for)(target)
-    if node_for is None:
-        from ..rpc.connect import connect_node
-
-        def node_for(name: str) -> Any:
-            return connect_node(name, src.settings)
-
-    act = start(src, dst, volume, node_for=node_for, **tuning)
-    if on_start is not None:
-        on_start(act)
-    update = complete(src, dst, volume, act)
-    return True, {"provider_location": update["provider_location"]}

@@ -27,12 +27,15 @@ class ReplicationRecords:
     def transaction(self) -> AbstractContextManager[sqlite3.Cursor]:
         raise NotImplementedError
 
+    def reading(self) -> AbstractContextManager[sqlite3.Cursor]:
+        raise NotImplementedError
+
     def get_volume(self, name_or_id: str) -> VolumeRecord:
         raise NotImplementedError
 
     def replication(self, name: str) -> ReplicationRecord | None:
         rec = self.get_volume(name)
-        with self.transaction() as db:
+        with self.reading() as db:
             row = db.execute("SELECT * FROM replication WHERE volume_id = ?", (rec.id,)).fetchone()
         if row is None:
             return None
@@ -41,7 +44,7 @@ class ReplicationRecords:
         return ReplicationRecord(**d)
 
     def replications(self) -> list[ReplicationRecord]:
-        with self.transaction() as db:
+        with self.reading() as db:
             ids = [
                 r["volume_id"] for r in db.execute("SELECT volume_id FROM replication ORDER BY updated_at")
             ]

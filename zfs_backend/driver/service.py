@@ -14,7 +14,9 @@ work on the node, so the record is removed and the error raised: nothing half-cr
 delete that fails leaves the volume ``error_deleting`` (retry with ``delete``).
 
 The database is kept the one way (:mod:`zfs_backend.durable`: WAL, ``synchronous=FULL``, one connection
-per process behind a lock, each change one ``BEGIN IMMEDIATE`` :meth:`VolumeService.transaction`). The
+per process behind a lock, each change one ``BEGIN IMMEDIATE`` :meth:`VolumeService.transaction`; lookups
+one read transaction, :meth:`VolumeService.reading`, which takes no write lock: readers in other
+processes, ``volume list|show`` or a Cinder adapter's, do not queue behind each other or a writer). The
 service is a context manager: leaving it closes the drivers' connections and the database (a later
 call opens it again).
 """
@@ -33,7 +35,7 @@ from typing import Any
 
 from ..activity.handle import BackendActivity
 from ..config import Settings
-from ..durable import open_db, transaction
+from ..durable import open_db, reading, transaction
 from ..errors import InvalidName
 from ..zfs.names import validate_node
 from .attachment_records import AttachmentRecords
@@ -87,6 +89,11 @@ class VolumeService(AttachmentRecords, ReplicationRecords):
         committed when the block ends, rolled back when it raises. Never nested."""
         return transaction(self._open(), self._db_lock)
 
+    def reading(self) -> AbstractContextManager[sqlite3.Cursor]:
+        """One read transaction on the volume database (rows as ``sqlite3.Row``): one snapshot of it, no
+        write lock taken, a write inside refused. Never nested, nor inside :meth:`transaction`."""
+        return reading(self._open(), self._db_lock)
+
     def __enter__(self) -> VolumeService:
         return self
 
@@ -123,11 +130,11 @@ class VolumeService(AttachmentRecords, ReplicationRecords):
     # ---- lookups -------------------------------------------------------------------------------
 
     def list_volumes(self) -> list[VolumeRecord]:
-        with self.transaction() as db:
+        with self.reading() as db:
             return [VolumeRecord(**dict(r)) for r in db.execute("SELECT * FROM volumes ORDER BY created_at")]
 
     def get_volume(self, name_or_id: str) -> VolumeRecord:
-        with self.transaction() as db:
+        with self.reading() as db:
             row = db.execute(
                 "SELECT * FROM volumes WHERE name = ? OR id = ?", (name_or_id, name_or_id)
             ).fetchone()
@@ -137,7 +144,7 @@ class VolumeService(AttachmentRecords, ReplicationRecords):
 
     def list_snapshots(self, volume: str | None = None) -> list[SnapshotRecord]:
         vid = None if volume is None else self.get_volume(volume).id
-        with self.transaction() as db:
+        with self.reading() as db:
             if vid is None:
                 rows = db.execute("SELECT * FROM snapshots ORDER BY created_at").fetchall()
             else:
@@ -148,7 +155,7 @@ class VolumeService(AttachmentRecords, ReplicationRecords):
 
     def get_snapshot(self, volume: str, name: str) -> SnapshotRecord:
         vid = self.get_volume(volume).id
-        with self.transaction() as db:
+        with self.reading() as db:
             row = db.execute(
                 "SELECT * FROM snapshots WHERE volume_id = ? AND name = ?", (vid, name)
             ).fetchone()

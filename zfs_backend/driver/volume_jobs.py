@@ -113,7 +113,7 @@ def _backup_node(svc: VolumeService, node: str, given: str | None) -> str:
 
 def list_backups(svc: VolumeService, volume: str | None = None) -> list[BackupRecord]:
     """The backups, those still being made brought up to date from their activity."""
-    with svc.transaction() as db:
+    with svc.reading() as db:
         if volume is None:
             rows = db.execute("SELECT * FROM backups ORDER BY created_at").fetchall()
         else:
@@ -133,7 +133,7 @@ def list_backups(svc: VolumeService, volume: str | None = None) -> list[BackupRe
 
 
 def get_backup(svc: VolumeService, backup_id: str) -> BackupRecord:
-    with svc.transaction() as db:
+    with svc.reading() as db:
         row = db.execute("SELECT * FROM backups WHERE id = ?", (backup_id,)).fetchone()
     if row is None:
         raise BackupNotFound(f"no backup {ascii(backup_id)[:80]}")

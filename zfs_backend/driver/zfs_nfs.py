@@ -8,9 +8,10 @@ a snapshot ``@clone-<new id>`` taken for it; deleting a volume promotes its depe
 Every name is validated before any command; a create that fails half way undoes what it did, so a
 refused or failed call leaves the node as it was. The driver only touches ``zfs`` (typed verbs), the
 node's ``volume`` files and the server's exports file (``nfs.GaneshaExports``); what reaches further
-(``snapshot_replicate``, the agent's kinds) is :mod:`.remote`. Cinder's ``failover_host`` and
-``migrate_volume`` are :mod:`.failover`'s and :mod:`.migration`'s, built on the public surface here
-(``for_node``, ``dataset_of``, ``location``, ``export``, ``require``...); nobody touches its privates.
+(``snapshot_replicate``, the agent's kinds) is :mod:`.remote`. Cinder's ``failover_host`` is
+:mod:`.failover`'s, its ``migrate_volume`` the migration flow's on :mod:`.migration`, built on the
+public surface here (``for_node``, ``dataset_of``, ``location``, ``export``, ``require``...); nobody
+touches its privates.
 
 Exports grant nobody until ``initialize_connection`` grants the connector's address, counted per
 attachment (``terminate_connection`` ends one; the address is revoked with its last attachment): see

@@ -15,8 +15,8 @@ exact change detection, finish/abort). Nothing is ever received with ``-F``. Pha
     the source dataset is made read-only (writes fail from then on: nothing acknowledged after the
     last snapshot), a last snapshot and its increment, then the destination's ``finish`` verifies the
     final GUID. The activity succeeds with the source still read-only and intact: the caller (the
-    driver's ``migrate_volume``) switches the export to the new node and removes the old copy only after
-    it checked the new one (``result`` says what to undo: ``readonly_was``, the snapshots).
+    migration flow's ``driver.migration.Switch``) switches the export to the new node and removes the old
+    copy only after it checked the new one (``result`` says what to undo: ``readonly_was``, the snapshots).
 
 ``hold_at`` (``catchup``, ``quiesce`` or both: ``catchup+quiesce``): the activity suspends itself before
 that phase, once each (an operator pre-syncs and cuts over later with ``resume``; the driver's controller

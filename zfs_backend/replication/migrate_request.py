@@ -1,7 +1,8 @@
 """A validated migration request: the params of the ``migrate`` kind (see :mod:`.migrate`).
 
-What the controller (the driver's ``migrate_volume``) builds and the source node's agent validates again
-(``from_params``): any parameter it does not know is refused, the cipher comes from the allowlist.
+What the controller (``driver.migration.start``, run by the migration flow) builds and the source node's
+agent validates again (``from_params``): any parameter it does not know is refused, the cipher comes from
+the allowlist.
 ``grant``: the id of the grant the destination's agent made for the migration (``create``; the controller
 asks for it, see :mod:`.granted`).
 """

@@ -22,7 +22,7 @@ def test_the_transport_reaches_the_api(monkeypatch: pytest.MonkeyPatch, given: s
         return "act"
 
     monkeypatch.setattr(replicate_cmd, "snapshot_replicate", fake)
-    monkeypatch.setattr(replicate_cmd, "run_in_foreground", lambda act, **kw: 0)
+    monkeypatch.setattr(replicate_cmd, "start_and_follow", lambda start, **kw: 0 if start() == "act" else 1)
     argv = ["replicate", "n1:p/f@s", "n2:p/f", *(["--transport", given] if given else [])]
     args = build_parser("replicate").parse_args(argv)
     assert replicate_cmd.cmd_replicate(args) == 0
