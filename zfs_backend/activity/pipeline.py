@@ -28,7 +28,7 @@ from ..zfs.cmd import stream_error
 from .core import ActivityContext, LocalActivity, status_of
 from .hooks import PipelineHooks
 from .live import LiveControls
-from .procs import end_within, reap_stale
+from .procs import end_within, kill_process_group, reap_stale
 from .report import ActivityRecord, Progress, Resources
 from .resources import ResourceMonitor
 from .states import (
@@ -125,11 +125,21 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
             return
         with self._cond:
             self._transition(SUSPENDED, verb="suspend")
+            procs = list(self._procs)
             if self._relay is not None:
                 self._torn = True
                 self._relay.abort()
+        if procs:  # a relay blocked in a write to a side that reads no more sees the abort only then
+            threading.Timer(self.stale_exit_wait_s, self._kill_lingering, args=(procs,)).start()
         self._persist()
         self._wake_worker()
+
+    def _kill_lingering(self, procs: list[Any]) -> None:
+        """The stream a suspend tore down, if it is still the one in flight: kill its process groups."""
+        with self._cond:
+            left = [p for p in procs if self._torn and any(p is q for q in self._procs)]
+        for p in left:
+            kill_process_group(p.pid, grace_s=self.kill_grace_s)
 
     # -- the worker -------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 from polling import until
 
 from zfs_backend.activity import ActivityContext, CommandPipeline
@@ -78,6 +79,12 @@ def _suspended_and_torn_down(act: Any) -> list[int]:
     until("no process of the stream left", lambda: _gone(pids), 20, interval=0.05)
     until("the worker is done with the stream", lambda: act._relay is None, 20, interval=0.05)
     return pids
+
+
+def _still(act: Any) -> bool:
+    n = act._relay.count
+    time.sleep(0.5)
+    return bool(act._relay.count == n)
 
 
 def _watch(act: Any, stop: threading.Event, seen: list[tuple[int, int]]) -> None:
@@ -144,16 +151,21 @@ def test_cancel_while_torn_down_rolls_back(ctx: ActivityContext, tmp_path: Path)
     assert not out.exists()
 
 
-def test_a_stream_that_will_not_end_is_killed(ctx: ActivityContext, tmp_path: Path) -> None:
-    """A side that ignores its closed pipe (here: a consumer that never reads to EOF) is killed after
-    ``stale_exit_wait_s``, so nothing of the stream is left while suspended."""
+@pytest.mark.parametrize("blocked", [False, True], ids=["relay-free", "relay-blocked"])
+def test_a_stream_that_will_not_end_is_killed(ctx: ActivityContext, tmp_path: Path, blocked: bool) -> None:
+    """A side that ignores its closed pipe (here: a consumer that stops reading) is killed after
+    ``stale_exit_wait_s``, so nothing of the stream is left while suspended; also when the relay is
+    blocked writing to it (it sees the abort only once that write fails)."""
     out = tmp_path / "out.bin"
     params = _params(out, 64 * MiB)
+    reads = (1 << 20) if blocked else (3 << 20)
     params["consumer"] = {
-        "argv": [sys.executable, "-c", "import sys, time\nsys.stdin.buffer.read(3 << 20)\ntime.sleep(600)"]
+        "argv": [sys.executable, "-c", f"import sys, time\nsys.stdin.buffer.read({reads})\ntime.sleep(600)"]
     }
     act = start(ctx, params, cls=CommandPipelineTearing)
-    until("the consumer reads", lambda: act.progress[0] >= 2 * MiB, 20, interval=0.02)
+    until("the consumer reads", lambda: act.progress[0] >= 1.5 * MiB, 20, interval=0.02)
+    if blocked:  # the consumer's pipe full: the relay waits in its write
+        until("the relay blocked", lambda: _still(act), 20, interval=0.05)
     pids = [p.pid for p in act._procs]
     act.suspend()
     until("no process of the stream left", lambda: _gone(pids), 20, interval=0.05)
