@@ -471,7 +471,7 @@ def report(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             "flat",
         )
     t = Table(
-        title=f"scripts/bench replicate: {SRC} → {DST}, median [min-max] of {args.repeats}, rotating order"
+        title=f"scripts/bench replicate: {SRC} → {DST}, median \\[min-max] of {args.repeats}, rotating order"
     )
     for col in ("measure", "wall clock", "vs raw", "goal"):
         t.add_column(col)
@@ -536,8 +536,9 @@ def main(argv: list[str] | None = None) -> int:
             if not a.quick and opt not in given:
                 setattr(a, attr, value)
         a.only = a.only or VAGRANT_MEASURES
-        home = a.home if "--home" in given else "/var/lib/zfs-backend-bench-vagrant"
-        settings, vm_names = vagrant_settings(home)
+        if "--home" not in given:
+            a.home = "/var/lib/zfs-backend-bench-vagrant"
+        settings, vm_names = vagrant_settings(a.home)
         SRC, DST = vm_names[0], vm_names[1]
         inv = load_inventory(settings.inventory)
         con.print(f"  the Vagrant tier's VMs {SRC} and {DST} ({settings.inventory})")
