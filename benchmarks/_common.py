@@ -62,3 +62,23 @@ def write_json(dest: str, figures: Any) -> None:
         print(text)
     else:
         Path(dest).write_text(text + "\n")
+
+
+#: where ``scripts/vagrant-tier up`` writes the VMs' inventory (its ``$ZFS_BACKEND_VAGRANT_STATE``)
+VAGRANT_STATE = "/var/lib/zfs-backend-vagrant"
+
+
+def vagrant_settings(home: str) -> tuple[Settings, list[str]]:
+    """A benchmark on the Vagrant tier's OpenZFS VMs (docs/vagrant.md), which must be up: the controller's
+    settings (a home of the benchmark's own, the tier's inventory, as tests/vagrant gets it:
+    ``$ZFS_BACKEND_VAGRANT_INVENTORY``, else ``$ZFS_BACKEND_VAGRANT_STATE/inventory.yml``) and the VMs'
+    names, sorted."""
+    state = os.environ.get("ZFS_BACKEND_VAGRANT_STATE", VAGRANT_STATE)
+    inv = os.environ.get("ZFS_BACKEND_VAGRANT_INVENTORY") or f"{state}/inventory.yml"
+    if not Path(inv).is_file():
+        raise SystemExit(f"no Vagrant tier: {inv} does not exist (scripts/vagrant-tier up)")
+    settings = load_settings({**os.environ, "ZFS_BACKEND_HOME": home, "ZFS_BACKEND_INVENTORY": inv})
+    names = sorted(load_inventory(settings.inventory).names)
+    if len(names) < 2:
+        raise SystemExit(f"the Vagrant tier has {len(names)} VM(s), the benchmark needs two")
+    return settings, names

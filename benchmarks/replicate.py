@@ -19,6 +19,12 @@ of a full copy, the new dataset gone after), throughput at
 ``--tp`` MiB (API vs raw), bytes that reach the receiving ``zfs recv`` after ``suspend()`` returned
 (read from its ``/proc/PID/io`` on node2, not from the relay), and the agent's RSS over a big stream.
 ``--json FILE`` (``-`` for stdout) writes every sample, for comparison across commits.
+
+``--vagrant``: the same between the Vagrant tier's two OpenZFS VMs (``zb-node1`` → ``zb-node2``, which
+``scripts/vagrant-tier up`` must have brought up; their inventory as tests/vagrant gets it), through
+their agents (systemd units). Smaller defaults (the VMs are emulated) and the measures that need no
+lab: full, incremental, empty, commands, throughput, tree (cancel and suspend shape the lab's link,
+the RSS one reads the lab agent's process: ``-`` in the table).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from zfs_backend.rpc.client import Node
 from zfs_backend.rpc.connect import connect_node
 from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
 
+from ._common import vagrant_settings
 from ._replicate_tree import tree, tree_rows
 
 MiB = 1 << 20
@@ -66,9 +73,13 @@ RAW_KEY = "/root/.ssh/zfs_backend_bench_raw"
 RAW_MARK = "zfs-backend-bench-raw"
 
 
+#: the measures on the Vagrant tier (the others need the lab: its link shaping, its agents' processes)
+VAGRANT_MEASURES = "full,incr,empty,commands,tp,tree"
+
+
 @dataclass
 class Bench:
-    lab: Lab
+    lab: Lab | None
     settings: Settings
     src: SSHHost
     dst: SSHHost
@@ -83,6 +94,12 @@ class Bench:
         return self.agents[name]
 
     def env(self) -> dict[str, str]:
+        if self.lab is None:  # the Vagrant tier: its inventory
+            return {
+                **os.environ,
+                "ZFS_BACKEND_HOME": str(self.settings.home),
+                "ZFS_BACKEND_INVENTORY": str(self.settings.inventory),
+            }
         return {
             **os.environ,
             "ZFS_BACKEND_HOME": str(self.settings.home),
@@ -257,6 +274,13 @@ def commands(b: Bench, repeats: int) -> None:
     b.drop(b.src, ds)
 
 
+def _lab(b: Bench) -> Lab:
+    """The benchmark's lab, for a measure that needs one (not on the Vagrant tier)."""
+    if b.lab is None:
+        raise SystemExit(f"this measure needs the lab; on the VMs (--vagrant): {VAGRANT_MEASURES}")
+    return b.lab
+
+
 def _until(act: BackendActivity, nbytes: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while act.progress[0] < nbytes:
@@ -275,7 +299,7 @@ def cancel(b: Bench, repeats: int, mib: int, rate_mib: int) -> None:
     b.api(f"{ds}@base")
     b.write(ds, "more", mib)
     b.snap(f"{ds}@i")
-    b.lab.shape(SRC, rate_mib * 8 * MiB)
+    _lab(b).shape(SRC, rate_mib * 8 * MiB)
     try:
         for i in range(repeats):
             for side in ("cli", "api") if i % 2 == 0 else ("api", "cli"):
@@ -304,14 +328,14 @@ def cancel(b: Bench, repeats: int, mib: int, rate_mib: int) -> None:
             assert act.record().state == "cancelled", act.record()
             assert not Zfs(b.dst).exists(parse_dataset(ds)), f"{DST}:{ds} is left after a cancelled full copy"
     finally:
-        b.lab.shape(SRC, None)
+        _lab(b).shape(SRC, None)
     b.drop(b.dst, ds)
     b.drop(b.src, ds)
 
 
 def _recv_rchar(b: Bench, dest: str) -> int:
     """Bytes read so far by the ``zfs receive`` into ``dest`` on node2 (its /proc/PID/io)."""
-    node2 = b.lab.node(DST)
+    node2 = _lab(b).node(DST)
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info.get("cmdline") or []
         # the node's peer-exec runs it by its full path (/usr/sbin/zfs receive ...)
@@ -337,7 +361,7 @@ def suspend_at_receiver(b: Bench, mib: int, rate_mib: int) -> None:
     b.drop(b.dst, ds)
     b.write(ds, "data", mib)
     b.snap(f"{ds}@s")
-    b.lab.shape(SRC, rate_mib * 8 * MiB)
+    _lab(b).shape(SRC, rate_mib * 8 * MiB)
     try:
         act = snapshot_replicate(
             f"{SRC}:{ds}@s", None, f"{DST}:{ds}", settings=b.settings, node_for=b.node_for
@@ -353,7 +377,7 @@ def suspend_at_receiver(b: Bench, mib: int, rate_mib: int) -> None:
             if act.state not in TERMINAL:
                 act.cancel()
     finally:
-        b.lab.shape(SRC, None)
+        _lab(b).shape(SRC, None)
     b.drop(b.dst, ds)
     b.drop(b.src, ds)
 
@@ -364,7 +388,7 @@ def agent_rss(b: Bench, mib: int) -> None:
     b.drop(b.dst, ds)
     b.write(ds, "data", mib)
     b.snap(f"{ds}@s")
-    st = b.lab.state
+    st = _lab(b).state
     assert st is not None
     proc = psutil.Process(st.pids[SRC]["agent"])
     peak = before = proc.memory_info().rss
@@ -447,7 +471,7 @@ def report(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             "flat",
         )
     t = Table(
-        title=f"scripts/bench replicate: {SRC} → {DST}, median [min-max] of {args.repeats}, rotating order"
+        title=f"scripts/bench replicate: {SRC} → {DST}, median \\[min-max] of {args.repeats}, rotating order"
     )
     for col in ("measure", "wall clock", "vs raw", "goal"):
         t.add_column(col)
@@ -463,6 +487,7 @@ def report(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SRC, DST  # --vagrant: the VMs' names, for every measure and the report
     ap = argparse.ArgumentParser(
         prog="scripts/bench replicate",
         description=(__doc__ or "").split("\n")[0],
@@ -488,21 +513,52 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--home", default="/var/lib/zfs-backend-bench", help="the benchmark lab's state dir")
     ap.add_argument("--network", default="198.18.110.0/24", help="the benchmark lab's network")
     ap.add_argument("--down", action="store_true", help="take the benchmark lab down afterwards")
+    ap.add_argument(
+        "--vagrant",
+        action="store_true",
+        help="between the Vagrant tier's two OpenZFS VMs (up already: scripts/vagrant-tier up), not a lab; "
+        f"2 repeats, 32/8/64 MiB, a tree of 5, measures {VAGRANT_MEASURES} unless given",
+    )
     a = ap.parse_args(argv)
     if a.quick:
         a.repeats, a.full, a.incr, a.tp, a.big = 3, 64, 16, 128, 256
     con = Console(stderr=a.json == "-")
-    settings = load_settings({**os.environ, "ZFS_BACKEND_HOME": a.home, "ZFS_BACKEND_LAB_NETWORK": a.network})
-    lab = Lab(settings)
-    pool = max(1 << 30, (max(a.full, a.tp, a.big) * 2 + 512) * MiB)
-    st = lab.state
-    if st is not None and (st.pool_size < pool or len(st.nodes) != 2):
-        con.print("  the benchmark lab's pools are too small for these sizes: recreating it")
-        lab.down()
+    lab: Lab | None = None
+    if a.vagrant:
+        given = set(argv if argv is not None else sys.argv[1:])
+        for opt, attr, value in (
+            ("--repeats", "repeats", 2),
+            ("--full", "full", 32),
+            ("--incr", "incr", 8),
+            ("--tp", "tp", 64),
+            ("--tree", "tree", 5),
+        ):
+            if not a.quick and opt not in given:
+                setattr(a, attr, value)
+        a.only = a.only or VAGRANT_MEASURES
+        if "--home" not in given:
+            a.home = "/var/lib/zfs-backend-bench-vagrant"
+        settings, vm_names = vagrant_settings(a.home)
+        SRC, DST = vm_names[0], vm_names[1]
+        inv = load_inventory(settings.inventory)
+        con.print(f"  the Vagrant tier's VMs {SRC} and {DST} ({settings.inventory})")
+        src = inv.connect(SRC, settings, connect_timeout=60)
+        dst = inv.connect(DST, settings, connect_timeout=60)
+    else:
+        settings = load_settings(
+            {**os.environ, "ZFS_BACKEND_HOME": a.home, "ZFS_BACKEND_LAB_NETWORK": a.network}
+        )
         lab = Lab(settings)
-    lab.up(nodes=2, pool_size=pool, with_agent=True, on_step=lambda m: con.print(f"  {m}"))
-    inv = load_inventory(settings.inventory)
-    b = Bench(lab, settings, inv.connect(SRC, settings), inv.connect(DST, settings), con)
+        pool = max(1 << 30, (max(a.full, a.tp, a.big) * 2 + 512) * MiB)
+        st = lab.state
+        if st is not None and (st.pool_size < pool or len(st.nodes) != 2):
+            con.print("  the benchmark lab's pools are too small for these sizes: recreating it")
+            lab.down()
+            lab = Lab(settings)
+        lab.up(nodes=2, pool_size=pool, with_agent=True, on_step=lambda m: con.print(f"  {m}"))
+        inv = load_inventory(settings.inventory)
+        src, dst = inv.connect(SRC, settings), inv.connect(DST, settings)
+    b = Bench(lab, settings, src, dst, con)
     only = set((a.only or "full,incr,empty,commands,cancel,tp,suspend,rss,tree").split(","))
     steps: list[tuple[str, Callable[[], None]]] = [
         ("empty", lambda: incremental(b, 0, a.repeats, "empty")),
@@ -525,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         for node in b.agents.values():
             node.close()
         b.raw_key_down()
-        if a.down:
+        if a.down and lab is not None:
             lab.down()
     out = report(b, a)
     if a.json:

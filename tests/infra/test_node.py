@@ -136,6 +136,25 @@ def test_project_is_importable_from_opt(hosts):
     _each(hosts, check)
 
 
+def test_the_agent_uses_pyzfs_where_the_system_has_it(hosts):
+    """Where the node's system Python has Debian's python3-pyzfs (OpenZFS), the role links
+    ``libzfs_core`` into the agent's virtualenv, and the running agent says (``ping``) it serves local
+    calls through it; elsewhere (zfs-fuse) the agent uses the CLI. Only that package (and cffi if the
+    virtualenv had none) comes in: the virtualenv still ignores the system's site packages."""
+
+    def check(name, host):
+        system = host.run("/usr/bin/python3 -c 'import libzfs_core'").rc == 0
+        res = host.run(f"{PREFIX}/bin/zfs-backend agent --status --env-file {ENV_FILE}")
+        assert res.rc == 0, res.stderr
+        assert json.loads(res.stdout)["agent"]["libzfs_core"] is system, f"system pyzfs: {system}"
+        cfg = host.file(f"{PREFIX}/pyvenv.cfg").content_string
+        assert "include-system-site-packages = false" in cfg, cfg
+        if _var(host, "zfs_backend_node_zfs", "auto") == "openzfs":
+            assert system, "an OpenZFS node of this tier has python3-pyzfs (the box carries it)"
+
+    _each(hosts, check)
+
+
 def test_zstd_for_compressed_streams(hosts):
     """``replicate --compress`` needs zstd on both ends; the agent says it has it (``ping``'s codecs)."""
 

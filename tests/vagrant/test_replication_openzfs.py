@@ -6,9 +6,10 @@ controller obtained from the destination's agent.
 Covered here, each on OpenZFS 2.x: full then incremental then ``--intermediates``; a recursive tree;
 ``n == m`` when a replication succeeds (although ``send -nvP`` is off by up to ~1.2 % here); a stream
 without a grant refused by the destination VM, then the same replication under the controller's grant;
-suspend that stops the transfer and resume that finishes it (tearing the pipeline down while suspended
-and resuming from the receive token: an xfail, not built yet); cancel, which discards the partial
-receive (``recv -A``) and leaves the destination as it was; the source's agent SIGKILLed mid-transfer
+suspend that tears the pipeline down (no ``zfs send``/``zfs recv``/``ssh`` left on either VM, the
+destination keeping its receive token) and resume that finishes from the token, ``n`` counting on;
+cancel while suspended so, which discards the partial receive (``recv -A``); cancel, which discards the
+partial receive and leaves the destination as it was; the source's agent SIGKILLed mid-transfer
 (systemd restarts it), after which the activity finishes by itself from the receive token. The streams
 of issue 21 (``-L -c -e``, bookmarks as bases, the stale-token fallback, a tree in parallel):
 test_replication_openzfs_streams.py.
@@ -193,11 +194,20 @@ def test_suspend_stops_the_transfer_and_resume_finishes_it(
     assert Zfs(dst, timeout=T).resume_token(parse_dataset(ds)) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 20: suspend pauses the relay (the pipeline's processes stay, blocked); tearing the "
-    "pipeline down and resuming from the receive token is not built yet",
-)
+def _torn_down(src: SSHHost, dst: SSHHost, ds: str) -> str:
+    """No stream process left on either VM (not ``zfs send``, not ``zfs recv``, not the ``ssh`` whose
+    command line carries it); the destination's receive token."""
+    deadline = time.monotonic() + 120
+    left = {h.name: stream_processes(h) for h in (src, dst)}
+    while any(left.values()) and time.monotonic() < deadline:
+        time.sleep(2)
+        left = {h.name: stream_processes(h) for h in (src, dst)}
+    assert not any(left.values()), left
+    tok = Zfs(dst, timeout=T).resume_token(parse_dataset(ds))
+    assert tok is not None
+    return tok
+
+
 def test_suspend_tears_the_pipeline_down_and_resume_starts_from_the_token(
     vm_pair: tuple[SSHHost, SSHHost], settings: Settings, agents: dict[str, Any], names: list[str]
 ) -> None:
@@ -209,21 +219,48 @@ def test_suspend_tears_the_pipeline_down_and_resume_starts_from_the_token(
     try:
         wait_for_bytes(act, 2 * MiB)
         _suspended(act)
-        # no stream process left on either VM while suspended: not zfs send, not zfs recv
-        deadline = time.monotonic() + 60
-        left = {h.name: stream_processes(h) for h in (src, dst)}
-        while any(left.values()) and time.monotonic() < deadline:
-            time.sleep(2)
-            left = {h.name: stream_processes(h) for h in (src, dst)}
-        assert not any(left.values()), left
-        assert Zfs(dst, timeout=T).resume_token(parse_dataset(ds)) is not None
+        _torn_down(src, dst, ds)
+        n1 = act.progress[0]
+        time.sleep(5)
+        assert act.state == "suspended" and act.progress[0] == n1  # nothing moves, nothing restarts
         act.resume()
         assert_success(act)
     finally:
         if act.state not in ("succeeded", "failed", "cancelled"):
             act.cancel()
             act.wait(T)
+    n, m = act.progress
+    assert n == m >= n1
+    # the stream's bytes, counted on from what the token held: neither the resumed part alone nor the
+    # whole stream twice
+    assert 16 * MiB <= n <= 16 * MiB * 1.05 + MiB
     assert checksums(dst, ds) == checksums(src, ds)
+    assert listing(dst, ds) == listing(src, ds)
+    assert Zfs(dst, timeout=T).resume_token(parse_dataset(ds)) is None
+
+
+def test_cancel_while_suspended_discards_the_partial_receive(
+    vm_pair: tuple[SSHHost, SSHHost], settings: Settings, agents: dict[str, Any], names: list[str]
+) -> None:
+    src, dst = vm_pair
+    ds = new_name(names)
+    write(src, ds, "a", 2)
+    snapshot(src, ds, "s1")
+    assert_success(replicate(settings, agents, f"{src.name}:{ds}@s1", f"{dst.name}:{ds}"))
+    write(src, ds, "b", 16)
+    snapshot(src, ds, "s2")
+    before, sums = listing(dst, ds), checksums(dst, ds)
+    act = replicate(settings, agents, f"{src.name}:{ds}@s2", f"{dst.name}:{ds}", bwlimit="1M")
+    try:
+        wait_for_bytes(act, 2 * MiB)
+        _suspended(act)
+        _torn_down(src, dst, ds)
+    finally:
+        act.cancel()
+    assert act.wait(T) == "cancelled", act.record()
+    assert Zfs(dst, timeout=T).resume_token(parse_dataset(ds)) is None  # recv -A
+    assert listing(dst, ds) == before
+    assert checksums(dst, ds) == sums
 
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])

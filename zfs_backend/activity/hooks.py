@@ -21,6 +21,12 @@ A kind subclasses ``pipeline.PipelineActivity`` and overrides these hooks::
     on_tick()                     every ``persist_interval_s`` while a stream runs (e.g. renew a lease)
     next_stream()                 after a complete stream: True when the kind has another one to run
                                   (e.g. an incremental catch-up); the next stream's bytes add to n
+    suspend_tears_down()          True: ``suspend`` ends the stream's processes instead of pausing the
+                                  relay, and ``resume`` restarts it (``on_restart``): for a kind whose
+                                  restart loses nothing (a resume token, an offset restart)
+    stream_resumes_at()           after ``build_*``: the bytes of this stream the consumer already
+                                  holds when the producer resumes a cut stream (``zfs send -t``), so
+                                  that n counts on from there; None: as ``restart_mode`` says
 
 ``restart_mode``: "offset" (rebuild both sides from the byte offset already delivered: no byte lost,
 none counted twice), "rerun" (the whole stream again; n = max(previous n, new bytes)), or "none" (a
@@ -109,3 +115,14 @@ class PipelineHooks:
         stream (built by the next ``build_producer``/``build_consumer``). Its bytes are added to those
         of the streams before it; retries and restarts count per stream. Default: one stream."""
         return False
+
+    def suspend_tears_down(self) -> bool:
+        """Whether ``suspend`` stops the stream's processes (the next ``resume`` restarts the stream
+        through ``on_restart``) rather than pausing the relay with the processes left, blocked.
+        Default: pause."""
+        return False
+
+    def stream_resumes_at(self) -> int | None:
+        """After ``build_producer``/``build_consumer``: the bytes of this stream the consumer already
+        holds when the producer resumes a cut stream where it stopped (``zfs send -t``), else None."""
+        return None

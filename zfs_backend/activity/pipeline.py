@@ -8,7 +8,12 @@ the progress a caller sees is always persisted and never goes backwards.
 The kind's side of the contract (hooks, tunables) is ``hooks.PipelineHooks``; one stream's processes
 and pipes are ``stream.StreamRun``; the live bandwidth limit and the stall watchdog are ``live.LiveControls``.
 This module runs the attempts: retries, persistence, what suspend and cancel mean to a stream; the
-control verbs themselves are ``core.LocalActivity``'s.
+control verbs themselves are ``core.LocalActivity``'s. ``suspend`` pauses the relay (the processes stay,
+blocked), unless the kind's ``suspend_tears_down``: then the stream in flight is stopped (the relay
+aborted, its pipes closed: both sides end on them, or are killed after ``stale_exit_wait_s``), the
+attempt ends ``suspended`` (neither a failure nor a retry), and ``resume`` restarts the stream as after
+a cut one (``on_restart``; a replication from the destination's receive token). ``suspended`` is
+persisted first either way, so an agent restart carries it on.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from ..zfs.cmd import stream_error
 from .core import ActivityContext, LocalActivity, status_of
 from .hooks import PipelineHooks
 from .live import LiveControls
-from .procs import reap_stale
+from .procs import end_within, kill_process_group, reap_stale
 from .report import ActivityRecord, Progress, Resources
 from .resources import ResourceMonitor
 from .states import (
@@ -57,6 +62,8 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
         self._prod_remote = self._cons_remote = False
         self._base = 0
         self._monitor: ResourceMonitor | None = None
+        #: ``suspend`` stopped the stream in flight (``suspend_tears_down``): its end is no failure
+        self._torn = False
         #: the exception that kept the last attempt from building its pipeline (for ``retryable``)
         self.build_error: Exception | None = None
 
@@ -108,6 +115,31 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
             fallback_received=delivered if self._prod_remote else 0,
             finished_at=finished_at,
         )
+
+    # -- control --------------------------------------------------------------------------------
+    def suspend(self) -> None:
+        """``LocalActivity.suspend`` (the relay paused), unless the kind's ``suspend_tears_down``: then
+        ``suspended`` is persisted and the stream in flight stopped (see the module doc)."""
+        if not self.suspend_tears_down():
+            super().suspend()
+            return
+        with self._cond:
+            self._transition(SUSPENDED, verb="suspend")
+            procs = list(self._procs)
+            if self._relay is not None:
+                self._torn = True
+                self._relay.abort()
+        if procs:  # a relay blocked in a write to a side that reads no more sees the abort only then
+            threading.Timer(self.stale_exit_wait_s, self._kill_lingering, args=(procs,)).start()
+        self._persist()
+        self._wake_worker()
+
+    def _kill_lingering(self, procs: list[Any]) -> None:
+        """The stream a suspend tore down, if it is still the one in flight: kill its process groups."""
+        with self._cond:
+            left = [p for p in procs if self._torn and any(p is q for q in self._procs)]
+        for p in left:
+            kill_process_group(p.pid, grace_s=self.kill_grace_s)
 
     # -- the worker -------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -179,7 +211,9 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
             self._finish_cancel()
         elif outcome == "failed":
             self._after_failure(error, status)
-        # "detach": leave the state as it is
+        elif outcome == "suspended":
+            self.ctx.log.info("activity %s: suspended, its stream stopped; resume restarts it", self.id)
+        # "detach", "suspended": leave the state as it is (the next attempt of a suspended one restarts)
 
     def _stream(self, offset: int) -> tuple[str, str, int]:
         self.build_error = None
@@ -189,11 +223,17 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
         except Exception as e:
             self.build_error = e
             return "failed", f"cannot build the pipeline: {e}", status_of(e)
+        resumes_at = self.stream_resumes_at()
+        if resumes_at is not None:  # the consumer holds that much of this stream: n counts on from there
+            self._base = self._delivered = self.streamed + max(0, resumes_at)
+            self._cp["delivered"] = self._delivered
         with StreamRun(producer, consumer, bwlimit_bps=self._bwlimit()) as run:
             with self._cond:
                 if self._abort is not None or self._record.state not in (RUNNING, SUSPENDED):
                     return ("cancel" if self._abort == "cancel" else "detach"), "", 0
                 if self._record.state == SUSPENDED:
+                    if self.suspend_tears_down():
+                        return "suspended", "", 0  # nothing started; resume restarts
                     run.relay.pause()
                 try:
                     run.start()
@@ -209,18 +249,21 @@ class PipelineActivity(LiveControls, PipelineHooks, LocalActivity):
             ticker.start()
             result = run.relay.run()
             run.relay.close()  # the consumer's EOF
+            if self._torn:  # suspended: both sides end on the closed pipes, else they are killed
+                end_within(run.procs, self.stale_exit_wait_s, grace_s=self.kill_grace_s)
             rcs = self._reap(run)
             stop.set()
             ticker.join()
             self._persist()
             with self._cond:
                 self._relay, self._procs = None, []
+                torn, self._torn = self._torn, False
             if self._abort is not None:
                 return ("cancel" if self._abort == "cancel" else "detach"), "", 0
             failure = run.failure(result, rcs, consumer_ends_stream=self.consumer_ends_stream)
-            if failure is None:
+            if failure is None or torn:
                 self._cp["pids"] = []
-                return "ok", "", 0
+                return ("ok" if failure is None else "suspended"), "", 0
             return "failed", failure[0], failure[1]
 
     def _reap(self, run: StreamRun) -> list[int]:

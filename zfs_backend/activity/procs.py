@@ -12,7 +12,7 @@ from typing import IO
 
 import psutil
 
-__all__ = ["create_time", "kill_process_group", "reap_stale", "stderr_tail", "wait_rusage"]
+__all__ = ["create_time", "end_within", "kill_process_group", "reap_stale", "stderr_tail", "wait_rusage"]
 
 
 def kill_process_group(pgid: int, grace_s: float = 2.0) -> None:
@@ -30,6 +30,23 @@ def kill_process_group(pgid: int, grace_s: float = 2.0) -> None:
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def end_within(procs: list[subprocess.Popen[bytes]], wait_s: float, grace_s: float = 2.0) -> None:
+    """Give our children ``procs`` ``wait_s`` in all to exit on their own, then kill the group of each
+    one still running. They are not reaped (``wait_rusage`` still gets their exact CPU)."""
+    deadline = time.monotonic() + wait_s
+    for p in procs:
+        while True:
+            try:
+                if os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                    break  # exited (a zombie until reaped)
+            except ChildProcessError:
+                break  # already reaped
+            if time.monotonic() >= deadline:
+                kill_process_group(p.pid, grace_s=grace_s)
+                break
+            time.sleep(0.05)
 
 
 def create_time(pid: int) -> float:

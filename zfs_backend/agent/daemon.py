@@ -61,6 +61,7 @@ from ..rpc.protocol import (
     list_window,
     response,
 )
+from ..zfs import lzc
 from ..zfs.names import validate_node
 from .logs import setup_logging
 from .manager import ActivityManager
@@ -207,6 +208,7 @@ class AgentServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 "active": m.live_count(),
                 "codecs": available_codecs(),
                 "tls": tls_ready(),
+                "libzfs_core": lzc.available(),  # this process serves local calls through pyzfs
             }
         if op == "kinds":
             return m.kinds()

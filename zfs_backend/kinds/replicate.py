@@ -23,7 +23,14 @@ first stream
 restart (``restart_mode = "rerun"``)
     after a cut link, a dead ``ssh``, an agent SIGKILL or a destination restart: ``begin`` again (the same
     claim), then from the resume token where the destination keeps one, or from the newest common
-    snapshot; datasets this activity created and left partial are removed first.
+    snapshot; datasets this activity created and left partial are removed first. A stream resumed from
+    a token counts on from the bytes the token says the destination holds (n never goes back).
+``suspend()``
+    where both ends resume receives (OpenZFS: ``recv -s``, ``send -t``; one stream, not a tree in
+    parallel) the stream is stopped, so the destination keeps its receive token and no ``zfs send``,
+    ``zfs receive`` or ``ssh`` is left on either node; ``resume`` restarts from that token as above, and
+    ``cancel`` meanwhile discards the partial receive (the destination's ``abort``: ``recv -A``).
+    Elsewhere (zfs-fuse) the relay pauses and the processes wait, blocked.
 ``cancel()`` or a final failure
     kills both sides; the destination's ``abort`` restores the tree as ``begin`` found it: partial
     receives discarded, received snapshots rolled back, datasets this activity created destroyed (only
@@ -62,6 +69,7 @@ from ..replication.upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv, st
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec, Snapshot
 from ..zfs.names import DatasetName
+from ..zfs.resume_token import decode_resume_token
 
 __all__ = ["KIND", "TUNING_PARAMS", "Replicate", "running_conflict"]
 
@@ -122,6 +130,7 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         self._planned = None
         self._replan = False
         self._noop = False
+        self._resumes_at: int | None = None
         self._last_renew = time.monotonic()
 
     @property
@@ -254,6 +263,8 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
                 "dest_existed": dst.exists,
                 "dest_dialect": dst.dialect,
                 "resumable": dst.resumable_receive,
+                # suspend stops the stream, resume sends from the token: both ends must resume receives
+                "suspend_teardown": bool(dst.resumable_receive and self._src.dialect.resumable_receive),
                 "recv_properties": dst.recv_properties,
                 "estimate": est.bytes,
                 "estimate_exact": est.exact,
@@ -280,8 +291,15 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
             return False  # a refusal on restart: the destination diverged, the snapshot is gone, ...
         return not isinstance(error, PERMANENT)
 
+    def suspend_tears_down(self) -> bool:
+        return bool(self.kind_state.get("suspend_teardown")) and not self.parallel_tree
+
+    def stream_resumes_at(self) -> int | None:
+        return self._resumes_at
+
     def build_producer(self, offset: int) -> Endpoint:
         self._noop = False
+        self._resumes_at = None
         token = None
         if self._replan or self._current is None:
             self._replan = False
@@ -292,6 +310,8 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         if self._noop:
             return Endpoint(LocalHost(self.ctx.node), ["true"])
         if token is not None:
+            with contextlib.suppress(ZfsBackendError):  # decoded once already (resume_mismatch)
+                self._resumes_at = decode_resume_token(token).bytes or 0
             return Endpoint(self._local, self._src.resume_send_argv(token))
         assert self._current is not None
         self._first_stream_steps()

@@ -7,7 +7,8 @@ over SSH). One request per line, one response per line, in order, on one connect
 
 Ops and their ``args`` → ``result``:
 
-    ping      {}                          → {"agent": "zfs-backend", "protocol": 1, "node", "pid", "active"}
+    ping      {}                          → {"agent": "zfs-backend", "protocol": 1, "node", "pid", "active",
+                                             "codecs", "tls", "libzfs_core"}
     kinds     {}                          → ["pipeline", …]
     start     {"kind", "params"}          → record
     list      {"state"?: str, "limit"?: int|null, "since"?: seconds}

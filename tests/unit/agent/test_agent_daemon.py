@@ -23,6 +23,7 @@ from zfs_backend.errors import (
     UsageError,
 )
 from zfs_backend.rpc import AgentClient, CommandTransport, Node, RemoteActivity
+from zfs_backend.zfs import lzc
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "activity"))  # --import-mode=importlib
 from pipeline_helpers import MiB, expected_bytes, pipeline_params
@@ -111,6 +112,7 @@ def test_socket_modes_ping_and_errors(agent):
     node = Node.local(socket_path=agent.sock)
     info = node.ping()
     assert info["agent"] == "zfs-backend" and info["protocol"] == 1
+    assert info["libzfs_core"] is lzc.available()  # whether the agent itself goes through pyzfs
     assert "pipeline" in node.client.kinds()
     with pytest.raises(ActivityNotFound, match="no activity act-nope"):
         node.get("act-nope")

@@ -21,7 +21,7 @@ from zfs_backend.replication.receiver import SOURCE_PROP, Receiver
 from zfs_backend.replication.remote import DestinationDataset, DestinationTree
 from zfs_backend.replication.resume import planned_chain, resume_mismatch
 from zfs_backend.zfs.api import Zfs
-from zfs_backend.zfs.dialect import OPENZFS_2
+from zfs_backend.zfs.dialect import OPENZFS_2, ZFS_FUSE_07
 from zfs_backend.zfs.models import Snapshot
 from zfs_backend.zfs.names import parse_dataset, parse_snapshot
 from zfs_backend.zfs.resume_token import encode_resume_token
@@ -97,6 +97,7 @@ class StubReceiver:
         self.snaps, self.token = snaps, token
         self.calls: list[tuple[str, Any]] = []
         self.aborted = False
+        self.resumes = True  # the destination's dialect has resumable receives (OpenZFS)
 
     def begin(self, source: str, *, recursive: bool, sent_guids: list[int]) -> DestinationTree:
         self.calls.append(("begin", source))
@@ -106,7 +107,7 @@ class StubReceiver:
             node="node2",
             exists=there,
             available=1 << 40,
-            resumable_receive=True,
+            resumable_receive=self.resumes,
             datasets={"": top} if there else {},
         )
 
@@ -305,3 +306,66 @@ def test_the_stream_keeps_blocks_as_on_disk_where_both_ends_can(
     assert spec.large_blocks and spec.compressed and spec.embedded
     act.kind_state["stream_flags"] = {"large_blocks": False, "compressed": False, "embedded": False}
     assert not act._send_spec(plan).compressed  # type: ignore[arg-type]
+
+
+# -- suspend on OpenZFS: the stream stops, resume sends from the token and counts on from it ----------
+
+
+class ResumingSource(NoBookmarks):
+    """The source's ZFS as the stream's builder asks it, in ``dialect``."""
+
+    def __init__(self, dialect: Any = OPENZFS_2) -> None:
+        self.dialect = dialect
+
+    def resume_send_argv(self, tok: str) -> list[str]:
+        return ["zfs", "send", "-t", tok]
+
+    def send_argv(self, spec: Any) -> list[str]:
+        return ["zfs", "send", str(spec.snapshot)]
+
+    def send_estimate(self, spec: Any) -> int:
+        return 1 << 20
+
+
+def test_a_stream_resumed_from_the_token_counts_on_from_the_bytes_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = token(14, "tank/fs@d", 11)  # "bytes": 3 MiB of the stream are on the destination
+    stub = StubReceiver([snap("tank/fs@a", 11, 10)], own)
+    act = _activity(tmp_path, monkeypatch, stub, dest_existed=True)
+    act._src = ResumingSource()  # type: ignore[assignment]
+    act.on_restart({})  # after a suspend that stopped the stream (or a cut one)
+    assert act.build_producer(0).argv == ["zfs", "send", "-t", own]
+    assert act.stream_resumes_at() == 3 << 20
+    stub.token = None  # a restart that finds no token: a fresh stream, counted as such
+    act.on_restart({})
+    assert act.build_producer(0).argv[:2] == ["zfs", "send"] and act.stream_resumes_at() is None
+
+
+def test_suspend_stops_the_stream_only_where_both_ends_resume_receives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("zfs_backend.kinds.replicate.estimate_send", lambda zfs, spec: _Estimate())
+    for n, (dest_resumes, source, tears_down) in enumerate(
+        [
+            (True, OPENZFS_2, True),
+            (False, OPENZFS_2, False),  # an OpenZFS source into a zfs-fuse destination
+            (True, ZFS_FUSE_07, False),  # a zfs-fuse source (no send -t)
+        ]
+    ):
+        stub = StubReceiver([snap("tank/fs@a", 11, 10)], None)
+        stub.resumes = dest_resumes
+        (tmp_path / str(n)).mkdir()
+        act = _activity(tmp_path / str(n), monkeypatch, stub)
+        act._src = ResumingSource(source)  # type: ignore[assignment]
+        act.plan()
+        assert act.suspend_tears_down() is tears_down, (dest_resumes, source.name)
+    # a tree sent in parallel keeps pausing its relays
+    act = _activity(tmp_path, monkeypatch, StubReceiver([], None), suspend_teardown=True)
+    assert act.suspend_tears_down()
+    monkeypatch.setattr(Replicate, "parallel_tree", property(lambda self: True))
+    assert not act.suspend_tears_down()
+
+
+class _Estimate:
+    bytes, exact, method = 1 << 20, True, "test"
