@@ -7,6 +7,10 @@ stderr patterns and receive flags also serve ``standby`` and ``backup``).
   streamed again (at most ``_MAX_CLEANS`` times), the claim renewed while the stream runs, and the node's
   zfs-fuse daemon counted in the activity's CPU.
 * ``dialect_for_recv``: the destination's receive flags (reported by its ``begin``) as a dialect.
+* ``stream_flags`` and ``check_filesystem_versions``: what the destination can receive, as it reported
+  it in ``begin``: the send flags both ends have, and a refusal before any stream of a filesystem
+  newer than the destination's zfs (an OpenZFS version 5 filesystem into zfs-fuse, which would
+  otherwise fail in ``zfs receive`` with "stream has unsupported feature").
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -27,13 +31,18 @@ from ..errors import (
     PoolFull,
     ReplicationConflict,
     StreamMismatch,
+    UnsupportedFeature,
     ZfsBackendError,
 )
 from ..zfs.cmd import modified_target
 from ..zfs.dialect import Dialect
-from .remote import RemoteReceiver
+from ..zfs.names import DatasetName
+from .remote import DestinationTree, RemoteReceiver
 
-__all__ = ["PERMANENT", "ReceiverUpkeep", "dialect_for_recv"]
+if TYPE_CHECKING:
+    from ..zfs.api import Zfs
+
+__all__ = ["PERMANENT", "ReceiverUpkeep", "check_filesystem_versions", "dialect_for_recv", "stream_flags"]
 
 #: a stream failure of one of these types is final: retrying cannot help
 PERMANENT: tuple[type[ZfsBackendError], ...] = (
@@ -141,3 +150,23 @@ def stream_flags(source: Dialect, destination: Mapping[str, Any]) -> dict[str, b
     """``-L``/``-c``/``-e`` where both ends have them: the source's dialect, and the destination's as it
     reported it in ``begin`` (a ``zfs`` that can send a feature's stream can receive it)."""
     return {k: bool(getattr(source, d)) and bool(destination.get(d)) for k, d in STREAM_FLAGS.items()}
+
+
+def check_filesystem_versions(
+    zfs: Zfs, datasets: Iterable[DatasetName], destination: DestinationTree, node: str, where: str
+) -> None:
+    """Refuse (``UnsupportedFeature``) when a source filesystem's version (its ``version`` property, the
+    ZPL version) is newer than the destination's zfs receives (``zpl_version`` of its ``begin``; not
+    reported, as by an agent before this check: nothing is checked). Reads one property per dataset;
+    changes nothing, and runs before any stream, so the destination is left as it was."""
+    top = destination.zpl_version
+    if top is None:
+        return
+    for ds in datasets:
+        version = zfs.get(ds, ["version"]).get("version", "-").strip()
+        if version.isdigit() and int(version) > top:
+            raise UnsupportedFeature(
+                f"{node}:{ds} is a version {version} filesystem and {where} "
+                f"({destination.dialect or 'its zfs'}) receives filesystems up to version {top} "
+                "(zfs upgrade -v): refused before sending, nothing changed there"
+            )
