@@ -148,6 +148,13 @@ def build(
         write(lab_host, SSHD_CONFIG, conf + f"ListenAddress {address}\n")
         lab.restart_service(node_name, "sshd")
 
+    # the lab node speaks first to each VM: their neighbour caches learn its link's address (a new one
+    # on every lab up; an entry left by an earlier run would time connections out until it expired)
+    for name in sorted(vms):
+        addr = vm_inventory.node(name).address
+        probe = f"import socket; socket.create_connection(({addr!r}, 22), 30).close()"
+        lab_host.run(["python3", "-c", probe], timeout=T)
+
     lab_spec = lab_inventory.node(node_name)
     lab_bin = lab_spec.zfs_backend_bin or "zfs-backend"
     keys = node.dir / "keys"

@@ -143,7 +143,25 @@ def attach_to_bridge(layout: LabLayout, node: NodeLayout, bridge: str, address: 
         if address not in addrs:
             ns.addr("add", index=idx, address=address, prefixlen=prefixlen)
         ns.link("set", index=idx, state="up")
+    _wait_forwarding(host_end, bridge)  # once both ends are up (no carrier: the port stays disabled)
     return "eth1"
+
+
+def _wait_forwarding(port: str, bridge: str, timeout: float = 60.0) -> None:
+    """Until the bridge forwards on ``port``: with STP on (libvirt's bridges), a new port listens and
+    learns for twice the forward delay first (4 s on libvirt's), and drops every frame meanwhile."""
+    state = f"/sys/class/net/{port}/brport/state"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(state) as f:
+                if f.read().strip() == "3":  # BR_STATE_FORWARDING
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise LabError(f"bridge {bridge}: port {port} not forwarding after {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def detach_from_bridge(layout: LabLayout, node: NodeLayout) -> bool:

@@ -8,9 +8,8 @@ stderr patterns and receive flags also serve ``standby`` and ``backup``).
   zfs-fuse daemon counted in the activity's CPU.
 * ``dialect_for_recv``: the destination's receive flags (reported by its ``begin``) as a dialect.
 * ``stream_flags`` and ``check_filesystem_versions``: what the destination can receive, as it reported
-  it in ``begin``: the send flags both ends have, and a refusal before any stream of a filesystem
-  newer than the destination's zfs (an OpenZFS version 5 filesystem into zfs-fuse, which would
-  otherwise fail in ``zfs receive`` with "stream has unsupported feature").
+  it in ``begin``: the send flags both ends have, and a refusal before any stream of what its zfs could
+  not read (any filesystem of a zfs with newer filesystem versions: OpenZFS into zfs-fuse).
 """
 
 from __future__ import annotations
@@ -155,18 +154,28 @@ def stream_flags(source: Dialect, destination: Mapping[str, Any]) -> dict[str, b
 def check_filesystem_versions(
     zfs: Zfs, datasets: Iterable[DatasetName], destination: DestinationTree, node: str, where: str
 ) -> None:
-    """Refuse (``UnsupportedFeature``) when a source filesystem's version (its ``version`` property, the
-    ZPL version) is newer than the destination's zfs receives (``zpl_version`` of its ``begin``; not
-    reported, as by an agent before this check: nothing is checked). Reads one property per dataset;
-    changes nothing, and runs before any stream, so the destination is left as it was."""
+    """Refuse (``UnsupportedFeature``), before any stream and changing nothing, what the destination's
+    zfs could not read: ``zpl_version`` (the highest filesystem version, ``zfs upgrade -v``) of the
+    destination (reported in its ``begin``) lower than the source's zfs's, or than a source dataset's
+    ``version`` property. The first covers every filesystem of an OpenZFS source (5) into zfs-fuse 0.7
+    (4): a version 5 one's stream is rejected by its ``zfs receive`` ("stream has unsupported feature"),
+    and a version 4 one's is received but its root cannot be read there (ENOENT; found on the Vagrant
+    tier, tests/vagrant/test_mixed_dialects.py). Either unknown (an agent before this check): not checked."""
     top = destination.zpl_version
     if top is None:
         return
+    dst = f"{where} ({destination.dialect or 'its zfs'})"
+    mine = zfs.dialect.zpl_version
+    if mine is not None and mine > top:
+        raise UnsupportedFeature(
+            f"{dst} reads filesystems up to version {top} and {node} ({zfs.dialect}) writes them up to "
+            f"version {mine}: a filesystem sent from a newer zfs cannot be read there, so it is refused "
+            "before sending; nothing changed there"
+        )
     for ds in datasets:
         version = zfs.get(ds, ["version"]).get("version", "-").strip()
         if version.isdigit() and int(version) > top:
             raise UnsupportedFeature(
-                f"{node}:{ds} is a version {version} filesystem and {where} "
-                f"({destination.dialect or 'its zfs'}) receives filesystems up to version {top} "
-                "(zfs upgrade -v): refused before sending, nothing changed there"
+                f"{node}:{ds} is a version {version} filesystem and {dst} receives filesystems up to "
+                f"version {top} (zfs upgrade -v): refused before sending, nothing changed there"
             )

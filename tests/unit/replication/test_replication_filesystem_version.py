@@ -1,13 +1,15 @@
-"""A filesystem newer than the destination's zfs receives (replication.upkeep.check_filesystem_versions):
-an OpenZFS version 5 filesystem (system attributes) replicated into zfs-fuse, whose ``zfs receive``
-otherwise fails on the stream's SA_SPILL feature ("stream has unsupported feature"), is refused with
-one line naming both versions, at planning, before any stream, the destination's claim released.
-The destination reports what it receives (``zpl_version`` in ``begin``, from its dialect's probe of
-``zfs upgrade -v``); an agent that does not report it is not checked (as before)."""
+"""What the destination's zfs could not read (replication.upkeep.check_filesystem_versions): any
+filesystem from a zfs with newer filesystem versions (OpenZFS, 5, into zfs-fuse 0.7, 4: a version 5
+filesystem's stream fails in zfs-fuse's ``zfs receive`` on its SA_SPILL feature, a version 4 one's is
+received but cannot be read there), or a dataset newer than the destination's versions, is refused with
+one line naming the versions, at planning, before any stream, the destination's claim released. The
+destination reports what it has (``zpl_version`` in ``begin``, from its dialect's probe of ``zfs upgrade
+-v``); an agent that does not report it is not checked (as before)."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,7 +25,7 @@ from zfs_backend.replication.receiver import Receiver
 from zfs_backend.replication.remote import DestinationTree
 from zfs_backend.replication.upkeep import check_filesystem_versions
 from zfs_backend.zfs.api import Zfs
-from zfs_backend.zfs.dialect import OPENZFS_2, ZFS_FUSE_07
+from zfs_backend.zfs.dialect import OPENZFS_2, ZFS_FUSE_07, Dialect
 from zfs_backend.zfs.models import Snapshot
 from zfs_backend.zfs.names import DatasetName, parse_dataset, parse_snapshot
 
@@ -34,8 +36,8 @@ from fake_zfs import FakeZfs, bytes_since, changes
 class SourceZfs:
     """The source's ZFS as the check reads it: each dataset's ``version`` property."""
 
-    def __init__(self, versions: dict[str, str]) -> None:
-        self.dialect = OPENZFS_2
+    def __init__(self, versions: dict[str, str], dialect: Dialect = OPENZFS_2) -> None:
+        self.dialect = dialect
         self.versions = versions
         self.asked: list[tuple[str, list[str]]] = []
 
@@ -54,29 +56,48 @@ TOP = parse_dataset("tank/r")
 CHILD = parse_dataset("tank/r/c")
 
 
-def test_a_version_5_filesystem_into_zfs_fuse_is_refused_naming_both_versions() -> None:
-    src = SourceZfs({"tank/r": "5"})
+def test_any_filesystem_of_a_newer_zfs_into_zfs_fuse_is_refused_naming_both() -> None:
+    for version in ("5", "4"):  # a version 4 filesystem made on OpenZFS: received, but unreadable there
+        src = SourceZfs({"tank/r": version})
+        with pytest.raises(UnsupportedFeature) as e:
+            check_filesystem_versions(cast(Zfs, src), [TOP], fuse_tree(), "zb-node1", "node1:tank/r")
+        assert str(e.value) == (
+            "node1:tank/r (zfs-fuse) reads filesystems up to version 4 and zb-node1 (openzfs 2.x) writes "
+            "them up to version 5: a filesystem sent from a newer zfs cannot be read there, so it is refused "
+            "before sending; nothing changed there"
+        )
+        assert e.value.exit_code == 6
+        assert src.asked == []  # the dialects decide: no property read
+
+
+UNKNOWN = replace(OPENZFS_2, zpl_version=None)  # a source whose zfs upgrade -v could not be read
+
+
+def test_a_dataset_newer_than_the_destination_is_refused_naming_both_versions() -> None:
+    src = SourceZfs({"tank/r": "5"}, UNKNOWN)
     with pytest.raises(UnsupportedFeature) as e:
         check_filesystem_versions(cast(Zfs, src), [TOP], fuse_tree(), "zb-node1", "node1:tank/r")
     assert str(e.value) == (
         "zb-node1:tank/r is a version 5 filesystem and node1:tank/r (zfs-fuse) receives filesystems up to "
         "version 4 (zfs upgrade -v): refused before sending, nothing changed there"
     )
-    assert e.value.exit_code == 6
     assert "\n" not in str(e.value)
 
 
-def test_what_the_destination_receives_passes() -> None:
-    ok = SourceZfs({"tank/r": "4", "tank/r/c": "3", "tank/vol": "-"})
+def test_what_the_destination_reads_passes() -> None:
+    ok = SourceZfs({"tank/r": "4", "tank/r/c": "3", "tank/vol": "-"}, UNKNOWN)
     names = [TOP, CHILD, parse_dataset("tank/vol")]  # a volume has no ZPL version ("-")
     check_filesystem_versions(cast(Zfs, ok), names, fuse_tree(), "zb-node1", "node1:tank/r")
     assert [n for n, _ in ok.asked] == ["tank/r", "tank/r/c", "tank/vol"]
+    fuse = SourceZfs({"tank/r": "4"}, ZFS_FUSE_07)  # zfs-fuse into zfs-fuse, into OpenZFS: the same or newer
+    check_filesystem_versions(cast(Zfs, fuse), [TOP], fuse_tree(), "node2", "node1:tank/r")
     openzfs = DestinationTree.from_dict({"dialect": {"name": "openzfs", "zpl_version": 5}})
+    check_filesystem_versions(cast(Zfs, fuse), [TOP], openzfs, "node1", "zb-node1:tank/r")
     check_filesystem_versions(cast(Zfs, SourceZfs({"tank/r": "5"})), [TOP], openzfs, "a", "b")
 
 
 def test_a_child_of_a_recursive_tree_is_checked_too() -> None:
-    src = SourceZfs({"tank/r": "4", "tank/r/c": "5"})
+    src = SourceZfs({"tank/r": "4", "tank/r/c": "5"}, UNKNOWN)
     with pytest.raises(UnsupportedFeature, match=r"^zb-node1:tank/r/c is a version 5 filesystem"):
         check_filesystem_versions(cast(Zfs, src), [TOP, CHILD], fuse_tree(), "zb-node1", "node1:tank/r")
 
@@ -132,16 +153,18 @@ def test_planning_refuses_before_any_stream_and_releases_the_destination(
     ctx = ActivityContext(store=store, node="zb-node1")
     act = Replicate(ActivityRecord(id="act-zpl", kind="replicate", node="zb-node1", params=PARAMS), ctx)
     act._src = SourceZfs({"tank/r": "5"})  # type: ignore[assignment]
-    with pytest.raises(UnsupportedFeature, match="version 5 filesystem and node1:tank/r"):
+    with pytest.raises(
+        UnsupportedFeature, match=r"^node1:tank/r \(zfs-fuse\) reads filesystems up to version 4"
+    ):
         act.plan()
     assert calls == ["begin", "release"]
     assert "plan" not in act.kind_state and "stream_flags" not in act.kind_state
-    act._src = SourceZfs({"tank/r": "4"})  # type: ignore[assignment]
+    act._src = SourceZfs({"tank/r": "4"}, ZFS_FUSE_07)  # type: ignore[assignment]
     calls.clear()
     monkeypatch.setattr(
         Replicate, "_plan_against", lambda self, *a, **kw: (_ for _ in ()).throw(KeyError("on"))
     )
     with pytest.raises(KeyError):
-        act.plan()  # a version 4 filesystem: on to planning
+        act.plan()  # zfs-fuse into zfs-fuse: on to planning
     assert calls == ["begin", "release"]
     store.close()
