@@ -65,10 +65,16 @@ from ..replication.request import KIND, TUNING_PARAMS, Request
 from ..replication.restart import MULTIPLEX_BELOW, RestartOps, stale_tokens
 from ..replication.tls_channel import check_tls
 from ..replication.tree_plan import streams_fit, tree_estimate
-from ..replication.upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv, stream_flags
+from ..replication.upkeep import (
+    PERMANENT,
+    ReceiverUpkeep,
+    check_filesystem_versions,
+    dialect_for_recv,
+    stream_flags,
+)
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec, Snapshot
-from ..zfs.names import DatasetName
+from ..zfs.names import DatasetName, parse_dataset
 from ..zfs.resume_token import decode_resume_token
 
 __all__ = ["KIND", "TUNING_PARAMS", "Replicate", "running_conflict"]
@@ -225,11 +231,19 @@ class Replicate(RestartOps, ParallelStreams, ReceiverUpkeep, PipelineActivity):
         if req.raw:  # refused before the destination is asked anything
             self.kind_state["encryption"] = check_raw_source(self._src, req.snapshot.dataset, self.ctx.node)
         src = self._source_tree()
+        top = req.snapshot.dataset
         sent = sorted({s.guid for snaps in src.values() for s in snaps})
         dst = self.receiver.begin(
             f"{self.ctx.node}:{req.snapshot.dataset}", recursive=req.recursive, sent_guids=sent
         )
         try:
+            check_filesystem_versions(
+                self._src,
+                [parse_dataset(f"{top}/{rel}") if rel else top for rel in src] if req.recursive else [top],
+                dst,
+                self.ctx.node,
+                f"{req.destination_node}:{req.destination}",
+            )
             plan = self._plan_against(src, dst, restart=False)
             self.kind_state["parallel_streams"] = streams_fit(src, dst, req.snapshot.snap)
             self.kind_state["stream_flags"] = (

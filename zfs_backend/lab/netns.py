@@ -2,6 +2,12 @@
 
 Uses pyroute2 (netlink) only. No default route and no NAT are ever installed: the lab's
 addresses are reachable from the controller (the bridge address) and from each other, nothing else.
+
+``attach_to_bridge`` gives a node a second link (``eth1``) on a bridge that is not the lab's, e.g.
+libvirt's bridge of the Vagrant tier's nodes network, with an address of that network: the node then
+reaches that network's hosts at layer 2, as one of them, with nothing routed (no forwarding, no
+firewall change). ``detach_from_bridge`` removes it; ``lab down`` removes it too (its host end is named
+like the node's own).
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ from ..errors import AddressRangeTaken, LabError
 from .topology import LabLayout, NodeLayout
 
 __all__ = [
+    "attach_to_bridge",
     "check_range_free",
     "create_bridge",
     "create_node_link",
     "delete_lab_network",
+    "detach_from_bridge",
     "link_is_up",
     "list_lab_netns",
     "netns_path",
@@ -103,6 +111,69 @@ def create_node_link(layout: LabLayout, node: NodeLayout) -> None:
         lo = _lookup(ns, "lo")
         if lo is not None:
             ns.link("set", index=lo, state="up")
+
+
+def _extra_link(layout: LabLayout, node: NodeLayout) -> tuple[str, str]:
+    """(host end, node end before its rename) of a node's second link: ``zb<tag>n<i>xh`` matches the
+    names ``delete_lab_network`` removes."""
+    return f"zb{layout.tag}n{node.index}xh", f"zb{layout.tag}n{node.index}xn"
+
+
+def attach_to_bridge(layout: LabLayout, node: NodeLayout, bridge: str, address: str, prefixlen: int) -> str:
+    """Give ``node`` a second link, ``eth1``, enslaved to ``bridge`` (an existing bridge of another
+    network), with ``address``/``prefixlen``; no route but that network's own. Idempotent. Returns the
+    link's name in the node."""
+    host_end, node_end = _extra_link(layout, node)
+    if node.netns not in netns.listnetns():
+        raise LabError(f"{node.name}: no network namespace; is the lab up?")
+    with _ipr() as ip:
+        br = _lookup(ip, bridge)
+        if br is None:
+            raise LabError(f"bridge {bridge} does not exist")
+        if _lookup(ip, host_end) is None:
+            ip.link("add", ifname=host_end, kind="veth", peer={"ifname": node_end})
+            ip.link("set", index=_lookup(ip, node_end), net_ns_fd=node.netns)
+        ip.link("set", index=_lookup(ip, host_end), master=br, state="up")
+    with NetNS(node.netns) as ns:
+        idx = _lookup(ns, node_end) or _lookup(ns, "eth1")
+        if idx is None:
+            raise LabError(f"{node.name}: its second link vanished")
+        ns.link("set", index=idx, ifname="eth1")
+        addrs = {m.get_attr("IFA_ADDRESS") for m in ns.get_addr(index=idx, family=2)}
+        if address not in addrs:
+            ns.addr("add", index=idx, address=address, prefixlen=prefixlen)
+        ns.link("set", index=idx, state="up")
+    _wait_forwarding(host_end, bridge)  # once both ends are up (no carrier: the port stays disabled)
+    return "eth1"
+
+
+def _wait_forwarding(port: str, bridge: str, timeout: float = 60.0) -> None:
+    """Until the bridge forwards on ``port``: with STP on (libvirt's bridges), a new port listens and
+    learns for twice the forward delay first (4 s on libvirt's), and drops every frame meanwhile."""
+    state = f"/sys/class/net/{port}/brport/state"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(state) as f:
+                if f.read().strip() == "3":  # BR_STATE_FORWARDING
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise LabError(f"bridge {bridge}: port {port} not forwarding after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def detach_from_bridge(layout: LabLayout, node: NodeLayout) -> bool:
+    """Remove the node's second link (both ends: deleting a veth's host end deletes its peer). Whether
+    there was one."""
+    host_end, _ = _extra_link(layout, node)
+    with _ipr() as ip:
+        idx = _lookup(ip, host_end)
+        if idx is None:
+            return False
+        ip.link("del", index=idx)
+        return True
 
 
 def set_link(node: NodeLayout, up: bool) -> None:

@@ -260,6 +260,7 @@ class Receiver(AbortOps, StandbyOps):
                 "send_embedded": d.send_embedded,
                 "send_raw": d.send_raw,
                 "user_holds": d.user_holds,
+                "zpl_version": d.zpl_version,
             },
             "datasets": {},
             "claimed_at": claim.created_at,

@@ -48,6 +48,8 @@ class DestinationTree:
     stream: dict[str, bool] = field(default_factory=dict)
     dialect: str = ""
     datasets: dict[str, DestinationDataset] = field(default_factory=dict)
+    #: the highest filesystem (ZPL) version the destination's zfs receives (None: not reported)
+    zpl_version: int | None = None
 
     @property
     def top(self) -> DestinationDataset | None:
@@ -66,6 +68,7 @@ class DestinationTree:
                 resume_token=info.get("resume_token"),
             )
         avail = d.get("available")
+        zpl = dia.get("zpl_version")
         return cls(
             node=str(d.get("node", "")),
             exists=bool(d.get("exists")),
@@ -76,6 +79,7 @@ class DestinationTree:
             stream={k: bool(dia.get(k)) for k in STREAM_KEYS},
             dialect=str(dia.get("name", "")),
             datasets=datasets,
+            zpl_version=int(zpl) if isinstance(zpl, int) and not isinstance(zpl, bool) else None,
         )
 
 

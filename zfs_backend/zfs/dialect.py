@@ -11,7 +11,10 @@ behaviour, not versions:
 - ``zfs holds`` with no arguments: zfs-fuse lists ``holds`` but answers "internal error:
   /usr/lib/zfs/pyzfs.py not found" (its ``hold``/``release`` exit 0 but holds cannot be listed, so
   ``holds`` is False there);
-- ``zfs version`` (OpenZFS >= 0.8) for display, and as the sign of a kernel implementation.
+- ``zfs version`` (OpenZFS >= 0.8) for display, and as the sign of a kernel implementation;
+- ``zfs upgrade -v``: the filesystem (ZPL) versions this zfs supports, the highest of which is the
+  newest filesystem it can receive (zfs-fuse 0.7: 4; OpenZFS: 5, system attributes; a version 5
+  filesystem's stream carries the ``SA_SPILL`` feature, which zfs-fuse's receive rejects).
 
 zvols cannot be seen in the help: zfs-fuse lists ``create -V`` but aborts ("Function not
 implemented"). They are assumed only where ``zfs version`` exists (the kernel module).
@@ -67,6 +70,7 @@ class Dialect:
     send_large_blocks: bool = False  # send -L: records over 128 KiB as they are
     send_embedded: bool = False  # send -e: embedded-data blocks as they are
     send_raw: bool = False  # send -w: an encrypted dataset's blocks as on disk (no key needed, none sent)
+    zpl_version: int | None = None  # the highest filesystem (ZPL) version it receives (None: unknown)
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}" if self.version else self.name
@@ -92,9 +96,10 @@ OPENZFS_2 = Dialect(
     send_large_blocks=True,
     send_embedded=True,
     send_raw=True,
+    zpl_version=5,
 )
 
-ZFS_FUSE_07 = Dialect(name="zfs-fuse", user_holds=True)  # 0.7 has no way to print its version
+ZFS_FUSE_07 = Dialect(name="zfs-fuse", user_holds=True, zpl_version=4)  # 0.7 has no way to print its version
 
 _OPT = re.compile(r"(?<![\w-])-([A-Za-z]+)\b")
 
@@ -152,6 +157,15 @@ def _property_names(get_usage: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def _zpl_version(upgrade_text: str | None) -> int | None:
+    """The highest filesystem version ``zfs upgrade -v`` lists (its first table), or None."""
+    if not upgrade_text or "filesystem versions" not in upgrade_text:
+        return None
+    table = upgrade_text.split("filesystem versions", 1)[1]
+    found = [int(m.group(1)) for m in re.finditer(r"^\s*(\d+)\s+\S", table, re.MULTILINE)]
+    return max(found) if found else None
+
+
 def _version(text: str) -> str | None:
     m = re.search(r"^zfs-(\d+\.\d+[\w.+~-]*)", text, re.MULTILINE)
     return m.group(1) if m else None
@@ -163,11 +177,13 @@ def dialect_from_texts(
     get_usage: str = "",
     version_text: str | None = None,
     holds_text: str | None = None,
+    upgrade_text: str | None = None,
 ) -> Dialect:
     """Build a :class:`Dialect` from captured help texts (pure; the probe's logic).
 
     ``version_text``: output of ``zfs version`` or None if that command does not exist.
     ``holds_text``: combined output of ``zfs holds`` with no arguments, or None if not run.
+    ``upgrade_text``: output of ``zfs upgrade -v``, or None if not run.
     """
     zu = parse_usage(zfs_usage)
     pu = parse_usage(zpool_usage)
@@ -204,6 +220,7 @@ def dialect_from_texts(
         send_large_blocks="L" in send,
         send_embedded="e" in send,
         send_raw="w" in send,
+        zpl_version=_zpl_version(upgrade_text),
     )
 
 
@@ -242,7 +259,11 @@ def probe(host: Host, *, refresh: bool = False) -> Dialect:
     holds_text: str | None = None
     if "holds" in zu:
         holds_text = _both(cmd.run(host, ["zfs", "holds"], check=False, timeout=30))
-    d = dialect_from_texts(zfs_usage, zpool_usage, get_usage, version_text, holds_text)
+    upgrade_text: str | None = None
+    if "upgrade" in zu:
+        res = cmd.run(host, ["zfs", "upgrade", "-v"], check=False, timeout=30)
+        upgrade_text = res.text if res.returncode == 0 else None
+    d = dialect_from_texts(zfs_usage, zpool_usage, get_usage, version_text, holds_text, upgrade_text)
     with _cache_lock:
         if key is not None:
             _by_key[key] = d

@@ -44,6 +44,7 @@ def fuse_probe_table() -> dict[tuple[str, ...], Reply | list[Reply]]:
         ("zpool",): (2, "", canned("zfs_fuse_07_zpool_usage.txt")),
         ("zfs", "get"): (2, "", canned("zfs_fuse_07_get_usage.txt")),
         ("zfs", "holds"): (255, "", canned("zfs_fuse_07_holds.txt")),
+        ("zfs", "upgrade", "-v"): (0, canned("zfs_fuse_07_upgrade_v.txt"), ""),
     }
 
 
@@ -54,6 +55,7 @@ def openzfs_probe_table() -> dict[tuple[str, ...], Reply | list[Reply]]:
         ("zfs", "get"): (2, "", canned("openzfs_2_get_usage.txt")),
         ("zfs", "version"): (0, canned("openzfs_2_version.txt"), ""),
         ("zfs", "holds"): (2, "", canned("openzfs_2_holds.txt")),
+        ("zfs", "upgrade", "-v"): (0, canned("openzfs_2_upgrade_v.txt"), ""),
     }
 
 

@@ -38,8 +38,10 @@ def test_zfs_fuse_texts_give_all_flags_false(canned_text: Callable[[str], str]) 
         canned("zfs_fuse_07_get_usage.txt"),
         version_text=None,
         holds_text=canned("zfs_fuse_07_holds.txt"),
+        upgrade_text=canned("zfs_fuse_07_upgrade_v.txt"),
     )
     assert d == ZFS_FUSE_07
+    assert d.zpl_version == 4  # zfs upgrade -v: filesystem versions 1-4 (no system attributes)
     assert d.name == "zfs-fuse"
     for flag in (
         "resumable_receive",
@@ -69,7 +71,9 @@ def test_openzfs_texts_give_all_flags_true(canned_text: Callable[[str], str]) ->
         canned("openzfs_2_get_usage.txt"),
         version_text=canned("openzfs_2_version.txt"),
         holds_text=canned("openzfs_2_holds.txt"),
+        upgrade_text=canned("openzfs_2_upgrade_v.txt"),
     )
+    assert d.zpl_version == 5
     assert d.name == "openzfs" and d.version == "2.3.2-2~bpo12+2"
     assert d == OPENZFS_2.__class__(**{**OPENZFS_2.__dict__, "version": d.version})
     assert d.send_compressed and d.send_large_blocks and d.send_embedded  # send [-DLPbcehnpsVvw]
@@ -86,6 +90,15 @@ def test_holds_listed_but_broken_means_no_holds(canned_text: Callable[[str], str
     assert d.send_estimate is True  # other flags unaffected
 
 
+def test_zpl_version_from_upgrade_v(canned_text: Callable[[str], str]) -> None:
+    """The highest filesystem version ``zfs upgrade -v`` lists; unknown (None) without its table."""
+    usage = canned_text("zfs_fuse_07_zfs_usage.txt")
+    fuse = canned_text("zfs_fuse_07_upgrade_v.txt")
+    assert dialect_from_texts(usage, "", "", None, None, fuse).zpl_version == 4
+    assert dialect_from_texts(usage, "", "", None, None, None).zpl_version is None
+    assert dialect_from_texts(usage, "", "", None, None, "usage: zfs upgrade [-v]\n").zpl_version is None
+
+
 def test_probe_runs_help_commands_and_caches_per_host(
     scripted_host: Callable[..., FakeHost], fuse_table: dict
 ) -> None:
@@ -94,6 +107,7 @@ def test_probe_runs_help_commands_and_caches_per_host(
     n = len(host.calls)
     assert d1 == ZFS_FUSE_07
     assert ("zfs", "version") not in host.calls  # not listed in the usage: not run
+    assert ("zfs", "upgrade", "-v") in host.calls
     assert probe(host) is d1 and len(host.calls) == n
     probe(host, refresh=True)
     assert len(host.calls) == 2 * n
@@ -105,6 +119,7 @@ def test_probe_openzfs(scripted_host: Callable[..., FakeHost], openzfs_table: di
     d = probe(host)
     assert d.resumable_receive and d.send_estimate and d.zvols and d.holds and d.parsable_list
     assert ("zfs", "version") in host.calls
+    assert d.zpl_version == 5
 
 
 def test_probe_without_zfs_raises(scripted_host: Callable[..., FakeHost]) -> None:
