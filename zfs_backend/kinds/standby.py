@@ -48,6 +48,7 @@ from ..zfs.api import Zfs
 from ..zfs.cmd import modified_target, stream_error
 from ..zfs.models import SendSpec
 from ..zfs.names import SnapshotName, parse_dataset, parse_snapshot, validate_node
+from .standby_pair import PairCalls, pair_calls
 from .standby_stream import IncrementPipe
 
 __all__ = ["KIND", "PREFIX", "StandbySync", "snapshot_time"]
@@ -120,6 +121,18 @@ class StandbySync(IncrementPipe, LocalActivity):
             peer = self.ctx.peer_agent(self.dest_node)
             self._receiver = RemoteReceiver(peer, self.dest, self.id, self.grant)
         return self._receiver
+
+    def _pair(self) -> PairCalls:
+        """This pair's batched calls to the standby (one turn carries every standby-sync of the pair that
+        is waiting: see :mod:`.standby_pair`)."""
+        return pair_calls(self.receiver.peer)
+
+    def _item(self, **args: Any) -> dict[str, Any]:
+        """This activity's part of a batched call: its dataset there, its holder, its grant."""
+        item = {"dataset": str(self.dest), "holder": self.id, **args}
+        if self.grant is not None:
+            item["grant"] = self.grant
+        return item
 
     # -- hosting ----------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -240,7 +253,7 @@ class StandbySync(IncrementPipe, LocalActivity):
         self._cp.setdefault("taken", {})[snap.snap] = t0
         self._save(result=False)
         t1 = time.time()
-        self.receiver.expect([guid])
+        self._pair().expect(self._item(sent_guids=[guid]))
         base = SnapshotName(self.dataset, str(self._cp["base"]["snap"]))
         t2 = time.time()
         moved, cpu = self._stream(SendSpec(snap, incremental_from=base))
@@ -292,7 +305,7 @@ class StandbySync(IncrementPipe, LocalActivity):
         """The standby holds ``snap``: verified and held there (with ``prune``, its own snapshots before it
         pruned there too); it is the base from now on (the primary's side follows once it is
         published)."""
-        self.receiver.commit(guid, prune_prefix=PREFIX if prune else None)
+        self._pair().commit(self._item(target_guid=guid, prune_prefix=PREFIX if prune else None))
         taken = self._cp.get("taken", {})
         self._cp.update(
             base={"snap": snap, "guid": guid},
