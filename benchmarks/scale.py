@@ -128,6 +128,7 @@ def run_n(n: int, a: argparse.Namespace, lab: Lab, e: FlowEnv, con: Console) -> 
     lags: list[float] = []
     syncs: dict[tuple[str, float], float] = {}
     phases: dict[tuple[str, float], dict[str, float]] = {}
+    batches: dict[tuple[str, float], int] = {}
     t_start = time.time()
     tick = 0
     while time.time() - t_start < a.duration:
@@ -142,6 +143,7 @@ def run_n(n: int, a: argparse.Namespace, lab: Lab, e: FlowEnv, con: Console) -> 
             ls = res.get("last_sync") or {}
             if ls.get("at"):
                 syncs[(r.id, float(ls["at"]))] = float(ls.get("duration_s") or 0.0)
+                batches[(r.id, float(ls["at"]))] = int((ls.get("batch") or {}).get("commit") or 1)
                 phases[(r.id, float(ls["at"]))] = {k: float(v) for k, v in (ls.get("phases_s") or {}).items()}
         for k, p in agents.items():
             rss[k] = max(rss[k], p.memory_info().rss)
@@ -170,6 +172,9 @@ def run_n(n: int, a: argparse.Namespace, lab: Lab, e: FlowEnv, con: Console) -> 
         "syncs": len(durs),
         # where a sync's time goes (snapshot, expect, stream, commit; as each sync reports it)
         "phase_p99_s": phase_p99,
+        # how many standbys' commits went in one call to the standby (kinds.standby_pair), on average
+        "commit_batch_mean": sum(batches.values()) / max(1, len(batches)),
+        "commit_batch_max": max(batches.values(), default=0),
         "written_bytes": written[0] if written else 0,
         "agent_cpu_s_per_min": cpu,
         # the agents' CPU per sync: flat in N means the cost grows with the number of syncs, not bytes

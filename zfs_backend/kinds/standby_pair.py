@@ -33,10 +33,11 @@ Item = dict[str, Any]
 
 
 class _Waiting:
-    __slots__ = ("answer", "done", "error", "item")
+    __slots__ = ("answer", "batch", "done", "error", "item")
 
     def __init__(self, item: Item) -> None:
         self.item = item
+        self.batch = 0
         self.done = False
         self.answer: Any = None
         self.error: BaseException | None = None
@@ -44,7 +45,8 @@ class _Waiting:
 
 class Coalescer:
     """Group commit of one kind of call: ``submit(item)`` blocks until the batch carrying the item was sent
-    (``send(items)`` → one answer per item: a value, or an exception to raise in that item's caller)."""
+    (``send(items)`` → one answer per item: a value, or an exception to raise in that item's caller) and
+    returns the item's answer with the size of its batch."""
 
     def __init__(self, send: Callable[[list[Item]], list[Any]]) -> None:
         self._send = send
@@ -54,7 +56,7 @@ class Coalescer:
         #: the sizes of the batches sent (for tests and the curious)
         self.sent: list[int] = []
 
-    def submit(self, item: Item) -> Any:
+    def submit(self, item: Item) -> tuple[Any, int]:
         me = _Waiting(item)
         with self._cond:
             self._queue.append(me)
@@ -76,12 +78,12 @@ class Coalescer:
                         w.error = a
                     else:
                         w.answer = a
-                    w.done = True
+                    w.done, w.batch = True, len(batch)
                 self._busy = False
                 self._cond.notify_all()
         if me.error is not None:
             raise me.error
-        return me.answer
+        return me.answer, me.batch
 
 
 class PairCalls:
@@ -94,14 +96,16 @@ class PairCalls:
         self.expects = Coalescer(lambda items: self._send("expect", items))
         self.commits = Coalescer(lambda items: self._send("commit", items))
 
-    def expect(self, item: Item) -> dict[str, Any]:
+    def expect(self, item: Item) -> int:
         """``item``: ``dataset``, ``holder``, ``sent_guids`` (and ``grant``), as ``recv.expect`` takes
-        them."""
-        return dict(self.expects.submit(item))
+        them; returns the size of the batch that carried it."""
+        return self.expects.submit(item)[1]
 
-    def commit(self, item: Item) -> dict[str, Any]:
-        """``item``: ``dataset``, ``holder``, ``target_guid``, ``prune_prefix`` (and ``grant``)."""
-        return dict(self.commits.submit(item))
+    def commit(self, item: Item) -> tuple[dict[str, Any], int]:
+        """``item``: ``dataset``, ``holder``, ``target_guid``, ``prune_prefix`` (and ``grant``); returns
+        the answer and the size of the batch that carried it."""
+        answer, batch = self.commits.submit(item)
+        return dict(answer), batch
 
     def _send(self, verb: str, items: list[Item]) -> list[Any]:
         if self.batched and len(items) > 1:

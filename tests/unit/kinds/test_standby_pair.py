@@ -42,13 +42,13 @@ def test_calls_made_while_one_is_in_flight_go_in_one_batch() -> None:
     for t in [first, *rest]:
         t.join(30)
     assert sent[0] == [0] and sorted(sent[1]) == [1, 2, 3] and len(sent) == 2
-    assert answers == {0: 0, 1: 10, 2: 20, 3: 30}
+    assert answers == {0: (0, 1), 1: (10, 3), 2: (20, 3), 3: (30, 3)}
     assert c.sent == [1, 3]
 
 
 def test_an_error_is_its_own_items_and_a_failed_call_fails_all_of_its_items() -> None:
     c = Coalescer(lambda items: [StreamFailed("no") if i["n"] == 1 else i["n"] for i in items])
-    assert c.submit({"n": 2}) == 2
+    assert c.submit({"n": 2}) == (2, 1)
     with pytest.raises(StreamFailed):
         c.submit({"n": 1})
 
@@ -96,7 +96,7 @@ def test_a_batch_is_one_call_with_each_items_answer() -> None:
     assert out[0] == {"verified": True, "dataset": "tank/a"} and out[2]["dataset"] == "tank/c"
     assert isinstance(out[1], AlreadyRunning)
     # a lone call is the single op, as before
-    assert calls.commit(_items("tank/a")[0]) == {"verified": True, "dataset": "tank/a"}
+    assert calls.commit(_items("tank/a")[0]) == ({"verified": True, "dataset": "tank/a"}, 1)
     assert peer.calls[-1][0] == "recv.commit" and peer.calls[-1][1]["target_guid"] == 1
 
 
