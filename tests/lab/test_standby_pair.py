@@ -1,8 +1,8 @@
 """Several hot standbys of one node pair (node1 → node2) on the lab, their calls to the standby batched
 (``kinds.standby_pair``: ``recv.expect_many`` / ``recv.commit_many`` over the pair's one session): while
 writers keep writing to every volume, one standby is suspended, one cancelled and one fails (a user's
-snapshot on its replica: the next increment cannot be received without ``-F``, which is never used); the
-others keep syncing, the suspended one carries on when resumed, and every live standby ends with the
+fenced off its replica, as a forced failover does: its next call is refused and it fails); the others
+keep syncing, the suspended one carries on when resumed, and every live standby ends with the
 same files as its primary (checksums). The batched ops are also called on the standby's agent itself,
 one item refused and the others done. No timed assertion: every wait is for a condition."""
 
@@ -22,7 +22,7 @@ from zfs_backend.flows import standby as sb
 from zfs_backend.flows.env import FlowEnv, set_env
 from zfs_backend.hosts import SSHHost
 from zfs_backend.lab import Lab, nfs
-from zfs_backend.zfs import Zfs, parse_dataset, parse_snapshot
+from zfs_backend.zfs import Zfs, parse_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib
 from replication_helpers import checksums
@@ -72,15 +72,16 @@ def test_standbys_of_one_pair_sync_together_and_fail_alone(
 
         for i in range(N):
             synced(i, 2)
-        # one suspended, one cancelled, one whose replica a user snapshotted (its next increment is refused)
+        # one suspended, one cancelled, one fenced off its replica (its next batched call is refused)
         acts[SUSPENDED].suspend()
         assert acts[SUSPENDED].state == "suspended"
         acts[CANCELLED].cancel()
         assert acts[CANCELLED].state == "cancelled"
-        user_snap = parse_snapshot(f"{ds2[FAILING]}@users-own")
-        Zfs(nodes["node2"]).snapshot(user_snap)
+        env.agent("node2").client.call(
+            "recv.fence", dataset=ds2[FAILING], holder=acts[FAILING].id, reason="a test's forced failover"
+        )
         until(f"{vols[FAILING]}'s sync failed", lambda: acts[FAILING].state == "failed", 180)
-        assert acts[FAILING].record().error
+        assert "fenced" in str(acts[FAILING].record().error)
         suspended_at = syncs(SUSPENDED)
         # the others keep syncing, together
         going = {i: syncs(i) for i in (OK1, OK2)}
@@ -90,11 +91,14 @@ def test_standbys_of_one_pair_sync_together_and_fail_alone(
         assert syncs(SUSPENDED) <= suspended_at + 1  # (one may have been in flight when it was suspended)
         acts[SUSPENDED].resume()
         synced(SUSPENDED, suspended_at + 2)
-        # the cancelled one's claim is gone, the failed one's too; the user's snapshot was never touched
+        # the cancelled one's claim is gone, the fenced one's too; the others' are theirs
         holders = {c["dataset"]: c["holder"] for c in env.agent("node2").client.call("recv.status")}
         assert ds2[CANCELLED] not in holders and ds2[FAILING] not in holders
         assert holders[ds2[OK1]] == acts[OK1].id and holders[ds2[OK2]] == acts[OK2].id
-        assert Zfs(nodes["node2"]).exists(user_snap)
+        # no hold left on the primary by the cancelled or the failed one
+        for i in (CANCELLED, FAILING):
+            for snap in Zfs(nodes["node1"]).list_snapshots(parse_dataset(ds1[i])):
+                assert Zfs(nodes["node1"]).get(snap.name, ["userrefs"])["userrefs"] in ("0", "-"), snap
     finally:
         for w in writers:
             w.stop()
