@@ -45,6 +45,7 @@ from .wire import validate_holder
 
 if TYPE_CHECKING:
     from ..zfs.api import Zfs
+    from ..zfs.models import Snapshot
     from .claims import Claim, ClaimStore
 
 __all__ = ["MANY_MAX", "StandbyOps", "hold_tag", "validate_items", "validate_prefix"]
@@ -54,6 +55,8 @@ MANY_MAX = 1000
 #: how many of a batch's items are worked on side by side
 MANY_WORKERS = 8
 Item = dict[str, Any]
+#: a dataset's snapshots as a batch listed them (None: not listed for it)
+Listed = list["Snapshot"] | None
 #: checks one item of a batch as the single op would be checked (the peer's authority)
 ItemCheck = Callable[[str, dict[str, Any]], Any]
 
@@ -110,12 +113,15 @@ class StandbyOps:
         self.claims.save(claim, renew_ttl=DEFAULT_TTL_S)
         return out
 
-    def _expected(self, dataset: str, holder: str, sent_guids: list[int]) -> tuple[Claim, dict[str, Any]]:
-        """``expect``'s new claim state (not saved yet) and its answer."""
+    def _expected(
+        self, dataset: str, holder: str, sent_guids: list[int], listed: Listed = None
+    ) -> tuple[Claim, dict[str, Any]]:
+        """``expect``'s new claim state (not saved yet) and its answer (``listed``: the dataset's
+        snapshots, listed for a batch; None: listed here)."""
         top, claim = self._held_claim(dataset, holder)
         new = {int(g) for g in sent_guids}
         sent = sorted({*claim.state.get("sent", []), *new})
-        present = {s.guid for s in self.zfs.list_snapshots(top)}
+        present = {s.guid for s in (self.zfs.list_snapshots(top) if listed is None else listed)}
         pending = sorted({*claim.state.get("pending", []), *(new - present)})
         # a snapshot already here is the relationship's own only if this node recorded receiving it
         # from the same peer (the seed of a standby, received by an earlier replication)
@@ -133,13 +139,19 @@ class StandbyOps:
         return out
 
     def _committed(
-        self, dataset: str, holder: str, target_guid: int, *, prune_prefix: str | None = None
+        self,
+        dataset: str,
+        holder: str,
+        target_guid: int,
+        *,
+        prune_prefix: str | None = None,
+        listed: Listed = None,
     ) -> tuple[ClaimSave, dict[str, Any]]:
         """``commit``'s work on the datasets (verify, hold, release, prune) and the claim state it leaves
-        (not saved yet)."""
+        (not saved yet); ``listed`` as for :meth:`_expected`."""
         top, claim = self._held_claim(dataset, holder)
         prefix = None if prune_prefix is None else validate_prefix(prune_prefix)
-        snaps = self.zfs.list_snapshots(top)
+        snaps = self.zfs.list_snapshots(top) if listed is None else listed
         target = next((s for s in snaps if s.guid == int(target_guid)), None)
         if target is None:
             raise ZfsBackendError(
@@ -183,55 +195,68 @@ class StandbyOps:
     # -- a tick of a pair's scheduler: many standbys of one peer in one call ------------------------
     def expect_many(self, items: list[Item], check: ItemCheck | None = None) -> list[dict[str, Any]]:
         """``expect`` for each item (``dataset``, ``holder``, ``sent_guids``), its claim checked on its own
-        (``check``: the peer's authority, as for one ``recv.expect``), the work done side by side, and
-        every claim that passed saved in **one** transaction (one durable write for the tick). Returns one
-        answer per item, in order: ``{"ok": answer}`` or ``{"error": payload}`` (a failure stays the
-        item's: the others are saved)."""
+        (``check``: the peer's authority, as for one ``recv.expect``), the datasets of the items that
+        passed listed in **one** command, the work done side by side, and every claim that passed saved
+        in **one** transaction (one durable write for the tick). Returns one answer per item, in order:
+        ``{"ok": answer}`` or ``{"error": payload}`` (a failure stays the item's: the others are saved)."""
 
-        def one(item: dict[str, Any]) -> tuple[ClaimSave, dict[str, Any]]:
-            if check is not None:
-                check("expect", item)
-            claim, out = self._expected(
-                str(item["dataset"]), str(item["holder"]), [int(g) for g in item.get("sent_guids") or []]
-            )
+        def one(item: Item, listed: Listed) -> tuple[ClaimSave, dict[str, Any]]:
+            guids = [int(g) for g in item.get("sent_guids") or []]
+            claim, out = self._expected(str(item["dataset"]), str(item["holder"]), guids, listed)
             return ClaimSave(claim, renew_ttl=DEFAULT_TTL_S), out
 
-        return self._many(items, one)
+        return self._many("expect", items, check, one)
 
     def commit_many(self, items: list[Item], check: ItemCheck | None = None) -> list[dict[str, Any]]:
         """``commit`` for each item (``dataset``, ``holder``, ``target_guid``, ``prune_prefix``?), as
         :meth:`expect_many` (each verified, held and pruned on its own, side by side; one transaction)."""
 
-        def one(item: dict[str, Any]) -> tuple[ClaimSave, dict[str, Any]]:
-            if check is not None:
-                check("commit", item)
+        def one(item: Item, listed: Listed) -> tuple[ClaimSave, dict[str, Any]]:
             prefix = item.get("prune_prefix")
             return self._committed(
                 str(item["dataset"]),
                 str(item["holder"]),
                 int(item["target_guid"]),
                 prune_prefix=None if prefix is None else str(prefix),
+                listed=listed,
             )
 
-        return self._many(items, one)
+        return self._many("commit", items, check, one)
 
     def _many(
-        self, items: list[dict[str, Any]], one: Callable[[dict[str, Any]], tuple[ClaimSave, dict[str, Any]]]
+        self,
+        verb: str,
+        items: list[Item],
+        check: ItemCheck | None,
+        one: Callable[[Item, Listed], tuple[ClaimSave, dict[str, Any]]],
     ) -> list[dict[str, Any]]:
         items = validate_items(items)
         results: list[dict[str, Any]] = [{} for _ in items]
+        passed: list[int] = []
+        for i, item in enumerate(items):  # each checked before anything is read for it
+            try:
+                if check is not None:
+                    check(verb, item)
+                passed.append(i)
+            except Exception as e:  # the item's own refusal, told to its caller alone
+                results[i] = {"error": error_payload(e)}
+        tops = [parse_dataset(str(items[i]["dataset"])) for i in passed]
+        try:
+            listed: dict[DatasetName, list[Snapshot]] = self.zfs.list_snapshots_of(tops)
+        except ZfsBackendError:  # one of them is gone: each lists its own (and fails on its own)
+            listed = {}
         saves: dict[int, ClaimSave] = {}
 
         def run(i: int) -> None:
             try:
-                saves[i], results[i] = one(items[i])
-            except Exception as e:  # the item's own failure, told to its caller alone
+                saves[i], results[i] = one(items[i], listed.get(parse_dataset(str(items[i]["dataset"]))))
+            except Exception as e:
                 results[i] = {"error": error_payload(e)}
 
         # side by side: on zfs-fuse every hold, release and destroy waits for its own txg sync, and
         # concurrent ones share a txg
-        with ThreadPoolExecutor(max_workers=max(1, min(MANY_WORKERS, len(items)))) as pool:
-            list(pool.map(run, range(len(items))))
+        with ThreadPoolExecutor(max_workers=max(1, min(MANY_WORKERS, len(passed)))) as pool:
+            list(pool.map(run, passed))
         order = sorted(saves)
         failed = self.claims.save_many([saves[i] for i in order])
         for i in order:

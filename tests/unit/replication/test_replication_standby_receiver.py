@@ -261,3 +261,35 @@ def test_a_lease_that_lapsed_is_that_items_error(rx: Receiver, zfs: FakeZfs) -> 
         ]
     )
     assert list(failed) == [W] and rx.claims.held("tank/v", A).state["sent"] == [9]
+
+
+def test_a_batch_lists_its_datasets_once_and_only_those_that_passed(rx: Receiver, zfs: FakeZfs) -> None:
+    _two(rx, zfs)
+    zfs.make("tank/other", f"{P}1", guids=[41])
+    zfs.calls.clear()
+
+    def refuse_other(verb: str, item: dict[str, Any]) -> None:
+        if item["dataset"] == "tank/other":
+            raise AlreadyRunning(f"{item['holder']} does not hold tank/other")
+
+    out = rx.expect_many(
+        [
+            {"dataset": "tank/v", "holder": A, "sent_guids": [22]},
+            {"dataset": "tank/other", "holder": B, "sent_guids": [42]},
+            {"dataset": W, "holder": B, "sent_guids": [32]},
+        ],
+        check=refuse_other,
+    )
+    assert "ok" in out[0] and "error" in out[1] and "ok" in out[2]
+    listings = [c for c in zfs.calls if c[0].startswith("list_snapshots")]
+    assert listings == [("list_snapshots_of", f"tank/v,{W}")]  # the refused one's dataset never read
+    # a dataset gone since: the listing of the batch fails, each item lists its own and fails alone
+    zfs.calls.clear()
+    del zfs.ds[W]
+    out = rx.expect_many(
+        [
+            {"dataset": "tank/v", "holder": A, "sent_guids": [23]},
+            {"dataset": W, "holder": B, "sent_guids": [33]},
+        ]
+    )
+    assert "ok" in out[0] and out[1]["error"]["type"] == "DatasetNotFound"
