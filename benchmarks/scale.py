@@ -127,6 +127,8 @@ def run_n(n: int, a: argparse.Namespace, lab: Lab, e: FlowEnv, con: Console) -> 
     procs: dict[str, dict[str, int]] = {k: {} for k in agents}
     lags: list[float] = []
     syncs: dict[tuple[str, float], float] = {}
+    phases: dict[tuple[str, float], dict[str, float]] = {}
+    batches: dict[tuple[str, float], int] = {}
     t_start = time.time()
     tick = 0
     while time.time() - t_start < a.duration:
@@ -141,6 +143,8 @@ def run_n(n: int, a: argparse.Namespace, lab: Lab, e: FlowEnv, con: Console) -> 
             ls = res.get("last_sync") or {}
             if ls.get("at"):
                 syncs[(r.id, float(ls["at"]))] = float(ls.get("duration_s") or 0.0)
+                batches[(r.id, float(ls["at"]))] = int((ls.get("batch") or {}).get("commit") or 1)
+                phases[(r.id, float(ls["at"]))] = {k: float(v) for k, v in (ls.get("phases_s") or {}).items()}
         for k, p in agents.items():
             rss[k] = max(rss[k], p.memory_info().rss)
         if tick % 10 == 0:
@@ -154,7 +158,11 @@ def run_n(n: int, a: argparse.Namespace, lab: Lab, e: FlowEnv, con: Console) -> 
     node.close()
     writer.join(a.interval + 120)
     durs = list(syncs.values())
-    out = {
+    phase_p99 = {
+        k: pct([ph[k] for ph in phases.values() if k in ph], 99)
+        for k in sorted({k for ph in phases.values() for k in ph})
+    }
+    out: dict[str, Any] = {
         "n": n,
         "create_s": created,
         "lag_p50_s": pct(lags, 50),
@@ -162,6 +170,11 @@ def run_n(n: int, a: argparse.Namespace, lab: Lab, e: FlowEnv, con: Console) -> 
         "lag_max_s": max(lags, default=float("nan")),
         "sync_p99_s": pct(durs, 99),
         "syncs": len(durs),
+        # where a sync's time goes (snapshot, expect, stream, commit; as each sync reports it)
+        "phase_p99_s": phase_p99,
+        # how many standbys' commits went in one call to the standby (kinds.standby_pair), on average
+        "commit_batch_mean": sum(batches.values()) / max(1, len(batches)),
+        "commit_batch_max": max(batches.values(), default=0),
         "written_bytes": written[0] if written else 0,
         "agent_cpu_s_per_min": cpu,
         # the agents' CPU per sync: flat in N means the cost grows with the number of syncs, not bytes
@@ -169,7 +182,11 @@ def run_n(n: int, a: argparse.Namespace, lab: Lab, e: FlowEnv, con: Console) -> 
         "agent_rss_bytes": rss,
         "node_processes": procs,
     }
-    con.print(f"N={n}: lag p99 {out['lag_p99_s']:.2f} s; removing …")
+    con.print(
+        f"N={n}: lag p99 {out['lag_p99_s']:.2f} s, {len(durs)} syncs, phase p99s "
+        + ", ".join(f"{k} {v:.2f}" for k, v in phase_p99.items())
+        + "; removing …"
+    )
     for v in vols:
         with contextlib.suppress(Exception):
             standby_remove(v)

@@ -184,6 +184,11 @@ class ActivityManager:
             if verb == "status":
                 out = r.status()
                 return out if peer is None else self._authority().own_claims(peer, out)
+            if verb in ("expect_many", "commit_many"):  # a tick of a pair's scheduler: each item checked
+                single = verb.removesuffix("_many")  # as its own recv.expect / recv.commit would be
+                auth = None if peer is None else self._authority()
+                check = None if auth is None else (lambda _v, item: auth.held(str(peer), single, item))
+                return getattr(r, verb)(args["items"], check)
             dataset, holder = args["dataset"], args["holder"]
             grant = None
             if peer is not None and verb == "begin":

@@ -29,7 +29,6 @@ from ..activity.core import ActivityContext, LocalActivity, register_kind, statu
 from ..activity.report import ActivityRecord, Resources
 from ..activity.states import CANCELLING, PENDING, RUNNING, STATUS_FAILED, SUSPENDED, TERMINAL
 from ..errors import (
-    DatasetExists,
     DatasetHasDependents,
     DatasetNotFound,
     ReplicationConflict,
@@ -41,13 +40,14 @@ from ..errors import (
 from ..hosts.local import LocalHost
 from ..hosts.peer import DEFAULT_CIPHER, validate_cipher
 from ..replication.compress import check_codec, validate_codec
-from ..replication.receiver_standby import hold_tag
 from ..replication.remote import RemoteReceiver
 from ..replication.wire import validate_grant
 from ..zfs.api import Zfs
 from ..zfs.cmd import modified_target, stream_error
 from ..zfs.models import SendSpec
 from ..zfs.names import SnapshotName, parse_dataset, parse_snapshot, validate_node
+from .standby_local import PrimaryBase
+from .standby_pair import PairCalls, pair_calls
 from .standby_stream import IncrementPipe
 
 __all__ = ["KIND", "PREFIX", "StandbySync", "snapshot_time"]
@@ -73,7 +73,7 @@ class _Permanent(Exception):
     pass
 
 
-class StandbySync(IncrementPipe, LocalActivity):
+class StandbySync(IncrementPipe, PrimaryBase, LocalActivity):
     """The ``standby-sync`` kind (see the module doc)."""
 
     KIND = KIND
@@ -120,6 +120,18 @@ class StandbySync(IncrementPipe, LocalActivity):
             peer = self.ctx.peer_agent(self.dest_node)
             self._receiver = RemoteReceiver(peer, self.dest, self.id, self.grant)
         return self._receiver
+
+    def _pair(self) -> PairCalls:
+        """This pair's batched calls to the standby (one turn carries every standby-sync of the pair that
+        is waiting: see :mod:`.standby_pair`)."""
+        return pair_calls(self.receiver.peer)
+
+    def _item(self, **args: Any) -> dict[str, Any]:
+        """This activity's part of a batched call: its dataset there, its holder, its grant."""
+        item = {"dataset": str(self.dest), "holder": self.id, **args}
+        if self.grant is not None:
+            item["grant"] = self.grant
+        return item
 
     # -- hosting ----------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -240,14 +252,14 @@ class StandbySync(IncrementPipe, LocalActivity):
         self._cp.setdefault("taken", {})[snap.snap] = t0
         self._save(result=False)
         t1 = time.time()
-        self.receiver.expect([guid])
+        expected = self._pair().expect(self._item(sent_guids=[guid]))
         base = SnapshotName(self.dataset, str(self._cp["base"]["snap"]))
         t2 = time.time()
         moved, cpu = self._stream(SendSpec(snap, incremental_from=base))
         t3 = time.time()
         # verified and held there, the standby's older own snapshots pruned in the same call (one round
         # trip and one listing of the standby, not two); published at once (the lag ends here)
-        self._commit(snap.snap, guid, prune=True)
+        committed = self._commit(snap.snap, guid, prune=True)
         t4 = time.time()
         self._cp.update(
             syncs=int(self._cp.get("syncs", 0)) + 1,
@@ -263,6 +275,8 @@ class StandbySync(IncrementPipe, LocalActivity):
                     "stream": round(t3 - t2, 3),
                     "commit": round(t4 - t3, 3),
                 },
+                # how many standbys of the pair the expect and the commit went with (see standby_pair)
+                "batch": {"expect": expected, "commit": committed},
             },
             failures=0,
             last_error=None,
@@ -288,36 +302,19 @@ class StandbySync(IncrementPipe, LocalActivity):
             raise StreamFailed(str(failure))
         raise AssertionError("unreachable")
 
-    def _commit(self, snap: str, guid: int, *, prune: bool = False) -> None:
+    def _commit(self, snap: str, guid: int, *, prune: bool = False) -> int:
         """The standby holds ``snap``: verified and held there (with ``prune``, its own snapshots before it
         pruned there too); it is the base from now on (the primary's side follows once it is
-        published)."""
-        self.receiver.commit(guid, prune_prefix=PREFIX if prune else None)
+        published). Returns the size of the batch that carried the commit."""
+        _answer, batch = self._pair().commit(
+            self._item(target_guid=guid, prune_prefix=PREFIX if prune else None)
+        )
         taken = self._cp.get("taken", {})
         self._cp.update(
             base={"snap": snap, "guid": guid},
             newest={"snapshot": snap, "taken_at": taken.get(snap) or snapshot_time(snap)},
         )
-
-    def _local_base(self, snap: str) -> None:
-        """On the primary: hold the new base, release the old one, prune the own snapshots before it."""
-        new = SnapshotName(self.dataset, snap)
-        tag = hold_tag(self.id)
-        if self._zfs.dialect.user_holds and self._cp.get("held") != snap:
-            with contextlib.suppress(DatasetExists):  # a restart after the hold, before it was recorded
-                self._zfs.hold(new, tag)
-            old = self._cp.get("held")
-            if old:
-                with contextlib.suppress(ZfsBackendError):
-                    self._zfs.release(SnapshotName(self.dataset, old), tag)
-            self._cp["held"] = snap
-        own = list(self._cp.get("own", []))
-        keep = own[own.index(snap) :] if snap in own else [snap]
-        for name in own:
-            if name not in keep:
-                self._zfs.destroy(SnapshotName(self.dataset, name), deadline=10.0, missing_ok=True)
-        self._cp.update(own=keep, taken={k: v for k, v in self._cp.get("taken", {}).items() if k in keep})
-        self._save(result=False)
+        return batch
 
     # -- the end ----------------------------------------------------------------------------------
     def rollback(self) -> None:
@@ -348,14 +345,6 @@ class StandbySync(IncrementPipe, LocalActivity):
         except ZfsBackendError as e:
             return str(e)
         return None
-
-    def _release_local_hold(self) -> None:
-        """Whatever else failed (a release that fails stays recorded for ``activity holds``)."""
-        held = self._cp.get("held")
-        with contextlib.suppress(ZfsBackendError):
-            if held:
-                self._zfs.release(SnapshotName(self.dataset, held), hold_tag(self.id))
-            self._cp["held"] = None
 
     def _fail(self, error: str, status: int) -> None:
         undo = self._undo()

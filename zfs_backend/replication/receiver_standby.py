@@ -33,18 +33,32 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError, ZfsBackendError
+from ..rpc.protocol import error_payload
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot
-from .claims import DEFAULT_TTL_S
+from .claims import DEFAULT_TTL_S, ClaimSave
 from .wire import validate_holder
 
 if TYPE_CHECKING:
     from ..zfs.api import Zfs
+    from ..zfs.models import Snapshot
     from .claims import Claim, ClaimStore
 
-__all__ = ["StandbyOps", "hold_tag", "validate_prefix"]
+__all__ = ["MANY_MAX", "StandbyOps", "hold_tag", "validate_items", "validate_prefix"]
+
+#: the items one ``recv.expect_many`` / ``recv.commit_many`` takes at most (a tick of one node pair)
+MANY_MAX = 1000
+#: how many of a batch's items are worked on side by side
+MANY_WORKERS = 8
+Item = dict[str, Any]
+#: a dataset's snapshots as a batch listed them (None: not listed for it)
+Listed = list["Snapshot"] | None
+#: checks one item of a batch as the single op would be checked (the peer's authority)
+ItemCheck = Callable[[str, dict[str, Any]], Any]
 
 log = logging.getLogger("zfs_backend.replication")
 
@@ -59,6 +73,18 @@ def validate_prefix(prefix: object) -> str:
         raise UsageError(f"invalid snapshot prefix {prefix!r}")
     SnapshotName(DatasetName("pool"), prefix)  # validates the characters
     return prefix
+
+
+def validate_items(items: object) -> list[dict[str, Any]]:
+    """A batch's items: a list of objects, at most :data:`MANY_MAX`, no dataset twice."""
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise UsageError("items must be a list of objects")
+    if len(items) > MANY_MAX:
+        raise UsageError(f"at most {MANY_MAX} items in one call, not {len(items)}")
+    names = [str(parse_dataset(str(i.get("dataset")))) for i in items]
+    if len(set(names)) != len(names):
+        raise UsageError("a dataset is named twice in one call")
+    return items
 
 
 class StandbyOps:
@@ -82,25 +108,50 @@ class StandbyOps:
         return top, claim
 
     def expect(self, dataset: str, holder: str, sent_guids: list[int]) -> dict[str, Any]:
+        claim, out = self._expected(dataset, holder, sent_guids)
+        # the lease renewed with the state, in one durable write
+        self.claims.save(claim, renew_ttl=DEFAULT_TTL_S)
+        return out
+
+    def _expected(
+        self, dataset: str, holder: str, sent_guids: list[int], listed: Listed = None
+    ) -> tuple[Claim, dict[str, Any]]:
+        """``expect``'s new claim state (not saved yet) and its answer (``listed``: the dataset's
+        snapshots, listed for a batch; None: listed here)."""
         top, claim = self._held_claim(dataset, holder)
         new = {int(g) for g in sent_guids}
         sent = sorted({*claim.state.get("sent", []), *new})
-        present = {s.guid for s in self.zfs.list_snapshots(top)}
+        present = {s.guid for s in (self.zfs.list_snapshots(top) if listed is None else listed)}
         pending = sorted({*claim.state.get("pending", []), *(new - present)})
         # a snapshot already here is the relationship's own only if this node recorded receiving it
         # from the same peer (the seed of a standby, received by an earlier replication)
         adopted = new & present & self.claims.received_by(str(top), claim.state.get("peer"))
         own = sorted({*claim.state.get("own", []), *adopted})
-        # the lease renewed with the state, in one durable write
-        self.claims.save(claim.with_state(sent=sent, pending=pending, own=own), renew_ttl=DEFAULT_TTL_S)
-        return {"sent": len(sent)}
+        return claim.with_state(sent=sent, pending=pending, own=own), {"sent": len(sent)}
 
     def commit(
         self, dataset: str, holder: str, target_guid: int, *, prune_prefix: str | None = None
     ) -> dict[str, Any]:
+        save, out = self._committed(dataset, holder, target_guid, prune_prefix=prune_prefix)
+        # one durable write: the state, the GUID received (a crash before it leaves it pending, recorded
+        # by the commit retried), the pruned ones forgotten
+        self.claims.save(save.claim, received=save.received, forget=save.forget)
+        return out
+
+    def _committed(
+        self,
+        dataset: str,
+        holder: str,
+        target_guid: int,
+        *,
+        prune_prefix: str | None = None,
+        listed: Listed = None,
+    ) -> tuple[ClaimSave, dict[str, Any]]:
+        """``commit``'s work on the datasets (verify, hold, release, prune) and the claim state it leaves
+        (not saved yet); ``listed`` as for :meth:`_expected`."""
         top, claim = self._held_claim(dataset, holder)
         prefix = None if prune_prefix is None else validate_prefix(prune_prefix)
-        snaps = self.zfs.list_snapshots(top)
+        snaps = self.zfs.list_snapshots(top) if listed is None else listed
         target = next((s for s in snaps if s.guid == int(target_guid)), None)
         if target is None:
             raise ZfsBackendError(
@@ -132,16 +183,86 @@ class StandbyOps:
         gone = [s.guid for s in snaps if s.snap in pruned]
         left = [s.guid for s in snaps if s.snap not in pruned]
         kept_own = sorted(g for g in own if g not in gone)
-        # one durable write: the state, the GUID received (a crash before it leaves it pending, recorded
-        # by the commit retried), the pruned ones forgotten
-        self.claims.save(
-            claim.with_state(
-                before={"": left}, held=held, base=target.guid, own=kept_own, pending=sorted(pending)
-            ),
-            received=received,
-            forget=gone,
+        state = claim.with_state(
+            before={"": left}, held=held, base=target.guid, own=kept_own, pending=sorted(pending)
         )
-        return {"verified": True, "held": held, "pruned": pruned}
+        return ClaimSave(state, received=received, forget=gone), {
+            "verified": True,
+            "held": held,
+            "pruned": pruned,
+        }
+
+    # -- a tick of a pair's scheduler: many standbys of one peer in one call ------------------------
+    def expect_many(self, items: list[Item], check: ItemCheck | None = None) -> list[dict[str, Any]]:
+        """``expect`` for each item (``dataset``, ``holder``, ``sent_guids``), its claim checked on its own
+        (``check``: the peer's authority, as for one ``recv.expect``), the datasets of the items that
+        passed listed in **one** command, the work done side by side, and every claim that passed saved
+        in **one** transaction (one durable write for the tick). Returns one answer per item, in order:
+        ``{"ok": answer}`` or ``{"error": payload}`` (a failure stays the item's: the others are saved)."""
+
+        def one(item: Item, listed: Listed) -> tuple[ClaimSave, dict[str, Any]]:
+            guids = [int(g) for g in item.get("sent_guids") or []]
+            claim, out = self._expected(str(item["dataset"]), str(item["holder"]), guids, listed)
+            return ClaimSave(claim, renew_ttl=DEFAULT_TTL_S), out
+
+        return self._many("expect", items, check, one)
+
+    def commit_many(self, items: list[Item], check: ItemCheck | None = None) -> list[dict[str, Any]]:
+        """``commit`` for each item (``dataset``, ``holder``, ``target_guid``, ``prune_prefix``?), as
+        :meth:`expect_many` (each verified, held and pruned on its own, side by side; one transaction)."""
+
+        def one(item: Item, listed: Listed) -> tuple[ClaimSave, dict[str, Any]]:
+            prefix = item.get("prune_prefix")
+            return self._committed(
+                str(item["dataset"]),
+                str(item["holder"]),
+                int(item["target_guid"]),
+                prune_prefix=None if prefix is None else str(prefix),
+                listed=listed,
+            )
+
+        return self._many("commit", items, check, one)
+
+    def _many(
+        self,
+        verb: str,
+        items: list[Item],
+        check: ItemCheck | None,
+        one: Callable[[Item, Listed], tuple[ClaimSave, dict[str, Any]]],
+    ) -> list[dict[str, Any]]:
+        items = validate_items(items)
+        results: list[dict[str, Any]] = [{} for _ in items]
+        passed: list[int] = []
+        for i, item in enumerate(items):  # each checked before anything is read for it
+            try:
+                if check is not None:
+                    check(verb, item)
+                passed.append(i)
+            except Exception as e:  # the item's own refusal, told to its caller alone
+                results[i] = {"error": error_payload(e)}
+        tops = [parse_dataset(str(items[i]["dataset"])) for i in passed]
+        try:
+            listed: dict[DatasetName, list[Snapshot]] = self.zfs.list_snapshots_of(tops)
+        except ZfsBackendError:  # one of them is gone: each lists its own (and fails on its own)
+            listed = {}
+        saves: dict[int, ClaimSave] = {}
+
+        def run(i: int) -> None:
+            try:
+                saves[i], results[i] = one(items[i], listed.get(parse_dataset(str(items[i]["dataset"]))))
+            except Exception as e:
+                results[i] = {"error": error_payload(e)}
+
+        # side by side: on zfs-fuse every hold, release and destroy waits for its own txg sync, and
+        # concurrent ones share a txg
+        with ThreadPoolExecutor(max_workers=max(1, min(MANY_WORKERS, len(passed)))) as pool:
+            list(pool.map(run, passed))
+        order = sorted(saves)
+        failed = self.claims.save_many([saves[i] for i in order])
+        for i in order:
+            err = failed.get(saves[i].claim.dataset)
+            results[i] = {"error": error_payload(err)} if err is not None else {"ok": results[i]}
+        return results
 
     def fence(self, dataset: str, holder: str, reason: str = "the standby was promoted") -> dict[str, Any]:
         top = parse_dataset(dataset)

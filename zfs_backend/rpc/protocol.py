@@ -38,6 +38,10 @@ the controller's grant, required of a peer's ``recv.begin``, see below):
     recv.expect   {"dataset", "holder", "sent_guids"}      (a standby's next increment)
     recv.commit   {"dataset", "holder", "target_guid", "prune_prefix"?}   (hold the new base, prune)
     recv.fence    {"dataset", "holder", "reason"?}         (abort, and shut the holder out for good)
+    recv.expect_many {"items": [{"dataset", "holder", "sent_guids"}, …]}   (a tick of a node pair's
+    recv.commit_many {"items": [{"dataset", "holder", "target_guid", "prune_prefix"?}, …]}   standbys:
+                  each item checked and done as its single op, one durable write; → [{"ok": answer} or
+                  {"error": payload}, …] in order)
 
 A backup node's side of volume backups (``zfs_backend.kinds.backupstore``), also open to peers
 (under a backup grant, see ``kinds.backup_access``):
@@ -116,6 +120,8 @@ RECV_OPS = frozenset(
         "recv.status",
         "recv.expect",
         "recv.commit",
+        "recv.expect_many",
+        "recv.commit_many",
         "recv.fence",
     }
 )

@@ -112,10 +112,15 @@ class Zfs:
 
     def list_snapshots(self, dataset: DatasetName) -> list[Snapshot]:
         """The snapshots of ``dataset`` itself (not of its children), sorted by createtxg."""
-        _expect(dataset, DatasetName)
+        return self.list_snapshots_of([dataset])[dataset]
+
+    def list_snapshots_of(self, datasets: list[DatasetName]) -> dict[DatasetName, list[Snapshot]]:
+        """:meth:`list_snapshots` of each of ``datasets`` (each must exist), in one command."""
+        for d in datasets:
+            _expect(d, DatasetName)
         parsable = self.dialect.parsable_list
-        res = self._run(listing.snapshots_argv(dataset, parsable=parsable))
-        return listing.read_snapshots(res.text, dataset, parsable=parsable, host=self.host.name)
+        text = self._run(listing.snapshots_argv(*datasets, parsable=parsable)).text if datasets else ""
+        return {d: listing.read_snapshots(text, d, parsable=parsable, host=self.host.name) for d in datasets}
 
     def exists(self, name: AnyName) -> bool:
         _expect(name, DatasetName, SnapshotName, BookmarkName)

@@ -99,14 +99,15 @@ def read_datasets(text: str, *, parsable: bool, host: str) -> list[Dataset]:
     return sorted(out, key=lambda d: d.name)
 
 
-def snapshots_argv(dataset: DatasetName, *, parsable: bool) -> list[str]:
-    """The snapshots of ``dataset`` (zfs-fuse, no ``list -p`` nor ``get -t``: depth 1 = the dataset,
-    its snapshots and children, which :func:`read_snapshots` leaves out)."""
+def snapshots_argv(*datasets: DatasetName, parsable: bool) -> list[str]:
+    """The snapshots of ``datasets`` (zfs-fuse, no ``list -p`` nor ``get -t``: depth 1 = each dataset,
+    its snapshots and children, which :func:`read_snapshots` leaves out), in one command."""
+    names = [str(d) for d in datasets]
     if parsable:
         cols = ",".join(_SNAPSHOT_COLS)
-        return ["zfs", "list", "-Hp", "-t", "snapshot", "-d", "1", "-o", cols, str(dataset)]
+        return ["zfs", "list", "-Hp", "-t", "snapshot", "-d", "1", "-o", cols, *names]
     props = ",".join(_SNAPSHOT_PROPS)
-    return ["zfs", "get", "-Hp", "-d", "1", "-o", "name,property,value", props, str(dataset)]
+    return ["zfs", "get", "-Hp", "-d", "1", "-o", "name,property,value", props, *names]
 
 
 def read_snapshots(text: str, dataset: DatasetName, *, parsable: bool, host: str) -> list[Snapshot]:

@@ -1,19 +1,25 @@
 """What one ``standby-sync`` sync costs (kinds.standby): two calls to the standby's receiving end
 (``recv.expect`` before the stream, one ``recv.commit`` after it that verifies, holds and prunes), and
-the status report written with the checkpoint in one store write, never in a write of its own."""
+the status report written with the checkpoint in one store write, never in a write of its own; the
+calls of one pair's standby-syncs batched (kinds.standby_pair)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import until
 
 from zfs_backend.activity.context import ActivityContext
 from zfs_backend.activity.report import ActivityRecord
 from zfs_backend.activity.store import ActivityStore, new_activity_id
+from zfs_backend.errors import AlreadyRunning
 from zfs_backend.kinds.standby import PREFIX, StandbySync
+from zfs_backend.kinds.standby_pair import pair_calls
+from zfs_backend.rpc.protocol import error_payload
 from zfs_backend.zfs.models import SendSpec
 
 SYNC = {"dataset": "tank/v", "destination_node": "node2", "base": f"{PREFIX}1"}
@@ -108,3 +114,61 @@ def test_the_status_report_is_written_with_the_checkpoint(
     assert rec.result is not None and rec.result["syncs"] == 1
     assert rec.result["last_sync"]["bytes"] == 4096
     assert ctx.store.checkpoint(s.id)["syncs"] == 1
+
+
+def test_the_standbys_of_one_pair_commit_together(
+    ctx: ActivityContext, standby: _Standby, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three standby-syncs of one pair: the commits made while one is in flight go to the standby in one
+    ``recv.commit_many``, each activity with its own answer (one refused: that activity's sync fails,
+    the others' commit)."""
+    syncs = []
+    for ds in ("tank/v", "tank/w", "tank/x"):
+        monkeypatch.setitem(SYNC, "dataset", ds)
+        s, _done = _sync(ctx, monkeypatch)
+        syncs.append(s)
+    gate = threading.Event()
+    real = standby.call
+
+    def call(op: str, **args: Any) -> Any:
+        if op == "recv.commit" and args["dataset"] == "tank/v":
+            real(op, **args)
+            gate.wait(30)  # in flight while the others come to commit
+            return {"verified": True, "held": [], "pruned": []}
+        if op == "recv.commit_many":
+            standby.calls.append((op, args))
+            return [
+                {"error": error_payload(AlreadyRunning("fenced"))} if i["dataset"] == "tank/x" else {"ok": {}}
+                for i in args["items"]
+            ]
+        return real(op, **args)
+
+    monkeypatch.setattr(standby, "call", call)
+    errors: dict[str, Exception] = {}
+
+    def run(s: StandbySync) -> None:
+        try:
+            s._sync()
+        except Exception as e:
+            errors[str(s.dataset)] = e
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in syncs]
+    threads[0].start()
+    until(
+        "the first commit in flight",
+        lambda: any(op == "recv.commit" for op, _ in standby.calls),
+        30,
+        interval=0.01,
+    )
+    for t in threads[1:]:
+        t.start()
+    until("two commits waiting", lambda: len(pair_calls(standby).commits._queue) == 2, 30, interval=0.01)
+    gate.set()
+    for t in threads:
+        t.join(30)
+    [(_op, batch)] = [(op, a) for op, a in standby.calls if op == "recv.commit_many"]
+    assert sorted(i["dataset"] for i in batch["items"]) == ["tank/w", "tank/x"]
+    assert all(i["prune_prefix"] == PREFIX and i["holder"].startswith("act-") for i in batch["items"])
+    assert list(errors) == ["tank/x"] and isinstance(errors["tank/x"], AlreadyRunning)
+    assert syncs[0]._cp["syncs"] == 1 and syncs[1]._cp["syncs"] == 1 and "syncs" not in syncs[2]._cp
+    assert syncs[1]._cp["last_sync"]["batch"]["commit"] == 2

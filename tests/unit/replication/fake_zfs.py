@@ -96,6 +96,10 @@ class FakeZfs:
     def list_snapshots(self, dataset: DatasetName) -> list[Snapshot]:
         return list(self._get(dataset).snapshots)
 
+    def list_snapshots_of(self, datasets: list[DatasetName]) -> dict[DatasetName, list[Snapshot]]:
+        self.calls.append(("list_snapshots_of", ",".join(map(str, datasets))))
+        return {d: list(self._get(d).snapshots) for d in datasets}
+
     def get_with_source(self, name: AnyName, prop: str) -> tuple[str, str]:
         default = ("off", "default") if prop == "readonly" else ("-", "-")
         return self._get(name).props.get(prop, default)

@@ -288,3 +288,39 @@ def test_a_grant_for_either_case_asks_zfs_nothing(node: Node) -> None:
     inc = node.grant("node2", "tank/r1", ["increment"])
     with pytest.raises(AssertionError, match="exists"):  # one case allowed: it must look
         node.auth.for_begin("node2", {**args, "grant": inc}, no_zfs)
+
+
+def test_a_batch_checks_each_item_as_its_single_op(node: Node) -> None:
+    """recv.expect_many / recv.commit_many on a peer session: each item's claim must be this peer's, and
+    a prune needs the item's grant to allow it; a refused item is refused alone, naming nobody."""
+    node.zfs.make("tank/r2", f"{P}1", guids=[701])
+    node.begin("tank/r1", grant=node.grant("node2", "tank/r1", ["increment", "prune"]))
+    node.begin("tank/r2", holder=B, grant=node.grant("node2", "tank/r2", ["increment"]))  # no prune
+    node.begin(
+        "tank/victim", holder=MADE_UP, peer="node3", grant=node.grant("node3", "tank/victim", ["increment"])
+    )
+    out = node.recv(
+        "expect_many",
+        items=[
+            {"dataset": "tank/r1", "holder": A, "sent_guids": [602]},
+            {"dataset": "tank/r2", "holder": B, "sent_guids": [702]},
+            {"dataset": "tank/victim", "holder": MADE_UP, "sent_guids": [503]},  # node3's claim
+        ],
+    )
+    assert "ok" in out[0] and "ok" in out[1]
+    assert out[2]["error"] == {"type": "AlreadyRunning", "message": f"{MADE_UP} does not hold tank/victim"}
+    assert node.claims.get("tank/victim").state.get("sent") != [503]  # type: ignore[union-attr]
+    node.zfs.add_snapshot("tank/r1", f"{P}2", 602)
+    node.zfs.add_snapshot("tank/r2", f"{P}2", 702)
+    out = node.recv(
+        "commit_many",
+        items=[
+            {"dataset": "tank/r1", "holder": A, "target_guid": 602, "prune_prefix": P},
+            {"dataset": "tank/r2", "holder": B, "target_guid": 702, "prune_prefix": P},
+        ],
+    )
+    assert out[0]["ok"]["verified"] is True
+    assert out[1]["error"]["type"] == "NotGranted" and "does not allow prune" in out[1]["error"]["message"]
+    assert node.zfs.guids("tank/r2") == [701, 702]  # nothing pruned, nothing held
+    with pytest.raises(ProtocolError, match="bad arguments"):
+        node.recv("commit_many")

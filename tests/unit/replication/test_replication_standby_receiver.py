@@ -11,7 +11,7 @@ from typing import Any, cast
 import pytest
 
 from zfs_backend.errors import AlreadyRunning, UsageError, ZfsBackendError
-from zfs_backend.replication.claims import ClaimStore
+from zfs_backend.replication.claims import ClaimSave, ClaimStore
 from zfs_backend.replication.receiver import Receiver
 from zfs_backend.replication.receiver_standby import hold_tag
 from zfs_backend.zfs.api import Zfs
@@ -137,3 +137,159 @@ def test_an_expect_from_a_holder_whose_claim_went_writes_nothing(rx: Receiver, z
     with pytest.raises(ZfsBackendError):
         rx.claims.save(claim.with_state(sent=[99]), renew_ttl=300)
     assert rx.status() == []
+
+
+# -- a tick of a pair's scheduler: recv.expect_many / recv.commit_many --------------------------------
+W = "tank/w"
+
+
+def _two(rx: Receiver, zfs: FakeZfs) -> None:
+    """Two standbys of one pair: tank/v (holder A) and tank/w (holder B), both seeded."""
+    start(rx)
+    zfs.make(W, f"{P}1", guids=[31], readonly=("on", "local"))
+    rx.claims.record_received(W, [31], None)
+    rx.begin(W, B, "node1:tank/w", sent_guids=[31])
+    rx.expect(W, B, [31])
+
+
+def test_a_batch_is_each_items_op_in_one_durable_write(
+    rx: Receiver, zfs: FakeZfs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _two(rx, zfs)
+    real = rx.claims._tx
+    writes: list[int] = []
+
+    def tx() -> Any:
+        writes.append(1)
+        return real()
+
+    monkeypatch.setattr(rx.claims, "_tx", tx)
+    checked: list[tuple[str, str]] = []
+    out = rx.expect_many(
+        [
+            {"dataset": "tank/v", "holder": A, "sent_guids": [22]},
+            {"dataset": W, "holder": B, "sent_guids": [32]},
+        ],
+        check=lambda verb, item: checked.append((verb, item["dataset"])),
+    )
+    assert out == [{"ok": {"sent": 3}}, {"ok": {"sent": 2}}] and len(writes) == 1
+    assert sorted(checked) == [("expect", "tank/v"), ("expect", W)]  # each item, as its single op
+    zfs.add_snapshot("tank/v", f"{P}2", 22)
+    zfs.add_snapshot(W, f"{P}2", 32)
+    out = rx.commit_many(
+        [
+            {"dataset": "tank/v", "holder": A, "target_guid": 22, "prune_prefix": P},
+            {"dataset": W, "holder": B, "target_guid": 32, "prune_prefix": P},
+        ]
+    )
+    assert len(writes) == 2
+    assert [o["ok"]["pruned"] for o in out] == [[f"{P}1"], [f"{P}1"]]
+    assert zfs.held[f"tank/v@{P}2"] == {hold_tag(A)} and zfs.held[f"{W}@{P}2"] == {hold_tag(B)}
+    assert zfs.guids("tank/v") == [11, 22] and zfs.guids(W) == [32]  # the user's snapshot stays
+    assert rx.claims.received_by(W, None) == {32}
+
+
+def test_a_failing_item_is_its_own_and_the_others_commit(rx: Receiver, zfs: FakeZfs) -> None:
+    _two(rx, zfs)
+    rx.expect("tank/v", A, [22])
+    rx.expect(W, B, [32])
+    zfs.add_snapshot("tank/v", f"{P}2", 22)  # tank/w's stream never arrived
+    out = rx.commit_many(
+        [
+            {"dataset": W, "holder": B, "target_guid": 32, "prune_prefix": P},
+            {"dataset": "tank/v", "holder": A, "target_guid": 22, "prune_prefix": P},
+            {"dataset": "tank/v2", "holder": A, "target_guid": 22},  # nobody's claim
+        ]
+    )
+    assert (
+        out[0]["error"]["type"] == "ZfsBackendError"
+        and "does not hold the received" in out[0]["error"]["message"]
+    )
+    assert out[1]["ok"]["pruned"] == [f"{P}1"]
+    assert out[2]["error"]["type"] == "AlreadyRunning"
+    assert rx.claims.held(W, B).state["pending"] == [32]  # still waiting for its stream
+    assert zfs.guids(W) == [31]
+
+
+def test_a_refused_item_changes_nothing_of_its_own(rx: Receiver, zfs: FakeZfs) -> None:
+    _two(rx, zfs)
+
+    def refuse_w(verb: str, item: dict[str, Any]) -> None:
+        if item["dataset"] == W:
+            raise AlreadyRunning(f"{item['holder']} does not hold {W}")
+
+    before = rx.claims.held(W, B).state
+    out = rx.expect_many(
+        [
+            {"dataset": "tank/v", "holder": A, "sent_guids": [22]},
+            {"dataset": W, "holder": B, "sent_guids": [32]},
+        ],
+        check=refuse_w,
+    )
+    assert "ok" in out[0] and out[1]["error"]["type"] == "AlreadyRunning"
+    assert rx.claims.held(W, B).state == before
+
+
+def test_a_batch_names_each_dataset_once_and_is_bounded(rx: Receiver, zfs: FakeZfs) -> None:
+    _two(rx, zfs)
+    item = {"dataset": "tank/v", "holder": A, "sent_guids": [22]}
+    with pytest.raises(UsageError, match="twice"):
+        rx.expect_many([item, dict(item)])
+    with pytest.raises(UsageError):
+        rx.expect_many([{"dataset": "tank/v;rm", "holder": A}])
+    with pytest.raises(UsageError, match="at most"):
+        rx.expect_many([{"dataset": f"tank/v{i}", "holder": A} for i in range(1001)])
+    with pytest.raises(UsageError):
+        rx.expect_many("tank/v")  # type: ignore[arg-type]
+
+
+def test_a_lease_that_lapsed_is_that_items_error(rx: Receiver, zfs: FakeZfs) -> None:
+    _two(rx, zfs)
+    claim = rx.claims.held(W, B)
+    failed = rx.claims.save_many(
+        [
+            ClaimSave(rx.claims.held("tank/v", A).with_state(sent=[7]), renew_ttl=300),
+            ClaimSave(claim.with_state(sent=[8]), renew_ttl=300),
+        ]
+    )
+    assert failed == {}
+    rx.claims.release(W, B)
+    failed = rx.claims.save_many(
+        [
+            ClaimSave(rx.claims.held("tank/v", A).with_state(sent=[9]), renew_ttl=300),
+            ClaimSave(claim.with_state(sent=[9]), renew_ttl=300),
+        ]
+    )
+    assert list(failed) == [W] and rx.claims.held("tank/v", A).state["sent"] == [9]
+
+
+def test_a_batch_lists_its_datasets_once_and_only_those_that_passed(rx: Receiver, zfs: FakeZfs) -> None:
+    _two(rx, zfs)
+    zfs.make("tank/other", f"{P}1", guids=[41])
+    zfs.calls.clear()
+
+    def refuse_other(verb: str, item: dict[str, Any]) -> None:
+        if item["dataset"] == "tank/other":
+            raise AlreadyRunning(f"{item['holder']} does not hold tank/other")
+
+    out = rx.expect_many(
+        [
+            {"dataset": "tank/v", "holder": A, "sent_guids": [22]},
+            {"dataset": "tank/other", "holder": B, "sent_guids": [42]},
+            {"dataset": W, "holder": B, "sent_guids": [32]},
+        ],
+        check=refuse_other,
+    )
+    assert "ok" in out[0] and "error" in out[1] and "ok" in out[2]
+    listings = [c for c in zfs.calls if c[0].startswith("list_snapshots")]
+    assert listings == [("list_snapshots_of", f"tank/v,{W}")]  # the refused one's dataset never read
+    # a dataset gone since: the listing of the batch fails, each item lists its own and fails alone
+    zfs.calls.clear()
+    del zfs.ds[W]
+    out = rx.expect_many(
+        [
+            {"dataset": "tank/v", "holder": A, "sent_guids": [23]},
+            {"dataset": W, "holder": B, "sent_guids": [33]},
+        ]
+    )
+    assert "ok" in out[0] and out[1]["error"]["type"] == "DatasetNotFound"

@@ -84,6 +84,21 @@ def test_list_snapshots_missing_dataset(scripted_host: Scripted) -> None:
         z.list_snapshots(A)
 
 
+def test_list_snapshots_of_many_datasets_is_one_command(scripted_host: Scripted) -> None:
+    """A batch of standbys (replication.receiver_standby): each dataset's own snapshots from one listing
+    (``tank/a``'s child and a dataset whose name begins like another's are not its)."""
+    argv = ("zfs", "get", "-Hp", "-d", "1", "-o", "name,property,value", SNAP_PROPS, "tank/a", "tank/a2")
+    other = "".join(
+        f"tank/a2@s9\t{p}\t{v}\n" for p, v in zip(SNAP_PROPS.split(","), (9, 30, 0, 1, 1), strict=True)
+    )
+    z, host = fuse(scripted_host, {argv: (0, FUSE_SNAPS + other, "")})
+    out = z.list_snapshots_of([A, DatasetName("tank/a2")])
+    assert [s.name for s in out[A]] == [S1, S2]
+    assert [(s.snap, s.guid) for s in out[DatasetName("tank/a2")]] == [("s9", 9)]
+    assert host.calls == [argv]
+    assert z.list_snapshots_of([]) == {} and host.calls == [argv]  # nothing asked, nothing run
+
+
 DS_PROPS = "type,guid,createtxg,used,referenced,available,mountpoint,mounted,origin"
 
 
