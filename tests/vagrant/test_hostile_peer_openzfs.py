@@ -65,7 +65,7 @@ def rpc(vm_pair: tuple[SSHHost, SSHHost], reqs: list[tuple[str, dict[str, Any]]]
 
 
 def grant(agents: dict[str, Any], settings: Settings, node: str, **args: Any) -> str:
-    from zfs_backend.agent.connect import connect_node
+    from zfs_backend.rpc.connect import connect_node
 
     if node not in agents:
         agents[node] = connect_node(node, settings)
