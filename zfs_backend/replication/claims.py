@@ -204,20 +204,9 @@ class ClaimStore:
         refused when the holder no longer holds it, nothing written) and GUIDs recorded as received from
         its peer or forgotten (as :meth:`record_received` / :meth:`forget_received`): a standby's
         ``expect`` and ``commit`` cost one durable write each."""
-        with self._tx() as cur:
-            if renew_ttl is not None:
-                cur.execute(
-                    "UPDATE claims SET expires_at = ? WHERE dataset = ? AND holder = ?",
-                    (self._clock() + renew_ttl, claim.dataset, claim.holder),
-                )
-                if cur.rowcount == 0:
-                    raise not_held(claim.dataset, claim.holder)
-            cur.execute(
-                "UPDATE claims SET state = ? WHERE dataset = ? AND holder = ?",
-                (json.dumps(claim.state, sort_keys=True), claim.dataset, claim.holder),
-            )
-            self._received(cur, claim.dataset, received, claim.state.get("peer"))
-            self._forget(cur, claim.dataset, forget)
+        failed = self.save_many([ClaimSave(claim, renew_ttl, list(received), list(forget))])
+        if failed:
+            raise failed[claim.dataset]
 
     def save_many(self, saves: list[ClaimSave]) -> dict[str, Exception]:
         """Each :meth:`save` of ``saves`` (distinct datasets), all in **one** transaction (one durable
