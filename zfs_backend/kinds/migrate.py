@@ -52,7 +52,7 @@ from ..replication.estimate import Estimate, check_space, estimate_send
 from ..replication.migrate_request import KIND, PHASES, SNAP_PREFIX, MigrateRequest
 from ..replication.plan import ALREADY_RUNNING, Conflict
 from ..replication.remote import RemoteReceiver
-from ..replication.upkeep import PERMANENT, ReceiverUpkeep, dialect_for_recv
+from ..replication.upkeep import PERMANENT, ReceiverUpkeep, check_filesystem_versions, dialect_for_recv
 from ..zfs.api import Zfs
 from ..zfs.models import RecvSpec, SendSpec
 from ..zfs.names import DatasetName, SnapshotName
@@ -137,6 +137,8 @@ class Migrate(ReceiverUpkeep, PipelineActivity):
                 raise DestinationExistsConflict(
                     f"{req.destination_node}:{req.destination} exists already; a migration only creates"
                 )
+            where = f"{req.destination_node}:{req.destination}"
+            check_filesystem_versions(self._zfs, [req.dataset], dst, self.ctx.node, where)
             est = int(self._zfs.get_int(req.dataset, "referenced") or 0)
             if self.space_check:
                 check_space(dst.available, Estimate(est, False, "referenced"), f"{req.destination_node}")

@@ -168,3 +168,47 @@ def test_planning_refuses_before_any_stream_and_releases_the_destination(
         act.plan()  # zfs-fuse into zfs-fuse: on to planning
     assert calls == ["begin", "release"]
     store.close()
+
+
+def test_a_migration_is_refused_at_planning_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A volume's migration onto an older zfs: refused at planning with the same line, the destination's
+    claim released, nothing snapshotted; onto the same zfs it plans."""
+    from zfs_backend.kinds.migrate import Migrate
+
+    calls: list[str] = []
+
+    class FuseReceiver:
+        def begin(self, *a: Any, **kw: Any) -> DestinationTree:
+            calls.append("begin")
+            return fuse_tree(exists=False, available=1 << 40)
+
+        def release(self) -> dict[str, Any]:
+            calls.append("release")
+            return {}
+
+    class VolumeZfs(SourceZfs):
+        def exists(self, name: DatasetName) -> bool:
+            return True
+
+        def get_int(self, name: DatasetName, prop: str) -> int:
+            calls.append(f"get_int {prop}")
+            return 1
+
+    monkeypatch.setattr(Migrate, "receiver", property(lambda self: FuseReceiver()))
+    store = ActivityStore(tmp_path / "a.db")
+    ctx = ActivityContext(store=store, node="zb-node1")
+    params = {"dataset": "tank/v", "destination_node": "node1", "destination": "tank/v"}
+    act = Migrate(ActivityRecord(id="act-mig", kind="migrate", node="zb-node1", params=params), ctx)
+    act._zfs = VolumeZfs({"tank/v": "5"})  # type: ignore[assignment]
+    with pytest.raises(
+        UnsupportedFeature, match=r"^node1:tank/v \(zfs-fuse\) reads filesystems up to version 4"
+    ):
+        act.plan()
+    assert calls == ["begin", "release"] and "phase" not in act.kind_state
+    calls.clear()
+    act._zfs = VolumeZfs({"tank/v": "4"}, ZFS_FUSE_07)  # type: ignore[assignment]
+    act.plan()
+    assert calls == ["begin", "get_int referenced"] and act.kind_state["phase"] == "full"
+    store.close()
