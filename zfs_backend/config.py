@@ -47,6 +47,10 @@ class Settings:
     ``replication_transport``: how replication streams cross between nodes by default
     (``$ZFS_BACKEND_REPLICATION_TRANSPORT``: ``ssh``, the default, or ``tls``, the TLS data channel
     between the nodes' certificates, see ``replication.tls_channel``).
+    ``claim_lease_s``: how long a claim on this node's datasets (a replication's, a standby's receiving
+    end) lives without its source renewing it (``$ZFS_BACKEND_CLAIM_LEASE_S``, seconds, default 300,
+    from 120: a source renews every 60 s); a lapsed claim is stale: its holds are released by
+    ``holds --release-stale`` and another replication may take the dataset.
     ``cinder_port_base``: first of the loopback ports of the small Cinder of ``scripts/cinder-up``
     (``$ZFS_BACKEND_CINDER_PORT_BASE``; None: derived from ``lab_network``, see ``zfs_backend.cinderlab``).
     """
@@ -64,6 +68,7 @@ class Settings:
     activity_keep: int = 10_000
     activity_keep_days: int = 30
     replication_transport: str = "ssh"
+    claim_lease_s: int = 300
 
     @property
     def jobboard_password_file(self) -> Path:
@@ -130,7 +135,23 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         activity_keep=_positive(e, "ZFS_BACKEND_ACTIVITY_KEEP", 10_000, 100_000_000),
         activity_keep_days=_positive(e, "ZFS_BACKEND_ACTIVITY_KEEP_DAYS", 30, 36_500),
         replication_transport=_transport(e.get("ZFS_BACKEND_REPLICATION_TRANSPORT", "")),
+        claim_lease_s=_lease(e),
     )
+
+
+#: a source renews its claim every 60 s (``replication.upkeep``): a lease of at least two such periods
+MIN_CLAIM_LEASE_S = 120
+
+
+def _lease(env: dict[str, str] | os._Environ[str]) -> int:
+    """``$ZFS_BACKEND_CLAIM_LEASE_S``: from ``MIN_CLAIM_LEASE_S`` to a day."""
+    value = _int(env, "ZFS_BACKEND_CLAIM_LEASE_S", 300, 86_400)
+    if value < MIN_CLAIM_LEASE_S:
+        raise ConfigError(
+            f"$ZFS_BACKEND_CLAIM_LEASE_S must be from {MIN_CLAIM_LEASE_S} to 86400 seconds (a source renews "
+            f"its claim every 60 s), not {value}"
+        )
+    return value
 
 
 def _transport(value: str) -> str:

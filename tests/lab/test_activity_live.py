@@ -18,6 +18,7 @@ from polling import NotYet, eventually, until
 from zfs_backend.config import Settings
 from zfs_backend.hosts import SSHHost
 from zfs_backend.lab import Lab
+from zfs_backend.lab.node import NODE_CLAIM_LEASE_S
 from zfs_backend.replication.granted import start_granted
 from zfs_backend.zfs import Zfs, parse_snapshot
 
@@ -214,10 +215,10 @@ def test_holds_of_crashed_and_failed_standby_sync(
     Zfs(dst).hold(held, "keepme")  # a user's hold: never listed, never released
     try:
         assert holds(lab_settings, "node2", "--release-stale")["released"] == []  # the lease still runs
-        until(  # the claim's lease (300 s) lapses: the primary never renews it
+        until(  # the lab agents' claim lease (NODE_CLAIM_LEASE_S) lapses: the primary never renews it
             "the standby's hold to go stale",
             lambda: not project_holds(holds(lab_settings, "node2"), aid)[0]["live"],
-            330,
+            NODE_CLAIM_LEASE_S + 30,
             interval=5,
         )
         report = holds(lab_settings, "node2", "--release-stale")

@@ -19,6 +19,9 @@ from zfs_backend.errors import ConfigError
         ("ZFS_BACKEND_SSH_PERSIST", "1e3"),
         ("ZFS_BACKEND_SSH_PERSIST", str(8 * 86400)),
         ("ZFS_BACKEND_CINDER_PORT_BASE", "70000"),
+        ("ZFS_BACKEND_CLAIM_LEASE_S", "60"),  # shorter than two of the source's renewals
+        ("ZFS_BACKEND_CLAIM_LEASE_S", "86401"),
+        ("ZFS_BACKEND_CLAIM_LEASE_S", "5m"),
     ],
 )
 def test_bad_numbers_refused(key: str, value: str) -> None:
@@ -31,6 +34,8 @@ def test_good_numbers() -> None:
     s = load_settings({"ZFS_BACKEND_SSH_PERSIST": "0", "ZFS_BACKEND_CINDER_PORT_BASE": "24000"})
     assert (s.ssh_persist_s, s.cinder_port_base) == (0, 24000)
     assert load_settings({}).ssh_persist_s == 600
+    assert load_settings({}).claim_lease_s == 300
+    assert load_settings({"ZFS_BACKEND_CLAIM_LEASE_S": "120"}).claim_lease_s == 120
 
 
 def test_through_the_command_line(

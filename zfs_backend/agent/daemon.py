@@ -308,7 +308,7 @@ def run_agent(
         node=name,
         host_for=host_for,
         log=log,
-        receiver=Receiver(zfs, claims, grants=grants),
+        receiver=Receiver(zfs, claims, grants=grants, ttl=settings.claim_lease_s),
         peer=peers,
         test_kinds=test_kinds,
         backups=BackupStore(settings.backup_dir),

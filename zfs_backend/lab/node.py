@@ -45,6 +45,9 @@ __all__ = [
 NODE_POOL = "tank"
 POOL_DIR = "/var/lib/zfs-lab"  # inside the node: the pool's sparse backing file lives here
 NODE_HOME = "/var/lib/zfs-backend"  # inside the node: its own agent state
+#: the lab agents' claim lease (``$ZFS_BACKEND_CLAIM_LEASE_S``): the shortest allowed, so that a test of a
+#: lapsed claim waits two minutes rather than the default five
+NODE_CLAIM_LEASE_S = 120
 
 # A constant script; every path reaches it as a positional parameter, never spliced into the text.
 _SETUP_ROOT = r"""

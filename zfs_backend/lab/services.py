@@ -12,6 +12,7 @@ import os
 from ..errors import LabError
 from . import nfs
 from .node import (
+    NODE_CLAIM_LEASE_S,
     NODE_HOME,
     NODE_POOL,
     POOL_DIR,
@@ -93,6 +94,7 @@ def start_services(lay: LabLayout, node: NodeLayout, st: LabState, with_agent: b
             ZFS_BACKEND_HOME=NODE_HOME,
             ZFS_BACKEND_INVENTORY=NODE_INVENTORY,
             ZFS_BACKEND_REPLICA_ROOTS=NODE_POOL,
+            ZFS_BACKEND_CLAIM_LEASE_S=str(NODE_CLAIM_LEASE_S),
         )
         # A killed agent leaves its socket file behind: readiness below must see the new one.
         run_in(lay, node, ["rm", "-f", "/run/zfs-backend/agent.sock"], check=False)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UsageError, ZfsBackendError
 from ..rpc.protocol import error_payload
 from ..zfs.names import DatasetName, SnapshotName, parse_dataset, parse_snapshot
-from .claims import DEFAULT_TTL_S, ClaimSave
+from .claims import ClaimSave
 from .wire import validate_holder
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ class StandbyOps:
 
     zfs: Zfs
     claims: ClaimStore
+    ttl: float  # the claim's lease, renewed by every expect and commit
 
     @property
     def node(self) -> str:
@@ -110,7 +111,7 @@ class StandbyOps:
     def expect(self, dataset: str, holder: str, sent_guids: list[int]) -> dict[str, Any]:
         claim, out = self._expected(dataset, holder, sent_guids)
         # the lease renewed with the state, in one durable write
-        self.claims.save(claim, renew_ttl=DEFAULT_TTL_S)
+        self.claims.save(claim, renew_ttl=self.ttl)
         return out
 
     def _expected(
@@ -203,7 +204,7 @@ class StandbyOps:
         def one(item: Item, listed: Listed) -> tuple[ClaimSave, dict[str, Any]]:
             guids = [int(g) for g in item.get("sent_guids") or []]
             claim, out = self._expected(str(item["dataset"]), str(item["holder"]), guids, listed)
-            return ClaimSave(claim, renew_ttl=DEFAULT_TTL_S), out
+            return ClaimSave(claim, renew_ttl=self.ttl), out
 
         return self._many("expect", items, check, one)
 

@@ -156,9 +156,11 @@ def test_the_agent_environment_names_the_replica_roots():
         zfs_backend_node_config_dir="/etc/zfs-backend",
         zfs_backend_node_ssh_cipher="aes128-gcm@openssh.com",
         zfs_backend_node_replica_roots=["tank/replicas", "tank/volumes"],
+        zfs_backend_node_claim_lease_s="600",
     )
     assert "ZFS_BACKEND_REPLICA_ROOTS=tank/replicas,tank/volumes\n" in got
     from zfs_backend.config import load_settings
 
     env = dict(line.split("=", 1) for line in got.splitlines() if line and not line.startswith("#"))
     assert load_settings(env).replica_roots == ("tank/replicas", "tank/volumes")
+    assert load_settings(env).claim_lease_s == 600

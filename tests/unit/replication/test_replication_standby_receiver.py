@@ -293,3 +293,28 @@ def test_a_batch_lists_its_datasets_once_and_only_those_that_passed(rx: Receiver
         ]
     )
     assert "ok" in out[0] and out[1]["error"]["type"] == "DatasetNotFound"
+
+
+def test_the_node_s_lease_is_what_begin_expect_and_commit_renew_to(zfs: FakeZfs, tmp_path: Path) -> None:
+    """The agent's ``claim_lease_s`` (``$ZFS_BACKEND_CLAIM_LEASE_S``) is the lease of every claim it takes
+    and what a standby's expect renews it to, once per sync (it was 300 s there whatever the node's lease);
+    the commit that follows leaves it."""
+    now = [1000.0]
+    rx = Receiver(
+        cast(Zfs, zfs),
+        ClaimStore(tmp_path / "claims.db", clock=lambda: now[0]),
+        ttl=150,
+        changes=changes,
+        bytes_since=bytes_since,
+    )
+    start(rx)
+    assert rx.claims.held("tank/v", A).expires_at == 1150.0
+    now[0] = 1100.0
+    rx.expect("tank/v", A, [22])
+    assert rx.claims.held("tank/v", A).expires_at == 1250.0
+    now[0] = 1200.0
+    zfs.add_snapshot("tank/v", f"{P}2", 22)
+    rx.commit("tank/v", A, 22, prune_prefix=P)
+    assert rx.claims.held("tank/v", A).expires_at == 1250.0
+    rx.expect_many([{"dataset": "tank/v", "holder": A, "sent_guids": [23]}])  # a pair's tick: the same
+    assert rx.claims.held("tank/v", A).expires_at == 1350.0
