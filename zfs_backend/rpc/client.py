@@ -8,7 +8,9 @@ op) and ends a relationship's grants with ``revoke_grant`` (``grant.revoke``); s
 
 Errors come back as the ``zfs_backend.errors`` type the agent raised (``ActivityNotFound``,
 ``InvalidTransition``, …); a dead connection is reopened before the next request, and a read-only
-request (``get``, ``list``, ``wait``, ``ping``) whose answer was lost is sent again once.
+request (``get``, ``list``, ``wait``, ``ping``) whose answer was lost is sent again once. A session whose
+far end answered ``AgentUnavailable`` (its bridge found no agent: a node still booting) is dropped, so
+the next request opens a new one rather than reading the same error for ever.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..activity.handle import BackendActivity
 from ..activity.report import ActivityRecord, Resources
 from ..activity.states import TERMINAL
 from ..config import Settings, load_settings
-from ..errors import ProtocolError
+from ..errors import AgentUnavailable, ProtocolError
 from ..hosts.base import Host
 from .protocol import LIST_LIMIT, MAX_WAIT_S, READ_ONLY_OPS, decode, encode, error_from_payload, request
 from .transport import ChannelTransport, CommandTransport, Transport, UnixSocketTransport
@@ -53,7 +55,12 @@ class AgentClient:
         line = self.transport.roundtrip(encode(request(req_id, op, **args)), retry=op in READ_ONLY_OPS)
         msg = decode(line)
         if "error" in msg:
-            raise error_from_payload(msg["error"])
+            err = error_from_payload(msg["error"])
+            if isinstance(err, AgentUnavailable):
+                # the far end's bridge found no agent (a node still booting) and answers every line of
+                # this session so for as long as it lives: the next call opens a new one
+                self.transport.close()
+            raise err
         if msg.get("id") != req_id:
             self.transport.close()
             raise ProtocolError(f"{self.node}: response {msg.get('id')!r} to request {req_id}")
