@@ -41,6 +41,7 @@ from ..hosts.local import LocalHost
 from ..hosts.peer import DEFAULT_CIPHER, validate_cipher
 from ..replication.compress import check_codec, validate_codec
 from ..replication.remote import RemoteReceiver
+from ..replication.upkeep import RENEW_EVERY_S
 from ..replication.wire import validate_grant
 from ..zfs.api import Zfs
 from ..zfs.cmd import modified_target, stream_error
@@ -113,6 +114,7 @@ class StandbySync(IncrementPipe, PrimaryBase, LocalActivity):
             self._cp = ctx.store.checkpoint(record.id)
         self._woken = threading.Event()
         self._receiver: RemoteReceiver | None = None
+        self._last_renew = time.monotonic()  # every sync's expect renews the claim too
 
     @property
     def receiver(self) -> RemoteReceiver:
@@ -192,10 +194,12 @@ class StandbySync(IncrementPipe, PrimaryBase, LocalActivity):
                 self._finish_cancel()
                 return
             if state == SUSPENDED:
+                self._keep_claim()
                 self._sleep(0.5)
                 continue
             due = float(self._cp.get("next_at", 0.0))
             if time.time() < due:
+                self._keep_claim()
                 self._sleep(min(0.5, due - time.time()))
                 continue
             try:
@@ -203,6 +207,7 @@ class StandbySync(IncrementPipe, PrimaryBase, LocalActivity):
                     self._carry_on()
                     ready = True
                 self._sync()
+                self._last_renew = time.monotonic()
             except (ReplicationConflict, DatasetNotFound, UsageError, _Permanent) as e:
                 self._fail(f"standby sync refused: {e}", status_of(e))
                 return
@@ -216,6 +221,20 @@ class StandbySync(IncrementPipe, PrimaryBase, LocalActivity):
                 self._cp["next_at"] = time.time() + min(self.interval, 2.0 * self._failures())
                 self.ctx.log.warning("activity %s: sync failed: %s", self.id, e)
                 self._save()
+
+    def _keep_claim(self) -> None:
+        """Between syncs (an ``interval_s`` longer than the standby's claim lease, a suspend), the claim
+        renewed every ``RENEW_EVERY_S``, as a replication's is while it streams: a claim that lapsed
+        would leave the standby's holds stale (released by ``holds --release-stale``) and its dataset
+        free for another holder. A failure is the next sync's to report."""
+        if time.monotonic() - self._last_renew < RENEW_EVERY_S:
+            return
+        self._last_renew = time.monotonic()
+        try:
+            self.receiver.renew()
+        except Exception as e:
+            self._receiver = None  # a new session next time
+            self.ctx.log.info("activity %s: claim not renewed between syncs: %s", self.id, e)
 
     def _failures(self) -> int:
         return int(self._cp.get("failures", 0))

@@ -41,7 +41,14 @@ from .remote import DestinationTree, RemoteReceiver
 if TYPE_CHECKING:
     from ..zfs.api import Zfs
 
-__all__ = ["PERMANENT", "ReceiverUpkeep", "check_filesystem_versions", "dialect_for_recv", "stream_flags"]
+__all__ = [
+    "PERMANENT",
+    "RENEW_EVERY_S",
+    "ReceiverUpkeep",
+    "check_filesystem_versions",
+    "dialect_for_recv",
+    "stream_flags",
+]
 
 #: a stream failure of one of these types is final: retrying cannot help
 PERMANENT: tuple[type[ZfsBackendError], ...] = (
@@ -53,7 +60,7 @@ PERMANENT: tuple[type[ZfsBackendError], ...] = (
     PeerRefused,
     ReplicationConflict,
 )
-_RENEW_EVERY_S = 60.0
+RENEW_EVERY_S = 60.0
 _MAX_CLEANS = 10
 
 
@@ -120,7 +127,7 @@ class ReceiverUpkeep:
         return True
 
     def on_tick(self) -> None:
-        if time.monotonic() - self._last_renew >= _RENEW_EVERY_S:
+        if time.monotonic() - self._last_renew >= RENEW_EVERY_S:
             self._last_renew = time.monotonic()
             self.receiver.renew()
 

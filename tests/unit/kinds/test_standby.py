@@ -6,6 +6,7 @@ calls of one pair's standby-syncs batched (kinds.standby_pair)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,43 @@ def test_the_standbys_of_one_pair_commit_together(
     assert list(errors) == ["tank/x"] and isinstance(errors["tank/x"], AlreadyRunning)
     assert syncs[0]._cp["syncs"] == 1 and syncs[1]._cp["syncs"] == 1 and "syncs" not in syncs[2]._cp
     assert syncs[1]._cp["last_sync"]["batch"]["commit"] == 2
+
+
+def test_between_syncs_further_apart_than_a_renewal_the_claim_is_renewed(
+    ctx: ActivityContext, standby: _Standby, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A standby whose ``interval_s`` is longer than its claim's lease (default 300 s; up to a day is
+    allowed) renewed the claim only at each sync's expect: between syncs it lapsed, the standby's hold on
+    its base was stale (``holds --release-stale`` released it) and its dataset free for another holder.
+    Now the claim is renewed every ``RENEW_EVERY_S`` while the loop waits (shortened here); a renewal
+    that fails is left to the next sync."""
+    import zfs_backend.kinds.standby as standby_kind
+
+    monkeypatch.setattr(standby_kind, "RENEW_EVERY_S", 0.05)
+    rec = ActivityRecord(
+        id=new_activity_id(), kind="standby-sync", node="node1", params={**SYNC, "interval_s": 600}
+    )
+    s = StandbySync(rec, ctx)
+    ctx.store.insert(s.record(), checkpoint={})
+    syncs: list[float] = []
+
+    def sync() -> None:
+        syncs.append(time.time())
+        s._cp["next_at"] = time.time() + 600
+
+    monkeypatch.setattr(s, "_carry_on", lambda: None)
+    monkeypatch.setattr(s, "_sync", sync)
+    loop = threading.Thread(target=s._run, daemon=True)
+    loop.start()
+    renews = lambda: [a for op, a in standby.calls if op == "recv.renew"]  # noqa: E731
+    try:
+        until("three renewals between syncs", lambda: len(renews()) >= 3, 30, interval=0.02)
+        standby.call = lambda op, **a: (_ for _ in ()).throw(OSError("gone"))  # type: ignore[method-assign]
+        time.sleep(0.3)  # renewals failing: logged, the loop waits on
+        assert loop.is_alive()
+    finally:
+        s._abort = "detach"
+        s._woken.set()
+        loop.join(10)
+    assert not loop.is_alive() and len(syncs) == 1
+    assert renews()[0] == {"dataset": "tank/v", "holder": rec.id}
