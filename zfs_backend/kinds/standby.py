@@ -193,14 +193,10 @@ class StandbySync(IncrementPipe, PrimaryBase, LocalActivity):
             if state == CANCELLING:
                 self._finish_cancel()
                 return
-            if state == SUSPENDED:
-                self._keep_claim()
-                self._sleep(0.5)
-                continue
             due = float(self._cp.get("next_at", 0.0))
-            if time.time() < due:
+            if state == SUSPENDED or time.time() < due:
                 self._keep_claim()
-                self._sleep(min(0.5, due - time.time()))
+                self._sleep(0.5 if state == SUSPENDED else min(0.5, due - time.time()))
                 continue
             try:
                 if not ready:
@@ -223,18 +219,15 @@ class StandbySync(IncrementPipe, PrimaryBase, LocalActivity):
                 self._save()
 
     def _keep_claim(self) -> None:
-        """Between syncs (an ``interval_s`` longer than the standby's claim lease, a suspend), the claim
-        renewed every ``RENEW_EVERY_S``, as a replication's is while it streams: a claim that lapsed
-        would leave the standby's holds stale (released by ``holds --release-stale``) and its dataset
-        free for another holder. A failure is the next sync's to report."""
-        if time.monotonic() - self._last_renew < RENEW_EVERY_S:
-            return
-        self._last_renew = time.monotonic()
-        try:
-            self.receiver.renew()
-        except Exception as e:
-            self._receiver = None  # a new session next time
-            self.ctx.log.info("activity %s: claim not renewed between syncs: %s", self.id, e)
+        """Between syncs (``interval_s`` longer than the claim's lease, a suspend) the claim renewed every
+        ``RENEW_EVERY_S``: a lapsed one leaves the standby's holds stale. A failure is the next sync's."""
+        if time.monotonic() - self._last_renew >= RENEW_EVERY_S:
+            self._last_renew = time.monotonic()
+            try:
+                self.receiver.renew()
+            except Exception as e:
+                self._receiver = None  # a new session next time
+                self.ctx.log.info("activity %s: claim not renewed between syncs: %s", self.id, e)
 
     def _failures(self) -> int:
         return int(self._cp.get("failures", 0))
@@ -335,7 +328,6 @@ class StandbySync(IncrementPipe, PrimaryBase, LocalActivity):
         )
         return batch
 
-    # -- the end ----------------------------------------------------------------------------------
     def rollback(self) -> None:
         """Cancel: see ``_undo``; what it could not undo fails the activity (``LocalActivity``)."""
         error = self._undo()
