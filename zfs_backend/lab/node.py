@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..config import MIN_CLAIM_LEASE_S
 from ..errors import LabError
 from ..private import private_dir, private_open
 from .netns import netns_path
@@ -47,7 +48,7 @@ POOL_DIR = "/var/lib/zfs-lab"  # inside the node: the pool's sparse backing file
 NODE_HOME = "/var/lib/zfs-backend"  # inside the node: its own agent state
 #: the lab agents' claim lease (``$ZFS_BACKEND_CLAIM_LEASE_S``): the shortest allowed, so that a test of a
 #: lapsed claim waits two minutes rather than the default five
-NODE_CLAIM_LEASE_S = 120
+NODE_CLAIM_LEASE_S = MIN_CLAIM_LEASE_S
 
 # A constant script; every path reaches it as a positional parameter, never spliced into the text.
 _SETUP_ROOT = r"""

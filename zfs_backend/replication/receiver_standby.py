@@ -92,7 +92,7 @@ class StandbyOps:
 
     zfs: Zfs
     claims: ClaimStore
-    ttl: float  # the claim's lease, renewed by every expect and commit
+    ttl: float  # the claim's lease, renewed by every expect
 
     @property
     def node(self) -> str:

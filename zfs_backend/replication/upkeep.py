@@ -167,9 +167,9 @@ def check_filesystem_versions(
     ``version`` property (read only when the source's own ``zpl_version`` is unknown: a known one bounds
     every dataset it holds, so a replication pays no extra command). The first covers every filesystem
     of an OpenZFS source (5) into zfs-fuse 0.7 (4): a version 5 one's stream is rejected by its
-    ``zfs receive`` ("stream has unsupported feature"),
-    and a version 4 one's is received but its root cannot be read there (ENOENT; found on the Vagrant
-    tier, tests/vagrant/test_mixed_dialects.py). Either unknown (an agent before this check): not checked."""
+    ``zfs receive`` ("stream has unsupported feature"), and a version 4 one's is received but its root
+    cannot be read there (ENOENT; found on the Vagrant tier, tests/vagrant/test_mixed_dialects.py).
+    Either unknown (an agent before this check): not checked."""
     top = destination.zpl_version
     if top is None:
         return

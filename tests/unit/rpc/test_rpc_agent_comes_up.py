@@ -12,7 +12,6 @@ from __future__ import annotations
 import socketserver
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,6 @@ from zfs_backend.errors import AgentUnavailable
 from zfs_backend.rpc.client import AgentClient
 from zfs_backend.rpc.protocol import decode, encode
 from zfs_backend.rpc.transport import CommandTransport
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 class _Echo(socketserver.StreamRequestHandler):
@@ -33,8 +30,8 @@ class _Echo(socketserver.StreamRequestHandler):
 
 
 @pytest.fixture
-def sock_path(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "agent.sock"
+def sock_path(tmp_path: Path) -> Path:
+    return tmp_path / "agent.sock"
 
 
 def bridge_argv(sock: Path) -> list[str]:
